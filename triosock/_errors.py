@@ -1,0 +1,54 @@
+"""triosock's own exception types.
+
+Everything raised by triosock at the IO edge is either one of trio's stream errors
+(:class:`trio.BrokenResourceError`, :class:`trio.ClosedResourceError`,
+:class:`trio.BusyResourceError`) or one of the classes below; a raw :class:`OSError`
+never reaches a user.
+
+This module imports nothing from trio, so that the sans-IO cores can use it.
+"""
+
+from __future__ import annotations
+
+
+class TriosockError(Exception):
+    """Base class of every exception triosock defines."""
+
+
+class FramingError(TriosockError):
+    """The bytes on the wire (or a message to encode) break the framing rules."""
+
+
+class MessageTooLargeError(FramingError):
+    """A message is longer than the framer's limit.
+
+    Attributes:
+      limit: the configured maximum, in bytes.
+      size: how large the offending message is (or at least was seen to be).
+      messages: the complete messages that preceded the oversized one in the same
+        ``feed()`` call, so that a caller can still deliver them.
+    """
+
+    def __init__(self, limit: int, size: int, messages: list[bytes] | None = None) -> None:
+        super().__init__(f"message of {size} bytes or more exceeds the limit of {limit} bytes")
+        self.limit = limit
+        self.size = size
+        self.messages: list[bytes] = messages if messages is not None else []
+
+
+class BindError(TriosockError):
+    """A server could not listen on the address it was given.
+
+    Wraps the :class:`OSError` (available as ``__cause__``) with a one-line message that
+    names the address, e.g. ``cannot listen on 127.0.0.1:7: permission denied``.
+    """
+
+
+class ConnectError(TriosockError):
+    """A client could not reach its peer (refused, unreachable, unknown host)."""
+
+
+def describe_oserror(exc: OSError) -> str:
+    """A short, lower-case reason for an OSError, without errno numbers."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]

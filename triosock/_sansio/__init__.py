@@ -1,0 +1,1 @@
+"""Sans-IO protocol cores: bytes in, messages or events out. Nothing here imports trio."""
