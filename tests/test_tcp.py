@@ -1,0 +1,302 @@
+"""serve_tcp and the TCP client over real loopback sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+
+import pytest
+import trio
+import trio.testing
+import trustme
+
+from triosock import (
+    BindError,
+    ConnectError,
+    FramedChannel,
+    LineFramer,
+    MessageTooLargeError,
+    TCPConnection,
+    connect_tcp,
+    echo_handler,
+    open_tcp_channel,
+    serve_tcp,
+)
+
+from .conftest import GUARD, running_tcp_server
+
+
+async def test_two_hundred_clients_each_get_their_own_messages_back() -> None:
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(echo_handler) as (server, _):
+            # A hog sends without ever reading: its handler blocks in send_all once the
+            # buffers fill, and must slow nobody else.
+            hog = await connect_tcp("127.0.0.1", server.port)
+            hog_sent = 0
+
+            async def flood() -> None:
+                nonlocal hog_sent
+                chunk = b"h" * 65536
+                for _ in range(256):
+                    await hog.send_all(chunk)
+                    hog_sent += len(chunk)
+
+            results: dict[int, list[bytes]] = {}
+
+            async def client(n: int) -> None:
+                chan = await open_tcp_channel("127.0.0.1", server.port)
+                got = []
+                for i in range(100):
+                    await chan.send(b"client %d message %d" % (n, i))
+                    got.append(await chan.receive())
+                results[n] = got
+                await chan.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                async with trio.open_nursery() as clients:
+                    for n in range(200):
+                        clients.start_soon(client, n)
+                # The hog is still stuck: the kernel buffers cannot hold 16 MiB.
+                assert hog_sent < 256 * 65536
+                nursery.cancel_scope.cancel()
+            await hog.aclose()
+    assert len(results) == 200
+    for n, got in results.items():
+        assert got == [b"client %d message %d" % (n, i) for i in range(100)]
+
+
+async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(1000):
+        async with running_tcp_server(echo_handler, idle_timeout=30) as (server, _):
+            silent = await connect_tcp("127.0.0.1", server.port)
+            chatty = await connect_tcp("127.0.0.1", server.port)
+            start = trio.current_time()
+
+            async def talk() -> None:
+                for i in range(5):
+                    await trio.sleep(20)
+                    await chatty.send_all(b"ping %d" % i)
+                    assert await chatty.receive_some() == b"ping %d" % i
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(talk)
+                assert await silent.receive_some() == b""
+                assert trio.current_time() - start == pytest.approx(30)
+            # The chatty one outlived the silent one by far, and goes 30 s after its last word.
+            last_word = trio.current_time()
+            assert last_word - start == pytest.approx(100)
+            assert await chatty.receive_some() == b""
+            assert trio.current_time() - last_word == pytest.approx(30)
+            assert server.statistics().idle_timeouts == 2
+            await silent.aclose()
+            await chatty.aclose()
+
+
+async def test_max_connections_queues_the_next_one_until_a_slot_frees(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(1000):
+        async with running_tcp_server(echo_handler, max_connections=2) as (server, _):
+            first = await connect_tcp("127.0.0.1", server.port)
+            second = await connect_tcp("127.0.0.1", server.port)
+            for stream in (first, second):
+                await stream.send_all(b"hi")
+                assert await stream.receive_some() == b"hi"
+            third = await connect_tcp("127.0.0.1", server.port)  # the kernel completes it
+            await third.send_all(b"waiting")
+            with trio.move_on_after(60) as waited:
+                await third.receive_some()
+            assert waited.cancelled_caught, "the third connection was served beyond the limit"
+            assert server.statistics().open_connections == 2
+            # The first two keep being served meanwhile.
+            await second.send_all(b"still here")
+            assert await second.receive_some() == b"still here"
+            await first.aclose()
+            assert await third.receive_some() == b"waiting"
+            assert server.statistics().open_connections == 2
+            await second.aclose()
+            await third.aclose()
+
+
+async def test_graceful_stop_with_cooperating_handlers_is_prompt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_tcp(
+                    echo_handler, 0, grace_period=10, task_status=task_status
+                )
+            )
+            clients = [await connect_tcp("127.0.0.1", server.port) for _ in range(5)]
+            await clients[0].send_all(b"mid-conversation")
+            assert await clients[0].receive_some() == b"mid-conversation"
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 1
+        for client in clients:
+            assert await client.receive_some() == b""  # a clean EOF
+            await client.aclose()
+
+
+async def test_graceful_stop_cancels_stubborn_handlers_after_the_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    finished: list[str] = []
+
+    async def stubborn(conn: TCPConnection) -> None:
+        try:
+            await trio.sleep_forever()  # ignores conn.stopping
+        finally:
+            finished.append(conn.peer)
+
+    async def polite(conn: TCPConnection) -> None:
+        with conn.stop_scope():
+            await trio.sleep_forever()
+        assert conn.stopping
+        await conn.send_all(b"goodbye\n")
+        finished.append("polite")
+
+    async def handler(conn: TCPConnection) -> None:
+        first = await conn.receive_some()
+        await (polite if first == b"polite" else stubborn)(conn)
+
+    with trio.fail_after(1000):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_tcp(handler, 0, grace_period=7, task_status=task_status)
+            )
+            a = await connect_tcp("127.0.0.1", server.port)
+            b = await connect_tcp("127.0.0.1", server.port)
+            await a.send_all(b"polite")
+            await b.send_all(b"stubborn")
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            server.stop()
+        # serve_tcp returned after exactly the grace period, and no handler outlived it.
+        assert trio.current_time() - start == pytest.approx(7)
+        assert sorted(finished)[-1] == "polite"
+        assert len(finished) == 2
+        assert await a.receive_some() == b"goodbye\n"
+        assert await a.receive_some() == b""
+        assert await b.receive_some() == b""
+        await a.aclose()
+        await b.aclose()
+
+
+class RecordingLineFramer(LineFramer):
+    """A LineFramer that remembers the most it ever buffered."""
+
+    most_buffered = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        try:
+            return super().feed(data)
+        finally:
+            RecordingLineFramer.most_buffered = max(self.most_buffered, self.buffered)
+
+
+async def line_echo(conn: TCPConnection) -> None:
+    chan = FramedChannel(conn, RecordingLineFramer(max_line_length=64 * 1024))
+    try:
+        async for line in chan:
+            await chan.send(line)
+    except MessageTooLargeError as exc:
+        await conn.send_all(b"error: %s\n" % str(exc).encode())
+
+
+async def test_a_ten_mib_line_gets_an_error_and_a_close_and_spares_the_others() -> None:
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(line_echo) as (server, _):
+            big = await connect_tcp("127.0.0.1", server.port)
+            sent = 0
+            received = bytearray()
+
+            async def send_big_line() -> None:
+                nonlocal sent
+                chunk = b"x" * 65536
+                try:
+                    for _ in range(160):  # 10 MiB, no newline
+                        await big.send_all(chunk)
+                        sent += len(chunk)
+                except trio.BrokenResourceError:
+                    pass  # the server closed on us, as it should
+
+            async def others(n: int) -> None:
+                chan = await open_tcp_channel("127.0.0.1", server.port)
+                for i in range(50):
+                    await chan.send(b"%d:%d" % (n, i))
+                    assert await chan.receive() == b"%d:%d" % (n, i)
+                await chan.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_big_line)
+                for n in range(5):
+                    nursery.start_soon(others, n)
+                # The close shows as EOF, or as a reset when the server closed with our
+                # unread bytes in its buffer; the error line comes first either way.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    async for data in big:
+                        received += data
+            await big.aclose()
+    assert received.startswith(b"error: message of ")
+    assert b"limit of 65536 bytes" in received
+    assert sent < 10 * 1024 * 1024, "the server read the whole 10 MiB instead of closing"
+    assert RecordingLineFramer.most_buffered <= 64 * 1024
+
+
+async def test_handler_errors_close_only_that_connection() -> None:
+    async def fragile(conn: TCPConnection) -> None:
+        data = await conn.receive_some()
+        if data == b"boom":
+            raise RuntimeError("handler bug")
+        await conn.send_all(data)
+
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(fragile) as (server, _):
+            bad = await connect_tcp("127.0.0.1", server.port)
+            await bad.send_all(b"boom")
+            assert await bad.receive_some() == b""
+            good = await connect_tcp("127.0.0.1", server.port)
+            await good.send_all(b"fine")
+            assert await good.receive_some() == b"fine"
+            assert server.statistics().handler_errors == 1
+            await bad.aclose()
+            await good.aclose()
+
+
+async def test_tls_through_the_same_api() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(line_echo, ssl_context=server_ctx) as (server, _):
+            chan = await open_tcp_channel(
+                "127.0.0.1", server.port, ssl_context=client_ctx, server_hostname="localhost"
+            )
+            assert isinstance(chan.stream, trio.SSLStream)
+            await chan.send(b"over tls")
+            assert await chan.receive() == b"over tls"
+            await chan.aclose()
+            with pytest.raises(ConnectError, match="TLS handshake"):
+                await connect_tcp(
+                    "127.0.0.1", server.port, ssl_context=ssl.create_default_context()
+                )
+
+
+async def test_bind_and_connect_errors_are_triosock_errors() -> None:
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(echo_handler) as (server, _):
+            with pytest.raises(
+                BindError, match=rf"127\.0\.0\.1:{server.port}: address already in use"
+            ):
+                await serve_tcp(echo_handler, server.port)
+        with pytest.raises(ConnectError, match=r"cannot connect to 127\.0\.0\.1:"):
+            await connect_tcp("127.0.0.1", server.port)  # nobody listens any more
+        with pytest.raises(ValueError, match="port must be"):
+            await connect_tcp("127.0.0.1", 70000)

@@ -1,0 +1,1 @@
+"""Trio adapters that turn sockets into message channels."""

@@ -1,0 +1,157 @@
+"""A framed message channel over any trio byte stream.
+
+:class:`FramedChannel` implements ``trio.abc.Channel[bytes]`` on top of a
+``trio.abc.Stream`` and a sans-IO framer, so a TCP ``SocketStream``, a TLS
+``SSLStream`` and ``trio.testing.memory_stream_pair`` are interchangeable beneath it.
+
+Contract (trio's, plus framing):
+
+* ``receive()`` returns the next whole message; at the stream's clean end it raises
+  :class:`trio.EndOfChannel` (an unterminated last line is delivered first). Two tasks
+  receiving at once get :class:`trio.BusyResourceError`.
+* A framing error (:class:`~triosock.MessageTooLargeError`, a truncated length-prefixed
+  message) is raised by ``receive()`` after every message that preceded it has been
+  delivered; from then on the channel is broken and every ``receive()`` raises it again.
+  Close the channel: the stream has lost sync.
+* ``send()`` frames one message; ``send_many()`` frames several into one write (what a
+  writer that coalesces its queue wants). Concurrent senders are serialised in FIFO order
+  by a lock, so messages are never interleaved on the wire.
+* ``aclose()`` closes the stream, always, even when cancelled.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import trio
+
+from .._errors import FramingError, MessageTooLargeError, TriosockError
+from .._sansio.framing import Framer, LineFramer
+
+__all__ = ["DEFAULT_RECEIVE_SIZE", "FramedChannel"]
+
+#: How many bytes one read asks the stream for.
+DEFAULT_RECEIVE_SIZE = 64 * 1024
+
+
+class FramedChannel(trio.abc.Channel[bytes]):
+    """Whole messages over a byte stream.
+
+    Args:
+      stream: the byte stream to frame; the channel owns it from now on.
+      framer: a sans-IO framer (:class:`~triosock.LineFramer` by default, with its 64 KiB
+        limit).
+      receive_size: the largest read asked of the stream at once.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        framer: Framer | None = None,
+        *,
+        receive_size: int = DEFAULT_RECEIVE_SIZE,
+    ) -> None:
+        self._stream = stream
+        self._framer: Framer = framer if framer is not None else LineFramer()
+        self._receive_size = receive_size
+        self._pending: deque[bytes] = deque()
+        self._error: FramingError | None = None
+        self._eof = False
+        self._closed = False
+        self._receiving = False
+        self._send_lock = trio.StrictFIFOLock()
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The underlying byte stream."""
+        return self._stream
+
+    @property
+    def framer(self) -> Framer:
+        return self._framer
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def receive(self) -> bytes:
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this channel")
+        self._receiving = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("the channel was closed")
+            if not self._pending:
+                await self._fill()
+            else:
+                await trio.lowlevel.checkpoint()
+            return self._pending.popleft()
+        finally:
+            self._receiving = False
+
+    def receive_nowait(self) -> bytes:
+        """The next message if one is already buffered, else :class:`trio.WouldBlock`.
+
+        Never reads the stream: it serves the messages the last read completed, so a
+        reader can take a burst with one await.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        if not self._pending:
+            raise trio.WouldBlock
+        return self._pending.popleft()
+
+    async def _fill(self) -> None:
+        """Read until at least one message is pending, or raise why there won't be one."""
+        pending = self._pending
+        while not pending:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise trio.EndOfChannel
+            data = await self._stream.receive_some(self._receive_size)
+            try:
+                if data:
+                    pending.extend(self._framer.feed(bytes(data)))
+                else:
+                    self._eof = True
+                    pending.extend(self._framer.feed_eof())
+            except MessageTooLargeError as exc:
+                pending.extend(exc.messages)
+                self._error = exc
+            except FramingError as exc:
+                self._error = exc
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def send(self, value: bytes) -> None:
+        data = self._framer.encode(value)
+        async with self._send_lock:
+            await self._stream.send_all(data)
+
+    async def send_many(self, values: Iterable[bytes]) -> None:
+        """Send several messages in one write (one ``send_all``), in order."""
+        encode = self._framer.encode
+        data = b"".join([encode(value) for value in values])
+        if not data:
+            await trio.lowlevel.checkpoint()
+            return
+        async with self._send_lock:
+            await self._stream.send_all(data)
+
+    async def send_eof(self) -> None:
+        """Half-close: tell the peer no more messages follow, and keep receiving.
+
+        Raises:
+          TriosockError: the stream cannot half-close (TLS has no half-close).
+        """
+        if not isinstance(self._stream, trio.abc.HalfCloseableStream):
+            raise TriosockError(f"{type(self._stream).__name__} cannot half-close")
+        async with self._send_lock:
+            await self._stream.send_eof()
+
+    # -- closing -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._pending.clear()
+        await self._stream.aclose()

@@ -1,0 +1,421 @@
+"""TCP (and TLS) servers and clients: a task per connection, idle timeouts, graceful stop.
+
+Server shape (trio's ``serve_listeners`` does the accepting):
+
+* Each connection runs ``handler(conn)`` in its own task, in a connection nursery the
+  server owns. ``conn`` is a :class:`TCPConnection`, a ``trio.abc.HalfCloseableStream``
+  (wrap it in a :class:`~triosock.FramedChannel` for messages). A handler's exception is
+  logged and closes that connection only; the server goes on.
+* ``max_connections``: a slot is taken *before* ``accept()``. With every slot in use the
+  server accepts nothing: further clients wait in the kernel's listen backlog (their
+  ``connect`` succeeds, nothing is read) and are served, in order, as slots free up; once
+  the backlog is full too, the kernel drops new connection attempts. Nobody is cut off.
+* ``idle_timeout``: each connection runs inside an :class:`~triosock.IdleTimer` whose
+  deadline moves forward whenever data arrives. When it fires the handler is cancelled
+  and the connection closed.
+* Stop (cancel ``serve_tcp``'s task, or call :meth:`TCPServer.stop`): (1) the listeners
+  close; (2) every connection's :meth:`TCPConnection.stop_scope` is cancelled and
+  :attr:`TCPConnection.stopping` becomes true, so handlers can say goodbye and half-close;
+  (3) handlers still running after ``grace_period`` seconds are cancelled and their
+  connections closed. ``serve_tcp`` returns (or raises ``Cancelled``) when every
+  connection task has ended, so no task outlives it.
+* Accept errors that mean overload (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged and
+  retried by ``serve_listeners``; binding errors become :class:`~triosock.BindError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from .._errors import BindError, ConnectError, TriosockError, describe_oserror
+from .._liveness import IdleTimer
+from .._sansio.framing import Framer
+from .channel import FramedChannel
+
+__all__ = [
+    "TCPConnection",
+    "TCPServer",
+    "TCPServerStatistics",
+    "connect_tcp",
+    "format_address",
+    "open_tcp_channel",
+    "serve_tcp",
+]
+
+LOGGER = logging.getLogger("triosock.tcp")
+
+#: How long closing one connection may take (a TLS close_notify to a stuck peer).
+_CLOSE_TIMEOUT = 1.0
+
+Handler = Callable[["TCPConnection"], Awaitable[object]]
+
+
+def format_address(address: object) -> str:
+    """``host:port`` for an IPv4 sockname, ``[host]:port`` for IPv6, ``str()`` otherwise."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def _check_port(port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
+
+
+@dataclass(frozen=True)
+class TCPServerStatistics:
+    """A snapshot of a server's connections."""
+
+    open_connections: int
+    total_connections: int
+    idle_timeouts: int
+    handler_errors: int
+    stopping: bool
+
+
+class TCPServer:
+    """What ``await nursery.start(serve_tcp, ...)`` returns: where it listens, and a stop."""
+
+    def __init__(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        grace_period: float,
+        idle_timeout: float | None,
+    ) -> None:
+        self.listeners = listeners
+        # Read now: once stopped, the sockets are closed and cannot tell any more.
+        self._addresses: list[tuple[str, int]] = [
+            (str(name[0]), int(name[1]))
+            for name in (listener.socket.getsockname() for listener in listeners)
+        ]
+        self.grace_period = grace_period
+        self.idle_timeout = idle_timeout
+        self._stop_requested = trio.Event()
+        self._stopping = trio.Event()
+        # Weak, so that scopes a handler has left do not pile up.
+        self._stop_scopes: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
+        self._open = 0
+        self._total = 0
+        self._idle_timeouts = 0
+        self._handler_errors = 0
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound (host, port) of every listener."""
+        return list(self._addresses)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the same for every listener)."""
+        return self.addresses[0][1]
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Begin the graceful stop; ``serve_tcp`` returns once it has finished."""
+        self._stop_requested.set()
+
+    def statistics(self) -> TCPServerStatistics:
+        return TCPServerStatistics(
+            open_connections=self._open,
+            total_connections=self._total,
+            idle_timeouts=self._idle_timeouts,
+            handler_errors=self._handler_errors,
+            stopping=self.stopping,
+        )
+
+    def _begin_stop(self) -> None:
+        self._stopping.set()
+        for scope in list(self._stop_scopes):
+            scope.cancel()
+
+
+class TCPConnection(trio.abc.HalfCloseableStream):
+    """One accepted connection: a byte stream that knows its server.
+
+    Every method of ``trio.abc.HalfCloseableStream`` is delegated to the accepted stream
+    (a ``trio.SocketStream``, or a ``trio.SSLStream`` when the server does TLS). Data
+    received pushes the connection's idle deadline forward.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        server: TCPServer,
+        idle: IdleTimer,
+        remote_address: object = None,
+    ) -> None:
+        self._stream = stream
+        self._server = server
+        self._idle = idle
+        self.remote_address = remote_address
+
+    @property
+    def stream(self) -> trio.abc.Stream:
+        """The stream underneath (``SocketStream`` or ``SSLStream``)."""
+        return self._stream
+
+    @property
+    def server(self) -> TCPServer:
+        return self._server
+
+    @property
+    def peer(self) -> str:
+        """The remote address as text, ``host:port``."""
+        return format_address(self.remote_address)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once the server has begun to stop."""
+        return self._server.stopping
+
+    async def wait_stopping(self) -> None:
+        """Return when the server begins to stop."""
+        await self._server._stopping.wait()
+
+    def stop_scope(self) -> trio.CancelScope:
+        """A cancel scope the server cancels when it begins to stop.
+
+        Put the handler's receive loop inside it; the code after it (a goodbye, a
+        half-close) still runs, bounded by the server's grace period::
+
+            with conn.stop_scope():
+                async for data in conn:
+                    ...
+            if conn.stopping:
+                await conn.send_all(b"server going down\n")
+
+        Entered after the stop has begun, the scope is cancelled at once.
+        """
+        scope = trio.CancelScope()
+        if self._server.stopping:
+            scope.cancel()
+        else:
+            self._server._stop_scopes.add(scope)
+        return scope
+
+    # -- the stream --------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self._stream.receive_some(max_bytes)
+        if data:
+            self._idle.touch()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        """Half-close. Raises :class:`~triosock.TriosockError` over TLS, which cannot."""
+        if not isinstance(self._stream, trio.abc.HalfCloseableStream):
+            raise TriosockError(f"{type(self._stream).__name__} cannot half-close")
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class _LimitedListener(trio.abc.Listener[trio.abc.Stream]):
+    """Takes a connection slot before each accept, so a full server accepts nothing."""
+
+    def __init__(self, inner: trio.abc.Listener[trio.abc.Stream], slots: trio.Semaphore) -> None:
+        self._inner = inner
+        self._slots = slots
+
+    async def accept(self) -> trio.abc.Stream:
+        await self._slots.acquire()
+        try:
+            return await self._inner.accept()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def serve_tcp(
+    handler: Handler,
+    port: int,
+    *,
+    host: str | None = "127.0.0.1",
+    backlog: int | None = None,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    grace_period: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on a TCP port, one task per connection, until stopped.
+
+    Args:
+      handler: ``async def handler(conn: TCPConnection)``; the connection is closed when
+        it returns.
+      port: the port to bind; 0 picks a free one (read it from the returned server).
+      host: the address to bind; loopback by default. ``None`` or ``""`` binds every
+        interface.
+      backlog: the listen backlog (trio's default when None).
+      max_connections: how many connections are served at once; see the module notes
+        for what the next one gets. None: no limit.
+      idle_timeout: seconds without received data before a connection is closed.
+      grace_period: seconds handlers get to finish after the stop begins.
+      ssl_context: serve TLS with this server context.
+      task_status: ``nursery.start`` receives the :class:`TCPServer` once listening.
+
+    Raises:
+      BindError: the address could not be bound (in use, not local, unknown host).
+    """
+    _check_port(port)
+    if max_connections is not None and max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    if not grace_period >= 0:
+        raise ValueError(f"grace_period must not be negative: {grace_period}")
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host or None, backlog=backlog)
+    except OSError as exc:
+        raise BindError(
+            f"cannot listen on {format_address((host or '*', port))}: {describe_oserror(exc)}"
+        ) from exc
+    server = TCPServer(listeners, grace_period=grace_period, idle_timeout=idle_timeout)
+    served: list[trio.abc.Listener[trio.abc.Stream]] = list(listeners)
+    if ssl_context is not None:
+        served = [trio.SSLListener(lis, ssl_context, https_compatible=False) for lis in served]
+    if max_connections is not None:
+        slots = trio.Semaphore(max_connections)
+        served = [_LimitedListener(lis, slots) for lis in served]
+    else:
+        slots = None
+
+    async def run_connection(stream: trio.abc.Stream) -> None:
+        server._open += 1
+        server._total += 1
+        try:
+            await _run_connection(handler, stream, server)
+        finally:
+            server._open -= 1
+            if slots is not None:
+                slots.release()
+
+    async with trio.open_nursery() as nursery:
+        connections = await nursery.start(_host_connections, server)
+        task_status.started(server)
+        try:
+            async with trio.open_nursery() as accepting:
+                accepting.start_soon(_stop_when_requested, server, accepting.cancel_scope)
+                await trio.serve_listeners(run_connection, served, handler_nursery=connections)
+        finally:
+            # Reached by stop() and by outside cancellation alike. Listeners are closed
+            # by serve_listeners on its way out; the connection host (shielded) now runs
+            # the graceful part and the nursery waits for it.
+            server._stop_requested.set()
+            server._begin_stop()
+
+
+async def _stop_when_requested(server: TCPServer, accepting: trio.CancelScope) -> None:
+    await server._stop_requested.wait()
+    accepting.cancel()
+
+
+async def _host_connections(
+    server: TCPServer, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Own the connection tasks, shielded from outside cancellation until the grace ends."""
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as connections:
+            task_status.started(connections)
+            await server._stop_requested.wait()
+            # The listeners are closing now; give handlers the grace period, then cancel.
+            scope.deadline = trio.current_time() + server.grace_period
+            server._begin_stop()
+
+
+async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCPServer) -> None:
+    remote: object = None
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            remote = inner.socket.getpeername()
+        except OSError:
+            remote = None
+    idle = IdleTimer(server.idle_timeout)
+    conn = TCPConnection(stream, server, idle, remote)
+    try:
+        with idle.scope:
+            try:
+                await handler(conn)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                LOGGER.debug("connection %s ended: %s", conn.peer, exc)
+            except Exception:
+                server._handler_errors += 1
+                LOGGER.exception("handler failed on connection %s; closing it", conn.peer)
+        if idle.expired:
+            server._idle_timeouts += 1
+            LOGGER.info("closing %s after %g s idle", conn.peer, idle.timeout)
+    finally:
+        with trio.move_on_after(_CLOSE_TIMEOUT) as close_scope:
+            close_scope.shield = True
+            await stream.aclose()
+
+
+async def connect_tcp(
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> trio.abc.HalfCloseableStream | trio.SSLStream[trio.SocketStream]:
+    """Open a TCP (or TLS, with ``ssl_context``) stream to ``host:port``.
+
+    With TLS the handshake is done here, so a certificate problem surfaces as a
+    :class:`~triosock.ConnectError` at once rather than on the first send.
+
+    Raises:
+      ConnectError: refused, unreachable, unknown host, or a failed TLS handshake.
+    """
+    _check_port(port)
+    where = format_address((host, port))
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {where}: {describe_oserror(exc)}") from exc
+    if ssl_context is None:
+        return stream
+    tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
+    try:
+        await tls.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(tls)
+        reason = exc.__cause__ or exc
+        raise ConnectError(f"TLS handshake with {where} failed: {reason}") from exc
+    except BaseException:
+        await trio.aclose_forcefully(tls)
+        raise
+    return tls
+
+
+async def open_tcp_channel(
+    host: str,
+    port: int,
+    *,
+    framer: Framer | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+) -> FramedChannel:
+    """Connect and return a :class:`~triosock.FramedChannel` (lines by default)."""
+    stream = await connect_tcp(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
+    return FramedChannel(stream, framer)
