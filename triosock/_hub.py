@@ -1,0 +1,646 @@
+"""The broadcast hub: topics, bounded per-subscriber queues and slow-subscriber policies.
+
+:class:`Hub` is the interface; :class:`InProcessHub` is the embedded implementation, and a
+broker-backed hub (Redis pub/sub, ...) is meant to implement the same interface, for
+instance by forwarding what it receives from the broker into an :class:`InProcessHub` of its
+own, which then does the local fan-out.
+
+How a message travels: :meth:`Hub.publish` places it in the queue of every subscriber of the
+topic, synchronously and without a checkpoint, waking a waiting receiver if there is one.
+Each subscriber owns a bounded queue (``buffer`` messages) and picks a :data:`Policy` for
+when its queue is full:
+
+``"drop_oldest"`` (the default)
+    The oldest queued message is discarded to make room; the subscriber learns how many
+    messages it missed from :meth:`Subscription.take_missed`.
+``"drop_newest"``
+    The new message is not queued for this subscriber; also counted in ``take_missed``.
+``"disconnect"``
+    The subscriber is removed from the topic. It can still receive what was queued, then
+    :meth:`~Subscription.receive` raises :class:`SlowSubscriberError`.
+``"block"``
+    Lossless backpressure. :meth:`Hub.publish` is all-or-nothing: if any ``block``
+    subscriber of the topic is full it raises :class:`trio.WouldBlock` *before* delivering
+    to anyone, and the caller can fall back to ``await hub.publish_wait(topic, message)``,
+    which waits until every ``block`` subscriber of the topic has room and then delivers to
+    every subscriber at once.
+
+Other subscribers carry on unaffected in every case.
+"""
+
+from __future__ import annotations
+
+import abc
+import operator
+from collections import deque
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Generic, Literal, Self, TypeAlias, TypeVar, get_args
+
+import trio
+from trio.lowlevel import enable_ki_protection
+
+from ._errors import TriosockError
+
+__all__ = [
+    "DEFAULT_BUFFER",
+    "Hub",
+    "HubStatistics",
+    "InProcessHub",
+    "Policy",
+    "SlowSubscriberError",
+    "SubscriberStatistics",
+    "Subscription",
+]
+
+T = TypeVar("T")
+
+#: What happens to a subscriber whose queue is full when a message is published.
+Policy: TypeAlias = Literal["block", "drop_newest", "drop_oldest", "disconnect"]
+
+_POLICIES: Final[tuple[str, ...]] = get_args(Policy)
+
+#: The default size of a subscriber's queue, in messages.
+DEFAULT_BUFFER: Final = 256
+
+
+class SlowSubscriberError(trio.BrokenResourceError, TriosockError):
+    """A ``"disconnect"``-policy subscriber was dropped because its queue was full.
+
+    Raised by :meth:`Subscription.receive` (and the other receive methods) once the messages
+    queued before the disconnection have been received.
+
+    Attributes:
+      topic: the topic the subscriber was subscribed to.
+      buffer: the size of its queue, in messages.
+    """
+
+    def __init__(self, topic: str, buffer: int) -> None:
+        super().__init__(
+            f"slow subscriber of topic {topic!r} was disconnected: "
+            f"its buffer of {buffer} message(s) was full"
+        )
+        self.topic = topic
+        self.buffer = buffer
+
+    def __reduce__(self) -> tuple[type[SlowSubscriberError], tuple[str, int]]:
+        return (type(self), (self.topic, self.buffer))
+
+
+@dataclass(frozen=True, slots=True)
+class HubStatistics:
+    """A snapshot of a hub's counters.
+
+    Attributes:
+      topics: topics that currently have at least one subscriber.
+      subscribers: current subscribers, over all topics.
+      published: successful ``publish``/``publish_wait`` calls, including those to a topic
+        without subscribers (a call that raised counts nothing).
+      delivered: messages placed in a subscriber's queue, summed over subscribers.
+      dropped: messages a subscriber lost to its policy: the new message for
+        ``"drop_newest"`` and ``"disconnect"``, the evicted one for ``"drop_oldest"``.
+    """
+
+    topics: int
+    subscribers: int
+    published: int
+    delivered: int
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberStatistics:
+    """A snapshot of one subscription's counters.
+
+    Attributes:
+      topic, policy, buffer: as given to :meth:`Hub.subscribe`.
+      queued: messages waiting to be received.
+      delivered: messages placed in this subscriber's queue.
+      dropped: messages this subscriber lost to its policy (see :class:`HubStatistics`).
+      missed_unreported: dropped messages not yet reported by
+        :meth:`Subscription.take_missed`.
+      disconnected: whether the ``"disconnect"`` policy removed this subscriber.
+    """
+
+    topic: str
+    policy: Policy
+    buffer: int
+    queued: int
+    delivered: int
+    dropped: int
+    missed_unreported: int
+    disconnected: bool
+
+
+def check_subscription_args(buffer: int, policy: str) -> int:
+    """Validate ``subscribe()`` arguments for a hub implementation; return the buffer size."""
+    size = operator.index(buffer)
+    if size < 1:
+        raise ValueError(f"buffer must be at least 1 message, not {size}")
+    if policy not in _POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(_POLICIES)}")
+    return size
+
+
+class Subscription(trio.abc.ReceiveChannel[T]):
+    """One subscriber's end of a topic: a :class:`trio.abc.ReceiveChannel` with extras.
+
+    Obtained from ``async with hub.subscribe(topic) as subscription:``; leaving the block
+    unsubscribes (and closes it). Several tasks may receive from one subscription at once;
+    each message goes to one of them.
+
+    ``receive()`` waits while the queue is empty. Once the subscription has ended, what was
+    queued can still be received, and then the receive methods raise
+    :class:`trio.EndOfChannel` (the hub was closed) or :class:`SlowSubscriberError` (the
+    ``"disconnect"`` policy removed it). After the subscription's own :meth:`aclose` they
+    raise :class:`trio.ClosedResourceError`, and its queue is discarded.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abc.abstractmethod
+    def topic(self) -> str:
+        """The topic subscribed to."""
+
+    @property
+    @abc.abstractmethod
+    def policy(self) -> Policy:
+        """What happens when this subscriber's queue is full."""
+
+    @property
+    @abc.abstractmethod
+    def buffer(self) -> int:
+        """The size of this subscriber's queue, in messages."""
+
+    @abc.abstractmethod
+    def receive_nowait(self) -> T:
+        """Take the next queued message, or raise :class:`trio.WouldBlock` if none is queued."""
+
+    @abc.abstractmethod
+    def drain_nowait(self) -> list[T]:
+        """Take every queued message, oldest first; ``[]`` if none is queued.
+
+        A writer coalesces with it: drain, write the batch in one go, and ``await receive()``
+        only when the drain came back empty. Raises like :meth:`receive_nowait` once the
+        subscription has ended and nothing is left.
+        """
+
+    @abc.abstractmethod
+    def take_missed(self) -> int:
+        """Return how many messages this subscriber missed since the last call, and reset it.
+
+        Counts the messages evicted by ``"drop_oldest"`` and refused by ``"drop_newest"``.
+        """
+
+    @abc.abstractmethod
+    def statistics(self) -> SubscriberStatistics:
+        """A snapshot of this subscription's counters."""
+
+
+class Hub(abc.ABC, Generic[T]):
+    """The broadcast hub interface: publish messages of type ``T`` to named topics.
+
+    A hub is an async context manager that closes it on exit (see :meth:`aclose`).
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def subscribe(
+        self, topic: str, *, buffer: int = DEFAULT_BUFFER, policy: Policy = "drop_oldest"
+    ) -> AbstractAsyncContextManager[Subscription[T]]:
+        """Subscribe to ``topic`` for the duration of an ``async with`` block.
+
+        Args:
+          topic: the topic (room) name.
+          buffer: how many messages the subscriber's queue holds, at least 1.
+          policy: what happens when the queue is full; see :data:`Policy`.
+
+        Raises:
+          ValueError: for a buffer below 1 or an unknown policy (when called).
+          trio.ClosedResourceError: if the hub is closed (when entered).
+        """
+
+    @abc.abstractmethod
+    def publish(self, topic: str, message: T) -> int:
+        """Deliver ``message`` to every subscriber of ``topic`` without waiting.
+
+        Returns how many subscribers had it queued (0 for a topic without subscribers).
+
+        Raises:
+          trio.WouldBlock: a ``"block"`` subscriber of the topic is full; nothing was
+            delivered to anyone. ``await publish_wait(topic, message)`` waits for room.
+          trio.ClosedResourceError: the hub is closed.
+        """
+
+    @abc.abstractmethod
+    async def publish_wait(self, topic: str, message: T) -> int:
+        """Wait until every ``"block"`` subscriber of ``topic`` has room, then deliver.
+
+        The message goes to every subscriber at once, after the wait; if the call is
+        cancelled, nobody got it. Subscribers that join or leave while it waits are taken
+        into account. Returns like :meth:`publish`.
+
+        Raises:
+          trio.ClosedResourceError: the hub is closed, or was closed while waiting.
+        """
+
+    @abc.abstractmethod
+    def statistics(self) -> HubStatistics:
+        """A snapshot of the hub's counters."""
+
+    @abc.abstractmethod
+    def topics(self) -> frozenset[str]:
+        """The topics that currently have subscribers."""
+
+    @abc.abstractmethod
+    def subscriber_count(self, topic: str) -> int:
+        """How many subscribers ``topic`` currently has (0 for an unknown topic)."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the hub: end every subscription once its queue is drained.
+
+        Receivers get what was queued, then :class:`trio.EndOfChannel`. Publishing and
+        subscribing afterwards raise :class:`trio.ClosedResourceError`. Idempotent.
+        """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# The in-process implementation
+
+
+class _Topic(Generic[T]):
+    __slots__ = ("blockers", "subscribers")
+
+    def __init__(self) -> None:
+        # dicts as insertion-ordered sets with O(1) removal
+        self.subscribers: dict[_LocalSubscription[T], None] = {}
+        self.blockers: dict[_LocalSubscription[T], None] = {}
+
+
+_HUB_CLOSED: Final = 1
+_DISCONNECTED: Final = 2
+
+
+class _LocalSubscription(Subscription[T]):
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_delivered",
+        "_dropped",
+        "_end",
+        "_hub",
+        "_missed",
+        "_policy",
+        "_queue",
+        "_receivers",
+        "_room",
+        "_topic",
+    )
+
+    def __init__(self, hub: InProcessHub[T], topic: str, buffer: int, policy: Policy) -> None:
+        self._hub: InProcessHub[T] | None = hub
+        self._topic = topic
+        self._buffer = buffer
+        self._policy: Policy = policy
+        self._queue: deque[T] = deque()
+        # tasks waiting in receive() for a message
+        self._receivers = trio.lowlevel.ParkingLot()
+        # tasks waiting in publish_wait() for room in this ("block") subscriber's queue
+        self._room = trio.lowlevel.ParkingLot()
+        self._delivered = 0
+        self._dropped = 0
+        self._missed = 0
+        self._end = 0  # 0, _HUB_CLOSED or _DISCONNECTED
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} topic={self._topic!r} policy={self._policy!r} "
+            f"queued={len(self._queue)}/{self._buffer}>"
+        )
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
+    def buffer(self) -> int:
+        return self._buffer
+
+    def _ended(self) -> BaseException:
+        if self._end == _DISCONNECTED:
+            return SlowSubscriberError(self._topic, self._buffer)
+        return trio.EndOfChannel()
+
+    @enable_ki_protection
+    def receive_nowait(self) -> T:
+        if self._closed:
+            raise trio.ClosedResourceError("this subscription was closed")
+        queue = self._queue
+        if queue:
+            message = queue.popleft()
+            if self._room:
+                self._room.unpark_all()
+            return message
+        if self._end:
+            raise self._ended()
+        raise trio.WouldBlock
+
+    @enable_ki_protection
+    async def receive(self) -> T:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            message = self.receive_nowait()
+        except trio.WouldBlock:
+            pass
+        except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return message
+        # Parked only while the queue is empty; every message queued wakes one receiver,
+        # and ending or closing wakes them all. Another receiver may take the message
+        # first, hence the loop.
+        while True:
+            await self._receivers.park()
+            try:
+                return self.receive_nowait()
+            except trio.WouldBlock:
+                pass
+
+    @enable_ki_protection
+    def drain_nowait(self) -> list[T]:
+        if self._closed:
+            raise trio.ClosedResourceError("this subscription was closed")
+        queue = self._queue
+        if queue:
+            messages = list(queue)
+            queue.clear()
+            if self._room:
+                self._room.unpark_all()
+            return messages
+        if self._end:
+            raise self._ended()
+        return []
+
+    def take_missed(self) -> int:
+        missed = self._missed
+        self._missed = 0
+        return missed
+
+    def statistics(self) -> SubscriberStatistics:
+        return SubscriberStatistics(
+            topic=self._topic,
+            policy=self._policy,
+            buffer=self._buffer,
+            queued=len(self._queue),
+            delivered=self._delivered,
+            dropped=self._dropped,
+            missed_unreported=self._missed,
+            disconnected=self._end == _DISCONNECTED,
+        )
+
+    @enable_ki_protection
+    def close(self) -> None:
+        """Unsubscribe and close, synchronously; what was queued is discarded. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._hub is not None:
+            self._hub._detach(self)
+        self._queue.clear()
+        self._receivers.unpark_all()
+        self._room.unpark_all()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def _finish(self, end: int) -> None:
+        # The hub has already removed us from the topic.
+        self._hub = None
+        if not self._end:
+            self._end = end
+        self._receivers.unpark_all()
+        self._room.unpark_all()
+
+
+class _Subscribing(Generic[T]):
+    """The async context manager returned by :meth:`InProcessHub.subscribe`."""
+
+    __slots__ = ("_buffer", "_hub", "_policy", "_subscription", "_topic")
+
+    def __init__(self, hub: InProcessHub[T], topic: str, buffer: int, policy: Policy) -> None:
+        self._hub = hub
+        self._topic = topic
+        self._buffer = buffer
+        self._policy: Policy = policy
+        self._subscription: _LocalSubscription[T] | None = None
+
+    async def __aenter__(self) -> Subscription[T]:
+        if self._subscription is not None:
+            raise RuntimeError("a subscribe() context manager can be entered only once")
+        self._subscription = self._hub._attach(self._topic, self._buffer, self._policy)
+        return self._subscription
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._subscription is not None:
+            self._subscription.close()
+
+
+class InProcessHub(Hub[T]):
+    """The embedded hub: fan-out within one process, one Trio run.
+
+    ``publish`` costs O(subscribers of the topic) plain appends, with no checkpoint and no
+    await per subscriber. Use it from Trio tasks of a single run (it is not thread-safe).
+    """
+
+    __slots__ = ("_closed", "_delivered", "_dropped", "_published", "_subscribers", "_topics")
+
+    def __init__(self) -> None:
+        self._topics: dict[str, _Topic[T]] = {}
+        self._subscribers = 0
+        self._published = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"<{type(self).__name__} {state} topics={len(self._topics)} "
+            f"subscribers={self._subscribers}>"
+        )
+
+    # -- subscribing
+
+    def subscribe(
+        self, topic: str, *, buffer: int = DEFAULT_BUFFER, policy: Policy = "drop_oldest"
+    ) -> AbstractAsyncContextManager[Subscription[T]]:
+        size = check_subscription_args(buffer, policy)
+        return _Subscribing(self, topic, size, policy)
+
+    @enable_ki_protection
+    def _attach(self, topic: str, buffer: int, policy: Policy) -> _LocalSubscription[T]:
+        if self._closed:
+            raise trio.ClosedResourceError("the hub is closed")
+        subscription = _LocalSubscription(self, topic, buffer, policy)
+        record = self._topics.get(topic)
+        if record is None:
+            record = self._topics[topic] = _Topic()
+        record.subscribers[subscription] = None
+        if policy == "block":
+            record.blockers[subscription] = None
+        self._subscribers += 1
+        return subscription
+
+    def _detach(self, subscription: _LocalSubscription[T]) -> None:
+        subscription._hub = None
+        record = self._topics[subscription._topic]
+        del record.subscribers[subscription]
+        record.blockers.pop(subscription, None)
+        if not record.subscribers:
+            del self._topics[subscription._topic]
+        self._subscribers -= 1
+
+    # -- publishing
+
+    @enable_ki_protection
+    def publish(self, topic: str, message: T) -> int:
+        if self._closed:
+            raise trio.ClosedResourceError("the hub is closed")
+        record = self._topics.get(topic)
+        if record is None:
+            self._published += 1
+            return 0
+        if record.blockers and _first_full(record) is not None:
+            raise trio.WouldBlock(f"a 'block' subscriber of topic {topic!r} is full")
+        return self._deliver(record, message)
+
+    @enable_ki_protection
+    async def publish_wait(self, topic: str, message: T) -> int:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            if self._closed:
+                raise trio.ClosedResourceError("the hub is closed")
+            record = self._topics.get(topic)
+            if record is None:
+                self._published += 1
+                count = 0
+                break
+            full = _first_full(record)
+            if full is None:
+                count = self._deliver(record, message)
+                break
+            # Woken when `full` gets room, is closed or ended; then look at everyone again.
+            await full._room.park()
+            waited = True
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return count
+
+    def _deliver(self, record: _Topic[T], message: T) -> int:
+        delivered = 0
+        dropped = 0
+        slow: list[_LocalSubscription[T]] = []
+        for subscription in record.subscribers:
+            queue = subscription._queue
+            if len(queue) < subscription._buffer:
+                queue.append(message)
+                subscription._delivered += 1
+                delivered += 1
+                if subscription._receivers:
+                    subscription._receivers.unpark()
+                continue
+            # Full. (A full queue has no parked receivers: they park only when it is empty.)
+            policy = subscription._policy
+            subscription._dropped += 1
+            dropped += 1
+            if policy == "drop_oldest":
+                queue.popleft()
+                queue.append(message)
+                subscription._delivered += 1
+                subscription._missed += 1
+                delivered += 1
+            elif policy == "drop_newest":
+                subscription._missed += 1
+            elif policy == "disconnect":
+                slow.append(subscription)
+            else:  # pragma: no cover - "block" subscribers were checked for room
+                raise AssertionError(f"full {policy!r} subscriber")
+        for subscription in slow:
+            self._detach(subscription)
+            subscription._finish(_DISCONNECTED)
+        self._published += 1
+        self._delivered += delivered
+        self._dropped += dropped
+        return delivered
+
+    # -- introspection
+
+    def statistics(self) -> HubStatistics:
+        return HubStatistics(
+            topics=len(self._topics),
+            subscribers=self._subscribers,
+            published=self._published,
+            delivered=self._delivered,
+            dropped=self._dropped,
+        )
+
+    def topics(self) -> frozenset[str]:
+        return frozenset(self._topics)
+
+    def subscriber_count(self, topic: str) -> int:
+        record = self._topics.get(topic)
+        return 0 if record is None else len(record.subscribers)
+
+    # -- closing
+
+    @enable_ki_protection
+    def close(self) -> None:
+        """Close the hub synchronously; see :meth:`Hub.aclose`."""
+        if self._closed:
+            return
+        self._closed = True
+        topics, self._topics = self._topics, {}
+        self._subscribers = 0
+        for record in topics.values():
+            for subscription in record.subscribers:
+                subscription._finish(_HUB_CLOSED)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+
+def _first_full(record: _Topic[T]) -> _LocalSubscription[T] | None:
+    for subscription in record.blockers:
+        if len(subscription._queue) >= subscription._buffer:
+            return subscription
+    return None
