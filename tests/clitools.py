@@ -1,0 +1,78 @@
+"""Running ``python -m triosock`` as a subprocess from tests."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+PYTHON = sys.executable
+
+
+def need(tool: str) -> str:
+    """The path of an external client, or skip (CI installs them all)."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (.ci/run installs it)")
+    return path
+
+
+class ServerProcess:
+    """A running ``python -m triosock ... serve`` and what it printed on startup."""
+
+    def __init__(self, process: trio.Process, lines: list[str]) -> None:
+        self.process = process
+        self.lines = lines
+
+    def port(self, label: str = "") -> int:
+        """The port from the first startup line that contains ``label``."""
+        for line in self.lines:
+            if label in line:
+                match = re.search(r"127\.0\.0\.1:(\d+)", line)
+                if match:
+                    return int(match.group(1))
+        raise AssertionError(f"no port for {label!r} in {self.lines}")
+
+
+@asynccontextmanager
+async def cli_server(args: Sequence[str], ready_lines: int = 1) -> AsyncIterator[ServerProcess]:
+    """Start the CLI server, read its ``ready_lines`` startup lines, stop it with SIGINT."""
+    process = await trio.lowlevel.open_process(
+        [PYTHON, "-m", "triosock", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    buffer = b""
+    try:
+        while len(lines) < ready_lines:
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                raise AssertionError(f"server exited early: {lines} {buffer!r}")
+            buffer += chunk
+            while b"\n" in buffer and len(lines) < ready_lines:
+                line, buffer = buffer.split(b"\n", 1)
+                lines.append(line.decode())
+        yield ServerProcess(process, lines)
+    finally:
+        if process.returncode is None:
+            process.send_signal(2)  # SIGINT: the graceful path
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def run(args: Sequence[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run a command to completion and capture its output."""
+    return await trio.run_process(
+        list(args), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )

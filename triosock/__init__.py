@@ -1,0 +1,57 @@
+"""triosock: a structured-concurrency networking toolkit on Trio.
+
+Framed TCP and per-peer UDP transports where every connection or peer runs in its own
+task, a broadcast hub, liveness on cancel scopes, and the classic socket services (echo,
+time, chat) built on them. The implementation lives in private modules; this package
+re-exports the public API.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    BindError,
+    ConnectError,
+    FramingError,
+    MessageTooLargeError,
+    TriosockError,
+)
+from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
+from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
+from ._services.echo import echo_handler
+from ._transport.channel import FramedChannel
+from ._transport.tcp import (
+    TCPConnection,
+    TCPServer,
+    TCPServerStatistics,
+    connect_tcp,
+    format_address,
+    open_tcp_channel,
+    serve_tcp,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_EXPIRY_FACTOR",
+    "DEFAULT_MAX_MESSAGE",
+    "BindError",
+    "ConnectError",
+    "FramedChannel",
+    "Framer",
+    "FramingError",
+    "IdleTimer",
+    "LengthPrefixFramer",
+    "LineFramer",
+    "MessageTooLargeError",
+    "TCPConnection",
+    "TCPServer",
+    "TCPServerStatistics",
+    "TriosockError",
+    "connect_tcp",
+    "echo_handler",
+    "expiry_after",
+    "format_address",
+    "open_tcp_channel",
+    "send_heartbeats",
+    "serve_tcp",
+]

@@ -1,0 +1,1 @@
+"""The services built on triosock: echo, time, chat."""

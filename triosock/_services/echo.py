@@ -1,0 +1,27 @@
+"""RFC 862 echo: every byte received is sent back, unchanged and unframed."""
+
+from __future__ import annotations
+
+import trio
+
+from .._errors import TriosockError
+from .._transport.tcp import TCPConnection
+
+__all__ = ["echo_handler"]
+
+
+async def echo_handler(conn: TCPConnection) -> None:
+    """Echo ``conn`` until the client half-closes, then half-close in turn.
+
+    When the server stops, echoing ends at once and the server half-closes, so the
+    client reads a clean end of stream.
+    """
+    with conn.stop_scope():
+        async for data in conn:
+            await conn.send_all(data)
+    try:
+        await conn.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client is gone already
+    except TriosockError:
+        pass  # TLS cannot half-close; the server closes the connection right after this
