@@ -17,7 +17,7 @@ from ._errors import (
 )
 from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
-from ._services.echo import echo_handler
+from ._services.echo import echo_handler, udp_echo_handler
 from ._transport.channel import FramedChannel
 from ._transport.tcp import (
     TCPConnection,
@@ -27,6 +27,15 @@ from ._transport.tcp import (
     format_address,
     open_tcp_channel,
     serve_tcp,
+)
+from ._transport.udp import (
+    PeerUnreachableError,
+    UDPChannel,
+    UDPPeer,
+    UDPServer,
+    UDPServerStatistics,
+    open_udp_channel,
+    serve_udp,
 )
 
 __version__ = "0.1.0"
@@ -43,15 +52,23 @@ __all__ = [
     "LengthPrefixFramer",
     "LineFramer",
     "MessageTooLargeError",
+    "PeerUnreachableError",
     "TCPConnection",
     "TCPServer",
     "TCPServerStatistics",
     "TriosockError",
+    "UDPChannel",
+    "UDPPeer",
+    "UDPServer",
+    "UDPServerStatistics",
     "connect_tcp",
     "echo_handler",
     "expiry_after",
     "format_address",
     "open_tcp_channel",
+    "open_udp_channel",
     "send_heartbeats",
     "serve_tcp",
+    "serve_udp",
+    "udp_echo_handler",
 ]

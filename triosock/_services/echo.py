@@ -1,4 +1,4 @@
-"""RFC 862 echo: every byte received is sent back, unchanged and unframed."""
+"""RFC 862 echo: every byte (TCP) or datagram (UDP) received is sent back unchanged."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import trio
 
 from .._errors import TriosockError
 from .._transport.tcp import TCPConnection
+from .._transport.udp import UDPPeer
 
-__all__ = ["echo_handler"]
+__all__ = ["echo_handler", "udp_echo_handler"]
 
 
 async def echo_handler(conn: TCPConnection) -> None:
@@ -25,3 +26,22 @@ async def echo_handler(conn: TCPConnection) -> None:
         pass  # the client is gone already
     except TriosockError:
         pass  # TLS cannot half-close; the server closes the connection right after this
+
+
+async def udp_echo_handler(peer: UDPPeer) -> None:
+    """Send every datagram of ``peer`` back to it, one datagram for one datagram.
+
+    A burst already queued is answered without a scheduler pass per datagram.
+    """
+    with peer.stop_scope():
+        while True:
+            await peer.send(await peer.receive())
+            while True:
+                try:
+                    data = peer.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                try:
+                    peer.send_nowait(data)
+                except trio.WouldBlock:
+                    await peer.send(data)

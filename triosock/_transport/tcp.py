@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ import trio
 from .._errors import BindError, ConnectError, TriosockError, describe_oserror
 from .._liveness import IdleTimer
 from .._sansio.framing import Framer
+from ._lifecycle import ServerLifecycle
 from .channel import FramedChannel
 
 __all__ = [
@@ -80,7 +80,7 @@ class TCPServerStatistics:
     stopping: bool
 
 
-class TCPServer:
+class TCPServer(ServerLifecycle):
     """What ``await nursery.start(serve_tcp, ...)`` returns: where it listens, and a stop."""
 
     def __init__(
@@ -90,18 +90,14 @@ class TCPServer:
         grace_period: float,
         idle_timeout: float | None,
     ) -> None:
+        super().__init__(grace_period=grace_period)
         self.listeners = listeners
         # Read now: once stopped, the sockets are closed and cannot tell any more.
         self._addresses: list[tuple[str, int]] = [
             (str(name[0]), int(name[1]))
             for name in (listener.socket.getsockname() for listener in listeners)
         ]
-        self.grace_period = grace_period
         self.idle_timeout = idle_timeout
-        self._stop_requested = trio.Event()
-        self._stopping = trio.Event()
-        # Weak, so that scopes a handler has left do not pile up.
-        self._stop_scopes: weakref.WeakSet[trio.CancelScope] = weakref.WeakSet()
         self._open = 0
         self._total = 0
         self._idle_timeouts = 0
@@ -115,15 +111,7 @@ class TCPServer:
     @property
     def port(self) -> int:
         """The bound port (the same for every listener)."""
-        return self.addresses[0][1]
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
-    def stop(self) -> None:
-        """Begin the graceful stop; ``serve_tcp`` returns once it has finished."""
-        self._stop_requested.set()
+        return self._addresses[0][1]
 
     def statistics(self) -> TCPServerStatistics:
         return TCPServerStatistics(
@@ -133,11 +121,6 @@ class TCPServer:
             handler_errors=self._handler_errors,
             stopping=self.stopping,
         )
-
-    def _begin_stop(self) -> None:
-        self._stopping.set()
-        for scope in list(self._stop_scopes):
-            scope.cancel()
 
 
 class TCPConnection(trio.abc.HalfCloseableStream):
@@ -183,7 +166,7 @@ class TCPConnection(trio.abc.HalfCloseableStream):
 
     async def wait_stopping(self) -> None:
         """Return when the server begins to stop."""
-        await self._server._stopping.wait()
+        await self._server.wait_stopping()
 
     def stop_scope(self) -> trio.CancelScope:
         """A cancel scope the server cancels when it begins to stop.
@@ -196,15 +179,8 @@ class TCPConnection(trio.abc.HalfCloseableStream):
                     ...
             if conn.stopping:
                 await conn.send_all(b"server going down\n")
-
-        Entered after the stop has begun, the scope is cancelled at once.
         """
-        scope = trio.CancelScope()
-        if self._server.stopping:
-            scope.cancel()
-        else:
-            self._server._stop_scopes.add(scope)
-        return scope
+        return self._server.stop_scope()
 
     # -- the stream --------------------------------------------------------------------
 
@@ -283,8 +259,6 @@ async def serve_tcp(
     _check_port(port)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-    if not grace_period >= 0:
-        raise ValueError(f"grace_period must not be negative: {grace_period}")
     try:
         listeners = await trio.open_tcp_listeners(port, host=host or None, backlog=backlog)
     except OSError as exc:
@@ -312,35 +286,16 @@ async def serve_tcp(
                 slots.release()
 
     async with trio.open_nursery() as nursery:
-        connections = await nursery.start(_host_connections, server)
+        connections = await nursery.start(server._host_tasks)
         task_status.started(server)
         try:
             async with trio.open_nursery() as accepting:
-                accepting.start_soon(_stop_when_requested, server, accepting.cancel_scope)
+                accepting.start_soon(server._cancel_when_stop_requested, accepting.cancel_scope)
                 await trio.serve_listeners(run_connection, served, handler_nursery=connections)
         finally:
             # Reached by stop() and by outside cancellation alike. Listeners are closed
             # by serve_listeners on its way out; the connection host (shielded) now runs
             # the graceful part and the nursery waits for it.
-            server._stop_requested.set()
-            server._begin_stop()
-
-
-async def _stop_when_requested(server: TCPServer, accepting: trio.CancelScope) -> None:
-    await server._stop_requested.wait()
-    accepting.cancel()
-
-
-async def _host_connections(
-    server: TCPServer, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Own the connection tasks, shielded from outside cancellation until the grace ends."""
-    with trio.CancelScope(shield=True) as scope:
-        async with trio.open_nursery() as connections:
-            task_status.started(connections)
-            await server._stop_requested.wait()
-            # The listeners are closing now; give handlers the grace period, then cancel.
-            scope.deadline = trio.current_time() + server.grace_period
             server._begin_stop()
 
 

@@ -1,0 +1,70 @@
+"""The command line: ``python -m triosock <service> <action> ...``.
+
+Every error a user can cause (a bad address, a port in use, a refused connection) ends
+the program with a one-line ``triosock: error: ...`` on stderr and a non-zero status,
+never a traceback. SIGINT or SIGTERM stop a server gracefully, with status 0. Each
+service's commands live in a module of their own with a ``register(services)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+import trio
+
+from .._errors import TriosockError
+from . import echo
+
+__all__ = ["build_parser", "main"]
+
+EXIT_ERROR = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m triosock",
+        description="Structured-concurrency network services on Trio.",
+    )
+    services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
+    for module in (echo,):
+        module.register(services)
+    return parser
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """The one line to show for an error the user can cause, or None for a real bug."""
+    leaves = _leaves(exc)
+    for leaf in leaves:
+        if isinstance(leaf, TriosockError):
+            return str(leaf)
+    for leaf in leaves:
+        if isinstance(leaf, trio.BrokenResourceError | trio.ClosedResourceError):
+            return f"connection lost: {leaf or type(leaf).__name__}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], Awaitable[None]] = args.run
+    try:
+        trio.run(run, args)
+    except KeyboardInterrupt:
+        # A second Ctrl-C while the graceful stop runs, or one in a client.
+        sys.exit(130)
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is None:
+            raise
+        print(f"triosock: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    sys.exit(0)

@@ -1,0 +1,90 @@
+"""What every service's command line shares: address parsing and running servers."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from .._errors import TriosockError
+from .._transport.tcp import TCPServer, format_address
+from .._transport.udp import UDPServer
+
+__all__ = ["CLIError", "parse_hostport", "parse_port", "run_servers", "say", "tcp_line", "udp_line"]
+
+
+class CLIError(TriosockError):
+    """A problem with what the user asked for, reported as one line."""
+
+
+def parse_port(text: str) -> int:
+    """A port number from text; argparse turns the ValueError into a usage error."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    return port
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` into ``(host, port)``."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(f"expected [IPv6]:PORT, got {text!r}")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    if not host:
+        raise argparse.ArgumentTypeError(f"missing host in {text!r}")
+    return host, parse_port(port_text)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- running servers -------------------------------------------------------------------
+
+ServerStarter = Callable[[trio.Nursery], Awaitable[str]]
+
+
+async def run_servers(starters: Sequence[ServerStarter]) -> None:
+    """Start every server, print where each listens, and run until SIGINT/SIGTERM.
+
+    Each starter starts one server in the nursery and returns a line describing it.
+    A signal cancels the nursery, which stops every server gracefully.
+    """
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            for start in starters:
+                say(await start(nursery))
+            async for signum in signals:
+                say(f"{signal.Signals(signum).name} received, shutting down")
+                nursery.cancel_scope.cancel()
+                break
+
+
+def tcp_line(name: str, server: TCPServer) -> str:
+    """The startup line for a TCP server (tests and scripts read the port from it)."""
+    where = ", ".join(format_address(a) for a in server.addresses)
+    return f"{name} (tcp) listening on {where}"
+
+
+def udp_line(name: str, server: UDPServer) -> str:
+    """The startup line for a UDP server."""
+    return f"{name} (udp) listening on {format_address(server.address)}"
+
+
+async def read_stdin_chunk() -> bytes:
+    """Up to 64 KiB of stdin (b"" at its end), read in a thread so trio keeps running."""
+    stdin: io.BufferedReader = sys.stdin.buffer  # type: ignore[assignment]
+    return await trio.to_thread.run_sync(stdin.read1, 65536, abandon_on_cancel=True)

@@ -1,0 +1,106 @@
+"""``python -m triosock echo serve|send``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import trio
+
+from .._services.echo import echo_handler, udp_echo_handler
+from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
+from .._transport.udp import UDPServer, open_udp_channel, serve_udp
+from ._common import (
+    CLIError,
+    parse_hostport,
+    parse_port,
+    read_stdin_chunk,
+    run_servers,
+    tcp_line,
+    udp_line,
+)
+
+#: The default port: an unprivileged stand-in for the well-known 7.
+ECHO_PORT = 7007
+
+
+async def _echo_serve(args: argparse.Namespace) -> None:
+    async def start_tcp(nursery: trio.Nursery) -> str:
+        server: TCPServer = await nursery.start(
+            lambda task_status: serve_tcp(
+                echo_handler, args.port, host=args.host, task_status=task_status
+            )
+        )
+        return tcp_line("echo", server)
+
+    async def start_udp(nursery: trio.Nursery) -> str:
+        server: UDPServer = await nursery.start(
+            lambda task_status: serve_udp(
+                udp_echo_handler, args.port, host=args.host, task_status=task_status
+            )
+        )
+        return udp_line("echo", server)
+
+    await run_servers([start_udp if args.udp else start_tcp])
+
+
+async def _echo_send_udp(args: argparse.Namespace) -> None:
+    host, port = args.address
+    if args.message:
+        datagrams = [" ".join(args.message).encode()]
+    else:
+        datagrams = [line for line in sys.stdin.buffer.read().splitlines() if line]
+    async with await open_udp_channel(host, port) as chan:
+        for datagram in datagrams:
+            await chan.send(datagram)
+            with trio.move_on_after(args.timeout) as waited:
+                reply = await chan.receive()
+            if waited.cancelled_caught:
+                raise CLIError(f"no answer from {host}:{port} within {args.timeout:g} s")
+            sys.stdout.buffer.write(reply + b"\n")
+            sys.stdout.flush()
+
+
+async def _echo_send(args: argparse.Namespace) -> None:
+    if args.udp:
+        await _echo_send_udp(args)
+        return
+    host, port = args.address
+    stream = await connect_tcp(host, port)
+    out = sys.stdout.buffer
+
+    async def send() -> None:
+        if args.message:
+            await stream.send_all((" ".join(args.message) + "\n").encode())
+        else:
+            while chunk := await read_stdin_chunk():
+                await stream.send_all(chunk)
+        await stream.send_eof()
+
+    async with stream, trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        async for data in stream:
+            out.write(data)
+            out.flush()
+
+
+def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    echo = services.add_parser("echo", help="RFC 862 echo server and client")
+    actions = echo.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = actions.add_parser("serve", help="run an echo server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=parse_port, default=ECHO_PORT, help=f"port (default {ECHO_PORT})"
+    )
+    serve.add_argument("--udp", action="store_true", help="serve UDP instead of TCP")
+    serve.set_defaults(run=_echo_serve)
+    send = actions.add_parser("send", help="send MESSAGE (or stdin) and print the echo")
+    send.add_argument("address", type=parse_hostport, metavar="HOST:PORT")
+    send.add_argument("message", nargs="*", metavar="MESSAGE", help="words to send as one line")
+    send.add_argument(
+        "--udp", action="store_true", help="one datagram per message (or per stdin line)"
+    )
+    send.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for a UDP answer (5)"
+    )
+    send.set_defaults(run=_echo_send)

@@ -1,0 +1,469 @@
+"""UDP with a task per peer: one socket, one receive loop, a bounded queue per address.
+
+Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
+
+* One socket and one receive loop. Each wakeup takes every datagram the kernel already
+  holds (non-blocking ``recvfrom`` until EAGAIN) before it yields, so a burst costs one
+  wakeup.
+* Datagrams are routed by source address into that peer's bounded queue. The first
+  datagram from a new address starts ``handler(peer)`` in its own task; ``peer`` is a
+  :class:`UDPPeer`, a ``trio.abc.Channel[bytes]`` whose ``receive`` gives that peer's
+  datagrams and whose ``send`` sends one datagram back to it.
+* A full queue drops the datagram and counts it; the loop never waits on a peer, so a
+  peer whose handler never reads slows nobody else.
+* ``max_peers``: with the table full, a datagram from a new address either is dropped
+  and counted (``when_full="refuse"``, the default: the peers already known keep their
+  service) or evicts the least recently active peer, whose task is cancelled
+  (``when_full="evict"``).
+* ``peer_idle_timeout``: a peer silent that long has its task cancelled through its
+  cancel scope and its entry freed; if the address comes back, a fresh task starts.
+* Datagrams larger than ``max_datagram`` are dropped and counted; empty datagrams are
+  delivered like any other. A handler's exception is logged and ends that peer only.
+* Stopping works as for TCP: the socket stops being read, stop scopes are cancelled
+  (handlers may send goodbyes), and the rest is cancelled after ``grace_period``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from .._errors import BindError, ConnectError, TriosockError, describe_oserror
+from .._liveness import IdleTimer
+from ._lifecycle import ServerLifecycle
+from .tcp import _check_port, format_address
+
+__all__ = [
+    "PeerUnreachableError",
+    "UDPChannel",
+    "UDPPeer",
+    "UDPServer",
+    "UDPServerStatistics",
+    "open_udp_channel",
+    "serve_udp",
+]
+
+LOGGER = logging.getLogger("triosock.udp")
+
+#: The largest payload a UDP datagram over IPv4 can carry.
+MAX_UDP_PAYLOAD = 65507
+
+Address = tuple[str, int]
+Handler = Callable[["UDPPeer"], Awaitable[object]]
+
+
+class PeerUnreachableError(trio.BrokenResourceError, TriosockError):
+    """The peer's host reported (through ICMP) that nothing listens on its port.
+
+    A :class:`trio.BrokenResourceError`, so code written against trio's channel contract
+    handles it without knowing triosock.
+    """
+
+
+@dataclass(frozen=True)
+class UDPServerStatistics:
+    """A snapshot of a UDP server's counters."""
+
+    peers: int
+    peers_total: int
+    datagrams_in: int
+    datagrams_out: int
+    dropped_queue_full: int
+    dropped_peer_limit: int
+    dropped_oversize: int
+    evicted: int
+    expired: int
+    handler_errors: int
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_queue_full + self.dropped_peer_limit + self.dropped_oversize
+
+
+class UDPPeer(trio.abc.Channel[bytes]):
+    """One remote address of a UDP server, as a message channel.
+
+    ``receive()`` gives this peer's datagrams in arrival order (what the queue could
+    hold); ``send(data)`` sends one datagram to it from the server's socket.
+    ``aclose()`` ends the peer: its queue is dropped and a later datagram from the same
+    address starts a new handler.
+    """
+
+    def __init__(self, server: UDPServer, address: Address, queue_size: int) -> None:
+        self.server = server
+        self.address = address
+        self._send_queue, self._queue = trio.open_memory_channel[bytes](queue_size)
+        self.dropped = 0
+        self._scope = trio.CancelScope()
+        self._idle: IdleTimer | None = None
+
+    @property
+    def peer(self) -> str:
+        """The address as text, ``ip:port``."""
+        return format_address(self.address)
+
+    @property
+    def stopping(self) -> bool:
+        return self.server.stopping
+
+    def stop_scope(self) -> trio.CancelScope:
+        """A cancel scope cancelled when the server begins to stop (see serve_udp)."""
+        return self.server.stop_scope()
+
+    def touch(self) -> None:
+        """Count this as life from the peer (the server does it for every datagram)."""
+        if self._idle is not None:
+            self._idle.touch()
+
+    async def receive(self) -> bytes:
+        return await self._queue.receive()
+
+    def receive_nowait(self) -> bytes:
+        return self._queue.receive_nowait()
+
+    async def send(self, value: bytes) -> None:
+        await self.server.sendto(value, self.address)
+
+    def send_nowait(self, value: bytes) -> None:
+        """Send now if the socket's buffer has room, else :class:`trio.WouldBlock`."""
+        self.server.sendto_nowait(value, self.address)
+
+    async def aclose(self) -> None:
+        self._close()
+        await trio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
+        self._send_queue.close()
+        self._queue.close()
+        self.server._forget(self)
+
+    def _deliver(self, data: bytes) -> bool:
+        try:
+            self._send_queue.send_nowait(data)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.dropped += 1
+            return False
+        return True
+
+
+class UDPServer(ServerLifecycle):
+    """What ``await nursery.start(serve_udp, ...)`` returns."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        grace_period: float,
+        max_peers: int,
+        when_full: Literal["refuse", "evict"],
+        queue_size: int,
+        peer_idle_timeout: float | None,
+        max_datagram: int,
+    ) -> None:
+        super().__init__(grace_period=grace_period)
+        self._sock = sock
+        name = sock.getsockname()
+        self._address: Address = (str(name[0]), int(name[1]))
+        self.max_peers = max_peers
+        self.when_full = when_full
+        self.queue_size = queue_size
+        self.peer_idle_timeout = peer_idle_timeout
+        self.max_datagram = max_datagram
+        # Least recently active first: routing moves a peer to the end.
+        self._peers: OrderedDict[Address, UDPPeer] = OrderedDict()
+        self._closed = False
+        self._peers_total = 0
+        self._in = 0
+        self._out = 0
+        self._dropped_peer_limit = 0
+        self._dropped_oversize = 0
+        self._dropped_queue_full = 0
+        self._evicted = 0
+        self._expired = 0
+        self._handler_errors = 0
+
+    @property
+    def address(self) -> Address:
+        return self._address
+
+    @property
+    def port(self) -> int:
+        return self._address[1]
+
+    def peers(self) -> list[UDPPeer]:
+        """The peers known now, least recently active first."""
+        return list(self._peers.values())
+
+    def statistics(self) -> UDPServerStatistics:
+        return UDPServerStatistics(
+            peers=len(self._peers),
+            peers_total=self._peers_total,
+            datagrams_in=self._in,
+            datagrams_out=self._out,
+            dropped_queue_full=self._dropped_queue_full,
+            dropped_peer_limit=self._dropped_peer_limit,
+            dropped_oversize=self._dropped_oversize,
+            evicted=self._evicted,
+            expired=self._expired,
+            handler_errors=self._handler_errors,
+        )
+
+    # -- sending -----------------------------------------------------------------------
+
+    def sendto_nowait(self, data: bytes, address: Address) -> None:
+        """Send one datagram now, or raise :class:`trio.WouldBlock` if the buffer is full.
+
+        ``address`` must be numeric (as received); nothing is resolved here.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the UDP server's socket is closed")
+        try:
+            self._sock.sendto(data, address)
+        except BlockingIOError:
+            raise trio.WouldBlock from None
+        except OSError as exc:
+            # ICMP errors from earlier datagrams may surface here; a datagram to one
+            # peer failing must not break the others.
+            LOGGER.debug("sendto %s failed: %s", format_address(address), exc)
+        else:
+            self._out += 1
+
+    async def sendto(self, data: bytes, address: Address) -> None:
+        """Send one datagram, waiting for buffer space if the kernel has none."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.sendto_nowait(data, address)
+            except trio.WouldBlock:
+                await trio.lowlevel.wait_writable(self._sock)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+
+    # -- routing -----------------------------------------------------------------------
+
+    def _forget(self, peer: UDPPeer) -> None:
+        if self._peers.get(peer.address) is peer:
+            del self._peers[peer.address]
+
+    def _route(
+        self, data: bytes, address: Address, nursery: trio.Nursery, handler: Handler
+    ) -> None:
+        peer = self._peers.get(address)
+        if peer is None:
+            if len(self._peers) >= self.max_peers:
+                if self.when_full == "refuse":
+                    self._dropped_peer_limit += 1
+                    return
+                _, oldest = self._peers.popitem(last=False)
+                self._evicted += 1
+                oldest._scope.cancel()
+            peer = UDPPeer(self, address, self.queue_size)
+            self._peers[address] = peer
+            self._peers_total += 1
+            nursery.start_soon(self._run_peer, handler, peer, name=f"udp peer {peer.peer}")
+        else:
+            self._peers.move_to_end(address)
+            peer.touch()
+        if not peer._deliver(data):
+            self._dropped_queue_full += 1
+
+    async def _run_peer(self, handler: Handler, peer: UDPPeer) -> None:
+        idle = peer._idle = IdleTimer(self.peer_idle_timeout)
+        try:
+            with peer._scope, idle.scope:
+                try:
+                    await handler(peer)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    LOGGER.debug("peer %s ended: %s", peer.peer, exc)
+                except Exception:
+                    self._handler_errors += 1
+                    LOGGER.exception("handler failed for UDP peer %s; dropping it", peer.peer)
+            if idle.expired:
+                self._expired += 1
+                LOGGER.info("UDP peer %s expired after %g s of silence", peer.peer, idle.timeout)
+        finally:
+            peer._close()
+
+    async def _receive_loop(self, handler: Handler, nursery: trio.Nursery) -> None:
+        sock = self._sock
+        size = self.max_datagram + 1
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            # Take everything the kernel holds before yielding again.
+            while True:
+                try:
+                    data, address = sock.recvfrom(size)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    # ICMP errors for earlier sends (with IP_RECVERR) and the like: they
+                    # concern one peer, never the server.
+                    LOGGER.debug("recvfrom: %s", exc)
+                    continue
+                self._in += 1
+                if len(data) > self.max_datagram:
+                    self._dropped_oversize += 1
+                    continue
+                self._route(data, address[:2], nursery, handler)
+            await trio.lowlevel.checkpoint()
+
+
+async def serve_udp(
+    handler: Handler,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    max_peers: int = 1024,
+    when_full: Literal["refuse", "evict"] = "refuse",
+    queue_size: int = 64,
+    peer_idle_timeout: float | None = None,
+    max_datagram: int = MAX_UDP_PAYLOAD,
+    grace_period: float = 5.0,
+    task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``handler`` on a UDP port with one task per peer address, until stopped.
+
+    Args:
+      handler: ``async def handler(peer: UDPPeer)``; runs while the peer is known.
+      port: the port to bind; 0 picks a free one.
+      host: the address to bind; loopback by default (``""`` or ``"0.0.0.0"`` for all
+        IPv4 interfaces; an IPv6 literal binds IPv6).
+      max_peers: the most peers known at once; see ``when_full``.
+      when_full: ``"refuse"`` drops datagrams from new addresses while the table is
+        full; ``"evict"`` cancels the least recently active peer to make room.
+      queue_size: datagrams buffered per peer before new ones are dropped.
+      peer_idle_timeout: seconds of silence after which a peer's task is cancelled.
+      max_datagram: larger datagrams are dropped and counted.
+      grace_period: seconds handlers get to finish once the stop begins.
+      task_status: ``nursery.start`` receives the :class:`UDPServer` once bound.
+
+    Raises:
+      BindError: the address could not be bound.
+    """
+    _check_port(port)
+    if max_peers < 1:
+        raise ValueError(f"max_peers must be at least 1, not {max_peers}")
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be at least 1, not {queue_size}")
+    if when_full not in ("refuse", "evict"):
+        raise ValueError(f"when_full must be 'refuse' or 'evict', not {when_full!r}")
+    if not 0 < max_datagram <= MAX_UDP_PAYLOAD:
+        raise ValueError(f"max_datagram must be from 1 to {MAX_UDP_PAYLOAD}: {max_datagram}")
+    sock = await _bind_udp(host, port)
+    with sock:
+        server = UDPServer(
+            sock,
+            grace_period=grace_period,
+            max_peers=max_peers,
+            when_full=when_full,
+            queue_size=queue_size,
+            peer_idle_timeout=peer_idle_timeout,
+            max_datagram=max_datagram,
+        )
+        async with trio.open_nursery() as nursery:
+            peers = await nursery.start(server._host_tasks)
+            task_status.started(server)
+            try:
+                async with trio.open_nursery() as receiving:
+                    receiving.start_soon(server._cancel_when_stop_requested, receiving.cancel_scope)
+                    await server._receive_loop(handler, peers)
+            finally:
+                server._begin_stop()
+        server._closed = True
+
+
+async def _bind_udp(host: str, port: int) -> socket.socket:
+    try:
+        infos = await trio.socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM)
+        family, type_, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, type_, proto)
+    except OSError as exc:
+        where = format_address((host or "*", port))
+        raise BindError(f"cannot listen on {where} (udp): {describe_oserror(exc)}") from exc
+    try:
+        sock.setblocking(False)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        where = format_address((host or "*", port))
+        raise BindError(f"cannot listen on {where} (udp): {describe_oserror(exc)}") from exc
+    return sock
+
+
+class UDPChannel(trio.abc.Channel[bytes]):
+    """A connected UDP socket as a ``trio.abc.Channel[bytes]``: one datagram a message.
+
+    ``receive()`` returns the next datagram from the connected peer (others are filtered
+    by the kernel). When the peer's host answers with ICMP port-unreachable, the next
+    ``send`` or ``receive`` raises :class:`PeerUnreachableError`.
+    """
+
+    def __init__(self, sock: trio.socket.SocketType, max_datagram: int = MAX_UDP_PAYLOAD) -> None:
+        self._sock = sock
+        self._size = max_datagram + 1
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._sock
+
+    async def send(self, value: bytes) -> None:
+        try:
+            await self._sock.send(value)
+        except ConnectionRefusedError as exc:
+            raise PeerUnreachableError(f"nothing listens at {self._peer()}") from exc
+        except OSError as exc:
+            if self._sock.fileno() == -1:
+                raise trio.ClosedResourceError("the channel was closed") from exc
+            raise trio.BrokenResourceError(f"send failed: {describe_oserror(exc)}") from exc
+
+    async def receive(self) -> bytes:
+        try:
+            return await self._sock.recv(self._size)
+        except ConnectionRefusedError as exc:
+            raise PeerUnreachableError(f"nothing listens at {self._peer()}") from exc
+        except OSError as exc:
+            if self._sock.fileno() == -1:
+                raise trio.ClosedResourceError("the channel was closed") from exc
+            raise trio.BrokenResourceError(f"receive failed: {describe_oserror(exc)}") from exc
+
+    def _peer(self) -> str:
+        try:
+            return format_address(self._sock.getpeername())
+        except OSError:
+            return "the peer"
+
+    async def aclose(self) -> None:
+        self._sock.close()
+        await trio.lowlevel.checkpoint()
+
+
+async def open_udp_channel(
+    host: str, port: int, *, max_datagram: int = MAX_UDP_PAYLOAD
+) -> UDPChannel:
+    """A UDP socket connected to ``host:port``, as a :class:`UDPChannel`.
+
+    Raises:
+      ConnectError: the host does not resolve or the address cannot be reached.
+    """
+    _check_port(port)
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, type_, proto, _, sockaddr = infos[0]
+        sock = trio.socket.socket(family, type_, proto)
+    except OSError as exc:
+        where = format_address((host, port))
+        raise ConnectError(f"cannot reach {where} (udp): {describe_oserror(exc)}") from exc
+    try:
+        await sock.connect(sockaddr)
+    except OSError as exc:
+        sock.close()
+        where = format_address((host, port))
+        raise ConnectError(f"cannot reach {where} (udp): {describe_oserror(exc)}") from exc
+    return UDPChannel(sock, max_datagram)
