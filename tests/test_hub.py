@@ -676,3 +676,24 @@ async def test_ten_thousand_subscribers() -> None:
                 topics=2, subscribers=n + 1, published=2, delivered=2 * n, dropped=0
             )
     assert hub.topics() == frozenset()
+
+
+async def test_wait_ended_wakes_on_disconnect_only_when_it_happens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub: InProcessHub[int] = InProcessHub()
+    woke: list[float] = []
+    async with hub.subscribe("t", buffer=1, policy="disconnect") as slow:
+
+        async def watch() -> None:
+            await slow.wait_ended()
+            woke.append(trio.current_time())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            hub.publish("t", 1)
+            await trio.sleep(5)
+            assert woke == []
+            hub.publish("t", 2)  # over the buffer: disconnected
+        assert woke == [5]
+        assert slow.statistics().disconnected

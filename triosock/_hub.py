@@ -198,6 +198,14 @@ class Subscription(trio.abc.ReceiveChannel[T]):
     def statistics(self) -> SubscriberStatistics:
         """A snapshot of this subscription's counters."""
 
+    @abc.abstractmethod
+    async def wait_ended(self) -> None:
+        """Return once the subscription has ended: hub closed, disconnected, or closed.
+
+        A writer blocked on a slow socket cannot see its subscription being disconnected;
+        a task waiting here can, and can cancel the writer.
+        """
+
 
 class Hub(abc.ABC, Generic[T]):
     """The broadcast hub interface: publish messages of type ``T`` to named topics.
@@ -303,6 +311,7 @@ class _LocalSubscription(Subscription[T]):
         "_delivered",
         "_dropped",
         "_end",
+        "_end_event",
         "_hub",
         "_missed",
         "_policy",
@@ -327,6 +336,7 @@ class _LocalSubscription(Subscription[T]):
         self._missed = 0
         self._end = 0  # 0, _HUB_CLOSED or _DISCONNECTED
         self._closed = False
+        self._end_event = trio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -431,6 +441,10 @@ class _LocalSubscription(Subscription[T]):
         self._queue.clear()
         self._receivers.unpark_all()
         self._room.unpark_all()
+        self._end_event.set()
+
+    async def wait_ended(self) -> None:
+        await self._end_event.wait()
 
     async def aclose(self) -> None:
         self.close()
@@ -443,6 +457,7 @@ class _LocalSubscription(Subscription[T]):
             self._end = end
         self._receivers.unpark_all()
         self._room.unpark_all()
+        self._end_event.set()
 
 
 class _Subscribing(Generic[T]):
