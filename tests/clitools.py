@@ -76,3 +76,65 @@ async def run(args: Sequence[str], stdin: bytes = b"") -> subprocess.CompletedPr
     return await trio.run_process(
         list(args), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
     )
+
+
+class LineProcess:
+    """An interactive process driven line by line through its stdin and stdout."""
+
+    def __init__(self, process: trio.Process) -> None:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        self.process = process
+        self._stdin = process.stdin
+        self._stdout = process.stdout
+        self._buffer = b""
+        self.seen: list[bytes] = []
+
+    async def send(self, line: bytes) -> None:
+        await self._stdin.send_all(line + b"\n")
+
+    async def close_stdin(self) -> None:
+        await self._stdin.aclose()
+
+    async def readline(self) -> bytes | None:
+        """The next line without its LF, or None at EOF."""
+        while b"\n" not in self._buffer:
+            chunk = await self._stdout.receive_some()
+            if not chunk:
+                if not self._buffer:
+                    return None
+                rest, self._buffer = self._buffer, b""
+                self.seen.append(rest)
+                return rest
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        self.seen.append(line)
+        return line
+
+    async def expect(self, wanted: bytes) -> bytes:
+        """Read lines until one contains ``wanted``; return it. Fails at EOF."""
+        while True:
+            line = await self.readline()
+            if line is None:
+                raise AssertionError(f"EOF before {wanted!r}; saw {self.seen}")
+            if wanted in line:
+                return line
+
+    async def read_to_eof(self) -> list[bytes]:
+        lines = []
+        while (line := await self.readline()) is not None:
+            lines.append(line)
+        return lines
+
+
+@asynccontextmanager
+async def line_process(argv: Sequence[str]) -> AsyncIterator[LineProcess]:
+    process = await trio.lowlevel.open_process(
+        list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield LineProcess(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import io
+import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -85,6 +84,10 @@ def udp_line(name: str, server: UDPServer) -> str:
 
 
 async def read_stdin_chunk() -> bytes:
-    """Up to 64 KiB of stdin (b"" at its end), read in a thread so trio keeps running."""
-    stdin: io.BufferedReader = sys.stdin.buffer  # type: ignore[assignment]
-    return await trio.to_thread.run_sync(stdin.read1, 65536, abandon_on_cancel=True)
+    """Up to 64 KiB of stdin (b"" at its end), read in a thread so trio keeps running.
+
+    ``os.read`` rather than ``sys.stdin.buffer``: a client that exits while this thread
+    still waits must not hold the buffered reader's lock at interpreter shutdown (Python
+    aborts on that). The abandoned thread just dies with the process.
+    """
+    return await trio.to_thread.run_sync(os.read, 0, 65536, abandon_on_cancel=True)
