@@ -1,0 +1,288 @@
+"""The chat service: real clients, many clients, slow clients, UDP peers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from triosock import (
+    FramedChannel,
+    TCPServer,
+    UDPServer,
+    open_tcp_channel,
+    open_udp_channel,
+    serve_tcp,
+    serve_udp,
+)
+from triosock._services.chat import ChatServer
+
+from .clitools import PYTHON, cli_server, line_process, need
+from .conftest import GUARD
+
+
+@asynccontextmanager
+async def chat_servers(
+    chat: ChatServer, **udp_options: Any
+) -> AsyncIterator[tuple[TCPServer, UDPServer, trio.Nursery]]:
+    async with trio.open_nursery() as nursery:
+        tcp: TCPServer = await nursery.start(
+            lambda task_status: serve_tcp(
+                chat.serve_tcp_client, 0, grace_period=1, task_status=task_status
+            )
+        )
+        udp: UDPServer = await nursery.start(
+            lambda task_status: serve_udp(
+                chat.serve_udp_peer, 0, grace_period=1, task_status=task_status, **udp_options
+            )
+        )
+        yield tcp, udp, nursery
+        nursery.cancel_scope.cancel()
+
+
+async def expect(chan: FramedChannel, wanted: bytes) -> bytes:
+    while True:
+        line = await chan.receive()
+        if wanted in line:
+            return line
+
+
+async def test_two_nc_clients_and_a_socat_udp_peer_share_a_room() -> None:
+    nc = need("nc")
+    socat = need("socat")
+    with trio.fail_after(GUARD):
+        async with cli_server(
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"], ready_lines=2
+        ) as server:
+            tcp_port, udp_port = server.port("chat (tcp)"), server.port("chat (udp)")
+            async with (
+                line_process([nc, "127.0.0.1", str(tcp_port)]) as alice,
+                line_process([nc, "127.0.0.1", str(tcp_port)]) as bob,
+                line_process([socat, "-", f"UDP:127.0.0.1:{udp_port}"]) as udp,
+            ):
+                await alice.expect(b"welcome")
+                await alice.send(b"/nick alice")
+                await alice.expect(b"is now known as alice")
+                await bob.expect(b"welcome")
+                await bob.send(b"/nick bob\r")  # CRLF, as telnet sends it
+                await alice.expect(b"is now known as bob")
+                await udp.send(b"^hb^")  # a heartbeat: joins, says nothing
+                peer = await alice.expect(b"joined #lobby")
+                udp_name = peer.split()[1]
+                await bob.send(b"hello room")
+                for user in (alice, bob):
+                    assert await user.expect(b"hello room") == b"[#lobby] bob: hello room"
+                await udp.expect(b"[#lobby] bob: hello room")
+                await udp.send(b"hi from udp")
+                for user in (alice, bob):
+                    line = await user.expect(b"hi from udp")
+                    assert line == b"[#lobby] " + udp_name + b": hi from udp"
+                await alice.send(b"/msg bob psst")
+                assert await bob.expect(b"psst") == b"[dm from alice] psst"
+                assert await alice.expect(b"psst") == b"[dm to bob] psst"
+                await alice.send(b"/who")
+                who = await alice.expect(b"in #lobby:")
+                assert who == b"-!- in #lobby: " + b", ".join(sorted([b"alice", b"bob", udp_name]))
+                await bob.send(b"/quit")
+                await bob.expect(b"bye")
+                await bob.close_stdin()
+                assert await bob.read_to_eof() == []  # the server closed the connection
+                await alice.expect(b"* bob left #lobby")
+                # The DM reached only bob: neither the UDP peer nor anyone else saw it.
+                await alice.send(b"marker")
+                await udp.expect(b"marker")
+                assert not any(b"psst" in line for line in udp.seen)
+
+
+async def test_five_hundred_clients_lossless_each_gets_every_message_once_in_order() -> None:
+    chat = ChatServer(policy="block")
+    clients, per_client = 500, 20
+    with trio.fail_after(GUARD * 4):
+        async with chat_servers(chat) as (tcp, _, _):
+            channels = [await open_tcp_channel("127.0.0.1", tcp.port) for _ in range(clients)]
+            for n, chan in enumerate(channels):
+                await chan.send(b"/nick u%d" % n)
+            # Everyone is in the room once the last one sees its own rename.
+            await expect(channels[-1], b"is now known as u%d" % (clients - 1))
+            received: dict[int, list[bytes]] = {}
+
+            async def reader(n: int) -> None:
+                got = received.setdefault(n, [])
+                chan = channels[n]
+                while len(got) < clients * per_client:
+                    lines = [await chan.receive()]
+                    with contextlib.suppress(trio.WouldBlock):
+                        while True:  # take the rest of the burst without a checkpoint each
+                            lines.append(chan.receive_nowait())
+                    got += [line for line in lines if line.startswith(b"[#lobby] ")]
+
+            async def sender(n: int) -> None:
+                await channels[n].send_many([b"m %d %d" % (n, i) for i in range(per_client)])
+
+            async with trio.open_nursery() as nursery:
+                for n in range(clients):
+                    nursery.start_soon(reader, n)
+                for n in range(clients):
+                    nursery.start_soon(sender, n)
+            for chan in channels:
+                await chan.aclose()
+    for n in range(clients):
+        got = received[n]
+        assert len(got) == len(set(got)) == clients * per_client
+        by_sender: dict[bytes, list[int]] = {}
+        for line in got:
+            _, who, _, author, index = line.split(b" ")
+            assert who == b"u" + author + b":"
+            by_sender.setdefault(author, []).append(int(index))
+        assert all(order == list(range(per_client)) for order in by_sender.values())
+
+
+async def test_a_client_that_never_reads_is_disconnected_and_nobody_waits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="triosock.chat")
+    chat = ChatServer(policy="disconnect", buffer=16)
+    text = b"x" * 900
+    count = 6000  # about 5.5 MB: more than the kernel buffers between us and the server
+    with trio.fail_after(GUARD * 2):
+        async with chat_servers(chat) as (tcp, _, _):
+            sleeper = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(sleeper, b"joined #lobby")
+            talker = await open_tcp_channel("127.0.0.1", tcp.port)
+            listener = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(listener, b"joined #lobby")
+            got = 0
+
+            async def listen() -> None:
+                nonlocal got
+                while got < count:
+                    if (await listener.receive()).endswith(text):
+                        got += 1
+
+            async def discard(chan: FramedChannel) -> None:
+                async for _ in chan:  # the talker is in the room too, and reads
+                    pass
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(discard, talker)
+                async with trio.open_nursery() as listening:
+                    listening.start_soon(listen)
+                    for i in range(count):
+                        await talker.send(b"%d %s" % (i, text))
+                nursery.cancel_scope.cancel()
+            assert got == count
+            assert "disconnecting guest1 (tcp)" in caplog.text
+            assert chat.users() == ["guest2", "guest3"]
+            # The sleeper's connection was closed: reading drains what was sent, then ends.
+            with pytest.raises((trio.EndOfChannel, trio.BrokenResourceError)):  # noqa: PT012
+                while True:
+                    await sleeper.receive()
+            for chan in (sleeper, talker, listener):
+                await chan.aclose()
+
+
+async def test_udp_peer_expires_at_exactly_twice_the_heartbeat(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer()
+    with trio.fail_after(1000):
+        async with chat_servers(chat, peer_idle_timeout=10) as (tcp, udp, _):
+            watcher = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(watcher, b"joined #lobby")
+            peer = await open_udp_channel("127.0.0.1", udp.port)
+            await peer.send(b"^hb^")
+            await expect(watcher, b"joined #lobby")
+            start = trio.current_time()
+            for _ in range(3):  # heartbeats every 5 s keep it alive
+                await trio.sleep(5)
+                await peer.send(b"^hb^")
+            last = trio.current_time()
+            assert last - start == pytest.approx(15)
+            line = await expect(watcher, b"left #lobby")
+            assert trio.current_time() - last == pytest.approx(10)
+            assert b"127.0.0.1:" in line
+            assert not any(":" in user for user in chat.users())
+            await peer.aclose()
+            await watcher.aclose()
+
+
+async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users() -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            tcp: TCPServer = await nursery.start(
+                lambda task_status: serve_tcp(chat.serve_tcp_client, 0, task_status=task_status)
+            )
+            udp: UDPServer = await nursery.start(
+                lambda task_status: serve_udp(chat.serve_udp_peer, 0, task_status=task_status)
+            )
+            user = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(user, b"joined #lobby")
+            peers = [await open_udp_channel("127.0.0.1", udp.port) for _ in range(3)]
+            for peer in peers:
+                await peer.send(b"hello")
+            for _ in peers:
+                await expect(user, b": hello")
+            start = trio.current_time()
+            nursery.cancel_scope.cancel()
+        assert trio.current_time() - start < 4  # well inside the 5 s grace period
+        for peer in peers:
+            while await peer.receive() != b"Bye!\n":
+                pass
+            await peer.aclose()
+        assert await expect(user, b"server closing") == b"-!- server closing: goodbye"
+        with pytest.raises(trio.EndOfChannel):
+            await user.receive()
+        await user.aclose()
+
+
+async def test_oversized_and_invalid_lines_get_an_error_and_spare_the_room() -> None:
+    chat = ChatServer(max_line_length=100)
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _, _):
+            good = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(good, b"joined #lobby")
+            bad = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(bad, b"joined #lobby")
+            await bad.send(b"\xff\xfe bad utf-8 \x1b[31mred\x1b[0m \x07")
+            line = await expect(good, b"bad utf-8")
+            assert line == b"[#lobby] guest2: \xef\xbf\xbd\xef\xbf\xbd bad utf-8 red"
+            await bad.stream.send_all(b"y" * 500 + b"\n")
+            assert await expect(bad, b"too long") == b"-!- line too long (limit 100 bytes); closing"
+            await expect(good, b"guest2 left")
+            await good.send(b"still here")
+            await expect(good, b"still here")
+            await bad.aclose()
+            await good.aclose()
+
+
+async def test_interactive_client_over_tcp_and_udp() -> None:
+    with trio.fail_after(GUARD):
+        async with cli_server(
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"], ready_lines=2
+        ) as server:
+            tcp_port, udp_port = server.port("chat (tcp)"), server.port("chat (udp)")
+            join = [PYTHON, "-m", "triosock", "chat", "join"]
+            async with line_process([*join, f"127.0.0.1:{tcp_port}", "--nick", "carol"]) as carol:
+                await carol.expect(b"is now known as carol")
+                await carol.send(b"hello from carol")
+                await carol.expect(b"[#lobby] carol: hello from carol")
+                async with line_process([*join, f"127.0.0.1:{udp_port}", "--udp"]) as dave:
+                    await carol.expect(b"joined #lobby")
+                    await dave.send(b"hi from dave")
+                    ack = await dave.expect(b"hi from dave")
+                    assert ack.startswith(b"[127.0.0.1:")
+                    await carol.expect(b"hi from dave")
+                    await dave.send(b"/quit")
+                    assert await dave.expect(b"Bye!") == b"Bye!"
+                    assert await dave.process.wait() == 0
+                await carol.close_stdin()  # EOF: the client says /quit and exits cleanly
+                lines = await carol.read_to_eof()
+                assert b"-!- bye" in lines
+                assert await carol.process.wait() == 0

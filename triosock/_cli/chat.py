@@ -1,0 +1,255 @@
+"""``python -m triosock chat [serve|join]``: the flagship.
+
+``python -m triosock chat`` alone serves chat on the defaults: TCP lines on
+127.0.0.1:7070 and the UDP dialect on 127.0.0.1:7071, with the in-process hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import get_args
+
+import trio
+
+from .._hub import Policy
+from .._liveness import expiry_after, send_heartbeats
+from .._sansio import chat as proto
+from .._services.chat import ChatServer
+from .._transport.channel import FramedChannel
+from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
+from .._transport.udp import UDPServer, open_udp_channel, serve_udp
+from ._common import (
+    CLIError,
+    ServerStarter,
+    parse_hostport,
+    read_stdin_chunk,
+    run_servers,
+    tcp_line,
+    udp_line,
+)
+
+TCP_DEFAULT = ("127.0.0.1", 7070)
+UDP_DEFAULT = ("127.0.0.1", 7071)
+HEARTBEAT_DEFAULT = 5.0
+
+
+def _address_or_none(text: str) -> tuple[str, int] | None:
+    return None if text.lower() == "none" else parse_hostport(text)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+# -- serve -----------------------------------------------------------------------------
+
+
+async def _chat_serve(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.tcp is None and args.udp is None:
+        raise CLIError("nothing to serve: both --tcp and --udp are none")
+    chat = ChatServer(policy=args.policy, buffer=args.buffer)
+    starters: list[ServerStarter] = []
+    if args.tcp is not None:
+        host, port = args.tcp
+
+        async def start_tcp(nursery: trio.Nursery) -> str:
+            server: TCPServer = await nursery.start(
+                lambda task_status: serve_tcp(
+                    chat.serve_tcp_client,
+                    port,
+                    host=host,
+                    max_connections=args.max_connections,
+                    idle_timeout=args.idle_timeout,
+                    grace_period=args.grace,
+                    task_status=task_status,
+                )
+            )
+            return tcp_line("chat", server)
+
+        starters.append(start_tcp)
+    if args.udp is not None:
+        host_u, port_u = args.udp
+        expiry = expiry_after(args.heartbeat, args.expiry_factor)
+
+        async def start_udp(nursery: trio.Nursery) -> str:
+            server: UDPServer = await nursery.start(
+                lambda task_status: serve_udp(
+                    chat.serve_udp_peer,
+                    port_u,
+                    host=host_u,
+                    peer_idle_timeout=expiry,
+                    grace_period=args.grace,
+                    task_status=task_status,
+                )
+            )
+            return udp_line("chat", server) + f" (peers expire after {expiry:g} s of silence)"
+
+        starters.append(start_udp)
+
+    async def hint(nursery: trio.Nursery) -> str:
+        await trio.lowlevel.checkpoint()
+        return "join with: nc HOST PORT, or python -m triosock chat join HOST:PORT [--udp]"
+
+    await run_servers([*starters, hint])
+
+
+# -- join ------------------------------------------------------------------------------
+
+
+async def _stdin_lines(send: trio.MemorySendChannel[bytes]) -> None:
+    """Feed stdin's lines into ``send``; close it at EOF."""
+    async with send:
+        pending = b""
+        while chunk := await read_stdin_chunk():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                await send.send(line.rstrip(b"\r"))
+        if pending:
+            await send.send(pending)
+
+
+def _show(line: bytes) -> None:
+    sys.stdout.buffer.write(line + b"\n")
+    sys.stdout.flush()
+
+
+async def _join_tcp(args: argparse.Namespace) -> None:
+    host, port = args.address
+    chan = FramedChannel(await connect_tcp(host, port))
+    lines_in, lines_out = trio.open_memory_channel[bytes](16)
+    async with chan, trio.open_nursery() as nursery:
+        nursery.start_soon(_stdin_lines, lines_in)
+        if args.nick:
+            await chan.send(b"/nick " + args.nick.encode())
+
+        async def forward() -> None:
+            async for line in lines_out:
+                await chan.send(line)
+                if proto.parse_line_untrusted(line) == proto.Quit():
+                    return
+            await chan.send(b"/quit")  # stdin ended
+
+        nursery.start_soon(forward)
+        async for line in chan:
+            _show(line)
+        nursery.cancel_scope.cancel()  # the server closed: stop reading stdin
+
+
+async def _join_udp(args: argparse.Namespace) -> None:
+    host, port = args.address
+    chan = await open_udp_channel(host, port)
+    lines_in, lines_out = trio.open_memory_channel[bytes](16)
+    async with chan, trio.open_nursery() as nursery:
+        nursery.start_soon(_stdin_lines, lines_in)
+        nursery.start_soon(send_heartbeats, lambda: chan.send(proto.HEARTBEAT), args.heartbeat)
+        await chan.send(proto.HEARTBEAT)  # say hello: the server learns our address
+
+        async def forward() -> None:
+            async for line in lines_out:
+                if line.strip() in (b"/quit", proto.UDP_QUIT):
+                    break
+                if line.strip():
+                    await chan.send(line)
+            await chan.send(proto.UDP_QUIT)
+            # Wait briefly for the server's Bye!; a lost datagram must not hang us.
+            await trio.sleep(2)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(forward)
+        while True:
+            datagram = (await chan.receive()).rstrip(b"\n")
+            _show(datagram)
+            if datagram == proto.BYE:
+                break
+        nursery.cancel_scope.cancel()
+
+
+async def _chat_join(args: argparse.Namespace) -> None:
+    await (_join_udp if args.udp else _join_tcp)(args)
+
+
+# -- the parser ------------------------------------------------------------------------
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tcp",
+        type=_address_or_none,
+        default=TCP_DEFAULT,
+        metavar="HOST:PORT|none",
+        help="where TCP line users connect (default 127.0.0.1:7070)",
+    )
+    parser.add_argument(
+        "--udp",
+        type=_address_or_none,
+        default=UDP_DEFAULT,
+        metavar="HOST:PORT|none",
+        help="where UDP peers send datagrams (default 127.0.0.1:7071)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=get_args(Policy),
+        default="disconnect",
+        help="what a user who stops reading gets when its queue fills (default disconnect)",
+    )
+    parser.add_argument("--buffer", type=_count, default=256, help="queue per user (256)")
+    parser.add_argument(
+        "--heartbeat",
+        type=_positive,
+        default=HEARTBEAT_DEFAULT,
+        help=f"UDP heartbeat interval in seconds ({HEARTBEAT_DEFAULT:g})",
+    )
+    parser.add_argument(
+        "--expiry-factor",
+        type=_positive,
+        default=2.0,
+        help="UDP peers expire after this many heartbeat intervals of silence (2)",
+    )
+    parser.add_argument("--max-connections", type=_count, default=None)
+    parser.add_argument("--idle-timeout", type=_positive, default=None)
+    parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds to say goodbye on stop (5)"
+    )
+
+
+def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    chat = services.add_parser(
+        "chat", help="chat rooms over TCP lines and UDP (alone: serve on the defaults)"
+    )
+    _add_serve_options(chat)
+    chat.set_defaults(run=_chat_serve)
+    actions = chat.add_subparsers(dest="action", metavar="ACTION")
+    serve = actions.add_parser("serve", help="run the chat server")
+    _add_serve_options(serve)
+    serve.set_defaults(run=_chat_serve)
+    join = actions.add_parser("join", help="an interactive client: stdin lines in, room lines out")
+    join.add_argument("address", type=parse_hostport, metavar="HOST:PORT")
+    join.add_argument("--udp", action="store_true", help="speak the UDP dialect")
+    join.add_argument("--nick", help="the nick to take on arrival (TCP)")
+    join.add_argument(
+        "--heartbeat",
+        type=_positive,
+        default=HEARTBEAT_DEFAULT,
+        help=f"UDP heartbeat interval ({HEARTBEAT_DEFAULT:g} s)",
+    )
+    join.set_defaults(run=_chat_join)
