@@ -15,8 +15,18 @@ from ._errors import (
     MessageTooLargeError,
     TriosockError,
 )
+from ._hub import (
+    Hub,
+    HubStatistics,
+    InProcessHub,
+    Policy,
+    SlowSubscriberError,
+    SubscriberStatistics,
+    Subscription,
+)
 from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
+from ._services.chat import ChatServer
 from ._services.echo import echo_handler, udp_echo_handler
 from ._transport.channel import FramedChannel
 from ._transport.tcp import (
@@ -44,15 +54,23 @@ __all__ = [
     "DEFAULT_EXPIRY_FACTOR",
     "DEFAULT_MAX_MESSAGE",
     "BindError",
+    "ChatServer",
     "ConnectError",
     "FramedChannel",
     "Framer",
     "FramingError",
+    "Hub",
+    "HubStatistics",
     "IdleTimer",
+    "InProcessHub",
     "LengthPrefixFramer",
     "LineFramer",
     "MessageTooLargeError",
     "PeerUnreachableError",
+    "Policy",
+    "SlowSubscriberError",
+    "SubscriberStatistics",
+    "Subscription",
     "TCPConnection",
     "TCPServer",
     "TCPServerStatistics",
