@@ -6,7 +6,7 @@ import trio
 
 from .._errors import TriosockError
 from .._transport.tcp import TCPConnection
-from .._transport.udp import UDPPeer
+from .._transport.udp import UDPPeer, reply_each
 
 __all__ = ["echo_handler", "udp_echo_handler"]
 
@@ -29,19 +29,9 @@ async def echo_handler(conn: TCPConnection) -> None:
 
 
 async def udp_echo_handler(peer: UDPPeer) -> None:
-    """Send every datagram of ``peer`` back to it, one datagram for one datagram.
+    """Send every datagram of ``peer`` back to it, one datagram for one datagram."""
+    await reply_each(peer, _same)
 
-    A burst already queued is answered without a scheduler pass per datagram.
-    """
-    with peer.stop_scope():
-        while True:
-            await peer.send(await peer.receive())
-            while True:
-                try:
-                    data = peer.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                try:
-                    peer.send_nowait(data)
-                except trio.WouldBlock:
-                    await peer.send(data)
+
+def _same(datagram: bytes) -> bytes:
+    return datagram

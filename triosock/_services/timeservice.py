@@ -45,7 +45,7 @@ from .._sansio.timeformats import (
 )
 from .._transport.channel import FramedChannel
 from .._transport.tcp import TCPConnection
-from .._transport.udp import UDPPeer
+from .._transport.udp import UDPPeer, reply_each
 
 __all__ = [
     "LINGER",
@@ -110,36 +110,14 @@ async def daytime_tcp_handler(conn: TCPConnection, *, clock: Clock = time.time) 
 # --- UDP: one answer per datagram ----------------------------------------------------------
 
 
-async def _answer_each(peer: UDPPeer, answer: Callable[[bytes], bytes | None]) -> None:
-    """Send ``answer(datagram)`` back for each datagram of ``peer`` (None: no reply).
-
-    A burst already queued is answered without a scheduler pass per datagram; the wait
-    for socket buffer space, when the kernel has none, is the only other await.
-    """
-    with peer.stop_scope():
-        while True:
-            request = await peer.receive()
-            while True:
-                reply = answer(request)
-                if reply is not None:
-                    try:
-                        peer.send_nowait(reply)
-                    except trio.WouldBlock:
-                        await peer.send(reply)
-                try:
-                    request = peer.receive_nowait()
-                except trio.WouldBlock:
-                    break
-
-
 async def rfc868_udp_handler(peer: UDPPeer, *, clock: Clock = time.time) -> None:
     """RFC 868 over UDP: every datagram, even an empty one, gets the time as 4 bytes."""
-    await _answer_each(peer, lambda _request: encode_rfc868(clock()))
+    await reply_each(peer, lambda _request: encode_rfc868(clock()))
 
 
 async def daytime_udp_handler(peer: UDPPeer, *, clock: Clock = time.time) -> None:
     """RFC 867 over UDP: every datagram, even an empty one, gets the daytime line."""
-    await _answer_each(peer, lambda _request: format_daytime(clock()))
+    await reply_each(peer, lambda _request: format_daytime(clock()))
 
 
 async def sntp_udp_handler(
@@ -171,7 +149,7 @@ async def sntp_udp_handler(
         except TimeFormatError:
             return None  # sntp_reply drops short packets itself; this is belt and braces
 
-    await _answer_each(peer, answer)
+    await reply_each(peer, answer)
 
 
 async def strftime_udp_handler(peer: UDPPeer, *, clock: Clock = time.time) -> None:
@@ -180,7 +158,7 @@ async def strftime_udp_handler(peer: UDPPeer, *, clock: Clock = time.time) -> No
     An empty datagram asks for ``%Y-%m-%d %X``; a bad or oversized format gets a reply
     starting with ``error: ``. One reply per datagram, never much larger than it.
     """
-    await _answer_each(peer, lambda request: format_time_untrusted(request, clock()))
+    await reply_each(peer, lambda request: format_time_untrusted(request, clock()))
 
 
 async def strftime_tcp_handler(conn: TCPConnection, *, clock: Clock = time.time) -> None:

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,6 +47,7 @@ __all__ = [
     "UDPServer",
     "UDPServerStatistics",
     "open_udp_channel",
+    "reply_each",
     "serve_udp",
 ]
 
@@ -315,6 +317,29 @@ class UDPServer(ServerLifecycle):
             await trio.lowlevel.checkpoint()
 
 
+async def reply_each(peer: UDPPeer, answer: Callable[[bytes], bytes | None]) -> None:
+    """Send ``answer(datagram)`` back for each datagram of ``peer`` (None: no reply).
+
+    The request/reply services' loop (echo, time). A burst already queued is answered
+    without a scheduler pass per datagram; the only other await is for socket buffer
+    space when the kernel has none. Ends when the server begins to stop.
+    """
+    with peer.stop_scope():
+        while True:
+            request = await peer.receive()
+            while True:
+                reply = answer(request)
+                if reply is not None:
+                    try:
+                        peer.send_nowait(reply)
+                    except trio.WouldBlock:
+                        await peer.send(reply)
+                try:
+                    request = peer.receive_nowait()
+                except trio.WouldBlock:
+                    break
+
+
 async def serve_udp(
     handler: Handler,
     port: int,
@@ -414,24 +439,25 @@ class UDPChannel(trio.abc.Channel[bytes]):
         return self._sock
 
     async def send(self, value: bytes) -> None:
-        try:
+        with self._translate_errors("send"):
             await self._sock.send(value)
-        except ConnectionRefusedError as exc:
-            raise PeerUnreachableError(f"nothing listens at {self._peer()}") from exc
-        except OSError as exc:
-            if self._sock.fileno() == -1:
-                raise trio.ClosedResourceError("the channel was closed") from exc
-            raise trio.BrokenResourceError(f"send failed: {describe_oserror(exc)}") from exc
 
     async def receive(self) -> bytes:
-        try:
+        with self._translate_errors("receive"):
             return await self._sock.recv(self._size)
+        raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+    @contextmanager
+    def _translate_errors(self, what: str) -> Iterator[None]:
+        """OSError at this edge becomes trio's stream errors or PeerUnreachableError."""
+        try:
+            yield
         except ConnectionRefusedError as exc:
             raise PeerUnreachableError(f"nothing listens at {self._peer()}") from exc
         except OSError as exc:
             if self._sock.fileno() == -1:
                 raise trio.ClosedResourceError("the channel was closed") from exc
-            raise trio.BrokenResourceError(f"receive failed: {describe_oserror(exc)}") from exc
+            raise trio.BrokenResourceError(f"{what} failed: {describe_oserror(exc)}") from exc
 
     def _peer(self) -> str:
         try:
