@@ -63,3 +63,16 @@ async def test_user_errors_are_one_line_without_traceback() -> None:
         assert expected in result.stderr
         assert b"Traceback" not in result.stderr
         assert result.stderr.strip().count(b"\n") <= 1 or result.stderr.startswith(b"usage:")
+
+
+async def test_nc_gets_udp_echo() -> None:
+    nc = need("nc")
+    with trio.fail_after(GUARD):
+        async with cli_server(["echo", "serve", "--udp", "--port", "0"]) as server:
+            port = server.port("echo (udp)")
+            result = await run([nc, "-u", "-w1", "127.0.0.1", str(port)], stdin=b"ping\n")
+            assert result.stdout == b"ping\n"
+            result = await run(
+                [PYTHON, "-m", "triosock", "echo", "send", "--udp", f"127.0.0.1:{port}", "hi"]
+            )
+            assert (result.returncode, result.stdout) == (0, b"hi\n")

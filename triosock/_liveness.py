@@ -10,8 +10,9 @@ Both transports use these, so the module sits just above trio and below the tran
 * :func:`send_heartbeats` — a task that calls ``send()`` every ``interval`` seconds until
   cancelled.
 * :func:`expiry_after` — the expiry rule: a peer that heartbeats every ``interval`` is
-  declared gone after ``factor * interval`` of silence (2 by default), so one late or lost
-  heartbeat is tolerated.
+  declared gone after ``factor * interval`` of silence (2 by default), so a heartbeat
+  may arrive up to one whole interval late (network jitter, a busy client). Surviving a
+  *lost* heartbeat needs a factor above 2 (3 tolerates one lost beat plus jitter).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def expiry_after(interval: float, factor: float = DEFAULT_EXPIRY_FACTOR) -> floa
     Args:
       interval: the heartbeat interval, in seconds.
       factor: how many intervals of silence are tolerated; at least 1 (2 by default, so
-        that one lost or late heartbeat does not expire a live peer).
+        that a heartbeat up to one interval late does not expire a live peer).
 
     Raises:
       ValueError: when ``interval`` is not positive or ``factor`` is below 1.
