@@ -11,6 +11,7 @@ import trio.testing
 
 from triosock import FramedChannel, LengthPrefixFramer, LineFramer, MessageTooLargeError
 from triosock._liveness import IdleTimer
+from triosock._transport.rawsocket import RawSocketStream
 from triosock._transport.tcp import TCPConnection, TCPServer
 
 
@@ -152,3 +153,43 @@ async def test_tcp_connection_conforms_to_half_closeable_stream() -> None:
 async def test_tcp_connection_over_sockets_conforms() -> None:
     with trio.fail_after(30):
         await trio.testing.check_half_closeable_stream(_socket_pair, _clogged_socket_pair)
+
+
+# -- RawSocketStream, the stream serve_tcp accepts: the same conformance checks ---------
+
+
+async def _raw_pair() -> tuple[RawSocketStream, RawSocketStream]:
+    left, right = socket.socketpair()
+    return RawSocketStream(left), RawSocketStream(right)
+
+
+async def _clogged_raw_pair() -> tuple[RawSocketStream, RawSocketStream]:
+    left, right = await _raw_pair()
+    for sock in (left.socket, right.socket):
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                sock.send(b"x" * 65536)
+    return left, right
+
+
+async def test_raw_socket_stream_conforms_to_half_closeable_stream() -> None:
+    with trio.fail_after(30):
+        await trio.testing.check_half_closeable_stream(_raw_pair, _clogged_raw_pair)
+
+
+async def test_raw_socket_stream_translates_errors() -> None:
+    left, right = await _raw_pair()
+    right.socket.setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
+    await right.aclose()  # with SO_LINGER 0: a reset
+
+    async def send_until_broken() -> None:
+        for _ in range(100):
+            await left.send_all(b"x" * 65536)
+
+    with pytest.raises(trio.BrokenResourceError):
+        await send_until_broken()
+    await left.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await left.receive_some()

@@ -26,6 +26,7 @@ Server shape (trio's ``serve_listeners`` does the accepting):
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from .._liveness import IdleTimer
 from .._sansio.framing import Framer
 from ._lifecycle import ServerLifecycle
 from .channel import FramedChannel
+from .rawsocket import RawSocketListener, RawSocketStream
 
 __all__ = [
     "TCPConnection",
@@ -127,7 +129,8 @@ class TCPConnection(trio.abc.HalfCloseableStream):
     """One accepted connection: a byte stream that knows its server.
 
     Every method of ``trio.abc.HalfCloseableStream`` is delegated to the accepted stream
-    (a ``trio.SocketStream``, or a ``trio.SSLStream`` when the server does TLS). Data
+    (a :class:`~triosock._transport.rawsocket.RawSocketStream`, or a ``trio.SSLStream``
+    over one when the server does TLS). Data
     received pushes the connection's idle deadline forward.
     """
 
@@ -151,6 +154,22 @@ class TCPConnection(trio.abc.HalfCloseableStream):
     @property
     def server(self) -> TCPServer:
         return self._server
+
+    @property
+    def raw_socket(self) -> socket.socket | None:
+        """The plain non-blocking socket under a non-TLS connection, else None.
+
+        For handlers that own the connection and want a tighter loop than the Stream
+        contract allows; such a handler calls :meth:`touch` when data arrives, and must
+        not use the stream methods at the same time.
+        """
+        if isinstance(self._stream, RawSocketStream):
+            return self._stream.socket
+        return None
+
+    def touch(self) -> None:
+        """Count this as life from the peer: push the idle deadline forward."""
+        self._idle.touch()
 
     @property
     def peer(self) -> str:
@@ -266,7 +285,7 @@ async def serve_tcp(
             f"cannot listen on {format_address((host or '*', port))}: {describe_oserror(exc)}"
         ) from exc
     server = TCPServer(listeners, grace_period=grace_period, idle_timeout=idle_timeout)
-    served: list[trio.abc.Listener[trio.abc.Stream]] = list(listeners)
+    served: list[trio.abc.Listener[trio.abc.Stream]] = [RawSocketListener(lis) for lis in listeners]
     if ssl_context is not None:
         served = [trio.SSLListener(lis, ssl_context, https_compatible=False) for lis in served]
     if max_connections is not None:
@@ -302,7 +321,7 @@ async def serve_tcp(
 async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCPServer) -> None:
     remote: object = None
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(inner, trio.SocketStream):
+    if isinstance(inner, RawSocketStream | trio.SocketStream):
         try:
             remote = inner.socket.getpeername()
         except OSError:
