@@ -34,33 +34,26 @@ async def echo_handler(conn: TCPConnection) -> None:
         pass  # TLS cannot half-close; the server closes the connection right after this
 
 
-#: How many reads in a row may be served without yielding to other tasks.
-_FAIRNESS_BURST = 32
-
-
 async def _echo_socket(conn: TCPConnection, sock: socket.socket) -> None:
-    """Echo on the plain socket: one scheduler pass per round trip, not two.
+    """Echo on the plain socket, without the Stream contract's bookkeeping.
 
-    The Stream contract makes every receive and every send a checkpoint; echo owns its
-    connection, so it waits only when the socket has nothing to read (that wait is the
-    checkpoint) and yields after a run of reads that never had to wait, so a flooding
-    client cannot starve the others.
+    After each echo the task yields once (the checkpoint that keeps it fair) *before*
+    trying to read again: under load the client's next message has usually arrived by
+    then, so the read succeeds without registering with epoll and failing with EAGAIN
+    first. Measured, that beats both waiting at once and trio's own socket loop.
     """
-    buffer = bytearray(65536)
-    view = memoryview(buffer)
-    burst = 0
+    # No buffer kept between reads: an idle connection holds no 64 KiB array.
     try:
         while True:
             try:
-                size = sock.recv_into(buffer)
+                data = sock.recv(65536)
             except BlockingIOError:
-                burst = 0
                 await trio.lowlevel.wait_readable(sock)
                 continue
-            if not size:
+            if not data:
                 return
             conn.touch()
-            pending = view[:size]
+            pending = memoryview(data)
             while pending:
                 try:
                     sent = sock.send(pending)
@@ -68,10 +61,7 @@ async def _echo_socket(conn: TCPConnection, sock: socket.socket) -> None:
                     await trio.lowlevel.wait_writable(sock)
                     continue
                 pending = pending[sent:]
-            burst += 1
-            if burst >= _FAIRNESS_BURST:
-                burst = 0
-                await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
     except OSError as exc:
         raise trio.BrokenResourceError(f"echo connection broken: {exc}") from exc
 
