@@ -9,7 +9,7 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-SOURCES = ["triosock", "tests", "noxfile.py"]
+SOURCES = ["triosock", "tests", "benchmarks", "noxfile.py"]
 
 
 def _install_group(session: nox.Session, group: str) -> None:

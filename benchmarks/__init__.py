@@ -1,0 +1,1 @@
+"""triosock benchmarks: ``python -m benchmarks.run`` (or ``nox -s bench``); see README.md."""

@@ -1,0 +1,344 @@
+"""Collected measurements: medians over repetitions, ratio columns, text/Markdown tables,
+JSON and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    key: str
+    fmt: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    primary: str
+    unit: str
+    higher_is_better: bool
+    columns: tuple[Column, ...]
+    log_scale: bool = False
+
+
+def _c(title: str, key: str, fmt: str) -> Column:
+    return Column(title, key, fmt)
+
+
+TRIOSOCK_COLOR = "#d62728"  # tab:red, the same in every panel
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
+LATENCY = (_c("p50 us", "p50_us", "{:,.0f}"), _c("p99 us", "p99_us", "{:,.0f}"))
+WORKLOADS: dict[str, Workload] = {
+    w.key: w
+    for w in [
+        Workload(
+            "echo",
+            "1. TCP echo ping-pong, 64 B",
+            "rt_per_s",
+            "round trips/s",
+            True,
+            (
+                _c("rt/s", "rt_per_s", "{:,.0f}"),
+                *LATENCY,
+                _c("srv CPU us/rt", "cpu_us_per_rt", "{:.1f}"),
+                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+            ),
+        ),
+        Workload(
+            "stream",
+            "2. TCP streaming echo, 64 KiB chunks",
+            "mb_per_s",
+            "MB/s",
+            True,
+            (
+                _c("MB/s", "mb_per_s", "{:,.0f}"),
+                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+            ),
+        ),
+        Workload(
+            "udp",
+            "3. UDP echo ping-pong, 64 B",
+            "rt_per_s",
+            "round trips/s",
+            True,
+            (
+                _c("rt/s", "rt_per_s", "{:,.0f}"),
+                *LATENCY,
+                _c("srv CPU us/rt", "cpu_us_per_rt", "{:.1f}"),
+                _c("lost", "lost", "{:,.0f}"),
+                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+            ),
+        ),
+        Workload(
+            "chat",
+            "4. Chat fan-out, 1 sender to N subscribers",
+            "deliveries_per_s",
+            "deliveries/s",
+            True,
+            (
+                _c("deliveries/s", "deliveries_per_s", "{:,.0f}"),
+                *LATENCY,
+                _c("srv CPU us/dlv", "cpu_us_per_delivery", "{:.2f}"),
+                _c("lost", "lost", "{:,.0f}"),
+                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+            ),
+        ),
+        Workload(
+            "hub",
+            "5. In-process hub publish to N subscribers",
+            "deliveries_per_s",
+            "deliveries/s",
+            True,
+            (
+                _c("deliveries/s", "deliveries_per_s", "{:,.0f}"),
+                _c("publish ns/dlv", "publish_ns_per_delivery", "{:,.0f}"),
+            ),
+            log_scale=False,
+        ),
+        Workload(
+            "memory-tcp",
+            "6a. Memory, idle TCP connections",
+            "kib_per_conn",
+            "KiB per connection (lower is better)",
+            False,
+            (
+                _c("KiB/conn", "kib_per_conn", "{:.2f}"),
+                _c("RSS idle KiB", "rss_idle_kib", "{:,.0f}"),
+                _c("RSS loaded KiB", "rss_loaded_kib", "{:,.0f}"),
+            ),
+        ),
+        Workload(
+            "memory-udp",
+            "6b. Memory, UDP peers",
+            "kib_per_conn",
+            "KiB per peer (lower is better)",
+            False,
+            (
+                _c("KiB/peer", "kib_per_conn", "{:.2f}"),
+                _c("RSS idle KiB", "rss_idle_kib", "{:,.0f}"),
+                _c("RSS loaded KiB", "rss_loaded_kib", "{:,.0f}"),
+            ),
+        ),
+    ]
+}
+
+
+def _line(row: list[str], widths: list[int]) -> str:
+    """One aligned text row; a short row (an unavailable stack) ends in one long cell."""
+    if len(row) < len(widths):
+        lead = [v.ljust(w) for v, w in zip(row[:2], widths[:2], strict=True)]
+        return "  ".join([*lead, *row[2:]])
+    return "  ".join(
+        v.ljust(w) if i < 2 else v.rjust(w)
+        for i, (v, w) in enumerate(zip(row, widths, strict=True))
+    )
+
+
+@dataclass
+class Cell:
+    workload: str
+    config: str
+    order: int
+    stack: str
+    role: str
+    reps: list[dict[str, float]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def median(self, key: str) -> float | None:
+        values = [rep[key] for rep in self.reps if key in rep]
+        return statistics.median(values) if values else None
+
+    def medians(self) -> dict[str, float]:
+        keys = {key for rep in self.reps for key in rep}
+        return {key: m for key in sorted(keys) if (m := self.median(key)) is not None}
+
+
+class Results:
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str, str], Cell] = {}
+
+    def cell(self, workload: str, config: str, order: int, stack: str, role: str) -> Cell:
+        key = (workload, config, stack)
+        if key not in self.cells:
+            self.cells[key] = Cell(workload, config, order, stack, role)
+        return self.cells[key]
+
+    def workloads(self) -> list[str]:
+        present = {cell.workload for cell in self.cells.values()}
+        return [key for key in WORKLOADS if key in present]
+
+    def rows(self, workload: str) -> list[Cell]:
+        cells = [c for c in self.cells.values() if c.workload == workload]
+        return sorted(cells, key=lambda c: c.order)  # stable: stacks keep their run order
+
+    def ratios(self, cell: Cell) -> tuple[float | None, float | None]:
+        spec = WORKLOADS[cell.workload]
+        value = cell.median(spec.primary)
+
+        def against(role: str) -> float | None:
+            for other in self.rows(cell.workload):
+                if other.config == cell.config and other.role == role:
+                    base = other.median(spec.primary)
+                    if value is None or base is None:
+                        return None
+                    if not spec.higher_is_better and base < 0.25:
+                        return None  # next to nothing per connection: a ratio means nothing
+                    return value / base if base else None
+            return None
+
+        return against("baseline"), against("reference")
+
+    # ------------------------------------------------------------ tables
+
+    def _table(self, workload: str) -> tuple[list[str], list[list[str]]]:
+        spec = WORKLOADS[workload]
+        header = ["config", "stack", *(c.title for c in spec.columns), "x trio", "x asyncio"]
+        body: list[list[str]] = []
+        for cell in self.rows(workload):
+            if not cell.reps:
+                reason = cell.errors[-1] if cell.errors else "no result"
+                body.append([cell.config, cell.stack, reason])
+                continue
+            stack = cell.stack
+            if cell.errors:  # say on how many runs the medians rest
+                stack += f" ({len(cell.reps)} of {len(cell.reps) + len(cell.errors)} runs)"
+            row = [cell.config, stack]
+            for column in spec.columns:
+                m = cell.median(column.key)
+                row.append("-" if m is None else column.fmt.format(m))
+            for ratio in self.ratios(cell):
+                row.append("-" if ratio is None else f"{ratio:.2f}")
+            body.append(row)
+        return header, body
+
+    def text(self) -> str:
+        out: list[str] = []
+        for workload in self.workloads():
+            spec = WORKLOADS[workload]
+            header, body = self._table(workload)
+            widths = [len(h) for h in header]
+            for row in body:  # a short row (an unavailable stack) sizes only config and stack
+                for i in range(len(header) if len(row) == len(header) else 2):
+                    widths[i] = max(widths[i], len(row[i]))
+            out.append(f"\n{spec.title}  [ratios: {spec.unit}]")
+
+            out.append(_line(header, widths))
+            out.append("  ".join("-" * w for w in widths))
+            out.extend(_line(row, widths) for row in body)
+        return "\n".join(out)
+
+    def markdown(self, meta: dict[str, Any]) -> str:
+        versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+        settings = meta.get("settings", {})
+        out = [
+            f"{meta.get('date', '')}; {meta.get('machine', '')}; Python {meta.get('python', '')}; "
+            f"{versions}. Load client: {meta.get('client', '')}; {meta.get('pinning', '')}. "
+            f"Medians of {settings.get('repeat', '?')} runs of {settings.get('duration', '?')} s."
+        ]
+        for workload in self.workloads():
+            spec = WORKLOADS[workload]
+            header, body = self._table(workload)
+            out.append(f"\n**{spec.title}** (ratios of {spec.unit})\n")
+            out.append("| " + " | ".join(header) + " |")
+            out.append("|" + "|".join("---" if i < 2 else "--:" for i in range(len(header))) + "|")
+            for row in body:
+                padded = [v.replace("|", "\\|") for v in row] + [""] * (len(header) - len(row))
+                out.append("| " + " | ".join(padded) + " |")
+        return "\n".join(out).strip() + "\n"
+
+    # ------------------------------------------------------------ files
+
+    def to_json(self, meta: dict[str, Any]) -> dict[str, Any]:
+        cells = []
+        for workload in self.workloads():
+            for cell in self.rows(workload):
+                base, ref = self.ratios(cell)
+                cells.append(
+                    {
+                        "workload": cell.workload,
+                        "config": cell.config,
+                        "stack": cell.stack,
+                        "role": cell.role,
+                        "status": "ok" if cell.reps else (cell.errors or ["no result"])[-1],
+                        "median": cell.medians(),
+                        "ratio_vs_trio": base,
+                        "ratio_vs_asyncio": ref,
+                        "repetitions": cell.reps,
+                        "errors": cell.errors,
+                    }
+                )
+        return {"meta": meta, "results": cells}
+
+    def write(self, out_dir: Path, meta: dict[str, Any], log: Callable[[str], None]) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(self.to_json(meta), indent=1) + "\n")
+        (out_dir / "results.md").write_text(self.markdown(meta))
+        log(f"wrote {out_dir / 'results.json'} and {out_dir / 'results.md'}")
+        try:
+            self.chart(out_dir / "results.png", meta)
+            log(f"wrote {out_dir / 'results.png'}")
+        except ImportError as exc:
+            log(f"no chart: {exc}")
+
+    def chart(self, path: Path, meta: dict[str, Any]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        workloads = self.workloads()
+        if not workloads:
+            return
+        ncols = min(4, len(workloads))
+        nrows = (len(workloads) + ncols - 1) // ncols
+        fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4.4 * nrows), squeeze=False)
+        for ax in axes.flat[len(workloads) :]:
+            ax.set_visible(False)
+        for ax, workload in zip(axes.flat, workloads, strict=False):
+            spec = WORKLOADS[workload]
+            rows = self.rows(workload)
+            configs: list[str] = []
+            stacks: list[str] = []
+            for cell in rows:
+                if cell.config not in configs:
+                    configs.append(cell.config)
+                if cell.stack not in stacks:
+                    stacks.append(cell.stack)
+            width = 0.8 / max(1, len(stacks))
+            for i, stack in enumerate(stacks):
+                color = TRIOSOCK_COLOR if "triosock" in stack else PALETTE[i % len(PALETTE)]
+                xs, ys = [], []
+                for j, config in enumerate(configs):
+                    found = self.cells.get((workload, config, stack))
+                    value = found.median(spec.primary) if found else None
+                    if value is not None:
+                        xs.append(j - 0.4 + width * (i + 0.5))
+                        ys.append(value)
+                ax.bar(xs, ys, width, label=stack, color=color)
+            ax.set_xticks(range(len(configs)), configs, fontsize=8)
+            ax.set_title(spec.title, fontsize=9)
+            ax.set_ylabel(spec.unit, fontsize=8)
+            ax.tick_params(axis="y", labelsize=8)
+            if spec.log_scale:
+                ax.set_yscale("log")
+            ax.legend(fontsize=6)
+        fig.suptitle(
+            f"triosock benchmarks {meta.get('date', '')} - {meta.get('client', '')}; "
+            f"{meta.get('pinning', '')}",
+            fontsize=9,
+        )
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)

@@ -1,0 +1,71 @@
+"""The stacks compared side by side, per kind of server.
+
+``baseline`` is the stack each ratio is taken against (raw trio); ``reference`` is the second
+ratio column (the asyncio stack a user would pick instead).  Peer servers live in
+``benchmarks/servers/``; the triosock stacks run triosock's own command line.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from benchmarks._procs import PORT_ANY
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    argv: tuple[str, ...]
+    port_pattern: str = PORT_ANY
+    role: str = ""  # "baseline", "reference" or ""
+
+    def command(self) -> list[str]:
+        return [sys.executable, *self.argv]
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-")
+
+
+def _peer(module: str, *extra: str) -> tuple[str, ...]:
+    return ("-m", f"benchmarks.servers.{module}", "--port", "0", *extra)
+
+
+TCP_ECHO = [
+    Stack("trio serve_tcp", _peer("trio_serve_tcp"), role="baseline"),
+    Stack("trio socket loop", _peer("trio_socket")),
+    Stack("anyio on trio", _peer("anyio_trio")),
+    Stack("asyncio streams", _peer("asyncio_streams"), role="reference"),
+    Stack("asyncio Protocol", _peer("asyncio_protocol")),
+    Stack("uvloop Protocol", _peer("asyncio_protocol", "--uvloop")),
+    Stack("triosock", ("-m", "triosock", "echo", "serve", "--port", "0")),
+]
+
+UDP_ECHO = [
+    Stack("trio recvfrom loop", _peer("trio_udp"), role="baseline"),
+    Stack("asyncio Datagram", _peer("asyncio_udp"), role="reference"),
+    Stack("uvloop Datagram", _peer("asyncio_udp", "--uvloop")),
+    Stack("triosock", ("-m", "triosock", "echo", "serve", "--udp", "--port", "0")),
+]
+
+LOSSLESS = ("--policy", "block")  # the peer chat servers are lossless too
+
+CHAT = [
+    Stack("trio chat", _peer("trio_chat"), role="baseline"),
+    Stack("asyncio streams chat", _peer("asyncio_chat"), role="reference"),
+    Stack("uvloop streams chat", _peer("asyncio_chat", "--uvloop")),
+    Stack(
+        "triosock",
+        ("-m", "triosock", "chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", *LOSSLESS),
+        port_pattern=r"tcp\b[^\n]*?127\.0\.0\.1:(\d+)",  # the line naming the TCP listener
+    ),
+]
+
+# in-process, run by benchmarks/hubbench.py; argv here is hubbench's --stack
+HUB = [
+    Stack("trio channels", ("trio",), role="baseline"),
+    Stack("asyncio.Queue", ("asyncio",), role="reference"),
+    Stack("uvloop asyncio.Queue", ("uvloop",)),
+    Stack("triosock hub", ("triosock",)),
+]

@@ -1,0 +1,854 @@
+/*
+ * loadgen.c - the epoll load client for the triosock benchmarks.
+ *
+ * Compiled at run time by benchmarks/run.py with `cc -O2` into the results build folder.
+ * One process, one thread, non-blocking sockets, level-triggered epoll.  It talks only to the
+ * host given with --host (the runner always passes 127.0.0.1).  Every mode is bounded in time:
+ * it stops by itself after --warmup + --duration seconds (plus bounded setup and drain time).
+ *
+ * Output: JSON lines on stdout.  {"event":"start"} when the measured window opens (the runner
+ * samples the server's CPU time then), one {"event":"result",...} line when it closes.  The idle
+ * modes print {"event":"ready",...}, hold their sockets until stdin reaches EOF (or --hold
+ * seconds pass), then print {"event":"done"}.
+ *
+ * Modes
+ *   tcp       N connections ping-ponging --size byte messages: round trips, p50/p99 latency.
+ *   stream    N connections streaming --chunk byte chunks, at most --window bytes in flight: MB/s.
+ *   udp       N connected UDP sockets ping-ponging --size byte datagrams (lost ones resent).
+ *   chat      --conns subscribers and 1 sender in one chat room; the sender writes timestamped
+ *             lines, at most --inflight undelivered and at most --rate per second; subscribers
+ *             parse "...: bm SEQ T_NS" lines: deliveries/s and p50/p99 delivery latency.
+ *             Before the clock starts, the sender announces "bw N" lines until every subscriber
+ *             has seen one (at most --setup-timeout seconds from the first connect): a server
+ *             that tells everyone about every join has N*N/2 notices to deliver first.
+ *   idle-tcp  N connections, one echo each, then held open.
+ *   idle-udp  N UDP sockets, one echo each, then held open.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------- options */
+
+static const char *opt_mode = "tcp";
+static const char *opt_host = "127.0.0.1";
+static int opt_port = 0;
+static int opt_conns = 1;
+static double opt_duration = 2.0;
+static double opt_warmup = 0.5;
+static int opt_size = 64;
+static int opt_chunk = 65536;
+static long opt_window = 4L * 65536;
+static double opt_rate = 20000.0;
+static int opt_inflight = 4;
+static double opt_hold = 60.0;
+static double opt_udp_timeout = 0.2;
+static double opt_setup_timeout = 20.0;
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "loadgen: %s: %s\n", what, strerror(errno));
+    printf("{\"event\":\"error\",\"error\":\"%s: %s\"}\n", what, strerror(errno));
+    fflush(stdout);
+    exit(2);
+}
+
+static void fail(const char *what) {
+    fprintf(stderr, "loadgen: %s\n", what);
+    printf("{\"event\":\"error\",\"error\":\"%s\"}\n", what);
+    fflush(stdout);
+    exit(2);
+}
+
+static void set_nonblocking(int fd) {
+    int flags = fcntl(fd, F_GETFL, 0);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) die("fcntl");
+}
+
+static void set_recv_timeout(int fd, double seconds) {
+    struct timeval tv;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static struct sockaddr_in server_addr;
+
+static int tcp_connect(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) die("socket");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* the runner starts us after the server printed its port: a refusal that lasts a second
+     * means the server is gone */
+    uint64_t deadline = now_ns() + 1000000000ull;
+    while (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0) {
+        if ((errno == ECONNREFUSED || errno == EAGAIN || errno == EINTR) && now_ns() < deadline) {
+            close(fd);
+            usleep(10000);
+            fd = socket(AF_INET, SOCK_STREAM, 0);
+            if (fd < 0) die("socket");
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            continue;
+        }
+        die("connect");
+    }
+    return fd;
+}
+
+static int udp_connect(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) die("socket");
+    if (connect(fd, (struct sockaddr *)&server_addr, sizeof server_addr) < 0) die("connect udp");
+    return fd;
+}
+
+/* Blocking write of all bytes, blocking read of exactly n bytes (setup phase only). */
+static void blocking_echo(int fd, const char *msg, int n) {
+    int off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, msg + off, (size_t)(n - off));
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            die("setup write");
+        }
+        off += (int)w;
+    }
+    char buf[65536];
+    int got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, buf, (size_t)(n - got));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            die("setup read (echo did not come back)");
+        }
+        if (r == 0) fail("setup read: server closed the connection");
+        got += (int)r;
+    }
+}
+
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int epfd;
+
+static void ep_add(int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    ev.events = events;
+    ev.data.u64 = data;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl add");
+}
+
+static void ep_mod(int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    ev.events = events;
+    ev.data.u64 = data;
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0) die("epoll_ctl mod");
+}
+
+static int wait_ms_until(uint64_t t, uint64_t now, int cap) {
+    if (t <= now) return 0;
+    uint64_t ms = (t - now + 999999) / 1000000;
+    return ms > (uint64_t)cap ? cap : (int)ms;
+}
+
+/* ---------------------------------------------------------------- latency histogram */
+/* Log-linear buckets over 100 ns units: exact below 6.4 us, then 32 sub-buckets per power of
+ * two (at most ~3% relative error). */
+
+#define HIST_BUCKETS 2048
+static uint64_t hist[HIST_BUCKETS];
+static uint64_t hist_count;
+
+static int bucket_of(uint64_t ns) {
+    uint64_t v = ns / 100;
+    if (v < 64) return (int)v;
+    int msb = 63 - __builtin_clzll(v);
+    int shift = msb - 5;
+    int b = 64 + (msb - 6) * 32 + (int)((v >> shift) - 32);
+    return b < HIST_BUCKETS ? b : HIST_BUCKETS - 1;
+}
+
+static double bucket_mid_us(int b) {
+    if (b < 64) return ((double)b + 0.5) / 10.0;
+    int msb = (b - 64) / 32 + 6;
+    int sub = (b - 64) % 32 + 32;
+    int shift = msb - 5;
+    double lo = (double)((uint64_t)sub << shift);
+    double width = (double)(1ull << shift);
+    return (lo + width / 2.0) / 10.0;
+}
+
+static void hist_add(uint64_t ns) {
+    hist[bucket_of(ns)]++;
+    hist_count++;
+}
+
+static void hist_reset(void) {
+    memset(hist, 0, sizeof hist);
+    hist_count = 0;
+}
+
+static double hist_pct(double p) {
+    if (hist_count == 0) return 0.0;
+    uint64_t rank = (uint64_t)(p * (double)hist_count);
+    if (rank >= hist_count) rank = hist_count - 1;
+    uint64_t acc = 0;
+    for (int b = 0; b < HIST_BUCKETS; b++) {
+        acc += hist[b];
+        if (acc > rank) return bucket_mid_us(b);
+    }
+    return bucket_mid_us(HIST_BUCKETS - 1);
+}
+
+/* ---------------------------------------------------------------- measured window */
+
+static uint64_t t_setup_done, t_start, t_end;
+static int measuring;
+static double cpu_at_start;
+
+static void open_window(void) {
+    measuring = 1;
+    hist_reset();
+    cpu_at_start = cpu_s();
+    printf("{\"event\":\"start\"}\n");
+    fflush(stdout);
+}
+
+static void print_common(double seconds) {
+    printf("\"duration_s\":%.6f,\"client_cpu_pct\":%.1f,\"p50_us\":%.2f,\"p99_us\":%.2f,"
+           "\"samples\":%llu",
+           seconds, 100.0 * (cpu_s() - cpu_at_start) / seconds, hist_pct(0.50), hist_pct(0.99),
+           (unsigned long long)hist_count);
+}
+
+/* ---------------------------------------------------------------- tcp ping-pong */
+
+struct pp {
+    int fd;
+    int got;
+    uint64_t t0;
+};
+
+static void pp_send(struct pp *c, const char *msg) {
+    c->got = 0;
+    c->t0 = now_ns();
+    ssize_t w = write(c->fd, msg, (size_t)opt_size);
+    if (w != opt_size) {
+        /* 64-byte writes into an empty socket buffer never split on Linux loopback. */
+        if (w < 0) die("write");
+        fail("short write in ping-pong");
+    }
+}
+
+static int run_tcp(void) {
+    char msg[65536], buf[65536];
+    memset(msg, 'x', sizeof msg);
+    msg[opt_size - 1] = '\n';
+    struct pp *cs = calloc((size_t)opt_conns, sizeof *cs);
+    for (int i = 0; i < opt_conns; i++) {
+        cs[i].fd = tcp_connect();
+        set_recv_timeout(cs[i].fd, 5.0);
+        blocking_echo(cs[i].fd, msg, opt_size);
+        set_nonblocking(cs[i].fd);
+        ep_add(cs[i].fd, EPOLLIN, (uint64_t)i);
+    }
+    t_setup_done = now_ns();
+    t_start = t_setup_done + (uint64_t)(opt_warmup * 1e9);
+    t_end = t_start + (uint64_t)(opt_duration * 1e9);
+    for (int i = 0; i < opt_conns; i++) pp_send(&cs[i], msg);
+    uint64_t rts = 0;
+    struct epoll_event evs[1024];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!measuring && now >= t_start) {
+            open_window();
+            rts = 0;
+        }
+        if (now >= t_end) break;
+        int n = epoll_wait(epfd, evs, 1024, wait_ms_until(measuring ? t_end : t_start, now, 50));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (int k = 0; k < n; k++) {
+            struct pp *c = &cs[evs[k].data.u64];
+            ssize_t r = read(c->fd, buf, sizeof buf);
+            if (r < 0) {
+                if (errno == EAGAIN || errno == EINTR) continue;
+                die("read");
+            }
+            if (r == 0) fail("server closed a connection");
+            c->got += (int)r;
+            if (c->got >= opt_size) {
+                uint64_t t = now_ns();
+                if (measuring) {
+                    hist_add(t - c->t0);
+                    rts++;
+                }
+                pp_send(c, msg);
+            }
+        }
+    }
+    double secs = (double)(now_ns() - t_start) / 1e9;
+    printf("{\"event\":\"result\",\"mode\":\"tcp\",\"conns\":%d,\"size\":%d,\"round_trips\":%llu,"
+           "\"rt_per_s\":%.1f,",
+           opt_conns, opt_size, (unsigned long long)rts, (double)rts / secs);
+    print_common(secs);
+    printf("}\n");
+    fflush(stdout);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- tcp streaming */
+
+struct st {
+    int fd;
+    uint64_t sent, recvd;
+    int want_out;
+};
+
+static void st_pump(struct st *c, const char *chunk, uint64_t idx) {
+    for (;;) {
+        uint64_t inflight = c->sent - c->recvd;
+        if (inflight >= (uint64_t)opt_window) break;
+        uint64_t off = c->sent % (uint64_t)opt_chunk;
+        uint64_t len = (uint64_t)opt_chunk - off;
+        if (len > (uint64_t)opt_window - inflight) len = (uint64_t)opt_window - inflight;
+        ssize_t w = write(c->fd, chunk + off, (size_t)len);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                if (!c->want_out) {
+                    c->want_out = 1;
+                    ep_mod(c->fd, EPOLLIN | EPOLLOUT, idx);
+                }
+                return;
+            }
+            die("write");
+        }
+        c->sent += (uint64_t)w;
+    }
+    if (c->want_out) {
+        c->want_out = 0;
+        ep_mod(c->fd, EPOLLIN, idx);
+    }
+}
+
+static int run_stream(void) {
+    char *chunk = malloc((size_t)opt_chunk);
+    static char buf[262144];
+    memset(chunk, 'y', (size_t)opt_chunk);
+    struct st *cs = calloc((size_t)opt_conns, sizeof *cs);
+    for (int i = 0; i < opt_conns; i++) {
+        cs[i].fd = tcp_connect();
+        set_recv_timeout(cs[i].fd, 5.0);
+        blocking_echo(cs[i].fd, chunk, 64);
+        set_nonblocking(cs[i].fd);
+        ep_add(cs[i].fd, EPOLLIN, (uint64_t)i);
+    }
+    t_setup_done = now_ns();
+    t_start = t_setup_done + (uint64_t)(opt_warmup * 1e9);
+    t_end = t_start + (uint64_t)(opt_duration * 1e9);
+    for (int i = 0; i < opt_conns; i++) st_pump(&cs[i], chunk, (uint64_t)i);
+    uint64_t bytes = 0;
+    struct epoll_event evs[1024];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!measuring && now >= t_start) {
+            open_window();
+            bytes = 0;
+        }
+        if (now >= t_end) break;
+        int n = epoll_wait(epfd, evs, 1024, wait_ms_until(measuring ? t_end : t_start, now, 50));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (int k = 0; k < n; k++) {
+            uint64_t idx = evs[k].data.u64;
+            struct st *c = &cs[idx];
+            if (evs[k].events & EPOLLIN) {
+                ssize_t r = read(c->fd, buf, sizeof buf);
+                if (r < 0 && errno != EAGAIN && errno != EINTR) die("read");
+                if (r == 0) fail("server closed a connection");
+                if (r > 0) {
+                    c->recvd += (uint64_t)r;
+                    if (measuring) bytes += (uint64_t)r;
+                }
+            }
+            st_pump(c, chunk, idx);
+        }
+    }
+    double secs = (double)(now_ns() - t_start) / 1e9;
+    printf("{\"event\":\"result\",\"mode\":\"stream\",\"conns\":%d,\"chunk\":%d,\"bytes\":%llu,"
+           "\"mb_per_s\":%.2f,",
+           opt_conns, opt_chunk, (unsigned long long)bytes, (double)bytes / secs / 1e6);
+    print_common(secs);
+    printf("}\n");
+    fflush(stdout);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- udp ping-pong */
+
+struct up {
+    int fd;
+    uint64_t seq;
+    uint64_t t0;
+};
+
+static void up_send(struct up *c, char *msg) {
+    c->seq++;
+    memcpy(msg, &c->seq, sizeof c->seq);
+    c->t0 = now_ns();
+    if (send(c->fd, msg, (size_t)opt_size, 0) < 0 && errno != EAGAIN && errno != ECONNREFUSED)
+        die("send udp");
+}
+
+static int run_udp(void) {
+    char msg[65536], buf[65536];
+    memset(msg, 'u', sizeof msg);
+    if (opt_size < 16) opt_size = 16;
+    struct up *cs = calloc((size_t)opt_conns, sizeof *cs);
+    for (int i = 0; i < opt_conns; i++) {
+        cs[i].fd = udp_connect();
+        set_recv_timeout(cs[i].fd, 1.0);
+        /* one echo first, so the server has seen this peer before the clock starts */
+        int ok = 0;
+        for (int attempt = 0; attempt < 5 && !ok; attempt++) {
+            if (send(cs[i].fd, msg, (size_t)opt_size, 0) < 0) die("send udp");
+            ok = recv(cs[i].fd, buf, sizeof buf, 0) > 0;
+        }
+        if (!ok) fail("udp setup: no echo from the server");
+        set_nonblocking(cs[i].fd);
+        ep_add(cs[i].fd, EPOLLIN, (uint64_t)i);
+    }
+    t_setup_done = now_ns();
+    t_start = t_setup_done + (uint64_t)(opt_warmup * 1e9);
+    t_end = t_start + (uint64_t)(opt_duration * 1e9);
+    for (int i = 0; i < opt_conns; i++) up_send(&cs[i], msg);
+    uint64_t rts = 0, lost = 0;
+    uint64_t timeout_ns = (uint64_t)(opt_udp_timeout * 1e9);
+    uint64_t next_scan = now_ns() + 5000000ull;
+    struct epoll_event evs[1024];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!measuring && now >= t_start) {
+            open_window();
+            rts = lost = 0;
+        }
+        if (now >= t_end) break;
+        if (now >= next_scan) {
+            for (int i = 0; i < opt_conns; i++) {
+                if (now - cs[i].t0 > timeout_ns) {
+                    if (measuring) lost++;
+                    up_send(&cs[i], msg);
+                }
+            }
+            next_scan = now + 5000000ull;
+        }
+        int n = epoll_wait(epfd, evs, 1024, wait_ms_until(next_scan, now, 5));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (int k = 0; k < n; k++) {
+            struct up *c = &cs[evs[k].data.u64];
+            for (;;) {
+                ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+                if (r < 0) {
+                    if (errno == EAGAIN || errno == EINTR || errno == ECONNREFUSED) break;
+                    die("recv udp");
+                }
+                uint64_t seq;
+                if (r < (ssize_t)sizeof seq) continue;
+                memcpy(&seq, buf, sizeof seq);
+                if (seq != c->seq) continue; /* a late answer to a datagram already resent */
+                if (measuring) {
+                    hist_add(now_ns() - c->t0);
+                    rts++;
+                }
+                up_send(c, msg);
+            }
+        }
+    }
+    double secs = (double)(now_ns() - t_start) / 1e9;
+    printf("{\"event\":\"result\",\"mode\":\"udp\",\"conns\":%d,\"size\":%d,\"round_trips\":%llu,"
+           "\"rt_per_s\":%.1f,\"lost\":%llu,",
+           opt_conns, opt_size, (unsigned long long)rts, (double)rts / secs,
+           (unsigned long long)lost);
+    print_common(secs);
+    printf("}\n");
+    fflush(stdout);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- chat fan-out */
+
+#define LINEBUF 8192
+#define RING 65536
+
+struct sub {
+    int fd;
+    int len;
+    int ready;     /* has seen an announcement */
+    int caught_up; /* has seen the final announcement: nothing older is queued for it */
+    char buf[LINEBUF];
+};
+
+struct slot {
+    uint64_t t;
+    uint32_t count;
+};
+
+static struct slot ring[RING];
+static uint64_t next_seq, oldest_seq, deliveries, late, chat_lost;
+static int subs_ready, subs_caught_up;
+static int64_t bw_final = -1;
+
+static char out[65536];
+static int out_len;
+static int sender_fd, sender_want_out;
+
+static void sender_flush(void) {
+    while (out_len > 0) {
+        ssize_t w = write(sender_fd, out, (size_t)out_len);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EINTR) break;
+            die("sender write");
+        }
+        memmove(out, out + w, (size_t)(out_len - w));
+        out_len -= (int)w;
+    }
+    int want = out_len > 0;
+    if (want != sender_want_out) {
+        sender_want_out = want;
+        ep_mod(sender_fd, want ? (EPOLLIN | EPOLLOUT) : EPOLLIN, (uint64_t)opt_conns);
+    }
+}
+
+static void sender_queue(const char *line, int n) {
+    if (out_len + n > (int)sizeof out) return; /* the server is not reading: drop this line */
+    memcpy(out + out_len, line, (size_t)n);
+    out_len += n;
+}
+
+/* One complete line arrived at a subscriber. */
+static void chat_line(struct sub *s, char *line, int n, uint64_t now) {
+    line[n] = '\0';
+    char *p = memmem(line, (size_t)n, ": bw ", 5);
+    if (p) {
+        int64_t seen = (int64_t)strtoll(p + 5, NULL, 10);
+        if (!s->ready) {
+            s->ready = 1;
+            subs_ready++;
+        }
+        if (bw_final >= 0 && !s->caught_up && seen >= bw_final) {
+            s->caught_up = 1;
+            subs_caught_up++;
+        }
+        return;
+    }
+    p = memmem(line, (size_t)n, ": bm ", 5);
+    if (!p) return; /* greetings, notices, joins */
+    char *end;
+    uint64_t seq = strtoull(p + 5, &end, 10);
+    uint64_t t = strtoull(end, NULL, 10);
+    int counted = measuring && now < t_end;
+    if (seq >= oldest_seq && seq < next_seq)
+        ring[seq % RING].count++;
+    else if (counted)
+        late++;
+    if (!counted) return;
+    deliveries++;
+    if (t && now > t) hist_add(now - t);
+}
+
+static void sub_read(struct sub *s, uint64_t now) {
+    ssize_t r = read(s->fd, s->buf + s->len, (size_t)(LINEBUF - 1 - s->len));
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        die("subscriber read");
+    }
+    if (r == 0) fail("server closed a subscriber connection");
+    s->len += (int)r;
+    int start = 0;
+    for (int i = s->len - (int)r; i < s->len; i++) {
+        if (s->buf[i] == '\n') {
+            chat_line(s, s->buf + start, i - start, now);
+            start = i + 1;
+        }
+    }
+    if (start > 0) {
+        memmove(s->buf, s->buf + start, (size_t)(s->len - start));
+        s->len -= start;
+    } else if (s->len >= LINEBUF - 1) {
+        s->len = 0; /* an overlong line: drop it */
+    }
+}
+
+static int run_chat(void) {
+    struct sub *subs = calloc((size_t)opt_conns, sizeof *subs);
+    uint64_t setup_deadline = now_ns() + (uint64_t)(opt_setup_timeout * 1e9);
+    for (int i = 0; i < opt_conns; i++) {
+        subs[i].fd = tcp_connect();
+        set_nonblocking(subs[i].fd);
+        ep_add(subs[i].fd, EPOLLIN, (uint64_t)i);
+        if (i % 50 == 49) usleep(2000); /* let the server's accept loop keep up */
+    }
+    sender_fd = tcp_connect();
+    set_nonblocking(sender_fd);
+    ep_add(sender_fd, EPOLLIN, (uint64_t)opt_conns);
+    struct epoll_event evs[1024];
+    static char junk[65536];
+    /* Warm-up: announce ("bw N"), backing off from 20 ms to 1 s, until every subscriber has
+     * seen an announcement; then send a final one and wait until every subscriber has seen it,
+     * so that nothing from the set-up (join notices, announcements) is still queued. */
+    uint64_t next_announce = 0, announce = 0, interval = 20000000ull;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= setup_deadline) break;
+        if (bw_final < 0 && subs_ready == opt_conns) {
+            bw_final = (int64_t)announce;
+            next_announce = now; /* send the final one right now */
+        }
+        if (bw_final >= 0 && subs_caught_up == opt_conns) break;
+        if (now >= next_announce && (bw_final < 0 || announce == (uint64_t)bw_final)) {
+            char line[64];
+            int n = snprintf(line, sizeof line, "bw %llu\n", (unsigned long long)announce++);
+            sender_queue(line, n);
+            sender_flush();
+            next_announce = now + interval;
+            if (interval < 1000000000ull) interval *= 2;
+        }
+        int waiting = bw_final >= 0 && announce > (uint64_t)bw_final; /* final one is out */
+        int timeout = waiting ? 20 : wait_ms_until(next_announce, now, 20);
+        int n = epoll_wait(epfd, evs, 1024, timeout);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (int k = 0; k < n; k++) {
+            uint64_t idx = evs[k].data.u64;
+            if (idx == (uint64_t)opt_conns) {
+                if (evs[k].events & EPOLLIN) {
+                    ssize_t r = read(sender_fd, junk, sizeof junk);
+                    if (r == 0) fail("server closed the sender connection");
+                }
+                if (evs[k].events & EPOLLOUT) sender_flush();
+            } else {
+                sub_read(&subs[idx], now_ns());
+            }
+        }
+    }
+    int target = subs_ready;
+    if (target == 0) fail("chat setup: no subscriber received a line");
+    t_setup_done = now_ns();
+    t_start = t_setup_done + (uint64_t)(opt_warmup * 1e9);
+    t_end = t_start + (uint64_t)(opt_duration * 1e9);
+    uint64_t msg_timeout = 2000000000ull;
+    uint64_t sent_at_start = 0;
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!measuring && now >= t_start) {
+            open_window();
+            deliveries = late = chat_lost = 0;
+            sent_at_start = next_seq;
+        }
+        if (now >= t_end) break;
+        /* retire messages every ready subscriber got (or that timed out) */
+        while (oldest_seq < next_seq) {
+            struct slot *sl = &ring[oldest_seq % RING];
+            if (sl->count >= (uint32_t)target) {
+                oldest_seq++;
+            } else if (now - sl->t > msg_timeout) {
+                if (measuring) chat_lost += (uint64_t)target - sl->count;
+                oldest_seq++;
+            } else {
+                break;
+            }
+        }
+        /* send while the window and the rate allow */
+        int rate_wait = 0;
+        while (next_seq - oldest_seq < (uint64_t)opt_inflight && out_len < 4096) {
+            if (opt_rate > 0) {
+                double elapsed = (double)(now - t_setup_done) / 1e9;
+                if ((double)next_seq >= opt_rate * elapsed + 1.0) {
+                    rate_wait = 1;
+                    break;
+                }
+            }
+            char line[96];
+            struct slot *sl = &ring[next_seq % RING];
+            sl->t = now_ns();
+            sl->count = 0;
+            int n = snprintf(line, sizeof line, "bm %llu %llu\n", (unsigned long long)next_seq,
+                             (unsigned long long)sl->t);
+            sender_queue(line, n);
+            next_seq++;
+        }
+        if (out_len > 0 && !sender_want_out) sender_flush();
+        int timeout = wait_ms_until(measuring ? t_end : t_start, now, rate_wait ? 1 : 50);
+        int n = epoll_wait(epfd, evs, 1024, timeout);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        uint64_t t = now_ns();
+        for (int k = 0; k < n; k++) {
+            uint64_t idx = evs[k].data.u64;
+            if (idx == (uint64_t)opt_conns) {
+                if (evs[k].events & EPOLLIN) {
+                    ssize_t r = read(sender_fd, junk, sizeof junk);
+                    if (r == 0) fail("server closed the sender connection");
+                }
+                if (evs[k].events & EPOLLOUT) sender_flush();
+            } else {
+                sub_read(&subs[idx], t);
+            }
+        }
+    }
+    double secs = (double)(now_ns() - t_start) / 1e9;
+    printf("{\"event\":\"result\",\"mode\":\"chat\",\"conns\":%d,\"ready\":%d,\"sent\":%llu,"
+           "\"deliveries\":%llu,\"deliveries_per_s\":%.1f,\"lost\":%llu,\"late\":%llu,",
+           opt_conns, target, (unsigned long long)(next_seq - sent_at_start),
+           (unsigned long long)deliveries, (double)deliveries / secs,
+           (unsigned long long)chat_lost, (unsigned long long)late);
+    print_common(secs);
+    printf("}\n");
+    fflush(stdout);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- idle connections */
+
+static int run_idle(int udp) {
+    char msg[64], buf[65536];
+    memset(msg, 'i', sizeof msg);
+    msg[63] = '\n';
+    int *fds = calloc((size_t)opt_conns, sizeof *fds);
+    for (int i = 0; i < opt_conns; i++) {
+        if (udp) {
+            fds[i] = udp_connect();
+            set_recv_timeout(fds[i], 1.0);
+            int ok = 0;
+            for (int attempt = 0; attempt < 5 && !ok; attempt++) {
+                if (send(fds[i], msg, sizeof msg, 0) < 0) die("send udp");
+                ok = recv(fds[i], buf, sizeof buf, 0) > 0;
+            }
+            if (!ok) fail("udp setup: no echo from the server");
+        } else {
+            fds[i] = tcp_connect();
+            set_recv_timeout(fds[i], 5.0);
+            blocking_echo(fds[i], msg, (int)sizeof msg);
+        }
+    }
+    printf("{\"event\":\"ready\",\"mode\":\"%s\",\"conns\":%d}\n", udp ? "idle-udp" : "idle-tcp",
+           opt_conns);
+    fflush(stdout);
+    /* hold until stdin closes or --hold seconds pass */
+    uint64_t deadline = now_ns() + (uint64_t)(opt_hold * 1e9);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev) < 0) {
+        /* stdin is a regular file or /dev/null: just hold for --hold seconds */
+        while (now_ns() < deadline) usleep(10000);
+    }
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= deadline) break;
+        int n = epoll_wait(epfd, &ev, 1, wait_ms_until(deadline, now, 1000));
+        if (n < 0 && errno != EINTR) die("epoll_wait");
+        if (n > 0) {
+            ssize_t r = read(0, buf, sizeof buf);
+            if (r <= 0) break;
+        }
+    }
+    printf("{\"event\":\"done\"}\n");
+    fflush(stdout);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: loadgen MODE --port P [--host H] [--conns N] [--duration S] [--warmup S]\n"
+            "       [--size B] [--chunk B] [--window B] [--rate MSG/S] [--inflight N] [--hold S]\n"
+            "       [--setup-timeout S]\n"
+            "MODE: tcp | stream | udp | chat | idle-tcp | idle-udp\n");
+    exit(64);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) usage();
+    opt_mode = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *k = argv[i];
+        if (i + 1 >= argc) usage();
+        const char *v = argv[++i];
+        if (!strcmp(k, "--host")) opt_host = v;
+        else if (!strcmp(k, "--port")) opt_port = atoi(v);
+        else if (!strcmp(k, "--conns")) opt_conns = atoi(v);
+        else if (!strcmp(k, "--duration")) opt_duration = atof(v);
+        else if (!strcmp(k, "--warmup")) opt_warmup = atof(v);
+        else if (!strcmp(k, "--size")) opt_size = atoi(v);
+        else if (!strcmp(k, "--chunk")) opt_chunk = atoi(v);
+        else if (!strcmp(k, "--window")) opt_window = atol(v);
+        else if (!strcmp(k, "--rate")) opt_rate = atof(v);
+        else if (!strcmp(k, "--inflight")) opt_inflight = atoi(v);
+        else if (!strcmp(k, "--hold")) opt_hold = atof(v);
+        else if (!strcmp(k, "--setup-timeout")) opt_setup_timeout = atof(v);
+        else usage();
+    }
+    if (opt_port <= 0 || opt_port > 65535 || opt_conns < 1 || opt_conns > 100000) usage();
+    if (opt_size < 1 || opt_size > 65536 || opt_chunk < 1 || opt_chunk > (1 << 24)) usage();
+    if (opt_duration <= 0 || opt_duration > 3600 || opt_warmup < 0 || opt_warmup > 600) usage();
+    if (opt_inflight < 1 || opt_inflight > RING / 2 || opt_window < 1) usage();
+    if (opt_setup_timeout <= 0 || opt_setup_timeout > 3600) usage();
+    raise_nofile();
+    memset(&server_addr, 0, sizeof server_addr);
+    server_addr.sin_family = AF_INET;
+    server_addr.sin_port = htons((uint16_t)opt_port);
+    if (inet_pton(AF_INET, opt_host, &server_addr.sin_addr) != 1) fail("bad --host");
+    epfd = epoll_create1(0);
+    if (epfd < 0) die("epoll_create1");
+    if (!strcmp(opt_mode, "tcp")) return run_tcp();
+    if (!strcmp(opt_mode, "stream")) return run_stream();
+    if (!strcmp(opt_mode, "udp")) return run_udp();
+    if (!strcmp(opt_mode, "chat")) return run_chat();
+    if (!strcmp(opt_mode, "idle-tcp")) return run_idle(0);
+    if (!strcmp(opt_mode, "idle-udp")) return run_idle(1);
+    usage();
+    return 64;
+}

@@ -1,0 +1,485 @@
+"""The fallback load client, used only when no C compiler is found.
+
+Same command line and the same JSON lines as ``loadgen.c`` (see there), written with
+``selectors`` and non-blocking sockets.  It is several times slower than the C client, so
+against the fast servers it is the bottleneck; the runner says so when it uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import selectors
+import socket
+import sys
+import time
+from typing import Any, cast
+
+NS = 1_000_000_000
+
+
+class Histogram:
+    """Latency samples in log-linear buckets (about 3% relative error), like loadgen.c."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.count = 0
+
+    @staticmethod
+    def _bucket(ns: int) -> int:
+        v = ns // 100
+        if v < 64:
+            return v
+        msb = v.bit_length() - 1
+        shift = msb - 5
+        return 64 + (msb - 6) * 32 + ((v >> shift) - 32)
+
+    @staticmethod
+    def _mid_us(b: int) -> float:
+        if b < 64:
+            return (b + 0.5) / 10
+        msb = (b - 64) // 32 + 6
+        sub = (b - 64) % 32 + 32
+        shift = msb - 5
+        return ((sub << shift) + (1 << shift) / 2) / 10
+
+    def add(self, ns: int) -> None:
+        b = self._bucket(ns)
+        self.buckets[b] = self.buckets.get(b, 0) + 1
+        self.count += 1
+
+    def pct(self, p: float) -> float:
+        if not self.count:
+            return 0.0
+        rank = min(int(p * self.count), self.count - 1)
+        acc = 0
+        for b in sorted(self.buckets):
+            acc += self.buckets[b]
+            if acc > rank:
+                return self._mid_us(b)
+        return 0.0
+
+
+def emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+class Window:
+    """Warm-up, then the measured window; prints the start event."""
+
+    def __init__(self, warmup: float, duration: float) -> None:
+        now = time.monotonic_ns()
+        self.start = now + int(warmup * NS)
+        self.end = self.start + int(duration * NS)
+        self.measuring = False
+        self.hist = Histogram()
+        self.cpu0 = 0.0
+
+    def tick(self, now: int) -> bool:
+        """Open the window when due; False once it has closed."""
+        if not self.measuring and now >= self.start:
+            self.measuring = True
+            self.hist = Histogram()
+            self.cpu0 = time.process_time()
+            emit({"event": "start"})
+        return now < self.end
+
+    def timeout(self, now: int) -> float:
+        return max(0.0, ((self.end if self.measuring else self.start) - now) / NS)
+
+    def common(self) -> dict[str, Any]:
+        secs = (time.monotonic_ns() - self.start) / NS
+        return {
+            "duration_s": secs,
+            "client_cpu_pct": 100 * (time.process_time() - self.cpu0) / secs,
+            "p50_us": self.hist.pct(0.5),
+            "p99_us": self.hist.pct(0.99),
+            "samples": self.hist.count,
+        }
+
+
+def tcp_connect(addr: tuple[str, int]) -> socket.socket:
+    sock = socket.create_connection(addr, timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def blocking_echo(sock: socket.socket, msg: bytes) -> None:
+    sock.sendall(msg)
+    got = 0
+    while got < len(msg):
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed the connection during setup")
+        got += len(data)
+
+
+def udp_connect(addr: tuple[str, int], msg: bytes) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(addr)
+    sock.settimeout(1.0)
+    for _ in range(5):
+        sock.send(msg)
+        try:
+            sock.recv(65536)
+            return sock
+        except TimeoutError:
+            continue
+    raise ConnectionError("udp setup: no echo from the server")
+
+
+def run_tcp(args: argparse.Namespace, addr: tuple[str, int]) -> None:
+    msg = b"x" * (args.size - 1) + b"\n"
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, list[int]] = {}
+    for _ in range(args.conns):
+        sock = tcp_connect(addr)
+        blocking_echo(sock, msg)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        state[sock] = [0, 0]  # bytes got, t0
+    win = Window(args.warmup, args.duration)
+    for sock, st in state.items():
+        st[1] = time.monotonic_ns()
+        sock.send(msg)
+    rts = 0
+    while True:
+        now = time.monotonic_ns()
+        was = win.measuring
+        if not win.tick(now):
+            break
+        if win.measuring and not was:
+            rts = 0
+        for key, _ in sel.select(win.timeout(now)):
+            sock = cast(socket.socket, key.fileobj)
+            st = state[sock]
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise ConnectionError("server closed a connection")
+            st[0] += len(data)
+            if st[0] >= args.size:
+                t = time.monotonic_ns()
+                if win.measuring:
+                    win.hist.add(t - st[1])
+                    rts += 1
+                st[0], st[1] = 0, t
+                sock.send(msg)
+    common = win.common()
+    emit(
+        {
+            "event": "result",
+            "mode": "tcp",
+            "conns": args.conns,
+            "size": args.size,
+            "round_trips": rts,
+            "rt_per_s": rts / common["duration_s"],
+            **common,
+        }
+    )
+
+
+def run_stream(args: argparse.Namespace, addr: tuple[str, int]) -> None:
+    chunk = b"y" * args.chunk
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, list[int]] = {}
+    for _ in range(args.conns):
+        sock = tcp_connect(addr)
+        blocking_echo(sock, chunk[:64])
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        state[sock] = [0, 0]  # sent, received
+    win = Window(args.warmup, args.duration)
+    total = 0
+    while True:
+        now = time.monotonic_ns()
+        was = win.measuring
+        if not win.tick(now):
+            break
+        if win.measuring and not was:
+            total = 0
+        for key, events in sel.select(win.timeout(now)):
+            sock = cast(socket.socket, key.fileobj)
+            st = state[sock]
+            if events & selectors.EVENT_READ:
+                try:
+                    data = sock.recv(262144)
+                except BlockingIOError:
+                    data = b"-"
+                if not data:
+                    raise ConnectionError("server closed a connection")
+                if data != b"-":
+                    st[1] += len(data)
+                    if win.measuring:
+                        total += len(data)
+            room = args.window - (st[0] - st[1])
+            if room > 0:
+                off = st[0] % args.chunk
+                with contextlib.suppress(BlockingIOError):
+                    st[0] += sock.send(chunk[off : off + min(args.chunk - off, room)])
+            want = selectors.EVENT_READ | (selectors.EVENT_WRITE if room > 0 else 0)
+            if want != key.events:
+                sel.modify(sock, want)
+    common = win.common()
+    emit(
+        {
+            "event": "result",
+            "mode": "stream",
+            "conns": args.conns,
+            "chunk": args.chunk,
+            "bytes": total,
+            "mb_per_s": total / common["duration_s"] / 1e6,
+            **common,
+        }
+    )
+
+
+def run_udp(args: argparse.Namespace, addr: tuple[str, int]) -> None:
+    size = max(args.size, 16)
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, list[int]] = {}
+    for _ in range(args.conns):
+        sock = udp_connect(addr, b"u" * size)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        state[sock] = [0, 0]  # seq, t0
+    pad = b"u" * (size - 8)
+
+    def send(sock: socket.socket, st: list[int]) -> None:
+        st[0] += 1
+        st[1] = time.monotonic_ns()
+        with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+            sock.send(st[0].to_bytes(8, "little") + pad)
+
+    win = Window(args.warmup, args.duration)
+    for sock, st in state.items():
+        send(sock, st)
+    rts = lost = 0
+    while True:
+        now = time.monotonic_ns()
+        was = win.measuring
+        if not win.tick(now):
+            break
+        if win.measuring and not was:
+            rts = lost = 0
+        for sock, st in state.items():
+            if now - st[1] > 0.2 * NS:
+                lost += win.measuring
+                send(sock, st)
+        for key, _ in sel.select(min(0.005, win.timeout(now))):
+            sock = cast(socket.socket, key.fileobj)
+            st = state[sock]
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, ConnectionRefusedError):
+                continue
+            if int.from_bytes(data[:8], "little") != st[0]:
+                continue
+            if win.measuring:
+                win.hist.add(time.monotonic_ns() - st[1])
+                rts += 1
+            send(sock, st)
+    common = win.common()
+    emit(
+        {
+            "event": "result",
+            "mode": "udp",
+            "conns": args.conns,
+            "size": size,
+            "round_trips": rts,
+            "rt_per_s": rts / common["duration_s"],
+            "lost": lost,
+            **common,
+        }
+    )
+
+
+def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
+    sel = selectors.DefaultSelector()
+    subs: dict[socket.socket, bytearray] = {}
+    for i in range(args.conns):
+        sock = tcp_connect(addr)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        subs[sock] = bytearray()
+        if i % 50 == 49:
+            time.sleep(0.002)
+    sender = tcp_connect(addr)
+    sel.register(sender, selectors.EVENT_READ)
+    ready: set[socket.socket] = set()  # have seen an announcement
+    caught_up: set[socket.socket] = set()  # have seen the final one: nothing older is queued
+    final = [-1]
+    sent_at: dict[int, list[int]] = {}  # seq -> [t, count]
+    counters = {"deliveries": 0, "late": 0, "lost": 0}
+    state = {"measuring": False, "end": 0}
+    hist = Histogram()
+
+    def on_line(sock: socket.socket, line: bytes, now: int) -> None:
+        at = line.rfind(b": bw ")
+        if at >= 0:
+            ready.add(sock)
+            if final[0] >= 0 and int(line[at + 5 :]) >= final[0]:
+                caught_up.add(sock)
+            return
+        at = line.rfind(b": bm ")
+        if at < 0:
+            return
+        seq_s, _, t_s = line[at + 5 :].partition(b" ")
+        seq, t = int(seq_s), int(t_s or b"0")
+        slot = sent_at.get(seq)
+        counted = state["measuring"] and now < state["end"]
+        if slot is not None:
+            slot[1] += 1
+        elif counted:
+            counters["late"] += 1
+        if counted:
+            counters["deliveries"] += 1
+            hist.add(now - t)
+
+    def pump(timeout: float) -> None:
+        for key, _ in sel.select(timeout):
+            sock = cast(socket.socket, key.fileobj)
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise ConnectionError("server closed a chat connection")
+            if sock is sender:
+                continue
+            buf = subs[sock]
+            buf += data
+            *lines, rest = bytes(buf).split(b"\n")
+            subs[sock] = bytearray(rest)
+            now = time.monotonic_ns()
+            for line in lines:
+                on_line(sock, line, now)
+
+    # announce, backing off, until every subscriber has seen one; then a final announcement,
+    # and wait until every subscriber has seen it (see loadgen.c)
+    deadline = time.monotonic() + args.setup_timeout
+    announce, interval, next_announce = 0, 0.02, 0.0
+    while time.monotonic() < deadline and len(caught_up) < len(subs):
+        now = time.monotonic()
+        if final[0] < 0 and len(ready) == len(subs):
+            final[0] = announce
+            next_announce = now
+        if now >= next_announce and (final[0] < 0 or announce == final[0]):
+            sender.sendall(f"bw {announce}\n".encode())
+            announce += 1
+            next_announce, interval = now + interval, min(1.0, interval * 2)
+        pump(0.02)
+    target = len(ready)
+    if not target:
+        raise ConnectionError("chat setup: no subscriber received a line")
+    win = Window(args.warmup, args.duration)
+    state["end"] = win.end
+    t0 = time.monotonic_ns()
+    next_seq = oldest = sent0 = 0
+    while True:
+        now = time.monotonic_ns()
+        if not win.tick(now):
+            break
+        if win.measuring and not state["measuring"]:
+            state["measuring"] = True
+            hist = Histogram()
+            sent0 = next_seq
+        while oldest < next_seq:
+            t, count = sent_at[oldest]
+            if count < target and now - t < 2 * NS:
+                break
+            if count < target and state["measuring"]:
+                counters["lost"] += target - count
+            del sent_at[oldest]
+            oldest += 1
+        while next_seq - oldest < args.inflight and (
+            args.rate <= 0 or next_seq < args.rate * (now - t0) / NS + 1
+        ):
+            t = time.monotonic_ns()
+            sent_at[next_seq] = [t, 0]
+            sender.sendall(f"bm {next_seq} {t}\n".encode())
+            next_seq += 1
+        pump(0.001)
+    win.hist = hist
+    common = win.common()
+    emit(
+        {
+            "event": "result",
+            "mode": "chat",
+            "conns": args.conns,
+            "ready": target,
+            "sent": next_seq - sent0,
+            "deliveries": counters["deliveries"],
+            "deliveries_per_s": counters["deliveries"] / common["duration_s"],
+            "lost": counters["lost"],
+            "late": counters["late"],
+            **common,
+        }
+    )
+
+
+def run_idle(args: argparse.Namespace, addr: tuple[str, int], udp: bool) -> None:
+    msg = b"i" * 63 + b"\n"
+    socks = []
+    for _ in range(args.conns):
+        if udp:
+            socks.append(udp_connect(addr, msg))
+        else:
+            sock = tcp_connect(addr)
+            blocking_echo(sock, msg)
+            socks.append(sock)
+    emit({"event": "ready", "mode": args.mode, "conns": args.conns})
+    sel = selectors.DefaultSelector()
+    deadline = time.monotonic() + args.hold
+    try:
+        sel.register(sys.stdin.fileno(), selectors.EVENT_READ)
+    except (PermissionError, ValueError):
+        time.sleep(args.hold)
+    while (left := deadline - time.monotonic()) > 0:
+        if sel.get_map() and sel.select(min(left, 1.0)):
+            if not os.read(sys.stdin.fileno(), 65536):
+                break
+        elif not sel.get_map():
+            break
+    emit({"event": "done"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["tcp", "stream", "udp", "chat", "idle-tcp", "idle-udp"])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--conns", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--chunk", type=int, default=65536)
+    parser.add_argument("--window", type=int, default=4 * 65536)
+    parser.add_argument("--rate", type=float, default=20000.0)
+    parser.add_argument("--inflight", type=int, default=4)
+    parser.add_argument("--hold", type=float, default=60.0)
+    parser.add_argument("--setup-timeout", type=float, default=20.0)
+    args = parser.parse_args()
+    addr = (args.host, args.port)
+    try:
+        if args.mode == "tcp":
+            run_tcp(args, addr)
+        elif args.mode == "stream":
+            run_stream(args, addr)
+        elif args.mode == "udp":
+            run_udp(args, addr)
+        elif args.mode == "chat":
+            run_chat(args, addr)
+        else:
+            run_idle(args, addr, udp=args.mode == "idle-udp")
+    except (OSError, ValueError) as exc:
+        emit({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,537 @@
+"""Benchmark runner: ``python -m benchmarks.run [--quick] [--only W] [--repeat N] [--out DIR]``.
+
+Each server runs in its own process (pinned to one core), the load client in another (pinned
+to the other core); see benchmarks/README.md for what each workload measures.  Prints progress
+lines and a table of medians with ratios against raw trio, and writes results.json,
+results.md and results.png into the results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _stacks
+from benchmarks._procs import (
+    ClientError,
+    LoadClient,
+    Pinning,
+    Processes,
+    Server,
+    Unavailable,
+)
+from benchmarks._report import WORKLOADS, Cell, Results
+from benchmarks._stacks import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_WORKLOADS = ("echo", "stream", "udp", "chat", "hub", "memory")
+CHAT_SETUP_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    repeat: int
+    duration: float
+    warmup: float
+    echo_conns: tuple[int, ...]
+    stream_conns: tuple[int, ...]
+    udp_peers: tuple[int, ...]
+    chat_subscribers: tuple[int, ...]
+    chat_rate: float
+    chat_inflight: int
+    hub_subscribers: tuple[int, ...]
+    hub_deliveries: int
+    memory_conns: int
+
+
+QUICK = Settings(
+    repeat=1,
+    duration=0.4,
+    warmup=0.15,
+    echo_conns=(1, 100),
+    stream_conns=(1,),
+    udp_peers=(10,),
+    chat_subscribers=(100,),
+    chat_rate=20000,
+    chat_inflight=4,
+    hub_subscribers=(10, 10000),
+    hub_deliveries=100_000,
+    memory_conns=1000,
+)
+FULL = Settings(
+    repeat=3,
+    duration=2.0,
+    warmup=0.5,
+    echo_conns=(1, 10, 100),
+    stream_conns=(1,),
+    udp_peers=(1, 10),
+    chat_subscribers=(10, 100, 1000),
+    chat_rate=20000,
+    chat_inflight=4,
+    hub_subscribers=(1, 10, 100, 1000, 10000),
+    hub_deliveries=1_000_000,
+    memory_conns=1000,
+)
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        out_dir: Path,
+        only: set[str],
+        stack_filter: list[str],
+        client_choice: str,
+        pin: bool,
+    ) -> None:
+        self.settings, self.out_dir, self.only = settings, out_dir, only
+        self.stack_filter = [s.lower() for s in stack_filter]
+        self.t0 = time.monotonic()
+        self.procs = Processes()
+        self.pinning = Pinning.choose(pin)
+        self.client = LoadClient.build(self.procs, self.pinning, out_dir / "build", client_choice)
+        self.results = Results()
+        self.unavailable: dict[tuple[str, ...], str] = {}
+
+    # ------------------------------------------------------------ helpers
+
+    def log(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {message}", flush=True)
+
+    def stacks(self, stacks: list[Stack]) -> list[Stack]:
+        if not self.stack_filter:
+            return stacks
+        return [s for s in stacks if any(f in s.name.lower() for f in self.stack_filter)]
+
+    @contextlib.contextmanager
+    def serve(self, stack: Stack, workload: str, cells: list[Cell]) -> Iterator[Server | None]:
+        """The stack's server, or None (and the cells marked) when it cannot start."""
+        argv = tuple(stack.command())
+        if argv in self.unavailable:
+            for cell in cells:
+                cell.errors.append(self.unavailable[argv])
+            yield None
+            return
+        log = self.out_dir / "logs" / f"{workload}-{stack.slug}.log"
+        server = Server(
+            self.procs,
+            argv,
+            port_pattern=stack.port_pattern,
+            log=log,
+            cwd=ROOT,
+            pinning=self.pinning,
+        )
+        try:
+            server.start()
+        except Unavailable as exc:
+            server.stop()
+            reason = f"unavailable: {exc}"
+            if exc.lasting:  # do not try again in later repetitions and workloads
+                self.unavailable[argv] = reason
+            self.log(f"{workload:<10} {stack.name:<22} {reason}")
+            for cell in cells:
+                cell.errors.append(reason)
+            yield None
+            return
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    def fail(self, cell: Cell, reason: str, rep: int) -> None:
+        cell.errors.append(f"error: {reason}")
+        self.log(f"{cell.workload:<10} {cell.config:<12} {cell.stack:<22} rep {rep}: {reason}")
+
+    def progress(self, cell: Cell, rep: int, metrics: dict[str, float]) -> None:
+        spec = WORKLOADS[cell.workload]
+        shown = "  ".join(
+            f"{c.title} {c.fmt.format(metrics[c.key])}" for c in spec.columns if c.key in metrics
+        )
+        self.log(
+            f"{cell.workload:<10} {cell.config:<12} {cell.stack:<22} "
+            f"rep {rep}/{self.settings.repeat}  {shown}"
+        )
+
+    def measure(
+        self, server: Server, mode: str, options: dict[str, float | int], timeout: float
+    ) -> tuple[dict[str, Any], float]:
+        """One load-client run; returns its result and the server CPU seconds in its window."""
+        cpu_start = [0.0]
+
+        def on_start() -> None:
+            cpu_start[0] = server.cpu()
+
+        s = self.settings
+        options = {"duration": s.duration, "warmup": s.warmup, **options}
+        try:
+            result = self.client.run(
+                mode,
+                server.port,
+                options,
+                on_start=on_start,
+                timeout=timeout + s.warmup + s.duration,
+            )
+            cpu = server.cpu() - cpu_start[0]
+        except OSError as exc:  # /proc/PID is gone: the server died
+            raise ClientError(server.why_dead() if not server.alive() else str(exc)) from exc
+        if not server.alive():
+            raise ClientError(server.why_dead())
+        return result, cpu
+
+    # ------------------------------------------------------------ workloads 1 and 2
+
+    def tcp_echo(self, rep: int) -> None:
+        s = self.settings
+        plan: list[tuple[str, int]] = []
+        if "echo" in self.only:
+            plan += [("echo", n) for n in s.echo_conns]
+        if "stream" in self.only:
+            plan += [("stream", n) for n in s.stream_conns]
+        for stack in self.stacks(_stacks.TCP_ECHO):
+            cells = [self.results.cell(w, f"{n} conns", n, stack.name, stack.role) for w, n in plan]
+            with self.serve(stack, "tcp-echo", cells) as server:
+                if server is None:
+                    continue
+                for (workload, conns), cell in zip(plan, cells, strict=True):
+                    if not server.alive():
+                        self.fail(cell, server.why_dead(), rep)
+                        continue
+                    try:
+                        if workload == "echo":
+                            result, cpu = self.measure(server, "tcp", {"conns": conns}, 30)
+                            rts = max(1.0, result["round_trips"])
+                            metrics = {
+                                "rt_per_s": result["rt_per_s"],
+                                "p50_us": result["p50_us"],
+                                "p99_us": result["p99_us"],
+                                "cpu_us_per_rt": cpu * 1e6 / rts,
+                            }
+                        else:
+                            result, cpu = self.measure(server, "stream", {"conns": conns}, 30)
+                            metrics = {"mb_per_s": result["mb_per_s"]}
+                        metrics["server_cpu_pct"] = 100 * cpu / result["duration_s"]
+                        metrics["client_cpu_pct"] = result["client_cpu_pct"]
+                    except ClientError as exc:
+                        self.fail(cell, str(exc), rep)
+                        server.settle()  # a dying server has exited when this returns
+                        continue
+                    cell.reps.append(metrics)
+                    self.progress(cell, rep, metrics)
+
+    # ------------------------------------------------------------ workload 3
+
+    def udp_echo(self, rep: int) -> None:
+        s = self.settings
+        for stack in self.stacks(_stacks.UDP_ECHO):
+            cells = [
+                self.results.cell("udp", f"{n} peers", n, stack.name, stack.role)
+                for n in s.udp_peers
+            ]
+            with self.serve(stack, "udp-echo", cells) as server:
+                if server is None:
+                    continue
+                for peers, cell in zip(s.udp_peers, cells, strict=True):
+                    if not server.alive():
+                        self.fail(cell, server.why_dead(), rep)
+                        continue
+                    try:
+                        result, cpu = self.measure(server, "udp", {"conns": peers}, 30)
+                    except ClientError as exc:
+                        self.fail(cell, str(exc), rep)
+                        server.settle()  # a dying server has exited when this returns
+                        continue
+                    metrics = {
+                        "rt_per_s": result["rt_per_s"],
+                        "p50_us": result["p50_us"],
+                        "p99_us": result["p99_us"],
+                        "cpu_us_per_rt": cpu * 1e6 / max(1.0, result["round_trips"]),
+                        "lost": result["lost"],
+                        "server_cpu_pct": 100 * cpu / result["duration_s"],
+                        "client_cpu_pct": result["client_cpu_pct"],
+                    }
+                    cell.reps.append(metrics)
+                    self.progress(cell, rep, metrics)
+
+    # ------------------------------------------------------------ workload 4
+
+    def chat(self, rep: int) -> None:
+        s = self.settings
+        for stack in self.stacks(_stacks.CHAT):
+            cells = [
+                self.results.cell("chat", f"{n} subs", n, stack.name, stack.role)
+                for n in s.chat_subscribers
+            ]
+            with self.serve(stack, "chat", cells) as server:
+                if server is None:
+                    continue
+                for subs, cell in zip(s.chat_subscribers, cells, strict=True):
+                    if not server.alive():
+                        self.fail(cell, server.why_dead(), rep)
+                        continue
+                    options = {
+                        "conns": subs,
+                        "rate": s.chat_rate,
+                        "inflight": s.chat_inflight,
+                        # a server announcing every join has subs**2 / 2 notices to send first
+                        "setup-timeout": CHAT_SETUP_TIMEOUT,
+                    }
+                    try:
+                        result, cpu = self.measure(server, "chat", options, CHAT_SETUP_TIMEOUT + 30)
+                    except ClientError as exc:
+                        self.fail(cell, str(exc), rep)
+                        server.settle()  # a dying server has exited when this returns
+                        continue
+                    metrics = {
+                        "deliveries_per_s": result["deliveries_per_s"],
+                        "p50_us": result["p50_us"],
+                        "p99_us": result["p99_us"],
+                        "cpu_us_per_delivery": cpu * 1e6 / max(1.0, result["deliveries"]),
+                        "lost": result["lost"],
+                        "ready_subscribers": result["ready"],
+                        "server_cpu_pct": 100 * cpu / result["duration_s"],
+                        "client_cpu_pct": result["client_cpu_pct"],
+                    }
+                    if result["ready"] < subs:
+                        self.log(f"  only {result['ready']} of {subs} subscribers got lines")
+                    cell.reps.append(metrics)
+                    self.progress(cell, rep, metrics)
+
+    # ------------------------------------------------------------ workload 5
+
+    def hub(self, rep: int) -> None:
+        s = self.settings
+        counts = ",".join(str(n) for n in s.hub_subscribers)
+        for stack in self.stacks(_stacks.HUB):
+            cells = {
+                n: self.results.cell("hub", f"{n} subs", n, stack.name, stack.role)
+                for n in s.hub_subscribers
+            }
+            argv = [sys.executable, "-m", "benchmarks.hubbench", "--stack", stack.argv[0]]
+            argv += ["--subscribers", counts, "--deliveries", str(s.hub_deliveries)]
+            proc = self.procs.start(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+            )
+            self.pinning.pin(proc.pid, "server")
+            try:
+                out, err = proc.communicate(timeout=60 + 30 * len(cells))
+            except subprocess.TimeoutExpired:
+                out, err = "", "timed out"
+            finally:
+                self.procs.stop(proc)
+            seen: set[int] = set()
+            for line in out.splitlines():
+                if not line.startswith("{"):
+                    continue
+                row = json.loads(line)
+                if row["event"] == "unavailable":
+                    reason = f"unavailable: {row['reason']}"
+                    self.log(f"{'hub':<10} {stack.name:<22} {reason}")
+                    for cell in cells.values():
+                        cell.errors.append(reason)
+                    seen.update(cells)
+                    continue
+                cell = cells[row["subscribers"]]
+                seen.add(row["subscribers"])
+                if row["event"] == "error":
+                    self.fail(cell, row["error"], rep)
+                    continue
+                metrics = {
+                    "deliveries_per_s": row["deliveries_per_s"],
+                    "publish_ns_per_delivery": row["publish_ns_per_delivery"],
+                }
+                cell.reps.append(metrics)
+                self.progress(cell, rep, metrics)
+            for n, cell in cells.items():
+                if n not in seen:
+                    tail = " | ".join(err.strip().splitlines()[-2:]) or f"exit {proc.returncode}"
+                    self.fail(cell, f"hubbench: {tail}", rep)
+
+    # ------------------------------------------------------------ workload 6
+
+    def memory(self, rep: int) -> None:
+        n = self.settings.memory_conns
+        kinds = [
+            ("memory-tcp", "idle-tcp", f"{n} conns", _stacks.TCP_ECHO),
+            ("memory-udp", "idle-udp", f"{n} peers", _stacks.UDP_ECHO),
+        ]
+        for workload, mode, config, stacks in kinds:
+            for stack in self.stacks(stacks):
+                cell = self.results.cell(workload, config, n, stack.name, stack.role)
+                with self.serve(stack, workload, [cell]) as server:
+                    if server is None:
+                        continue
+                    try:
+                        time.sleep(0.3)
+                        idle = server.rss()
+                        with self.client.holding(mode, server.port, n, timeout=60):
+                            time.sleep(0.5)
+                            if not server.alive():
+                                raise ClientError(server.why_dead())
+                            loaded = server.rss()
+                    except (ClientError, OSError, RuntimeError) as exc:
+                        self.fail(cell, str(exc), rep)
+                        continue
+                    metrics = {
+                        "rss_idle_kib": float(idle),
+                        "rss_loaded_kib": float(loaded),
+                        "kib_per_conn": (loaded - idle) / n,
+                    }
+                    cell.reps.append(metrics)
+                    self.progress(cell, rep, metrics)
+
+    # ------------------------------------------------------------ all of it
+
+    def run(self) -> None:
+        self.log(f"load client: {self.client.kind}")
+        self.log(f"CPU pinning: {self.pinning.note}")
+        steps = [
+            ("echo", self.tcp_echo),
+            ("udp", self.udp_echo),
+            ("chat", self.chat),
+            ("hub", self.hub),
+            ("memory", self.memory),
+        ]
+        for rep in range(1, self.settings.repeat + 1):
+            for name, step in steps:
+                if name in self.only or (name == "echo" and "stream" in self.only):
+                    try:
+                        step(rep)
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as exc:  # a bug in one workload must not end the run
+                        self.log(f"{name}: failed in rep {rep}: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self.procs.stop_all()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "source tree" if dist == "triosock" else "not installed"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _meta(runner: Runner, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
+        "python": platform.python_version(),
+        "versions": {d: _version(d) for d in ("trio", "anyio", "uvloop", "triosock")},
+        "client": runner.client.kind,
+        "pinning": runner.pinning.note,
+        "settings": asdict(runner.settings),
+        "arguments": sys.argv[1:],
+        "only": sorted(runner.only),
+        "seconds": round(seconds, 1),
+        "quick": args.quick,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
+    parser.add_argument("--quick", action="store_true", help="a short smoke pass (< 60 s)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), metavar="DIR")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="WORKLOAD",
+        help=f"only these workloads (repeatable, or comma-separated): {', '.join(ALL_WORKLOADS)}",
+    )
+    parser.add_argument("--repeat", type=int, metavar="N", help="repetitions (default 3, quick 1)")
+    parser.add_argument("--duration", type=float, metavar="S", help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, metavar="S", help="warm-up seconds per run")
+    parser.add_argument(
+        "--stacks",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only stacks whose name contains NAME (repeatable or comma-separated)",
+    )
+    parser.add_argument("--client", choices=["auto", "c", "python"], default="auto")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    args = parser.parse_args(argv)
+    only = {w.strip() for item in args.only for w in item.split(",") if w.strip()}
+    unknown = only - set(ALL_WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workload {', '.join(sorted(unknown))}; pick from {ALL_WORKLOADS}")
+    args.only = only or set(ALL_WORKLOADS)
+    args.stacks = [s.strip() for item in args.stacks for s in item.split(",") if s.strip()]
+    if args.repeat is not None and not 1 <= args.repeat <= 50:
+        parser.error("--repeat must be between 1 and 50")
+    for name in ("duration", "warmup"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 600:
+            parser.error(f"--{name} must be between 0 and 600 seconds")
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    if args.repeat is not None:
+        settings = replace(settings, repeat=args.repeat)
+    if args.duration:
+        settings = replace(settings, duration=args.duration)
+    if args.warmup is not None:
+        settings = replace(settings, warmup=args.warmup)
+    out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # 1000 connections need more than the usual 1024 descriptors
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    runner = Runner(settings, out_dir, args.only, args.stacks, args.client, not args.no_pin)
+    started = time.monotonic()
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # stop like Ctrl-C, so the finally below runs
+        signal.signal(sig, _interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background
+        signal.signal(signal.SIGINT, _interrupt)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        runner.log("interrupted: writing what was measured so far")
+    finally:
+        runner.close()
+    seconds = time.monotonic() - started
+    meta = _meta(runner, args, seconds)
+    print(runner.results.text() or "\nnothing was measured (check --only and --stacks)")
+    print(
+        f"\n{meta['date']}; {meta['machine']}; Python {meta['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    )
+    print(f"load client: {meta['client']}; {meta['pinning']}; medians of {settings.repeat} runs")
+    runner.results.write(out_dir, meta, runner.log)
+    runner.log(f"done in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
