@@ -25,6 +25,7 @@ Server shape (trio's ``serve_listeners`` does the accepting):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -329,7 +330,8 @@ async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCP
     idle = IdleTimer(server.idle_timeout)
     conn = TCPConnection(stream, server, idle, remote)
     try:
-        with idle.scope:
+        # Without a timeout, no scope to enter: a cancel status is ~400 bytes a connection.
+        with idle.scope if server.idle_timeout is not None else contextlib.nullcontext():
             try:
                 await handler(conn)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
