@@ -124,9 +124,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
     # -- sending -----------------------------------------------------------------------
 
     async def send(self, value: bytes) -> None:
-        data = self._framer.encode(value)
-        async with self._send_lock:
-            await self._stream.send_all(data)
+        await self._send_locked(self._framer.encode(value))
 
     async def send_many(self, values: Iterable[bytes]) -> None:
         """Send several messages in one write (one ``send_all``), in order."""
@@ -135,8 +133,20 @@ class FramedChannel(trio.abc.Channel[bytes]):
         if not data:
             await trio.lowlevel.checkpoint()
             return
-        async with self._send_lock:
+        await self._send_locked(data)
+
+    async def _send_locked(self, data: bytes) -> None:
+        # An uncontended lock is taken without a scheduler pass of its own: send_all
+        # checkpoints anyway, and a pass costs more than the rest of a small write.
+        lock = self._send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             await self._stream.send_all(data)
+        finally:
+            lock.release()
 
     async def send_eof(self) -> None:
         """Half-close: tell the peer no more messages follow, and keep receiving.
