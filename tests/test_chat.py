@@ -212,9 +212,11 @@ async def test_udp_peer_expires_at_exactly_twice_the_heartbeat(
             await watcher.aclose()
 
 
-async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users() -> None:
+async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     chat = ChatServer()
-    with trio.fail_after(GUARD):
+    with trio.fail_after(1000):
         async with trio.open_nursery() as nursery:
             tcp: TCPServer = await nursery.start(
                 lambda task_status: serve_tcp(chat.serve_tcp_client, 0, task_status=task_status)
@@ -231,7 +233,7 @@ async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users() -> None
                 await expect(user, b": hello")
             start = trio.current_time()
             nursery.cancel_scope.cancel()
-        assert trio.current_time() - start < 4  # well inside the 5 s grace period
+        assert trio.current_time() - start < 1  # nobody waited for the 5 s grace period
         for peer in peers:
             while await peer.receive() != b"Bye!\n":
                 pass

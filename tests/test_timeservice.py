@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from triosock import (
     FramedChannel,
@@ -146,9 +147,8 @@ async def test_what_a_tcp_client_sends_is_thrown_away_and_the_answer_survives() 
 
 
 async def test_a_tcp_client_that_never_closes_is_closed_after_the_linger(
-    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    monkeypatch.setattr(timeservice, "LINGER", 0.3)
     finished = trio.Event()
     took = 0.0
 
@@ -165,10 +165,12 @@ async def test_a_tcp_client_that_never_closes_is_closed_after_the_linger(
             async with stream:
                 assert await read_to_eof(stream) == (3_908_988_800).to_bytes(4, "big")
                 await finished.wait()  # the client is still open
-    assert took >= 0.3
+    assert took == pytest.approx(timeservice.LINGER)
 
 
-async def test_a_tcp_client_that_closes_frees_its_handler_at_once() -> None:
+async def test_a_tcp_client_that_closes_frees_its_handler_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     finished = trio.Event()
     took = 0.0
 
@@ -185,7 +187,7 @@ async def test_a_tcp_client_that_closes_frees_its_handler_at_once() -> None:
             async with stream:
                 await read_to_eof(stream)
             await finished.wait()
-    assert took < timeservice.LINGER
+    assert took == 0  # on virtual time: no linger at all
 
 
 # --- RFC 868 and RFC 867 over UDP --------------------------------------------------------
