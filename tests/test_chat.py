@@ -288,3 +288,21 @@ async def test_interactive_client_over_tcp_and_udp() -> None:
                 lines = await carol.read_to_eof()
                 assert b"-!- bye" in lines
                 assert await carol.process.wait() == 0
+
+
+async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_room() -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _udp, _):
+            other = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(other, b"joined #lobby")
+            hasty = await open_tcp_channel("127.0.0.1", tcp.port)
+            await hasty.send_many([b"hello and goodbye", b"/quit"])  # one write, no waiting
+            lines = [line async for line in hasty]
+            said = lines.index(b"[#lobby] guest2: hello and goodbye")
+            assert lines[-1] == b"-!- bye"
+            assert said < len(lines) - 1
+            assert await expect(other, b"hello and goodbye") == lines[said]
+            await expect(other, b"guest2 left")
+            for chan in (other, hasty):
+                await chan.aclose()

@@ -26,6 +26,7 @@ When the server stops, TCP users get ``-!- server closing: ...`` and UDP peers
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
@@ -62,6 +63,7 @@ class _Session:
     room: str
     kind: str  # "tcp" or "udp"
     scope: trio.CancelScope
+    subscriptions: set[Subscription[bytes]] = dataclasses.field(default_factory=set)
 
     @property
     def inbox(self) -> str:
@@ -157,25 +159,41 @@ class ChatServer:
                     # Woken by the first event of a burst: let the publishers finish the
                     # burst before draining, so one write carries it all.
                     await trio.lowlevel.cancel_shielded_checkpoint()
-                    batch += subscription.drain_nowait()
+                    batch += _drain_quietly(subscription)
             except trio.EndOfChannel:
                 return
-            lines = []
-            missed = subscription.take_missed()
-            if missed:
-                notice = proto.Notice(f"{missed} messages dropped: you fell behind")
-                lines.append(proto.render_line(notice))
-            for data in batch:
-                try:
-                    line = _render_shared(data, udp)
-                    if line is None:  # depends on who reads it
-                        event = proto.decode_event_untrusted(data)
-                        line = proto.render_line(event, viewer=session.nick)
-                except proto.ChatError:
-                    LOGGER.warning("undecodable event on %s dropped", subscription.topic)
-                    continue
-                lines.append(line)
-            await send(lines)
+            await send(self._render_batch(subscription, session, batch, udp))
+
+    def _render_batch(
+        self, subscription: Subscription[bytes], session: _Session, batch: list[bytes], udp: bool
+    ) -> list[bytes]:
+        lines = []
+        missed = subscription.take_missed()
+        if missed:
+            notice = proto.Notice(f"{missed} messages dropped: you fell behind")
+            lines.append(proto.render_line(notice))
+        for data in batch:
+            try:
+                line = _render_shared(data, udp)
+                if line is None:  # depends on who reads it
+                    event = proto.decode_event_untrusted(data)
+                    line = proto.render_line(event, viewer=session.nick)
+            except proto.ChatError:
+                LOGGER.warning("undecodable event on %s dropped", subscription.topic)
+                continue
+            lines.append(line)
+        return lines
+
+    async def _flush(self, session: _Session, send: SendLines, udp: bool) -> None:
+        """Write what the session's subscriptions still hold, before the session ends.
+
+        A user who says something and quits in the same breath still sees their line: the
+        writers may not have run yet when the reader finishes.
+        """
+        for subscription in list(session.subscriptions):
+            batch = _drain_quietly(subscription)
+            if batch:
+                await send(self._render_batch(subscription, session, batch, udp))
 
     async def _follow(
         self,
@@ -189,13 +207,17 @@ class ChatServer:
         """Subscribe to ``topic`` and pump it until cancelled (through the scope given back)."""
         with trio.CancelScope() as scope:
             async with self.hub.subscribe(topic, buffer=self.buffer, policy=self.policy) as sub:
+                session.subscriptions.add(sub)
                 task_status.started(scope)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._watch_slow, sub, session)
-                    # On SlowSubscriberError _watch_slow reports and ends the session.
-                    with contextlib.suppress(SlowSubscriberError):
-                        await self._pump(sub, session, send, udp)
-                    nursery.cancel_scope.cancel()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch_slow, sub, session)
+                        # On SlowSubscriberError _watch_slow reports and ends the session.
+                        with contextlib.suppress(SlowSubscriberError):
+                            await self._pump(sub, session, send, udp)
+                        nursery.cancel_scope.cancel()
+                finally:
+                    session.subscriptions.discard(sub)
 
     async def _watch_slow(self, sub: Subscription[bytes], session: _Session) -> None:
         await sub.wait_ended()
@@ -300,11 +322,16 @@ class ChatServer:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._follow, session.inbox, session, chan.send_many, False)
                     room_scope = await self._join_first(session, nursery, chan.send_many, False)
+                    quitting = False
                     with conn.stop_scope():
-                        await self._read_tcp(session, chan, nursery, notify, room_scope)
+                        quitting = await self._read_tcp(session, chan, nursery, notify, room_scope)
                     if conn.stopping:
                         closing = proto.ServerClosing("goodbye")
                         await chan.send(proto.render_line(closing))
+                    else:
+                        await self._flush(session, chan.send_many, False)
+                        if quitting:
+                            await notify("bye")
                     nursery.cancel_scope.cancel()
         finally:
             await self._leave(session)
@@ -325,7 +352,8 @@ class ChatServer:
         nursery: trio.Nursery,
         notify: Callable[[str], Awaitable[None]],
         room_scope: trio.CancelScope,
-    ) -> None:
+    ) -> bool:
+        """Carry out the user's lines until EOF (False) or ``/quit`` (True)."""
         try:
             async for first in chan:
                 # Handle the whole burst the last read completed before yielding again.
@@ -336,14 +364,14 @@ class ChatServer:
                 for line in burst:
                     command = proto.parse_line_untrusted(line)
                     if isinstance(command, proto.Quit):
-                        await notify("bye")
-                        return
+                        return True
                     room = await self._command(session, command, notify)
                     if room is not None and room != session.room:
                         room_scope.cancel()
                         room_scope = await self._join(session, room, nursery, chan.send_many, False)
         except MessageTooLargeError as exc:
             await notify(f"line too long (limit {exc.limit} bytes); closing")
+        return False
 
     async def _leave(self, session: _Session) -> None:
         self._unregister(session)
@@ -369,6 +397,8 @@ class ChatServer:
                     await self._join_first(session, nursery, send, True)
                     with peer.stop_scope():
                         await self._read_udp(session, peer)
+                    if not peer.stopping:
+                        await self._flush(session, send, True)
                     nursery.cancel_scope.cancel()
                 await peer.send(proto.BYE + b"\n")
         finally:
@@ -401,6 +431,14 @@ def _render_shared(data: bytes, udp: bool) -> bytes | None:
     if isinstance(event, proto.Direct):
         return None
     return proto.render_line(event)
+
+
+def _drain_quietly(subscription: Subscription[bytes]) -> list[bytes]:
+    """Whatever is queued, or nothing once the subscription has ended."""
+    try:
+        return subscription.drain_nowait()
+    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+        return []
 
 
 def _render_udp(event: proto.Event) -> bytes:
