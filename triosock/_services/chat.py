@@ -156,9 +156,6 @@ class ChatServer:
                 batch = subscription.drain_nowait()
                 if not batch:
                     batch = [await subscription.receive()]
-                    # Woken by the first event of a burst: let the publishers finish the
-                    # burst before draining, so one write carries it all.
-                    await trio.lowlevel.cancel_shielded_checkpoint()
                     batch += _drain_quietly(subscription)
             except trio.EndOfChannel:
                 return
