@@ -114,9 +114,12 @@ class ChatServer:
 
     def _register(self, nick: str, kind: str) -> _Session:
         session = _Session(next(self._ids), nick, proto.DEFAULT_ROOM, kind, trio.CancelScope())
-        self._by_nick[proto.nick_key(nick)] = session
-        self._members.setdefault(session.room, set()).add(session)
+        self._add(session)
         return session
+
+    def _add(self, session: _Session) -> None:
+        self._by_nick[proto.nick_key(session.nick)] = session
+        self._members.setdefault(session.room, set()).add(session)
 
     def _unregister(self, session: _Session) -> None:
         if self._by_nick.get(proto.nick_key(session.nick)) is session:
@@ -236,13 +239,8 @@ class ChatServer:
         self._unregister(session)
         await self._publish(room_topic(session.room), proto.Left(session.room, session.nick))
         session.room = room
-        self._by_nick[proto.nick_key(session.nick)] = session
-        self._members.setdefault(room, set()).add(session)
-        follow: trio.CancelScope = await nursery.start(
-            self._follow, room_topic(room), session, send, udp
-        )
-        await self._publish(room_topic(room), proto.Joined(room, session.nick))
-        return follow
+        self._add(session)
+        return await self._enter_room(session, nursery, send, udp)
 
     async def _command(
         self,
@@ -318,7 +316,7 @@ class ChatServer:
                 await notify(f"welcome to triosock chat, {session.nick}; /help lists commands")
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._follow, session.inbox, session, chan.send_many, False)
-                    room_scope = await self._join_first(session, nursery, chan.send_many, False)
+                    room_scope = await self._enter_room(session, nursery, chan.send_many, False)
                     quitting = False
                     with conn.stop_scope():
                         quitting = await self._read_tcp(session, chan, nursery, notify, room_scope)
@@ -333,9 +331,10 @@ class ChatServer:
         finally:
             await self._leave(session)
 
-    async def _join_first(
+    async def _enter_room(
         self, session: _Session, nursery: trio.Nursery, send: SendLines, udp: bool
     ) -> trio.CancelScope:
+        """Start the writer of ``session.room`` and announce the arrival; return its scope."""
         scope: trio.CancelScope = await nursery.start(
             self._follow, room_topic(session.room), session, send, udp
         )
@@ -391,7 +390,7 @@ class ChatServer:
             with session.scope:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._follow, session.inbox, session, send, True)
-                    await self._join_first(session, nursery, send, True)
+                    await self._enter_room(session, nursery, send, True)
                     with peer.stop_scope():
                         await self._read_udp(session, peer)
                     if not peer.stopping:

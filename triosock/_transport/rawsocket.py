@@ -162,10 +162,6 @@ class RawSocketListener(trio.abc.Listener[RawSocketStream]):
     def __init__(self, listener: trio.SocketListener) -> None:
         self._listener = listener
 
-    @property
-    def socket(self) -> trio.socket.SocketType:
-        return self._listener.socket
-
     async def accept(self) -> RawSocketStream:
         while True:
             try:
