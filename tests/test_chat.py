@@ -306,3 +306,27 @@ async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_roo
             await expect(other, b"guest2 left")
             for chan in (other, hasty):
                 await chan.aclose()
+
+
+async def test_join_moves_a_user_between_rooms() -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _udp, _):
+            stay = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(stay, b"guest1 joined #lobby")
+            move = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(stay, b"guest2 joined #lobby")
+            await move.send(b"/join Dev")
+            assert await expect(stay, b"guest2 left") == b"* guest2 left #lobby"
+            assert await expect(move, b"joined #dev") == b"* guest2 joined #dev"
+            await move.send(b"only for dev")
+            assert await expect(move, b"only for dev") == b"[#dev] guest2: only for dev"
+            await move.send(b"/rooms")
+            assert await expect(move, b"rooms:") == b"-!- rooms: #dev (1), #lobby (1)"
+            await stay.send(b"lobby line")
+            await expect(stay, b"lobby line")
+            await move.send(b"/who")
+            assert await expect(move, b"in #dev") == b"-!- in #dev: guest2"
+            for chan in (stay, move):
+                await chan.aclose()
+    assert chat.rooms() == {}
