@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import socket
 import ssl
+import struct
 import types
 
 import pytest
@@ -269,6 +271,33 @@ async def test_handler_errors_close_only_that_connection() -> None:
             assert server.statistics().handler_errors == 1
             await bad.aclose()
             await good.aclose()
+
+
+async def test_a_reset_seen_inside_a_handlers_nursery_is_an_ended_connection_not_a_bug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ended = trio.Event()
+
+    async def nursery_handler(conn: TCPConnection) -> None:
+        try:
+            await conn.send_all(b"hi")
+            async with trio.open_nursery() as nursery:  # wraps what it raises in a group
+                nursery.start_soon(conn.receive_some)
+                await trio.sleep_forever()
+        finally:
+            ended.set()
+
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(nursery_handler) as (server, _):
+            with trio.socket.socket() as client:
+                await client.connect(("127.0.0.1", server.port))
+                assert await client.recv(2) == b"hi"
+                linger = struct.pack("ii", 1, 0)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            # closed with an RST: the handler's receive fails with ECONNRESET
+            await ended.wait()
+            assert server.statistics().handler_errors == 0
+            assert "handler failed" not in caplog.text
 
 
 async def test_tls_through_the_same_api() -> None:

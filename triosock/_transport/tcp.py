@@ -319,6 +319,14 @@ async def serve_tcp(
             server._begin_stop()
 
 
+def _connection_ended(exc: Exception) -> bool:
+    """Whether ``exc`` only says the connection broke or was closed (even from a nursery)."""
+    ended = (trio.BrokenResourceError, trio.ClosedResourceError)
+    if isinstance(exc, ExceptionGroup):
+        return exc.split(ended)[1] is None
+    return isinstance(exc, ended)
+
+
 async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCPServer) -> None:
     remote: object = None
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
@@ -334,11 +342,12 @@ async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCP
         with idle.scope if server.idle_timeout is not None else contextlib.nullcontext():
             try:
                 await handler(conn)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                LOGGER.debug("connection %s ended: %s", conn.peer, exc)
-            except Exception:
-                server._handler_errors += 1
-                LOGGER.exception("handler failed on connection %s; closing it", conn.peer)
+            except Exception as exc:
+                if _connection_ended(exc):
+                    LOGGER.debug("connection %s ended: %r", conn.peer, exc)
+                else:
+                    server._handler_errors += 1
+                    LOGGER.exception("handler failed on connection %s; closing it", conn.peer)
         if idle.expired:
             server._idle_timeouts += 1
             LOGGER.info("closing %s after %g s idle", conn.peer, idle.timeout)
