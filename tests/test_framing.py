@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 from hypothesis import given
@@ -154,3 +156,69 @@ def test_arbitrary_bytes_never_overflow_the_buffer(data: bytes, cuts: list[int])
         with contextlib.suppress(FramingError):
             feed_in_pieces(framer, data, [c % (len(data) + 1) for c in cuts])
         assert framer.buffered <= 16 + 4
+
+
+# -- encode_many: several messages in one write's worth of bytes
+
+lines_maybe_with_cr = st.lists(
+    st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20
+)
+payloads = st.lists(st.binary(max_size=300), max_size=20)
+
+
+@given(messages=lines_maybe_with_cr)
+def test_line_encode_many_is_the_encodes_joined(messages: list[bytes]) -> None:
+    framer = LineFramer(max_line_length=40)
+    expected = b"".join(framer.encode(m) for m in messages)
+    assert framer.encode_many(messages) == expected
+    assert framer.encode_many(iter(messages)) == expected  # any iterable, read once
+
+
+@given(messages=lines)
+def test_line_encode_many_then_feed_round_trips(messages: list[bytes]) -> None:
+    assert LineFramer().feed(LineFramer().encode_many(messages)) == messages
+
+
+@given(messages=payloads)
+def test_length_prefix_encode_many_is_the_encodes_joined_and_round_trips(
+    messages: list[bytes],
+) -> None:
+    framer = LengthPrefixFramer(max_size=300)
+    data = framer.encode_many(iter(messages))
+    assert data == b"".join(framer.encode(m) for m in messages)
+    decoder = LengthPrefixFramer(max_size=300)
+    assert decoder.feed(data) == messages
+    assert decoder.feed_eof() == []
+
+
+@pytest.mark.parametrize("framer", [LineFramer(), LengthPrefixFramer()])
+def test_encode_many_of_nothing_is_empty(framer: LineFramer | LengthPrefixFramer) -> None:
+    assert framer.encode_many([]) == b""
+    assert framer.encode_many(iter(())) == b""
+
+
+@pytest.mark.parametrize(
+    ("make", "bad"),
+    [
+        pytest.param(partial(LineFramer, max_line_length=3), b"a\nb", id="line-lf"),
+        pytest.param(partial(LineFramer, max_line_length=3), b"abcd", id="line-long"),
+        pytest.param(partial(LineFramer, max_line_length=3), b"abc\ndef", id="line-lf-long"),
+        pytest.param(partial(LengthPrefixFramer, max_size=3), b"abcd", id="prefix-long"),
+    ],
+)
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_encode_many_refuses_what_encode_refuses_and_returns_nothing(
+    make: Callable[[], LineFramer | LengthPrefixFramer], bad: bytes, position: int
+) -> None:
+    framer = make()
+    messages = [b"ok", b"ok"]
+    messages.insert(position, bad)
+    with pytest.raises(FramingError) as expected:
+        framer.encode(bad)
+    with pytest.raises(FramingError) as got:
+        framer.encode_many(messages)
+    assert type(got.value) is type(expected.value)
+    assert str(got.value) == str(expected.value)
+    # the framer is not left broken by the refusal
+    assert framer.encode_many([b"ok"]) == framer.encode(b"ok")
+    assert framer.feed(framer.encode(b"ok")) == [b"ok"]

@@ -15,11 +15,13 @@ Rules both framers keep:
   buffer never holds more than the limit (plus one byte for a pending CR), so a peer can
   not make us grow it without bound. After the error the framer is unusable: the stream
   has lost sync, and the connection should be closed.
-* ``encode`` refuses what the receiving side would refuse.
+* ``encode`` refuses what the receiving side would refuse; ``encode_many`` frames several
+  messages into one write's worth of bytes (all or nothing: a bad message raises).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from .._errors import FramingError, MessageTooLargeError
@@ -38,6 +40,10 @@ class Framer(Protocol):
     def feed_eof(self) -> list[bytes]: ...
 
     def encode(self, message: bytes) -> bytes: ...
+
+    def encode_many(self, messages: Iterable[bytes]) -> bytes:
+        """The framed messages, concatenated: one write's worth."""
+        ...
 
 
 class _FramerState:
@@ -136,6 +142,17 @@ class LineFramer(_FramerState):
             raise MessageTooLargeError(self.max_size, len(message))
         return message + b"\n"
 
+    def encode_many(self, messages: Iterable[bytes]) -> bytes:
+        lines = list(messages)
+        limit = self.max_size
+        for message in lines:
+            if b"\n" in message or len(message) > limit:
+                self.encode(message)  # raises the error that message deserves
+        if not lines:
+            return b""
+        lines.append(b"")
+        return b"\n".join(lines)
+
 
 class LengthPrefixFramer(_FramerState):
     """Messages preceded by their length as a 4-byte big-endian unsigned integer.
@@ -203,3 +220,6 @@ class LengthPrefixFramer(_FramerState):
         if len(message) > self.max_size:
             raise MessageTooLargeError(self.max_size, len(message))
         return len(message).to_bytes(self.HEADER, "big") + message
+
+    def encode_many(self, messages: Iterable[bytes]) -> bytes:
+        return b"".join([self.encode(message) for message in messages])
