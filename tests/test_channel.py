@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
-from triosock import FramedChannel, LengthPrefixFramer, LineFramer, MessageTooLargeError
+from triosock import (
+    FramedChannel,
+    FramingError,
+    LengthPrefixFramer,
+    LineFramer,
+    MessageTooLargeError,
+    open_tcp_channel,
+)
 from triosock._liveness import IdleTimer
 from triosock._transport.rawsocket import RawSocketStream
 from triosock._transport.tcp import TCPConnection, TCPServer
+
+from .conftest import GUARD, running_tcp_server
 
 
 def channel_pair(
@@ -193,3 +207,277 @@ async def test_raw_socket_stream_translates_errors() -> None:
     await left.aclose()
     with pytest.raises(trio.ClosedResourceError):
         await left.receive_some()
+
+
+# -- RawSocketStream.try_send: a write that never waits ---------------------------------
+
+
+def _tcp_socket_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return client, server
+
+
+def _read_available(sock: socket.socket) -> bytes:
+    """Everything the (non-blocking) socket holds right now."""
+    data = bytearray()
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return bytes(data)
+
+
+async def test_try_send_writes_at_once_and_returns_zero_when_the_buffer_is_full() -> None:
+    ours, peer = await _raw_pair()
+    assert ours.can_try_send
+    with trio.testing.assert_no_checkpoints():
+        assert ours.try_send(b"hello") == 5
+        assert ours.try_send(bytearray(b" and")) == 4
+        assert ours.try_send(memoryview(b" more")) == 5
+    assert _read_available(peer.socket) == b"hello and more"
+    taken = []
+    for _ in range(10_000):
+        taken.append(ours.try_send(b"x" * 65536))
+        if taken[-1] == 0:
+            break
+    assert taken[-1] == 0
+    assert _read_available(peer.socket) == b"x" * sum(taken)  # the counts were exact
+    await ours.aclose()
+    await peer.aclose()
+
+
+async def test_try_send_is_refused_while_a_send_all_is_in_progress() -> None:
+    ours, peer = await _clogged_raw_pair()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ours.send_all, b"more")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                ours.try_send(b"x")
+            nursery.cancel_scope.cancel()
+    await ours.aclose()
+    await peer.aclose()
+
+
+async def test_try_send_after_aclose_or_send_eof_raises_closed() -> None:
+    closed, peer = await _raw_pair()
+    await closed.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        closed.try_send(b"x")
+    half_closed, other_peer = await _raw_pair()
+    await half_closed.send_eof()
+    with pytest.raises(trio.ClosedResourceError):
+        half_closed.try_send(b"x")
+    assert _read_available(other_peer.socket) == b""  # nothing was written
+    for stream in (peer, half_closed, other_peer):
+        await stream.aclose()
+
+
+def _try_send_until_it_raises(stream: RawSocketStream) -> None:
+    for _ in range(1000):
+        stream.try_send(b"x" * 1024)
+
+
+async def test_try_send_after_the_peer_reset_the_connection_raises_broken() -> None:
+    ours_sock, theirs = _tcp_socket_pair()
+    ours = RawSocketStream(ours_sock)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    theirs.close()  # with SO_LINGER 0: a reset
+    with pytest.raises(trio.BrokenResourceError):
+        _try_send_until_it_raises(ours)
+    await ours.aclose()
+
+
+# -- FramedChannel.send_many_nowait, backlog and flush ----------------------------------
+
+#: A socket buffer small enough to fill in a few writes.
+SMALL_BUFFER = 4096
+
+
+@asynccontextmanager
+async def raw_channel_and_peer(
+    buffer: int | None = None,
+) -> AsyncIterator[tuple[FramedChannel, RawSocketStream]]:
+    """A line channel over one end of a socketpair, and the other end as a raw stream."""
+    ours, theirs = socket.socketpair()
+    if buffer is not None:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    chan, peer = FramedChannel(RawSocketStream(ours)), RawSocketStream(theirs)
+    try:
+        with trio.fail_after(GUARD):
+            yield chan, peer
+    finally:
+        with trio.CancelScope(shield=True):
+            await chan.aclose()
+            await peer.aclose()
+
+
+def _fill_until_backlog(chan: FramedChannel) -> list[bytes]:
+    """send_many_nowait numbered messages until the kernel refuses some; return them all."""
+    sent: list[bytes] = []
+    for i in range(10_000):
+        batch = [b"%05d-%d " % (i, j) + b"x" * 500 for j in range(3)]
+        chan.send_many_nowait(batch)
+        sent += batch
+        if chan.backlog:
+            return sent
+    raise AssertionError("the socket never filled up")
+
+
+async def _collect_until_eof(peer: RawSocketStream, into: list[bytes]) -> None:
+    into.extend([message async for message in FramedChannel(peer)])
+
+
+async def test_send_many_nowait_writes_at_once() -> None:
+    async with raw_channel_and_peer() as (chan, peer):
+        assert chan.can_send_nowait
+        with trio.testing.assert_no_checkpoints():
+            chan.send_many_nowait([b"one", b"", b"three"])
+            chan.send_many_nowait([])
+        assert chan.backlog == 0
+        assert _read_available(peer.socket) == b"one\n\nthree\n"
+
+
+async def test_send_many_nowait_is_refused_over_a_stream_that_cannot_try_send() -> None:
+    a, b = channel_pair()
+    assert not a.can_send_nowait
+    with pytest.raises(trio.WouldBlock):
+        a.send_many_nowait([b"never"])
+    assert a.backlog == 0
+    await a.send(b"sent")
+    assert await b.receive() == b"sent"
+
+
+async def test_send_many_nowait_with_a_bad_message_writes_nothing() -> None:
+    async with raw_channel_and_peer() as (chan, peer):
+        with pytest.raises(FramingError):
+            chan.send_many_nowait([b"good", b"bad\nline"])
+        assert chan.backlog == 0
+        assert _read_available(peer.socket) == b""
+
+
+async def test_send_many_with_a_bad_message_writes_nothing() -> None:
+    a, b = channel_pair()
+    with pytest.raises(FramingError):
+        await a.send_many([b"good", b"bad\nline"])
+    await a.send(b"next")
+    assert await b.receive() == b"next"
+
+
+@pytest.mark.parametrize("write_backlog", ["flush", "send"])
+async def test_the_backlog_is_written_first_exactly_once_and_in_order(write_backlog: str) -> None:
+    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
+        sent = _fill_until_backlog(chan)
+        backlog = chan.backlog
+        with pytest.raises(trio.WouldBlock):
+            chan.send_many_nowait([b"refused"])  # it would overtake the backlog
+        assert chan.backlog == backlog
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect_until_eof, peer, got)
+            if write_backlog == "flush":
+                await chan.flush()
+                assert chan.backlog == 0
+            await chan.send(b"after")
+            assert chan.backlog == 0
+            await chan.send_eof()
+        assert got == [*sent, b"after"]
+
+
+async def test_send_many_nowait_is_refused_while_another_task_is_sending() -> None:
+    async with raw_channel_and_peer() as (chan, peer):
+        assert isinstance(chan.stream, RawSocketStream)
+        clogged = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                clogged += chan.stream.socket.send(b"x" * 65536)
+        received = bytearray()
+
+        async def read_until_eof() -> None:
+            while data := await peer.receive_some():
+                received.extend(data)
+
+        async with trio.open_nursery() as reading:
+            async with trio.open_nursery() as sending:
+                sending.start_soon(chan.send, b"blocked")
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.WouldBlock):
+                    chan.send_many_nowait([b"refused"])
+                assert chan.backlog == 0
+                reading.start_soon(read_until_eof)
+            await chan.send_eof()
+        assert received == b"x" * clogged + b"blocked\n"
+
+
+async def test_send_many_nowait_after_aclose_raises_closed_and_drops_the_backlog() -> None:
+    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, _):
+        _fill_until_backlog(chan)
+        await chan.aclose()
+        assert chan.backlog == 0
+        with pytest.raises(trio.ClosedResourceError):
+            chan.send_many_nowait([b"late"])
+
+
+async def test_send_eof_writes_the_backlog_before_the_eof() -> None:
+    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
+        sent = _fill_until_backlog(chan)
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect_until_eof, peer, got)
+            await chan.send_eof()
+        assert chan.backlog == 0
+        assert got == sent
+        with pytest.raises(trio.ClosedResourceError):
+            chan.send_many_nowait([b"after the eof"])
+
+
+# -- TCPConnection: try_send only without TLS -------------------------------------------
+
+
+async def _report_try_send(conn: TCPConnection) -> None:
+    chan = FramedChannel(conn)
+    try:
+        conn.try_send(b"")
+    except trio.WouldBlock:
+        refused = True
+    else:
+        refused = False
+    await chan.send(b"%d %d %d" % (conn.can_try_send, chan.can_send_nowait, refused))
+
+
+@pytest.mark.parametrize(("tls", "report"), [(False, b"1 1 0"), (True, b"0 0 1")])
+async def test_a_tcp_connection_can_try_send_only_without_tls(tls: bool, report: bytes) -> None:
+    server_ctx: ssl.SSLContext | None = None
+    client_ctx: ssl.SSLContext | None = None
+    if tls:
+        ca = trustme.CA()
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("localhost").configure_cert(server_ctx)
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(_report_try_send, ssl_context=server_ctx) as (server, _):
+            chan = await open_tcp_channel(
+                "127.0.0.1", server.port, ssl_context=client_ctx, server_hostname="localhost"
+            )
+            assert await chan.receive() == report
+            await chan.aclose()
+
+
+async def test_a_cancelled_flush_that_wrote_nothing_keeps_the_backlog() -> None:
+    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
+        sent = _fill_until_backlog(chan)
+        backlog = chan.backlog
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await chan.flush()  # cancelled before writing anything
+        assert scope.cancelled_caught
+        assert chan.backlog == backlog
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect_until_eof, peer, got)
+            await chan.send(b"after")
+            await chan.send_eof()
+        assert got == [*sent, b"after"]

@@ -16,23 +16,44 @@ Contract (trio's, plus framing):
 * ``send()`` frames one message; ``send_many()`` frames several into one write (what a
   writer that coalesces its queue wants). Concurrent senders are serialised in FIFO order
   by a lock, so messages are never interleaved on the wire.
+* ``send_many_nowait()`` writes without waiting, for code that serves many channels from
+  one task (the chat fan-out): over a stream that can write without waiting (plain TCP,
+  ``RawSocketStream``), what the kernel does not take at once stays in the channel's
+  backlog, which the next send or ``flush()`` writes first. It never reorders: while
+  another task is sending or a backlog waits, it takes nothing and raises
+  :class:`trio.WouldBlock`.
 * ``aclose()`` closes the stream, always, even when cancelled.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol, runtime_checkable
 
 import trio
 
 from .._errors import FramingError, MessageTooLargeError, TriosockError
 from .._sansio.framing import Framer, LineFramer
 
-__all__ = ["DEFAULT_RECEIVE_SIZE", "FramedChannel"]
+__all__ = ["DEFAULT_RECEIVE_SIZE", "FramedChannel", "TrySendStream"]
 
 #: How many bytes one read asks the stream for.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
+
+
+@runtime_checkable
+class TrySendStream(Protocol):
+    """A stream that can also write without waiting (``RawSocketStream``, ``TCPConnection``)."""
+
+    @property
+    def can_try_send(self) -> bool:
+        """Whether :meth:`try_send` works on this stream."""
+        ...
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the kernel takes now; return the number of bytes (0 when full)."""
+        ...
 
 
 class FramedChannel(trio.abc.Channel[bytes]):
@@ -61,6 +82,11 @@ class FramedChannel(trio.abc.Channel[bytes]):
         self._closed = False
         self._receiving = False
         self._send_lock = _SendGate()
+        # bytes send_many_nowait() could not write yet; every send writes them first
+        self._backlog = b""
+        self._try_send: Callable[[bytes], int] | None = None
+        if isinstance(stream, TrySendStream) and stream.can_try_send:
+            self._try_send = stream.try_send
 
     @property
     def stream(self) -> trio.abc.Stream:
@@ -128,18 +154,58 @@ class FramedChannel(trio.abc.Channel[bytes]):
 
     async def send_many(self, values: Iterable[bytes]) -> None:
         """Send several messages in one write (one ``send_all``), in order."""
-        encode = self._framer.encode
-        data = b"".join([encode(value) for value in values])
-        if not data:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._send_locked(data)
+        await self._send_locked(self._framer.encode_many(values))
+
+    @property
+    def can_send_nowait(self) -> bool:
+        """Whether :meth:`send_many_nowait` can ever succeed on this channel's stream."""
+        return self._try_send is not None
+
+    @property
+    def backlog(self) -> int:
+        """How many bytes :meth:`send_many_nowait` left for the next send or :meth:`flush`."""
+        return len(self._backlog)
+
+    def send_many_nowait(self, values: Iterable[bytes]) -> None:
+        """Frame several messages into one write, without waiting. Not a checkpoint.
+
+        What the kernel does not take at once stays in the channel's :attr:`backlog`; the
+        next ``send``, ``send_many`` or :meth:`flush` writes it first, so whoever calls
+        this must see to it that one of those follows when :attr:`backlog` is non-zero.
+
+        Raises:
+          trio.WouldBlock: nothing was taken, because another task is sending, a backlog
+            is waiting, or the stream cannot write without waiting
+            (:attr:`can_send_nowait` is false: TLS, in-memory streams).
+          trio.ClosedResourceError: the channel was closed.
+          trio.BrokenResourceError: the connection failed; nothing more can be sent.
+        """
+        if self._closed:
+            raise trio.ClosedResourceError("the channel was closed")
+        try_send = self._try_send
+        if try_send is None or self._backlog or self._send_lock.locked():
+            raise trio.WouldBlock
+        data = self._framer.encode_many(values)
+        sent = try_send(data)
+        if sent < len(data):
+            self._backlog = data[sent:]
+
+    async def flush(self) -> None:
+        """Write the :attr:`backlog` that :meth:`send_many_nowait` left, if any."""
+        await self._send_locked(b"")
 
     async def _send_locked(self, data: bytes) -> None:
         gate = self._send_lock
         await gate.acquire()
         try:
-            await self._stream.send_all(data)
+            if self._backlog:  # written before anything newer, in the same write
+                # Cancelled already? Then raise now, while the backlog is still ours.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                data, self._backlog = self._backlog + data, b""
+            if data:
+                await self._stream.send_all(data)
+            else:
+                await trio.lowlevel.checkpoint()
         finally:
             gate.release()
 
@@ -152,6 +218,9 @@ class FramedChannel(trio.abc.Channel[bytes]):
         if not isinstance(self._stream, trio.abc.HalfCloseableStream):
             raise TriosockError(f"{type(self._stream).__name__} cannot half-close")
         async with self._send_lock:
+            if self._backlog:
+                backlog, self._backlog = self._backlog, b""
+                await self._stream.send_all(backlog)
             await self._stream.send_eof()
 
     # -- closing -----------------------------------------------------------------------
@@ -159,6 +228,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
     async def aclose(self) -> None:
         self._closed = True
         self._pending.clear()
+        self._backlog = b""
         await self._stream.aclose()
 
 

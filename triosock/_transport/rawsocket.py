@@ -13,7 +13,8 @@ the same contract — trio's ``HalfCloseableStream`` checks pass on it (tests/te
 * an :class:`OSError` becomes :class:`trio.BrokenResourceError`, never leaks out.
 
 It also hands out the socket itself (:attr:`RawSocketStream.socket`) to code that owns the
-connection and wants a tighter loop than the Stream contract allows (the echo service).
+connection and wants a tighter loop than the Stream contract allows (the echo service), and
+offers :meth:`RawSocketStream.try_send`, a write that never waits (the chat fan-out).
 """
 
 from __future__ import annotations
@@ -117,6 +118,35 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
+
+    @property
+    def can_try_send(self) -> bool:
+        """Always true: :meth:`try_send` works on this stream."""
+        return True
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the kernel takes now, without waiting, and return how many bytes.
+
+        Returns 0 when the socket's send buffer is full. Not a checkpoint and never
+        blocks: for code that writes to many streams in one go and hands what is left to
+        a task that can wait (see ``FramedChannel.send_many_nowait``).
+
+        Raises:
+          trio.BusyResourceError: a ``send_all`` is in progress on this stream.
+          trio.ClosedResourceError: the stream was closed or half-closed.
+          trio.BrokenResourceError: the connection failed.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this stream")
+        if self._closed or self._eof_sent:
+            self._check_open()
+            raise trio.ClosedResourceError("the stream was half-closed with send_eof()")
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"send failed: {exc}") from exc
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

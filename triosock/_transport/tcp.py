@@ -143,6 +143,7 @@ class TCPConnection(trio.abc.HalfCloseableStream):
         remote_address: object = None,
     ) -> None:
         self._stream = stream
+        self._raw = stream if isinstance(stream, RawSocketStream) else None
         self._server = server
         self._idle = idle
         self.remote_address = remote_address
@@ -212,6 +213,22 @@ class TCPConnection(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write what the kernel takes now, without waiting; see ``RawSocketStream``.
+
+        Raises:
+          trio.WouldBlock: this connection cannot write without waiting (TLS); check
+            :attr:`can_try_send` first.
+        """
+        if self._raw is None:
+            raise trio.WouldBlock("a TLS stream cannot write without waiting")
+        return self._raw.try_send(data)
+
+    @property
+    def can_try_send(self) -> bool:
+        """True when :meth:`try_send` works here (a plain TCP connection, not TLS)."""
+        return self._raw is not None
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
