@@ -10,11 +10,14 @@ import pytest
 import trio
 import trio.testing
 
+import triosock
 from triosock._errors import TriosockError
 from triosock._hub import (
     Hub,
     HubStatistics,
     InProcessHub,
+    Policy,
+    ReadyQueue,
     SlowSubscriberError,
     SubscriberStatistics,
     Subscription,
@@ -697,3 +700,390 @@ async def test_wait_ended_wakes_on_disconnect_only_when_it_happens(
             hub.publish("t", 2)  # over the buffer: disconnected
         assert woke == [5]
         assert slow.statistics().disconnected
+
+
+# -- ReadyQueue: one wakeup for many subscriptions
+
+
+async def test_ready_queue_reports_a_subscription_once_until_it_is_emptied() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t") as sub:
+        ready.watch(sub)
+        assert ready.ready_nowait() == []
+        for i in range(3):
+            hub.publish("t", i)
+        assert ready.ready_nowait() == [sub]  # three publishes, one report
+        assert ready.ready_nowait() == []
+        hub.publish("t", 3)
+        assert sub.receive_nowait() == 0  # taken in part only: stays quiet
+        hub.publish("t", 4)
+        assert ready.ready_nowait() == []
+        assert sub.drain_nowait() == [1, 2, 3, 4]
+        assert ready.ready_nowait() == []  # emptying is not news
+        hub.publish("t", 5)
+        assert ready.ready_nowait() == [sub]
+        assert sub.receive_nowait() == 5  # emptied by receive_nowait counts too
+        hub.publish("t", 6)
+        assert ready.ready_nowait() == [sub]
+
+
+async def test_watch_reports_a_subscription_that_already_holds_messages() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("empty") as empty, hub.subscribe("full") as full:
+        hub.publish("full", 1)
+        ready.watch(empty)
+        ready.watch(full)
+        assert ready.ready_nowait() == [full]
+
+
+@pytest.mark.parametrize("take", ["drain_nowait", "receive_nowait"])
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [("drop_oldest", trio.EndOfChannel), ("disconnect", SlowSubscriberError)],
+)
+async def test_an_end_is_reported_and_reported_again_once_the_queue_is_taken(
+    take: str, policy: Policy, error: type[Exception]
+) -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t", buffer=2, policy=policy) as sub:
+        ready.watch(sub)
+        hub.publish("t", 1)
+        hub.publish("t", 2)
+        assert ready.ready_nowait() == [sub]
+        if policy == "disconnect":
+            hub.publish("t", 3)  # over the buffer: disconnected
+        else:
+            hub.close()
+        assert ready.ready_nowait() == [sub]  # ended, though not drained
+        if take == "drain_nowait":
+            assert sub.drain_nowait() == [1, 2]
+        else:
+            assert sub.receive_nowait() == 1
+            assert ready.ready_nowait() == []  # a message is still ahead of the end
+            assert sub.receive_nowait() == 2
+        assert ready.ready_nowait() == [sub]  # now the end is what there is to take
+        with pytest.raises(error):
+            sub.drain_nowait()
+        assert ready.ready_nowait() == []
+
+
+async def test_an_end_with_nothing_queued_is_reported_and_so_is_watching_an_ended_one() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t") as watched, hub.subscribe("t") as later:
+        ready.watch(watched)
+        await hub.aclose()
+        assert ready.ready_nowait() == [watched]
+        ready.watch(later)
+        assert ready.ready_nowait() == [later]
+        with pytest.raises(trio.EndOfChannel):
+            later.drain_nowait()
+
+
+async def test_wait_blocks_until_something_is_ready_and_returns_all_of_it_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    got: list[tuple[list[Subscription[int]], float]] = []
+    async with hub.subscribe("a") as a, hub.subscribe("b") as b, hub.subscribe("c") as c:
+        for sub in (a, b, c):
+            ready.watch(sub)
+
+        async def waiter() -> None:
+            got.append((await ready.wait(), trio.current_time()))
+
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.sleep(2)
+            assert got == []
+            t0 = trio.current_time()
+            hub.publish("c", 1)
+            hub.publish("a", 2)
+        [(woken, at)] = got
+        assert woken == [c, a]
+        assert at == pytest.approx(t0, abs=1e-9)
+        assert b.drain_nowait() == []
+
+
+async def test_wait_is_a_checkpoint_even_when_something_is_ready() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t") as sub:
+        ready.watch(sub)
+        hub.publish("t", 1)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await ready.wait()
+        assert scope.cancelled_caught
+        with trio.testing.assert_checkpoints():
+            assert await ready.wait() == [sub]  # the cancelled call kept the report
+
+
+async def test_wait_does_not_return_empty_when_the_only_report_is_withdrawn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    got: list[list[Subscription[int]]] = []
+    async with hub.subscribe("t") as stays:
+        ready.watch(stays)
+
+        async def waiter() -> None:
+            got.append(await ready.wait())
+
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            async with hub.subscribe("u") as leaves:
+                ready.watch(leaves)
+                await trio.testing.wait_all_tasks_blocked()
+                hub.publish("u", 1)  # wakes the waiter; closing withdraws the report at once
+            await trio.sleep(1)
+            assert got == []
+            hub.publish("t", 2)
+        assert got == [[stays]]
+
+
+class _ScheduleCounter(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.scheduled = 0
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.scheduled += 1
+
+
+async def test_a_publish_to_a_thousand_watched_subscribers_wakes_the_waiter_once() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    got: list[list[Subscription[int]]] = []
+
+    async def waiter(task_status: trio.TaskStatus[trio.lowlevel.Task]) -> None:
+        task_status.started(trio.lowlevel.current_task())
+        got.append(await ready.wait())
+
+    async with AsyncExitStack() as stack:
+        subs = [await stack.enter_async_context(hub.subscribe("big")) for _ in range(1000)]
+        for sub in subs:
+            ready.watch(sub)
+        async with deadline(), trio.open_nursery() as nursery:
+            task: trio.lowlevel.Task = await nursery.start(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            counter = _ScheduleCounter(task)
+            trio.lowlevel.add_instrument(counter)
+            try:
+                assert hub.publish("big", 1) == 1000
+                await trio.testing.wait_all_tasks_blocked()
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+        assert counter.scheduled == 1
+        assert got == [subs]
+
+
+async def test_unwatch_stops_reports_and_withdraws_a_pending_one() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t") as sub, hub.subscribe("t") as other:
+        ready.watch(sub)
+        ready.watch(other)
+        hub.publish("t", 1)
+        ready.unwatch(sub)
+        assert ready.ready_nowait() == [other]
+        ready.unwatch(sub)  # idempotent
+        assert sub.drain_nowait() == [1]
+        assert other.drain_nowait() == [1]
+        hub.publish("t", 2)
+        hub.close()
+        assert ready.ready_nowait() == [other]  # neither the message nor the end of `sub`
+
+
+async def test_closing_a_subscription_unwatches_it() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t") as stays:
+        async with hub.subscribe("t") as leaves:
+            ready.watch(leaves)
+            ready.watch(stays)
+            hub.publish("t", 1)
+        assert ready.ready_nowait() == [stays]  # the report of `leaves` went with it
+        ReadyQueue[int]().watch(leaves)  # and it has no watcher left to conflict with
+
+
+async def test_a_subscription_has_at_most_one_watcher() -> None:
+    hub = InProcessHub[int]()
+    first, second = ReadyQueue[int](), ReadyQueue[int]()
+    async with hub.subscribe("t") as sub:
+        first.watch(sub)
+        first.watch(sub)  # the same watcher again is fine
+        with pytest.raises(RuntimeError, match="another ReadyQueue"):
+            second.watch(sub)
+        second.unwatch(sub)  # not its subscription: no effect
+        hub.publish("t", 1)
+        assert first.ready_nowait() == [sub]
+        assert second.ready_nowait() == []
+        first.unwatch(sub)
+        second.watch(sub)
+        assert second.ready_nowait() == [sub]
+
+
+class _ForeignSubscription(Subscription[int]):
+    """A subscription that is not InProcessHub's, as another hub implementation might have."""
+
+    @property
+    def topic(self) -> str:
+        return "t"
+
+    @property
+    def policy(self) -> Policy:
+        return "drop_oldest"
+
+    @property
+    def buffer(self) -> int:
+        return 1
+
+    def receive_nowait(self) -> int:
+        raise trio.WouldBlock
+
+    def drain_nowait(self) -> list[int]:
+        return []
+
+    def take_missed(self) -> int:
+        return 0
+
+    def statistics(self) -> SubscriberStatistics:
+        raise NotImplementedError
+
+    async def wait_ended(self) -> None:
+        await trio.sleep_forever()
+
+    async def receive(self) -> int:
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_only_in_process_subscriptions_can_be_watched() -> None:
+    assert triosock.ReadyQueue is ReadyQueue
+    ready = ReadyQueue[int]()
+    foreign = _ForeignSubscription()
+    assert not ready.supports(foreign)
+    with pytest.raises(TypeError, match="not an in-process subscription"):
+        ready.watch(foreign)
+    ready.unwatch(foreign)  # harmless
+    async with InProcessHub[int]() as hub, hub.subscribe("t") as sub:
+        assert ready.supports(sub)
+
+
+async def test_a_parked_receiver_of_a_watched_subscription_still_gets_the_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    got: list[int] = []
+    async with hub.subscribe("t") as sub:
+        ready.watch(sub)
+
+        async def reader() -> None:
+            got.append(await sub.receive())
+
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish("t", 7)
+        assert got == [7]
+        assert ready.ready_nowait() == [sub]  # reported too, though the receiver won it
+        assert sub.drain_nowait() == []
+
+
+async def test_two_parked_receivers_each_get_one_of_two_back_to_back_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    got: list[int] = []
+    async with hub.subscribe("t") as sub:
+
+        async def reader() -> None:
+            got.append(await sub.receive())
+
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish("t", 1)
+            hub.publish("t", 2)  # before either woken receiver has run
+        assert sorted(got) == [1, 2]
+
+
+async def test_a_cancelled_receiver_leaves_no_trace_for_the_next_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    got: list[int] = []
+    async with hub.subscribe("t") as sub:
+        with trio.move_on_after(1):
+            await sub.receive()
+
+        async def reader() -> None:
+            got.append(await sub.receive())
+
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish("t", 1)
+        assert got == [1]
+
+
+async def test_every_publish_wait_on_a_full_blocker_resumes_when_it_is_drained(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    async with hub.subscribe("t", buffer=2, policy="block") as slow:
+        hub.publish("t", 1)
+        hub.publish("t", 2)
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(hub.publish_wait, "t", 3)
+            nursery.start_soon(hub.publish_wait, "t", 4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert slow.statistics().queued == 2
+            assert slow.drain_nowait() == [1, 2]
+        assert sorted(slow.drain_nowait()) == [3, 4]
+
+
+async def test_a_ready_queue_writer_gets_every_message_through_small_block_buffers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The fan-out writer's loop: wait, drain what was reported, until every watched
+    # subscription has ended; publish_wait relies on those drains to make room.
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with (
+        hub.subscribe("t", buffer=3, policy="block") as a,
+        hub.subscribe("t", buffer=5, policy="block") as b,
+    ):
+        got: dict[int, list[int]] = {id(a): [], id(b): []}
+        for sub in (a, b):
+            ready.watch(sub)
+
+        async def writer() -> None:
+            open_ones = {id(a), id(b)}
+            while open_ones:
+                for sub in await ready.wait():
+                    try:
+                        got[id(sub)] += sub.drain_nowait()
+                    except trio.EndOfChannel:
+                        open_ones.discard(id(sub))
+
+        async def publisher() -> None:
+            for i in range(100):
+                await hub.publish_wait("t", i)
+            await hub.aclose()
+
+        async with deadline(), trio.open_nursery() as nursery:
+            nursery.start_soon(writer)
+            nursery.start_soon(publisher)
+        assert got == {id(a): list(range(100)), id(b): list(range(100))}

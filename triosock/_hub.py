@@ -26,6 +26,11 @@ when its queue is full:
     every subscriber at once.
 
 Other subscribers carry on unaffected in every case.
+
+A task that serves many subscriptions (a fan-out writer) need not park one task per
+subscription: a :class:`ReadyQueue` watches in-process subscriptions and hands it, in one
+wakeup, the list of those that got a message (or ended) since it last asked, like
+``epoll`` for subscriptions.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ __all__ = [
     "HubStatistics",
     "InProcessHub",
     "Policy",
+    "ReadyQueue",
     "SlowSubscriberError",
     "SubscriberStatistics",
     "Subscription",
@@ -317,8 +323,11 @@ class _LocalSubscription(Subscription[T]):
         "_policy",
         "_queue",
         "_receivers",
+        "_receiving",
         "_room",
+        "_room_waiters",
         "_topic",
+        "_watcher",
     )
 
     def __init__(self, hub: InProcessHub[T], topic: str, buffer: int, policy: Policy) -> None:
@@ -329,14 +338,17 @@ class _LocalSubscription(Subscription[T]):
         self._queue: deque[T] = deque()
         # tasks waiting in receive() for a message
         self._receivers = trio.lowlevel.ParkingLot()
+        self._receiving = 0  # how many are parked there (cheaper to test than the lot)
         # tasks waiting in publish_wait() for room in this ("block") subscriber's queue
         self._room = trio.lowlevel.ParkingLot()
+        self._room_waiters = 0
         self._delivered = 0
         self._dropped = 0
         self._missed = 0
         self._end = 0  # 0, _HUB_CLOSED or _DISCONNECTED
         self._closed = False
         self._end_event = trio.Event()
+        self._watcher: ReadyQueue[T] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -368,8 +380,10 @@ class _LocalSubscription(Subscription[T]):
         queue = self._queue
         if queue:
             message = queue.popleft()
-            if self._room:
+            if self._room_waiters:
                 self._room.unpark_all()
+            if self._end and not queue:
+                self._end_is_next()
             return message
         if self._end:
             raise self._ended()
@@ -392,7 +406,11 @@ class _LocalSubscription(Subscription[T]):
         # and ending or closing wakes them all. Another receiver may take the message
         # first, hence the loop.
         while True:
-            await self._receivers.park()
+            self._receiving += 1
+            try:
+                await self._receivers.park()
+            finally:
+                self._receiving -= 1
             try:
                 return self.receive_nowait()
             except trio.WouldBlock:
@@ -406,12 +424,20 @@ class _LocalSubscription(Subscription[T]):
         if queue:
             messages = list(queue)
             queue.clear()
-            if self._room:
+            if self._room_waiters:
                 self._room.unpark_all()
+            if self._end:
+                self._end_is_next()
             return messages
         if self._end:
             raise self._ended()
         return []
+
+    def _end_is_next(self) -> None:
+        # A watcher was told of the end while messages were still queued; now that they
+        # are taken, the end itself is what there is to receive: report it again.
+        if self._watcher is not None:
+            self._watcher._notify(self)
 
     def take_missed(self) -> int:
         missed = self._missed
@@ -438,6 +464,8 @@ class _LocalSubscription(Subscription[T]):
         self._closed = True
         if self._hub is not None:
             self._hub._detach(self)
+        if self._watcher is not None:
+            self._watcher.unwatch(self)
         self._queue.clear()
         self._receivers.unpark_all()
         self._room.unpark_all()
@@ -458,6 +486,8 @@ class _LocalSubscription(Subscription[T]):
         self._receivers.unpark_all()
         self._room.unpark_all()
         self._end_event.set()
+        if self._watcher is not None:
+            self._watcher._notify(self)
 
 
 class _Subscribing(Generic[T]):
@@ -574,7 +604,11 @@ class InProcessHub(Hub[T]):
                 count = self._deliver(record, message)
                 break
             # Woken when `full` gets room, is closed or ended; then look at everyone again.
-            await full._room.park()
+            full._room_waiters += 1
+            try:
+                await full._room.park()
+            finally:
+                full._room_waiters -= 1
             waited = True
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -587,10 +621,12 @@ class InProcessHub(Hub[T]):
         for subscription in record.subscribers:
             queue = subscription._queue
             if len(queue) < subscription._buffer:
+                if not queue and subscription._watcher is not None:
+                    subscription._watcher._notify(subscription)
                 queue.append(message)
                 subscription._delivered += 1
                 delivered += 1
-                if subscription._receivers:
+                if subscription._receiving:
                     subscription._receivers.unpark()
                 continue
             # Full. (A full queue has no parked receivers: they park only when it is empty.)
@@ -652,6 +688,79 @@ class InProcessHub(Hub[T]):
     async def aclose(self) -> None:
         self.close()
         await trio.lowlevel.checkpoint()
+
+
+class ReadyQueue(Generic[T]):
+    """Which of many subscriptions have something to take: one wakeup for all of them.
+
+    A task serving many subscriptions ``watch``-es them and loops on :meth:`wait`, which
+    returns the subscriptions that got a message while their queue was empty, or whose end
+    became the next thing to receive, since the previous call: a publish to a thousand
+    watched subscribers costs the waiting task one wakeup, not a thousand. A subscription
+    is reported again only after its queue has been emptied (by anyone) and refilled; one
+    that was reported and not drained stays quiet, so the caller must drain what it is
+    given, or leave it to someone who will.
+
+    Only in-process subscriptions (those of :class:`InProcessHub`, which a broker-backed
+    hub reuses for its local fan-out) can be watched; see :meth:`supports`. A subscription
+    has at most one watcher, and stops being watched when closed.
+    """
+
+    __slots__ = ("_lot", "_ready")
+
+    def __init__(self) -> None:
+        self._ready: dict[_LocalSubscription[T], None] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} ready={len(self._ready)}>"
+
+    @staticmethod
+    def supports(subscription: Subscription[T]) -> bool:
+        """Whether ``subscription`` can be watched."""
+        return isinstance(subscription, _LocalSubscription)
+
+    def watch(self, subscription: Subscription[T]) -> None:
+        """Report ``subscription`` from now on (at once, if it already holds something).
+
+        Raises:
+          TypeError: it is not an in-process subscription (see :meth:`supports`).
+          RuntimeError: another :class:`ReadyQueue` watches it already.
+        """
+        if not isinstance(subscription, _LocalSubscription):
+            raise TypeError(f"cannot watch {subscription!r}: not an in-process subscription")
+        if subscription._watcher is not None and subscription._watcher is not self:
+            raise RuntimeError(f"{subscription!r} is watched by another ReadyQueue")
+        subscription._watcher = self
+        if subscription._queue or subscription._end:
+            self._notify(subscription)
+
+    def unwatch(self, subscription: Subscription[T]) -> None:
+        """Stop reporting ``subscription``. Idempotent."""
+        if isinstance(subscription, _LocalSubscription) and subscription._watcher is self:
+            subscription._watcher = None
+            self._ready.pop(subscription, None)
+
+    def _notify(self, subscription: _LocalSubscription[T]) -> None:
+        self._ready[subscription] = None
+        if self._lot:
+            self._lot.unpark()
+
+    def ready_nowait(self) -> list[Subscription[T]]:
+        """The subscriptions reported since the last call, oldest first; maybe none."""
+        ready: list[Subscription[T]] = list(self._ready)
+        self._ready.clear()
+        return ready
+
+    @enable_ki_protection
+    async def wait(self) -> list[Subscription[T]]:
+        """Wait until some watched subscription is ready and return them all (not empty)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._ready:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while not self._ready:
+            await self._lot.park()
+        return self.ready_nowait()
 
 
 def _first_full(record: _Topic[T]) -> _LocalSubscription[T] | None:
