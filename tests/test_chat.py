@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,11 +29,26 @@ from .clitools import PYTHON, cli_server, line_process, need
 from .conftest import GUARD
 
 
+@pytest.fixture(params=[True, False], ids=["fan-out", "own-writes"])
+def fan_out(request: pytest.FixtureRequest) -> bool:
+    """Run the chat with its fan-out task (``async with chat``), or without."""
+    return bool(request.param)
+
+
+@asynccontextmanager
+async def running(chat: ChatServer, fan_out: bool) -> AsyncIterator[None]:
+    if fan_out:
+        async with chat:
+            yield
+    else:
+        yield
+
+
 @asynccontextmanager
 async def chat_servers(
-    chat: ChatServer, **udp_options: Any
+    chat: ChatServer, fan_out: bool = True, **udp_options: Any
 ) -> AsyncIterator[tuple[TCPServer, UDPServer, trio.Nursery]]:
-    async with trio.open_nursery() as nursery:
+    async with running(chat, fan_out), trio.open_nursery() as nursery:
         tcp: TCPServer = await nursery.start(
             lambda task_status: serve_tcp(
                 chat.serve_tcp_client, 0, grace_period=1, task_status=task_status
@@ -46,7 +63,7 @@ async def chat_servers(
         nursery.cancel_scope.cancel()
 
 
-async def expect(chan: FramedChannel, wanted: bytes) -> bytes:
+async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:
     while True:
         line = await chan.receive()
         if wanted in line:
@@ -100,11 +117,13 @@ async def test_two_nc_clients_and_a_socat_udp_peer_share_a_room() -> None:
                 assert not any(b"psst" in line for line in udp.seen)
 
 
-async def test_five_hundred_clients_lossless_each_gets_every_message_once_in_order() -> None:
+async def test_five_hundred_clients_lossless_each_gets_every_message_once_in_order(
+    fan_out: bool,
+) -> None:
     chat = ChatServer(policy="block")
     clients, per_client = 500, 20
     with trio.fail_after(GUARD * 4):
-        async with chat_servers(chat) as (tcp, _, _):
+        async with chat_servers(chat, fan_out) as (tcp, _, _):
             channels = [await open_tcp_channel("127.0.0.1", tcp.port) for _ in range(clients)]
             for n, chan in enumerate(channels):
                 await chan.send(b"/nick u%d" % n)
@@ -144,14 +163,14 @@ async def test_five_hundred_clients_lossless_each_gets_every_message_once_in_ord
 
 
 async def test_a_client_that_never_reads_is_disconnected_and_nobody_waits(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, fan_out: bool
 ) -> None:
     caplog.set_level(logging.WARNING, logger="triosock.chat")
     chat = ChatServer(policy="disconnect", buffer=16)
     text = b"x" * 900
     count = 6000  # about 5.5 MB: more than the kernel buffers between us and the server
     with trio.fail_after(GUARD * 2):
-        async with chat_servers(chat) as (tcp, _, _):
+        async with chat_servers(chat, fan_out) as (tcp, _, _):
             sleeper = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(sleeper, b"joined #lobby")
             talker = await open_tcp_channel("127.0.0.1", tcp.port)
@@ -213,11 +232,11 @@ async def test_udp_peer_expires_at_exactly_twice_the_heartbeat(
 
 
 async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, fan_out: bool
 ) -> None:
     chat = ChatServer()
     with trio.fail_after(1000):
-        async with trio.open_nursery() as nursery:
+        async with running(chat, fan_out), trio.open_nursery() as nursery:
             tcp: TCPServer = await nursery.start(
                 lambda task_status: serve_tcp(chat.serve_tcp_client, 0, task_status=task_status)
             )
@@ -244,10 +263,12 @@ async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users(
         await user.aclose()
 
 
-async def test_oversized_and_invalid_lines_get_an_error_and_spare_the_room() -> None:
+async def test_oversized_and_invalid_lines_get_an_error_and_spare_the_room(
+    fan_out: bool,
+) -> None:
     chat = ChatServer(max_line_length=100)
     with trio.fail_after(GUARD):
-        async with chat_servers(chat) as (tcp, _, _):
+        async with chat_servers(chat, fan_out) as (tcp, _, _):
             good = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(good, b"joined #lobby")
             bad = await open_tcp_channel("127.0.0.1", tcp.port)
@@ -290,10 +311,12 @@ async def test_interactive_client_over_tcp_and_udp() -> None:
                 assert await carol.process.wait() == 0
 
 
-async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_room() -> None:
+async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_room(
+    fan_out: bool,
+) -> None:
     chat = ChatServer()
     with trio.fail_after(GUARD):
-        async with chat_servers(chat) as (tcp, _udp, _):
+        async with chat_servers(chat, fan_out) as (tcp, _udp, _):
             other = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(other, b"joined #lobby")
             hasty = await open_tcp_channel("127.0.0.1", tcp.port)
@@ -308,10 +331,10 @@ async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_roo
                 await chan.aclose()
 
 
-async def test_join_moves_a_user_between_rooms() -> None:
+async def test_join_moves_a_user_between_rooms(fan_out: bool) -> None:
     chat = ChatServer()
     with trio.fail_after(GUARD):
-        async with chat_servers(chat) as (tcp, _udp, _):
+        async with chat_servers(chat, fan_out) as (tcp, _udp, _):
             stay = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(stay, b"guest1 joined #lobby")
             move = await open_tcp_channel("127.0.0.1", tcp.port)
@@ -330,3 +353,84 @@ async def test_join_moves_a_user_between_rooms() -> None:
             for chan in (stay, move):
                 await chan.aclose()
     assert chat.rooms() == {}
+
+
+async def test_a_user_whose_connection_resets_leaves_and_the_room_goes_on(fan_out: bool) -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat, fan_out) as (tcp, _udp, _):
+            talker = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(talker, b"guest1 joined")
+            with trio.socket.socket() as doomed:
+                await doomed.connect(("127.0.0.1", tcp.port))
+                await expect(talker, b"guest2 joined")
+                linger = struct.pack("ii", 1, 0)
+                doomed.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            # Reset, with the welcome unread. Writes to guest2 now fail, whoever makes them.
+            listener = await open_tcp_channel("127.0.0.1", tcp.port)
+            await expect(listener, b"guest3 joined")
+            for i in range(50):
+                await talker.send(b"line %d" % i)
+            await expect(talker, b"guest2 left")
+            for i in range(50):
+                assert await expect(listener, b"line") == b"[#lobby] guest1: line %d" % i
+            assert chat.users() == ["guest1", "guest3"]
+            for chan in (talker, listener):
+                await chan.aclose()
+
+
+async def test_the_fan_out_writes_for_tcp_users_and_hands_back_when_it_stops() -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            async with chat:
+                tcp: TCPServer = await nursery.start(
+                    lambda task_status: serve_tcp(chat.serve_tcp_client, 0, task_status=task_status)
+                )
+                udp: UDPServer = await nursery.start(
+                    lambda task_status: serve_udp(chat.serve_udp_peer, 0, task_status=task_status)
+                )
+                alice = await open_tcp_channel("127.0.0.1", tcp.port)
+                await alice.send(b"/nick alice")
+                bob = await open_tcp_channel("127.0.0.1", tcp.port)
+                await bob.send(b"/nick bob")
+                await expect(alice, b"is now known as bob")
+                peer = await open_udp_channel("127.0.0.1", udp.port)
+                await peer.send(b"^hb^")
+                await expect(alice, b"joined #lobby")
+                # Both TCP users' room and inbox writers are served by the fan-out task;
+                # the UDP peer's writers write for themselves.
+                assert sorted(w.session.nick for w in chat._writers.values()) == [
+                    "alice",
+                    "alice",
+                    "bob",
+                    "bob",
+                ]
+                await bob.send(b"/msg alice psst")
+                assert await expect(alice, b"psst") == b"[dm from bob] psst"
+                assert await expect(bob, b"psst") == b"[dm to alice] psst"
+                await bob.send(b"with the fan-out")
+                await expect(alice, b"with the fan-out")
+                await expect(peer, b"with the fan-out")
+            # The fan-out task is gone; the writers write for themselves again.
+            assert chat._writers == {}
+            await bob.send(b"without it")
+            assert await expect(alice, b"without it") == b"[#lobby] bob: without it"
+            await expect(bob, b"without it")
+            await expect(peer, b"without it")
+            await bob.send(b"/msg alice still private")
+            assert await expect(alice, b"still private") == b"[dm from bob] still private"
+            for chan in (alice, bob):
+                await chan.aclose()
+            await peer.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_chat_server_runs_its_fan_out_once_at_a_time() -> None:
+    chat = ChatServer()
+    async with chat:
+        with pytest.raises(RuntimeError, match="running already"):
+            async with chat:
+                pass  # pragma: no cover
+    async with chat:  # and again after it stopped
+        pass

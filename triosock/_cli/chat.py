@@ -109,7 +109,8 @@ async def _chat_serve(args: argparse.Namespace) -> None:
         await trio.lowlevel.checkpoint()
         return "join with: nc HOST PORT, or python -m triosock chat join HOST:PORT [--udp]"
 
-    await run_servers([*starters, hint])
+    async with chat:  # runs the fan-out task
+        await run_servers([*starters, hint])
 
 
 # -- join ------------------------------------------------------------------------------

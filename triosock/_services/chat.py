@@ -13,6 +13,15 @@ disconnects (policy ``"disconnect"``: the client stopped reading and its queue f
 ends the session with a log line, even when it is stuck in a write to the dead-slow
 socket; the room never waits for it.
 
+Fan-out without a task switch per member: while the server runs as ``async with
+ChatServer(...)``, one fan-out task watches the subscriptions of plain TCP users (a
+:class:`~triosock.ReadyQueue`) and, once per scheduler pass, writes what each of them has
+queued straight into its socket without waiting (``FramedChannel.send_many_nowait``). A
+user's own writer task sleeps meanwhile and takes over only for what cannot be written at
+once (a full socket buffer, an error) until its queue is empty again; so a slow reader
+still slows down nobody but itself, and each connection still owns its tasks. Without
+``async with`` (or over TLS, or for UDP peers) every writer task does its own writes.
+
 UDP peers speak the seed tutorial's dialect: ``^hb^`` is a heartbeat (refreshes the
 peer's liveness, never broadcast), ``quit`` leaves, anything else is said in the room.
 A UDP peer is named by its address, ``ip:port``; every room line reaches it as one
@@ -30,13 +39,15 @@ import dataclasses
 import functools
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 import trio
 
 from .._errors import MessageTooLargeError
-from .._hub import Hub, InProcessHub, Policy, SlowSubscriberError, Subscription
+from .._hub import Hub, InProcessHub, Policy, ReadyQueue, SlowSubscriberError, Subscription
 from .._sansio import chat as proto
 from .._sansio.framing import LineFramer
 from .._transport.channel import FramedChannel
@@ -70,8 +81,38 @@ class _Session:
         return f"inbox:{self.id}"
 
 
+class _Writer:
+    """One subscription's writer: its task, and what the fan-out task needs to know.
+
+    ``busy`` says who writes: the fan-out task while it is false, the writer task while
+    it is true. Only the fan-out sets it (handing over), only the writer task clears it
+    (when its queue is empty and its channel's backlog written).
+    """
+
+    __slots__ = ("busy", "channel", "fast", "lot", "pending", "session", "subscription")
+
+    def __init__(
+        self, subscription: Subscription[bytes], session: _Session, channel: FramedChannel | None
+    ) -> None:
+        self.subscription = subscription
+        self.session = session
+        self.channel = channel
+        self.fast = False  # registered with a running fan-out task
+        self.busy = True
+        self.pending: list[bytes] = []  # lines the fan-out took but could not write
+        self.lot = trio.lowlevel.ParkingLot()
+
+    def hand_over(self) -> None:
+        self.busy = True
+        self.lot.unpark()
+
+
 class ChatServer:
     """Chat rooms shared by TCP users and UDP peers.
+
+    Use it as ``async with ChatServer(...) as chat:`` around the servers that call its
+    handlers: that runs the fan-out task (see the module docstring). Outside such a
+    block the handlers still work, each writer doing its own writes.
 
     Args:
       hub: where events fan out; an :class:`~triosock.InProcessHub` by default.
@@ -99,6 +140,85 @@ class ChatServer:
         self._guests = itertools.count(1)
         self._by_nick: dict[str, _Session] = {}
         self._members: dict[str, set[_Session]] = {}
+        self._ready: ReadyQueue[bytes] | None = None
+        self._writers: dict[Subscription[bytes], _Writer] = {}
+        self._running: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    # -- the fan-out task --------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._running is not None:
+            raise RuntimeError("this ChatServer is running already")
+        running = self._run_fan_out()
+        await running.__aenter__()
+        self._running = running
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        running, self._running = self._running, None
+        assert running is not None
+        return await running.__aexit__(exc_type, exc_value, traceback)
+
+    @contextlib.asynccontextmanager
+    async def _run_fan_out(self) -> AsyncIterator[None]:
+        ready: ReadyQueue[bytes] = ReadyQueue()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fan_out, ready)
+            self._ready = ready
+            try:
+                yield
+            finally:
+                self._ready = None
+                for writer in self._writers.values():  # back to writing for themselves
+                    writer.fast = False
+                    ready.unwatch(writer.subscription)
+                    writer.hand_over()
+                self._writers.clear()
+                nursery.cancel_scope.cancel()
+
+    async def _fan_out(self, ready: ReadyQueue[bytes]) -> None:
+        """Write, without waiting, what idle writers' subscriptions got since last time."""
+        writers = self._writers
+        while True:
+            # Members of a room mostly get the same batch: render it once per pass.
+            shared_batch: list[bytes] = []
+            shared_lines: list[bytes] = []
+            for subscription in await ready.wait():
+                writer = writers.get(subscription)
+                if writer is None or writer.busy:
+                    continue  # gone, or its task is writing and drains the queue itself
+                try:
+                    batch = subscription.drain_nowait()
+                except Exception:  # ended: its task meets the end and finishes the session
+                    writer.hand_over()
+                    continue
+                if not batch:
+                    continue
+                channel = writer.channel
+                assert channel is not None
+                missed = subscription.take_missed()
+                if batch == shared_batch and not missed:
+                    lines = shared_lines
+                else:
+                    topic = subscription.topic
+                    lines, shared = self._render(topic, writer.session, batch, False, missed)
+                    if shared:
+                        shared_batch, shared_lines = batch, lines
+                try:
+                    channel.send_many_nowait(lines)
+                except Exception:
+                    # Usually WouldBlock. Its task sends them, waiting, or meets the error
+                    # and ends that one session: one user's failure is never everyone's.
+                    writer.pending = lines
+                    writer.hand_over()
+                    continue
+                if channel.backlog:
+                    writer.hand_over()
 
     # -- the directory -----------------------------------------------------------------
 
@@ -150,25 +270,46 @@ class ChatServer:
 
     # -- writers -----------------------------------------------------------------------
 
-    async def _pump(
-        self, subscription: Subscription[bytes], session: _Session, send: SendLines, udp: bool
-    ) -> None:
-        """Drain ``subscription`` into ``send``, a batch per write, until it ends."""
+    async def _pump(self, writer: _Writer, send: SendLines, udp: bool) -> None:
+        """Drain the writer's subscription into ``send``, a batch per write, until it ends.
+
+        A writer registered with the fan-out task sleeps while its queue is empty and lets
+        the fan-out write; it wakes when handed something that must wait.
+        """
+        subscription = writer.subscription
+        channel = writer.channel
         while True:
+            if writer.pending:
+                lines, writer.pending = writer.pending, []
+                await send(lines)
+            if channel is not None and channel.backlog:
+                await channel.flush()
             try:
                 batch = subscription.drain_nowait()
                 if not batch:
+                    if writer.fast:
+                        writer.busy = False
+                        while not writer.busy:
+                            await writer.lot.park()
+                        continue
                     batch = [await subscription.receive()]
                     batch += _drain_quietly(subscription)
             except trio.EndOfChannel:
                 return
-            await send(self._render_batch(subscription, session, batch, udp))
+            await send(self._render_batch(subscription, writer.session, batch, udp))
 
     def _render_batch(
         self, subscription: Subscription[bytes], session: _Session, batch: list[bytes], udp: bool
     ) -> list[bytes]:
-        lines = []
         missed = subscription.take_missed()
+        return self._render(subscription.topic, session, batch, udp, missed)[0]
+
+    def _render(
+        self, topic: str, session: _Session, batch: list[bytes], udp: bool, missed: int
+    ) -> tuple[list[bytes], bool]:
+        """The lines ``session`` sees for ``batch``, and whether every reader sees them."""
+        lines = []
+        shared = not missed
         if missed:
             notice = proto.Notice(f"{missed} messages dropped: you fell behind")
             lines.append(proto.render_line(notice))
@@ -176,13 +317,14 @@ class ChatServer:
             try:
                 line = _render_shared(data, udp)
                 if line is None:  # depends on who reads it
+                    shared = False
                     event = proto.decode_event_untrusted(data)
                     line = proto.render_line(event, viewer=session.nick)
             except proto.ChatError:
-                LOGGER.warning("undecodable event on %s dropped", subscription.topic)
+                LOGGER.warning("undecodable event on %s dropped", topic)
                 continue
             lines.append(line)
-        return lines
+        return lines, shared
 
     async def _flush(self, session: _Session, send: SendLines, udp: bool) -> None:
         """Write what the session's subscriptions still hold, before the session ends.
@@ -201,23 +343,45 @@ class ChatServer:
         session: _Session,
         send: SendLines,
         udp: bool,
+        channel: FramedChannel | None = None,
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Subscribe to ``topic`` and pump it until cancelled (through the scope given back)."""
+        """Subscribe to ``topic`` and pump it until cancelled (through the scope given back).
+
+        ``channel``, when given, is what ``send`` writes to: the fan-out task may then
+        write to it directly.
+        """
         with trio.CancelScope() as scope:
             async with self.hub.subscribe(topic, buffer=self.buffer, policy=self.policy) as sub:
                 session.subscriptions.add(sub)
+                writer = _Writer(sub, session, channel)
+                self._register_writer(writer)
                 task_status.started(scope)
                 try:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._watch_slow, sub, session)
                         # On SlowSubscriberError _watch_slow reports and ends the session.
                         with contextlib.suppress(SlowSubscriberError):
-                            await self._pump(sub, session, send, udp)
+                            await self._pump(writer, send, udp)
                         nursery.cancel_scope.cancel()
                 finally:
                     session.subscriptions.discard(sub)
+                    if writer.fast:
+                        self._writers.pop(sub, None)
+                        if self._ready is not None:
+                            self._ready.unwatch(sub)
+
+    def _register_writer(self, writer: _Writer) -> None:
+        """Let the fan-out task write for ``writer``, when it runs and the channel allows."""
+        ready, channel = self._ready, writer.channel
+        if ready is None or channel is None or not channel.can_send_nowait:
+            return
+        if not ready.supports(writer.subscription):
+            return
+        writer.fast = True
+        self._writers[writer.subscription] = writer
+        ready.watch(writer.subscription)
 
     async def _watch_slow(self, sub: Subscription[bytes], session: _Session) -> None:
         await sub.wait_ended()
@@ -233,14 +397,19 @@ class ChatServer:
     # -- commands ----------------------------------------------------------------------
 
     async def _join(
-        self, session: _Session, room: str, nursery: trio.Nursery, send: SendLines, udp: bool
+        self,
+        session: _Session,
+        room: str,
+        nursery: trio.Nursery,
+        send: SendLines,
+        channel: FramedChannel | None,
     ) -> trio.CancelScope:
         """Move ``session`` into ``room`` and return the new room writer's scope."""
         self._unregister(session)
         await self._publish(room_topic(session.room), proto.Left(session.room, session.nick))
         session.room = room
         self._add(session)
-        return await self._enter_room(session, nursery, send, udp)
+        return await self._enter_room(session, nursery, send, channel)
 
     async def _command(
         self,
@@ -314,29 +483,39 @@ class ChatServer:
         try:
             with session.scope:
                 await notify(f"welcome to triosock chat, {session.nick}; /help lists commands")
+                quitting = False
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(self._follow, session.inbox, session, chan.send_many, False)
-                    room_scope = await self._enter_room(session, nursery, chan.send_many, False)
-                    quitting = False
+                    await nursery.start(
+                        self._follow, session.inbox, session, chan.send_many, False, chan
+                    )
+                    room_scope = await self._enter_room(session, nursery, chan.send_many, chan)
                     with conn.stop_scope():
                         quitting = await self._read_tcp(session, chan, nursery, notify, room_scope)
-                    if conn.stopping:
-                        closing = proto.ServerClosing("goodbye")
-                        await chan.send(proto.render_line(closing))
-                    else:
+                    if not conn.stopping:
                         await self._flush(session, chan.send_many, False)
-                        if quitting:
-                            await notify("bye")
                     nursery.cancel_scope.cancel()
+                # The writers are gone (and so is the fan-out's access): the last word is ours.
+                if conn.stopping:
+                    await chan.send(proto.render_line(proto.ServerClosing("goodbye")))
+                elif quitting:
+                    await notify("bye")
         finally:
             await self._leave(session)
 
     async def _enter_room(
-        self, session: _Session, nursery: trio.Nursery, send: SendLines, udp: bool
+        self,
+        session: _Session,
+        nursery: trio.Nursery,
+        send: SendLines,
+        channel: FramedChannel | None,
     ) -> trio.CancelScope:
-        """Start the writer of ``session.room`` and announce the arrival; return its scope."""
+        """Start the writer of ``session.room`` and announce the arrival; return its scope.
+
+        ``channel`` is the TCP user's channel (``send`` writes to it), None for UDP.
+        """
+        udp = channel is None
         scope: trio.CancelScope = await nursery.start(
-            self._follow, room_topic(session.room), session, send, udp
+            self._follow, room_topic(session.room), session, send, udp, channel
         )
         await self._publish(room_topic(session.room), proto.Joined(session.room, session.nick))
         return scope
@@ -364,7 +543,7 @@ class ChatServer:
                     room = await self._command(session, command, notify)
                     if room is not None and room != session.room:
                         room_scope.cancel()
-                        room_scope = await self._join(session, room, nursery, chan.send_many, False)
+                        room_scope = await self._join(session, room, nursery, chan.send_many, chan)
         except MessageTooLargeError as exc:
             await notify(f"line too long (limit {exc.limit} bytes); closing")
         return False
@@ -390,7 +569,7 @@ class ChatServer:
             with session.scope:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._follow, session.inbox, session, send, True)
-                    await self._enter_room(session, nursery, send, True)
+                    await self._enter_room(session, nursery, send, None)
                     with peer.stop_scope():
                         await self._read_udp(session, peer)
                     if not peer.stopping:
