@@ -338,10 +338,12 @@ class _LocalSubscription(Subscription[T]):
         self._queue: deque[T] = deque()
         # tasks waiting in receive() for a message
         self._receivers = trio.lowlevel.ParkingLot()
-        self._receiving = 0  # how many are parked there (cheaper to test than the lot)
+        # How many tasks are parked in _receivers and not yet woken: an int is cheaper to
+        # test on every delivery than the lot. Whoever unparks counts them off.
+        self._receiving = 0
         # tasks waiting in publish_wait() for room in this ("block") subscriber's queue
         self._room = trio.lowlevel.ParkingLot()
-        self._room_waiters = 0
+        self._room_waiters = 0  # the same for _room
         self._delivered = 0
         self._dropped = 0
         self._missed = 0
@@ -381,6 +383,7 @@ class _LocalSubscription(Subscription[T]):
         if queue:
             message = queue.popleft()
             if self._room_waiters:
+                self._room_waiters = 0
                 self._room.unpark_all()
             if self._end and not queue:
                 self._end_is_next()
@@ -407,10 +410,13 @@ class _LocalSubscription(Subscription[T]):
         # first, hence the loop.
         while True:
             self._receiving += 1
+            woken = False
             try:
                 await self._receivers.park()
+                woken = True
             finally:
-                self._receiving -= 1
+                if not woken:  # cancelled while still parked: nobody counted us off
+                    self._receiving -= 1
             try:
                 return self.receive_nowait()
             except trio.WouldBlock:
@@ -425,6 +431,7 @@ class _LocalSubscription(Subscription[T]):
             messages = list(queue)
             queue.clear()
             if self._room_waiters:
+                self._room_waiters = 0
                 self._room.unpark_all()
             if self._end:
                 self._end_is_next()
@@ -467,12 +474,16 @@ class _LocalSubscription(Subscription[T]):
         if self._watcher is not None:
             self._watcher.unwatch(self)
         self._queue.clear()
-        self._receivers.unpark_all()
-        self._room.unpark_all()
+        self._wake_all()
         self._end_event.set()
 
     async def wait_ended(self) -> None:
         await self._end_event.wait()
+
+    def _wake_all(self) -> None:
+        self._receiving = self._room_waiters = 0
+        self._receivers.unpark_all()
+        self._room.unpark_all()
 
     async def aclose(self) -> None:
         self.close()
@@ -483,8 +494,7 @@ class _LocalSubscription(Subscription[T]):
         self._hub = None
         if not self._end:
             self._end = end
-        self._receivers.unpark_all()
-        self._room.unpark_all()
+        self._wake_all()
         self._end_event.set()
         if self._watcher is not None:
             self._watcher._notify(self)
@@ -605,10 +615,13 @@ class InProcessHub(Hub[T]):
                 break
             # Woken when `full` gets room, is closed or ended; then look at everyone again.
             full._room_waiters += 1
+            woken = False
             try:
                 await full._room.park()
+                woken = True
             finally:
-                full._room_waiters -= 1
+                if not woken:
+                    full._room_waiters -= 1
             waited = True
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -627,6 +640,7 @@ class InProcessHub(Hub[T]):
                 subscription._delivered += 1
                 delivered += 1
                 if subscription._receiving:
+                    subscription._receiving -= 1
                     subscription._receivers.unpark()
                 continue
             # Full. (A full queue has no parked receivers: they park only when it is empty.)
