@@ -160,6 +160,13 @@ class Cell:
         values = [rep[key] for rep in self.reps if key in rep]
         return statistics.median(values) if values else None
 
+    def spread(self, key: str) -> float | None:
+        """(max - min) / median over the repetitions: how far to trust a ratio."""
+        values = [rep[key] for rep in self.reps if key in rep]
+        if len(values) < 2 or not statistics.median(values):
+            return None
+        return (max(values) - min(values)) / statistics.median(values)
+
     def medians(self) -> dict[str, float]:
         keys = {key for rep in self.reps for key in rep}
         return {key: m for key in sorted(keys) if (m := self.median(key)) is not None}
@@ -204,7 +211,14 @@ class Results:
 
     def _table(self, workload: str) -> tuple[list[str], list[list[str]]]:
         spec = WORKLOADS[workload]
-        header = ["config", "stack", *(c.title for c in spec.columns), "x trio", "x asyncio"]
+        header = [
+            "config",
+            "stack",
+            *(c.title for c in spec.columns),
+            "spread",
+            "x trio",
+            "x asyncio",
+        ]
         body: list[list[str]] = []
         for cell in self.rows(workload):
             if not cell.reps:
@@ -218,6 +232,8 @@ class Results:
             for column in spec.columns:
                 m = cell.median(column.key)
                 row.append("-" if m is None else column.fmt.format(m))
+            spread = cell.spread(spec.primary)
+            row.append("-" if spread is None else f"{spread:.0%}")
             for ratio in self.ratios(cell):
                 row.append("-" if ratio is None else f"{ratio:.2f}")
             body.append(row)
