@@ -198,16 +198,20 @@ class FramedChannel(trio.abc.Channel[bytes]):
         gate = self._send_lock
         await gate.acquire()
         try:
-            if self._backlog:  # written before anything newer, in the same write
-                # Cancelled already? Then raise now, while the backlog is still ours.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                data, self._backlog = self._backlog + data, b""
-            if data:
-                await self._stream.send_all(data)
-            else:
-                await trio.lowlevel.checkpoint()
+            await self._write(data)
         finally:
             gate.release()
+
+    async def _write(self, data: bytes) -> None:
+        """Write the backlog, then ``data``, in one write; the caller holds the gate."""
+        if self._backlog:  # written before anything newer, in the same write
+            # Cancelled already? Then raise now, while the backlog is still ours.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data, self._backlog = self._backlog + data, b""
+        if data:
+            await self._stream.send_all(data)
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def send_eof(self) -> None:
         """Half-close: tell the peer no more messages follow, and keep receiving.
@@ -219,8 +223,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
             raise TriosockError(f"{type(self._stream).__name__} cannot half-close")
         async with self._send_lock:
             if self._backlog:
-                backlog, self._backlog = self._backlog, b""
-                await self._stream.send_all(backlog)
+                await self._write(b"")
             await self._stream.send_eof()
 
     # -- closing -----------------------------------------------------------------------
