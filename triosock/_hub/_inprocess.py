@@ -42,6 +42,40 @@ _HUB_CLOSED: Final = 1
 _DISCONNECTED: Final = 2
 
 
+class _CountedLot:
+    """A ParkingLot whose parked tasks are counted in a plain int.
+
+    Testing ``waiting`` costs nothing on the hub's hot path (a ParkingLot's truth test is a
+    Python call per delivery). Whoever unparks counts the woken tasks off at once, so a
+    burst of publishes does not keep waking an empty lot; a task cancelled while still
+    parked counts itself off.
+    """
+
+    __slots__ = ("_lot", "waiting")
+
+    def __init__(self) -> None:
+        self._lot = trio.lowlevel.ParkingLot()
+        self.waiting = 0
+
+    async def park(self) -> None:
+        self.waiting += 1
+        woken = False
+        try:
+            await self._lot.park()
+            woken = True
+        finally:
+            if not woken:  # cancelled while parked: nobody counted this task off
+                self.waiting -= 1
+
+    def unpark(self) -> None:
+        if self._lot.unpark():
+            self.waiting -= 1
+
+    def unpark_all(self) -> None:
+        self.waiting = 0
+        self._lot.unpark_all()
+
+
 class _LocalSubscription(Subscription[T]):
     __slots__ = (
         "_buffer",
@@ -55,9 +89,7 @@ class _LocalSubscription(Subscription[T]):
         "_policy",
         "_queue",
         "_receivers",
-        "_receiving",
         "_room",
-        "_room_waiters",
         "_topic",
         "_watcher",
     )
@@ -69,13 +101,9 @@ class _LocalSubscription(Subscription[T]):
         self._policy: Policy = policy
         self._queue: deque[T] = deque()
         # tasks waiting in receive() for a message
-        self._receivers = trio.lowlevel.ParkingLot()
-        # How many tasks are parked in _receivers and not yet woken: an int is cheaper to
-        # test on every delivery than the lot. Whoever unparks counts them off.
-        self._receiving = 0
+        self._receivers = _CountedLot()
         # tasks waiting in publish_wait() for room in this ("block") subscriber's queue
-        self._room = trio.lowlevel.ParkingLot()
-        self._room_waiters = 0  # the same for _room
+        self._room = _CountedLot()
         self._delivered = 0
         self._dropped = 0
         self._missed = 0
@@ -114,11 +142,10 @@ class _LocalSubscription(Subscription[T]):
         queue = self._queue
         if queue:
             message = queue.popleft()
-            if self._room_waiters:
-                self._room_waiters = 0
+            if self._room.waiting:
                 self._room.unpark_all()
             if self._end and not queue:
-                self._end_is_next()
+                self._tell_watcher()  # the end is what there is to receive now
             return message
         if self._end:
             raise self._ended()
@@ -141,14 +168,7 @@ class _LocalSubscription(Subscription[T]):
         # and ending or closing wakes them all. Another receiver may take the message
         # first, hence the loop.
         while True:
-            self._receiving += 1
-            woken = False
-            try:
-                await self._receivers.park()
-                woken = True
-            finally:
-                if not woken:  # cancelled while still parked: nobody counted us off
-                    self._receiving -= 1
+            await self._receivers.park()
             try:
                 return self.receive_nowait()
             except trio.WouldBlock:
@@ -162,19 +182,18 @@ class _LocalSubscription(Subscription[T]):
         if queue:
             messages = list(queue)
             queue.clear()
-            if self._room_waiters:
-                self._room_waiters = 0
+            if self._room.waiting:
                 self._room.unpark_all()
             if self._end:
-                self._end_is_next()
+                self._tell_watcher()  # the end is what there is to receive now
             return messages
         if self._end:
             raise self._ended()
         return []
 
-    def _end_is_next(self) -> None:
-        # A watcher was told of the end while messages were still queued; now that they
-        # are taken, the end itself is what there is to receive: report it again.
+    def _tell_watcher(self) -> None:
+        # Report this subscription to its ReadyQueue, if any. Called at the end, and again
+        # once the messages queued before the end are taken.
         if self._watcher is not None:
             self._watcher._notify(self)
 
@@ -213,7 +232,6 @@ class _LocalSubscription(Subscription[T]):
         await self._end_event.wait()
 
     def _wake_all(self) -> None:
-        self._receiving = self._room_waiters = 0
         self._receivers.unpark_all()
         self._room.unpark_all()
 
@@ -228,8 +246,7 @@ class _LocalSubscription(Subscription[T]):
             self._end = end
         self._wake_all()
         self._end_event.set()
-        if self._watcher is not None:
-            self._watcher._notify(self)
+        self._tell_watcher()
 
 
 class _Subscribing(Generic[T]):
@@ -346,14 +363,7 @@ class InProcessHub(Hub[T]):
                 count = self._deliver(record, message)
                 break
             # Woken when `full` gets room, is closed or ended; then look at everyone again.
-            full._room_waiters += 1
-            woken = False
-            try:
-                await full._room.park()
-                woken = True
-            finally:
-                if not woken:
-                    full._room_waiters -= 1
+            await full._room.park()
             waited = True
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -371,8 +381,7 @@ class InProcessHub(Hub[T]):
                 queue.append(message)
                 subscription._delivered += 1
                 delivered += 1
-                if subscription._receiving:
-                    subscription._receiving -= 1
+                if subscription._receivers.waiting:
                     subscription._receivers.unpark()
                 continue
             # Full. (A full queue has no parked receivers: they park only when it is empty.)

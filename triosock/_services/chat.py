@@ -367,17 +367,15 @@ class ChatServer:
                         nursery.cancel_scope.cancel()
                 finally:
                     session.subscriptions.discard(sub)
-                    if writer.fast:
+                    if writer.fast:  # closing the subscription unwatches it
                         self._writers.pop(sub, None)
-                        if self._ready is not None:
-                            self._ready.unwatch(sub)
 
     def _register_writer(self, writer: _Writer) -> None:
         """Let the fan-out task write for ``writer``, when it runs and the channel allows."""
         ready, channel = self._ready, writer.channel
         if ready is None or channel is None or not channel.can_send_nowait:
             return
-        if not ready.supports(writer.subscription):
+        if not ready.supports(writer.subscription):  # a hub without in-process queues
             return
         writer.fast = True
         self._writers[writer.subscription] = writer
