@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trustme
 
 from triosock import TCPServer, serve_tcp
 
@@ -25,3 +29,18 @@ async def running_tcp_server(
         )
         yield server, nursery
         nursery.cancel_scope.cancel()
+
+
+def reset_on_close(sock: socket.socket | trio.socket.SocketType) -> None:
+    """Make closing ``sock`` send an RST instead of a FIN (SO_LINGER with a zero timeout)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for ``localhost`` and a client that trusts it."""
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx

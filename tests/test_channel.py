@@ -5,14 +5,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from triosock import (
     FramedChannel,
@@ -26,7 +24,7 @@ from triosock._liveness import IdleTimer
 from triosock._transport.rawsocket import RawSocketStream
 from triosock._transport.tcp import TCPConnection, TCPServer
 
-from .conftest import GUARD, running_tcp_server
+from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
 
 
 def channel_pair(
@@ -193,9 +191,7 @@ async def test_raw_socket_stream_conforms_to_half_closeable_stream() -> None:
 
 async def test_raw_socket_stream_translates_errors() -> None:
     left, right = await _raw_pair()
-    right.socket.setsockopt(
-        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-    )
+    reset_on_close(right.socket)
     await right.aclose()  # with SO_LINGER 0: a reset
 
     async def send_until_broken() -> None:
@@ -282,7 +278,7 @@ def _try_send_until_it_raises(stream: RawSocketStream) -> None:
 async def test_try_send_after_the_peer_reset_the_connection_raises_broken() -> None:
     ours_sock, theirs = _tcp_socket_pair()
     ours = RawSocketStream(ours_sock)
-    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset_on_close(theirs)
     theirs.close()  # with SO_LINGER 0: a reset
     with pytest.raises(trio.BrokenResourceError):
         _try_send_until_it_raises(ours)
@@ -452,11 +448,7 @@ async def test_a_tcp_connection_can_try_send_only_without_tls(tls: bool, report:
     server_ctx: ssl.SSLContext | None = None
     client_ctx: ssl.SSLContext | None = None
     if tls:
-        ca = trustme.CA()
-        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("localhost").configure_cert(server_ctx)
-        client_ctx = ssl.create_default_context()
-        ca.configure_trust(client_ctx)
+        server_ctx, client_ctx = tls_contexts()
     with trio.fail_after(GUARD):
         async with running_tcp_server(_report_try_send, ssl_context=server_ctx) as (server, _):
             chan = await open_tcp_channel(
@@ -481,3 +473,19 @@ async def test_a_cancelled_flush_that_wrote_nothing_keeps_the_backlog() -> None:
             await chan.send(b"after")
             await chan.send_eof()
         assert got == [*sent, b"after"]
+
+
+async def test_a_cancelled_send_eof_that_wrote_nothing_keeps_the_backlog() -> None:
+    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
+        sent = _fill_until_backlog(chan)
+        backlog = chan.backlog
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await chan.send_eof()  # cancelled before writing anything
+        assert scope.cancelled_caught
+        assert chan.backlog == backlog
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect_until_eof, peer, got)
+            await chan.send_eof()
+        assert got == sent

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
-import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +24,7 @@ from triosock import (
 from triosock._services.chat import ChatServer
 
 from .clitools import PYTHON, cli_server, line_process, need
-from .conftest import GUARD
+from .conftest import GUARD, reset_on_close
 
 
 @pytest.fixture(params=[True, False], ids=["fan-out", "own-writes"])
@@ -364,8 +362,7 @@ async def test_a_user_whose_connection_resets_leaves_and_the_room_goes_on(fan_ou
             with trio.socket.socket() as doomed:
                 await doomed.connect(("127.0.0.1", tcp.port))
                 await expect(talker, b"guest2 joined")
-                linger = struct.pack("ii", 1, 0)
-                doomed.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                reset_on_close(doomed)
             # Reset, with the welcome unread. Writes to guest2 now fail, whoever makes them.
             listener = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(listener, b"guest3 joined")

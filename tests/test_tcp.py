@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import socket
 import ssl
-import struct
 import types
 
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from triosock import (
     BindError,
@@ -28,7 +25,7 @@ from triosock import (
 )
 from triosock._transport.rawsocket import RawSocketListener
 
-from .conftest import GUARD, running_tcp_server
+from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
 
 
 async def test_two_hundred_clients_each_get_their_own_messages_back() -> None:
@@ -292,8 +289,7 @@ async def test_a_reset_seen_inside_a_handlers_nursery_is_an_ended_connection_not
             with trio.socket.socket() as client:
                 await client.connect(("127.0.0.1", server.port))
                 assert await client.recv(2) == b"hi"
-                linger = struct.pack("ii", 1, 0)
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                reset_on_close(client)
             # closed with an RST: the handler's receive fails with ECONNRESET
             await ended.wait()
             assert server.statistics().handler_errors == 0
@@ -301,11 +297,7 @@ async def test_a_reset_seen_inside_a_handlers_nursery_is_an_ended_connection_not
 
 
 async def test_tls_through_the_same_api() -> None:
-    ca = trustme.CA()
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_ctx)
-    client_ctx = ssl.create_default_context()
-    ca.configure_trust(client_ctx)
+    server_ctx, client_ctx = tls_contexts()
     with trio.fail_after(GUARD):
         async with running_tcp_server(line_echo, ssl_context=server_ctx) as (server, _):
             chan = await open_tcp_channel(
