@@ -16,6 +16,7 @@ from triosock import (
     FramedChannel,
     TCPServer,
     UDPServer,
+    connect_tcp,
     open_tcp_channel,
     open_udp_channel,
     serve_tcp,
@@ -326,6 +327,25 @@ async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_roo
             assert await expect(other, b"hello and goodbye") == lines[said]
             await expect(other, b"guest2 left")
             for chan in (other, hasty):
+                await chan.aclose()
+
+
+async def test_lines_said_between_replies_before_eof_all_reach_their_sender(
+    fan_out: bool,
+) -> None:
+    # Each /who reply holds the connection's send gate while the room lines fan out, so
+    # the fan-out hands them to the session's writer; none may be lost at the EOF.
+    chat = ChatServer()
+    said = [b"line %d" % i for i in range(20)]
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat, fan_out) as (tcp, _udp, _):
+            for _ in range(5):
+                stream = await connect_tcp("127.0.0.1", tcp.port)
+                await stream.send_all(b"".join(line + b"\n/who\n" for line in said))
+                await stream.send_eof()
+                chan = FramedChannel(stream)
+                lines = [line async for line in chan]
+                assert [line.split(b": ", 1)[1] for line in lines if b"] guest" in line] == said
                 await chan.aclose()
 
 

@@ -954,6 +954,9 @@ class _ForeignSubscription(Subscription[int]):
     def take_missed(self) -> int:
         return 0
 
+    def unsubscribe(self) -> None:
+        pass
+
     def statistics(self) -> SubscriberStatistics:
         raise NotImplementedError
 
@@ -1087,3 +1090,58 @@ async def test_a_ready_queue_writer_gets_every_message_through_small_block_buffe
             nursery.start_soon(writer)
             nursery.start_soon(publisher)
         assert got == {id(a): list(range(100)), id(b): list(range(100))}
+
+
+async def test_unsubscribe_keeps_what_is_queued_then_ends_the_subscription() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t") as leaving, hub.subscribe("t") as staying:
+        ready.watch(leaving)
+        hub.publish("t", 1)
+        hub.publish("t", 2)
+        assert ready.ready_nowait() == [leaving]
+        leaving.unsubscribe()
+        assert hub.subscriber_count("t") == 1
+        assert ready.ready_nowait() == [leaving]  # its end is news too
+        hub.publish("t", 3)  # no longer for it
+        assert await leaving.receive() == 1
+        assert leaving.drain_nowait() == [2]
+        assert ready.ready_nowait() == [leaving]  # now the end is next
+        with pytest.raises(trio.EndOfChannel):
+            await leaving.receive()
+        assert not leaving.statistics().disconnected
+        leaving.unsubscribe()  # idempotent
+        assert staying.drain_nowait() == [1, 2, 3]
+        await leaving.wait_ended()
+
+
+async def test_unsubscribe_wakes_a_parked_receiver_with_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = InProcessHub[int]()
+    with trio.fail_after(10):
+        async with hub.subscribe("t") as sub, trio.open_nursery() as nursery:
+
+            async def receiver() -> None:
+                with pytest.raises(trio.EndOfChannel):
+                    await sub.receive()
+
+            nursery.start_soon(receiver)
+            await trio.testing.wait_all_tasks_blocked()
+            sub.unsubscribe()
+
+
+async def test_unsubscribe_after_close_or_end_does_nothing() -> None:
+    hub = InProcessHub[int]()
+    async with hub.subscribe("t") as closed:
+        pass
+    closed.unsubscribe()
+    with pytest.raises(trio.ClosedResourceError):
+        closed.receive_nowait()
+    async with hub.subscribe("t", buffer=1, policy="disconnect") as dropped:
+        hub.publish("t", 1)
+        hub.publish("t", 2)  # full: disconnected
+        dropped.unsubscribe()
+        assert dropped.receive_nowait() == 1
+        with pytest.raises(SlowSubscriberError):
+            dropped.receive_nowait()

@@ -139,9 +139,10 @@ class Subscription(trio.abc.ReceiveChannel[T]):
 
     ``receive()`` waits while the queue is empty. Once the subscription has ended, what was
     queued can still be received, and then the receive methods raise
-    :class:`trio.EndOfChannel` (the hub was closed) or :class:`SlowSubscriberError` (the
-    ``"disconnect"`` policy removed it). After the subscription's own :meth:`aclose` they
-    raise :class:`trio.ClosedResourceError`, and its queue is discarded.
+    :class:`trio.EndOfChannel` (the hub was closed, or :meth:`unsubscribe` was called) or
+    :class:`SlowSubscriberError` (the ``"disconnect"`` policy removed it). After the
+    subscription's own :meth:`aclose` they raise :class:`trio.ClosedResourceError`, and its
+    queue is discarded.
     """
 
     __slots__ = ()
@@ -184,6 +185,16 @@ class Subscription(trio.abc.ReceiveChannel[T]):
     @abc.abstractmethod
     def statistics(self) -> SubscriberStatistics:
         """A snapshot of this subscription's counters."""
+
+    @abc.abstractmethod
+    def unsubscribe(self) -> None:
+        """Leave the topic now, keeping what is queued: it can still be received, and then
+        the receive methods raise :class:`trio.EndOfChannel`.
+
+        For a subscriber that must finish what it was sent before it goes (a chat session
+        ending), where closing would discard it. Idempotent; does nothing once the
+        subscription has ended or was closed.
+        """
 
     @abc.abstractmethod
     async def wait_ended(self) -> None:

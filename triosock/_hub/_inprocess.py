@@ -40,6 +40,7 @@ class _Topic(Generic[T]):
 
 _HUB_CLOSED: Final = 1
 _DISCONNECTED: Final = 2
+_UNSUBSCRIBED: Final = 3
 
 
 class _CountedLot:
@@ -107,7 +108,7 @@ class _LocalSubscription(Subscription[T]):
         self._delivered = 0
         self._dropped = 0
         self._missed = 0
-        self._end = 0  # 0, _HUB_CLOSED or _DISCONNECTED
+        self._end = 0  # 0, _HUB_CLOSED, _DISCONNECTED or _UNSUBSCRIBED
         self._closed = False
         self._end_event = trio.Event()
         self._watcher: ReadyQueue[T] | None = None
@@ -227,6 +228,14 @@ class _LocalSubscription(Subscription[T]):
         self._queue.clear()
         self._wake_all()
         self._end_event.set()
+
+    @enable_ki_protection
+    def unsubscribe(self) -> None:
+        if self._closed or self._end:
+            return
+        if self._hub is not None:
+            self._hub._detach(self)
+        self._finish(_UNSUBSCRIBED)
 
     async def wait_ended(self) -> None:
         await self._end_event.wait()

@@ -326,17 +326,6 @@ class ChatServer:
             lines.append(line)
         return lines, shared
 
-    async def _flush(self, session: _Session, send: SendLines, udp: bool) -> None:
-        """Write what the session's subscriptions still hold, before the session ends.
-
-        A user who says something and quits in the same breath still sees their line: the
-        writers may not have run yet when the reader finishes.
-        """
-        for subscription in list(session.subscriptions):
-            batch = _drain_quietly(subscription)
-            if batch:
-                await send(self._render_batch(subscription, session, batch, udp))
-
     async def _follow(
         self,
         topic: str,
@@ -489,9 +478,7 @@ class ChatServer:
                     room_scope = await self._enter_room(session, nursery, chan.send_many, chan)
                     with conn.stop_scope():
                         quitting = await self._read_tcp(session, chan, nursery, notify, room_scope)
-                    if not conn.stopping:
-                        await self._flush(session, chan.send_many, False)
-                    nursery.cancel_scope.cancel()
+                    _finish_writers(session, cancel=conn.stopping, nursery=nursery)
                 # The writers are gone (and so is the fan-out's access): the last word is ours.
                 if conn.stopping:
                     await chan.send(proto.render_line(proto.ServerClosing("goodbye")))
@@ -570,9 +557,7 @@ class ChatServer:
                     await self._enter_room(session, nursery, send, None)
                     with peer.stop_scope():
                         await self._read_udp(session, peer)
-                    if not peer.stopping:
-                        await self._flush(session, send, True)
-                    nursery.cancel_scope.cancel()
+                    _finish_writers(session, cancel=peer.stopping, nursery=nursery)
                 await peer.send(proto.BYE + b"\n")
         finally:
             await self._leave(session)
@@ -604,6 +589,21 @@ def _render_shared(data: bytes, udp: bool) -> bytes | None:
     if isinstance(event, proto.Direct):
         return None
     return proto.render_line(event)
+
+
+def _finish_writers(session: _Session, *, cancel: bool, nursery: trio.Nursery) -> None:
+    """End the session's writers: at once when the server stops (``cancel``), else after
+    they have written everything already queued for the session.
+
+    A user who says something and quits in the same breath still sees their line, even
+    when a writer holds it in hand, waiting for the connection (a reply is being sent);
+    the nursery then waits for the writers, which end when their subscriptions run dry.
+    """
+    if cancel:
+        nursery.cancel_scope.cancel()
+        return
+    for subscription in list(session.subscriptions):
+        subscription.unsubscribe()
 
 
 def _drain_quietly(subscription: Subscription[bytes]) -> list[bytes]:
