@@ -23,6 +23,7 @@ from triosock import (
     open_tcp_channel,
     serve_tcp,
 )
+from triosock._services.echo import _CANCEL_CHECK_EVERY, _echo_socket
 from triosock._transport.rawsocket import RawSocketListener
 
 from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
@@ -66,6 +67,33 @@ async def test_two_hundred_clients_each_get_their_own_messages_back() -> None:
     assert len(results) == 200
     for n, got in results.items():
         assert got == [b"client %d message %d" % (n, i) for i in range(100)]
+
+
+class _EndlessPeer:
+    """A socket whose peer always has the next message ready and reads every reply
+    (for 1000 messages, then it half-closes)."""
+
+    def __init__(self) -> None:
+        self.replies = 0
+
+    def recv(self, size: int) -> bytes:
+        return b"x" * 64 if self.replies < 1000 else b""
+
+    def send(self, data: bytes) -> int:
+        self.replies += 1
+        return len(data)
+
+
+async def test_echo_that_never_waits_still_sees_a_cancellation_within_its_bound() -> None:
+    # A peer that keeps the echo loop busy never lets it wait for data (a cancel point):
+    # the loop's own full checkpoint must still deliver a server stop or idle timeout.
+    peer = _EndlessPeer()
+    conn = types.SimpleNamespace(server=types.SimpleNamespace(idle_timeout=None))
+    with trio.fail_after(GUARD), trio.CancelScope() as scope:
+        scope.cancel()
+        await _echo_socket(conn, peer)  # type: ignore[arg-type]
+    assert scope.cancelled_caught
+    assert peer.replies == _CANCEL_CHECK_EVERY
 
 
 async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
