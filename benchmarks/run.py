@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from benchmarks._stacks import Stack
 ROOT = Path(__file__).resolve().parent.parent
 ALL_WORKLOADS = ("echo", "stream", "udp", "chat", "hub", "memory")
 CHAT_SETUP_TIMEOUT = 90.0
+QUIET_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -192,123 +193,149 @@ class Runner:
             raise ClientError(server.why_dead())
         return result, cpu
 
+    def quiet(self, servers: list[Server]) -> None:
+        """Wait (bounded) until no server burns CPU: the one measured next shares its core.
+
+        A server measured just before may still be closing a thousand connections (a
+        chat server announces every leave), and every server of the workload is up.
+        """
+        deadline = time.monotonic() + QUIET_TIMEOUT
+        while time.monotonic() < deadline:
+            alive = [server for server in servers if server.alive()]
+            try:
+                before = sum(server.cpu() for server in alive)
+                time.sleep(0.1)
+                if sum(server.cpu() for server in alive) - before < 0.005:
+                    return
+            except OSError:  # a server died meanwhile; the next measurement says so
+                return
+        self.log(f"servers still busy after {QUIET_TIMEOUT:g} s; measuring anyway")
+
+    def side_by_side(
+        self,
+        rep: int,
+        log_name: str,
+        stacks: list[Stack],
+        plan: list[tuple[str, str, int, Any]],
+        measure: Callable[[Server, Any], dict[str, float]],
+    ) -> None:
+        """Measure every configuration of ``plan`` on every stack, stacks interleaved.
+
+        All the workload's servers run at once (idle but for the one measured), and each
+        configuration is measured on one stack after the other, in an order rotated by
+        repetition: a stack's windows sit between its rivals' windows, so a drift of the
+        machine's speed (the VM's swings several times the gap between stacks) falls on
+        all of them alike. ``plan`` holds (workload, config, order, argument) tuples;
+        ``measure`` gets a server and the argument and returns the metrics.
+        """
+        chosen = self.stacks(stacks)
+        if not chosen:
+            return
+        cells = {
+            stack.name: [
+                self.results.cell(workload, config, order, stack.name, stack.role)
+                for workload, config, order, _ in plan
+            ]
+            for stack in chosen
+        }
+        shift = (rep - 1) % len(chosen)
+        rotated = chosen[shift:] + chosen[:shift]
+        with contextlib.ExitStack() as running:
+            servers: dict[str, Server | None] = {
+                stack.name: running.enter_context(self.serve(stack, log_name, cells[stack.name]))
+                for stack in rotated
+            }
+            up = [server for server in servers.values() if server is not None]
+            for index, (*_, argument) in enumerate(plan):
+                for stack in rotated:
+                    server = servers[stack.name]
+                    if server is None:
+                        continue
+                    cell = cells[stack.name][index]
+                    if not server.alive():
+                        self.fail(cell, server.why_dead(), rep)
+                        continue
+                    self.quiet(up)
+                    try:
+                        metrics = measure(server, argument)
+                    except ClientError as exc:
+                        self.fail(cell, str(exc), rep)
+                        server.settle()  # a dying server has exited when this returns
+                        continue
+                    cell.reps.append(metrics)
+                    self.progress(cell, rep, metrics)
+
     # ------------------------------------------------------------ workloads 1 and 2
 
     def tcp_echo(self, rep: int) -> None:
         s = self.settings
-        plan: list[tuple[str, int]] = []
+        plan: list[tuple[str, str, int, Any]] = []
         if "echo" in self.only:
-            plan += [("echo", n) for n in s.echo_conns]
+            plan += [("echo", f"{n} conns", n, ("echo", n)) for n in s.echo_conns]
         if "stream" in self.only:
-            plan += [("stream", n) for n in s.stream_conns]
-        for stack in self.stacks(_stacks.TCP_ECHO):
-            cells = [self.results.cell(w, f"{n} conns", n, stack.name, stack.role) for w, n in plan]
-            with self.serve(stack, "tcp-echo", cells) as server:
-                if server is None:
-                    continue
-                for (workload, conns), cell in zip(plan, cells, strict=True):
-                    if not server.alive():
-                        self.fail(cell, server.why_dead(), rep)
-                        continue
-                    try:
-                        if workload == "echo":
-                            result, cpu = self.measure(server, "tcp", {"conns": conns}, 30)
-                            rts = max(1.0, result["round_trips"])
-                            metrics = {
-                                "rt_per_s": result["rt_per_s"],
-                                "p50_us": result["p50_us"],
-                                "p99_us": result["p99_us"],
-                                "cpu_us_per_rt": cpu * 1e6 / rts,
-                            }
-                        else:
-                            result, cpu = self.measure(server, "stream", {"conns": conns}, 30)
-                            metrics = {"mb_per_s": result["mb_per_s"]}
-                        metrics["server_cpu_pct"] = 100 * cpu / result["duration_s"]
-                        metrics["client_cpu_pct"] = result["client_cpu_pct"]
-                    except ClientError as exc:
-                        self.fail(cell, str(exc), rep)
-                        server.settle()  # a dying server has exited when this returns
-                        continue
-                    cell.reps.append(metrics)
-                    self.progress(cell, rep, metrics)
+            plan += [("stream", f"{n} conns", n, ("stream", n)) for n in s.stream_conns]
+
+        def measure(server: Server, argument: tuple[str, int]) -> dict[str, float]:
+            workload, conns = argument
+            if workload == "echo":
+                result, cpu = self.measure(server, "tcp", {"conns": conns}, 30)
+                rts = max(1.0, result["round_trips"])
+                return {
+                    "rt_per_s": result["rt_per_s"],
+                    "cpu_us_per_rt": cpu * 1e6 / rts,
+                    **_shared_metrics(result, cpu),
+                }
+            result, cpu = self.measure(server, "stream", {"conns": conns}, 30)
+            return {
+                "mb_per_s": result["mb_per_s"],
+                "server_cpu_pct": 100 * cpu / result["duration_s"],
+                "client_cpu_pct": result["client_cpu_pct"],
+            }
+
+        self.side_by_side(rep, "tcp-echo", _stacks.TCP_ECHO, plan, measure)
 
     # ------------------------------------------------------------ workload 3
 
     def udp_echo(self, rep: int) -> None:
-        s = self.settings
-        for stack in self.stacks(_stacks.UDP_ECHO):
-            cells = [
-                self.results.cell("udp", f"{n} peers", n, stack.name, stack.role)
-                for n in s.udp_peers
-            ]
-            with self.serve(stack, "udp-echo", cells) as server:
-                if server is None:
-                    continue
-                for peers, cell in zip(s.udp_peers, cells, strict=True):
-                    if not server.alive():
-                        self.fail(cell, server.why_dead(), rep)
-                        continue
-                    try:
-                        result, cpu = self.measure(server, "udp", {"conns": peers}, 30)
-                    except ClientError as exc:
-                        self.fail(cell, str(exc), rep)
-                        server.settle()  # a dying server has exited when this returns
-                        continue
-                    metrics = {
-                        "rt_per_s": result["rt_per_s"],
-                        "p50_us": result["p50_us"],
-                        "p99_us": result["p99_us"],
-                        "cpu_us_per_rt": cpu * 1e6 / max(1.0, result["round_trips"]),
-                        "lost": result["lost"],
-                        "server_cpu_pct": 100 * cpu / result["duration_s"],
-                        "client_cpu_pct": result["client_cpu_pct"],
-                    }
-                    cell.reps.append(metrics)
-                    self.progress(cell, rep, metrics)
+        plan = [("udp", f"{n} peers", n, n) for n in self.settings.udp_peers]
+
+        def measure(server: Server, peers: int) -> dict[str, float]:
+            result, cpu = self.measure(server, "udp", {"conns": peers}, 30)
+            return {
+                "rt_per_s": result["rt_per_s"],
+                "cpu_us_per_rt": cpu * 1e6 / max(1.0, result["round_trips"]),
+                "lost": result["lost"],
+                **_shared_metrics(result, cpu),
+            }
+
+        self.side_by_side(rep, "udp-echo", _stacks.UDP_ECHO, plan, measure)
 
     # ------------------------------------------------------------ workload 4
 
     def chat(self, rep: int) -> None:
         s = self.settings
-        for stack in self.stacks(_stacks.CHAT):
-            cells = [
-                self.results.cell("chat", f"{n} subs", n, stack.name, stack.role)
-                for n in s.chat_subscribers
-            ]
-            with self.serve(stack, "chat", cells) as server:
-                if server is None:
-                    continue
-                for subs, cell in zip(s.chat_subscribers, cells, strict=True):
-                    if not server.alive():
-                        self.fail(cell, server.why_dead(), rep)
-                        continue
-                    options = {
-                        "conns": subs,
-                        "rate": s.chat_rate,
-                        "inflight": s.chat_inflight,
-                        # a server announcing every join has subs**2 / 2 notices to send first
-                        "setup-timeout": CHAT_SETUP_TIMEOUT,
-                    }
-                    try:
-                        result, cpu = self.measure(server, "chat", options, CHAT_SETUP_TIMEOUT + 30)
-                    except ClientError as exc:
-                        self.fail(cell, str(exc), rep)
-                        server.settle()  # a dying server has exited when this returns
-                        continue
-                    metrics = {
-                        "deliveries_per_s": result["deliveries_per_s"],
-                        "p50_us": result["p50_us"],
-                        "p99_us": result["p99_us"],
-                        "cpu_us_per_delivery": cpu * 1e6 / max(1.0, result["deliveries"]),
-                        "lost": result["lost"],
-                        "ready_subscribers": result["ready"],
-                        "server_cpu_pct": 100 * cpu / result["duration_s"],
-                        "client_cpu_pct": result["client_cpu_pct"],
-                    }
-                    if result["ready"] < subs:
-                        self.log(f"  only {result['ready']} of {subs} subscribers got lines")
-                    cell.reps.append(metrics)
-                    self.progress(cell, rep, metrics)
+        plan = [("chat", f"{n} subs", n, n) for n in s.chat_subscribers]
+
+        def measure(server: Server, subs: int) -> dict[str, float]:
+            options = {
+                "conns": subs,
+                "rate": s.chat_rate,
+                "inflight": s.chat_inflight,
+                # a server announcing every join has subs**2 / 2 notices to send first
+                "setup-timeout": CHAT_SETUP_TIMEOUT,
+            }
+            result, cpu = self.measure(server, "chat", options, CHAT_SETUP_TIMEOUT + 30)
+            if result["ready"] < subs:
+                self.log(f"  only {result['ready']} of {subs} subscribers got lines")
+            return {
+                "deliveries_per_s": result["deliveries_per_s"],
+                "cpu_us_per_delivery": cpu * 1e6 / max(1.0, result["deliveries"]),
+                "lost": result["lost"],
+                "ready_subscribers": result["ready"],
+                **_shared_metrics(result, cpu),
+            }
+
+        self.side_by_side(rep, "chat", _stacks.CHAT, plan, measure)
 
     # ------------------------------------------------------------ workload 5
 
@@ -417,6 +444,16 @@ class Runner:
 
     def close(self) -> None:
         self.procs.stop_all()
+
+
+def _shared_metrics(result: dict[str, Any], cpu: float) -> dict[str, float]:
+    """Latency percentiles and both sides' CPU use, for a workload that measures latency."""
+    return {
+        "p50_us": result["p50_us"],
+        "p99_us": result["p99_us"],
+        "server_cpu_pct": 100 * cpu / result["duration_s"],
+        "client_cpu_pct": result["client_cpu_pct"],
+    }
 
 
 def _version(dist: str) -> str:
