@@ -336,6 +336,33 @@ async def test_send_many_nowait_writes_at_once() -> None:
         assert _read_available(peer.socket) == b"one\n\nthree\n"
 
 
+async def test_one_batch_framed_once_goes_to_many_channels_as_it_is() -> None:
+    async with (
+        raw_channel_and_peer() as (first, first_peer),
+        raw_channel_and_peer() as (second, second_peer),
+    ):
+        framed = first.framer.encode_many([b"hello", b"world"])
+        with trio.testing.assert_no_checkpoints():
+            first.send_framed_nowait(framed)
+            second.send_framed_nowait(framed)
+        assert _read_available(first_peer.socket) == b"hello\nworld\n"
+        assert _read_available(second_peer.socket) == b"hello\nworld\n"
+
+
+async def test_send_framed_nowait_does_not_overtake_a_backlog() -> None:
+    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
+        sent = _fill_until_backlog(chan)
+        with pytest.raises(trio.WouldBlock):
+            chan.send_framed_nowait(b"refused\n")
+        got: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_collect_until_eof, peer, got)
+            await chan.flush()
+            chan.send_framed_nowait(b"after\n")
+            await chan.send_eof()
+        assert got == [*sent, b"after"]
+
+
 async def test_send_many_nowait_is_refused_over_a_stream_that_cannot_try_send() -> None:
     a, b = channel_pair()
     assert not a.can_send_nowait

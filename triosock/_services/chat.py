@@ -16,7 +16,8 @@ socket; the room never waits for it.
 Fan-out without a task switch per member: while the server runs as ``async with
 ChatServer(...)``, one fan-out task watches the subscriptions of plain TCP users (a
 :class:`~triosock.ReadyQueue`) and, once per scheduler pass, writes what each of them has
-queued straight into its socket without waiting (``FramedChannel.send_many_nowait``). A
+queued straight into its socket without waiting (``FramedChannel.send_many_nowait``; a
+room's batch is rendered and framed once per pass, ``send_framed_nowait``). A
 user's own writer task sleeps meanwhile and takes over only for what cannot be written at
 once (a full socket buffer, an error) until its queue is empty again; so a slow reader
 still slows down nobody but itself, and each connection still owns its tasks. Without
@@ -188,6 +189,8 @@ class ChatServer:
             # Members of a room mostly get the same batch: render it once per pass.
             shared_batch: list[bytes] = []
             shared_lines: list[bytes] = []
+            # ...and frame it once: every TCP member's channel has the same LineFramer.
+            shared_framed: bytes | None = None
             for subscription in await ready.wait():
                 writer = writers.get(subscription)
                 if writer is None or writer.busy:
@@ -208,9 +211,14 @@ class ChatServer:
                     topic = subscription.topic
                     lines, shared = self._render(topic, writer.session, batch, False, missed)
                     if shared:
-                        shared_batch, shared_lines = batch, lines
+                        shared_batch, shared_lines, shared_framed = batch, lines, None
                 try:
-                    channel.send_many_nowait(lines)
+                    if lines is shared_lines:
+                        if shared_framed is None:
+                            shared_framed = channel.framer.encode_many(lines)
+                        channel.send_framed_nowait(shared_framed)
+                    else:
+                        channel.send_many_nowait(lines)
                 except Exception:
                     # Usually WouldBlock. Its task sends them, waiting, or meets the error
                     # and ends that one session: one user's failure is never everyone's.

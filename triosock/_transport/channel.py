@@ -180,13 +180,31 @@ class FramedChannel(trio.abc.Channel[bytes]):
           trio.ClosedResourceError: the channel was closed.
           trio.BrokenResourceError: the connection failed; nothing more can be sent.
         """
+        self._check_send_nowait()
+        self._write_nowait(self._framer.encode_many(values))
+
+    def send_framed_nowait(self, data: bytes) -> None:
+        """:meth:`send_many_nowait` for messages framed already, by ``framer.encode_many``.
+
+        For one batch sent to many channels whose framers are configured alike (the same
+        class and limits): frame it once with any of them, then hand each channel the
+        bytes. The bytes are written as they are; framing them is the caller's promise.
+
+        Raises:
+          The same as :meth:`send_many_nowait`.
+        """
+        self._check_send_nowait()
+        self._write_nowait(data)
+
+    def _check_send_nowait(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the channel was closed")
-        try_send = self._try_send
-        if try_send is None or self._backlog or self._send_lock.locked():
+        if self._try_send is None or self._backlog or self._send_lock.locked():
             raise trio.WouldBlock
-        data = self._framer.encode_many(values)
-        sent = try_send(data)
+
+    def _write_nowait(self, data: bytes) -> None:
+        assert self._try_send is not None
+        sent = self._try_send(data)
         if sent < len(data):
             self._backlog = data[sent:]
 
