@@ -69,6 +69,27 @@ async def test_two_hundred_clients_each_get_their_own_messages_back() -> None:
         assert got == [b"client %d message %d" % (n, i) for i in range(100)]
 
 
+async def test_a_bulk_echo_comes_back_whole_when_sends_come_up_short() -> None:
+    # The client reads back in small pieces while it sends 8 MiB: the buffers fill, the
+    # echo's sends come up short, and the rest must follow, byte for byte, in order.
+    payload = bytes(range(256)) * (8 * 4096)
+    received = bytearray()
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(echo_handler) as (server, _):
+            client = await connect_tcp("127.0.0.1", server.port)
+
+            async def send() -> None:
+                await client.send_all(payload)
+                await client.send_eof()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while data := await client.receive_some(1024):
+                    received.extend(data)
+            await client.aclose()
+    assert received == payload
+
+
 class _EndlessPeer:
     """A socket whose peer always has the next message ready and reads every reply
     (for 1000 messages, then it half-closes)."""

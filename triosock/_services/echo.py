@@ -71,8 +71,8 @@ async def _echo_socket(conn: TCPConnection, sock: socket.socket) -> None:
                 sent = send(data)
             except BlockingIOError:
                 sent = 0
-            if sent != len(data):
-                await _send_rest(sock, memoryview(data)[sent:])
+            if sent != len(data):  # the rest waits for room, as any stream write does
+                await conn.send_all(memoryview(data)[sent:])
             rounds += 1
             if rounds % _CANCEL_CHECK_EVERY:
                 await schedule_point()
@@ -80,17 +80,6 @@ async def _echo_socket(conn: TCPConnection, sock: socket.socket) -> None:
                 await trio.lowlevel.checkpoint()
     except OSError as exc:
         raise trio.BrokenResourceError(f"echo connection broken: {exc}") from exc
-
-
-async def _send_rest(sock: socket.socket, pending: memoryview) -> None:
-    """Write what a short ``send`` left over, waiting for room (a cancel point)."""
-    while pending:
-        try:
-            sent = sock.send(pending)
-        except BlockingIOError:
-            await trio.lowlevel.wait_writable(sock)
-            continue
-        pending = pending[sent:]
 
 
 async def udp_echo_handler(peer: UDPPeer) -> None:
