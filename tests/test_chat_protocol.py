@@ -185,11 +185,25 @@ def test_text_is_sanitised_in_commands() -> None:
     assert parse_line_untrusted(b"/nick \x1b[1mbob") == Nick("bob")
 
 
-def test_long_text_is_truncated() -> None:
-    said = parse_line_untrusted(b"x" * 5000)
-    assert said == Say("x" * 999 + "…")
-    sent = parse_line_untrusted(b"/msg bob " + b"y" * 5000)
-    assert sent == Msg("bob", "y" * 999 + "…")
+def test_long_text_is_kept_whole() -> None:
+    # The server refuses lines over its limit before parsing: parsing never cuts.
+    assert parse_line_untrusted(b"x" * 5000) == Say("x" * 5000)
+    assert parse_line_untrusted(b"/msg bob " + b"y" * 5000) == Msg("bob", "y" * 5000)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"helo\x7flo", Say("hello")),
+        (b"helo\x08lo", Say("hello")),
+        (b"\x7f\x7fhi", Say("hi")),
+        (b"abc\x7f\x7f\x7f\x7f", Empty()),
+        ("caf\u00e9\x7fe".encode(), Say("cafe")),  # a character, not a byte
+        (b"/nicj\x7fk bob", Nick("bob")),
+    ],
+)
+def test_erasures_are_applied_as_the_user_saw_them(line: bytes, expected: Command) -> None:
+    assert parse_line_untrusted(line) == expected
 
 
 @given(st.binary())
@@ -563,11 +577,17 @@ def test_udp_constants() -> None:
         (b"quit", UdpQuit()),
         (b"quit\n", UdpQuit()),
         (b"quit\r", UdpQuit()),
-        (b"QUIT", UdpText("QUIT")),
-        (b" quit", UdpText(" quit")),
-        (b"quit ", UdpText("quit ")),
-        (b"^hb^ ", UdpText("^hb^ ")),
-        (b"^HB^", UdpText("^HB^")),
+        (b"QUIT", UdpQuit()),
+        (b"Quit\r\n", UdpQuit()),
+        (b" quit", UdpQuit()),
+        (b"quit ", UdpQuit()),
+        (b"\tquit \r\n", UdpQuit()),
+        (b"^hb^ ", Heartbeat()),
+        (b"^HB^", Heartbeat()),
+        (b" ^hb^\n", Heartbeat()),
+        (b"quit now", UdpText("quit now")),
+        (b"quitquit", UdpText("quitquit")),
+        (b"q uit", UdpText("q uit")),
         (b"hello\n", UdpText("hello")),
         (b"hello\r\n", UdpText("hello")),
         (b"multi\nline\n", UdpText("multi line")),
@@ -575,7 +595,8 @@ def test_udp_constants() -> None:
         (b"\n", UdpText("")),
         (b"\xffx", UdpText("\ufffdx")),
         (b"\x1b[31mred", UdpText("red")),
-        (b"y" * 2000, UdpText("y" * 999 + "…")),
+        (b"y" * 2000, UdpText("y" * 2000)),
+        (b"  indented  \n", UdpText("  indented")),
     ],
 )
 def test_classify_datagram(data: bytes, expected: object) -> None:

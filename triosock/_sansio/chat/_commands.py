@@ -1,0 +1,193 @@
+"""What a user's line means: :func:`parse_line_untrusted` turns it into a command.
+
+A line is one line *without* its terminator, as received. It is decoded as UTF-8 with
+invalid bytes replaced by U+FFFD (decoding never fails), its erasures are applied (BS
+and DEL erase the character before them, see :func:`~._text.apply_erasures`), it is
+neutralised (control characters, escape sequences and bidi overrides removed, see
+:mod:`._text`), and trailing whitespace (e.g. a stray CR) is dropped. Nothing is
+truncated: the server refuses lines over its limit before they are parsed.
+
+* An empty or whitespace-only line is :class:`Empty`; the server ignores it.
+* A line whose *first* character is not ``/`` is plain text: :class:`Say`. Leading
+  whitespace is kept, so `` /nick x`` is said, not run.
+* A line starting with ``//`` is plain text with one ``/`` removed: ``//shrug`` says
+  ``/shrug``.
+* Otherwise the first word is a command name, matched case-insensitively (``/NICK``):
+
+  ====================  ==================================================
+  ``/nick NAME``        :class:`Nick` (``NAME`` is *not* validated here: the chat
+                        core calls :func:`~._names.validate_nick`)
+  ``/join ROOM``        :class:`Join` (validated with :func:`~._names.validate_room`)
+  ``/msg NAME TEXT``    :class:`Msg`
+  ``/me TEXT``          :class:`Me`, an action in the current room
+  ``/who``              :class:`Who`, who is in the current room
+  ``/rooms``            :class:`Rooms`
+  ``/help``             :class:`Help` (arguments are ignored)
+  ``/quit``             :class:`Quit` (arguments, e.g. a quit message, are ignored)
+  ====================  ==================================================
+
+  A missing argument, an extra argument to ``/nick``, ``/join``, ``/who`` or ``/rooms``,
+  an empty command name (``/`` alone) and an unknown command give :class:`Invalid`,
+  whose ``reason`` can be shown to the user as a notice, e.g. ``usage: /msg NAME TEXT``
+  or ``unknown command /foo; try /help``.
+
+Text carried by commands (``Say``, ``Msg``, ``Me``) is neutralised, so it is safe to show.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from ._text import apply_erasures, neutralise, sanitize_text
+
+__all__ = [
+    "HELP_TEXT",
+    "Command",
+    "Empty",
+    "Help",
+    "Invalid",
+    "Join",
+    "Me",
+    "Msg",
+    "Nick",
+    "Quit",
+    "Rooms",
+    "Say",
+    "Who",
+    "parse_line_untrusted",
+]
+
+#: The lines of ``/help``, one notice each.
+HELP_TEXT: Final[tuple[str, ...]] = (
+    "commands:",
+    "  /nick NAME       change your nick",
+    "  /join ROOM       go to ROOM (it is created if needed)",
+    "  /msg NAME TEXT   send TEXT to NAME only",
+    "  /me TEXT         act in your room: * you TEXT",
+    "  /who             list who is in your room",
+    "  /rooms           list the rooms",
+    "  /help            show this help",
+    "  /quit            leave",
+    "anything else is said to your room; start a line with // to say /something",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Plain text for the current room (neutralised)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Nick:
+    """``/nick NAME``: change nick. ``name`` is not validated yet."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """``/join ROOM``: change room. ``room`` is not validated yet."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """``/msg NAME TEXT``: a direct message. ``name`` is not validated, ``text`` is neutralised."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Me:
+    """``/me TEXT``: an action in the current room (neutralised)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """``/who``: list the users in the current room."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    """``/rooms``: list the rooms."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """``/quit``: leave."""
+
+
+@dataclass(frozen=True, slots=True)
+class Help:
+    """``/help``: show :data:`HELP_TEXT`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    """An empty or whitespace-only line, to be ignored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """An unknown command or bad arguments; ``reason`` is safe to show to the user."""
+
+    reason: str
+
+
+Command: TypeAlias = Say | Nick | Join | Msg | Me | Who | Rooms | Quit | Help | Empty | Invalid
+
+_COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
+_NAME_AND_TEXT = re.compile(r"(\S+)\s+(.+)", re.DOTALL)
+
+_NO_ARGUMENTS: dict[str, Command] = {"who": Who(), "rooms": Rooms()}
+_IGNORING_ARGUMENTS: dict[str, Command] = {"help": Help(), "quit": Quit()}
+
+
+def parse_line_untrusted(line: bytes) -> Command:
+    """Parse one line a user sent.
+
+    See the module docstring for the syntax.
+
+    Args:
+      line: the line as received, without its terminator; any bytes.
+
+    Returns:
+      The command. Never raises for any input: bad input is :class:`Invalid` (or plain
+      text).
+    """
+    text = neutralise(apply_erasures(line.decode("utf-8", errors="replace"))).rstrip()
+    if not text.strip():
+        return Empty()
+    if text[0] != "/":
+        return Say(text)
+    if text[:2] == "//":
+        return Say(text[1:])
+    match = _COMMAND.fullmatch(text)
+    assert match is not None  # \S* and .* with DOTALL match anything after the "/"
+    name, args = match[1].lower(), match[2]
+    if not name:
+        return Invalid("empty command; try /help")
+    if name in _NO_ARGUMENTS:
+        return Invalid(f"usage: /{name}") if args else _NO_ARGUMENTS[name]
+    if name in _IGNORING_ARGUMENTS:
+        return _IGNORING_ARGUMENTS[name]
+    if name in ("nick", "join"):
+        if not args or len(args.split()) != 1:
+            return Invalid("usage: /nick NAME" if name == "nick" else "usage: /join ROOM")
+        return Nick(args) if name == "nick" else Join(args)
+    if name == "msg":
+        parts = _NAME_AND_TEXT.fullmatch(args)
+        if parts is None:
+            return Invalid("usage: /msg NAME TEXT")
+        return Msg(parts[1], parts[2])
+    if name == "me":
+        return Me(args) if args else Invalid("usage: /me TEXT")
+    return Invalid(f"unknown command /{sanitize_text(name, max_length=20)}; try /help")

@@ -1,0 +1,329 @@
+"""The chat's rules for one session, sans-IO: input in, effects out.
+
+:class:`ChatSession` is the state of one user (session id, nick, room, rate limit) and
+the rules of what each input means. It never does IO: it is fed what the user sent and
+the answers to the questions it asked, and returns :data:`Effect` lists for the service
+to carry out, in order::
+
+    session = ChatSession(presence, max_line_length=4096, rate=50, burst=100, now=0)
+    session.start()                          # [Tell(welcome), Publish(room, Joined)]
+    session.receive_line(b"/nick alice", now)  # [Rename("alice")]
+    session.renamed("alice", ok=True)        # [Publish(room, NickChanged(...))]
+
+Effects:
+
+==========================  ===========================================================
+:class:`Pause`              wait this long before carrying out the rest (the rate limit)
+:class:`Publish`            publish the event on the topic (a room's, or an inbox)
+:class:`Tell`               a notice for this user only, after everything already
+                            queued for it (the user sees lines in the order they were
+                            produced for it)
+:class:`Rename`             ask the directory for the nick; answer with :meth:`renamed`
+:class:`Move`               move to the room (subscription and directory); then call
+                            :meth:`moved`
+:class:`Lookup`             find the nick's session; answer with :meth:`found`
+:class:`ListUsers`          ask who is in the room; answer with :meth:`listed_users`
+:class:`ListRooms`          ask for the rooms; answer with :meth:`listed_rooms`
+:class:`Close`              end the session (the user said ``/quit`` or ``quit``)
+==========================  ===========================================================
+
+Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names`):
+
+* **One line limit.** A line (or UDP datagram, or WebSocket message) longer than
+  ``max_line_length`` bytes, not counting its terminator, is refused with a notice that
+  names the limit; the session goes on. Nothing is ever cut short.
+* **Rate limit.** Every line and datagram except empty lines and heartbeats spends a token
+  of the session's bucket (``rate`` per second, ``burst`` at once); when the bucket is
+  empty the effects start with a :class:`Pause`, so the sender is slowed (its reading
+  waits) and nothing is dropped. ``rate=None`` turns the limit off.
+* ``/nick`` and ``/join`` with the name the user has already are answered with a notice,
+  not carried out. A taken nick is refused with a notice; the directory decides.
+* A direct message reaches the recipient's inbox and a copy reaches the sender's own
+  (unless it is a message to oneself).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from ..ratelimit import TokenBucket
+from ._commands import (
+    HELP_TEXT,
+    Empty,
+    Help,
+    Invalid,
+    Join,
+    Me,
+    Msg,
+    Nick,
+    Quit,
+    Rooms,
+    Say,
+    Who,
+    parse_line_untrusted,
+)
+from ._directory import Presence, room_topic
+from ._errors import ChatError
+from ._events import Action, Direct, Event, Joined, Left, Message, NickChanged
+from ._names import nick_key, validate_nick, validate_room
+from ._text import sanitize_text
+from ._udp import Heartbeat, UdpQuit, UdpText, classify_datagram_untrusted
+
+__all__ = [
+    "ChatSession",
+    "Close",
+    "Effect",
+    "ListRooms",
+    "ListUsers",
+    "Lookup",
+    "Move",
+    "Pause",
+    "Publish",
+    "Rename",
+    "Tell",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait ``seconds`` before carrying out the effects that follow (the rate limit)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish ``event`` on ``topic``."""
+
+    topic: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Tell:
+    """Show this user the notice ``text``, after what is already queued for it."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rename:
+    """Ask the directory for ``nick``; answer with :meth:`ChatSession.renamed`."""
+
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """Move the session to ``room``; then call :meth:`ChatSession.moved`."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """Find who owns ``nick`` to send them ``text``; answer with :meth:`ChatSession.found`."""
+
+    nick: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListUsers:
+    """Ask who is in ``room``; answer with :meth:`ChatSession.listed_users`."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms:
+    """Ask for the rooms and their sizes; answer with :meth:`ChatSession.listed_rooms`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """End the session; ``reason`` is ``"quit"`` (the user asked to leave)."""
+
+    reason: Literal["quit"]
+
+
+Effect: TypeAlias = Pause | Publish | Tell | Rename | Move | Lookup | ListUsers | ListRooms | Close
+
+_QUIT = Close("quit")
+
+
+class ChatSession:
+    """One user's state and the chat's rules for it.
+
+    Args:
+      presence: what the directory gave the session on arrival (id, nick, room, kind).
+      max_line_length: the longest line accepted, in bytes.
+      rate: lines per second allowed on average, or None for no limit.
+      burst: lines allowed at once.
+      now: the current time, in seconds (for the rate limit).
+    """
+
+    def __init__(
+        self,
+        presence: Presence,
+        *,
+        max_line_length: int = 4096,
+        rate: float | None = None,
+        burst: int = 100,
+        now: float = 0.0,
+    ) -> None:
+        if max_line_length < 1:
+            raise ValueError(f"max_line_length must be at least 1 byte, not {max_line_length}")
+        self.session = presence.session
+        self.inbox = presence.inbox
+        self.kind = presence.kind
+        self.nick = presence.nick
+        self.room = presence.room
+        self.max_line_length = max_line_length
+        self._bucket = None if rate is None else TokenBucket(rate, burst, now)
+        #: Inputs that had to wait for a token (a measure of how often the limit bites).
+        self.paused = 0
+
+    @property
+    def topic(self) -> str:
+        """The topic of the session's current room."""
+        return room_topic(self.room)
+
+    # -- arriving and leaving ----------------------------------------------------------
+
+    def start(self, *, welcome: bool = True) -> list[Effect]:
+        """What arriving does: a welcome notice (unless not wanted) and the join line."""
+        effects: list[Effect] = []
+        if welcome:
+            effects.append(Tell(f"welcome to triosock chat, {self.nick}; /help lists commands"))
+        effects.append(Publish(self.topic, Joined(self.room, self.nick)))
+        return effects
+
+    def leave(self) -> list[Effect]:
+        """What leaving does, for whatever reason: the room is told."""
+        return [Publish(self.topic, Left(self.room, self.nick))]
+
+    # -- input -------------------------------------------------------------------------
+
+    def _pace(self, now: float, effects: list[Effect]) -> list[Effect]:
+        if self._bucket is not None:
+            delay = self._bucket.take(now)
+            if delay > 0:
+                self.paused += 1
+                return [Pause(delay), *effects]
+        return effects
+
+    def _refuse(self, size: int | None) -> Tell:
+        told = f"{size} bytes" if size is not None else "longer than the limit"
+        return Tell(f"line refused ({told}): lines may be at most {self.max_line_length} bytes")
+
+    def receive_line(self, line: bytes, now: float) -> list[Effect]:
+        """A line the user typed (TCP, WebSocket), without its terminator."""
+        if len(line) > self.max_line_length:
+            return self._pace(now, [self._refuse(len(line))])
+        command = parse_line_untrusted(line)
+        if isinstance(command, Empty):
+            return []
+        if isinstance(command, Say):  # the hot path
+            event = Message(self.room, self.nick, command.text)
+            return self._pace(now, [Publish(self.topic, event)])
+        return self._pace(now, self._command(command))
+
+    def receive_overlong(self, size: int | None, now: float) -> list[Effect]:
+        """A line the transport refused for its length (``size`` bytes, if known)."""
+        return self._pace(now, [self._refuse(size)])
+
+    def receive_datagram(self, data: bytes, now: float) -> list[Effect]:
+        """A datagram of the UDP dialect."""
+        if len(data) > self.max_line_length and len(data.rstrip()) > self.max_line_length:
+            return self._pace(now, [self._refuse(len(data.rstrip()))])
+        match classify_datagram_untrusted(data):
+            case Heartbeat():
+                return []
+            case UdpQuit():
+                return [_QUIT]
+            case UdpText(text):
+                if not text.strip():
+                    return []
+                return self._pace(now, [Publish(self.topic, Message(self.room, self.nick, text))])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _command(self, command: object) -> list[Effect]:
+        match command:
+            case Me(text):
+                return [Publish(self.topic, Action(self.room, self.nick, text))]
+            case Nick(name):
+                try:
+                    nick = validate_nick(name)
+                except ChatError as exc:
+                    return [Tell(str(exc))]
+                if nick == self.nick:
+                    return [Tell(f"you are {nick} already")]
+                return [Rename(nick)]
+            case Join(name):
+                try:
+                    room = validate_room(name)
+                except ChatError as exc:
+                    return [Tell(str(exc))]
+                if room == self.room:
+                    return [Tell(f"you are in {room} already")]
+                return [Move(room)]
+            case Msg(name, text):
+                return [Lookup(name, text)]
+            case Who():
+                return [ListUsers(self.room)]
+            case Rooms():
+                return [ListRooms()]
+            case Help():
+                limits = f"lines may be at most {self.max_line_length} bytes"
+                if self._bucket is not None:
+                    limits += (
+                        f"; up to {self._bucket.rate:g} lines a second"
+                        f" (bursts of {self._bucket.burst})"
+                    )
+                return [*(Tell(line) for line in HELP_TEXT), Tell(limits)]
+            case Invalid(reason):
+                return [Tell(reason)]
+            case Quit():
+                return [_QUIT]
+        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+    # -- answers -----------------------------------------------------------------------
+
+    def renamed(self, nick: str, ok: bool) -> list[Effect]:
+        """The directory's answer to :class:`Rename`."""
+        if not ok:
+            return [Tell(f"nick {nick} is taken")]
+        old, self.nick = self.nick, nick
+        return [Publish(self.topic, NickChanged(old, nick))]
+
+    def moved(self, room: str) -> list[Effect]:
+        """The session is in ``room`` now (after :class:`Move`): both rooms are told."""
+        old, self.room = self.room, room
+        return [
+            Publish(room_topic(old), Left(old, self.nick)),
+            Publish(self.topic, Joined(room, self.nick)),
+        ]
+
+    def found(self, lookup: Lookup, target: Presence | None) -> list[Effect]:
+        """The directory's answer to :class:`Lookup`: who owns the nick, if anyone."""
+        if target is None:
+            return [Tell(f"no user named {sanitize_text(lookup.nick, max_length=40)}")]
+        direct = Direct(self.nick, target.nick, lookup.text)
+        effects: list[Effect] = [Publish(target.inbox, direct)]
+        if target.session != self.session:
+            effects.append(Publish(self.inbox, direct))
+        return effects
+
+    def listed_users(self, room: str, nicks: list[str]) -> list[Effect]:
+        """The directory's answer to :class:`ListUsers`."""
+        return [Tell(f"in {room}: {', '.join(nicks)}")]
+
+    def listed_rooms(self, rooms: dict[str, int]) -> list[Effect]:
+        """The directory's answer to :class:`ListRooms`."""
+        return [Tell("rooms: " + ", ".join(f"{room} ({n})" for room, n in rooms.items()))]
+
+    def owns(self, nick: str) -> bool:
+        """Whether ``nick`` is this session's nick (case-insensitively)."""
+        return nick_key(nick) == nick_key(self.nick)

@@ -1,0 +1,252 @@
+"""Events: what users see, how a TCP user sees them, and how they cross processes.
+
+Events and what a TCP user sees (:func:`render_line`)
+-----------------------------------------------------
+
+Events are what users see; :func:`render_line` gives the line (UTF-8, no terminator).
+These formats are the wire format users and tests rely on::
+
+    Message(room, sender, text)       [#lobby] alice: hi
+    Action(room, sender, text)        [#lobby] * alice waves
+    Direct(sender, recipient, text)   [dm from alice] hi        (viewer is the recipient)
+                                      [dm to bob] hi            (viewer is the sender)
+                                      [dm alice -> bob] hi      (no or another viewer)
+    Joined(room, nick)                * bob joined #lobby
+    Left(room, nick)                  * bob left #lobby
+    NickChanged(old, new)             * alice is now known as al
+    Notice(text)                      -!- text
+    ServerClosing(text)               -!- server closing: text  (-!- server closing if
+                                                                 text is empty)
+
+The viewer of a :class:`Direct` is compared by :func:`nick_key`; when the viewer is both
+sender and recipient (a message to oneself) the "from" form is used. Every field is
+neutralised again when rendering (without truncation), so a rendered line never holds a
+control character or a line break, whatever the event holds. A multi-line notice (such
+as :data:`HELP_TEXT`) is one :class:`Notice` per line.
+
+Events across processes (:func:`encode_event`, :func:`decode_event_untrusted`)
+--------------------------------------------------------------------------------
+
+An event is encoded as a compact JSON object, ASCII only, keys sorted: ``"type"`` (one of
+``message``, ``action``, ``direct``, ``joined``, ``left``, ``nick``, ``notice``,
+``closing``) and one string per field, named as in the dataclass, e.g.
+``{"room":"#lobby","sender":"alice","text":"hi","type":"message"}``. Decoding accepts
+exactly that shape (no missing or extra keys, every value a string) and raises
+:class:`ChatError` for anything else; the fields are not validated beyond that, since
+rendering neutralises them anyway. ``decode_event_untrusted(encode_event(e)) == e``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, TypeAlias
+
+from ._errors import ChatError
+from ._names import nick_key
+from ._text import neutralise, quote
+
+__all__ = [
+    "Action",
+    "Direct",
+    "Event",
+    "Joined",
+    "Left",
+    "Message",
+    "NickChanged",
+    "Notice",
+    "ServerClosing",
+    "decode_event_untrusted",
+    "encode_event",
+    "render_line",
+]
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """``sender`` said ``text`` in ``room``."""
+
+    room: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """``sender`` did ``text`` in ``room`` (``/me``)."""
+
+    room: str
+    sender: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """A direct message from ``sender`` to ``recipient``."""
+
+    sender: str
+    recipient: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """``nick`` entered ``room``."""
+
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """``nick`` left ``room`` (changed room or disconnected)."""
+
+    room: str
+    nick: str
+
+
+@dataclass(frozen=True, slots=True)
+class NickChanged:
+    """The user called ``old`` is now called ``new``."""
+
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A line of server information for one user (/who, /rooms, /help results, errors)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerClosing:
+    """The server is shutting down; ``text`` says why (may be empty)."""
+
+    text: str
+
+
+Event: TypeAlias = Message | Action | Direct | Joined | Left | NickChanged | Notice | ServerClosing
+
+
+def render_line(event: Event, *, viewer: str | None = None) -> bytes:
+    """The line a TCP user sees for an event.
+
+    See "Events and what a TCP user sees" in the module docstring for every format.
+
+    Args:
+      event: the event.
+      viewer: the nick of the user the line is for; only :class:`Direct` uses it.
+
+    Returns:
+      The UTF-8 line, without a terminator. It contains no control character.
+
+    Raises:
+      TypeError: if ``event`` is not an event.
+    """
+    n = neutralise
+    match event:
+        case Message(room, sender, text):
+            line = f"[{n(room)}] {n(sender)}: {n(text)}"
+        case Action(room, sender, text):
+            line = f"[{n(room)}] * {n(sender)} {n(text)}"
+        case Direct(sender, recipient, text):
+            key = None if viewer is None else nick_key(viewer)
+            if key == nick_key(recipient):
+                line = f"[dm from {n(sender)}] {n(text)}"
+            elif key == nick_key(sender):
+                line = f"[dm to {n(recipient)}] {n(text)}"
+            else:
+                line = f"[dm {n(sender)} -> {n(recipient)}] {n(text)}"
+        case Joined(room, nick):
+            line = f"* {n(nick)} joined {n(room)}"
+        case Left(room, nick):
+            line = f"* {n(nick)} left {n(room)}"
+        case NickChanged(old, new):
+            line = f"* {n(old)} is now known as {n(new)}"
+        case Notice(text):
+            line = f"-!- {n(text)}"
+        case ServerClosing(text):
+            line = f"-!- server closing: {n(text)}" if text else "-!- server closing"
+        case _:
+            raise TypeError(f"not a chat event: {event!r}")
+    return line.encode("utf-8")
+
+
+# -- encoding events ------------------------------------------------------------------
+
+_EVENT_CLASSES: dict[str, Callable[..., Event]] = {
+    "message": Message,
+    "action": Action,
+    "direct": Direct,
+    "joined": Joined,
+    "left": Left,
+    "nick": NickChanged,
+    "notice": Notice,
+    "closing": ServerClosing,
+}
+_EVENT_TAGS: dict[object, str] = {cls: tag for tag, cls in _EVENT_CLASSES.items()}
+_EVENT_FIELDS: dict[str, frozenset[str]] = {
+    tag: frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
+    for tag, cls in _EVENT_CLASSES.items()
+}
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode an event to cross a process boundary (e.g. through Redis).
+
+    Args:
+      event: the event.
+
+    Returns:
+      Compact, ASCII-only JSON; see "Events across processes" in the module docstring.
+
+    Raises:
+      TypeError: if ``event`` is not an event or one of its fields is not a string.
+    """
+    tag = _EVENT_TAGS.get(type(event))
+    if tag is None:
+        raise TypeError(f"not a chat event: {event!r}")
+    obj: dict[str, str] = {"type": tag}
+    for field in fields(event):
+        value = getattr(event, field.name)
+        if not isinstance(value, str):
+            raise TypeError(f"{type(event).__name__}.{field.name} must be a str: {value!r}")
+        obj[field.name] = value
+    return json.dumps(obj, ensure_ascii=True, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def decode_event_untrusted(data: bytes) -> Event:
+    """Decode what :func:`encode_event` made, from a source that may send anything.
+
+    Args:
+      data: the encoded event.
+
+    Returns:
+      The event.
+
+    Raises:
+      ChatError: if ``data`` is not an encoded event (and only ChatError, for any input).
+    """
+    try:
+        obj: Any = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ChatError(f"an encoded event must be a JSON object: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ChatError("an encoded event must be a JSON object")
+    tag = obj.pop("type", None)
+    if not isinstance(tag, str):
+        raise ChatError("an encoded event needs a string 'type'")
+    if tag not in _EVENT_CLASSES:
+        raise ChatError(f"unknown event type {quote(tag)}")
+    expected = _EVENT_FIELDS[tag]
+    if obj.keys() != expected:
+        raise ChatError(f"a {tag} event has the fields {', '.join(sorted(expected))}")
+    if not all(isinstance(value, str) for value in obj.values()):
+        raise ChatError(f"every field of a {tag} event must be a string")
+    return _EVENT_CLASSES[tag](**obj)

@@ -1,0 +1,204 @@
+"""TCP input, sans-IO: lines as a user typed them, from nc, socat or a telnet client.
+
+:class:`LineReader` turns the bytes of a TCP connection into lines:
+
+* A line ends at LF, CR LF, CR NUL (telnet's end of line in character mode) or a CR
+  alone; the terminator is not part of the line, and no empty line is made of the two
+  bytes of one CR LF or CR NUL.
+* Telnet commands (RFC 854) are taken out before anything else: ``IAC IAC`` is a
+  literal 0xFF byte; option negotiation (``IAC WILL/WONT/DO/DONT x``) is answered
+  by refusing every option (``DO x`` gets ``WONT x``, ``WILL x`` gets ``DONT x``;
+  ``WONT``/``DONT`` need no answer, RFC 1143), which keeps a telnet client in its
+  plain NVT mode: ``mode character`` falls back to sending whole lines, and the
+  ``DO TIMING-MARK`` that telnet sends after Ctrl-C is answered, so its screen does
+  not freeze waiting for one; subnegotiations (``IAC SB ... IAC SE``) are skipped;
+  ``IAC EC`` (erase character) becomes DEL in the line, which the command parser
+  applies as an erasure; ``IAC EL`` (erase line) and the abort commands ``IAC IP``,
+  ``IAC AO`` and ``IAC BRK`` throw the line typed so far away; ``IAC AYT`` (are you
+  there?) gives an :class:`AreYouThere` item; every other command is ignored. The
+  answers to send are taken with :meth:`LineReader.take_replies`. A client that is not
+  telnet never sends 0xFF in text (it is not valid UTF-8), so nothing else changes.
+* **The limit.** A line longer than ``max_line_length`` bytes (terminator not counted)
+  is refused whole: it gives an :class:`Overlong` item with its size, and the reader
+  goes on with the next line. The buffer never holds more than the limit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["AreYouThere", "LineReader", "Overlong"]
+
+IAC, DONT, DO, WONT, WILL, SB = 255, 254, 253, 252, 251, 250
+SE, NOP, DM, BRK, IP, AO, AYT, EC, EL, GA = 240, 241, 242, 243, 244, 245, 246, 247, 248, 249
+_CR, _LF, _NUL = 13, 10, 0
+
+_DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
+_SPECIAL = re.compile(rb"[\r\n\xff]")
+_ANSWERS = {DO: WONT, WILL: DONT}
+
+
+@dataclass(frozen=True, slots=True)
+class Overlong:
+    """A line longer than the limit was refused; ``size`` is its length in bytes."""
+
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class AreYouThere:
+    """The telnet user sent ``IAC AYT``: show them the server is there."""
+
+
+class LineReader:
+    """Lines from a TCP byte stream, telnet-aware, with a hard limit per line.
+
+    Args:
+      max_line_length: the longest line accepted, in bytes, at least 1.
+    """
+
+    __slots__ = (
+        "_after_cr",
+        "_line",
+        "_overlong",
+        "_replies",
+        "_state",
+        "_verb",
+        "max_line_length",
+    )
+
+    def __init__(self, max_line_length: int) -> None:
+        if max_line_length < 1:
+            raise ValueError(f"max_line_length must be at least 1 byte, not {max_line_length}")
+        self.max_line_length = max_line_length
+        self._line = bytearray()
+        self._overlong: int | None = None  # size so far of a line being refused
+        self._after_cr = False  # the last byte ended a line with CR: skip an LF or NUL
+        self._state = _DATA
+        self._verb = 0
+        self._replies = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of the line under way (at most the limit)."""
+        return len(self._line)
+
+    def take_replies(self) -> bytes:
+        """The telnet answers to send, in order; each is returned once."""
+        replies = bytes(self._replies)
+        self._replies.clear()
+        return replies
+
+    def feed(self, data: bytes) -> list[bytes | Overlong | AreYouThere]:
+        """Every line (or :class:`Overlong`, :class:`AreYouThere`) that ``data`` completes."""
+        out: list[bytes | Overlong | AreYouThere] = []
+        if (
+            self._state == _DATA
+            and not self._after_cr
+            and self._overlong is None
+            and b"\r" not in data
+            and b"\xff" not in data
+        ):
+            return self._feed_plain(data, out)
+        position, end = 0, len(data)
+        while position < end:
+            if self._state == _DATA:
+                position = self._data(data, position, out)
+            else:
+                position = self._telnet(data, position, out)
+        return out
+
+    def _feed_plain(
+        self, data: bytes, out: list[bytes | Overlong | AreYouThere]
+    ) -> list[bytes | Overlong | AreYouThere]:
+        """The common case: LF-terminated lines, nothing for telnet."""
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        if lines:
+            if self._line:
+                lines[0] = bytes(self._line) + lines[0]
+                self._line.clear()
+            limit = self.max_line_length
+            for line in lines:
+                out.append(line if len(line) <= limit else Overlong(len(line)))
+        self._append(rest)
+        return out
+
+    def _data(self, data: bytes, position: int, out: list[bytes | Overlong | AreYouThere]) -> int:
+        if self._after_cr:
+            self._after_cr = False
+            if data[position] in (_LF, _NUL):  # the second byte of CR LF or CR NUL
+                return position + 1
+        match = _SPECIAL.search(data, position)
+        stop = len(data) if match is None else match.start()
+        if stop > position:
+            self._append(data[position:stop])
+        if match is None:
+            return stop
+        byte = data[stop]
+        if byte == IAC:
+            self._state = _COMMAND
+        else:
+            self._end_line(out)
+            self._after_cr = byte == _CR
+        return stop + 1
+
+    def _telnet(self, data: bytes, position: int, out: list[bytes | Overlong | AreYouThere]) -> int:
+        state = self._state
+        if state == _SUB:  # skip to the IAC that may end the subnegotiation
+            found = data.find(b"\xff", position)
+            if found < 0:
+                return len(data)
+            self._state = _SUB_IAC
+            return found + 1
+        byte = data[position]
+        if state == _SUB_IAC:
+            self._state = _DATA if byte == SE else _SUB
+        elif state == _OPTION:
+            self._state = _DATA
+            answer = _ANSWERS.get(self._verb)
+            if answer is not None:  # refused, every time it is asked (no loop: RFC 1143)
+                self._replies += bytes((IAC, answer, byte))
+        else:  # the byte after IAC
+            self._state = _DATA
+            if byte == IAC:
+                self._append(b"\xff")
+            elif byte in (WILL, WONT, DO, DONT):
+                self._verb = byte
+                self._state = _OPTION
+            elif byte == SB:
+                self._state = _SUB
+            elif byte == EC:
+                self._append(b"\x7f")
+            elif byte in (EL, IP, AO, BRK):
+                self._line.clear()
+                self._overlong = None
+            elif byte == AYT:
+                out.append(AreYouThere())
+        return position + 1
+
+    def _append(self, chunk: bytes) -> None:
+        if self._overlong is not None:
+            self._overlong += len(chunk)
+        elif len(self._line) + len(chunk) > self.max_line_length:
+            self._overlong = len(self._line) + len(chunk)
+            self._line.clear()
+        else:
+            self._line += chunk
+
+    def _end_line(self, out: list[bytes | Overlong | AreYouThere]) -> None:
+        if self._overlong is not None:
+            out.append(Overlong(self._overlong))
+            self._overlong = None
+        else:
+            out.append(bytes(self._line))
+            self._line.clear()
+
+    def feed_eof(self) -> list[bytes | Overlong | AreYouThere]:
+        """What the end of the stream completes: an unterminated last line, if any."""
+        out: list[bytes | Overlong | AreYouThere] = []
+        if self._line or self._overlong is not None:
+            self._end_line(out)
+        self._state = _DATA
+        return out
