@@ -26,6 +26,22 @@ when its queue is full:
     every subscriber at once.
 
 Other subscribers carry on unaffected in every case.
+
+What holds for every hub, and what only the in-process one guarantees:
+
+* Every hub: per-publisher order within a topic; each subscriber gets a message at most
+  once (a broker-backed hub never delivers a process's own publish twice, locally and
+  again from the broker); the policies and bounded queues, for the subscribers of the
+  process.
+* Local-only (:class:`InProcessHub`): ``block`` is all-or-nothing and ``publish_wait``
+  waits for room in *every* subscriber's queue; ``publish`` returns the exact number of
+  subscribers that had the message queued; a message published is delivered,
+  synchronously.
+* What a broker-backed hub promises instead: ``block`` and ``publish_wait`` concern the
+  subscribers of this process (remote processes apply their own policies); ``publish``
+  returns the local count; a message is delivered to other processes once the broker has
+  it, and what is published while the broker is unreachable follows the implementation's
+  documented buffering.
 """
 
 from __future__ import annotations

@@ -136,6 +136,10 @@ class UDPPeer(trio.abc.Channel[bytes]):
         """Send now if the socket's buffer has room, else :class:`trio.WouldBlock`."""
         self.server.sendto_nowait(value, self.address)
 
+    async def wait_writable(self) -> None:
+        """Return when the server's socket may take a datagram (any number may wait)."""
+        await self.server.wait_writable()
+
     async def aclose(self) -> None:
         self._close()
         await trio.lowlevel.checkpoint()
@@ -180,6 +184,8 @@ class UDPServer(ServerLifecycle):
         # Least recently active first: routing moves a peer to the end.
         self._peers: OrderedDict[Address, UDPPeer] = OrderedDict()
         self._closed = False
+        # trio lets one task at a time wait for a socket to be writable: the rest queue here
+        self._write_waiters = trio.Lock()
         self._peers_total = 0
         self._in = 0
         self._out = 0
@@ -243,10 +249,15 @@ class UDPServer(ServerLifecycle):
             try:
                 self.sendto_nowait(data, address)
             except trio.WouldBlock:
-                await trio.lowlevel.wait_writable(self._sock)
+                await self.wait_writable()
             else:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
+
+    async def wait_writable(self) -> None:
+        """Return when the socket may take a datagram. Any number of tasks may wait."""
+        async with self._write_waiters:
+            await trio.lowlevel.wait_writable(self._sock)
 
     # -- routing -----------------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""The directory interface: who owns which nick, who is in which room, and session ids.
+
+:class:`Directory` is the interface the chat service is written against;
+:class:`~triosock.InProcessDirectory` is the embedded default, and a broker-backed
+directory (Redis) implements the same methods for rooms shared across processes.
+
+What every implementation guarantees:
+
+* A nick has at most one owner at any time, cluster-wide for a broker-backed directory:
+  :meth:`Directory.rename` is one atomic check-and-set. Of two sessions racing for a nick,
+  exactly one gets it.
+* Session ids are unique across processes and machines (``<origin>.<n>``, the origin
+  random per directory instance); a session's inbox topic is ``inbox:<id>``.
+* After :meth:`Directory.unregister` the nick is free for anyone.
+
+What only the in-process directory guarantees (local-only):
+
+* Every change is visible to every other call at once: a nick taken is taken for the
+  next ``lookup``, a user who left is gone from the next ``nicks``.
+* Nobody is ever listed who is not connected: sessions end with the process.
+
+What a broker-backed directory promises instead: listings (``nicks``, ``rooms``) and
+``lookup`` reflect the broker's state, which lags a dying process: the sessions of a
+process that stopped refreshing its lease disappear once the lease runs out (the
+implementation documents the lease), so a direct message sent in that window goes to an
+inbox nobody reads.
+"""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+from typing import Self
+
+from .._sansio.chat import DEFAULT_ROOM, Presence
+
+__all__ = ["Directory"]
+
+
+class Directory(abc.ABC):
+    """Nick ownership, room presence and session ids for the chat.
+
+    Every method may wait (a broker-backed directory asks its broker) and is a
+    checkpoint. A directory is an async context manager; the in-process one needs no
+    setup, a broker-backed one connects and starts refreshing its leases on entry.
+    """
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def register(
+        self, kind: str, nick: str | None = None, room: str = DEFAULT_ROOM
+    ) -> Presence:
+        """Add a session of transport ``kind`` to ``room``.
+
+        It owns ``nick`` if that is given and free, else the first free ``guestN``.
+        """
+
+    @abc.abstractmethod
+    async def rename(self, session: str, nick: str) -> bool:
+        """Give ``session`` the nick ``nick`` unless somebody else owns it (atomic).
+
+        Returns whether ``session`` owns ``nick`` now.
+
+        Raises:
+          KeyError: ``session`` is not registered.
+        """
+
+    @abc.abstractmethod
+    async def move(self, session: str, room: str) -> Presence:
+        """Put ``session`` in ``room``; return its new presence.
+
+        Raises:
+          KeyError: ``session`` is not registered.
+        """
+
+    @abc.abstractmethod
+    async def unregister(self, session: str) -> None:
+        """Remove ``session`` and free its nick. Idempotent."""
+
+    @abc.abstractmethod
+    async def lookup(self, nick: str) -> Presence | None:
+        """The session owning ``nick`` (case-insensitively), or None."""
+
+    @abc.abstractmethod
+    async def nicks(self, room: str | None = None) -> list[str]:
+        """The nicks present (in ``room``, if given), sorted."""
+
+    @abc.abstractmethod
+    async def rooms(self) -> dict[str, int]:
+        """Room name -> number of sessions, for rooms with anyone in them, sorted."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        return None

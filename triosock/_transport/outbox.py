@@ -1,0 +1,417 @@
+"""Whole frames waiting for one peer: written without waiting when the socket takes them,
+never torn, and a clock on how long the peer has stopped draining.
+
+A server that fans messages out to many peers from one task (the chat) cannot wait on
+any of them, and must not cut one message short to start another. :class:`Outbox` is
+that peer's output queue:
+
+* :meth:`Outbox.put` adds a frame (a whole line, a batch of whole lines, a datagram, a
+  WebSocket frame) and, when nothing is waiting before it, writes what the socket takes
+  at once. It never waits and is not a checkpoint.
+* What the socket did not take waits in the outbox. The peer's own writer task loops on
+  :meth:`Outbox.wait_queued` and :meth:`Outbox.flush`, which waits until the socket can
+  take more. Only the head frame is ever partly written, and it is always finished
+  before anything else is written, so the peer never sees a frame torn and another
+  after it. A cancelled ``flush`` stops between writes, with the rest still queued.
+* :attr:`Outbox.queued` (bytes waiting) and :attr:`Outbox.waiting_since` (the time the
+  socket last took anything while output waited) are what a caller's rule for slow
+  peers looks at; ``flush(stall_timeout=S)`` raises :class:`OutboxStalled` when the
+  socket took nothing for ``S`` seconds. The outbox sets no bound itself: the caller
+  decides what a full one means (drop, disconnect, or stop feeding it).
+* A failing socket does not raise in ``put``: the outbox remembers the error, drops
+  what it holds, and the writer's next ``flush`` raises it.
+
+Sinks (see :class:`Sink`): a stream whose frames may share a write (TCP, TLS) or a
+datagram socket whose frames are sent one by one (a UDP peer). A sink that cannot write
+without waiting (TLS) is written by the writer task only, whole batch by whole batch,
+shielded from cancellation and bounded by the stall timeout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from .._errors import TriosockError
+from .channel import TrySendStream
+
+if TYPE_CHECKING:
+    from .udp import UDPPeer
+
+__all__ = ["DatagramSink", "Outbox", "OutboxStalled", "Sink", "StreamSink"]
+
+#: The most bytes joined into one write of a stream sink.
+JOIN_LIMIT = 256 * 1024
+
+# What a failing socket raises; the outbox keeps it for the writer instead.
+_SOCKET_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError)
+
+
+class OutboxStalled(TriosockError):
+    """The peer's socket took nothing for the stall timeout while output waited.
+
+    Attributes:
+      queued: bytes that were waiting.
+      seconds: how long the socket had taken nothing.
+    """
+
+    def __init__(self, queued: int, seconds: float) -> None:
+        super().__init__(f"the socket took nothing for {seconds:g} s ({queued} bytes waiting)")
+        self.queued = queued
+        self.seconds = seconds
+
+
+class Sink(Protocol):
+    """What an :class:`Outbox` writes to."""
+
+    @property
+    def joinable(self) -> bool:
+        """True for a stream (frames may share one write), False for datagrams."""
+        ...
+
+    @property
+    def can_send_nowait(self) -> bool:
+        """Whether :meth:`send_nowait` works; if not, only :meth:`send` is used."""
+        ...
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        """Write without waiting; return how many bytes were taken (0: no room now).
+
+        A datagram sink takes a whole frame or nothing. Raises trio's
+        ``BrokenResourceError`` / ``ClosedResourceError`` when the socket failed.
+        """
+        ...
+
+    async def wait_writable(self) -> None:
+        """Return when :meth:`send_nowait` may take something."""
+        ...
+
+    async def send(self, data: bytes) -> None:
+        """Write all of ``data``, waiting as needed (for sinks without ``send_nowait``)."""
+        ...
+
+
+class Outbox:
+    """One peer's output queue of whole frames.
+
+    Args:
+      sink: where the frames go.
+    """
+
+    __slots__ = (
+        "_counts",
+        "_error",
+        "_frames",
+        "_joinable",
+        "_lot",
+        "_nowait",
+        "_offset",
+        "_send_nowait",
+        "_sink",
+        "queued",
+        "waiting_since",
+        "written",
+    )
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._joinable = sink.joinable
+        self._nowait = sink.can_send_nowait
+        self._send_nowait = sink.send_nowait
+        self._frames: deque[bytes] = deque()
+        self._counts: deque[int] = deque()  # how many messages (lines) each frame holds
+        self._offset = 0  # bytes of the head frame written already
+        self._error: BaseException | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        #: Bytes waiting for the socket.
+        self.queued = 0
+        #: When the socket last took anything while output waited (trio time); only
+        #: meaningful while :attr:`queued` is non-zero.
+        self.waiting_since = 0.0
+        #: Messages handed to the socket whole.
+        self.written = 0
+
+    def __repr__(self) -> str:
+        return f"<Outbox frames={len(self._frames)} queued={self.queued}>"
+
+    @property
+    def frames(self) -> int:
+        """How many frames wait (the head one may be partly written)."""
+        return len(self._frames)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the socket failed, once it has."""
+        return self._error
+
+    # -- adding ------------------------------------------------------------------------
+
+    def put(self, frame: bytes, count: int = 1) -> None:
+        """Queue a whole frame holding ``count`` messages; write what the socket takes now.
+
+        Never waits. After a socket error the frame is dropped (see :attr:`error`).
+        """
+        if self._error is not None:
+            return
+        if not self._frames and self._nowait:
+            try:
+                sent = self._send_nowait(frame)
+            except (
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                trio.BusyResourceError,
+            ) as exc:
+                self._fail(exc)
+                return
+            if sent == len(frame):
+                self.written += count
+                return
+            self._frames.append(frame)
+            self._counts.append(count)
+            self._offset = sent
+            self.queued = len(frame) - sent
+            self.waiting_since = trio.current_time()
+            self._lot.unpark_all()
+            return
+        if not self._frames:
+            self.waiting_since = trio.current_time()
+        self._frames.append(frame)
+        self._counts.append(count)
+        self.queued += len(frame)
+        if len(self._frames) == 1:
+            self._lot.unpark_all()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._frames.clear()
+        self._counts.clear()
+        self._offset = 0
+        self.queued = 0
+        self._lot.unpark_all()
+
+    # -- dropping ----------------------------------------------------------------------
+
+    def drop_waiting(self) -> int:
+        """Drop every message frame not begun yet; return how many messages they held.
+
+        The head frame, if partly written, stays: it must be finished first. So do frames
+        that hold no message (``count`` 0: notices, protocol replies).
+        """
+        return self._drop_until(0)
+
+    def drop_oldest(self, limit: int) -> int:
+        """Drop the oldest message frames not begun yet until at most ``limit`` bytes wait.
+
+        Returns how many messages the dropped frames held. Frames holding no message and
+        a partly written head stay, as in :meth:`drop_waiting`.
+        """
+        return self._drop_until(limit)
+
+    def _drop_until(self, limit: int) -> int:
+        queued = self.queued
+        if queued <= limit:
+            return 0
+        frames, counts = self._frames, self._counts
+        start = 1 if self._offset else 0
+        kept_frames = deque(itertools.islice(frames, start))
+        kept_counts = deque(itertools.islice(counts, start))
+        dropped = 0
+        for frame, count in zip(
+            itertools.islice(frames, start, None),
+            itertools.islice(counts, start, None),
+            strict=True,
+        ):
+            if count and queued > limit:
+                queued -= len(frame)
+                dropped += count
+            else:
+                kept_frames.append(frame)
+                kept_counts.append(count)
+        self._frames, self._counts, self.queued = kept_frames, kept_counts, queued
+        return dropped
+
+    # -- writing ----------------------------------------------------------------------
+
+    def write_nowait(self) -> bool:
+        """Write what the socket takes now, without waiting; True when nothing is left.
+
+        Not a checkpoint. A socket error is remembered (see :attr:`error`), not raised.
+        """
+        frames = self._frames
+        send = self._send_nowait
+        try:
+            while frames:
+                if self._joinable and len(frames) > 1:
+                    data: bytes | memoryview = self._joined()
+                elif self._offset:
+                    data = memoryview(frames[0])[self._offset :]
+                else:
+                    data = frames[0]
+                sent = send(data)
+                if not sent:
+                    return False
+                self.waiting_since = trio.current_time()
+                self._consume(sent)
+                if sent < len(data):
+                    return False
+        except _SOCKET_ERRORS as exc:
+            self._fail(exc)
+        return True
+
+    def _joined(self, limit: int = JOIN_LIMIT) -> bytes:
+        """The head frame's unwritten rest and the frames after it, up to ``limit`` bytes."""
+        frames = self._frames
+        head = frames[0]
+        parts: list[bytes | memoryview] = [
+            memoryview(head)[self._offset :] if self._offset else head
+        ]
+        size = len(parts[0])
+        for frame in itertools.islice(frames, 1, None):
+            if size >= limit:
+                break
+            parts.append(frame)
+            size += len(frame)
+        return b"".join(parts)
+
+    def _consume(self, sent: int) -> None:
+        """Account for ``sent`` bytes written from the head onwards."""
+        frames, counts = self._frames, self._counts
+        self.queued -= sent
+        done = self._offset + sent
+        while frames and done >= len(frames[0]):
+            done -= len(frames.popleft())
+            self.written += counts.popleft()
+        self._offset = done
+
+    async def wait_queued(self) -> None:
+        """Return once frames wait for the socket (or the socket failed)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._frames or self._error is not None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        while not self._frames and self._error is None:
+            await self._lot.park()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise trio.BrokenResourceError(f"the socket failed: {self._error}") from self._error
+
+    async def write_some(self, *, stall_timeout: float | None = None) -> None:
+        """Wait until the socket takes more, and write what it takes.
+
+        Raises:
+          OutboxStalled: the socket took nothing for ``stall_timeout`` seconds.
+          trio.BrokenResourceError: the socket failed (now or earlier).
+        """
+        self._raise_error()
+        if not self._frames:
+            await trio.lowlevel.checkpoint()
+            return
+        deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
+        if self._nowait:
+            with trio.move_on_at(deadline) as scope:
+                await self._sink.wait_writable()
+            if scope.cancelled_caught:
+                self._stalled()
+            self.write_nowait()
+        else:
+            await self._send_batch(deadline)
+        self._raise_error()
+
+    async def _send_batch(self, deadline: float) -> None:
+        """For a sink that cannot write without waiting: one batch, never cut short."""
+        data = self._joined() if self._joinable else self._frames[0]
+        # Shielded, so that cancelling the writer never tears a frame; bounded by the
+        # stall deadline all the same (after which the peer is gone anyway).
+        with trio.CancelScope(deadline=deadline, shield=True) as scope:
+            try:
+                await self._sink.send(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._fail(exc)
+                return
+        if scope.cancelled_caught:
+            self._stalled()
+        self.waiting_since = trio.current_time()
+        self._consume(len(data))
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _stalled(self) -> None:
+        raise OutboxStalled(self.queued, trio.current_time() - self.waiting_since)
+
+    async def flush(self, *, stall_timeout: float | None = None) -> None:
+        """Write everything waiting, waiting for the socket as needed.
+
+        Cancelled, it stops between writes: what was not written stays queued, and the
+        head frame is finished by the next write.
+
+        Raises:
+          OutboxStalled: the socket took nothing for ``stall_timeout`` seconds.
+          trio.BrokenResourceError: the socket failed.
+        """
+        self._raise_error()
+        if not self._frames:
+            await trio.lowlevel.checkpoint()
+            return
+        while self._frames:
+            await self.write_some(stall_timeout=stall_timeout)
+
+
+class StreamSink:
+    """An :class:`Outbox` sink over a trio stream (TCP, TLS, in-memory).
+
+    Writes without waiting where the stream allows it (``try_send``: a plain TCP
+    connection); otherwise only the writer task writes, with ``send_all``.
+    """
+
+    __slots__ = ("_stream", "can_send_nowait", "send_nowait")
+
+    joinable = True
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self.can_send_nowait = isinstance(stream, TrySendStream) and stream.can_try_send
+        self.send_nowait: Callable[[bytes | memoryview], int] = (
+            stream.try_send
+            if isinstance(stream, TrySendStream) and self.can_send_nowait
+            else self._cannot
+        )
+
+    @staticmethod
+    def _cannot(data: bytes | memoryview) -> int:
+        raise trio.WouldBlock("this stream cannot write without waiting")
+
+    async def wait_writable(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+
+class DatagramSink:
+    """An :class:`Outbox` sink for one UDP peer of a server: a datagram a frame."""
+
+    __slots__ = ("_peer",)
+
+    joinable = False
+    can_send_nowait = True
+
+    def __init__(self, peer: UDPPeer) -> None:
+        self._peer = peer
+
+    def send_nowait(self, data: bytes | memoryview) -> int:
+        try:
+            self._peer.send_nowait(bytes(data))
+        except trio.WouldBlock:
+            return 0
+        return len(data)
+
+    async def wait_writable(self) -> None:
+        await self._peer.wait_writable()
+
+    async def send(self, data: bytes) -> None:
+        await self._peer.send(data)
