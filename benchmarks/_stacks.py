@@ -50,16 +50,18 @@ UDP_ECHO = [
 ]
 
 LOSSLESS = ("--policy", "block")  # the peer chat servers are lossless too
+# The load client's one sender stands for a whole room's traffic, so the per-user rate
+# limit (50 lines/s by default) is off in both triosock rows; everything else is default.
+UNLIMITED = ("--rate", "none")
+_TRIOSOCK_CHAT = ("-m", "triosock", "chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none")
+_TCP_LINE = r"tcp\b[^\n]*?127\.0\.0\.1:(\d+)"  # the line naming the TCP listener
 
 CHAT = [
     Stack("trio chat", _peer("trio_chat"), role="baseline"),
     Stack("asyncio streams chat", _peer("asyncio_chat"), role="reference"),
     Stack("uvloop streams chat", _peer("asyncio_chat", "--uvloop")),
-    Stack(
-        "triosock",
-        ("-m", "triosock", "chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", *LOSSLESS),
-        port_pattern=r"tcp\b[^\n]*?127\.0\.0\.1:(\d+)",  # the line naming the TCP listener
-    ),
+    Stack("triosock", (*_TRIOSOCK_CHAT, *LOSSLESS, *UNLIMITED), port_pattern=_TCP_LINE),
+    Stack("triosock default policy", (*_TRIOSOCK_CHAT, *UNLIMITED), port_pattern=_TCP_LINE),
 ]
 
 # in-process, run by benchmarks/hubbench.py; argv here is hubbench's --stack

@@ -8,6 +8,7 @@ re-exports the public API.
 
 from __future__ import annotations
 
+from ._directory import Directory, InProcessDirectory
 from ._errors import (
     BindError,
     ConnectError,
@@ -27,9 +28,10 @@ from ._hub import (
 )
 from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
-from ._services.chat import ChatServer
+from ._services.chat import ChatServer, ChatStatistics
 from ._services.echo import echo_handler, udp_echo_handler
 from ._transport.channel import FramedChannel
+from ._transport.outbox import DatagramSink, Outbox, OutboxStalled, StreamSink
 from ._transport.tcp import (
     TCPConnection,
     TCPServer,
@@ -56,21 +58,28 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "BindError",
     "ChatServer",
+    "ChatStatistics",
     "ConnectError",
+    "DatagramSink",
+    "Directory",
     "FramedChannel",
     "Framer",
     "FramingError",
     "Hub",
     "HubStatistics",
     "IdleTimer",
+    "InProcessDirectory",
     "InProcessHub",
     "LengthPrefixFramer",
     "LineFramer",
     "MessageTooLargeError",
+    "Outbox",
+    "OutboxStalled",
     "PeerUnreachableError",
     "Policy",
     "ReadyQueue",
     "SlowSubscriberError",
+    "StreamSink",
     "SubscriberStatistics",
     "Subscription",
     "TCPConnection",

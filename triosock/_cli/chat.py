@@ -17,6 +17,13 @@ from .._hub import Policy
 from .._liveness import expiry_after, send_heartbeats
 from .._sansio import chat as proto
 from .._services.chat import ChatServer
+from .._services.chat._server import (
+    DEFAULT_BURST,
+    DEFAULT_MAX_BACKLOG,
+    DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_RATE,
+    DEFAULT_STALL_TIMEOUT,
+)
 from .._transport.channel import FramedChannel
 from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
 from .._transport.udp import UDPServer, open_udp_channel, serve_udp
@@ -49,6 +56,10 @@ def _positive(text: str) -> float:
     return value
 
 
+def _positive_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else _positive(text)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -66,7 +77,15 @@ async def _chat_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.tcp is None and args.udp is None:
         raise CLIError("nothing to serve: both --tcp and --udp are none")
-    chat = ChatServer(policy=args.policy, buffer=args.buffer)
+    chat = ChatServer(
+        policy=args.policy,
+        buffer=args.buffer,
+        max_line_length=args.max_line_length,
+        rate=args.rate,
+        burst=args.burst,
+        max_backlog=args.max_backlog,
+        stall_timeout=args.stall_timeout,
+    )
     starters: list[ServerStarter] = []
     if args.tcp is not None:
         host, port = args.tcp
@@ -211,9 +230,49 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         "--policy",
         choices=get_args(Policy),
         default="disconnect",
-        help="what a user who stops reading gets when its queue fills (default disconnect)",
+        help="what a user gets when more than --max-backlog bytes wait for its socket "
+        "(default disconnect; block: lossless, at the slowest reader's pace)",
     )
-    parser.add_argument("--buffer", type=_count, default=256, help="queue per user (256)")
+    parser.add_argument(
+        "--buffer", type=_count, default=256, help="events queued per user per pass (256)"
+    )
+    parser.add_argument(
+        "--max-line-length",
+        type=_count,
+        default=DEFAULT_MAX_LINE_LENGTH,
+        metavar="BYTES",
+        help=f"longer lines are refused with a notice ({DEFAULT_MAX_LINE_LENGTH})",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive_or_none,
+        default=DEFAULT_RATE,
+        metavar="LINES/S|none",
+        help=f"lines per second one user may send on average ({DEFAULT_RATE:g}); "
+        "faster senders are slowed, not dropped",
+    )
+    parser.add_argument(
+        "--burst",
+        type=_count,
+        default=DEFAULT_BURST,
+        metavar="LINES",
+        help=f"lines one user may send at once ({DEFAULT_BURST})",
+    )
+    parser.add_argument(
+        "--max-backlog",
+        type=_count,
+        default=DEFAULT_MAX_BACKLOG,
+        metavar="BYTES",
+        help=f"bytes that may wait for one user's socket ({DEFAULT_MAX_BACKLOG})",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=_positive_or_none,
+        default=DEFAULT_STALL_TIMEOUT,
+        metavar="SECONDS|none",
+        help="a user whose socket takes nothing this long while output waits is "
+        f"disconnected ({DEFAULT_STALL_TIMEOUT:g})",
+    )
     parser.add_argument(
         "--heartbeat",
         type=_positive,

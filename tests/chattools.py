@@ -1,0 +1,114 @@
+"""Shared helpers of the chat tests: servers on free loopback ports, line readers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from triosock import ChatServer, TCPServer, UDPServer, serve_tcp, serve_udp
+
+
+@asynccontextmanager
+async def chat_servers(
+    chat: ChatServer, **udp_options: Any
+) -> AsyncIterator[tuple[TCPServer, UDPServer, trio.Nursery]]:
+    """The chat over TCP and UDP on free loopback ports, for the body of the block."""
+    async with chat, trio.open_nursery() as nursery:
+        tcp: TCPServer = await nursery.start(
+            lambda task_status: serve_tcp(
+                chat.serve_tcp_client, 0, grace_period=1, task_status=task_status
+            )
+        )
+        udp: UDPServer = await nursery.start(
+            lambda task_status: serve_udp(
+                chat.serve_udp_peer, 0, grace_period=1, task_status=task_status, **udp_options
+            )
+        )
+        yield tcp, udp, nursery
+        nursery.cancel_scope.cancel()
+
+
+async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:
+    while True:
+        line = await chan.receive()
+        if wanted in line:
+            return line
+
+
+#: Every line the chat sends a TCP user, as a pattern: what a whole rendered event
+#: looks like (a torn line, such as ``xxx* guest1 joined #a``, matches none).
+RENDERED = re.compile(
+    rb"\[#[a-z0-9_.\-]+\] [A-Za-z0-9_.\-:\[\]]+: .*"  # a room message
+    rb"|\[#[a-z0-9_.\-]+\] \* [A-Za-z0-9_.\-:\[\]]+ .*"  # an action
+    rb"|\* [A-Za-z0-9_.\-:\[\]]+ (joined|left) #[a-z0-9_.\-]+"
+    rb"|\* [A-Za-z0-9_.\-:\[\]]+ is now known as [A-Za-z0-9_.\-]+"
+    rb"|\[dm (from|to) [A-Za-z0-9_.\-:\[\]]+\] .*"
+    rb"|-!- .*"
+)
+
+
+class LineSocket:
+    """A plain TCP client socket read the way ``nc`` reads: everything, as lines.
+
+    Keeps every complete line received in :attr:`lines`; :meth:`read_until` finds the
+    next line (after the one it found last) that contains a text, reading as needed.
+    """
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.sock = sock
+        self.lines: list[bytes] = []
+        self._rest = b""
+        self._cursor = 0  # the first line read_until has not looked at yet
+        self.eof = False
+
+    @classmethod
+    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> LineSocket:
+        sock = trio.socket.socket()
+        if rcvbuf is not None:  # before connecting, so that the window starts small
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+        await sock.connect(("127.0.0.1", port))
+        return cls(sock)
+
+    async def read_some(self) -> list[bytes]:
+        """Read once; return the lines it completed (none at EOF)."""
+        data = await self.sock.recv(65536)
+        if not data:
+            self.eof = True
+            if self._rest:
+                self.lines.append(self._rest)
+                self._rest = b""
+                return [self.lines[-1]]
+            return []
+        *lines, self._rest = (self._rest + data).split(b"\n")
+        self.lines += lines
+        return lines
+
+    async def read_until(self, wanted: bytes) -> bytes:
+        """The next line containing ``wanted``, reading until it arrives."""
+        while True:
+            while self._cursor < len(self.lines):
+                line = self.lines[self._cursor]
+                self._cursor += 1
+                if wanted in line:
+                    return line
+            if self.eof:
+                raise AssertionError(f"EOF before {wanted!r}; last lines {self.lines[-5:]}")
+            await self.read_some()
+
+    async def read_to_eof(self) -> list[bytes]:
+        while not self.eof:
+            await self.read_some()
+        return self.lines
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            sent = await self.sock.send(view)
+            view = view[sent:]
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,147 @@
+"""The member interface: what the chat service needs of one transport's user.
+
+A member adapter (TCP lines, the UDP dialect, the WebSocket page) turns its transport
+into four things, and nothing of the chat's rules lives in it:
+
+* **input** — :meth:`Member.receive` returns the next burst of what the user sent
+  (lines, datagrams, messages), and :meth:`Member.handle` hands one item to the
+  session's rules (:class:`~triosock._sansio.chat.ChatSession`), which return effects;
+* **output** — an :class:`~triosock._transport.outbox.Outbox` over the transport, and
+  a :class:`Renderer` that turns events into whole frames for it;
+* **farewell** — the last frame for each way a session ends, and a graceful close
+  (:meth:`Member.linger`);
+* **stop** — the server's stop scope and stopping flag.
+
+The service does the rest the same way for every member: the directory, the hub
+subscriptions, the fan-out into the outbox, the flow-control rules and the goodbyes.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Sequence
+from typing import ClassVar, Literal, TypeAlias
+
+import trio
+
+from ..._sansio import chat as proto
+from ..._transport.outbox import Outbox
+
+__all__ = ["EndReason", "Member", "Renderer"]
+
+#: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
+#: the member's socket stopped draining, or its connection failed.
+EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken"]
+
+
+class Renderer(abc.ABC):
+    """How events look on one transport, as whole frames for its outbox.
+
+    A renderer is stateless and shared by every member of its transport, so a room's
+    batch is rendered once per transport, not once per member.
+    """
+
+    __slots__ = ()
+
+    #: Frames of this transport may be joined into one write (a byte stream).
+    joinable: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def frame(self, event: proto.Event, viewer: str) -> bytes:
+        """The frame ``viewer`` (a nick) receives for ``event``."""
+
+    def notice(self, text: str) -> bytes:
+        """The frame of a notice for one user."""
+        return self.frame(proto.Notice(text), "")
+
+    def shared(self, data: bytes) -> bytes | None:
+        """The frame every viewer receives for the encoded event ``data``, or None when
+        it depends on the viewer (a direct message). Cached: a room line is decoded and
+        rendered once, whoever reads it.
+
+        Raises:
+          ChatError: ``data`` is not an encoded event.
+        """
+        return _shared_frame(self, data)
+
+    def frames(self, batch: Sequence[bytes], viewer: str) -> tuple[list[bytes], bool]:
+        """The frames of a batch of encoded events, and whether every viewer sees them.
+
+        Undecodable events are left out (they come from a broker, not from a user).
+        """
+        frames: list[bytes] = []
+        everyone = True
+        for data in batch:
+            try:
+                frame = _shared_frame(self, data)
+                if frame is None:
+                    everyone = False
+                    frame = self.frame(proto.decode_event_untrusted(data), viewer)
+            except proto.ChatError:
+                continue
+            frames.append(frame)
+        return frames, everyone
+
+    def everyone(self, event: proto.Event) -> bool:
+        """Whether every viewer sees ``event`` alike (true but for direct messages)."""
+        return not isinstance(event, proto.Direct)
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_frame(renderer: Renderer, data: bytes) -> bytes | None:
+    event = proto.decode_event_untrusted(data)
+    if not renderer.everyone(event):
+        return None
+    return renderer.frame(event, "")
+
+
+class Member(abc.ABC):
+    """One user's connection, as the chat service sees it.
+
+    Attributes:
+      kind: the transport's name (``"tcp"``, ``"udp"``, ``"ws"``), for the directory.
+      renderer: how this transport shows events.
+      outbox: the member's output queue (see :mod:`triosock._transport.outbox`).
+      label: the peer's address, for log lines.
+      preferred_nick: the nick to ask the directory for on arrival (a UDP peer's
+        address), or None for a guest nick.
+      welcome: whether the session starts with a welcome notice.
+    """
+
+    kind: ClassVar[str]
+    renderer: ClassVar[Renderer]
+    welcome: ClassVar[bool] = True
+
+    outbox: Outbox
+    label: str
+    preferred_nick: str | None = None
+
+    @abc.abstractmethod
+    async def receive(self) -> Sequence[object]:
+        """The next burst of input, for :meth:`handle`; empty once the input has ended.
+
+        Raises:
+          trio.BrokenResourceError: the connection failed.
+        """
+
+    @abc.abstractmethod
+    def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
+        """Give one input item to the session's rules; return what they say to do."""
+
+    @abc.abstractmethod
+    def farewell(self, reason: EndReason, detail: str) -> bytes | None:
+        """The last frame for a session ending for ``reason``, if any."""
+
+    async def linger(self) -> None:
+        """After the farewell: close gracefully. Nothing to do by default."""
+        await trio.lowlevel.checkpoint()
+
+    @abc.abstractmethod
+    def stop_scope(self) -> trio.CancelScope:
+        """A scope the server cancels when it begins to stop."""
+
+    @property
+    @abc.abstractmethod
+    def stopping(self) -> bool:
+        """True once the server has begun to stop."""

@@ -1,0 +1,585 @@
+"""The chat service: TCP line users and UDP peers (and, through the same member
+interface, any other transport) in the same rooms, over a hub and a directory.
+
+The data path of one line: the member's session task reads a burst of input, the
+session's rules (:class:`~triosock._sansio.chat.ChatSession`) turn each item into
+effects, and the service carries them out: ``Publish`` puts the encoded event on the
+hub (``room:<name>``, or ``inbox:<session id>`` for a direct message). One fan-out task
+watches every member's subscriptions (a :class:`~triosock.ReadyQueue`) and, once per
+scheduler pass, renders each room batch once per transport and puts it into each
+member's outbox, which writes it at once when the socket has room. A member's own writer
+task only wakes for what the socket did not take.
+
+Flow control (the rules, with their defaults in :class:`ChatServer`):
+
+* **The sender is slowed, never the room.** Each session's input spends tokens of a rate
+  limit (``rate`` lines per second, ``burst`` at once); past it, the session stops
+  reading until the next token, so a paste waits in the sender's own socket, not in the
+  server. Subscriptions are bounded (``buffer`` events) and lossless: when one is full,
+  only because the fan-out has not run yet, the publishing session waits for that pass.
+* **A member is disconnected only when its own socket stops draining**: when its socket
+  has taken nothing for ``stall_timeout`` seconds while output waited, or when more than
+  ``max_backlog`` bytes wait for it (``policy="disconnect"``, the default). It is told
+  why, after the line its socket was in the middle of, if its socket takes the notice
+  within ``goodbye_timeout`` seconds. Publishers never wait for it. With the other
+  policies a member over ``max_backlog`` loses its oldest (``drop_oldest``) or newest
+  (``drop_newest``) lines, whole, and is told how many; or (``block``) makes the
+  publishers wait until it has caught up: lossless for everyone, at the pace of the
+  slowest reader.
+* **Whole lines, always.** Nothing is ever cancelled in the middle of a write: an outbox
+  writes only what the socket takes and finishes a started line before anything else.
+  ``/join``, ``/quit``, a stop or a disconnect never cuts a line; the goodbye follows
+  the lines already queued for the member.
+* **Order.** What a member is told (notices, replies to ``/who``) comes after every room
+  line already queued for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self, get_args
+
+import trio
+
+from ..._directory import Directory, InProcessDirectory
+from ..._hub import Hub, InProcessHub, Policy, ReadyQueue, Subscription
+from ..._sansio import chat as proto
+from ..._transport.outbox import OutboxStalled
+from ..._transport.tcp import TCPConnection
+from ..._transport.udp import UDPPeer
+from ._member import EndReason, Member, Renderer
+from ._tcp import TCPLineMember
+from ._udp import UDPDialectMember
+
+__all__ = ["ChatServer", "ChatStatistics"]
+
+LOGGER = logging.getLogger("triosock.chat")
+
+#: Lines per second a session may send on average, and at once.
+DEFAULT_RATE: Final = 50.0
+DEFAULT_BURST: Final = 100
+#: Bytes that may wait for a member's socket before its policy applies.
+DEFAULT_MAX_BACKLOG: Final = 256 * 1024
+#: Seconds a member's socket may take nothing while output waits for it.
+DEFAULT_STALL_TIMEOUT: Final = 30.0
+#: Seconds a disconnected member's socket gets to take the notice saying why.
+DEFAULT_GOODBYE_TIMEOUT: Final = 5.0
+#: The longest line, in bytes.
+DEFAULT_MAX_LINE_LENGTH: Final = 4096
+
+_Subscribing = contextlib.AbstractAsyncContextManager[Subscription[bytes]]
+_ENDED = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
+_GONE = (OutboxStalled, trio.BrokenResourceError)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatStatistics:
+    """A snapshot of a chat server's counters.
+
+    Attributes:
+      users: sessions connected now (of this server; the directory may know more).
+      sessions_total: sessions since the server was made.
+      lines_received: input items (lines, datagrams) received.
+      paced: input items that waited for the rate limit.
+      disconnected_slow: members disconnected because their socket stopped draining.
+      dropped: lines members lost to a ``drop_oldest`` / ``drop_newest`` policy.
+    """
+
+    users: int
+    sessions_total: int
+    lines_received: int
+    paced: int
+    disconnected_slow: int
+    dropped: int
+
+
+class _User:
+    """One session, as the service runs it."""
+
+    __slots__ = (
+        "blocked",
+        "core",
+        "detail",
+        "ending",
+        "left",
+        "member",
+        "missed",
+        "nursery",
+        "outbox",
+        "renderer",
+        "scope",
+        "subs",
+        "unblocked",
+    )
+
+    def __init__(self, member: Member, core: proto.ChatSession) -> None:
+        self.member = member
+        self.core = core
+        self.outbox = member.outbox
+        self.renderer: Renderer = member.renderer
+        self.subs: dict[str, tuple[_Subscribing, Subscription[bytes]]] = {}
+        self.scope = trio.CancelScope()  # the input side; cancelled to end the session
+        self.ending: EndReason | None = None
+        self.detail = ""
+        self.blocked = False  # policy "block": the fan-out leaves its queues alone
+        self.unblocked = trio.lowlevel.ParkingLot()
+        self.missed = 0  # lines dropped and not reported yet
+        self.left = False
+        self.nursery: trio.Nursery | None = None
+
+
+class ChatServer:
+    """Chat rooms shared by every transport's users, with flow control that slows a
+    sender and never the room.
+
+    Run the servers that call its handlers inside ``async with ChatServer(...) as chat:``,
+    which runs the fan-out task; a handler called outside raises :class:`RuntimeError`,
+    and leaving the block ends the sessions still running (they are told the server is
+    closing). See the module docstring for the rules.
+
+    Args:
+      hub: where events fan out; an :class:`~triosock.InProcessHub` by default.
+      directory: nicks, rooms and session ids; an :class:`~triosock.InProcessDirectory`
+        by default.
+      policy: what a member gets when more than ``max_backlog`` bytes wait for its socket:
+        ``"disconnect"`` (the default), ``"drop_oldest"``, ``"drop_newest"`` or
+        ``"block"`` (see the module docstring).
+      buffer: each subscription's queue, in events (a member's share between two fan-out
+        passes).
+      max_line_length: the longest line (or datagram) a user may send, in bytes; longer
+        ones are refused with a notice.
+      rate: lines per second a session may send on average; None for no limit.
+      burst: lines a session may send at once.
+      max_backlog: bytes that may wait for one member's socket.
+      stall_timeout: seconds a member's socket may take nothing while output waits
+        before the member is disconnected; None never disconnects for that.
+      goodbye_timeout: seconds a disconnected member's socket gets to take the notice.
+    """
+
+    def __init__(
+        self,
+        hub: Hub[bytes] | None = None,
+        directory: Directory | None = None,
+        *,
+        policy: Policy = "disconnect",
+        buffer: int = 256,
+        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
+        rate: float | None = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
+        max_backlog: int = DEFAULT_MAX_BACKLOG,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        goodbye_timeout: float = DEFAULT_GOODBYE_TIMEOUT,
+    ) -> None:
+        if policy not in get_args(Policy):
+            raise ValueError(f"unknown policy {policy!r}; expected one of {get_args(Policy)}")
+        if buffer < 1:
+            raise ValueError(f"buffer must be at least 1 event, not {buffer}")
+        if max_line_length < 1:
+            raise ValueError(f"max_line_length must be at least 1 byte, not {max_line_length}")
+        if rate is not None and not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number of lines per second: {rate}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1 line, not {burst}")
+        if max_backlog < 1:
+            raise ValueError(f"max_backlog must be at least 1 byte, not {max_backlog}")
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be a positive number of seconds: {stall_timeout}")
+        if not goodbye_timeout >= 0:
+            raise ValueError(f"goodbye_timeout must not be negative: {goodbye_timeout}")
+        self.hub: Hub[bytes] = hub if hub is not None else InProcessHub()
+        self.directory: Directory = directory if directory is not None else InProcessDirectory()
+        self.policy: Policy = policy
+        self.buffer = buffer
+        self.max_line_length = max_line_length
+        self.rate = rate
+        self.burst = burst
+        self.max_backlog = max_backlog
+        self.stall_timeout = stall_timeout
+        self.goodbye_timeout = goodbye_timeout
+        self._ready: ReadyQueue[bytes] | None = None
+        self._subs: dict[Subscription[bytes], _User] = {}
+        self._users: dict[str, _User] = {}
+        self._running: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._sessions_total = 0
+        self._lines_received = 0
+        self._paced = 0
+        self._disconnected_slow = 0
+        self._dropped = 0
+
+    # -- running -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._running is not None:
+            raise RuntimeError("this ChatServer is running already")
+        running = self._run_fan_out()
+        await running.__aenter__()
+        self._running = running
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool | None:
+        running, self._running = self._running, None
+        assert running is not None
+        return await running.__aexit__(exc_type, exc_value, traceback)
+
+    @contextlib.asynccontextmanager
+    async def _run_fan_out(self) -> AsyncIterator[None]:
+        ready: ReadyQueue[bytes] = ReadyQueue()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fan_out, ready)
+            self._ready = ready
+            try:
+                yield
+            finally:
+                self._ready = None
+                for user in list(self._users.values()):  # nobody feeds them any more
+                    self._end(user, "stopping")
+                nursery.cancel_scope.cancel()
+
+    async def _fan_out(self, ready: ReadyQueue[bytes]) -> None:
+        """Put what each watched subscription got into its member's outbox, every pass."""
+        subs = self._subs
+        while True:
+            # Members of a room mostly get the same batch: render it once per transport.
+            shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] = {}
+            for sub in await ready.wait():
+                user = subs.get(sub)
+                if user is None or user.blocked:
+                    continue  # gone, or "block" policy: its writer collects when it can
+                try:
+                    batch = sub.drain_nowait()
+                except _ENDED:
+                    self._end(user, "stopping")  # the hub was closed under us
+                    continue
+                if batch:
+                    self._deliver(user, batch, shared)
+
+    def _deliver(
+        self,
+        user: _User,
+        batch: list[bytes],
+        shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] | None,
+    ) -> None:
+        """Render ``batch`` for ``user`` and put it into its outbox; apply the bound."""
+        renderer, outbox = user.renderer, user.outbox
+        if self.policy == "drop_newest" and outbox.queued >= self.max_backlog:
+            user.missed += len(batch)
+            self._dropped += len(batch)
+            return
+        if user.missed and not outbox.frames:  # caught up: say what it lost
+            self._report_missed(user)
+        hit = shared.get(renderer) if shared is not None else None
+        if hit is not None and hit[0] == batch:
+            frames, joined = hit[1], hit[2]
+        else:
+            frames, everyone = renderer.frames(batch, user.core.nick)
+            joined = b"".join(frames) if renderer.joinable else b""
+            if everyone and shared is not None:
+                shared[renderer] = (batch, frames, joined)
+        if renderer.joinable:
+            if joined:
+                outbox.put(joined, len(frames))
+        else:
+            for frame in frames:
+                outbox.put(frame)
+        if outbox.queued > self.max_backlog:
+            self._over_backlog(user)
+
+    def _over_backlog(self, user: _User) -> None:
+        outbox = user.outbox
+        match self.policy:
+            case "disconnect":
+                self._disconnect(
+                    user,
+                    f"{outbox.queued} bytes were waiting for it, over the limit of "
+                    f"{self.max_backlog}",
+                )
+            case "drop_oldest":
+                lost = outbox.drop_oldest(self.max_backlog)
+                user.missed += lost
+                self._dropped += lost
+            case "block":
+                user.blocked = True
+            case "drop_newest":
+                pass  # the next batch is not queued
+
+    def _report_missed(self, user: _User) -> None:
+        notice = user.renderer.notice(f"{user.missed} messages dropped: you fell behind")
+        user.outbox.put(notice, 0)
+        user.missed = 0
+
+    def _collect(self, user: _User) -> None:
+        """Put what ``user``'s subscriptions hold into its outbox now (for order)."""
+        for _, sub in list(user.subs.values()):
+            self._collect_one(user, sub)
+
+    def _collect_one(self, user: _User, sub: Subscription[bytes]) -> None:
+        try:
+            batch = sub.drain_nowait()
+        except _ENDED:
+            return
+        if batch:
+            self._deliver(user, batch, None)
+
+    def _unblock(self, user: _User) -> None:
+        user.blocked = False
+        self._collect(user)
+        user.unblocked.unpark_all()
+
+    # -- ending sessions -----------------------------------------------------------------
+
+    def _end(self, user: _User, reason: EndReason, detail: str = "") -> None:
+        """End ``user``'s session for ``reason`` (the first reason given wins)."""
+        if user.ending is None:
+            user.ending = reason
+            user.detail = detail
+        user.scope.cancel()
+
+    def _disconnect(self, user: _User, why: str) -> None:
+        if user.ending is not None:
+            return
+        LOGGER.warning(
+            "disconnecting %s (%s %s): %s",
+            user.core.nick,
+            user.member.kind,
+            user.member.label,
+            why,
+        )
+        self._disconnected_slow += 1
+        self._end(user, "slow", f"your connection stopped taking what was sent to you ({why})")
+
+    # -- the directory, as the API sees it -----------------------------------------------
+
+    async def users(self, room: str | None = None) -> list[str]:
+        """The nicks present (in ``room``, if given), sorted: the directory's view."""
+        return await self.directory.nicks(room)
+
+    async def rooms(self) -> dict[str, int]:
+        """Room name -> number of users, for rooms with anyone in them."""
+        return await self.directory.rooms()
+
+    def statistics(self) -> ChatStatistics:
+        """A snapshot of this server's counters."""
+        return ChatStatistics(
+            users=len(self._users),
+            sessions_total=self._sessions_total,
+            lines_received=self._lines_received,
+            paced=self._paced,
+            disconnected_slow=self._disconnected_slow,
+            dropped=self._dropped,
+        )
+
+    # -- the handlers --------------------------------------------------------------------
+
+    async def serve_tcp_client(self, conn: TCPConnection) -> None:
+        """The ``serve_tcp`` handler: one chat user per connection, speaking lines."""
+        await self.serve_member(TCPLineMember(conn, self.max_line_length))
+
+    async def serve_udp_peer(self, peer: UDPPeer) -> None:
+        """The ``serve_udp`` handler: one chat user per peer address, tutorial dialect."""
+        await self.serve_member(UDPDialectMember(peer))
+
+    async def serve_member(self, member: Member) -> None:
+        """Run one user's session over any member adapter until it ends."""
+        if self._ready is None:
+            raise RuntimeError(
+                "this ChatServer is not running: serve its handlers inside `async with chat:`"
+            )
+        presence = await self.directory.register(member.kind, member.preferred_nick)
+        core = proto.ChatSession(
+            presence,
+            max_line_length=self.max_line_length,
+            rate=self.rate,
+            burst=self.burst,
+            now=trio.current_time(),
+        )
+        user = _User(member, core)
+        self._users[core.session] = user
+        self._sessions_total += 1
+        LOGGER.info("%s joined (%s %s)", core.nick, member.kind, member.label)
+        try:
+            async with trio.open_nursery() as nursery:
+                user.nursery = nursery
+                nursery.start_soon(self._write_loop, user)
+                await self._subscribe(user, core.inbox)
+                await self._subscribe(user, core.topic)
+                with user.scope, member.stop_scope():
+                    await self._run(user, core.start(welcome=member.welcome))
+                    await self._read(user)
+                # Stop the writer between two writes (it never tears one): from here on
+                # the outbox is this task's.
+                nursery.cancel_scope.cancel()
+            await self._finish(user)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self._leave(user)
+                for topic in list(user.subs):
+                    await self._unsubscribe(user, topic)
+            del self._users[core.session]
+
+    async def _read(self, user: _User) -> None:
+        """Carry out the member's input until it ends (or the session is ended)."""
+        member, core, hub = user.member, user.core, self.hub
+        handle = member.handle
+        while True:
+            try:
+                burst = await member.receive()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._end(user, "broken")
+                return
+            if not burst:
+                self._end(user, "eof")
+                return
+            self._lines_received += len(burst)
+            for item in burst:
+                effects = handle(core, item, trio.current_time())
+                if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
+                    data = proto.encode_event(effects[0].event)
+                    try:
+                        hub.publish(effects[0].topic, data)
+                    except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
+                        await hub.publish_wait(effects[0].topic, data)
+                elif effects and await self._run(user, effects):
+                    self._end(user, "quit")
+                    return
+
+    async def _run(self, user: _User, effects: list[proto.Effect]) -> bool:
+        """Carry out ``effects`` in order; True when one of them closes the session."""
+        core, directory = user.core, self.directory
+        pending = deque(effects)
+        while pending:
+            effect = pending.popleft()
+            answer: list[proto.Effect] = []
+            match effect:
+                case proto.Publish(topic, event):
+                    await self._publish(topic, event)
+                case proto.Tell(text):
+                    self._collect(user)  # after what is queued for the user already
+                    user.outbox.put(user.renderer.notice(text), 0)  # a notice: never dropped
+                case proto.Pause(seconds):
+                    self._paced += 1
+                    await trio.sleep(seconds)
+                case proto.Rename(nick):
+                    answer = core.renamed(nick, await directory.rename(core.session, nick))
+                case proto.Move(room):
+                    await self._move(user, room)
+                    answer = core.moved(room)
+                case proto.Lookup(nick):
+                    answer = core.found(effect, await directory.lookup(nick))
+                case proto.ListUsers(room):
+                    answer = core.listed_users(room, await directory.nicks(room))
+                case proto.ListRooms():
+                    answer = core.listed_rooms(await directory.rooms())
+                case proto.Close():
+                    return True
+            pending.extendleft(reversed(answer))
+        return False
+
+    async def _publish(self, topic: str, event: proto.Event) -> None:
+        data = proto.encode_event(event)
+        try:
+            self.hub.publish(topic, data)
+        except trio.WouldBlock:
+            await self.hub.publish_wait(topic, data)
+
+    async def _move(self, user: _User, room: str) -> None:
+        """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
+        room's subscription with what it still holds delivered."""
+        old = user.core.topic
+        await self._subscribe(user, proto.room_topic(room))
+        await self.directory.move(user.core.session, room)
+        await self._unsubscribe(user, old)
+
+    async def _subscribe(self, user: _User, topic: str) -> None:
+        subscribing = self.hub.subscribe(topic, buffer=self.buffer, policy="block")
+        sub = await subscribing.__aenter__()
+        user.subs[topic] = (subscribing, sub)
+        self._subs[sub] = user
+        ready = self._ready
+        if ready is not None and ready.supports(sub):
+            ready.watch(sub)
+        else:  # a hub without in-process subscriptions: a task of its own feeds it
+            assert user.nursery is not None
+            user.nursery.start_soon(self._pump, user, sub)
+
+    async def _pump(self, user: _User, sub: Subscription[bytes]) -> None:
+        while True:
+            while user.blocked:
+                await user.unblocked.park()
+            try:
+                batch = [await sub.receive()]
+                batch += sub.drain_nowait()
+            except _ENDED:
+                return
+            if self._subs.get(sub) is user:
+                self._deliver(user, batch, None)
+
+    async def _unsubscribe(self, user: _User, topic: str) -> None:
+        subscribing, sub = user.subs.pop(topic)
+        sub.unsubscribe()
+        self._collect_one(user, sub)
+        self._subs.pop(sub, None)
+        await subscribing.__aexit__(None, None, None)
+
+    async def _write_loop(self, user: _User) -> None:
+        """Write what the socket did not take at once; the stall rule lives here."""
+        outbox, low = user.outbox, self.max_backlog // 2
+        try:
+            while True:
+                await outbox.wait_queued()
+                while outbox.frames or outbox.error is not None:
+                    await outbox.write_some(stall_timeout=self.stall_timeout)
+                    if user.blocked and outbox.queued <= low:
+                        self._unblock(user)
+                    if user.missed and not outbox.frames:
+                        self._report_missed(user)
+        except OutboxStalled as exc:
+            self._disconnect(
+                user, f"it took nothing for {exc.seconds:.0f} s with {exc.queued} bytes waiting"
+            )
+        except trio.BrokenResourceError:
+            self._end(user, "broken")
+
+    async def _finish(self, user: _User) -> None:
+        """The end of a session: what was queued, then the farewell, then the close."""
+        member, outbox = user.member, user.outbox
+        reason: EndReason = user.ending or ("stopping" if member.stopping else "eof")
+        user.ending = reason
+        for topic in list(user.subs):  # first, so that it does not see its own leaving
+            await self._unsubscribe(user, topic)
+        await self._leave(user)
+        if reason == "broken" or outbox.error is not None:
+            return
+        stall_timeout, deadline = self.stall_timeout, math.inf
+        if reason == "slow":
+            outbox.drop_waiting()  # what it could not take; the line under way is finished
+            stall_timeout, deadline = None, trio.current_time() + self.goodbye_timeout
+        farewell = member.farewell(reason, user.detail)
+        if farewell:
+            outbox.put(farewell)
+        with trio.move_on_at(deadline), contextlib.suppress(*_GONE):
+            await outbox.flush(stall_timeout=stall_timeout)
+            await member.linger()
+
+    async def _leave(self, user: _User) -> None:
+        """Tell the room and the directory that ``user`` is gone. Idempotent."""
+        if user.left:
+            return
+        user.left = True
+        core = user.core
+        await self.directory.unregister(core.session)
+        for effect in core.leave():
+            assert isinstance(effect, proto.Publish)
+            with contextlib.suppress(trio.ClosedResourceError):
+                await self._publish(effect.topic, effect.event)
+        LOGGER.info("%s left (%s)", core.nick, user.ending or "cancelled")

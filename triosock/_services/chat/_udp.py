@@ -1,0 +1,77 @@
+"""The UDP dialect member: the tutorial's UDP group chat (``nc -u``, ``socat``).
+
+Each datagram is one input item (``^hb^`` a heartbeat, ``quit`` a goodbye, anything
+else said in the room). Each event reaches the peer as one datagram ending in LF; a UDP
+peer's own room messages come back to UDP peers as the dialect's acknowledgement
+``[ip:port] text``. The last datagram is ``Bye!`` on ``quit`` and when the server stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import trio
+
+from ..._sansio import chat as proto
+from ..._transport.outbox import DatagramSink, Outbox
+from ..._transport.udp import UDPPeer
+from ._member import EndReason, Member, Renderer
+
+__all__ = ["UDPDialectMember", "UDPRenderer"]
+
+
+class UDPRenderer(Renderer):
+    """One datagram per event: the TCP line, or the ack form for a UDP peer's message."""
+
+    __slots__ = ()
+    joinable = False
+
+    def frame(self, event: proto.Event, viewer: str) -> bytes:
+        if isinstance(event, proto.Message) and ":" in event.sender:
+            host, _, port = event.sender.rpartition(":")
+            if port.isdigit():
+                return proto.udp_ack_line(host.strip("[]"), int(port), event.text) + b"\n"
+        return proto.render_line(event, viewer=viewer or None) + b"\n"
+
+
+_RENDERER = UDPRenderer()
+_BYE = proto.BYE + b"\n"
+
+
+class UDPDialectMember(Member):
+    """A chat user at one UDP peer address, speaking the tutorial dialect."""
+
+    kind = "udp"
+    renderer = _RENDERER
+    welcome = False
+
+    def __init__(self, peer: UDPPeer) -> None:
+        self.peer = peer
+        self.label = peer.peer
+        self.preferred_nick = peer.peer  # named by its address, which no user can take
+        self.outbox = Outbox(DatagramSink(peer))
+
+    async def receive(self) -> Sequence[object]:
+        try:
+            burst = [await self.peer.receive()]
+        except trio.EndOfChannel:
+            return ()
+        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+            while True:
+                burst.append(self.peer.receive_nowait())
+        return burst
+
+    def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
+        assert isinstance(item, bytes)
+        return session.receive_datagram(item, now)
+
+    def farewell(self, reason: EndReason, detail: str) -> bytes | None:
+        return _BYE if reason in ("quit", "stopping") else None
+
+    def stop_scope(self) -> trio.CancelScope:
+        return self.peer.stop_scope()
+
+    @property
+    def stopping(self) -> bool:
+        return self.peer.stopping
