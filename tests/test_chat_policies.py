@@ -95,7 +95,7 @@ async def test_a_member_that_falls_behind_loses_whole_lines_and_is_told(
     assert len(kept) + stats.dropped == count
     notices = [line for line in behind.lines if line.endswith(b"you fell behind")]
     assert notices
-    told = sum(int(re.match(rb"-!- (\d+) messages dropped", n)[1]) for n in notices)  # type: ignore[index]
+    told = sum(int(n.split()[1]) for n in notices)  # "-!- N messages dropped: ..."
     assert told == stats.dropped
     if policy == "drop_newest":
         assert indices == list(range(len(kept)))  # what it kept is the oldest
@@ -260,3 +260,27 @@ async def test_a_hub_without_in_process_subscriptions_still_carries_the_chat(
             for member in (alice, bob):
                 member.close()
     assert "Traceback" not in caplog.text
+
+
+async def test_a_client_asking_for_answers_it_never_reads_is_dropped_whatever_the_policy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Telnet answers are never dropped (a drop policy keeps them), so a client that sends
+    # negotiation it never reads the answers to must hit a bound of its own.
+    caplog.set_level(logging.WARNING, logger="triosock.chat")
+    chat = ChatServer(policy="drop_oldest", max_backlog=16 * 1024, stall_timeout=None)
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _, _):
+            watcher = await LineSocket.connect(tcp.port)
+            await watcher.read_until(b"guest1 joined")
+            pest = await LineSocket.connect(tcp.port, rcvbuf=4096)
+            await watcher.read_until(b"guest2 joined")
+            with contextlib.suppress(OSError):  # until the server closes on it
+                for _ in range(100):  # ~6 MB of IAC DO ECHO at most: more than the kernel holds
+                    await pest.send(b"\xff\xfd\x01" * 20_000)
+            await watcher.read_until(b"* guest2 left #lobby")
+            await watcher.send(b"still fine\n")
+            assert await watcher.read_until(b"still fine") == b"[#lobby] guest1: still fine"
+            for member in (watcher, pest):
+                member.close()
+    assert re.search(r"disconnecting guest2 .*bytes of answers to it were waiting", caplog.text)

@@ -107,12 +107,15 @@ class Outbox:
         "_counts",
         "_error",
         "_frames",
+        "_in_flight",
         "_joinable",
         "_lot",
         "_nowait",
         "_offset",
         "_send_nowait",
         "_sink",
+        "_writing",
+        "control",
         "queued",
         "waiting_since",
         "written",
@@ -126,10 +129,17 @@ class Outbox:
         self._frames: deque[bytes] = deque()
         self._counts: deque[int] = deque()  # how many messages (lines) each frame holds
         self._offset = 0  # bytes of the head frame written already
+        # The writer task is waiting for the socket or in a batch write: puts only queue,
+        # and the first _in_flight frames (a batch being written) are not to be dropped.
+        self._writing = False
+        self._in_flight = 0
         self._error: BaseException | None = None
         self._lot = trio.lowlevel.ParkingLot()
         #: Bytes waiting for the socket.
         self.queued = 0
+        #: Of those, the bytes of frames that hold no message (``count`` 0), which the drop
+        #: methods keep; counted until their frame is written whole.
+        self.control = 0
         #: When the socket last took anything while output waited (trio time); only
         #: meaningful while :attr:`queued` is non-zero.
         self.waiting_since = 0.0
@@ -158,16 +168,14 @@ class Outbox:
         """
         if self._error is not None:
             return
-        if not self._frames and self._nowait:
+        if not self._frames and self._nowait and not self._writing:
             try:
                 sent = self._send_nowait(frame)
-            except (
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                trio.BusyResourceError,
-            ) as exc:
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._fail(exc)
                 return
+            except trio.BusyResourceError:  # somebody else is writing: queue it after them
+                sent = 0
             if sent == len(frame):
                 self.written += count
                 return
@@ -175,6 +183,8 @@ class Outbox:
             self._counts.append(count)
             self._offset = sent
             self.queued = len(frame) - sent
+            if not count:
+                self.control = len(frame)
             self.waiting_since = trio.current_time()
             self._lot.unpark_all()
             return
@@ -183,6 +193,8 @@ class Outbox:
         self._frames.append(frame)
         self._counts.append(count)
         self.queued += len(frame)
+        if not count:
+            self.control += len(frame)
         if len(self._frames) == 1:
             self._lot.unpark_all()
 
@@ -192,6 +204,7 @@ class Outbox:
         self._counts.clear()
         self._offset = 0
         self.queued = 0
+        self.control = 0
         self._lot.unpark_all()
 
     # -- dropping ----------------------------------------------------------------------
@@ -199,8 +212,9 @@ class Outbox:
     def drop_waiting(self) -> int:
         """Drop every message frame not begun yet; return how many messages they held.
 
-        The head frame, if partly written, stays: it must be finished first. So do frames
-        that hold no message (``count`` 0: notices, protocol replies).
+        The head frame, if partly written, stays: it must be finished first; so does a batch
+        that a sink without ``send_nowait`` is writing, and so do frames that hold no
+        message (``count`` 0: notices, protocol replies).
         """
         return self._drop_until(0)
 
@@ -217,7 +231,7 @@ class Outbox:
         if queued <= limit:
             return 0
         frames, counts = self._frames, self._counts
-        start = 1 if self._offset else 0
+        start = max(1 if self._offset else 0, self._in_flight)
         kept_frames = deque(itertools.islice(frames, start))
         kept_counts = deque(itertools.islice(counts, start))
         dropped = 0
@@ -252,7 +266,10 @@ class Outbox:
                     data = memoryview(frames[0])[self._offset :]
                 else:
                     data = frames[0]
-                sent = send(data)
+                try:
+                    sent = send(data)
+                except trio.BusyResourceError:
+                    return False  # somebody else is writing; the writer task comes back
                 if not sent:
                     return False
                 self.waiting_since = trio.current_time()
@@ -284,8 +301,12 @@ class Outbox:
         self.queued -= sent
         done = self._offset + sent
         while frames and done >= len(frames[0]):
-            done -= len(frames.popleft())
-            self.written += counts.popleft()
+            frame = frames.popleft()
+            done -= len(frame)
+            count = counts.popleft()
+            self.written += count
+            if not count:
+                self.control -= len(frame)
         self._offset = done
 
     async def wait_queued(self) -> None:
@@ -312,33 +333,66 @@ class Outbox:
         if not self._frames:
             await trio.lowlevel.checkpoint()
             return
-        deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
         if self._nowait:
-            with trio.move_on_at(deadline) as scope:
-                await self._sink.wait_writable()
+            # First what the socket takes now: a peer that drained since the last write
+            # has not stalled, however long ago that write was.
+            if self.write_nowait():
+                await trio.lowlevel.checkpoint()
+                return
+            deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
+            self._writing = True
+            try:
+                with trio.move_on_at(deadline) as scope:
+                    await self._sink.wait_writable()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._fail(exc)
+            finally:
+                self._writing = False
+            self._raise_error()
             if scope.cancelled_caught:
                 self._stalled()
             self.write_nowait()
         else:
+            deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
             await self._send_batch(deadline)
         self._raise_error()
 
     async def _send_batch(self, deadline: float) -> None:
         """For a sink that cannot write without waiting: one batch, never cut short."""
-        data = self._joined() if self._joinable else self._frames[0]
+        if self._joinable:
+            data = self._joined()
+            batch = len(self._frames) if len(data) == self.queued else self._frames_in(len(data))
+        else:
+            data, batch = self._frames[0], 1
+        self._writing, self._in_flight = True, batch
         # Shielded, so that cancelling the writer never tears a frame; bounded by the
-        # stall deadline all the same (after which the peer is gone anyway).
-        with trio.CancelScope(deadline=deadline, shield=True) as scope:
-            try:
+        # stall deadline all the same, after which the stream is given up: it may hold
+        # part of the batch.
+        try:
+            with trio.CancelScope(deadline=deadline, shield=True) as scope:
                 await self._sink.send(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._fail(exc)
-                return
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(exc)
+            return
+        finally:
+            self._writing, self._in_flight = False, 0
         if scope.cancelled_caught:
-            self._stalled()
+            stalled = OutboxStalled(self.queued, trio.current_time() - self.waiting_since)
+            self._fail(stalled)
+            raise stalled
         self.waiting_since = trio.current_time()
         self._consume(len(data))
         await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _frames_in(self, size: int) -> int:
+        """How many frames from the head make up the first ``size`` unwritten bytes."""
+        total, count = -self._offset, 0
+        for frame in self._frames:
+            if total >= size:
+                break
+            total += len(frame)
+            count += 1
+        return count
 
     def _stalled(self) -> None:
         raise OutboxStalled(self.queued, trio.current_time() - self.waiting_since)

@@ -242,7 +242,7 @@ class ChatSession:
             case Heartbeat():
                 return []
             case UdpQuit():
-                return [_QUIT]
+                return self._pace(now, [_QUIT])
             case UdpText(text):
                 if not text.strip():
                     return []

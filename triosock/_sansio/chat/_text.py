@@ -81,7 +81,7 @@ def sanitize_text(text: str, *, max_length: int = MAX_TEXT_LENGTH) -> str:
 def apply_erasures(text: str) -> str:
     """The line as the user saw it: each BS or DEL erases the character before it.
 
-    An erasure at the start of the line erases nothing. ``"helo\\x7f\\x7flo"`` is
+    An erasure at the start of the line erases nothing. ``"helo\\x7flo"`` is
     ``"hello"``.
     """
     if "\x08" not in text and "\x7f" not in text:

@@ -118,8 +118,9 @@ class Member(abc.ABC):
     preferred_nick: str | None = None
 
     @abc.abstractmethod
-    async def receive(self) -> Sequence[object]:
-        """The next burst of input, for :meth:`handle`; empty once the input has ended.
+    async def receive(self) -> Sequence[object] | None:
+        """The next burst of input, for :meth:`handle` (maybe empty, when a read gave
+        nothing whole yet but the member put answers in its outbox); None at the end.
 
         Raises:
           trio.BrokenResourceError: the connection failed.

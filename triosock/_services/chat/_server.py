@@ -437,10 +437,18 @@ class ChatServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._end(user, "broken")
                 return
-            if not burst:
+            if burst is None:
                 self._end(user, "eof")
                 return
             self._lines_received += len(burst)
+            if user.outbox.control > self.max_backlog:
+                # Notices and telnet answers are never dropped, whatever the policy: one
+                # that asks for them faster than it reads must not grow without end.
+                self._disconnect(
+                    user,
+                    f"{user.outbox.control} bytes of answers to it were waiting, over the "
+                    f"limit of {self.max_backlog}",
+                )
             for item in burst:
                 effects = handle(core, item, trio.current_time())
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said

@@ -60,7 +60,7 @@ class TCPLineMember(Member):
         self._reader = proto.LineReader(max_line_length)
         self._ended = False
 
-    async def receive(self) -> Sequence[object]:
+    async def receive(self) -> Sequence[object] | None:
         reader = self._reader
         while not self._ended:
             data = await self.conn.receive_some(RECEIVE_SIZE)
@@ -71,10 +71,11 @@ class TCPLineMember(Member):
                 items = reader.feed_eof()
             replies = reader.take_replies()
             if replies:
-                self.outbox.put(replies, 0)
+                self.outbox.put(replies, 0)  # never dropped: the server bounds these
+                return items  # even if empty: the server looks at the outbox after each
             if items:
                 return items
-        return ()
+        return None
 
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
         if isinstance(item, bytes):

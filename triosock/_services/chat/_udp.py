@@ -52,11 +52,11 @@ class UDPDialectMember(Member):
         self.preferred_nick = peer.peer  # named by its address, which no user can take
         self.outbox = Outbox(DatagramSink(peer))
 
-    async def receive(self) -> Sequence[object]:
+    async def receive(self) -> Sequence[object] | None:
         try:
             burst = [await self.peer.receive()]
         except trio.EndOfChannel:
-            return ()
+            return None
         with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
             while True:
                 burst.append(self.peer.receive_nowait())
