@@ -22,7 +22,7 @@ from triosock._services.chat import ChatServer
 from triosock._services.chat._tcp import LINGER
 
 from .chattools import chat_servers, expect
-from .clitools import PYTHON, cli_server, line_process, need
+from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD, reset_on_close
 
 
@@ -321,3 +321,33 @@ async def test_a_chat_server_runs_its_fan_out_once_at_a_time() -> None:
                 pass  # pragma: no cover
     async with chat:  # and again after it stopped
         pass
+
+
+async def test_the_command_line_limits_reach_nc_users_and_bad_values_are_refused() -> None:
+    nc = need("nc")
+    with trio.fail_after(GUARD):
+        async with cli_server(
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--max-line-length", "10"]
+        ) as server:
+            port = server.port("chat (tcp)")
+            typed = b"short\n0123456789ab\n0123456789\n/quit\n"
+            result = await run([nc, "-N", "127.0.0.1", str(port)], stdin=typed)
+        assert result.stdout.splitlines()[2:] == [
+            b"[#lobby] guest1: short",
+            b"-!- line refused (12 bytes): lines may be at most 10 bytes",
+            b"[#lobby] guest1: 0123456789",
+            b"-!- bye",
+        ]
+        chat_serve = [PYTHON, "-m", "triosock", "chat", "serve", "--tcp", "127.0.0.1:0"]
+        for option, value, message in [
+            ("--rate", "0", b"must be positive"),
+            ("--rate", "fast", b"not a number"),
+            ("--stall-timeout", "-1", b"must be positive"),
+            ("--max-backlog", "0", b"must be at least 1"),
+            ("--max-line-length", "x", b"not a whole number"),
+            ("--burst", "0", b"must be at least 1"),
+        ]:
+            refused = await run([*chat_serve, option, value])
+            assert refused.returncode == 2
+            assert message in refused.stderr
+            assert b"Traceback" not in refused.stderr
