@@ -14,13 +14,17 @@ from triosock import ChatServer, TCPServer, UDPServer, serve_tcp, serve_udp
 
 @asynccontextmanager
 async def chat_servers(
-    chat: ChatServer, **udp_options: Any
+    chat: ChatServer, tcp_options: dict[str, Any] | None = None, **udp_options: Any
 ) -> AsyncIterator[tuple[TCPServer, UDPServer, trio.Nursery]]:
     """The chat over TCP and UDP on free loopback ports, for the body of the block."""
     async with chat, trio.open_nursery() as nursery:
         tcp: TCPServer = await nursery.start(
             lambda task_status: serve_tcp(
-                chat.serve_tcp_client, 0, grace_period=1, task_status=task_status
+                chat.serve_tcp_client,
+                0,
+                grace_period=1,
+                task_status=task_status,
+                **(tcp_options or {}),
             )
         )
         udp: UDPServer = await nursery.start(

@@ -326,8 +326,9 @@ async def test_a_chat_server_runs_its_fan_out_once_at_a_time() -> None:
 async def test_the_command_line_limits_reach_nc_users_and_bad_values_are_refused() -> None:
     nc = need("nc")
     with trio.fail_after(GUARD):
+        # An option before "serve" counts as well as one after it.
         async with cli_server(
-            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--max-line-length", "10"]
+            ["chat", "--max-line-length", "10", "serve", "--tcp", "127.0.0.1:0", "--udp", "none"]
         ) as server:
             port = server.port("chat (tcp)")
             typed = b"short\n0123456789ab\n0123456789\n/quit\n"
@@ -346,6 +347,11 @@ async def test_the_command_line_limits_reach_nc_users_and_bad_values_are_refused
             ("--max-backlog", "0", b"must be at least 1"),
             ("--max-line-length", "x", b"not a whole number"),
             ("--burst", "0", b"must be at least 1"),
+            ("--rate", "inf", b"must be a finite number"),
+            ("--grace", "-1", b"must not be negative"),
+            ("--grace", "nan", b"must be a finite number"),
+            ("--expiry-factor", "0.1", b"must be at least 1"),
+            ("--heartbeat", "inf", b"must be a finite number"),
         ]:
             refused = await run([*chat_serve, option, value])
             assert refused.returncode == 2

@@ -51,6 +51,7 @@ from triosock._sansio.chat import (
     validate_nick,
     validate_room,
 )
+from triosock._sansio.chat._lines import MAX_SUBNEGOTIATION
 from triosock._sansio.ratelimit import TokenBucket
 
 LOBBY = room_topic(DEFAULT_ROOM)
@@ -250,9 +251,14 @@ def test_quit_datagrams_close(data: bytes) -> None:
     assert make_session().receive_datagram(data, 0) == [Close("quit")]
 
 
-def test_other_datagrams_are_said_in_the_room() -> None:
+def test_other_datagrams_are_lines_commands_included() -> None:
     assert make_session().receive_datagram(b"hello\r\n", 0) == [said("hello")]
-    assert make_session().receive_datagram(b"/nick bob", 0) == [said("/nick bob")]  # no commands
+    assert make_session().receive_datagram(b"two\nlines\n", 0) == [said("two lines")]
+    # A /msg over UDP is a direct message, never said to the room by mistake.
+    assert make_session().receive_datagram(b"/msg bob psst\n", 0) == [Lookup("bob", "psst")]
+    assert make_session().receive_datagram(b"/nick bob", 0) == [Rename("bob")]
+    assert make_session().receive_datagram(b"/quit", 0) == [Close("quit")]
+    assert make_session().receive_datagram(b"//hb", 0) == [said("/hb")]
 
 
 def test_a_datagram_over_the_limit_is_refused_and_its_terminator_is_not_counted() -> None:
@@ -589,8 +595,11 @@ def test_a_line_limit_below_one_byte_is_refused() -> None:
         ),
         *(
             pytest.param(b"a" + IAC + c + b"b\n", [b"ab"], id=f"{c!r} ignored")
-            for c in (NOP, GA, DM, SE, b"a")
+            for c in (NOP, GA, DM, SE)
         ),
+        # 0xFF before a byte that is no telnet command: both are data (Latin-1 text, say).
+        pytest.param(b"a" + IAC + b"bc\n", [b"a\xffbc"], id="IAC then data"),
+        pytest.param(b"x" + IAC + b"\ny\n", [b"x\xff", b"y"], id="IAC then a line end"),
         pytest.param(b"a" + IAC + SB + TTYPE + b"\x00xterm" + IAC + SE + b"b\n", [b"ab"], id="SB"),
         pytest.param(
             b"a" + IAC + SB + IAC + IAC + b"no" + IAC + SE + b"b\n", [b"ab"], id="SB IAC IAC"
@@ -750,3 +759,13 @@ def test_an_erased_multibyte_character_leaves_no_replacement_character() -> None
 @given(text=st.text(max_size=30), char=st.characters(exclude_characters="\x08\x7f"))
 def test_a_typed_then_erased_character_changes_nothing(text: str, char: str) -> None:
     assert apply_erasures(text + char + "\x7f") == apply_erasures(text)
+
+
+def test_a_subnegotiation_ends_at_a_line_end_or_its_bound() -> None:
+    # Nothing agreed, so no real subnegotiation comes: Latin-1 "ÿú" (0xFF 0xFA) must not
+    # swallow the lines after it.
+    reader = LineReader(100)
+    text = "latin-1: ÿú end\nnext line\n/who\n".encode("latin-1")
+    assert reader.feed(text) == [b"latin-1: ", b"next line", b"/who"]
+    long = IAC + SB + b"x" * (MAX_SUBNEGOTIATION + 10) + b"\n"
+    assert reader.feed(long) == [b"x" * 10]

@@ -22,10 +22,11 @@ from triosock import (
     SubscriberStatistics,
     Subscription,
     TCPServer,
+    open_udp_channel,
     serve_tcp,
 )
 
-from .chattools import LineSocket, chat_servers
+from .chattools import LineSocket, chat_servers, expect
 from .conftest import GUARD
 from .test_chat_flow import CountingHub
 
@@ -284,3 +285,107 @@ async def test_a_client_asking_for_answers_it_never_reads_is_dropped_whatever_th
             for member in (watcher, pest):
                 member.close()
     assert re.search(r"disconnecting guest2 .*bytes of answers to it were waiting", caplog.text)
+
+
+async def test_a_sender_slowed_by_the_rate_limit_is_not_idle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The idle timeout counts silence from the user, not time the server keeps it waiting:
+    # one read of short lines takes the rate limit 20 s, four times the idle timeout.
+    chat = ChatServer()
+    count = 1000
+    with trio.fail_after(100 * count):
+        async with chat_servers(chat, tcp_options={"idle_timeout": 5}) as (tcp, _, _):
+            listener = await LineSocket.connect(tcp.port)
+            talker = await LineSocket.connect(tcp.port)
+            await listener.read_until(b"guest2 joined")
+            said = [b"short %d" % i for i in range(count)]
+
+            async def drain(member: LineSocket) -> None:
+                while not member.eof:
+                    await member.read_some()
+
+            async def keep_alive() -> None:  # empty lines: life, and nothing said
+                while True:
+                    await trio.sleep(3)
+                    await listener.send(b"\n")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_alive)
+                nursery.start_soon(drain, talker)
+                await talker.send(b"".join(line + b"\n" for line in said))
+                await listener.read_until(b"short %d" % (count - 1))
+                nursery.cancel_scope.cancel()
+            assert tcp.statistics().idle_timeouts == 0
+            assert chat.statistics().paced > 0
+            for member in (listener, talker):
+                member.close()
+    assert room_lines(listener, b"guest2") == said
+
+
+async def test_a_member_closed_while_the_room_waits_for_it_never_freezes_the_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Under "block" the room waits for a member that falls behind; closed then (here by
+    # the idle timeout), it must leave the hub at once, or nobody would get anything again.
+    chat = ChatServer(policy="block", max_backlog=16 * 1024, rate=None)
+    count = 8000  # ~4 MB: more than the kernel holds for the member that does not read
+    with trio.fail_after(100 * count):
+        async with chat_servers(chat, tcp_options={"idle_timeout": 5}) as (tcp, _, _):
+            silent, listener, talker = await three_members(tcp.port)
+
+            async def keep_alive(member: LineSocket) -> None:
+                while True:
+                    await trio.sleep(3)
+                    await member.send(b"\n")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_alive, listener)
+                nursery.start_soon(keep_alive, talker)
+                said = await talk_until(talker, listener, count, nursery=nursery)
+                assert b"* guest1 left #lobby" in listener.lines  # closed as idle...
+                late = await LineSocket.connect(tcp.port)
+                await late.send(b"after it\n")  # ...and the room goes on
+                assert await listener.read_until(b"after it") == b"[#lobby] guest4: after it"
+                nursery.cancel_scope.cancel()
+            assert tcp.statistics().idle_timeouts == 1
+            for member in (silent, listener, talker, late):
+                member.close()
+    assert room_lines(listener, b"guest3") == said
+
+
+async def test_a_udp_peer_can_use_the_commands_and_is_told_of_what_it_sent_too_fast() -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat, queue_size=16) as (tcp, udp, _):
+            alice = await LineSocket.connect(tcp.port)
+            await alice.send(b"/nick alice\n")
+            await alice.read_until(b"is now known as alice")
+            peer = await open_udp_channel("127.0.0.1", udp.port)
+            await peer.send(b"^hb^")
+            name = (await alice.read_until(b"joined #lobby")).split()[1]
+            await peer.send(b"/msg alice psst\n")
+            assert await alice.read_until(b"psst") == b"[dm from " + name + b"] psst"
+            await peer.send(b"/who")
+            assert (
+                await expect(peer, b"-!- in #lobby")
+                == b"-!- in #lobby: " + b", ".join(sorted([b"alice", name])) + b"\n"
+            )
+            # A burst the peer's queue (16) cannot hold: what was dropped is told.
+            for i in range(200):
+                await peer.send(b"burst %d" % i)
+            told = await expect(peer, b"datagrams dropped")
+            assert re.fullmatch(
+                rb"-!- \d+ datagrams dropped: you sent faster than the chat takes them "
+                rb"\(it queues 16\)\n",
+                told,
+            )
+            await peer.send(b"after the burst")
+            await alice.read_until(b"after the burst")
+            said = [line for line in alice.lines if b": burst " in line]
+            assert [line.rsplit(b" ", 1)[1] for line in said] == sorted(
+                (line.rsplit(b" ", 1)[1] for line in said), key=int
+            )
+            assert not any(b"psst" in line for line in alice.lines if line.startswith(b"[#"))
+            alice.close()
+            await peer.aclose()

@@ -6,7 +6,8 @@ Both transports use these, so the module sits just above trio and below the tran
 
 * :class:`IdleTimer` — a cancel scope whose deadline moves forward each time the peer
   shows life. Run the peer's work inside ``timer.scope``; ``timer.touch()`` on every
-  sign of life; when it fires, ``timer.expired`` is true.
+  sign of life; ``with timer.held():`` while the server itself keeps the peer waiting;
+  when it fires, ``timer.expired`` is true.
 * :func:`send_heartbeats` — a task that calls ``send()`` every ``interval`` seconds until
   cancelled.
 * :func:`expiry_after` — the expiry rule: a peer that heartbeats every ``interval`` is
@@ -17,8 +18,9 @@ Both transports use these, so the module sits just above trio and below the tran
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -74,6 +76,20 @@ class IdleTimer:
         """The peer showed life: push the deadline ``timeout`` seconds into the future."""
         if self._timeout != math.inf:
             self.scope.deadline = trio.current_time() + self._timeout
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Stop the clock for the body: the peer is not idle while *we* make it wait (a
+        server pacing a sender, or waiting for room to publish). On exit the clock
+        restarts from now, as after a :meth:`touch`."""
+        if self._timeout == math.inf:
+            yield
+            return
+        self.scope.deadline = math.inf
+        try:
+            yield
+        finally:
+            self.touch()
 
     @property
     def expired(self) -> bool:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from typing import get_args
+from typing import Any, get_args
 
 import trio
 
@@ -40,19 +41,42 @@ from ._common import (
 TCP_DEFAULT = ("127.0.0.1", 7070)
 UDP_DEFAULT = ("127.0.0.1", 7071)
 HEARTBEAT_DEFAULT = 5.0
+#: Datagrams queued per UDP peer: UDP cannot slow a sender, so room for a paste.
+UDP_QUEUE = 1024
 
 
 def _address_or_none(text: str) -> tuple[str, int] | None:
     return None if text.lower() == "none" else parse_hostport(text)
 
 
-def _positive(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _factor(text: str) -> float:
+    value = _number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
 
 
@@ -116,6 +140,7 @@ async def _chat_serve(args: argparse.Namespace) -> None:
                     port_u,
                     host=host_u,
                     peer_idle_timeout=expiry,
+                    queue_size=UDP_QUEUE,
                     grace_period=args.grace,
                     task_status=task_status,
                 )
@@ -211,39 +236,46 @@ async def _chat_join(args: argparse.Namespace) -> None:
 # -- the parser ------------------------------------------------------------------------
 
 
-def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """The serve options; without ``defaults`` (on ``chat serve``), an option left out
+    keeps what ``chat`` before it set: ``chat --rate 5 serve`` is ``chat serve --rate 5``."""
+    add = parser.add_argument
+    if not defaults:
+
+        def add(*names: str, **options: Any) -> argparse.Action:
+            options["default"] = argparse.SUPPRESS
+            return parser.add_argument(*names, **options)
+
+    add(
         "--tcp",
         type=_address_or_none,
         default=TCP_DEFAULT,
         metavar="HOST:PORT|none",
         help="where TCP line users connect (default 127.0.0.1:7070)",
     )
-    parser.add_argument(
+    add(
         "--udp",
         type=_address_or_none,
         default=UDP_DEFAULT,
         metavar="HOST:PORT|none",
         help="where UDP peers send datagrams (default 127.0.0.1:7071)",
     )
-    parser.add_argument(
+    add(
         "--policy",
         choices=get_args(Policy),
         default="disconnect",
         help="what a user gets when more than --max-backlog bytes wait for its socket "
         "(default disconnect; block: lossless, at the slowest reader's pace)",
     )
-    parser.add_argument(
-        "--buffer", type=_count, default=256, help="events queued per user per pass (256)"
-    )
-    parser.add_argument(
+    add("--buffer", type=_count, default=256, help="events queued per user per pass (256)")
+    add(
         "--max-line-length",
         type=_count,
         default=DEFAULT_MAX_LINE_LENGTH,
         metavar="BYTES",
         help=f"longer lines are refused with a notice ({DEFAULT_MAX_LINE_LENGTH})",
     )
-    parser.add_argument(
+    add(
         "--rate",
         type=_positive_or_none,
         default=DEFAULT_RATE,
@@ -251,21 +283,21 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         help=f"lines per second one user may send on average ({DEFAULT_RATE:g}); "
         "faster senders are slowed, not dropped",
     )
-    parser.add_argument(
+    add(
         "--burst",
         type=_count,
         default=DEFAULT_BURST,
         metavar="LINES",
         help=f"lines one user may send at once ({DEFAULT_BURST})",
     )
-    parser.add_argument(
+    add(
         "--max-backlog",
         type=_count,
         default=DEFAULT_MAX_BACKLOG,
         metavar="BYTES",
         help=f"bytes that may wait for one user's socket ({DEFAULT_MAX_BACKLOG})",
     )
-    parser.add_argument(
+    add(
         "--stall-timeout",
         type=_positive_or_none,
         default=DEFAULT_STALL_TIMEOUT,
@@ -273,22 +305,39 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         help="a user whose socket takes nothing this long while output waits is "
         f"disconnected ({DEFAULT_STALL_TIMEOUT:g})",
     )
-    parser.add_argument(
+    add(
         "--heartbeat",
         type=_positive,
         default=HEARTBEAT_DEFAULT,
         help=f"UDP heartbeat interval in seconds ({HEARTBEAT_DEFAULT:g})",
     )
-    parser.add_argument(
+    add(
         "--expiry-factor",
-        type=_positive,
+        type=_factor,
         default=2.0,
         help="UDP peers expire after this many heartbeat intervals of silence (2)",
     )
-    parser.add_argument("--max-connections", type=_count, default=None)
-    parser.add_argument("--idle-timeout", type=_positive, default=None)
-    parser.add_argument(
-        "--grace", type=float, default=5.0, help="seconds to say goodbye on stop (5)"
+    add(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="TCP users served at once; the next wait in the listen backlog (no limit)",
+    )
+    add(
+        "--idle-timeout",
+        type=_positive_or_none,
+        default=None,
+        metavar="SECONDS|none",
+        help="close a TCP user that sends nothing this long (none); time the server "
+        "keeps a user waiting (the rate limit) does not count",
+    )
+    add(
+        "--grace",
+        type=_not_negative,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds to say goodbye on stop (5)",
     )
 
 
@@ -300,7 +349,7 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     chat.set_defaults(run=_chat_serve)
     actions = chat.add_subparsers(dest="action", metavar="ACTION")
     serve = actions.add_parser("serve", help="run the chat server")
-    _add_serve_options(serve)
+    _add_serve_options(serve, defaults=False)
     serve.set_defaults(run=_chat_serve)
     join = actions.add_parser("join", help="an interactive client: stdin lines in, room lines out")
     join.add_argument("address", type=parse_hostport, metavar="HOST:PORT")

@@ -173,6 +173,11 @@ class TCPConnection(trio.abc.HalfCloseableStream):
         """Count this as life from the peer: push the idle deadline forward."""
         self._idle.touch()
 
+    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
+        """Stop the idle clock for the body (the server, not the peer, is waiting: a rate
+        limit, a full queue); it restarts from the end of the block."""
+        return self._idle.held()
+
     @property
     def peer(self) -> str:
         """The remote address as text, ``host:port``."""

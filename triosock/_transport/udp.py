@@ -25,6 +25,7 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 from collections import OrderedDict
@@ -122,6 +123,10 @@ class UDPPeer(trio.abc.Channel[bytes]):
         """Count this as life from the peer (the server does it for every datagram)."""
         if self._idle is not None:
             self._idle.touch()
+
+    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
+        """Stop the peer's idle clock for the body; it restarts from the end of the block."""
+        return self._idle.held() if self._idle is not None else contextlib.nullcontext()
 
     async def receive(self) -> bytes:
         return await self._queue.receive()

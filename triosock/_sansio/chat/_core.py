@@ -32,6 +32,8 @@ Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names
 * **One line limit.** A line (or UDP datagram, or WebSocket message) longer than
   ``max_line_length`` bytes, not counting its terminator, is refused with a notice that
   names the limit; the session goes on. Nothing is ever cut short.
+* **UDP.** ``^hb^`` and ``quit`` are the dialect's (see :mod:`._udp`); any other datagram
+  is a line, commands included.
 * **Rate limit.** Every line and datagram except empty lines and heartbeats spends a token
   of the session's bucket (``rate`` per second, ``burst`` at once); when the bucket is
   empty the effects start with a :class:`Pause`, so the sender is slowed (its reading
@@ -68,7 +70,7 @@ from ._errors import ChatError
 from ._events import Action, Direct, Event, Joined, Left, Message, NickChanged
 from ._names import nick_key, validate_nick, validate_room
 from ._text import sanitize_text
-from ._udp import Heartbeat, UdpQuit, UdpText, classify_datagram_untrusted
+from ._udp import Heartbeat, UdpQuit, classify_datagram_untrusted
 
 __all__ = [
     "ChatSession",
@@ -235,19 +237,17 @@ class ChatSession:
         return self._pace(now, [self._refuse(size)])
 
     def receive_datagram(self, data: bytes, now: float) -> list[Effect]:
-        """A datagram of the UDP dialect."""
-        if len(data) > self.max_line_length and len(data.rstrip()) > self.max_line_length:
-            return self._pace(now, [self._refuse(len(data.rstrip()))])
+        """A datagram of the UDP dialect: a heartbeat, ``quit``, or a line as on TCP.
+
+        Anything but the dialect's two words is one line without its terminator, so a UDP
+        peer has the commands too (a ``/msg`` is never said to the room by mistake).
+        """
         match classify_datagram_untrusted(data):
             case Heartbeat():
                 return []
             case UdpQuit():
                 return self._pace(now, [_QUIT])
-            case UdpText(text):
-                if not text.strip():
-                    return []
-                return self._pace(now, [Publish(self.topic, Message(self.room, self.nick, text))])
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.receive_line(data.rstrip(b"\r\n"), now)
 
     def _command(self, command: object) -> list[Effect]:
         match command:

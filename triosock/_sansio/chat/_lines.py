@@ -11,13 +11,17 @@
   ``WONT``/``DONT`` need no answer, RFC 1143), which keeps a telnet client in its
   plain NVT mode: ``mode character`` falls back to sending whole lines, and the
   ``DO TIMING-MARK`` that telnet sends after Ctrl-C is answered, so its screen does
-  not freeze waiting for one; subnegotiations (``IAC SB ... IAC SE``) are skipped;
+  not freeze waiting for one; subnegotiations (``IAC SB ... IAC SE``) are skipped, and
+  since a server that agrees to no option never gets a real one, a subnegotiation also
+  ends at a line end or after :data:`MAX_SUBNEGOTIATION` bytes (so that Latin-1 text
+  with ``ÿú``, 0xFF 0xFA, costs at most the rest of its line);
   ``IAC EC`` (erase character) becomes DEL in the line, which the command parser
   applies as an erasure; ``IAC EL`` (erase line) and the abort commands ``IAC IP``,
   ``IAC AO`` and ``IAC BRK`` throw the line typed so far away; ``IAC AYT`` (are you
-  there?) gives an :class:`AreYouThere` item; every other command is ignored. The
+  there?) gives an :class:`AreYouThere` item; every other command is ignored. 0xFF
+  followed by a byte that is no telnet command (below 240) is data, both bytes kept. The
   answers to send are taken with :meth:`LineReader.take_replies`. A client that is not
-  telnet never sends 0xFF in text (it is not valid UTF-8), so nothing else changes.
+  telnet sends 0xFF only in text that is not UTF-8 (the parser replaces it anyway).
 * **The limit.** A line longer than ``max_line_length`` bytes (terminator not counted)
   is refused whole: it gives an :class:`Overlong` item with its size, and the reader
   goes on with the next line. The buffer never holds more than the limit.
@@ -36,6 +40,10 @@ _CR, _LF, _NUL = 13, 10, 0
 
 _DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
 _SPECIAL = re.compile(rb"[\r\n\xff]")
+_SUB_END = re.compile(rb"[\r\n\xff]")
+
+#: The longest subnegotiation skipped before its bytes count as data again.
+MAX_SUBNEGOTIATION = 256
 _ANSWERS = {DO: WONT, WILL: DONT}
 
 
@@ -64,6 +72,7 @@ class LineReader:
         "_overlong",
         "_replies",
         "_state",
+        "_sub_length",
         "_verb",
         "max_line_length",
     )
@@ -77,6 +86,7 @@ class LineReader:
         self._after_cr = False  # the last byte ended a line with CR: skip an LF or NUL
         self._state = _DATA
         self._verb = 0
+        self._sub_length = 0
         self._replies = bytearray()
 
     @property
@@ -147,11 +157,20 @@ class LineReader:
     def _telnet(self, data: bytes, position: int, out: list[bytes | Overlong | AreYouThere]) -> int:
         state = self._state
         if state == _SUB:  # skip to the IAC that may end the subnegotiation
-            found = data.find(b"\xff", position)
-            if found < 0:
-                return len(data)
-            self._state = _SUB_IAC
-            return found + 1
+            match = _SUB_END.search(data, position)
+            stop = len(data) if match is None else match.start()
+            room = MAX_SUBNEGOTIATION - self._sub_length
+            if stop - position > room:  # too long to be telnet's: data again
+                self._state = _DATA
+                return position + room
+            self._sub_length += stop - position
+            if match is None:
+                return stop
+            if data[stop] == IAC:
+                self._state = _SUB_IAC
+                return stop + 1
+            self._state = _DATA  # a line end: no subnegotiation after all
+            return stop
         byte = data[position]
         if state == _SUB_IAC:
             self._state = _DATA if byte == SE else _SUB
@@ -169,6 +188,7 @@ class LineReader:
                 self._state = _OPTION
             elif byte == SB:
                 self._state = _SUB
+                self._sub_length = 0
             elif byte == EC:
                 self._append(b"\x7f")
             elif byte in (EL, IP, AO, BRK):
@@ -176,6 +196,9 @@ class LineReader:
                 self._overlong = None
             elif byte == AYT:
                 out.append(AreYouThere())
+            elif byte < SE:  # no telnet command: 0xFF was data, and so is this byte
+                self._append(b"\xff")
+                return position
         return position + 1
 
     def _append(self, chunk: bytes) -> None:

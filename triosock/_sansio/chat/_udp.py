@@ -5,7 +5,9 @@ and its ASCII letters folded to lower case, as the tutorial's server does: then
 :data:`HEARTBEAT` (``^hb^``) is a :class:`Heartbeat` and :data:`UDP_QUIT` (``quit``,
 ``QUIT``, ``quit\\r\\n``, ...) is a :class:`UdpQuit` (the server answers :data:`BYE`).
 Anything else is :class:`UdpText`: decoded with replacement, neutralised, trailing
-whitespace dropped (it may be empty; the server ignores empty text). A room message
+whitespace dropped (it may be empty; the server ignores empty text). The chat takes such a
+datagram as a line, as from a TCP user, so ``/msg`` and the other commands work over UDP
+too (the tutorial's dialect has none: there, a ``/msg`` would be said to everyone). A room message
 from a UDP peer is acknowledged to every UDP peer as ``[IP:PORT] text``, e.g.
 ``[192.0.2.7:5000] hi``; an IPv6 address is bracketed inside, as in
 :func:`format_address`: ``[[2001:db8::1]:5000] hi``.

@@ -19,6 +19,7 @@ subscriptions, the fan-out into the outbox, the flow-control rules and the goodb
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 from collections.abc import Sequence
 from typing import ClassVar, Literal, TypeAlias
@@ -88,7 +89,9 @@ class Renderer(abc.ABC):
         return not isinstance(event, proto.Direct)
 
 
-@functools.lru_cache(maxsize=4096)
+# Small: within one pass the fan-out renders a room batch once anyway; this spares the
+# decoding when the batches of members differ. At most 256 lines (a few MB at worst).
+@functools.lru_cache(maxsize=256)
 def _shared_frame(renderer: Renderer, data: bytes) -> bytes | None:
     event = proto.decode_event_untrusted(data)
     if not renderer.everyone(event):
@@ -133,6 +136,11 @@ class Member(abc.ABC):
     @abc.abstractmethod
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
         """The last frame for a session ending for ``reason``, if any."""
+
+    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
+        """Stop the transport's idle clock for the body: the server is keeping the user
+        waiting (its rate limit, a full queue), so the user is not idle. None by default."""
+        return contextlib.nullcontext()
 
     async def linger(self) -> None:
         """After the farewell: close gracefully. Nothing to do by default."""

@@ -421,10 +421,14 @@ class ChatServer:
                 nursery.cancel_scope.cancel()
             await self._finish(user)
         finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self._leave(user)
+            # Cancelled from outside (idle timeout, UDP expiry, the end of the grace
+            # period), or done: first out of the hub, so that nothing waits for this
+            # session any more (nor does it see its own leaving), then the room is told.
+            with trio.CancelScope(shield=True):
                 for topic in list(user.subs):
                     await self._unsubscribe(user, topic)
+                with trio.move_on_after(1):
+                    await self._leave(user)
             del self._users[core.session]
 
     async def _read(self, user: _User) -> None:
@@ -456,7 +460,8 @@ class ChatServer:
                     try:
                         hub.publish(effects[0].topic, data)
                     except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
-                        await hub.publish_wait(effects[0].topic, data)
+                        with member.hold_idle():
+                            await hub.publish_wait(effects[0].topic, data)
                 elif effects and await self._run(user, effects):
                     self._end(user, "quit")
                     return
@@ -470,13 +475,15 @@ class ChatServer:
             answer: list[proto.Effect] = []
             match effect:
                 case proto.Publish(topic, event):
-                    await self._publish(topic, event)
+                    with user.member.hold_idle():
+                        await self._publish(topic, event)
                 case proto.Tell(text):
                     self._collect(user)  # after what is queued for the user already
                     user.outbox.put(user.renderer.notice(text), 0)  # a notice: never dropped
                 case proto.Pause(seconds):
                     self._paced += 1
-                    await trio.sleep(seconds)
+                    with user.member.hold_idle():  # slowed by us: not idle
+                        await trio.sleep(seconds)
                 case proto.Rename(nick):
                     answer = core.renamed(nick, await directory.rename(core.session, nick))
                 case proto.Move(room):
@@ -590,4 +597,8 @@ class ChatServer:
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
                 await self._publish(effect.topic, effect.event)
-        LOGGER.info("%s left (%s)", core.nick, user.ending or "cancelled")
+        LOGGER.info(
+            "%s left (%s)",
+            core.nick,
+            user.ending or "cancelled: an idle timeout, an expiry or the end of a grace period",
+        )

@@ -8,6 +8,7 @@ connection: a room's batch is one write.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import trio
@@ -103,6 +104,9 @@ class TCPLineMember(Member):
                     pass
             except (trio.BrokenResourceError, trio.ClosedResourceError, TriosockError):
                 pass  # gone already, or TLS (which cannot half-close)
+
+    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
+        return self.conn.hold_idle()
 
     def stop_scope(self) -> trio.CancelScope:
         return self.conn.stop_scope()

@@ -1,15 +1,18 @@
 """The UDP dialect member: the tutorial's UDP group chat (``nc -u``, ``socat``).
 
 Each datagram is one input item (``^hb^`` a heartbeat, ``quit`` a goodbye, anything
-else said in the room). Each event reaches the peer as one datagram ending in LF; a UDP
-peer's own room messages come back to UDP peers as the dialect's acknowledgement
-``[ip:port] text``. The last datagram is ``Bye!`` on ``quit`` and when the server stops.
+else a line, commands included). UDP cannot slow a sender: what the peer's queue cannot
+hold is dropped by the transport, and the peer is told how many. Each event reaches the
+peer as one datagram ending in LF; a UDP peer's room messages reach UDP peers in the
+dialect's form ``[ip:port] text`` (its own, as the acknowledgement). The last datagram
+is ``Bye!``, on ``quit`` and when the server stops.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import trio
 
@@ -35,6 +38,13 @@ class UDPRenderer(Renderer):
         return proto.render_line(event, viewer=viewer or None) + b"\n"
 
 
+@dataclass(frozen=True, slots=True)
+class _Dropped:
+    """An input item: the transport dropped ``count`` datagrams since the last report."""
+
+    count: int
+
+
 _RENDERER = UDPRenderer()
 _BYE = proto.BYE + b"\n"
 
@@ -51,23 +61,37 @@ class UDPDialectMember(Member):
         self.label = peer.peer
         self.preferred_nick = peer.peer  # named by its address, which no user can take
         self.outbox = Outbox(DatagramSink(peer))
+        self._told_dropped = 0
 
     async def receive(self) -> Sequence[object] | None:
         try:
-            burst = [await self.peer.receive()]
+            burst: list[object] = [await self.peer.receive()]
         except trio.EndOfChannel:
             return None
         with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
             while True:
                 burst.append(self.peer.receive_nowait())
+        if self.peer.dropped > self._told_dropped:  # UDP cannot slow a sender: say so
+            burst.append(_Dropped(self.peer.dropped - self._told_dropped))
+            self._told_dropped = self.peer.dropped
         return burst
 
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
+        if isinstance(item, _Dropped):
+            return [
+                proto.Tell(
+                    f"{item.count} datagrams dropped: you sent faster than the chat takes "
+                    f"them (it queues {self.peer.server.queue_size})"
+                )
+            ]
         assert isinstance(item, bytes)
         return session.receive_datagram(item, now)
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
         return _BYE if reason in ("quit", "stopping") else None
+
+    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
+        return self.peer.hold_idle()
 
     def stop_scope(self) -> trio.CancelScope:
         return self.peer.stop_scope()
