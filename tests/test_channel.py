@@ -24,7 +24,7 @@ from triosock._liveness import IdleTimer
 from triosock._transport.rawsocket import RawSocketStream
 from triosock._transport.tcp import TCPConnection, TCPServer
 
-from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
+from .conftest import GUARD, QuietStream, reset_on_close, running_tcp_server, tls_contexts
 
 
 def channel_pair(
@@ -110,19 +110,8 @@ async def test_send_eof_needs_a_half_closeable_stream() -> None:
         await ssl_like.send_eof()
 
 
-class _NotHalfCloseable(trio.abc.Stream):
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint()
-        return b""
-
-    async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()
+class _NotHalfCloseable(QuietStream):
+    """Not a HalfCloseableStream."""
 
 
 # -- TCPConnection is exposed as a Stream: run trio's conformance checks on it ----------

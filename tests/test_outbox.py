@@ -24,7 +24,7 @@ from triosock import UDPPeer, UDPServer, open_udp_channel, serve_udp
 from triosock._transport.outbox import DatagramSink, Outbox, OutboxStalled, StreamSink
 from triosock._transport.rawsocket import RawSocketStream
 
-from .conftest import GUARD, reset_on_close
+from .conftest import GUARD, QuietStream, reset_on_close
 
 #: The kernel buffer size asked for (Linux doubles it): a few kilobytes fill it.
 SMALL_BUFFER = 4096
@@ -408,7 +408,7 @@ async def test_wait_queued_parks_until_a_put_leaves_something_waiting() -> None:
 # -- a stream without try_send (TLS): only the writer writes, batch by whole batch -----
 
 
-class GatedStream(trio.abc.Stream):
+class GatedStream(QuietStream):
     """Records each ``send_all``; writes half of it, waits for ``gate``, writes the rest."""
 
     def __init__(self) -> None:
@@ -422,16 +422,6 @@ class GatedStream(trio.abc.Stream):
         self.wire += data[: len(data) // 2]
         await self.gate.wait()
         self.wire += data[len(data) // 2 :]
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        await trio.lowlevel.checkpoint()
-        return b""
-
-    async def aclose(self) -> None:
-        await trio.lowlevel.checkpoint()
 
 
 async def test_without_try_send_put_never_writes_and_flush_sends_whole_batches() -> None:
