@@ -6,6 +6,7 @@ import contextlib
 import errno
 import ssl
 import types
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -117,11 +118,20 @@ async def test_echo_that_never_waits_still_sees_a_cancellation_within_its_bound(
     assert peer.replies == _CANCEL_CHECK_EVERY
 
 
+async def echo_with_the_stream_api(conn: TCPConnection) -> None:
+    """An echo written the way a user writes one: ``receive_some`` and ``send_all``."""
+    async for data in conn:
+        await conn.send_all(data)
+
+
+@pytest.mark.parametrize(
+    "handler", [echo_handler, echo_with_the_stream_api], ids=["echo service", "stream api"]
+)
 async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, handler: Callable[[TCPConnection], Awaitable[None]]
 ) -> None:
     with trio.fail_after(1000):
-        async with running_tcp_server(echo_handler, idle_timeout=30) as (server, _):
+        async with running_tcp_server(handler, idle_timeout=30) as (server, _):
             silent = await connect_tcp("127.0.0.1", server.port)
             chatty = await connect_tcp("127.0.0.1", server.port)
             start = trio.current_time()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -9,16 +10,20 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from triosock import (
     PeerUnreachableError,
+    UDPChannel,
     UDPPeer,
     UDPServer,
     open_udp_channel,
     serve_udp,
     udp_echo_handler,
 )
+from triosock._transport import udp as udp_module
+from triosock._transport.udp import REPLY_IDLE_TIMEOUT
 
 from .conftest import GUARD
 
@@ -210,3 +215,184 @@ async def test_icmp_port_unreachable_is_a_clear_error() -> None:
         await client.aclose()
         with pytest.raises(trio.ClosedResourceError):
             await client.receive()
+
+
+def where(client: UDPChannel) -> tuple[str, int]:
+    """The client's address, as the server sees it."""
+    host, port = client.socket.getsockname()[:2]
+    return (host, port)
+
+
+async def test_a_new_address_evicts_the_least_recently_active_peer_and_cancels_its_task(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled: list[tuple[str, int]] = []
+
+    async def handler(peer: UDPPeer) -> None:
+        try:
+            async for _ in peer:
+                pass
+        except trio.Cancelled:
+            cancelled.append(peer.address)
+            raise
+
+    with trio.fail_after(100):
+        async with running_udp_server(handler, max_peers=3, when_full="evict") as server:
+            clients = [await open_udp_channel("127.0.0.1", server.port) for _ in range(4)]
+            a, b, c, d = clients
+            for client in (a, b, c):  # a is the least recently active...
+                await client.send(b"hello")
+                await trio.sleep(1)
+            await a.send(b"again")  # ...until it speaks again: now b is
+            await trio.sleep(1)
+            await d.send(b"new")  # the table is full: b goes
+            await trio.testing.wait_all_tasks_blocked()
+            b_address = b.socket.getsockname()
+            assert cancelled == [(b_address[0], b_address[1])]
+            assert server.statistics().evicted == 1
+            kept = {peer.address for peer in server.peers()}
+            assert kept == {
+                (x.socket.getsockname()[0], x.socket.getsockname()[1]) for x in (a, c, d)
+            }
+            for client in clients:
+                await client.aclose()
+
+
+async def test_a_request_reply_peer_is_forgotten_after_its_quiet_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # With the server's defaults (no idle timeout, refuse when full), a request/reply
+    # handler still frees its entry: one-shot clients never fill the table.
+    with trio.fail_after(1000):
+        async with running_udp_server(udp_echo_handler, max_peers=2) as server:
+            for n in range(5):
+                client = await open_udp_channel("127.0.0.1", server.port)
+                await client.send(b"ping %d" % n)
+                assert await client.receive() == b"ping %d" % n
+                await client.aclose()
+                assert server.statistics().peers <= 2
+                await trio.sleep(REPLY_IDLE_TIMEOUT + 1)  # quiet: its entry is freed
+                assert server.statistics().peers == 0
+            assert server.statistics().expired == 5
+            assert server.statistics().dropped_peer_limit == 0
+
+
+class FailingSocket:
+    """The server's socket, but recvfrom always fails (and counts how often it is asked)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.calls = 0
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        self.calls += 1
+        if self.calls > 10_000:  # a spinning loop: fail the test instead of hanging it
+            raise RuntimeError("the receive loop is spinning on a socket error")
+        raise OSError(errno.EIO, "input/output error")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def __enter__(self) -> FailingSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+
+async def test_a_persistent_socket_error_is_retried_with_a_pause_not_a_spin(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sockets: list[FailingSocket] = []
+    bind = udp_module._bind_udp
+
+    async def bind_failing(host: str, port: int) -> Any:
+        sockets.append(FailingSocket(await bind(host, port)))
+        return sockets[-1]
+
+    monkeypatch.setattr(udp_module, "_bind_udp", bind_failing)
+    with trio.fail_after(1000):
+        async with running_udp_server(udp_echo_handler) as server:
+            (failing,) = sockets
+            client = await open_udp_channel("127.0.0.1", server.port)
+            await client.send(b"makes the socket readable, for ever")
+            start = trio.current_time()
+            await trio.sleep(60)
+            calls = failing.calls
+            await client.aclose()
+    # A pause growing from 1 ms to 1 s: ~10 tries in the first second, then one a second.
+    assert 50 < calls < 100, calls
+    assert trio.current_time() - start >= 60
+    assert "recvfrom failed (1 in a row), retrying" in caplog.text
+
+
+class FloodingSocket(FailingSocket):
+    """The server's socket, but recvfrom always has a datagram: a flood that never ends
+    (from 1,000 addresses), up to a bound that fails the test instead of hanging it."""
+
+    def recvfrom(self, size: int) -> tuple[bytes, tuple[str, int]]:
+        self.calls += 1
+        if self.calls > 1_000_000:
+            raise RuntimeError("the receive loop never let anybody else run")
+        return b"flood", ("127.0.0.9", 1000 + self.calls % 1000)
+
+
+async def test_a_flood_neither_starves_the_other_tasks_nor_delays_a_stop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sockets: list[FloodingSocket] = []
+    bind = udp_module._bind_udp
+
+    async def bind_flooding(host: str, port: int) -> Any:
+        sockets.append(FloodingSocket(await bind(host, port)))
+        return sockets[-1]
+
+    async def count(peer: UDPPeer) -> None:
+        async for _ in peer:
+            pass
+
+    monkeypatch.setattr(udp_module, "_bind_udp", bind_flooding)
+    with trio.fail_after(GUARD):
+        async with running_udp_server(count) as server:
+            (flood,) = sockets
+            client = await open_udp_channel("127.0.0.1", server.port)
+            await client.send(b"makes the socket readable, for ever")
+            for _ in range(100):  # this task runs on, flood or not
+                await trio.lowlevel.checkpoint()
+            server.stop()
+        await client.aclose()
+    # Stopped long before the bound, with the peers' tasks served meanwhile.
+    assert 0 < flood.calls < 1_000_000
+    assert server.statistics().datagrams_in == flood.calls
+
+
+async def test_a_broken_resource_inside_a_handlers_nursery_ends_the_peer_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ended = trio.Event()
+
+    async def handler(peer: UDPPeer) -> None:
+        async def fail() -> None:
+            await peer.receive()
+            raise trio.BrokenResourceError("the peer went away")
+
+        try:
+            async with trio.open_nursery() as nursery:  # so it arrives in an ExceptionGroup
+                nursery.start_soon(fail)
+        finally:
+            ended.set()
+
+    with trio.fail_after(GUARD):
+        async with running_udp_server(handler) as server:
+            client = await open_udp_channel("127.0.0.1", server.port)
+            await client.send(b"hello")
+            await ended.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            await client.aclose()
+    assert server.statistics().handler_errors == 0
+    assert "handler failed" not in caplog.text

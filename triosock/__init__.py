@@ -27,6 +27,7 @@ from ._hub import (
     Subscription,
 )
 from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
+from ._sansio.addresses import format_address
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
 from ._services.chat import ChatServer, ChatStatistics
 from ._services.echo import echo_handler, udp_echo_handler
@@ -37,7 +38,6 @@ from ._transport.tcp import (
     TCPServer,
     TCPServerStatistics,
     connect_tcp,
-    format_address,
     open_tcp_channel,
     serve_tcp,
 )

@@ -35,8 +35,14 @@ async def _echo_serve(args: argparse.Namespace) -> None:
 
     async def start_udp(nursery: trio.Nursery) -> str:
         server: UDPServer = await nursery.start(
+            # One-shot clients: a new address pushes out the least recently active peer
+            # rather than be refused (and reply_each forgets a peer after 10 s of quiet).
             lambda task_status: serve_udp(
-                udp_echo_handler, args.port, host=args.host, task_status=task_status
+                udp_echo_handler,
+                args.port,
+                host=args.host,
+                when_full="evict",
+                task_status=task_status,
             )
         )
         return udp_line("echo", server)

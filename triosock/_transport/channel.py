@@ -35,11 +35,9 @@ import trio
 
 from .._errors import FramingError, MessageTooLargeError, TriosockError
 from .._sansio.framing import Framer, LineFramer
+from .rawsocket import DEFAULT_RECEIVE_SIZE
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "FramedChannel", "TrySendStream"]
-
-#: How many bytes one read asks the stream for.
-DEFAULT_RECEIVE_SIZE = 64 * 1024
 
 
 @runtime_checkable

@@ -1,7 +1,8 @@
 """A lean trio stream over a plain, non-blocking stdlib socket; and its listener.
 
-Why not ``trio.SocketStream``: measured (PERF.md), its error-translation context manager
-and conflict detector cost a fifth or more of trio's per-round-trip CPU. This stream keeps
+Why not ``trio.SocketStream``: profiled under the echo benchmark (64-byte ping-pong, see
+benchmarks/README.md), its error-translation context manager and conflict detector cost
+18-27% of trio's per-round-trip CPU against a raw ``trio.socket`` loop. This stream keeps
 the same contract — trio's ``HalfCloseableStream`` checks pass on it (tests/test_channel.py)
 — with two flags and direct ``recv``/``send`` calls:
 
@@ -27,7 +28,9 @@ import trio
 
 __all__ = ["RawSocketListener", "RawSocketStream"]
 
-DEFAULT_RECEIVE_SIZE = 65536
+#: How many bytes one read asks for when the caller does not say (a stream's and a
+#: framed channel's default).
+DEFAULT_RECEIVE_SIZE = 64 * 1024
 
 # Accept errors that concern only the connection being accepted (trio's list too).
 _IGNORED_ACCEPT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}

@@ -36,6 +36,7 @@ import trio
 
 from .._errors import BindError, ConnectError, TriosockError, describe_oserror
 from .._liveness import IdleTimer
+from .._sansio.addresses import format_address
 from .._sansio.framing import Framer
 from ._lifecycle import ServerLifecycle
 from .channel import FramedChannel
@@ -57,14 +58,6 @@ LOGGER = logging.getLogger("triosock.tcp")
 _CLOSE_TIMEOUT = 1.0
 
 Handler = Callable[["TCPConnection"], Awaitable[object]]
-
-
-def format_address(address: object) -> str:
-    """``host:port`` for an IPv4 sockname, ``[host]:port`` for IPv6, ``str()`` otherwise."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
 
 
 def _check_port(port: int) -> None:
@@ -341,7 +334,7 @@ async def serve_tcp(
             server._begin_stop()
 
 
-def _connection_ended(exc: Exception) -> bool:
+def connection_ended(exc: Exception) -> bool:
     """Whether ``exc`` only says the connection broke or was closed (even from a nursery)."""
     ended = (trio.BrokenResourceError, trio.ClosedResourceError)
     if isinstance(exc, ExceptionGroup):
@@ -365,7 +358,7 @@ async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCP
             try:
                 await handler(conn)
             except Exception as exc:
-                if _connection_ended(exc):
+                if connection_ended(exc):
                     LOGGER.debug("connection %s ended: %r", conn.peer, exc)
                 else:
                     server._handler_errors += 1

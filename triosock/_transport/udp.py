@@ -14,7 +14,14 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
 * ``max_peers``: with the table full, a datagram from a new address either is dropped
   and counted (``when_full="refuse"``, the default: the peers already known keep their
   service) or evicts the least recently active peer, whose task is cancelled
-  (``when_full="evict"``).
+  (``when_full="evict"``). A handler that never returns holds its entry until the peer's
+  idle timeout; :func:`reply_each` (echo, time) frees it after 10 s of silence, and the
+  command line's echo and time servers evict, so a flood of new addresses never locks
+  new clients out.
+* A flood cannot starve the server: the receive loop lets the other tasks run after every
+  :data:`RECEIVE_BATCH` datagrams, so peers are answered and a stop gets through. A socket
+  error that persists is logged and retried with a growing pause (up to 1 s), never in a
+  busy loop; ICMP errors for one earlier datagram are skipped.
 * ``peer_idle_timeout``: a peer silent that long has its task cancelled through its
   cancel scope and its entry freed; if the address comes back, a fresh task starts.
 * Datagrams larger than ``max_datagram`` are dropped and counted; empty datagrams are
@@ -26,6 +33,7 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
 from collections import OrderedDict
@@ -39,7 +47,7 @@ import trio
 from .._errors import BindError, ConnectError, TriosockError, describe_oserror
 from .._liveness import IdleTimer
 from ._lifecycle import ServerLifecycle
-from .tcp import _check_port, format_address
+from .tcp import _check_port, connection_ended, format_address
 
 __all__ = [
     "PeerUnreachableError",
@@ -56,6 +64,24 @@ LOGGER = logging.getLogger("triosock.udp")
 
 #: The largest payload a UDP datagram over IPv4 can carry.
 MAX_UDP_PAYLOAD = 65507
+#: How long a request/reply peer (:func:`reply_each`) is kept without a request.
+REPLY_IDLE_TIMEOUT = 10.0
+#: The most datagrams the receive loop takes before it lets other tasks run.
+RECEIVE_BATCH = 64
+#: Errors recvfrom reports for one earlier datagram (ICMP), not for the socket.
+_PEER_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+        errno.EMSGSIZE,
+        errno.ETIMEDOUT,
+        errno.EPROTO,
+    }
+)
 
 Address = tuple[str, int]
 Handler = Callable[["UDPPeer"], Awaitable[object]]
@@ -123,6 +149,13 @@ class UDPPeer(trio.abc.Channel[bytes]):
         """Count this as life from the peer (the server does it for every datagram)."""
         if self._idle is not None:
             self._idle.touch()
+
+    def limit_idle(self, seconds: float) -> None:
+        """End this peer after ``seconds`` of silence, unless the server's own
+        ``peer_idle_timeout`` is shorter (for handlers that know their peers go quiet:
+        a request/reply service)."""
+        if self._idle is not None:
+            self._idle.shorten(seconds)
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         """Stop the peer's idle clock for the body; it restarts from the end of the block."""
@@ -298,11 +331,12 @@ class UDPServer(ServerLifecycle):
             with peer._scope, idle.scope:
                 try:
                     await handler(peer)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    LOGGER.debug("peer %s ended: %s", peer.peer, exc)
-                except Exception:
-                    self._handler_errors += 1
-                    LOGGER.exception("handler failed for UDP peer %s; dropping it", peer.peer)
+                except Exception as exc:
+                    if connection_ended(exc):  # also from inside a handler's nursery
+                        LOGGER.debug("peer %s ended: %r", peer.peer, exc)
+                    else:
+                        self._handler_errors += 1
+                        LOGGER.exception("handler failed for UDP peer %s; dropping it", peer.peer)
             if idle.expired:
                 self._expired += 1
                 LOGGER.info("UDP peer %s expired after %g s of silence", peer.peer, idle.timeout)
@@ -312,35 +346,63 @@ class UDPServer(ServerLifecycle):
     async def _receive_loop(self, handler: Handler, nursery: trio.Nursery) -> None:
         sock = self._sock
         size = self.max_datagram + 1
+        failures = 0  # socket errors in a row that no datagram came between
         while True:
             await trio.lowlevel.wait_readable(sock)
-            # Take everything the kernel holds before yielding again.
-            while True:
+            # Take what the kernel holds before yielding again, but never more than a
+            # batch: under a flood the peer tasks must run, and a stop must get through.
+            for _ in range(RECEIVE_BATCH):
                 try:
                     data, address = sock.recvfrom(size)
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    # ICMP errors for earlier sends (with IP_RECVERR) and the like: they
-                    # concern one peer, never the server.
-                    LOGGER.debug("recvfrom: %s", exc)
-                    continue
+                    if exc.errno in _PEER_ERRNOS:
+                        # An ICMP error for an earlier send, dequeued by this call: it
+                        # concerns one peer, never the server.
+                        LOGGER.debug("recvfrom: %s", exc)
+                        continue
+                    failures += 1
+                    await self._back_off(exc, failures)
+                    break
+                failures = 0
                 self._in += 1
                 if len(data) > self.max_datagram:
                     self._dropped_oversize += 1
                     continue
                 self._route(data, address[:2], nursery, handler)
-            # No checkpoint here: wait_readable above is one, and a pass per burst
-            # is a large part of a UDP round trip.
+            else:
+                await trio.lowlevel.checkpoint()  # a full batch: let the others run
+            # Otherwise no checkpoint here: wait_readable above is one, and a pass per
+            # burst is a large part of a UDP round trip.
+
+    async def _back_off(self, exc: OSError, failures: int) -> None:
+        """A socket error that does not go away: log it and wait before trying again,
+        longer each time (up to a second), instead of spinning on it."""
+        if exc.errno == errno.EBADF:
+            raise trio.ClosedResourceError("the UDP server's socket was closed") from exc
+        delay = min(1.0, 0.001 * 2 ** min(failures, 10))
+        log = LOGGER.warning if failures == 1 or failures % 100 == 0 else LOGGER.debug
+        log("recvfrom failed (%d in a row), retrying in %g s: %s", failures, delay, exc)
+        await trio.sleep(delay)
 
 
-async def reply_each(peer: UDPPeer, answer: Callable[[bytes], bytes | None]) -> None:
+async def reply_each(
+    peer: UDPPeer,
+    answer: Callable[[bytes], bytes | None],
+    *,
+    idle_timeout: float = REPLY_IDLE_TIMEOUT,
+) -> None:
     """Send ``answer(datagram)`` back for each datagram of ``peer`` (None: no reply).
 
     The request/reply services' loop (echo, time). A burst already queued is answered
     without a scheduler pass per datagram; the only other await is for socket buffer
-    space when the kernel has none. Ends when the server begins to stop.
+    space when the kernel has none. Ends when the server begins to stop, and after
+    ``idle_timeout`` seconds without a request (or the server's shorter
+    ``peer_idle_timeout``): the peer's entry is freed, and a later datagram from the same
+    address starts afresh, so a stream of one-shot clients never fills the peer table.
     """
+    peer.limit_idle(idle_timeout)
     with peer.stop_scope():
         while True:
             request = await peer.receive()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from ..addresses import format_address as _format_address
 from ._text import neutralise
 
 __all__ = [
@@ -90,8 +91,7 @@ def format_address(ip: str, port: int) -> str:
     Returns:
       The address, neutralised.
     """
-    ip = neutralise(ip)
-    return f"[{ip}]:{port:d}" if ":" in ip else f"{ip}:{port:d}"
+    return neutralise(_format_address((ip, int(port))))
 
 
 def udp_ack_line(sender_ip: str, sender_port: int, text: str) -> bytes:
