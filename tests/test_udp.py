@@ -303,19 +303,26 @@ class FailingSocket:
         self._sock.close()
 
 
+def serve_on(wrapper: type[FailingSocket], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make serve_udp bind its socket as usual but use it through ``wrapper``; the list
+    receives each wrapped socket."""
+    sockets: list[Any] = []
+    bind = udp_module._bind_udp
+
+    async def bind_wrapped(host: str, port: int) -> Any:
+        sockets.append(wrapper(await bind(host, port)))
+        return sockets[-1]
+
+    monkeypatch.setattr(udp_module, "_bind_udp", bind_wrapped)
+    return sockets
+
+
 async def test_a_persistent_socket_error_is_retried_with_a_pause_not_a_spin(
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sockets: list[FailingSocket] = []
-    bind = udp_module._bind_udp
-
-    async def bind_failing(host: str, port: int) -> Any:
-        sockets.append(FailingSocket(await bind(host, port)))
-        return sockets[-1]
-
-    monkeypatch.setattr(udp_module, "_bind_udp", bind_failing)
+    sockets = serve_on(FailingSocket, monkeypatch)
     with trio.fail_after(1000):
         async with running_udp_server(udp_echo_handler) as server:
             (failing,) = sockets
@@ -345,18 +352,12 @@ class FloodingSocket(FailingSocket):
 async def test_a_flood_neither_starves_the_other_tasks_nor_delays_a_stop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sockets: list[FloodingSocket] = []
-    bind = udp_module._bind_udp
-
-    async def bind_flooding(host: str, port: int) -> Any:
-        sockets.append(FloodingSocket(await bind(host, port)))
-        return sockets[-1]
+    sockets = serve_on(FloodingSocket, monkeypatch)
 
     async def count(peer: UDPPeer) -> None:
         async for _ in peer:
             pass
 
-    monkeypatch.setattr(udp_module, "_bind_udp", bind_flooding)
     with trio.fail_after(GUARD):
         async with running_udp_server(count) as server:
             (flood,) = sockets
