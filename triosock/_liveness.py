@@ -72,15 +72,6 @@ class IdleTimer:
     def timeout(self) -> float:
         return self._timeout
 
-    def shorten(self, timeout: float) -> None:
-        """Make the timeout ``timeout`` if that is shorter than the current one, counting
-        from now."""
-        if not timeout > 0:
-            raise ValueError(f"idle timeout must be a positive number of seconds: {timeout}")
-        if timeout < self._timeout:
-            self._timeout = timeout
-            self.touch()
-
     def touch(self) -> None:
         """The peer showed life: push the deadline ``timeout`` seconds into the future."""
         if self._timeout != math.inf:

@@ -15,9 +15,9 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   and counted (``when_full="refuse"``, the default: the peers already known keep their
   service) or evicts the least recently active peer, whose task is cancelled
   (``when_full="evict"``). A handler that never returns holds its entry until the peer's
-  idle timeout; :func:`reply_each` (echo, time) frees it after 10 s of silence, and the
-  command line's echo and time servers evict, so a flood of new addresses never locks
-  new clients out.
+  idle timeout; :func:`reply_each` (echo, time) frees it 10-12.5 s after the peer's last
+  datagram, and the command line's echo and time servers evict, so a flood of new
+  addresses never locks new clients out.
 * A flood cannot starve the server: the receive loop lets the other tasks run after every
   :data:`RECEIVE_BATCH` datagrams, so peers are answered and a stop gets through. A socket
   error that persists is logged and retried with a growing pause (up to 1 s), never in a
@@ -131,6 +131,8 @@ class UDPPeer(trio.abc.Channel[bytes]):
         self.dropped = 0
         self._scope = trio.CancelScope()
         self._idle: IdleTimer | None = None
+        self._seen = 0.0  # when its last datagram arrived (per receive batch)
+        self._lifetime: float | None = None  # see limit_idle
 
     @property
     def peer(self) -> str:
@@ -151,11 +153,21 @@ class UDPPeer(trio.abc.Channel[bytes]):
             self._idle.touch()
 
     def limit_idle(self, seconds: float) -> None:
-        """End this peer after ``seconds`` of silence, unless the server's own
-        ``peer_idle_timeout`` is shorter (for handlers that know their peers go quiet:
-        a request/reply service)."""
-        if self._idle is not None:
-            self._idle.shorten(seconds)
+        """End this peer after about ``seconds`` of silence, unless the server's own
+        ``peer_idle_timeout`` is shorter: for handlers that know their peers go quiet (a
+        request/reply service).
+
+        Unlike ``peer_idle_timeout`` (exact, a cancel scope deadline moved by every
+        datagram), this costs nothing per datagram: the server looks for such peers
+        every quarter of the time, so one ends between ``seconds`` and 1.25 times that
+        after its last datagram.
+        """
+        if not seconds > 0:
+            raise ValueError(f"idle time must be a positive number of seconds: {seconds}")
+        if self._idle is not None and self._idle.timeout <= seconds:
+            return  # the server's own, shorter timeout ends it first
+        self._lifetime = seconds
+        self.server._sweep_for(seconds)
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         """Stop the peer's idle clock for the body; it restarts from the end of the block."""
@@ -233,6 +245,8 @@ class UDPServer(ServerLifecycle):
         self._evicted = 0
         self._expired = 0
         self._handler_errors = 0
+        self._peer_nursery: trio.Nursery | None = None
+        self._sweep_period: float | None = None
 
     @property
     def address(self) -> Address:
@@ -304,7 +318,7 @@ class UDPServer(ServerLifecycle):
             del self._peers[peer.address]
 
     def _route(
-        self, data: bytes, address: Address, nursery: trio.Nursery, handler: Handler
+        self, data: bytes, address: Address, nursery: trio.Nursery, handler: Handler, now: float
     ) -> None:
         peer = self._peers.get(address)
         if peer is None:
@@ -316,11 +330,13 @@ class UDPServer(ServerLifecycle):
                 self._evicted += 1
                 oldest._scope.cancel()
             peer = UDPPeer(self, address, self.queue_size)
+            peer._seen = now
             self._peers[address] = peer
             self._peers_total += 1
             nursery.start_soon(self._run_peer, handler, peer, name=f"udp peer {peer.peer}")
         else:
             self._peers.move_to_end(address)
+            peer._seen = now
             peer.touch()
         if not peer._deliver(data):
             self._dropped_queue_full += 1
@@ -349,6 +365,7 @@ class UDPServer(ServerLifecycle):
         failures = 0  # socket errors in a row that no datagram came between
         while True:
             await trio.lowlevel.wait_readable(sock)
+            now = trio.current_time()
             # Take what the kernel holds before yielding again, but never more than a
             # batch: under a flood the peer tasks must run, and a stop must get through.
             for _ in range(RECEIVE_BATCH):
@@ -370,11 +387,35 @@ class UDPServer(ServerLifecycle):
                 if len(data) > self.max_datagram:
                     self._dropped_oversize += 1
                     continue
-                self._route(data, address[:2], nursery, handler)
+                self._route(data, address[:2], nursery, handler, now)
             else:
                 await trio.lowlevel.checkpoint()  # a full batch: let the others run
             # Otherwise no checkpoint here: wait_readable above is one, and a pass per
             # burst is a large part of a UDP round trip.
+
+    def _sweep_for(self, lifetime: float) -> None:
+        """Make sure peers with a ``limit_idle`` lifetime this short are looked for."""
+        period = lifetime / 4
+        if self._sweep_period is None:
+            assert self._peer_nursery is not None
+            self._peer_nursery.start_soon(self._sweep, name="udp peer lifetimes")
+        if self._sweep_period is None or period < self._sweep_period:
+            self._sweep_period = period
+
+    async def _sweep(self) -> None:
+        """End the peers whose ``limit_idle`` lifetime has passed, every so often."""
+        with self.stop_scope():  # a stop must not wait for this loop
+            while True:
+                assert self._sweep_period is not None
+                await trio.sleep(self._sweep_period)
+                now = trio.current_time()
+                for peer in list(self._peers.values()):  # least recently active first
+                    lifetime = peer._lifetime
+                    if lifetime is not None and now - peer._seen >= lifetime:
+                        self._expired += 1
+                        LOGGER.debug("UDP peer %s done after %g s of silence", peer.peer, lifetime)
+                        self._forget(peer)
+                        peer._scope.cancel()
 
     async def _back_off(self, exc: OSError, failures: int) -> None:
         """A socket error that does not go away: log it and wait before trying again,
@@ -397,10 +438,11 @@ async def reply_each(
 
     The request/reply services' loop (echo, time). A burst already queued is answered
     without a scheduler pass per datagram; the only other await is for socket buffer
-    space when the kernel has none. Ends when the server begins to stop, and after
-    ``idle_timeout`` seconds without a request (or the server's shorter
-    ``peer_idle_timeout``): the peer's entry is freed, and a later datagram from the same
-    address starts afresh, so a stream of one-shot clients never fills the peer table.
+    space when the kernel has none. Ends when the server begins to stop, and about
+    ``idle_timeout`` seconds after the last request (see :meth:`UDPPeer.limit_idle`; the
+    server's shorter ``peer_idle_timeout`` wins): the peer's entry is freed, and a later
+    datagram from the same address starts afresh, so a stream of one-shot clients never
+    fills the peer table.
     """
     peer.limit_idle(idle_timeout)
     with peer.stop_scope():
@@ -473,6 +515,7 @@ async def serve_udp(
         )
         async with trio.open_nursery() as nursery:
             peers = await nursery.start(server._host_tasks)
+            server._peer_nursery = peers
             task_status.started(server)
             try:
                 async with trio.open_nursery() as receiving:
