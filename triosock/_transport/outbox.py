@@ -168,6 +168,7 @@ class Outbox:
         """
         if self._error is not None:
             return
+        sent = 0
         if not self._frames and self._nowait and not self._writing:
             try:
                 sent = self._send_nowait(frame)
@@ -179,23 +180,16 @@ class Outbox:
             if sent == len(frame):
                 self.written += count
                 return
-            self._frames.append(frame)
-            self._counts.append(count)
+        first = not self._frames
+        if first:  # output starts waiting now (the head may be partly written)
+            self.waiting_since = trio.current_time()
             self._offset = sent
-            self.queued = len(frame) - sent
-            if not count:
-                self.control = len(frame)
-            self.waiting_since = trio.current_time()
-            self._lot.unpark_all()
-            return
-        if not self._frames:
-            self.waiting_since = trio.current_time()
         self._frames.append(frame)
         self._counts.append(count)
-        self.queued += len(frame)
+        self.queued += len(frame) - sent
         if not count:
             self.control += len(frame)
-        if len(self._frames) == 1:
+        if first:
             self._lot.unpark_all()
 
     def _fail(self, exc: BaseException) -> None:
@@ -333,13 +327,13 @@ class Outbox:
         if not self._frames:
             await trio.lowlevel.checkpoint()
             return
+        # First what the socket takes now: a peer that drained since the last write has
+        # not stalled, however long ago that write was.
+        if self._nowait and self.write_nowait():
+            await trio.lowlevel.checkpoint()
+            return
+        deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
         if self._nowait:
-            # First what the socket takes now: a peer that drained since the last write
-            # has not stalled, however long ago that write was.
-            if self.write_nowait():
-                await trio.lowlevel.checkpoint()
-                return
-            deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
             self._writing = True
             try:
                 with trio.move_on_at(deadline) as scope:
@@ -350,10 +344,9 @@ class Outbox:
                 self._writing = False
             self._raise_error()
             if scope.cancelled_caught:
-                self._stalled()
+                raise self._stalled()
             self.write_nowait()
         else:
-            deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
             await self._send_batch(deadline)
         self._raise_error()
 
@@ -377,7 +370,7 @@ class Outbox:
         finally:
             self._writing, self._in_flight = False, 0
         if scope.cancelled_caught:
-            stalled = OutboxStalled(self.queued, trio.current_time() - self.waiting_since)
+            stalled = self._stalled()
             self._fail(stalled)
             raise stalled
         self.waiting_since = trio.current_time()
@@ -394,8 +387,8 @@ class Outbox:
             count += 1
         return count
 
-    def _stalled(self) -> None:
-        raise OutboxStalled(self.queued, trio.current_time() - self.waiting_since)
+    def _stalled(self) -> OutboxStalled:
+        return OutboxStalled(self.queued, trio.current_time() - self.waiting_since)
 
     async def flush(self, *, stall_timeout: float | None = None) -> None:
         """Write everything waiting, waiting for the socket as needed.
