@@ -256,13 +256,8 @@ class ChatServer:
                 user = subs.get(sub)
                 if user is None or user.blocked:
                     continue  # gone, or "block" policy: its writer collects when it can
-                try:
-                    batch = sub.drain_nowait()
-                except _ENDED:
+                if not self._take(user, sub, shared):
                     self._end(user, "stopping")  # the hub was closed under us
-                    continue
-                if batch:
-                    self._deliver(user, batch, shared)
 
     def _deliver(
         self,
@@ -321,15 +316,22 @@ class ChatServer:
     def _collect(self, user: _User) -> None:
         """Put what ``user``'s subscriptions hold into its outbox now (for order)."""
         for _, sub in list(user.subs.values()):
-            self._collect_one(user, sub)
+            self._take(user, sub, None)
 
-    def _collect_one(self, user: _User, sub: Subscription[bytes]) -> None:
+    def _take(
+        self,
+        user: _User,
+        sub: Subscription[bytes],
+        shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] | None,
+    ) -> bool:
+        """Deliver what ``sub`` holds to ``user``; False once the subscription has ended."""
         try:
             batch = sub.drain_nowait()
         except _ENDED:
-            return
+            return False
         if batch:
-            self._deliver(user, batch, None)
+            self._deliver(user, batch, shared)
+        return True
 
     def _unblock(self, user: _User) -> None:
         user.blocked = False
@@ -433,7 +435,7 @@ class ChatServer:
 
     async def _read(self, user: _User) -> None:
         """Carry out the member's input until it ends (or the session is ended)."""
-        member, core, hub = user.member, user.core, self.hub
+        member, core = user.member, user.core
         handle = member.handle
         while True:
             try:
@@ -456,12 +458,7 @@ class ChatServer:
             for item in burst:
                 effects = handle(core, item, trio.current_time())
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
-                    data = proto.encode_event(effects[0].event)
-                    try:
-                        hub.publish(effects[0].topic, data)
-                    except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
-                        with member.hold_idle():
-                            await hub.publish_wait(effects[0].topic, data)
+                    await self._publish(member, effects[0].topic, effects[0].event)
                 elif effects and await self._run(user, effects):
                     self._end(user, "quit")
                     return
@@ -475,8 +472,7 @@ class ChatServer:
             answer: list[proto.Effect] = []
             match effect:
                 case proto.Publish(topic, event):
-                    with user.member.hold_idle():
-                        await self._publish(topic, event)
+                    await self._publish(user.member, topic, event)
                 case proto.Tell(text):
                     self._collect(user)  # after what is queued for the user already
                     user.outbox.put(user.renderer.notice(text), 0)  # a notice: never dropped
@@ -500,12 +496,13 @@ class ChatServer:
             pending.extendleft(reversed(answer))
         return False
 
-    async def _publish(self, topic: str, event: proto.Event) -> None:
+    async def _publish(self, member: Member, topic: str, event: proto.Event) -> None:
         data = proto.encode_event(event)
         try:
-            self.hub.publish(topic, data)
-        except trio.WouldBlock:
-            await self.hub.publish_wait(topic, data)
+            self.hub.publish(topic, data)  # no checkpoint: a burst costs one pass, not many
+        except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
+            with member.hold_idle():  # the server makes the user wait: not idle
+                await self.hub.publish_wait(topic, data)
 
     async def _move(self, user: _User, room: str) -> None:
         """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
@@ -542,7 +539,7 @@ class ChatServer:
     async def _unsubscribe(self, user: _User, topic: str) -> None:
         subscribing, sub = user.subs.pop(topic)
         sub.unsubscribe()
-        self._collect_one(user, sub)
+        self._take(user, sub, None)
         self._subs.pop(sub, None)
         await subscribing.__aexit__(None, None, None)
 
@@ -596,7 +593,7 @@ class ChatServer:
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
-                await self._publish(effect.topic, effect.event)
+                await self._publish(user.member, effect.topic, effect.event)
         LOGGER.info(
             "%s left (%s)",
             core.nick,
