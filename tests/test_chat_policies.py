@@ -17,6 +17,7 @@ from triosock import (
     ChatServer,
     Hub,
     HubStatistics,
+    InProcessDirectory,
     InProcessHub,
     Policy,
     SubscriberStatistics,
@@ -389,3 +390,19 @@ async def test_a_udp_peer_can_use_the_commands_and_is_told_of_what_it_sent_too_f
             assert not any(b"psst" in line for line in alice.lines if line.startswith(b"[#"))
             alice.close()
             await peer.aclose()
+
+
+async def test_a_cancelled_directory_call_changes_nothing() -> None:
+    # A session cancelled while it registers (its client gone, the server stopping) must
+    # leave no ghost user: each in-process step is all or nothing.
+    directory = InProcessDirectory()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await directory.register("tcp")
+    assert scope.cancelled_caught
+    assert await directory.nicks() == []
+    presence = await directory.register("tcp", "alice")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await directory.rename(presence.session, "bob")
+    assert await directory.nicks() == ["alice"]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 import trio
 
 from .._sansio.chat import DEFAULT_ROOM, DirectoryState, Presence
 from ._abc import Directory
 
 __all__ = ["InProcessDirectory"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class InProcessDirectory(Directory):
@@ -35,42 +41,30 @@ class InProcessDirectory(Directory):
     async def register(
         self, kind: str, nick: str | None = None, room: str = DEFAULT_ROOM
     ) -> Presence:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        presence = self.state.register(kind, nick, room)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return presence
+        return await _step(self.state.register, kind, nick, room)
 
     async def rename(self, session: str, nick: str) -> bool:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        ok = self.state.rename(session, nick)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return ok
+        return await _step(self.state.rename, session, nick)
 
     async def move(self, session: str, room: str) -> Presence:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        presence = self.state.move(session, room)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return presence
+        return await _step(self.state.move, session, room)
 
     async def unregister(self, session: str) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        self.state.unregister(session)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        await _step(self.state.unregister, session)
 
     async def lookup(self, nick: str) -> Presence | None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        presence = self.state.lookup(nick)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return presence
+        return await _step(self.state.lookup, nick)
 
     async def nicks(self, room: str | None = None) -> list[str]:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        nicks = self.state.nicks(room)
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return nicks
+        return await _step(self.state.nicks, room)
 
     async def rooms(self) -> dict[str, int]:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        rooms = self.state.rooms()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return rooms
+        return await _step(self.state.rooms)
+
+
+async def _step(operation: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """``operation(*args)`` between two checkpoints, as trio's own operations are."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    result = operation(*args, **kwargs)
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    return result
