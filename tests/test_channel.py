@@ -178,6 +178,98 @@ async def test_raw_socket_stream_conforms_to_half_closeable_stream() -> None:
         await trio.testing.check_half_closeable_stream(_raw_pair, _clogged_raw_pair)
 
 
+class _Steps(trio.abc.Instrument):
+    """Counts the scheduler steps of one task: a call that yields ends a step."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+@asynccontextmanager
+async def counting_steps() -> AsyncIterator[_Steps]:
+    steps = _Steps(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        yield steps
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+
+
+@asynccontextmanager
+async def open_raw_pair() -> AsyncIterator[tuple[RawSocketStream, RawSocketStream]]:
+    left, right = await _raw_pair()
+    try:
+        yield left, right
+    finally:
+        await left.aclose()
+        await right.aclose()
+
+
+async def yields(steps: _Steps, call: Awaitable[object]) -> bool:
+    before = steps.steps
+    await call
+    return steps.steps > before
+
+
+async def test_the_answer_to_a_receive_rides_on_its_schedule_point() -> None:
+    # The documented contract: receive_some always yields (even with data waiting);
+    # the first send_all after it does not; every other send_all does.
+    async with open_raw_pair() as (left, right), counting_steps() as steps:
+        with trio.fail_after(GUARD):
+            await right.send_all(b"request")  # a socketpair: readable as soon as sent
+            assert await yields(steps, left.receive_some())
+            assert not await yields(steps, left.send_all(b"reply"))
+            assert await yields(steps, left.send_all(b"more"))
+            for _ in range(3):  # a task that only sends yields on every send
+                assert await yields(steps, left.send_all(b"x"))
+            await right.send_all(b"again")
+            assert await yields(steps, left.receive_some())
+            assert await yields(steps, left.send_eof())  # no answer in a half-close
+
+
+async def test_a_send_that_answers_a_receive_is_still_a_cancel_point() -> None:
+    async with open_raw_pair() as (left, right):
+        await right.send_all(b"request")
+        assert await left.receive_some() == b"request"
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await left.send_all(b"reply")
+        assert scope.cancelled_caught
+        await left.send_all(b"after")
+        with trio.fail_after(GUARD):
+            assert await right.receive_some() == b"after"  # the cancelled one wrote nothing
+
+
+async def test_a_busy_request_reply_loop_lets_other_tasks_run() -> None:
+    # A peer that always has the next request ready: the loop never waits, yet another
+    # task runs between every two round trips.
+    other_runs = 0
+    round_trips = 0
+
+    async def other() -> None:
+        nonlocal other_runs
+        while True:
+            other_runs += 1
+            await trio.lowlevel.checkpoint()
+
+    async with open_raw_pair() as (left, right), trio.open_nursery() as nursery:
+        with trio.fail_after(GUARD):
+            await right.send_all(b"x" * 50_000)  # stays in the kernel, ready to read
+            nursery.start_soon(other)
+            start = other_runs
+            while round_trips < 200:
+                await left.receive_some(100)
+                await left.send_all(b"y")
+                round_trips += 1
+            assert other_runs - start >= 150  # one scheduler pass per round trip
+            nursery.cancel_scope.cancel()
+
+
 async def test_raw_socket_stream_translates_errors() -> None:
     left, right = await _raw_pair()
     reset_on_close(right.socket)

@@ -128,6 +128,31 @@ def test_lines_any_split_same_messages(messages: list[bytes], cuts: list[int], c
     assert feed_in_pieces(LineFramer(max_line_length=40), data, cuts) == messages
 
 
+# up to 41 bytes against a limit of 40, CRs anywhere (a trailing one is kept before CRLF)
+long_lines_with_crs = st.lists(
+    st.binary(max_size=41).map(lambda b: b.replace(b"\n", b"")), max_size=20
+)
+
+
+@given(messages=long_lines_with_crs, crlf=st.booleans())
+def test_one_line_per_read_is_the_same_as_any_split(messages: list[bytes], crlf: bool) -> None:
+    # One whole line per read is what a request/reply peer sends: the framer's short
+    # path for it must agree with the general one, limit and CR handling included.
+    ending = b"\r\n" if crlf else b"\n"
+    one_by_one, all_at_once = LineFramer(max_line_length=40), LineFramer(max_line_length=40)
+    expected: list[bytes] | None
+    try:
+        expected = all_at_once.feed(b"".join(m + ending for m in messages))
+    except MessageTooLargeError:
+        expected = None
+    got: list[bytes] | None
+    try:
+        got = [line for m in messages for line in one_by_one.feed(m + ending)]
+    except MessageTooLargeError:
+        got = None
+    assert got == expected
+
+
 @given(messages=lines)
 def test_lines_encode_then_feed_round_trips(messages: list[bytes]) -> None:
     framer = LineFramer()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import socket
 import ssl
 import types
 from collections.abc import Awaitable, Callable
@@ -24,8 +25,7 @@ from triosock import (
     open_tcp_channel,
     serve_tcp,
 )
-from triosock._services.echo import _CANCEL_CHECK_EVERY, _echo_socket
-from triosock._transport.rawsocket import RawSocketListener
+from triosock._transport.rawsocket import RawSocketListener, RawSocketStream
 
 from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
 
@@ -93,29 +93,48 @@ async def test_a_bulk_echo_comes_back_whole_when_sends_come_up_short() -> None:
 
 class _EndlessPeer:
     """A socket whose peer always has the next message ready and reads every reply
-    (for 1000 messages, then it half-closes)."""
+    (for 1000 messages, then it half-closes): a stream on it never has to wait."""
+
+    family = socket.AF_UNIX
 
     def __init__(self) -> None:
         self.replies = 0
 
+    def setblocking(self, flag: bool) -> None:
+        pass
+
     def recv(self, size: int) -> bytes:
         return b"x" * 64 if self.replies < 1000 else b""
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes | memoryview) -> int:
         self.replies += 1
         return len(data)
 
 
-async def test_echo_that_never_waits_still_sees_a_cancellation_within_its_bound() -> None:
-    # A peer that keeps the echo loop busy never lets it wait for data (a cancel point):
-    # the loop's own full checkpoint must still deliver a server stop or idle timeout.
+async def test_an_echo_that_never_waits_still_stops_at_once_when_cancelled() -> None:
+    # A peer that keeps the echo busy never lets it wait for data; every receive_some
+    # and send_all is still a cancel point, so a server stop or idle timeout gets in.
     peer = _EndlessPeer()
-    conn = types.SimpleNamespace(server=types.SimpleNamespace(idle_timeout=None))
+    stream = RawSocketStream(peer)  # type: ignore[arg-type]
+    with trio.fail_after(GUARD):
+        async for data in stream:
+            await stream.send_all(data)
+    assert peer.replies == 1000
+    peer.replies = 0
     with trio.fail_after(GUARD), trio.CancelScope() as scope:
-        scope.cancel()
-        await _echo_socket(conn, peer)  # type: ignore[arg-type]
+        async for data in stream:
+            await stream.send_all(data)
+            if peer.replies == 10:
+                scope.cancel()
     assert scope.cancelled_caught
-    assert peer.replies == _CANCEL_CHECK_EVERY
+    assert peer.replies == 10
+
+
+async def line_echo_with_a_framed_channel(conn: TCPConnection) -> None:
+    """The line echo a user writes: a ``FramedChannel`` over the connection."""
+    chan = FramedChannel(conn)
+    async for line in chan:
+        await chan.send(line)
 
 
 async def echo_with_the_stream_api(conn: TCPConnection) -> None:
@@ -125,7 +144,9 @@ async def echo_with_the_stream_api(conn: TCPConnection) -> None:
 
 
 @pytest.mark.parametrize(
-    "handler", [echo_handler, echo_with_the_stream_api], ids=["echo service", "stream api"]
+    "handler",
+    [echo_handler, echo_with_the_stream_api, line_echo_with_a_framed_channel],
+    ids=["echo service", "stream api", "framed channel"],
 )
 async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
     autojump_clock: trio.testing.MockClock, handler: Callable[[TCPConnection], Awaitable[None]]
@@ -139,8 +160,8 @@ async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
             async def talk() -> None:
                 for i in range(5):
                     await trio.sleep(20)
-                    await chatty.send_all(b"ping %d" % i)
-                    assert await chatty.receive_some() == b"ping %d" % i
+                    await chatty.send_all(b"ping %d\n" % i)
+                    assert await chatty.receive_some() == b"ping %d\n" % i
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(talk)
@@ -370,6 +391,39 @@ async def test_tls_through_the_same_api() -> None:
                 await connect_tcp(
                     "127.0.0.1", server.port, ssl_context=ssl.create_default_context()
                 )
+
+
+async def test_idle_timeout_over_tls_counts_what_the_peer_sends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Under TLS the socket stream underneath hears of the data: a chatty TLS client is
+    # kept, a silent one closed at exactly the timeout.
+    server_ctx, client_ctx = tls_contexts()
+    with trio.fail_after(1000):
+        async with running_tcp_server(line_echo, ssl_context=server_ctx, idle_timeout=30) as (
+            server,
+            _,
+        ):
+            silent = await open_tcp_channel(
+                "127.0.0.1", server.port, ssl_context=client_ctx, server_hostname="localhost"
+            )
+            chatty = await open_tcp_channel(
+                "127.0.0.1", server.port, ssl_context=client_ctx, server_hostname="localhost"
+            )
+            start = trio.current_time()
+            for i in range(3):
+                await trio.sleep(20)
+                await chatty.send(b"ping %d" % i)
+                assert await chatty.receive() == b"ping %d" % i
+            with pytest.raises((trio.EndOfChannel, trio.BrokenResourceError)):
+                await silent.receive()
+            assert trio.current_time() - start == pytest.approx(60)  # read after the close
+            assert server.statistics().idle_timeouts == 1
+            with pytest.raises((trio.EndOfChannel, trio.BrokenResourceError)):
+                await chatty.receive()
+            assert trio.current_time() - start == pytest.approx(90)
+            await silent.aclose()
+            await chatty.aclose()
 
 
 async def test_bind_and_connect_errors_are_triosock_errors() -> None:

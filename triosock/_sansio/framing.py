@@ -94,6 +94,12 @@ class LineFramer(_FramerState):
         limit = self.max_size
         buffer = self._buffer
         newline = data.find(b"\n")
+        if newline == len(data) - 1 and newline >= 0 and not buffer:
+            # The common case (one whole line per read) without the general path's lists.
+            line = data[:-2] if data[-2:] == b"\r\n" else data[:-1]
+            if len(line) > limit:
+                raise self._fail(len(line), [])
+            return [line]
         if newline < 0:
             # No line ends here: only grow the buffer if the line can still fit. The
             # limit + 1 allows for the CR of a CRLF that has not arrived whole yet.

@@ -54,6 +54,17 @@ class TrySendStream(Protocol):
         ...
 
 
+@runtime_checkable
+class DirectStream(Protocol):
+    """A stream whose ``receive_some`` and ``send_all`` are another stream's, unchanged
+    (``TCPConnection``): a framed channel calls the inner stream's directly."""
+
+    @property
+    def direct_stream(self) -> trio.abc.Stream:
+        """The stream that does this one's reads and writes."""
+        ...
+
+
 class FramedChannel(trio.abc.Channel[bytes]):
     """Whole messages over a byte stream.
 
@@ -72,6 +83,9 @@ class FramedChannel(trio.abc.Channel[bytes]):
         receive_size: int = DEFAULT_RECEIVE_SIZE,
     ) -> None:
         self._stream = stream
+        inner = stream.direct_stream if isinstance(stream, DirectStream) else stream
+        self._receive_some = inner.receive_some
+        self._send_all = inner.send_all
         self._framer: Framer = framer if framer is not None else LineFramer()
         self._receive_size = receive_size
         self._pending: deque[bytes] = deque()
@@ -104,11 +118,11 @@ class FramedChannel(trio.abc.Channel[bytes]):
         try:
             if self._closed:
                 raise trio.ClosedResourceError("the channel was closed")
-            if not self._pending:
-                await self._fill()
-            else:
+            pending = self._pending
+            if pending:
                 await trio.lowlevel.checkpoint()
-            return self._pending.popleft()
+                return pending.popleft()
+            return await self._read_message()
         finally:
             self._receiving = False
 
@@ -124,31 +138,50 @@ class FramedChannel(trio.abc.Channel[bytes]):
             raise trio.WouldBlock
         return self._pending.popleft()
 
-    async def _fill(self) -> None:
-        """Read until at least one message is pending, or raise why there won't be one."""
+    async def _read_message(self) -> bytes:
+        """Read until a message is complete and return it; keep any that follow it.
+
+        Every message one read completes is parsed in that one pass: the first is
+        returned, the others wait in ``_pending`` for the next ``receive()``.
+        """
         pending = self._pending
-        while not pending:
+        while True:
             if self._error is not None:
                 raise self._error
             if self._eof:
                 raise trio.EndOfChannel
-            data = await self._stream.receive_some(self._receive_size)
+            data = await self._receive_some(self._receive_size)
             try:
-                if data:
-                    pending.extend(self._framer.feed(bytes(data)))
-                else:
-                    self._eof = True
-                    pending.extend(self._framer.feed_eof())
+                messages = self._framer.feed(bytes(data)) if data else self._end()
             except MessageTooLargeError as exc:
-                pending.extend(exc.messages)
+                messages = exc.messages
                 self._error = exc
             except FramingError as exc:
+                messages = []
                 self._error = exc
+            if messages:
+                if len(messages) > 1:
+                    pending.extend(messages)
+                    return pending.popleft()
+                return messages[0]
+
+    def _end(self) -> list[bytes]:
+        self._eof = True
+        return self._framer.feed_eof()
 
     # -- sending -----------------------------------------------------------------------
 
     async def send(self, value: bytes) -> None:
-        await self._send_locked(self._framer.encode(value))
+        data = self._framer.encode(value)
+        gate = self._send_lock
+        if gate.locked() or self._backlog:
+            await self._send_locked(data)
+            return
+        gate.take()  # uncontended, nothing left over: straight to the stream
+        try:
+            await self._send_all(data)
+        finally:
+            gate.release()
 
     async def send_many(self, values: Iterable[bytes]) -> None:
         """Send several messages in one write (one ``send_all``), in order."""
@@ -225,7 +258,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
             await trio.lowlevel.checkpoint_if_cancelled()
             data, self._backlog = self._backlog + data, b""
         if data:
-            await self._stream.send_all(data)
+            await self._send_all(data)
         else:
             await trio.lowlevel.checkpoint()
 
@@ -270,6 +303,11 @@ class _SendGate:
 
     def locked(self) -> bool:
         return self._busy
+
+    def take(self) -> None:
+        """Acquire a gate that is free (``locked()`` is false), without an await."""
+        assert not self._busy
+        self._busy = True
 
     async def acquire(self) -> None:
         if not self._busy:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -125,7 +124,8 @@ class TCPConnection(trio.abc.HalfCloseableStream):
     Every method of ``trio.abc.HalfCloseableStream`` is delegated to the accepted stream
     (a :class:`~triosock._transport.rawsocket.RawSocketStream`, or a ``trio.SSLStream``
     over one when the server does TLS). Data
-    received pushes the connection's idle deadline forward.
+    received pushes the connection's idle deadline forward (the socket stream underneath
+    reports it, so bytes of a TLS handshake count as life too).
     """
 
     def __init__(
@@ -151,16 +151,15 @@ class TCPConnection(trio.abc.HalfCloseableStream):
         return self._server
 
     @property
-    def raw_socket(self) -> socket.socket | None:
-        """The plain non-blocking socket under a non-TLS connection, else None.
+    def direct_stream(self) -> trio.abc.Stream:
+        """The stream whose ``receive_some`` and ``send_all`` this connection's are.
 
-        For handlers that own the connection and want a tighter loop than the Stream
-        contract allows; such a handler calls :meth:`touch` when data arrives, and must
-        not use the stream methods at the same time.
+        The same as :attr:`stream`: the connection adds nothing to either call (the idle
+        timer hears of received data from the socket stream itself), so code that calls
+        them in a loop, like :class:`~triosock.FramedChannel`, may call the inner stream's
+        directly and save a call layer.
         """
-        if isinstance(self._stream, RawSocketStream):
-            return self._stream.socket
-        return None
+        return self._stream
 
     def touch(self) -> None:
         """Count this as life from the peer: push the idle deadline forward."""
@@ -204,10 +203,7 @@ class TCPConnection(trio.abc.HalfCloseableStream):
     # -- the stream --------------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
-        if data:
-            self._idle.touch()
-        return data
+        return await self._stream.receive_some(max_bytes)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -351,6 +347,8 @@ async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCP
         except OSError:
             remote = None
     idle = IdleTimer(server.idle_timeout)
+    if server.idle_timeout is not None and isinstance(inner, RawSocketStream):
+        inner.on_receive = idle.touch
     conn = TCPConnection(stream, server, idle, remote)
     try:
         # Without a timeout, no scope to enter: a cancel status is ~400 bytes a connection.
