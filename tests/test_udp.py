@@ -203,6 +203,59 @@ async def test_stop_lets_handlers_say_bye() -> None:
             await client.aclose()
 
 
+async def test_a_peers_datagrams_end_when_the_server_stops_after_the_queued_ones() -> None:
+    # No stop scope needed: once the socket is read no more, receive() raises
+    # EndOfChannel after what is queued, so an ``async for`` ends by itself.
+    release = trio.Event()
+
+    async def handler(peer: UDPPeer) -> None:
+        first = await peer.receive()
+        await peer.send(b"ack " + first)
+        if first == b"ping":
+            return
+        await release.wait()  # meanwhile the next datagrams queue up
+        rest = [data async for data in peer]
+        await peer.send(b"%s then %s" % (first, b",".join(rest)))
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: UDPServer = await nursery.start(
+                lambda task_status: serve_udp(handler, 0, task_status=task_status, grace_period=60)
+            )
+            client = await open_udp_channel("127.0.0.1", server.port)
+            other = await open_udp_channel("127.0.0.1", server.port)
+            await client.send(b"a")
+            assert await client.receive() == b"ack a"
+            for data in (b"b", b"c", b"d"):
+                await client.send(data)
+            await other.send(b"ping")  # read after b, c and d: they are queued by now
+            assert await other.receive() == b"ack ping"
+            server.stop()
+            release.set()
+            assert await client.receive() == b"a then b,c,d"
+        await client.aclose()
+        await other.aclose()
+
+
+async def test_a_peer_has_one_receiver_at_a_time() -> None:
+    async def handler(peer: UDPPeer) -> None:
+        await peer.receive()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.receive)
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                await peer.receive()
+            await peer.send(b"busy, as it should be")
+            nursery.cancel_scope.cancel()
+
+    with trio.fail_after(GUARD):
+        async with running_udp_server(handler) as server:
+            client = await open_udp_channel("127.0.0.1", server.port)
+            await client.send(b"hello")
+            assert await client.receive() == b"busy, as it should be"
+            await client.aclose()
+
+
 async def test_icmp_port_unreachable_is_a_clear_error() -> None:
     with trio.fail_after(GUARD):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

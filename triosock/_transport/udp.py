@@ -36,12 +36,13 @@ import contextlib
 import errno
 import logging
 import socket
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import outcome
 import trio
 
 from .._errors import BindError, ConnectError, TriosockError, describe_oserror
@@ -119,17 +120,41 @@ class UDPPeer(trio.abc.Channel[bytes]):
     """One remote address of a UDP server, as a message channel.
 
     ``receive()`` gives this peer's datagrams in arrival order (what the queue could
-    hold); ``send(data)`` sends one datagram to it from the server's socket.
-    ``aclose()`` ends the peer: its queue is dropped and a later datagram from the same
-    address starts a new handler.
+    hold); ``send(data)`` sends one datagram to it from the server's socket. Once the
+    server begins to stop, ``receive()`` raises :class:`trio.EndOfChannel` after the
+    datagrams already queued: no more will come. ``aclose()`` ends the peer: its queue is
+    dropped and a later datagram from the same address starts a new handler.
+
+    One task receives at a time (a second gets :class:`trio.BusyResourceError`). A
+    datagram for a task waiting in ``receive()`` is handed to it directly; the queue, made
+    on first need, holds only the datagrams that arrive while the task is busy.
     """
 
-    def __init__(self, server: UDPServer, address: Address, queue_size: int) -> None:
+    __slots__ = (
+        "_closed",
+        "_ended",
+        "_idle",
+        "_lifetime",
+        "_queue",
+        "_scope",
+        "_seen",
+        "_waiter",
+        "address",
+        "dropped",
+        "server",
+    )
+
+    def __init__(self, server: UDPServer, address: Address) -> None:
         self.server = server
         self.address = address
-        self._send_queue, self._queue = trio.open_memory_channel[bytes](queue_size)
         self.dropped = 0
-        self._scope = trio.CancelScope()
+        self._queue: deque[bytes] | None = None
+        self._waiter: trio.lowlevel.Task | None = None
+        self._closed = False
+        self._ended = False  # the server stopped reading: nothing more will be queued
+        # cancelled to end the peer (evicted, lifetime over); with a peer_idle_timeout,
+        # the idle timer's scope is this scope
+        self._scope: trio.CancelScope | None = None
         self._idle: IdleTimer | None = None
         self._seen = 0.0  # when its last datagram arrived (per receive batch)
         self._lifetime: float | None = None  # see limit_idle
@@ -174,10 +199,36 @@ class UDPPeer(trio.abc.Channel[bytes]):
         return self._idle.held() if self._idle is not None else contextlib.nullcontext()
 
     async def receive(self) -> bytes:
-        return await self._queue.receive()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        queue = self._queue
+        if queue:
+            data = queue.popleft()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        self._check_receivable()
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is receiving from this peer")
+        self._waiter = trio.lowlevel.current_task()
+        data = await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
+        assert isinstance(data, bytes)
+        return data
+
+    def _abort_receive(self, raise_cancel: object) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def receive_nowait(self) -> bytes:
-        return self._queue.receive_nowait()
+        """The next queued datagram, or :class:`trio.WouldBlock` when none is queued."""
+        if self._queue:
+            return self._queue.popleft()
+        self._check_receivable()
+        raise trio.WouldBlock
+
+    def _check_receivable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the peer was closed")
+        if self._ended:
+            raise trio.EndOfChannel
 
     async def send(self, value: bytes) -> None:
         await self.server.sendto(value, self.address)
@@ -195,16 +246,44 @@ class UDPPeer(trio.abc.Channel[bytes]):
         await trio.lowlevel.checkpoint()
 
     def _close(self) -> None:
-        self._send_queue.close()
-        self._queue.close()
+        self._closed = True
+        self._queue = None
+        self._wake(outcome.Error(trio.ClosedResourceError("the peer was closed")))
         self.server._forget(self)
 
+    def _cancel(self) -> None:
+        """End the peer's task (evicted, lifetime over), even one that has not begun."""
+        if self._scope is None:
+            self._scope = trio.CancelScope()
+        self._scope.cancel()
+
+    def _end(self) -> None:
+        """The server stopped reading: a waiting (or the next) receive sees the end."""
+        self._ended = True
+        if not self._queue:
+            self._wake(outcome.Error(trio.EndOfChannel()))
+
+    def _wake(self, result: outcome.Outcome[bytes]) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task, result)
+
     def _deliver(self, data: bytes) -> bool:
-        try:
-            self._send_queue.send_nowait(data)
-        except (trio.WouldBlock, trio.ClosedResourceError):
+        if self._waiter is not None:  # the handler waits for it: straight in its hands
+            task, self._waiter = self._waiter, None
+            trio.lowlevel.reschedule(task, outcome.Value(data))
+            return True
+        queue = self._queue
+        if queue is None:
+            if self._closed:
+                self.dropped += 1
+                return False
+            queue = self._queue = deque()
+        if len(queue) >= self.server.queue_size:
             self.dropped += 1
             return False
+        queue.append(data)
         return True
 
 
@@ -311,6 +390,13 @@ class UDPServer(ServerLifecycle):
         async with self._write_waiters:
             await trio.lowlevel.wait_writable(self._sock)
 
+    def _begin_stop(self) -> None:
+        first = not self.stopping
+        super()._begin_stop()
+        if first:  # the socket is read no more: each peer's receive() sees the end
+            for peer in list(self._peers.values()):
+                peer._end()
+
     # -- routing -----------------------------------------------------------------------
 
     def _forget(self, peer: UDPPeer) -> None:
@@ -328,8 +414,8 @@ class UDPServer(ServerLifecycle):
                     return
                 _, oldest = self._peers.popitem(last=False)
                 self._evicted += 1
-                oldest._scope.cancel()
-            peer = UDPPeer(self, address, self.queue_size)
+                oldest._cancel()
+            peer = UDPPeer(self, address)
             peer._seen = now
             self._peers[address] = peer
             self._peers_total += 1
@@ -342,9 +428,18 @@ class UDPServer(ServerLifecycle):
             self._dropped_queue_full += 1
 
     async def _run_peer(self, handler: Handler, peer: UDPPeer) -> None:
-        idle = peer._idle = IdleTimer(self.peer_idle_timeout)
+        # One cancel scope a peer: the idle timer's when there is a timeout.
+        if self.peer_idle_timeout is not None:
+            idle = peer._idle = IdleTimer(self.peer_idle_timeout)
+            scope = idle.scope
+        else:
+            idle = None
+            scope = trio.CancelScope()
+        if peer._scope is not None and peer._scope.cancel_called:  # ended before it began
+            scope.cancel()
+        peer._scope = scope
         try:
-            with peer._scope, idle.scope:
+            with scope:
                 try:
                     await handler(peer)
                 except Exception as exc:
@@ -353,7 +448,7 @@ class UDPServer(ServerLifecycle):
                     else:
                         self._handler_errors += 1
                         LOGGER.exception("handler failed for UDP peer %s; dropping it", peer.peer)
-            if idle.expired:
+            if idle is not None and idle.expired:
                 self._expired += 1
                 LOGGER.info("UDP peer %s expired after %g s of silence", peer.peer, idle.timeout)
         finally:
@@ -415,7 +510,7 @@ class UDPServer(ServerLifecycle):
                         self._expired += 1
                         LOGGER.debug("UDP peer %s done after %g s of silence", peer.peer, lifetime)
                         self._forget(peer)
-                        peer._scope.cancel()
+                        peer._cancel()
 
     async def _back_off(self, exc: OSError, failures: int) -> None:
         """A socket error that does not go away: log it and wait before trying again,
@@ -438,14 +533,15 @@ async def reply_each(
 
     The request/reply services' loop (echo, time). A burst already queued is answered
     without a scheduler pass per datagram; the only other await is for socket buffer
-    space when the kernel has none. Ends when the server begins to stop, and about
+    space when the kernel has none. Ends when the server begins to stop (once the
+    requests already queued are answered), and about
     ``idle_timeout`` seconds after the last request (see :meth:`UDPPeer.limit_idle`; the
     server's shorter ``peer_idle_timeout`` wins): the peer's entry is freed, and a later
     datagram from the same address starts afresh, so a stream of one-shot clients never
     fills the peer table.
     """
     peer.limit_idle(idle_timeout)
-    with peer.stop_scope():
+    try:
         while True:
             request = await peer.receive()
             while True:
@@ -459,6 +555,8 @@ async def reply_each(
                     request = peer.receive_nowait()
                 except trio.WouldBlock:
                     break
+    except trio.EndOfChannel:  # the server is stopping
+        return
 
 
 async def serve_udp(
