@@ -45,6 +45,28 @@ DEFAULT_RECEIVE_SIZE = 64 * 1024
 _IGNORED_ACCEPT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 
 
+# EAGAIN is caught in these helpers, never in a frame that then waits: a frame that
+# handles an exception keeps a frame object (about 200 bytes) for as long as it lives,
+# and awaiting inside the except block would keep the exception and its traceback too:
+# over half a KiB for every connection waiting for data.
+
+
+def _recv_nowait(sock: socket.socket, max_bytes: int) -> bytes | None:
+    """``recv``, or None when nothing is there yet."""
+    try:
+        return sock.recv(max_bytes)
+    except BlockingIOError:
+        return None
+
+
+def _send_nowait(sock: socket.socket, data: memoryview) -> int:
+    """``send``, or 0 when the buffer is full (a stream ``send`` of data never is 0)."""
+    try:
+        return sock.send(data)
+    except BlockingIOError:
+        return 0
+
+
 class RawSocketStream(trio.abc.HalfCloseableStream):
     """A connected stream socket as a ``trio.abc.HalfCloseableStream``.
 
@@ -104,14 +126,13 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
             await trio.lowlevel.cancel_shielded_checkpoint()
             while True:
                 try:
-                    data = self._sock.recv(max_bytes)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(self._sock)
+                    data = _recv_nowait(self._sock, max_bytes)
                 except OSError as exc:
                     self._check_open()
                     raise trio.BrokenResourceError(f"receive failed: {exc}") from exc
-                else:
+                if data is not None:
                     break
+                await trio.lowlevel.wait_readable(self._sock)
             if data and self.on_receive is not None:
                 self.on_receive()
             self._answering = True
@@ -135,15 +156,15 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
                 remaining = view.cast("B") if view.format != "B" else view
                 while remaining:
                     try:
-                        sent = self._sock.send(remaining)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_writable(self._sock)
-                        waited = True
-                        continue
+                        sent = _send_nowait(self._sock, remaining)
                     except OSError as exc:
                         self._check_open()
                         raise trio.BrokenResourceError(f"send failed: {exc}") from exc
-                    remaining = remaining[sent:]
+                    if sent:
+                        remaining = remaining[sent:]
+                    else:
+                        await trio.lowlevel.wait_writable(self._sock)
+                        waited = True
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
         finally:

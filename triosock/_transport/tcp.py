@@ -26,6 +26,7 @@ Server shape (trio's ``serve_listeners`` does the accepting):
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -93,6 +94,7 @@ class TCPServer(ServerLifecycle):
             for name in (listener.socket.getsockname() for listener in listeners)
         ]
         self.idle_timeout = idle_timeout
+        self._no_idle = IdleTimer(None)  # what connections share when there is no timeout
         self._open = 0
         self._total = 0
         self._idle_timeouts = 0
@@ -127,6 +129,8 @@ class TCPConnection(trio.abc.HalfCloseableStream):
     received pushes the connection's idle deadline forward (the socket stream underneath
     reports it, so bytes of a TLS handshake count as life too).
     """
+
+    __slots__ = ("_idle", "_raw", "_server", "_stream", "remote_address")
 
     def __init__(
         self,
@@ -204,6 +208,13 @@ class TCPConnection(trio.abc.HalfCloseableStream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         return await self._stream.receive_some(max_bytes)
+
+    async def __anext__(self) -> bytes | bytearray:
+        # trio's, minus the call through receive_some: a frame less per waiting connection
+        data = await self._stream.receive_some()
+        if not data:
+            raise StopAsyncIteration
+        return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self._stream.send_all(data)
@@ -306,15 +317,7 @@ async def serve_tcp(
     else:
         slots = None
 
-    async def run_connection(stream: trio.abc.Stream) -> None:
-        server._open += 1
-        server._total += 1
-        try:
-            await _run_connection(handler, stream, server)
-        finally:
-            server._open -= 1
-            if slots is not None:
-                slots.release()
+    run_connection = functools.partial(_run_connection, handler, server, slots)
 
     async with trio.open_nursery() as nursery:
         connections = await nursery.start(server._host_tasks)
@@ -338,7 +341,11 @@ def connection_ended(exc: Exception) -> bool:
     return isinstance(exc, ended)
 
 
-async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCPServer) -> None:
+async def _run_connection(
+    handler: Handler, server: TCPServer, slots: trio.Semaphore | None, stream: trio.abc.Stream
+) -> None:
+    server._open += 1
+    server._total += 1
     remote: object = None
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     if isinstance(inner, RawSocketStream | trio.SocketStream):
@@ -346,9 +353,12 @@ async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCP
             remote = inner.socket.getpeername()
         except OSError:
             remote = None
-    idle = IdleTimer(server.idle_timeout)
-    if server.idle_timeout is not None and isinstance(inner, RawSocketStream):
-        inner.on_receive = idle.touch
+    if server.idle_timeout is None:
+        idle = server._no_idle  # never entered, never fires: one for all connections
+    else:
+        idle = IdleTimer(server.idle_timeout)
+        if isinstance(inner, RawSocketStream):
+            inner.on_receive = idle.touch
     conn = TCPConnection(stream, server, idle, remote)
     try:
         # Without a timeout, no scope to enter: a cancel status is ~400 bytes a connection.
@@ -365,9 +375,14 @@ async def _run_connection(handler: Handler, stream: trio.abc.Stream, server: TCP
             server._idle_timeouts += 1
             LOGGER.info("closing %s after %g s idle", conn.peer, idle.timeout)
     finally:
-        with trio.move_on_after(_CLOSE_TIMEOUT) as close_scope:
-            close_scope.shield = True
-            await stream.aclose()
+        try:
+            with trio.move_on_after(_CLOSE_TIMEOUT) as close_scope:
+                close_scope.shield = True
+                await stream.aclose()
+        finally:  # the slot frees once the socket is closed
+            server._open -= 1
+            if slots is not None:
+                slots.release()
 
 
 async def connect_tcp(

@@ -200,9 +200,8 @@ class UDPPeer(trio.abc.Channel[bytes]):
 
     async def receive(self) -> bytes:
         await trio.lowlevel.checkpoint_if_cancelled()
-        queue = self._queue
-        if queue:
-            data = queue.popleft()
+        if self._queue:
+            data = self._take()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         self._check_receivable()
@@ -220,9 +219,22 @@ class UDPPeer(trio.abc.Channel[bytes]):
     def receive_nowait(self) -> bytes:
         """The next queued datagram, or :class:`trio.WouldBlock` when none is queued."""
         if self._queue:
-            return self._queue.popleft()
+            return self._take()
         self._check_receivable()
         raise trio.WouldBlock
+
+    @property
+    def pending(self) -> int:
+        """How many datagrams are queued: ``receive_nowait`` succeeds while this is not 0."""
+        return len(self._queue) if self._queue is not None else 0
+
+    def _take(self) -> bytes:
+        queue = self._queue
+        assert queue
+        data = queue.popleft()
+        if not queue:  # an empty deque is over half a KiB: a waiting peer holds none
+            self._queue = None
+        return data
 
     def _check_receivable(self) -> None:
         if self._closed:
@@ -551,10 +563,9 @@ async def reply_each(
                         peer.send_nowait(reply)
                     except trio.WouldBlock:
                         await peer.send(reply)
-                try:
-                    request = peer.receive_nowait()
-                except trio.WouldBlock:
+                if not peer.pending:  # no exception: it would leave a frame object behind
                     break
+                request = peer.receive_nowait()
     except trio.EndOfChannel:  # the server is stopping
         return
 
