@@ -90,13 +90,14 @@ class LineFramer(_FramerState):
         super().__init__(max_line_length)
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._check_usable()
+        if self._failed is not None or self._eof:
+            self._check_usable()
         limit = self.max_size
         buffer = self._buffer
         newline = data.find(b"\n")
         if newline == len(data) - 1 and newline >= 0 and not buffer:
             # The common case (one whole line per read) without the general path's lists.
-            line = data[:-2] if data[-2:] == b"\r\n" else data[:-1]
+            line = data[:-2] if data.endswith(b"\r\n") else data[:-1]
             if len(line) > limit:
                 raise self._fail(len(line), [])
             return [line]

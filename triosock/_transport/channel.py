@@ -28,7 +28,7 @@ Contract (trio's, plus framing):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Protocol, runtime_checkable
 
 import trio
@@ -87,6 +87,8 @@ class FramedChannel(trio.abc.Channel[bytes]):
         self._receive_some = inner.receive_some
         self._send_all = inner.send_all
         self._framer: Framer = framer if framer is not None else LineFramer()
+        self._feed = self._framer.feed
+        self._encode = self._framer.encode
         self._receive_size = receive_size
         self._pending: deque[bytes] = deque()
         self._error: FramingError | None = None
@@ -112,19 +114,11 @@ class FramedChannel(trio.abc.Channel[bytes]):
     # -- receiving ---------------------------------------------------------------------
 
     async def receive(self) -> bytes:
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this channel")
-        self._receiving = True
-        try:
-            if self._closed:
-                raise trio.ClosedResourceError("the channel was closed")
-            pending = self._pending
-            if pending:
-                await trio.lowlevel.checkpoint()
-                return pending.popleft()
-            return await self._read_message()
-        finally:
-            self._receiving = False
+        return await self._receive(trio.EndOfChannel)
+
+    def __anext__(self) -> Coroutine[object, None, bytes]:
+        # ``async for`` gets the receiving coroutine itself: one frame, not three
+        return self._receive(StopAsyncIteration)
 
     def receive_nowait(self) -> bytes:
         """The next message if one is already buffered, else :class:`trio.WouldBlock`.
@@ -138,32 +132,43 @@ class FramedChannel(trio.abc.Channel[bytes]):
             raise trio.WouldBlock
         return self._pending.popleft()
 
-    async def _read_message(self) -> bytes:
-        """Read until a message is complete and return it; keep any that follow it.
+    async def _receive(self, end: type[Exception]) -> bytes:
+        """The next message; at the stream's end, raise ``end``.
 
         Every message one read completes is parsed in that one pass: the first is
-        returned, the others wait in ``_pending`` for the next ``receive()``.
+        returned, the others wait in ``_pending`` for the next calls.
         """
-        pending = self._pending
-        while True:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                raise trio.EndOfChannel
-            data = await self._receive_some(self._receive_size)
-            try:
-                messages = self._framer.feed(bytes(data)) if data else self._end()
-            except MessageTooLargeError as exc:
-                messages = exc.messages
-                self._error = exc
-            except FramingError as exc:
-                messages = []
-                self._error = exc
-            if messages:
-                if len(messages) > 1:
-                    pending.extend(messages)
-                    return pending.popleft()
-                return messages[0]
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this channel")
+        self._receiving = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("the channel was closed")
+            pending = self._pending
+            if pending:
+                await trio.lowlevel.checkpoint()
+                return pending.popleft()
+            while True:
+                if self._error is not None:
+                    raise self._error
+                if self._eof:
+                    raise end
+                data = await self._receive_some(self._receive_size)
+                try:
+                    messages = self._feed(bytes(data)) if data else self._end()
+                except MessageTooLargeError as exc:
+                    messages = exc.messages
+                    self._error = exc
+                except FramingError as exc:
+                    messages = []
+                    self._error = exc
+                if messages:
+                    if len(messages) > 1:
+                        pending.extend(messages)
+                        return pending.popleft()
+                    return messages[0]
+        finally:
+            self._receiving = False
 
     def _end(self) -> list[bytes]:
         self._eof = True
@@ -172,12 +177,12 @@ class FramedChannel(trio.abc.Channel[bytes]):
     # -- sending -----------------------------------------------------------------------
 
     async def send(self, value: bytes) -> None:
-        data = self._framer.encode(value)
+        data = self._encode(value)
         gate = self._send_lock
-        if gate.locked() or self._backlog:
+        if gate._busy or self._backlog:
             await self._send_locked(data)
             return
-        gate.take()  # uncontended, nothing left over: straight to the stream
+        gate._busy = True  # uncontended, nothing left over: straight to the stream
         try:
             await self._send_all(data)
         finally:
@@ -299,20 +304,17 @@ class _SendGate:
 
     def __init__(self) -> None:
         self._busy = False
-        self._waiters = trio.lowlevel.ParkingLot()
+        self._waiters: trio.lowlevel.ParkingLot | None = None  # made on first contention
 
     def locked(self) -> bool:
         return self._busy
-
-    def take(self) -> None:
-        """Acquire a gate that is free (``locked()`` is false), without an await."""
-        assert not self._busy
-        self._busy = True
 
     async def acquire(self) -> None:
         if not self._busy:
             self._busy = True
             return
+        if self._waiters is None:
+            self._waiters = trio.lowlevel.ParkingLot()
         await self._waiters.park()  # woken by release(), which hands the gate over
 
     def release(self) -> None:
