@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,13 @@ def _c(title: str, key: str, fmt: str) -> Column:
 TRIOSOCK_COLOR = "#d62728"  # tab:red, the same in every panel
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
 LATENCY = (_c("p50 us", "p50_us", "{:,.0f}"), _c("p99 us", "p99_us", "{:,.0f}"))
+TCP_ROUND_TRIP = (  # the echo and the line service: the same ping-pong, the same columns
+    _c("rt/s", "rt_per_s", "{:,.0f}"),
+    *LATENCY,
+    _c("srv CPU us/rt", "cpu_us_per_rt", "{:.1f}"),
+    _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+    _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+)
 WORKLOADS: dict[str, Workload] = {
     w.key: w
     for w in [
@@ -45,13 +53,15 @@ WORKLOADS: dict[str, Workload] = {
             "rt_per_s",
             "round trips/s",
             True,
-            (
-                _c("rt/s", "rt_per_s", "{:,.0f}"),
-                *LATENCY,
-                _c("srv CPU us/rt", "cpu_us_per_rt", "{:.1f}"),
-                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
-                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
-            ),
+            TCP_ROUND_TRIP,
+        ),
+        Workload(
+            "lines",
+            "1b. Line service: echo of 64-byte lines, written as each stack's docs teach",
+            "rt_per_s",
+            "round trips/s",
+            True,
+            TCP_ROUND_TRIP,
         ),
         Workload(
             "stream",
@@ -344,7 +354,7 @@ class Results:
                         ys.append(value)
                 ax.bar(xs, ys, width, label=stack, color=color)
             ax.set_xticks(range(len(configs)), configs, fontsize=8)
-            ax.set_title(spec.title, fontsize=9)
+            ax.set_title(textwrap.fill(spec.title, 48), fontsize=9)  # a panel is narrow
             ax.set_ylabel(spec.unit, fontsize=8)
             ax.tick_params(axis="y", labelsize=8)
             if spec.log_scale:

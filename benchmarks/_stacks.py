@@ -2,7 +2,9 @@
 
 ``baseline`` is the stack each ratio is taken against (raw trio); ``reference`` is the second
 ratio column (the asyncio stack a user would pick instead).  Peer servers live in
-``benchmarks/servers/``; the triosock stacks run triosock's own command line.
+``benchmarks/servers/``; the triosock stacks run triosock's own command line, or (the
+``triosock user handler`` and ``triosock FramedChannel`` rows) a peer server written on its
+public API the way its README teaches.
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ TCP_ECHO = [
     Stack("asyncio Protocol", _peer("asyncio_protocol")),
     Stack("uvloop Protocol", _peer("asyncio_protocol", "--uvloop")),
     Stack("triosock", ("-m", "triosock", "echo", "serve", "--port", "0")),
+    Stack("triosock user handler", _peer("triosock_stream")),
+]
+
+# line echo, each written the way its stack's documentation teaches a user
+LINES = [
+    Stack("trio serve_tcp hand split", _peer("trio_lines"), role="baseline"),
+    Stack("anyio receive_until", _peer("anyio_lines")),
+    Stack("asyncio streams readline", _peer("asyncio_lines"), role="reference"),
+    Stack("uvloop streams readline", _peer("asyncio_lines", "--uvloop")),
+    Stack("triosock FramedChannel", _peer("triosock_lines")),
 ]
 
 UDP_ECHO = [

@@ -38,7 +38,7 @@ from benchmarks._report import WORKLOADS, Cell, Results
 from benchmarks._stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_WORKLOADS = ("echo", "stream", "udp", "chat", "hub", "memory")
+ALL_WORKLOADS = ("echo", "lines", "stream", "udp", "chat", "hub", "memory")
 CHAT_SETUP_TIMEOUT = 90.0
 QUIET_TIMEOUT = 30.0
 
@@ -49,6 +49,7 @@ class Settings:
     duration: float
     warmup: float
     echo_conns: tuple[int, ...]
+    line_conns: tuple[int, ...]
     stream_conns: tuple[int, ...]
     udp_peers: tuple[int, ...]
     chat_subscribers: tuple[int, ...]
@@ -64,6 +65,7 @@ QUICK = Settings(
     duration=0.4,
     warmup=0.15,
     echo_conns=(1, 100),
+    line_conns=(10,),
     stream_conns=(1,),
     udp_peers=(10,),
     chat_subscribers=(100,),
@@ -78,6 +80,7 @@ FULL = Settings(
     duration=2.0,
     warmup=0.5,
     echo_conns=(1, 10, 100),
+    line_conns=(1, 10, 100),
     stream_conns=(1,),
     udp_peers=(1, 10),
     chat_subscribers=(10, 100, 1000),
@@ -265,7 +268,16 @@ class Runner:
                     cell.reps.append(metrics)
                     self.progress(cell, rep, metrics)
 
-    # ------------------------------------------------------------ workloads 1 and 2
+    # ------------------------------------------------------------ workloads 1, 1b and 2
+
+    def round_trips(self, server: Server, conns: int) -> dict[str, float]:
+        """The 64-byte ping-pong (each message ends in a newline) on ``conns`` connections."""
+        result, cpu = self.measure(server, "tcp", {"conns": conns}, 30)
+        return {
+            "rt_per_s": result["rt_per_s"],
+            "cpu_us_per_rt": cpu * 1e6 / max(1.0, result["round_trips"]),
+            **_shared_metrics(result, cpu),
+        }
 
     def tcp_echo(self, rep: int) -> None:
         s = self.settings
@@ -278,13 +290,7 @@ class Runner:
         def measure(server: Server, argument: tuple[str, int]) -> dict[str, float]:
             workload, conns = argument
             if workload == "echo":
-                result, cpu = self.measure(server, "tcp", {"conns": conns}, 30)
-                rts = max(1.0, result["round_trips"])
-                return {
-                    "rt_per_s": result["rt_per_s"],
-                    "cpu_us_per_rt": cpu * 1e6 / rts,
-                    **_shared_metrics(result, cpu),
-                }
+                return self.round_trips(server, conns)
             result, cpu = self.measure(server, "stream", {"conns": conns}, 30)
             return {
                 "mb_per_s": result["mb_per_s"],
@@ -293,6 +299,11 @@ class Runner:
             }
 
         self.side_by_side(rep, "tcp-echo", _stacks.TCP_ECHO, plan, measure)
+
+    def line_service(self, rep: int) -> None:
+        """The echo's ping-pong against line services: each stack's own way to serve lines."""
+        plan = [("lines", f"{n} conns", n, n) for n in self.settings.line_conns]
+        self.side_by_side(rep, "lines", _stacks.LINES, plan, self.round_trips)
 
     # ------------------------------------------------------------ workload 3
 
@@ -427,6 +438,7 @@ class Runner:
         self.log(f"CPU pinning: {self.pinning.note}")
         steps = [
             ("echo", self.tcp_echo),
+            ("lines", self.line_service),
             ("udp", self.udp_echo),
             ("chat", self.chat),
             ("hub", self.hub),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 HOST = "127.0.0.1"
 
@@ -36,3 +37,73 @@ def run_asyncio(main: object, *, use_uvloop: bool) -> None:
         uvloop.run(coro)
     else:
         asyncio.run(coro)
+
+
+# -- one "main" per stack: bind HOST on --port, announce the port, serve until killed ---
+
+
+def serve_asyncio(handler: Any, description: str | None, *, protocol: bool = False) -> None:
+    """``asyncio.start_server(handler)`` (or ``loop.create_server(handler)``, a protocol
+    factory, with ``protocol``), on asyncio or, with ``--uvloop``, on uvloop."""
+    import asyncio
+
+    args = parse_args(description or "", loop_choice=True)
+
+    async def main() -> None:
+        start: Any = asyncio.get_running_loop().create_server if protocol else asyncio.start_server
+        server = await start(handler, HOST, args.port)
+        announce(server.sockets[0].getsockname()[1])
+        async with server:
+            await server.serve_forever()
+
+    run_asyncio(main(), use_uvloop=args.uvloop)
+
+
+def serve_trio(handler: Any, description: str | None) -> None:
+    """``trio.serve_tcp(handler)``, the way trio's tutorial starts a server."""
+    import trio
+
+    _serve_in_a_nursery(
+        trio.serve_tcp, handler, description, lambda listeners: listeners[0].socket.getsockname()[1]
+    )
+
+
+def serve_triosock(handler: Any, description: str | None) -> None:
+    """``triosock.serve_tcp(handler)``, as triosock's README starts a server."""
+    import triosock
+
+    _serve_in_a_nursery(triosock.serve_tcp, handler, description, lambda server: server.port)
+
+
+def _serve_in_a_nursery(
+    serve_tcp: Any, handler: Any, description: str | None, port_of: Any
+) -> None:
+    """``await nursery.start(serve_tcp, handler, port, host=HOST)``, then announce."""
+    from functools import partial
+
+    import trio
+
+    port = parse_args(description or "").port
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(partial(serve_tcp, handler, port, host=HOST))
+            announce(port_of(started))
+
+    trio.run(main)
+
+
+def serve_anyio(handler: Any, description: str | None) -> None:
+    """``anyio.create_tcp_listener(...).serve(handler)`` on anyio's trio backend."""
+    import anyio
+    from anyio.abc import SocketAttribute
+
+    port = parse_args(description or "").port
+
+    async def main() -> None:
+        listener = await anyio.create_tcp_listener(local_host=HOST, local_port=port)
+        announce(listener.extra(SocketAttribute.local_port))
+        serve: Any = listener.serve
+        await serve(handler)
+
+    anyio.run(main, backend="trio")

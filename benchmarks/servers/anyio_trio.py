@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream
+from anyio.abc import SocketStream
 
-from benchmarks.servers._common import HOST, announce, parse_args
+from benchmarks.servers._common import serve_anyio
 
 
 async def echo(client: SocketStream) -> None:
@@ -17,11 +17,5 @@ async def echo(client: SocketStream) -> None:
             pass
 
 
-async def main(port: int) -> None:
-    listener = await anyio.create_tcp_listener(local_host=HOST, local_port=port)
-    announce(listener.extra(SocketAttribute.local_port))
-    await listener.serve(echo)
-
-
 if __name__ == "__main__":
-    anyio.run(main, parse_args(__doc__ or "").port, backend="trio")
+    serve_anyio(echo, __doc__)

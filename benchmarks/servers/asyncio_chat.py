@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from benchmarks.servers._common import HOST, announce, parse_args, run_asyncio
+from benchmarks.servers._common import serve_asyncio
 
 clients: set[asyncio.StreamWriter] = set()
 numbers = itertools.count(1)
@@ -32,13 +32,5 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         writer.close()
 
 
-async def main(port: int) -> None:
-    server = await asyncio.start_server(handle, HOST, port)
-    announce(server.sockets[0].getsockname()[1])
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
-    args = parse_args(__doc__ or "", loop_choice=True)
-    run_asyncio(main(args.port), use_uvloop=args.uvloop)
+    serve_asyncio(handle, __doc__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from benchmarks.servers._common import HOST, announce, parse_args, run_asyncio
+from benchmarks.servers._common import serve_asyncio
 
 
 class Echo(asyncio.Protocol):
@@ -18,14 +18,5 @@ class Echo(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def main(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, HOST, port)
-    announce(server.sockets[0].getsockname()[1])
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
-    args = parse_args(__doc__ or "", loop_choice=True)
-    run_asyncio(main(args.port), use_uvloop=args.uvloop)
+    serve_asyncio(Echo, __doc__, protocol=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks.servers._common import HOST, announce, parse_args, run_asyncio
+from benchmarks.servers._common import serve_asyncio
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -18,13 +18,5 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def main(port: int) -> None:
-    server = await asyncio.start_server(echo, HOST, port)
-    announce(server.sockets[0].getsockname()[1])
-    async with server:
-        await server.serve_forever()
-
-
 if __name__ == "__main__":
-    args = parse_args(__doc__ or "", loop_choice=True)
-    run_asyncio(main(args.port), use_uvloop=args.uvloop)
+    serve_asyncio(echo, __doc__)

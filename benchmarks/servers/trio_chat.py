@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from functools import partial
 
 import trio
 
-from benchmarks.servers._common import HOST, announce, parse_args
+from benchmarks.servers._common import serve_trio
 
 outboxes: dict[int, trio.MemorySendChannel[bytes]] = {}
 numbers = itertools.count(1)
@@ -62,11 +61,5 @@ async def handle(stream: trio.SocketStream) -> None:
         send.close()
 
 
-async def main(port: int) -> None:
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, port, host=HOST))
-        announce(listeners[0].socket.getsockname()[1])
-
-
 if __name__ == "__main__":
-    trio.run(main, parse_args(__doc__ or "").port)
+    serve_trio(handle, __doc__)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import trio
 
-from benchmarks.servers._common import HOST, announce, parse_args
+from benchmarks.servers._common import serve_trio
 
 
 async def echo(stream: trio.SocketStream) -> None:
@@ -17,11 +15,5 @@ async def echo(stream: trio.SocketStream) -> None:
         pass
 
 
-async def main(port: int) -> None:
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, echo, port, host=HOST))
-        announce(listeners[0].socket.getsockname()[1])
-
-
 if __name__ == "__main__":
-    trio.run(main, parse_args(__doc__ or "").port)
+    serve_trio(echo, __doc__)
