@@ -72,7 +72,9 @@ class FramedChannel(trio.abc.Channel[bytes]):
       stream: the byte stream to frame; the channel owns it from now on.
       framer: a sans-IO framer (:class:`~triosock.LineFramer` by default, with its 64 KiB
         limit).
-      receive_size: the largest read asked of the stream at once.
+      receive_size: the largest read asked of the stream at once; None (the default)
+        lets the stream choose (``receive_some()``: 64 KiB, then 256 KiB once a read
+        has filled that, over TCP).
     """
 
     def __init__(
@@ -80,7 +82,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
         stream: trio.abc.Stream,
         framer: Framer | None = None,
         *,
-        receive_size: int = DEFAULT_RECEIVE_SIZE,
+        receive_size: int | None = None,
     ) -> None:
         self._stream = stream
         inner = stream.direct_stream if isinstance(stream, DirectStream) else stream
