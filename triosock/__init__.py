@@ -32,6 +32,7 @@ from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, Li
 from ._services.chat import ChatServer, ChatStatistics
 from ._services.echo import echo_handler, udp_echo_handler
 from ._transport.channel import FramedChannel
+from ._transport.http import Request, Response, serve_http
 from ._transport.outbox import DatagramSink, Outbox, OutboxStalled, StreamSink
 from ._transport.tcp import (
     TCPConnection,
@@ -78,6 +79,8 @@ __all__ = [
     "PeerUnreachableError",
     "Policy",
     "ReadyQueue",
+    "Request",
+    "Response",
     "SlowSubscriberError",
     "StreamSink",
     "SubscriberStatistics",
@@ -97,6 +100,7 @@ __all__ = [
     "open_tcp_channel",
     "open_udp_channel",
     "send_heartbeats",
+    "serve_http",
     "serve_tcp",
     "serve_udp",
     "udp_echo_handler",
