@@ -31,6 +31,7 @@ from ._sansio.addresses import format_address
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
 from ._services.chat import ChatServer, ChatStatistics
 from ._services.echo import echo_handler, udp_echo_handler
+from ._services.http import StaticFiles, tutorial_handler
 from ._transport.channel import FramedChannel
 from ._transport.http import Request, Response, serve_http
 from ._transport.outbox import DatagramSink, Outbox, OutboxStalled, StreamSink
@@ -82,6 +83,7 @@ __all__ = [
     "Request",
     "Response",
     "SlowSubscriberError",
+    "StaticFiles",
     "StreamSink",
     "SubscriberStatistics",
     "Subscription",
@@ -103,5 +105,6 @@ __all__ = [
     "serve_http",
     "serve_tcp",
     "serve_udp",
+    "tutorial_handler",
     "udp_echo_handler",
 ]

@@ -16,7 +16,7 @@ from typing import NoReturn
 import trio
 
 from .._errors import TriosockError
-from . import chat, echo
+from . import chat, echo, http
 from . import time as time_cli
 
 __all__ = ["build_parser", "main"]
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Structured-concurrency network services on Trio.",
     )
     services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
-    for module in (chat, echo, time_cli):
+    for module in (chat, echo, http, time_cli):
         module.register(services)
     return parser
 

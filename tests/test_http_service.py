@@ -1,0 +1,189 @@
+"""``python -m triosock http serve|get`` as users run them, judged by curl and ab."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from triosock import TCPConnection, TCPServer, serve_tcp
+
+from .clitools import PYTHON, cli_server, need, run
+from .conftest import GUARD
+
+
+async def curl(*args: str) -> tuple[int, bytes, bytes]:
+    done = await run([need("curl"), "-sS", "--max-time", "10", *args])
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    root = tmp_path / "site"
+    (root / "docs").mkdir(parents=True)
+    (root / "hello.txt").write_text("hello from a file\n")
+    (root / "page.html").write_text("<p>a page</p>\n")
+    (root / "docs" / "index.html").write_text("<p>the docs</p>\n")
+    (root / "<script>.txt").write_text("odd name\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the root\n")
+    (root / "escape").symlink_to(secret)
+    (root / "inside").symlink_to(root / "hello.txt")
+    return root
+
+
+async def test_the_tutorial_server_says_hello_and_echoes_the_request() -> None:
+    with trio.fail_after(GUARD):
+        async with cli_server(["http", "serve", "--port", "0"]) as server:
+            base = f"http://127.0.0.1:{server.port('http')}"
+            assert await curl(f"{base}/") == (0, b"hello world\n", b"")
+            code, body, _ = await curl("--data-binary", "the body", f"{base}/echo?x=1")
+            assert code == 0
+            head, _, rest = body.partition(b"\r\n\r\n")
+            assert head.splitlines()[0] == b"POST /echo?x=1 HTTP/1.1"
+            assert b"content-length: 8" in head.lower().splitlines()
+            assert rest == b"the body"
+            code, out, _ = await curl("-o", "/dev/null", "-w", "%{http_code}", f"{base}/nope")
+            assert out == b"404"
+            code, out, _ = await curl("-i", "-X", "DELETE", f"{base}/")
+            assert out.startswith(b"HTTP/1.1 405 ")
+            assert b"allow: GET, HEAD" in out.lower().replace(b"get, head", b"GET, HEAD")
+
+
+async def test_static_files_with_types_validators_and_304(site: Path) -> None:
+    with trio.fail_after(GUARD):
+        async with cli_server(["http", "serve", "--port", "0", "--root", str(site)]) as server:
+            base = f"http://127.0.0.1:{server.port('http')}"
+            _, out, _ = await curl("-i", f"{base}/page.html")
+            head, _, body = out.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            assert body == b"<p>a page</p>\n"
+            headers = dict(line.decode().lower().split(": ", 1) for line in head.splitlines()[1:])
+            assert headers["content-type"] == "text/html"
+            etag = headers["etag"]
+            _, out, _ = await curl("-I", f"{base}/page.html")
+            assert b"content-length: 14" in out.lower()
+            assert out.endswith(b"\r\n\r\n")
+            for condition in (
+                f"If-None-Match: {etag}",
+                f"If-Modified-Since: {headers['last-modified']}",
+            ):
+                _, out, _ = await curl("-i", "-H", condition, f"{base}/page.html")
+                assert out.startswith(b"HTTP/1.1 304 "), condition
+                assert out.endswith(b"\r\n\r\n")  # no body
+            assert (await curl(f"{base}/docs/"))[1] == b"<p>the docs</p>\n"  # index.html
+            assert (await curl(f"{base}/inside"))[1] == b"hello from a file\n"
+            _, listing, _ = await curl(f"{base}/")
+            assert b"&lt;script&gt;.txt" in listing
+            assert b"<script>" not in listing
+            assert b"escape" not in listing  # a symlink out of the root is not listed
+            _code, out, _ = await curl("-o", "/dev/null", "-w", "%{http_code}", "-d", "x", base)
+            assert out == b"405"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/docs/%2E%2E/%2e%2e/secret.txt",
+        "/escape",
+        "/..%2fsecret.txt",
+        "/missing.txt",
+    ],
+)
+async def test_paths_out_of_the_root_are_404(site: Path, path: str) -> None:
+    with trio.fail_after(GUARD):
+        async with cli_server(["http", "serve", "--port", "0", "--root", str(site)]) as server:
+            url = f"http://127.0.0.1:{server.port('http')}{path}"
+            _code, out, _ = await curl("--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", url)
+            assert out == b"404"
+
+
+async def test_ab_keep_alive_runs_without_errors() -> None:
+    ab = need("ab")
+    with trio.fail_after(GUARD):
+        async with cli_server(["http", "serve", "--port", "0"]) as server:
+            url = f"http://127.0.0.1:{server.port('http')}/"
+            done = await run([ab, "-k", "-q", "-n", "2000", "-c", "20", url])
+            out = done.stdout.decode()
+            assert done.returncode == 0, done.stderr
+            assert re.search(r"Complete requests:\s+2000", out)
+            assert re.search(r"Failed requests:\s+0", out)
+            # ab speaks HTTP/1.0, whose keep-alive h11 does not do: each request gets its
+            # answer and a close (curl's HTTP/1.1 reuse is tested in test_http.py).
+            assert re.search(r"Non-2xx responses", out) is None
+
+
+async def triosock_http(*args: str) -> tuple[int, bytes, bytes]:
+    done = await run([PYTHON, "-m", "triosock", "http", *args])
+    return done.returncode, done.stdout, done.stderr
+
+
+async def test_http_get_prints_the_body_or_says_why_not(site: Path) -> None:
+    with trio.fail_after(GUARD):
+        async with cli_server(["http", "serve", "--port", "0", "--root", str(site)]) as server:
+            base = f"http://127.0.0.1:{server.port('http')}"
+            assert await triosock_http("get", f"{base}/hello.txt") == (
+                0,
+                b"hello from a file\n",
+                b"",
+            )
+            code, out, _ = await triosock_http("get", "-i", f"{base}/hello.txt")
+            assert code == 0
+            assert out.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"etag: " in out
+            code, out, err = await triosock_http("get", f"{base}/missing")
+            assert (code, err) == (1, b"triosock: error: HTTP 404 Not Found\n")
+        # the server is gone now: its port refuses
+        code, _, err = await triosock_http("get", f"{base}/hello.txt")
+        assert code == 1
+        assert err.startswith(b"triosock: error: cannot connect to ")
+        assert err.count(b"\n") == 1
+        code, _, err = await triosock_http("get", "ftp://127.0.0.1/")
+        assert (code, err) == (
+            1,
+            b"triosock: error: not an http:// or https:// URL: ftp://127.0.0.1/\n",
+        )
+
+
+async def test_http_get_gives_up_at_its_timeout() -> None:
+    async def silent(conn: TCPConnection) -> None:
+        await trio.sleep_forever()  # accepts, never answers
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(partial(serve_tcp, silent, 0, grace_period=0))
+            code, _, err = await triosock_http(
+                "get", "--timeout", "0.5", f"http://127.0.0.1:{server.port}/"
+            )
+            assert (code, err) == (
+                1,
+                f"triosock: error: no answer from 127.0.0.1:{server.port} within 0.5 s\n".encode(),
+            )
+            nursery.cancel_scope.cancel()
+
+
+async def test_bad_root_is_a_one_line_error(tmp_path: Path) -> None:
+    with trio.fail_after(GUARD):
+        done = await run(
+            [
+                PYTHON,
+                "-m",
+                "triosock",
+                "http",
+                "serve",
+                "--port",
+                "0",
+                "--root",
+                str(tmp_path / "no"),
+            ]
+        )
+    assert done.returncode == 1
+    assert done.stderr.startswith(b"triosock: error: --root ")
+    assert done.stderr.count(b"\n") == 1
+    assert os.fspath(tmp_path / "no").encode() in done.stderr

@@ -1,0 +1,154 @@
+"""The tiny HTTP server of the socket tutorials, made real: hello/echo, and static files.
+
+* :func:`tutorial_handler`: ``GET /`` says hello (Workerman's ``http://0.0.0.0:2345``
+  worker), ``/echo`` returns the request it received, as the tutorial's server does.
+* :class:`StaticFiles`: the files under a root, ``GET`` and ``HEAD`` only. A path that
+  would leave the root (``..``, its percent-encoded forms, a symlink pointing out) is
+  404, as is anything missing, so a prober learns nothing. ``Content-Type`` from
+  ``mimetypes``; ``ETag`` and ``Last-Modified``, with ``304 Not Modified`` for
+  ``If-None-Match`` and ``If-Modified-Since``; a directory serves its ``index.html`` or
+  an index page. Files are read whole, in a worker thread; larger than
+  :data:`MAX_FILE_SIZE` they are refused with 500 and a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import logging
+import mimetypes
+import os
+import stat
+from pathlib import Path
+from urllib.parse import quote
+
+import trio
+
+from .._transport.http import Request, Response
+
+__all__ = ["MAX_FILE_SIZE", "StaticFiles", "tutorial_handler"]
+
+LOGGER = logging.getLogger("triosock.http")
+
+#: The largest file served (read into memory whole).
+MAX_FILE_SIZE = 64 * 1024 * 1024
+
+_READ_ONLY = ("GET", "HEAD")
+
+
+def _not_allowed(allowed: tuple[str, ...]) -> Response:
+    response = Response.text(405, "method not allowed\n")
+    response.headers.append(("allow", ", ".join(allowed)))
+    return response
+
+
+async def tutorial_handler(request: Request) -> Response:
+    """``/``: hello world. ``/echo``: the request as received. Anything else: 404."""
+    if request.path == "/":
+        if request.method not in _READ_ONLY:
+            return _not_allowed(_READ_ONLY)
+        return Response.text(200, "hello world\n")
+    if request.path == "/echo":
+        lines = [f"{request.method} {request.target} HTTP/{request.http_version}"]
+        lines += [f"{name}: {value}" for name, value in request.headers]
+        text = "\r\n".join(lines) + "\r\n\r\n"
+        body = text.encode("latin-1", "replace") + request.body
+        return Response(200, [("content-type", "text/plain; charset=utf-8")], body)
+    return Response.text(404, "not found\n")
+
+
+class StaticFiles:
+    """A handler serving the files under ``root`` (see the module notes).
+
+    Args:
+      root: the directory served; it must exist.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(os.path.realpath(root))
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"not a directory: {root}")
+
+    async def __call__(self, request: Request) -> Response:
+        if request.method not in _READ_ONLY:
+            return _not_allowed(_READ_ONLY)
+        path = self.resolve(request.path)
+        if path is None:
+            return Response.text(404, "not found\n")
+        return await trio.to_thread.run_sync(self._respond, request, path)
+
+    def resolve(self, url_path: str) -> Path | None:
+        """The file or directory for a (decoded) URL path, or None if outside the root."""
+        parts = [part for part in url_path.split("/") if part not in ("", ".")]
+        if any(part == ".." or "\0" in part or "\\" in part for part in parts):
+            return None
+        candidate = os.path.realpath(self.root.joinpath(*parts))  # follows symlinks
+        if os.path.commonpath([candidate, self.root]) != str(self.root):
+            return None  # a symlink (or anything else) leading out of the root
+        return Path(candidate)
+
+    def _respond(self, request: Request, path: Path) -> Response:
+        try:
+            info = path.stat()
+            if stat.S_ISDIR(info.st_mode):
+                index = path / "index.html"
+                if index.is_file():
+                    return self._file(request, index, index.stat())
+                return self._listing(request, path)
+            if not stat.S_ISREG(info.st_mode):
+                return Response.text(404, "not found\n")
+            return self._file(request, path, info)
+        except FileNotFoundError:
+            return Response.text(404, "not found\n")
+        except PermissionError:
+            return Response.text(404, "not found\n")
+
+    def _file(self, request: Request, path: Path, info: os.stat_result) -> Response:
+        etag = f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
+        modified = email.utils.formatdate(info.st_mtime, usegmt=True)
+        validators = [("etag", etag), ("last-modified", modified)]
+        if _not_modified(request, etag, info.st_mtime):
+            return Response(304, validators, b"")
+        if info.st_size > MAX_FILE_SIZE:
+            LOGGER.error("not serving %s: %d bytes, over %d", path, info.st_size, MAX_FILE_SIZE)
+            return Response.text(500, "file too large to serve\n")
+        content_type, encoding = mimetypes.guess_type(path.name)
+        headers = [("content-type", content_type or "application/octet-stream"), *validators]
+        if encoding:
+            headers.append(("content-encoding", encoding))
+        if request.method == "HEAD":
+            return Response(200, [*headers, ("content-length", str(info.st_size))], b"")
+        return Response(200, headers, path.read_bytes())
+
+    def _listing(self, request: Request, path: Path) -> Response:
+        base = request.path if request.path.endswith("/") else request.path + "/"
+        entries = sorted(path.iterdir(), key=lambda entry: entry.name)
+        items = []
+        for entry in entries:
+            if self.resolve(f"{request.path}/{entry.name}") is None:
+                continue  # a symlink out of the root: not even its name
+            name = entry.name + ("/" if entry.is_dir() else "")
+            href = html.escape(quote(base + name))
+            items.append(f'<li><a href="{href}">{html.escape(name)}</a></li>')
+        listing = "\n".join(items)
+        title = html.escape(base)
+        page = (
+            f"<!doctype html>\n<meta charset=utf-8>\n<title>Index of {title}</title>\n"
+            f"<h1>Index of {title}</h1>\n<ul>\n{listing}\n</ul>\n"
+        )
+        return Response.text(200, page, content_type="text/html")
+
+
+def _not_modified(request: Request, etag: str, mtime: float) -> bool:
+    if_none_match = request.header("if-none-match")
+    if if_none_match is not None:
+        tags = [tag.strip() for tag in if_none_match.split(",")]
+        return "*" in tags or etag in tags or f"W/{etag}" in tags
+    since = request.header("if-modified-since")
+    if since is not None:
+        try:
+            when = email.utils.parsedate_to_datetime(since).timestamp()
+        except (TypeError, ValueError):
+            return False
+        return int(mtime) <= when
+    return False
