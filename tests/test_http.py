@@ -295,3 +295,27 @@ async def test_slowloris_connections_hold_up_nobody(autojump_clock: trio.testing
                     response, _ = await client.response()
                     assert response.status_code == 408
                 assert trio.current_time() - start == pytest.approx(10, abs=0.01)
+
+
+async def test_a_stop_answers_the_request_in_flight_and_closes_the_idle_ones() -> None:
+    release = trio.Event()
+    started = trio.Event()
+
+    async def slow(request: Request) -> Response:
+        started.set()
+        await release.wait()
+        return Response.text(200, "finished\n")
+
+    with trio.fail_after(GUARD):
+        async with running_http_server(handler=slow, grace_period=30) as server:
+            busy = await RawClient.connect(server.port)
+            idle = await RawClient.connect(server.port)
+            await busy.sock.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await started.wait()
+            server.stop()
+            assert await idle.closed()  # waiting for a request: closed at once
+            release.set()
+            response, body = await busy.response()
+            assert (response.status_code, body) == (200, b"finished\n")
+            assert header(response, "connection") == "close"
+            assert await busy.closed()

@@ -20,6 +20,9 @@ the TCP server's):
 * ``HEAD`` gets the headers ``GET`` would (with its ``Content-Length``) and no body.
 * A handler's exception is logged and answered with 500; the connection goes on only if
   the request was read whole.
+* Stopping: connections waiting for a request are closed at once; a request in flight is
+  answered (with ``Connection: close``) within the grace period, then its connection
+  closes.
 """
 
 from __future__ import annotations
@@ -186,9 +189,7 @@ async def serve_http(
 
 
 async def _serve_connection(handler: Handler, limits: _Limits, conn: TCPConnection) -> None:
-    http = _HTTPConnection(conn, limits)
-    with conn.stop_scope():  # a stop ends the wait for the next request
-        await http.serve(handler)
+    await _HTTPConnection(conn, limits).serve(handler)
 
 
 class _HTTPConnection:
@@ -220,6 +221,8 @@ class _HTTPConnection:
             self.answered += 1
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return  # h11 says this connection cannot go on (close, HTTP/1.0, error)
+            if self.conn.stopping:
+                return  # the request in flight when the stop began was answered: done
             self.h11.start_next_cycle()
 
     # -- reading -----------------------------------------------------------------------
@@ -285,8 +288,9 @@ class _HTTPConnection:
         limits = self.limits
         event = self._next_event()  # a pipelined request may be complete already
         if event is h11.NEED_DATA and not self.h11.trailing_data[0]:
-            # Nothing of the next request yet: wait up to the keep-alive timeout for it.
-            with trio.move_on_after(limits.keep_alive_timeout):
+            # Nothing of the next request yet: wait up to the keep-alive timeout for it,
+            # or until the server stops (a request in flight is answered first).
+            with trio.move_on_after(limits.keep_alive_timeout), self.conn.stop_scope():
                 await self._receive()
                 event = self._next_event()
             if event is h11.NEED_DATA and not self.h11.trailing_data[0]:
@@ -322,7 +326,7 @@ class _HTTPConnection:
             headers.append(("content-length", str(len(response.body))))
         if "server" not in names:
             headers.append(("server", SERVER_NAME))
-        if self.answered + 1 >= self.limits.max_requests:
+        if self.answered + 1 >= self.limits.max_requests or self.conn.stopping:
             headers.append(("connection", "close"))
         data = self.h11.send(
             h11.Response(
