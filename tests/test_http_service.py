@@ -75,6 +75,7 @@ async def test_static_files_with_types_validators_and_304(site: Path) -> None:
                 _, out, _ = await curl("-i", "-H", condition, f"{base}/page.html")
                 assert out.startswith(b"HTTP/1.1 304 "), condition
                 assert out.endswith(b"\r\n\r\n")  # no body
+                assert b"content-length" not in out.lower()  # nor a length of one
             assert (await curl(f"{base}/docs/"))[1] == b"<p>the docs</p>\n"  # index.html
             assert (await curl(f"{base}/inside"))[1] == b"hello from a file\n"
             _, listing, _ = await curl(f"{base}/")

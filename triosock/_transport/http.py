@@ -322,7 +322,8 @@ class _HTTPConnection:
     async def _send_response(self, request: Request, response: Response) -> None:
         headers = [(name.lower(), value) for name, value in response.headers]
         names = {name for name, _ in headers}
-        if "content-length" not in names and "transfer-encoding" not in names:
+        bodyless = response.status in (204, 304) or response.status < 200
+        if not bodyless and "content-length" not in names and "transfer-encoding" not in names:
             headers.append(("content-length", str(len(response.body))))
         if "server" not in names:
             headers.append(("server", SERVER_NAME))
@@ -335,7 +336,7 @@ class _HTTPConnection:
                 reason=_REASONS.get(response.status, b""),
             )
         )
-        if request.method != "HEAD" and response.body:
+        if request.method != "HEAD" and response.body and not bodyless:
             data = (data or b"") + (self.h11.send(h11.Data(data=response.body)) or b"")
         data = (data or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
         await self.conn.send_all(data)
