@@ -37,6 +37,30 @@ async def test_sigint_stops_the_server_gracefully_with_status_zero() -> None:
             assert await server.process.wait() == 0
 
 
+async def test_a_second_sigint_during_the_stop_exits_without_a_traceback() -> None:
+    # The first Ctrl-C starts the graceful stop; a user still connected keeps it busy
+    # (its goodbye and linger), and a second Ctrl-C arrives meanwhile: exit 130, as a
+    # shell expects, and no traceback.
+    with trio.fail_after(GUARD):
+        async with cli_server(["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none"]) as server:
+            user = await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
+            await user.receive_some()  # the welcome: the session is running
+            server.process.send_signal(2)
+            assert server.process.stdout is not None
+            seen = b""
+            while b"shutting down" not in seen:
+                seen += await server.process.stdout.receive_some()
+            server.process.send_signal(2)
+            status = await server.process.wait()
+            assert server.process.stderr is not None
+            errors = b""
+            while chunk := await server.process.stderr.receive_some():
+                errors += chunk
+            await user.aclose()
+    assert status == 130
+    assert b"Traceback" not in errors
+
+
 async def test_user_errors_are_one_line_without_traceback() -> None:
     with trio.fail_after(GUARD):
         async with cli_server(["echo", "serve", "--port", "0"]) as server:

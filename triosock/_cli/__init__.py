@@ -59,10 +59,13 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     run: Callable[[argparse.Namespace], Awaitable[None]] = args.run
     try:
         trio.run(run, args)
-    except KeyboardInterrupt:
-        # A second Ctrl-C while the graceful stop runs, or one in a client.
-        sys.exit(130)
-    except Exception as exc:
+    except BaseException as exc:
+        # A second Ctrl-C while the graceful stop runs, or one in a client: it may come
+        # out of a nursery, inside a group.
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc)):
+            sys.exit(130)
+        if not isinstance(exc, Exception):
+            raise
         message = _user_error(exc)
         if message is None:
             raise
