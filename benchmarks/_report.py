@@ -141,6 +141,20 @@ WORKLOADS: dict[str, Workload] = {
                 _c("RSS loaded KiB", "rss_loaded_kib", "{:,.0f}"),
             ),
         ),
+        Workload(
+            "http",
+            "7. HTTP keep-alive requests, small response",
+            "req_per_s",
+            "requests/s",
+            True,
+            (
+                _c("req/s", "req_per_s", "{:,.0f}"),
+                *LATENCY,
+                _c("srv CPU us/req", "cpu_us_per_req", "{:.1f}"),
+                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+            ),
+        ),
     ]
 }
 

@@ -1,7 +1,9 @@
 """The stacks compared side by side, per kind of server.
 
-``baseline`` is the stack each ratio is taken against (raw trio); ``reference`` is the second
-ratio column (the asyncio stack a user would pick instead).  Peer servers live in
+``baseline`` is the stack each ratio is taken against (raw trio; for HTTP, hypercorn on
+trio); ``reference`` is the second ratio column (the asyncio stack a user would pick
+instead; for HTTP, aiohttp).  The report's ratio columns keep their names, ``x trio`` and
+``x asyncio``, for every workload.  Peer servers live in
 ``benchmarks/servers/``; the triosock stacks run triosock's own command line, or (the
 ``triosock user handler`` and ``triosock FramedChannel`` rows) a peer server written on its
 public API the way its README teaches.
@@ -82,4 +84,15 @@ HUB = [
     Stack("asyncio.Queue", ("asyncio",), role="reference"),
     Stack("uvloop asyncio.Queue", ("uvloop",)),
     Stack("triosock hub", ("triosock",)),
+]
+
+# keep-alive HTTP/1.1, GET / answered with "hello world\n"; the ratio columns "x trio" and
+# "x asyncio" divide by hypercorn (trio worker) and aiohttp here
+HTTP = [
+    Stack("hypercorn trio", _peer("hypercorn_trio"), role="baseline"),
+    Stack("aiohttp", _peer("aiohttp_server"), role="reference"),
+    Stack("uvicorn", _peer("uvicorn_server")),
+    Stack("triosock serve_http", _peer("triosock_http")),
+    # the CLI's start-up line: "http (tcp) listening on 127.0.0.1:PORT (hello)"
+    Stack("triosock http serve", ("-m", "triosock", "http", "serve", "--port", "0")),
 ]

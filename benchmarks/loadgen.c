@@ -21,6 +21,13 @@
  *             Before the clock starts, the sender announces "bw N" lines until every subscriber
  *             has seen one (at most --setup-timeout seconds from the first connect): a server
  *             that tells everyone about every join has N*N/2 notices to deliver first.
+ *   http      N keep-alive HTTP/1.1 connections, each sending "GET / HTTP/1.1" and reading the
+ *             whole response (status line, headers to the empty line, Content-Length bytes of
+ *             body) before the next: requests (round_trips), p50/p99 latency.  A response that
+ *             is not 200, has no Content-Length, or a connection closed without a
+ *             "Connection: close" response before it, ends the run with an error; after a
+ *             "Connection: close" response (a server's per-connection request limit) the
+ *             connection is opened again and counted in "reconnects".
  *   idle-tcp  N connections, one echo each, then held open.
  *   idle-udp  N UDP sockets, one echo each, then held open.
  */
@@ -34,6 +41,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -751,6 +759,198 @@ static int run_chat(void) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- http keep-alive */
+
+#define HTTPBUF 8192
+static const char http_request[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+#define HTTP_REQUEST_LEN ((ssize_t)(sizeof http_request - 1))
+
+struct hc {
+    int fd;
+    int len;         /* bytes in buf */
+    int in_body;     /* the head of the current response has been parsed */
+    int close_after; /* the current response ends the connection */
+    int64_t body_left;
+    uint64_t t0;
+    char buf[HTTPBUF];
+};
+
+static void hc_connect(struct hc *c) {
+    c->fd = tcp_connect();
+    c->len = 0;
+    c->in_body = 0;
+    c->close_after = 0;
+}
+
+static void hc_send(struct hc *c) {
+    c->t0 = now_ns();
+    /* MSG_NOSIGNAL: a server that closed gives EPIPE, not a silent death by SIGPIPE */
+    ssize_t w = send(c->fd, http_request, (size_t)HTTP_REQUEST_LEN, MSG_NOSIGNAL);
+    if (w != HTTP_REQUEST_LEN) {
+        /* a 36-byte write into an empty socket buffer never splits on Linux loopback */
+        if (w < 0) die("write");
+        fail("short write of an HTTP request");
+    }
+}
+
+/* Is token (any case) one of the comma-separated items of the header value [v, end)? */
+static int has_token(const char *v, const char *end, const char *token) {
+    size_t n = strlen(token);
+    while (v < end) {
+        while (v < end && (*v == ' ' || *v == '\t' || *v == ',')) v++;
+        const char *s = v;
+        while (v < end && *v != ',') v++;
+        const char *e = v;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t')) e--;
+        if ((size_t)(e - s) == n && !strncasecmp(s, token, n)) return 1;
+    }
+    return 0;
+}
+
+/* The head of a response: h[0..n) ends in CRLFCRLF. */
+static void hc_head(struct hc *c, const char *h, int n) {
+    if (n < 16 || strncmp(h, "HTTP/1.", 7) || h[8] != ' ') fail("http: no HTTP/1.x status line");
+    int status = atoi(h + 9);
+    if (status != 200) {
+        char what[64];
+        snprintf(what, sizeof what, "http: status %d, not 200", status);
+        fail(what);
+    }
+    c->close_after = h[7] == '0'; /* HTTP/1.0 closes unless it says keep-alive */
+    int64_t length = -1;
+    const char *end = h + n - 2; /* the empty line that ends the head */
+    const char *p = (const char *)memmem(h, (size_t)n, "\r\n", 2) + 2;
+    while (p < end) {
+        const char *eol = memmem(p, (size_t)(h + n - p), "\r\n", 2);
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon) fail("http: a header line without a colon");
+        size_t name = (size_t)(colon - p);
+        const char *v = colon + 1;
+        if (name == 14 && !strncasecmp(p, "content-length", 14)) {
+            char *stop;
+            length = (int64_t)strtoll(v, &stop, 10);
+            while (stop < eol && (*stop == ' ' || *stop == '\t')) stop++;
+            if (length < 0 || stop != eol) fail("http: a bad Content-Length");
+        } else if (name == 10 && !strncasecmp(p, "connection", 10)) {
+            if (has_token(v, eol, "close")) c->close_after = 1;
+            else if (has_token(v, eol, "keep-alive")) c->close_after = 0;
+        } else if (name == 17 && !strncasecmp(p, "transfer-encoding", 17)) {
+            fail("http: a response with Transfer-Encoding instead of Content-Length");
+        }
+        p = eol + 2;
+    }
+    if (length < 0) fail("http: a response without Content-Length");
+    c->body_left = length;
+    c->in_body = 1;
+}
+
+/* Take what the buffer holds; 1 when it completed a response. */
+static int hc_parse(struct hc *c) {
+    if (!c->in_body) {
+        char *e = memmem(c->buf, (size_t)c->len, "\r\n\r\n", 4);
+        if (!e) {
+            if (c->len >= HTTPBUF) fail("http: a response head longer than 8 KiB");
+            return 0;
+        }
+        int n = (int)(e + 4 - c->buf);
+        hc_head(c, c->buf, n);
+        memmove(c->buf, c->buf + n, (size_t)(c->len - n));
+        c->len -= n;
+    }
+    int take = c->body_left < (int64_t)c->len ? (int)c->body_left : c->len;
+    c->body_left -= take;
+    memmove(c->buf, c->buf + take, (size_t)(c->len - take));
+    c->len -= take;
+    if (c->body_left > 0) return 0;
+    if (c->len > 0) fail("http: bytes after the end of a response");
+    c->in_body = 0;
+    return 1;
+}
+
+/* One read; -1 when there was nothing to read, else 1 when a response is complete. */
+static int hc_read(struct hc *c) {
+    ssize_t r = read(c->fd, c->buf + c->len, (size_t)(HTTPBUF - c->len));
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) return -1;
+        die("read");
+    }
+    if (r == 0) fail("server closed a connection without a Connection: close response");
+    c->len += (int)r;
+    return hc_parse(c);
+}
+
+static int run_http(void) {
+    struct hc *cs = calloc((size_t)opt_conns, sizeof *cs);
+    if (!cs) fail("out of memory");
+    for (int i = 0; i < opt_conns; i++) {
+        /* one request first, blocking: the server answers before the clock starts */
+        hc_connect(&cs[i]);
+        set_recv_timeout(cs[i].fd, 5.0);
+        hc_send(&cs[i]);
+        for (;;) {
+            ssize_t r = read(cs[i].fd, cs[i].buf + cs[i].len, (size_t)(HTTPBUF - cs[i].len));
+            if (r < 0) {
+                if (errno == EINTR) continue;
+                die("setup read (no HTTP response)");
+            }
+            if (r == 0) fail("setup read: server closed the connection");
+            cs[i].len += (int)r;
+            if (hc_parse(&cs[i])) break;
+        }
+        if (cs[i].close_after) {
+            close(cs[i].fd);
+            hc_connect(&cs[i]);
+        }
+        set_nonblocking(cs[i].fd);
+        ep_add(cs[i].fd, EPOLLIN, (uint64_t)i);
+    }
+    t_setup_done = now_ns();
+    t_start = t_setup_done + (uint64_t)(opt_warmup * 1e9);
+    t_end = t_start + (uint64_t)(opt_duration * 1e9);
+    for (int i = 0; i < opt_conns; i++) hc_send(&cs[i]);
+    uint64_t rts = 0, reconnects = 0;
+    struct epoll_event evs[1024];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (!measuring && now >= t_start) {
+            open_window();
+            rts = reconnects = 0;
+        }
+        if (now >= t_end) break;
+        int n = epoll_wait(epfd, evs, 1024, wait_ms_until(measuring ? t_end : t_start, now, 50));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            die("epoll_wait");
+        }
+        for (int k = 0; k < n; k++) {
+            uint64_t idx = evs[k].data.u64;
+            struct hc *c = &cs[idx];
+            if (hc_read(c) != 1) continue;
+            if (measuring) {
+                hist_add(now_ns() - c->t0);
+                rts++;
+            }
+            if (c->close_after) { /* the server's request limit per connection: open anew */
+                close(c->fd);     /* also takes it out of the epoll set */
+                hc_connect(c);
+                set_nonblocking(c->fd);
+                ep_add(c->fd, EPOLLIN, idx);
+                if (measuring) reconnects++;
+            }
+            hc_send(c);
+        }
+    }
+    double secs = (double)(now_ns() - t_start) / 1e9;
+    printf("{\"event\":\"result\",\"mode\":\"http\",\"conns\":%d,\"round_trips\":%llu,"
+           "\"rt_per_s\":%.1f,\"reconnects\":%llu,",
+           opt_conns, (unsigned long long)rts, (double)rts / secs,
+           (unsigned long long)reconnects);
+    print_common(secs);
+    printf("}\n");
+    fflush(stdout);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- idle connections */
 
 static int run_idle(int udp) {
@@ -806,7 +1006,7 @@ static void usage(void) {
             "usage: loadgen MODE --port P [--host H] [--conns N] [--duration S] [--warmup S]\n"
             "       [--size B] [--chunk B] [--window B] [--rate MSG/S] [--inflight N] [--hold S]\n"
             "       [--setup-timeout S]\n"
-            "MODE: tcp | stream | udp | chat | idle-tcp | idle-udp\n");
+            "MODE: tcp | stream | udp | chat | http | idle-tcp | idle-udp\n");
     exit(64);
 }
 
@@ -847,6 +1047,7 @@ int main(int argc, char **argv) {
     if (!strcmp(opt_mode, "stream")) return run_stream();
     if (!strcmp(opt_mode, "udp")) return run_udp();
     if (!strcmp(opt_mode, "chat")) return run_chat();
+    if (!strcmp(opt_mode, "http")) return run_http();
     if (!strcmp(opt_mode, "idle-tcp")) return run_idle(0);
     if (!strcmp(opt_mode, "idle-udp")) return run_idle(1);
     usage();

@@ -422,6 +422,141 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
     )
 
 
+HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+HTTP_HEAD_MAX = 8192
+
+
+class HTTPResponses:
+    """Reads responses off one keep-alive connection (see loadgen.c's http mode)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.body_left = -1  # -1: still reading the head
+        self.close_after = False
+
+    def _head(self, head: bytes) -> None:
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = status_line.partition(" ")
+        if not version.startswith("HTTP/1."):
+            raise ValueError(f"http: no HTTP/1.x status line: {status_line!r}")
+        if rest[:3] != "200":
+            raise ValueError(f"http: status {rest[:3]}, not 200")
+        self.close_after = version == "HTTP/1.0"
+        length = -1
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise ValueError(f"http: a header line without a colon: {line!r}")
+            name, value = name.strip().lower(), value.strip()
+            tokens = {t.strip().lower() for t in value.split(",")}
+            if name == "content-length":
+                length = int(value)
+            elif name == "connection":
+                if "close" in tokens:
+                    self.close_after = True
+                elif "keep-alive" in tokens:
+                    self.close_after = False
+            elif name == "transfer-encoding":
+                raise ValueError("http: a response with Transfer-Encoding, no Content-Length")
+        if length < 0:
+            raise ValueError("http: a response without Content-Length")
+        self.body_left = length
+
+    def feed(self, data: bytes) -> bool:
+        """True when ``data`` completed the response."""
+        if not data:
+            raise ConnectionError("server closed a connection without Connection: close")
+        self.buf += data
+        if self.body_left < 0:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buf) >= HTTP_HEAD_MAX:
+                    raise ValueError("http: a response head longer than 8 KiB")
+                return False
+            self._head(bytes(self.buf[:end]))
+            del self.buf[: end + 4]
+        take = min(len(self.buf), self.body_left)
+        del self.buf[:take]
+        self.body_left -= take
+        if self.body_left > 0:
+            return False
+        if self.buf:
+            raise ValueError("http: bytes after the end of a response")
+        self.body_left = -1
+        return True
+
+
+def run_http(args: argparse.Namespace, addr: tuple[str, int]) -> None:
+    sel = selectors.DefaultSelector()
+    state: dict[socket.socket, tuple[HTTPResponses, list[int]]] = {}
+
+    def open_one() -> socket.socket:
+        sock = tcp_connect(addr)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        return sock
+
+    for _ in range(args.conns):
+        sock = tcp_connect(addr)
+        sock.sendall(HTTP_REQUEST)  # one request first, blocking (5 s timeout)
+        responses = HTTPResponses()
+        while not responses.feed(sock.recv(65536)):
+            pass
+        if responses.close_after:
+            sock.close()
+            sock = tcp_connect(addr)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ)
+        state[sock] = (HTTPResponses(), [0])  # t0
+    win = Window(args.warmup, args.duration)
+    for sock, (_, t0) in state.items():
+        t0[0] = time.monotonic_ns()
+        sock.send(HTTP_REQUEST)
+    rts = reconnects = 0
+    while True:
+        now = time.monotonic_ns()
+        was = win.measuring
+        if not win.tick(now):
+            break
+        if win.measuring and not was:
+            rts = reconnects = 0
+        for key, _ in sel.select(win.timeout(now)):
+            sock = cast(socket.socket, key.fileobj)
+            responses, t0 = state[sock]
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not responses.feed(data):
+                continue
+            t = time.monotonic_ns()
+            if win.measuring:
+                win.hist.add(t - t0[0])
+                rts += 1
+            if responses.close_after:  # the server's request limit per connection
+                sel.unregister(sock)
+                sock.close()
+                del state[sock]
+                sock = open_one()
+                responses = HTTPResponses()
+                state[sock] = (responses, t0)
+                reconnects += win.measuring
+            t0[0] = time.monotonic_ns()
+            sock.send(HTTP_REQUEST)
+    common = win.common()
+    emit(
+        {
+            "event": "result",
+            "mode": "http",
+            "conns": args.conns,
+            "round_trips": rts,
+            "rt_per_s": rts / common["duration_s"],
+            "reconnects": reconnects,
+            **common,
+        }
+    )
+
+
 def run_idle(args: argparse.Namespace, addr: tuple[str, int], udp: bool) -> None:
     msg = b"i" * 63 + b"\n"
     socks = []
@@ -450,7 +585,8 @@ def run_idle(args: argparse.Namespace, addr: tuple[str, int], udp: bool) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["tcp", "stream", "udp", "chat", "idle-tcp", "idle-udp"])
+    modes = ["tcp", "stream", "udp", "chat", "http", "idle-tcp", "idle-udp"]
+    parser.add_argument("mode", choices=modes)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--conns", type=int, default=1)
@@ -474,6 +610,8 @@ def main() -> None:
             run_udp(args, addr)
         elif args.mode == "chat":
             run_chat(args, addr)
+        elif args.mode == "http":
+            run_http(args, addr)
         else:
             run_idle(args, addr, udp=args.mode == "idle-udp")
     except (OSError, ValueError) as exc:

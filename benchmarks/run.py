@@ -38,7 +38,7 @@ from benchmarks._report import WORKLOADS, Cell, Results
 from benchmarks._stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_WORKLOADS = ("echo", "lines", "stream", "udp", "chat", "hub", "memory")
+ALL_WORKLOADS = ("echo", "lines", "stream", "udp", "chat", "hub", "memory", "http")
 CHAT_SETUP_TIMEOUT = 90.0
 QUIET_TIMEOUT = 30.0
 
@@ -58,6 +58,7 @@ class Settings:
     hub_subscribers: tuple[int, ...]
     hub_deliveries: int
     memory_conns: int
+    http_conns: tuple[int, ...]
 
 
 QUICK = Settings(
@@ -74,6 +75,7 @@ QUICK = Settings(
     hub_subscribers=(10, 10000),
     hub_deliveries=100_000,
     memory_conns=1000,
+    http_conns=(10,),
 )
 FULL = Settings(
     repeat=3,
@@ -89,6 +91,7 @@ FULL = Settings(
     hub_subscribers=(1, 10, 100, 1000, 10000),
     hub_deliveries=1_000_000,
     memory_conns=1000,
+    http_conns=(1, 10, 100),
 )
 
 
@@ -431,6 +434,23 @@ class Runner:
                     cell.reps.append(metrics)
                     self.progress(cell, rep, metrics)
 
+    # ------------------------------------------------------------ workload 7
+
+    def http(self, rep: int) -> None:
+        """Keep-alive HTTP/1.1: ``GET /`` and the whole response, then the next request."""
+        plan = [("http", f"{n} conns", n, n) for n in self.settings.http_conns]
+
+        def measure(server: Server, conns: int) -> dict[str, float]:
+            result, cpu = self.measure(server, "http", {"conns": conns}, 30)
+            return {
+                "req_per_s": result["rt_per_s"],
+                "cpu_us_per_req": cpu * 1e6 / max(1.0, result["round_trips"]),
+                "reconnects": result["reconnects"],
+                **_shared_metrics(result, cpu),
+            }
+
+        self.side_by_side(rep, "http", _stacks.HTTP, plan, measure)
+
     # ------------------------------------------------------------ all of it
 
     def run(self) -> None:
@@ -443,6 +463,7 @@ class Runner:
             ("chat", self.chat),
             ("hub", self.hub),
             ("memory", self.memory),
+            ("http", self.http),
         ]
         for rep in range(1, self.settings.repeat + 1):
             for name, step in steps:
@@ -468,6 +489,12 @@ def _shared_metrics(result: dict[str, Any], cpu: float) -> dict[str, float]:
     }
 
 
+def _distributions(only: set[str]) -> tuple[str, ...]:
+    """The distributions whose versions a run reports: the HTTP servers only with ``http``."""
+    dists = ("trio", "anyio", "uvloop", "triosock")
+    return (*dists, "hypercorn", "aiohttp", "uvicorn") if "http" in only else dists
+
+
 def _version(dist: str) -> str:
     try:
         return importlib.metadata.version(dist)
@@ -488,7 +515,7 @@ def _meta(runner: Runner, args: argparse.Namespace, seconds: float) -> dict[str,
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
-        "versions": {d: _version(d) for d in ("trio", "anyio", "uvloop", "triosock")},
+        "versions": {d: _version(d) for d in _distributions(runner.only)},
         "client": runner.client.kind,
         "pinning": runner.pinning.note,
         "settings": asdict(runner.settings),

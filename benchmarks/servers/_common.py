@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -75,6 +76,13 @@ def serve_triosock(handler: Any, description: str | None) -> None:
     _serve_in_a_nursery(triosock.serve_tcp, handler, description, lambda server: server.port)
 
 
+def serve_triosock_http(handler: Any, description: str | None) -> None:
+    """``triosock.serve_http(handler)``, started with ``nursery.start`` like ``serve_tcp``."""
+    import triosock
+
+    _serve_in_a_nursery(triosock.serve_http, handler, description, lambda server: server.port)
+
+
 def _serve_in_a_nursery(
     serve_tcp: Any, handler: Any, description: str | None, port_of: Any
 ) -> None:
@@ -107,3 +115,44 @@ def serve_anyio(handler: Any, description: str | None) -> None:
         await serve(handler)
 
     anyio.run(main, backend="trio")
+
+
+# -- HTTP: what every HTTP peer answers, and a minimal ASGI app saying it ------------------
+
+HELLO = b"hello world\n"  # the body of triosock's own `/` (tutorial_handler)
+
+ASGIMessage = dict[str, Any]
+
+
+async def asgi_hello(
+    scope: ASGIMessage,
+    receive: Callable[[], Awaitable[ASGIMessage]],
+    send: Callable[[ASGIMessage], Awaitable[None]],
+) -> None:
+    """The minimal ASGI app of the ASGI servers' docs: ``hello world`` for every request.
+
+    Content-Length is given, as in hypercorn's and uvicorn's examples (without it an
+    HTTP/1.1 server sends the body chunked).  The ``lifespan`` scope is answered as the
+    ASGI spec's example does (hypercorn fails to start when the app just returns).
+    """
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(HELLO)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": HELLO})
