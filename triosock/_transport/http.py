@@ -256,24 +256,27 @@ class _HTTPConnection:
                 self.h11.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
             )
         body = bytearray()
-        with trio.move_on_after(limits.body_timeout) as timer:
-            while True:
-                event = self._next_event()
-                if event is h11.NEED_DATA:
+        deadline: float | None = None  # a body that must wait for reads has one
+        while True:
+            event = self._next_event()
+            if event is h11.NEED_DATA:
+                if deadline is None:
+                    deadline = trio.current_time() + limits.body_timeout
+                with trio.move_on_at(deadline) as timer:
                     await self._receive()
-                    continue
-                if isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > limits.max_body:
-                        raise _Refused(413, f"a body over {limits.max_body} bytes")
-                    continue
-                if isinstance(event, h11.EndOfMessage):
-                    break
-                if isinstance(event, h11.ConnectionClosed):
-                    return None  # gone in the middle of its body
-                raise _Refused(400, f"unexpected {type(event).__name__} in a request body")
-        if timer.cancelled_caught:
-            raise _Refused(408, f"no whole body within {limits.body_timeout:g} s")
+                if timer.cancelled_caught:
+                    raise _Refused(408, f"no whole body within {limits.body_timeout:g} s")
+                continue
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > limits.max_body:
+                    raise _Refused(413, f"a body over {limits.max_body} bytes")
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                return None  # gone in the middle of its body
+            raise _Refused(400, f"unexpected {type(event).__name__} in a request body")
         return Request(
             method=head.method.decode("ascii", "replace"),
             target=head.target.decode("ascii", "replace"),
@@ -284,28 +287,35 @@ class _HTTPConnection:
         )
 
     async def _read_head(self) -> h11.Request | None:
-        """The request line and headers: idle wait, then the header deadline and size."""
+        """The request line and headers: idle wait, then the header deadline and size.
+
+        Cancel scopes cost trio several microseconds each, so the common case (a whole
+        request in one read, no body) takes one: the wait for the request.
+        """
         limits = self.limits
         event = self._next_event()  # a pipelined request may be complete already
         if event is h11.NEED_DATA and not self.h11.trailing_data[0]:
             # Nothing of the next request yet: wait up to the keep-alive timeout for it,
             # or until the server stops (a request in flight is answered first).
-            with trio.move_on_after(limits.keep_alive_timeout), self.conn.stop_scope():
+            waiting = self.conn.stop_scope()
+            waiting.deadline = trio.current_time() + limits.keep_alive_timeout
+            with waiting:
                 await self._receive()
                 event = self._next_event()
             if event is h11.NEED_DATA and not self.h11.trailing_data[0]:
                 return None  # idle, or closed, before a first byte: nothing to answer
-        received = len(self.h11.trailing_data[0])
-        with trio.move_on_after(limits.header_timeout) as timer:
-            while event is h11.NEED_DATA:
-                if received > limits.max_header_bytes:
-                    raise _Refused(431, f"headers over {limits.max_header_bytes} bytes")
-                before = len(self.h11.trailing_data[0])
-                await self._receive()
-                received += len(self.h11.trailing_data[0]) - before
-                event = self._next_event()
-        if timer.cancelled_caught:
-            raise _Refused(408, f"no whole request head within {limits.header_timeout:g} s")
+        if event is h11.NEED_DATA:  # a head that needs more reads: it gets a deadline
+            received = len(self.h11.trailing_data[0])
+            with trio.move_on_after(limits.header_timeout) as timer:
+                while event is h11.NEED_DATA:
+                    if received > limits.max_header_bytes:
+                        raise _Refused(431, f"headers over {limits.max_header_bytes} bytes")
+                    before = len(self.h11.trailing_data[0])
+                    await self._receive()
+                    received += len(self.h11.trailing_data[0]) - before
+                    event = self._next_event()
+            if timer.cancelled_caught:
+                raise _Refused(408, f"no whole request head within {limits.header_timeout:g} s")
         if isinstance(event, h11.ConnectionClosed):
             return None
         if not isinstance(event, h11.Request):
