@@ -52,6 +52,7 @@ from ._transport.udp import (
     open_udp_channel,
     serve_udp,
 )
+from ._transport.websocket import WebSocketPeer, WebSocketServer, serve_websocket
 
 __version__ = "0.1.0"
 
@@ -95,6 +96,8 @@ __all__ = [
     "UDPPeer",
     "UDPServer",
     "UDPServerStatistics",
+    "WebSocketPeer",
+    "WebSocketServer",
     "connect_tcp",
     "echo_handler",
     "expiry_after",
@@ -105,6 +108,7 @@ __all__ = [
     "serve_http",
     "serve_tcp",
     "serve_udp",
+    "serve_websocket",
     "tutorial_handler",
     "udp_echo_handler",
 ]

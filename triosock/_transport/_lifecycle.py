@@ -13,7 +13,7 @@ import weakref
 
 import trio
 
-__all__ = ["ServerLifecycle"]
+__all__ = ["ListeningServer", "ServerLifecycle"]
 
 
 class ServerLifecycle:
@@ -75,3 +75,26 @@ class ServerLifecycle:
     async def _cancel_when_stop_requested(self, scope: trio.CancelScope) -> None:
         await self._stop_requested.wait()
         scope.cancel()
+
+
+class ListeningServer(ServerLifecycle):
+    """A server on TCP listeners: its stop, and where it listens."""
+
+    def __init__(self, listeners: list[trio.SocketListener], *, grace_period: float) -> None:
+        super().__init__(grace_period=grace_period)
+        self.listeners = listeners
+        # Read now: once stopped, the sockets are closed and cannot tell any more.
+        self._addresses: list[tuple[str, int]] = [
+            (str(name[0]), int(name[1]))
+            for name in (listener.socket.getsockname() for listener in listeners)
+        ]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The bound (host, port) of every listener."""
+        return list(self._addresses)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the same for every listener)."""
+        return self._addresses[0][1]

@@ -38,7 +38,7 @@ from .._errors import BindError, ConnectError, TriosockError, describe_oserror
 from .._liveness import IdleTimer
 from .._sansio.addresses import format_address
 from .._sansio.framing import Framer
-from ._lifecycle import ServerLifecycle
+from ._lifecycle import ListeningServer
 from .channel import FramedChannel
 from .rawsocket import RawSocketListener, RawSocketStream
 
@@ -76,7 +76,7 @@ class TCPServerStatistics:
     stopping: bool
 
 
-class TCPServer(ServerLifecycle):
+class TCPServer(ListeningServer):
     """What ``await nursery.start(serve_tcp, ...)`` returns: where it listens, and a stop."""
 
     def __init__(
@@ -86,29 +86,13 @@ class TCPServer(ServerLifecycle):
         grace_period: float,
         idle_timeout: float | None,
     ) -> None:
-        super().__init__(grace_period=grace_period)
-        self.listeners = listeners
-        # Read now: once stopped, the sockets are closed and cannot tell any more.
-        self._addresses: list[tuple[str, int]] = [
-            (str(name[0]), int(name[1]))
-            for name in (listener.socket.getsockname() for listener in listeners)
-        ]
+        super().__init__(listeners, grace_period=grace_period)
         self.idle_timeout = idle_timeout
         self._no_idle = IdleTimer(None)  # what connections share when there is no timeout
         self._open = 0
         self._total = 0
         self._idle_timeouts = 0
         self._handler_errors = 0
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        """The bound (host, port) of every listener."""
-        return list(self._addresses)
-
-    @property
-    def port(self) -> int:
-        """The bound port (the same for every listener)."""
-        return self._addresses[0][1]
 
     def statistics(self) -> TCPServerStatistics:
         return TCPServerStatistics(
