@@ -51,10 +51,10 @@ STREAMING_RECEIVE_SIZE = 256 * 1024
 _IGNORED_ACCEPT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
 
 
-# EAGAIN is caught in these helpers, never in a frame that then waits: a frame that
-# handles an exception keeps a frame object (about 200 bytes) for as long as it lives,
-# and awaiting inside the except block would keep the exception and its traceback too:
-# over half a KiB for every connection waiting for data.
+# EAGAIN is caught in this helper (and in RawSocketStream._send_now), never in a frame
+# that then waits: a frame that handles an exception keeps a frame object (about 200
+# bytes) for as long as it lives, and awaiting inside the except block would keep the
+# exception and its traceback too: over half a KiB for every connection waiting for data.
 
 
 def _recv_nowait(sock: socket.socket, max_bytes: int) -> bytes | None:
@@ -63,14 +63,6 @@ def _recv_nowait(sock: socket.socket, max_bytes: int) -> bytes | None:
         return sock.recv(max_bytes)
     except BlockingIOError:
         return None
-
-
-def _send_nowait(sock: socket.socket, data: memoryview) -> int:
-    """``send``, or 0 when the buffer is full (a stream ``send`` of data never is 0)."""
-    try:
-        return sock.send(data)
-    except BlockingIOError:
-        return 0
 
 
 class RawSocketStream(trio.abc.HalfCloseableStream):
@@ -165,13 +157,7 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
             waited = self._answering
             self._answering = False
             if type(data) is not memoryview:  # most writes: all taken at once, no view
-                try:
-                    sent = self._sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    self._check_open()
-                    raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+                sent = self._send_now(data)
                 if sent == len(data):
                     if not waited:
                         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -188,11 +174,7 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
         with memoryview(data) as view:
             remaining = (view.cast("B") if view.format != "B" else view)[sent:]
             while remaining:
-                try:
-                    sent = _send_nowait(self._sock, remaining)
-                except OSError as exc:
-                    self._check_open()
-                    raise trio.BrokenResourceError(f"send failed: {exc}") from exc
+                sent = self._send_now(remaining)
                 if sent:
                     remaining = remaining[sent:]
                 else:
@@ -223,11 +205,20 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
         if self._closed or self._eof_sent:
             self._check_open()
             raise trio.ClosedResourceError("the stream was half-closed with send_eof()")
+        return self._send_now(data)
+
+    def _send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """``send``, or 0 when the buffer is full (a stream's ``send`` of data never is 0).
+
+        Synchronous, so the EAGAIN it catches leaves no frame object behind in a frame
+        that waits (see ``_recv_nowait``).
+        """
         try:
             return self._sock.send(data)
         except BlockingIOError:
             return 0
         except OSError as exc:
+            self._check_open()
             raise trio.BrokenResourceError(f"send failed: {exc}") from exc
 
     async def wait_send_all_might_not_block(self) -> None:
