@@ -547,3 +547,44 @@ async def test_a_late_flush_is_no_stall_when_the_peer_drained_meanwhile(
                 nursery.start_soon(functools.partial(outbox.flush, stall_timeout=5.0))
                 assert await read_exactly(peer, len(frame(1))) == frame(1)
             assert outbox.queued == 0
+
+
+async def test_two_tasks_flushing_at_once_share_the_writes_and_tear_nothing() -> None:
+    # The chat member's writer and websockets' own writes (pings, pongs, the close) flush
+    # one outbox from two tasks: one waits for the socket, the other for its progress.
+    with trio.fail_after(GUARD):
+        async with outbox_and_peer() as (outbox, _, peer):
+            sent = put_until_queued(outbox, 20)
+            finished: list[str] = []
+
+            async def flush(name: str) -> None:
+                await outbox.flush()
+                finished.append(name)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flush, "writer")
+                nursery.start_soon(flush, "protocol")
+                await trio.testing.wait_all_tasks_blocked()
+                assert finished == []  # both wait: the peer reads nothing yet
+                sent.append(frame(len(sent)))
+                outbox.put(sent[-1])  # queued behind the rest, as a pong would be
+                wire = b"".join(sent)
+                got = await read_exactly(peer, len(wire))
+            assert got == wire
+            assert sorted(finished) == ["protocol", "writer"]
+
+
+async def test_a_sealed_outbox_writes_what_it_holds_and_drops_later_puts() -> None:
+    with trio.fail_after(GUARD):
+        async with outbox_and_peer() as (outbox, _, peer):
+            sent = put_until_queued(outbox, 5)
+            outbox.put(b"<close>", 0)
+            outbox.seal()
+            outbox.put(frame(99_999))  # after the close frame: never sent
+            assert outbox.sealed
+            wire = b"".join(sent) + b"<close>"
+            got = await flush_while_reading(outbox, peer, len(wire))
+            assert got == wire
+            outbox.put(b"late")
+            assert read_available(peer) == b""
+            assert outbox.frames == 0

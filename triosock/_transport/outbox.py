@@ -112,6 +112,8 @@ class Outbox:
         "_lot",
         "_nowait",
         "_offset",
+        "_progress",
+        "_sealed",
         "_send_nowait",
         "_sink",
         "_writing",
@@ -134,7 +136,10 @@ class Outbox:
         self._writing = False
         self._in_flight = 0
         self._error: BaseException | None = None
+        self._sealed = False  # seal(): later puts are dropped
         self._lot = trio.lowlevel.ParkingLot()
+        # Tasks in write_some while another one writes; made on first use.
+        self._progress: trio.lowlevel.ParkingLot | None = None
         #: Bytes waiting for the socket.
         self.queued = 0
         #: Of those, the bytes of frames that hold no message (``count`` 0), which the drop
@@ -164,9 +169,9 @@ class Outbox:
     def put(self, frame: bytes, count: int = 1) -> None:
         """Queue a whole frame holding ``count`` messages; write what the socket takes now.
 
-        Never waits. After a socket error the frame is dropped (see :attr:`error`).
+        Never waits. After a socket error, or once sealed, the frame is dropped.
         """
-        if self._error is not None:
+        if self._error is not None or self._sealed:
             return
         sent = 0
         if not self._frames and self._nowait and not self._writing:
@@ -192,6 +197,16 @@ class Outbox:
         if first:
             self._lot.unpark_all()
 
+    def seal(self) -> None:
+        """Drop every frame put from now on; what is queued already is still written.
+        For a protocol that must send nothing after its last frame (a WebSocket close)."""
+        self._sealed = True
+
+    @property
+    def sealed(self) -> bool:
+        """True once :meth:`seal` was called."""
+        return self._sealed
+
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
         self._frames.clear()
@@ -200,6 +215,12 @@ class Outbox:
         self.queued = 0
         self.control = 0
         self._lot.unpark_all()
+        self._wake_others()
+
+    def _wake_others(self) -> None:
+        """Wake the tasks in ``write_some`` waiting for another one's write."""
+        if self._progress:
+            self._progress.unpark_all()
 
     # -- dropping ----------------------------------------------------------------------
 
@@ -327,12 +348,21 @@ class Outbox:
         if not self._frames:
             await trio.lowlevel.checkpoint()
             return
+        deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
+        if self._writing:  # another task is writing: wait for what it does
+            if self._progress is None:
+                self._progress = trio.lowlevel.ParkingLot()
+            with trio.move_on_at(deadline) as scope:
+                await self._progress.park()
+            self._raise_error()
+            if scope.cancelled_caught:
+                raise self._stalled()
+            return
         # First what the socket takes now: a peer that drained since the last write has
         # not stalled, however long ago that write was.
         if self._nowait and self.write_nowait():
             await trio.lowlevel.checkpoint()
             return
-        deadline = math.inf if stall_timeout is None else self.waiting_since + stall_timeout
         if self._nowait:
             self._writing = True
             try:
@@ -342,6 +372,7 @@ class Outbox:
                 self._fail(exc)
             finally:
                 self._writing = False
+                self._wake_others()
             self._raise_error()
             if scope.cancelled_caught:
                 raise self._stalled()
@@ -369,6 +400,7 @@ class Outbox:
             return
         finally:
             self._writing, self._in_flight = False, 0
+            self._wake_others()
         if scope.cancelled_caught:
             stalled = self._stalled()
             self._fail(stalled)
