@@ -31,7 +31,8 @@ async def test_two_nc_clients_and_a_socat_udp_peer_share_a_room() -> None:
     socat = need("socat")
     with trio.fail_after(GUARD):
         async with cli_server(
-            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"], ready_lines=2
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--web", "none"],
+            ready_lines=2,
         ) as server:
             tcp_port, udp_port = server.port("chat (tcp)"), server.port("chat (udp)")
             async with (
@@ -208,7 +209,8 @@ async def test_oversized_and_invalid_lines_get_a_notice_and_the_connection_stays
 async def test_interactive_client_over_tcp_and_udp() -> None:
     with trio.fail_after(GUARD):
         async with cli_server(
-            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"], ready_lines=2
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--web", "none"],
+            ready_lines=2,
         ) as server:
             tcp_port, udp_port = server.port("chat (tcp)"), server.port("chat (udp)")
             join = [PYTHON, "-m", "triosock", "chat", "join"]
@@ -328,7 +330,18 @@ async def test_the_command_line_limits_reach_nc_users_and_bad_values_are_refused
     with trio.fail_after(GUARD):
         # An option before "serve" counts as well as one after it.
         async with cli_server(
-            ["chat", "--max-line-length", "10", "serve", "--tcp", "127.0.0.1:0", "--udp", "none"]
+            [
+                "chat",
+                "--max-line-length",
+                "10",
+                "serve",
+                "--tcp",
+                "127.0.0.1:0",
+                "--udp",
+                "none",
+                "--web",
+                "none",
+            ]
         ) as server:
             port = server.port("chat (tcp)")
             typed = b"short\n0123456789ab\n0123456789\n/quit\n"

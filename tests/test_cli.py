@@ -42,7 +42,9 @@ async def test_a_second_sigint_during_the_stop_exits_without_a_traceback() -> No
     # (its goodbye and linger), and a second Ctrl-C arrives meanwhile: exit 130, as a
     # shell expects, and no traceback.
     with trio.fail_after(GUARD):
-        async with cli_server(["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none"]) as server:
+        async with cli_server(
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+        ) as server:
             user = await trio.open_tcp_stream("127.0.0.1", server.port("tcp"))
             await user.receive_some()  # the welcome: the session is running
             server.process.send_signal(2)

@@ -1,7 +1,8 @@
 """``python -m triosock chat [serve|join]``: the flagship.
 
 ``python -m triosock chat`` alone serves chat on the defaults: TCP lines on
-127.0.0.1:7070 and the UDP dialect on 127.0.0.1:7071, with the in-process hub.
+127.0.0.1:7070, the UDP dialect on 127.0.0.1:7071 and the web page with its WebSocket on
+127.0.0.1:7072, with the in-process hub.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import trio
 from .._hub import Policy
 from .._liveness import expiry_after, send_heartbeats
 from .._sansio import chat as proto
+from .._sansio.addresses import format_address
 from .._services.chat import ChatServer
+from .._services.chat._page import ChatPage
 from .._services.chat._server import (
     DEFAULT_BURST,
     DEFAULT_MAX_BACKLOG,
@@ -28,6 +31,7 @@ from .._services.chat._server import (
 from .._transport.channel import FramedChannel
 from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
 from .._transport.udp import UDPServer, open_udp_channel, serve_udp
+from .._transport.websocket import WebSocketServer, serve_websocket
 from ._common import (
     CLIError,
     ServerStarter,
@@ -40,6 +44,7 @@ from ._common import (
 
 TCP_DEFAULT = ("127.0.0.1", 7070)
 UDP_DEFAULT = ("127.0.0.1", 7071)
+WEB_DEFAULT = ("127.0.0.1", 7072)
 HEARTBEAT_DEFAULT = 5.0
 #: Datagrams queued per UDP peer: UDP cannot slow a sender, so room for a paste.
 UDP_QUEUE = 1024
@@ -99,8 +104,8 @@ def _count(text: str) -> int:
 
 async def _chat_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if args.tcp is None and args.udp is None:
-        raise CLIError("nothing to serve: both --tcp and --udp are none")
+    if args.tcp is None and args.udp is None and args.web is None:
+        raise CLIError("nothing to serve: --tcp, --udp and --web are all none")
     chat = ChatServer(
         policy=args.policy,
         buffer=args.buffer,
@@ -148,6 +153,26 @@ async def _chat_serve(args: argparse.Namespace) -> None:
             return udp_line("chat", server) + f" (peers expire after {expiry:g} s of silence)"
 
         starters.append(start_udp)
+
+    if args.web is not None:
+        host_w, port_w = args.web
+        page = ChatPage(chat)
+
+        async def start_web(nursery: trio.Nursery) -> str:
+            server: WebSocketServer = await nursery.start(
+                lambda task_status: serve_websocket(
+                    chat.serve_websocket_peer,
+                    port_w,
+                    host=host_w,
+                    process_request=page,
+                    grace_period=args.grace,
+                    task_status=task_status,
+                )
+            )
+            where = format_address(server.addresses[0])
+            return f"chat (web) listening on {where}: open http://{where}/ (WebSocket at /ws)"
+
+        starters.append(start_web)
 
     async def hint(nursery: trio.Nursery) -> str:
         await trio.lowlevel.checkpoint()
@@ -261,6 +286,13 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="where UDP peers send datagrams (default 127.0.0.1:7071)",
     )
     add(
+        "--web",
+        type=_address_or_none,
+        default=WEB_DEFAULT,
+        metavar="HOST:PORT|none",
+        help="where the chat page and its WebSocket (/ws) are served (default 127.0.0.1:7072)",
+    )
+    add(
         "--policy",
         choices=get_args(Policy),
         default="disconnect",
@@ -343,7 +375,7 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
 
 def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chat = services.add_parser(
-        "chat", help="chat rooms over TCP lines and UDP (alone: serve on the defaults)"
+        "chat", help="chat rooms over TCP lines, UDP and the web (alone: serve on the defaults)"
     )
     _add_serve_options(chat)
     chat.set_defaults(run=_chat_serve)

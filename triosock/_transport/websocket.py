@@ -7,32 +7,47 @@ closing handshake. triosock adds what its other servers have:
 * ``handler(peer)`` runs per connection in its own task; ``peer`` is a
   :class:`WebSocketPeer` with the same stop scope and ``stopping`` flag as a
   ``TCPConnection``. A handler's exception is logged and closes that connection only.
-* ``Origin`` is checked: by default only the server's own origin
-  (``http://HOST:PORT``, with the bound port) and clients that send no ``Origin`` (not
-  browsers) are accepted, so a page elsewhere cannot drive a user's browser into the
-  server. ``origins=`` widens it (websockets' own rule: strings or regex patterns).
+* ``Origin`` is checked, so that a page elsewhere cannot drive a user's browser into the
+  server. By default a handshake is accepted when it has no ``Origin`` (not a browser),
+  or when its ``Origin`` is the page's own: ``http://`` or ``https://`` and the request's
+  ``Host``, where that host is an IP address, ``localhost``, or the host the server was
+  told to bind (a DNS name that only resolves to the server, as in a DNS rebinding
+  attack, is not enough). Refused handshakes get 403. ``origins=`` replaces the rule
+  with websockets' own: a list of accepted values (strings, regex patterns, None for
+  none sent).
 * Stop: the listeners close, every stop scope is cancelled so handlers can say goodbye,
   and after ``grace_period`` the connections still open are closed with 1001 (going away).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import ipaddress
 import logging
 import re
+import socket
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from http import HTTPStatus
+from typing import Any, cast
 
 import trio
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Protocol, State
 from websockets.trio.server import ServerConnection, serve
 from websockets.typing import Origin
 
 from .._errors import BindError, describe_oserror
 from .._sansio.addresses import format_address
 from ._lifecycle import ListeningServer
+from .outbox import Outbox, StreamSink
+from .rawsocket import RawSocketListener, RawSocketStream
 from .tcp import _check_port, connection_ended
 
-__all__ = ["WebSocketPeer", "WebSocketServer", "serve_websocket"]
+__all__ = ["WebSocketPeer", "WebSocketServer", "WebSocketStream", "serve_websocket", "text_frame"]
 
 LOGGER = logging.getLogger("triosock.websocket")
 
@@ -50,6 +65,81 @@ class WebSocketServer(ListeningServer):
         self.handler_errors = 0
 
 
+class WebSocketStream(trio.abc.HalfCloseableStream):
+    """The TCP stream under one websockets connection, whose writes all go through one
+    :class:`~triosock.Outbox`: websockets' own (the handshake, pings, pongs, the close)
+    and whole frames put there without waiting by a fan-out (see
+    :meth:`WebSocketPeer.put_text`). They share one queue, so they never interleave, and
+    a frame is never torn. Once websockets has sent its close frame the outbox is
+    sealed: nothing is sent after it.
+    """
+
+    __slots__ = ("_raw", "outbox", "protocol")
+
+    def __init__(self, raw: RawSocketStream) -> None:
+        self._raw = raw
+        self.outbox = Outbox(StreamSink(raw))
+        #: websockets' protocol object, once the connection exists (for its state).
+        self.protocol: Protocol | None = None
+
+    @property
+    def socket(self) -> socket.socket:
+        """The stdlib socket (non-blocking)."""
+        return self._raw.socket
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        outbox = self.outbox
+        if outbox.error is None:
+            outbox.put(bytes(data), 0)  # never dropped by a drop policy
+            if self.protocol is not None and self.protocol.state is not State.OPEN:
+                outbox.seal()  # that was the close frame
+        await self._drain()
+
+    async def _drain(self) -> None:
+        outbox = self.outbox
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while outbox.frames:
+            await outbox.write_some()
+        if outbox.error is not None:
+            raise trio.BrokenResourceError(f"the socket failed: {outbox.error}")
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._drain()
+
+    async def send_eof(self) -> None:
+        await self._drain()
+        await self._raw.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self._raw.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        self.outbox.seal()
+        await self._raw.aclose()
+
+
+class _WebSocketListener(trio.abc.Listener[WebSocketStream]):
+    """A listener for websockets' server that accepts :class:`WebSocketStream`."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self._raw = RawSocketListener(listener)
+        self.socket = listener.socket  # websockets logs where it listens
+
+    async def accept(self) -> WebSocketStream:
+        return WebSocketStream(await self._raw.accept())
+
+    async def aclose(self) -> None:
+        await self._raw.aclose()
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A whole unmasked text frame carrying ``payload`` (UTF-8), as a server sends it
+    without extensions: websockets' own serialisation. The same bytes for every
+    connection of a server, so a fan-out makes it once for all."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
 class WebSocketPeer:
     """One WebSocket connection: websockets' ``ServerConnection`` and the server's stop.
 
@@ -65,7 +155,15 @@ class WebSocketPeer:
 
     @property
     def peer(self) -> str:
-        return format_address(self.connection.remote_address)
+        """The client's address, ``host:port``. (websockets' ``remote_address`` knows
+        only trio's own streams.)"""
+        stream = self.connection.stream
+        try:
+            if isinstance(stream, WebSocketStream):
+                return format_address(stream.socket.getpeername())
+            return format_address(self.connection.remote_address)
+        except OSError:
+            return "(disconnected)"
 
     @property
     def path(self) -> str:
@@ -75,6 +173,20 @@ class WebSocketPeer:
     @property
     def stopping(self) -> bool:
         return self.server.stopping
+
+    @property
+    def outbox(self) -> Outbox:
+        """The connection's output queue (see :class:`WebSocketStream`): put whole frames
+        made by :func:`text_frame` to send without waiting, as the chat's fan-out does.
+        ``connection.send`` goes through it too."""
+        stream = self.connection.stream
+        assert isinstance(stream, WebSocketStream)
+        return stream.outbox
+
+    def put_text(self, payload: bytes, count: int = 1) -> None:
+        """Send a text message without waiting (never a checkpoint): queued in
+        :attr:`outbox` behind what waits already; dropped once the connection closes."""
+        self.outbox.put(text_frame(payload), count)
 
     def stop_scope(self) -> trio.CancelScope:
         """A cancel scope the server cancels when it begins to stop."""
@@ -99,11 +211,14 @@ async def serve_websocket(
     Args:
       handler: ``async def handler(peer: WebSocketPeer)``.
       port, host, grace_period, task_status: as for :func:`~triosock.serve_tcp`.
-      origins: the ``Origin`` values accepted; None: the server's own origin, and
-        clients that send none.
+      origins: the ``Origin`` values accepted (strings, regex patterns; None in the list
+        accepts clients that send none); None (the default): the page's own origin, and
+        clients that send none (see the module docstring).
       max_size: the largest message accepted, in bytes (a bigger one closes with 1009).
       ping_interval, ping_timeout: websockets' keepalive, in seconds (None: off).
-      process_request: websockets' hook to answer plain HTTP (serve a page) or refuse.
+      process_request: websockets' hook to answer plain HTTP (serve a page) or refuse:
+        ``(connection, request) -> Response | None``, maybe async; None goes on with the
+        handshake (and the ``Origin`` check).
 
     Raises:
       BindError: the address could not be bound.
@@ -115,11 +230,28 @@ async def serve_websocket(
         where = format_address((host or "*", port))
         raise BindError(f"cannot listen on {where}: {describe_oserror(exc)}") from exc
     server = WebSocketServer(listeners, grace_period=grace_period)
+    check = None
     if origins is None:
-        shown = f"[{host}]" if ":" in host else host
-        origins = [Origin(f"http://{shown}:{server.port}"), None]
+        check = functools.partial(_same_origin, bound=host.lower())
+    answer = process_request
+
+    async def on_request(connection: ServerConnection, request: Request) -> Response | None:
+        if answer is not None:
+            response = answer(connection, request)
+            if inspect.isawaitable(response):
+                response = await response
+            if response is not None:
+                return cast(Response, response)
+        if check is not None and not check(request):
+            origin = ", ".join(request.headers.get_all("Origin"))
+            LOGGER.info("refused a WebSocket from %r: not this server's page", origin)
+            return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
+        return None
 
     async def run(connection: ServerConnection) -> None:
+        stream = connection.stream
+        assert isinstance(stream, WebSocketStream)
+        stream.protocol = connection.protocol
         peer = WebSocketPeer(connection, server)
         try:
             await handler(peer)
@@ -140,12 +272,19 @@ async def serve_websocket(
         with shield:
             await serve(
                 run,
-                listeners=listeners,
+                # websockets asks for trio.SocketListener; it uses only accept, aclose
+                # and socket, which ours have.
+                listeners=cast(
+                    list[trio.SocketListener], [_WebSocketListener(lis) for lis in listeners]
+                ),
                 origins=origins,
+                # No permessage-deflate: a fan-out's frames are the same bytes for every
+                # connection, and deflate's state costs each connection ~100 KiB.
+                compression=None,
                 max_size=max_size,
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,
-                process_request=process_request,
+                process_request=on_request,
                 task_status=task_status,
             )
 
@@ -158,6 +297,27 @@ async def serve_websocket(
             with trio.CancelScope(shield=True):
                 await _stop(server, ws_server, grace_period)
             shield.cancel()  # whatever is left (a client that never closes)
+
+
+def _same_origin(request: Request, *, bound: str) -> bool:
+    """The default ``Origin`` rule (see the module docstring)."""
+    origins = request.headers.get_all("Origin")
+    if not origins:
+        return True
+    hosts = request.headers.get_all("Host")
+    if len(origins) != 1 or len(hosts) != 1:
+        return False
+    origin, host = origins[0], hosts[0]
+    if origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower()):
+        return False
+    name = urllib.parse.urlsplit(origin).hostname or ""
+    if name in ("localhost", bound):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 async def _stop(server: WebSocketServer, ws_server: Any, grace_period: float) -> None:

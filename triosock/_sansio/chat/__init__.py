@@ -12,6 +12,7 @@ rooms, commands and events.
 * :mod:`._text` — neutralising user text for other people's terminals.
 * :mod:`._events` — what users see, rendered and encoded to cross processes.
 * :mod:`._udp` — the UDP tutorial dialect.
+* :mod:`._web` — the WebSocket page's protocol: JSON lines out, JSON events or text in.
 * :mod:`._directory` — who owns which nick and is in which room (:class:`DirectoryState`).
 * :mod:`._core` — the rules for one session (:class:`ChatSession`): input in, effects out.
 """
@@ -86,6 +87,7 @@ from ._udp import (
     format_address,
     udp_ack_line,
 )
+from ._web import BadEvent, hello_json, parse_web_message_untrusted, render_json
 
 __all__ = [
     "BYE",
@@ -98,6 +100,7 @@ __all__ = [
     "UDP_QUIT",
     "Action",
     "AreYouThere",
+    "BadEvent",
     "ChatError",
     "ChatSession",
     "Close",
@@ -144,10 +147,13 @@ __all__ = [
     "default_nick",
     "encode_event",
     "format_address",
+    "hello_json",
     "inbox_topic",
     "neutralise",
     "nick_key",
     "parse_line_untrusted",
+    "parse_web_message_untrusted",
+    "render_json",
     "render_line",
     "room_topic",
     "sanitize_text",

@@ -52,6 +52,11 @@ class Renderer(abc.ABC):
     def frame(self, event: proto.Event, viewer: str) -> bytes:
         """The frame ``viewer`` (a nick) receives for ``event``."""
 
+    def join(self, frames: list[bytes]) -> bytes:
+        """The frames of a batch as one write (joinable renderers only): concatenated;
+        a WebSocket renderer wraps them in messages."""
+        return b"".join(frames)
+
     def notice(self, text: str) -> bytes:
         """The frame of a notice for one user."""
         return self.frame(proto.Notice(text), "")
@@ -136,6 +141,11 @@ class Member(abc.ABC):
     @abc.abstractmethod
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
         """The last frame for a session ending for ``reason``, if any."""
+
+    def greeting(self, nick: str, room: str) -> bytes | None:
+        """The first frame of a session, before the welcome (the WebSocket member tells
+        its client who and where it is); None by default."""
+        return None
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         """Stop the transport's idle clock for the body: the server is keeping the user

@@ -53,9 +53,11 @@ from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
 from ..._transport.tcp import TCPConnection
 from ..._transport.udp import UDPPeer
+from ..._transport.websocket import WebSocketPeer
 from ._member import EndReason, Member, Renderer
 from ._tcp import TCPLineMember
 from ._udp import UDPDialectMember
+from ._websocket import WebSocketMember
 
 __all__ = ["ChatServer", "ChatStatistics"]
 
@@ -278,7 +280,7 @@ class ChatServer:
             frames, joined = hit[1], hit[2]
         else:
             frames, everyone = renderer.frames(batch, user.core.nick)
-            joined = b"".join(frames) if renderer.joinable else b""
+            joined = renderer.join(frames) if renderer.joinable and frames else b""
             if everyone and shared is not None:
                 shared[renderer] = (batch, frames, joined)
         if renderer.joinable:
@@ -391,6 +393,11 @@ class ChatServer:
         """The ``serve_udp`` handler: one chat user per peer address, tutorial dialect."""
         await self.serve_member(UDPDialectMember(peer))
 
+    async def serve_websocket_peer(self, peer: WebSocketPeer) -> None:
+        """The ``serve_websocket`` handler: one chat user per connection, JSON lines out,
+        JSON events or text lines in (see :mod:`triosock._sansio.chat._web`)."""
+        await self.serve_member(WebSocketMember(peer))
+
     async def serve_member(self, member: Member) -> None:
         """Run one user's session over any member adapter until it ends."""
         if self._ready is None:
@@ -416,6 +423,9 @@ class ChatServer:
                 await self._subscribe(user, core.inbox)
                 await self._subscribe(user, core.topic)
                 with user.scope, member.stop_scope():
+                    greeting = member.greeting(core.nick, core.room)
+                    if greeting:
+                        user.outbox.put(greeting, 0)
                     await self._run(user, core.start(welcome=member.welcome))
                     await self._read(user)
                 # Stop the writer between two writes (it never tears one): from here on

@@ -1,0 +1,146 @@
+"""The WebSocket chat protocol: JSON lines out, JSON events or plain text in.
+
+What the server sends
+---------------------
+
+Each WebSocket text message from the server holds one or more events, each a JSON object
+on a line of its own, ending in LF (JSON Lines): a client splits the message on LF and
+parses each non-empty line. A member's events of one fan-out pass share a message. The
+first event of a session is ``hello``; the others are the events of
+:mod:`._events`, encoded as :func:`~._events.encode_event` does, with every field
+neutralised as for a terminal (no control characters; the text is *text*: a page shows
+it with ``textContent``, never as HTML)::
+
+    {"nick":"guest3","room":"#lobby","type":"hello"}
+    {"room":"#lobby","sender":"alice","text":"hi","type":"message"}
+    {"room":"#lobby","sender":"alice","text":"waves","type":"action"}
+    {"recipient":"bob","sender":"alice","text":"hi","type":"direct"}
+    {"nick":"bob","room":"#lobby","type":"joined"}
+    {"nick":"bob","room":"#lobby","type":"left"}
+    {"new":"al","old":"alice","type":"nick"}
+    {"text":"bob is in #lobby","type":"notice"}
+    {"text":"goodbye","type":"closing"}
+
+``hello`` tells the client its nick and room; after it, a ``nick`` event whose ``old``
+is the client's nick and a ``joined`` event whose ``nick`` is the client's are its own
+rename and move. A ``direct`` is the same for both ends: the client compares ``sender``
+and ``recipient`` with its nick.
+
+What the server accepts
+-----------------------
+
+A text message that is a JSON object is one event::
+
+    {"type":"line","text":"/msg bob hi"}   a line as a TCP user types it (commands too)
+    {"type":"say","text":"/not a command"}  said to the room as it is
+    {"type":"me","text":"waves"}
+    {"type":"msg","to":"bob","text":"hi"}
+    {"type":"nick","nick":"bob"}
+    {"type":"join","room":"#games"}
+    {"type":"who"}  {"type":"rooms"}  {"type":"help"}  {"type":"quit"}
+
+Any other text message is plain text: each of its lines (split on LF, a CR before it
+dropped) is a line as a TCP user types it, so ``websocat`` and ``python -m websockets``
+users type as they would in ``nc``. A JSON object that is not one of the events above
+is refused with a notice (:class:`BadEvent`), not said to the room. Binary messages are
+refused with a notice too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ._events import Event, encode_event
+from ._text import neutralise
+
+__all__ = ["BadEvent", "hello_json", "parse_web_message_untrusted", "render_json"]
+
+
+@dataclass(frozen=True, slots=True)
+class BadEvent:
+    """A JSON object that is not an event the server accepts; ``reason`` says why."""
+
+    reason: str
+
+
+def render_json(event: Event) -> bytes:
+    """The JSON line (ending in LF) a WebSocket client receives for ``event``.
+
+    Raises:
+      TypeError: ``event`` is not an event.
+    """
+    cleaned = type(event)(*(neutralise(getattr(event, f.name)) for f in fields(event)))
+    return encode_event(cleaned) + b"\n"
+
+
+def hello_json(nick: str, room: str) -> bytes:
+    """The first event of a session: who and where the client is."""
+    return encode_json({"nick": neutralise(nick), "room": neutralise(room), "type": "hello"})
+
+
+def encode_json(obj: dict[str, str]) -> bytes:
+    """``obj`` as a JSON line: compact, ASCII, keys sorted, ending in LF."""
+    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    return text.encode("ascii") + b"\n"
+
+
+# The accepted events: type -> (the fields it needs, how it becomes a typed line).
+_EVENTS_IN: dict[str, tuple[tuple[str, ...], str]] = {
+    "line": (("text",), "{text}"),
+    "say": (("text",), "{text}"),  # escaped below when it starts with /
+    "me": (("text",), "/me {text}"),
+    "msg": (("to", "text"), "/msg {to} {text}"),
+    "nick": (("nick",), "/nick {nick}"),
+    "join": (("room",), "/join {room}"),
+    "who": ((), "/who"),
+    "rooms": ((), "/rooms"),
+    "help": ((), "/help"),
+    "quit": ((), "/quit"),
+}
+# Fields that are one word on a command line.
+_WORDS = frozenset({"to", "nick", "room"})
+
+
+def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent]:
+    """What one WebSocket text message says: lines as a TCP user types them (UTF-8, no
+    terminator, maybe empty), or a :class:`BadEvent`. See the module docstring.
+
+    Never raises, for any input.
+    """
+    if text.lstrip().startswith("{"):
+        try:
+            obj: Any = json.loads(text)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict):
+            return [_event_line(obj)]
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()  # a message ending in LF is that many lines, not one more empty one
+    return [line.removesuffix("\r").encode("utf-8", "replace") for line in lines]
+
+
+def _event_line(obj: dict[str, Any]) -> bytes | BadEvent:
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind not in _EVENTS_IN:
+        shown = json.dumps(kind)[:40]
+        return BadEvent(
+            f"unknown event type {shown}: expected one of {', '.join(sorted(_EVENTS_IN))}"
+        )
+    needed, template = _EVENTS_IN[kind]
+    extra = set(obj) - {"type", *needed}
+    if extra:
+        return BadEvent(f"a {kind} event has no field {json.dumps(sorted(extra)[0])[:40]}")
+    values: dict[str, str] = {}
+    for name in needed:
+        value = obj.get(name)
+        if not isinstance(value, str):
+            return BadEvent(f"a {kind} event needs a string field {name!r}")
+        if name in _WORDS and (not value or value != value.strip() or len(value.split()) != 1):
+            return BadEvent(f"the {name!r} of a {kind} event is one word")
+        values[name] = value
+    if kind == "say" and values["text"].startswith("/"):
+        values["text"] = "/" + values["text"]  # // says /something
+    return template.format(**values).encode("utf-8", "replace")

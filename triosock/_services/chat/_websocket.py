@@ -1,0 +1,139 @@
+"""The WebSocket member: the chat page in a browser, ``websocat``, ``python -m websockets``.
+
+Input is one WebSocket message at a time, parsed by
+:func:`~triosock._sansio.chat.parse_web_message_untrusted` (a JSON event, or plain text
+lines as on TCP). Output is JSON lines (see :mod:`triosock._sansio.chat._web`): what a
+fan-out pass puts into the member's outbox leaves as one text message, so a busy room
+costs one WebSocket write per member per pass, not one per line.
+
+The member gets the same bounded outbox and the same rules as a TCP member (more than
+``max_backlog`` bytes waiting, or a socket that takes nothing for ``stall_timeout``
+seconds, disconnects it). websockets itself refuses what is too big (1009) and text that
+is not UTF-8 (1007). The session's end closes the connection with a code that says why:
+1000 after ``/quit``, 1001 when the server stops, 1008 when the member was too slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.frames import CloseCode
+
+from ..._sansio import chat as proto
+from ..._transport.websocket import WebSocketPeer, text_frame
+from ._member import EndReason, Member, Renderer
+
+__all__ = ["WebSocketMember", "WebSocketRenderer"]
+
+#: Seconds the closing handshake may take at the end of a session.
+CLOSE_TIMEOUT = 2.0
+#: The most bytes of events joined into one message (a bigger event is one message).
+MESSAGE_LIMIT = 64 * 1024
+
+
+class WebSocketRenderer(Renderer):
+    """One JSON line per event; the lines of a batch share messages of at most
+    :data:`MESSAGE_LIMIT` bytes. The same for every viewer (a client tells its own
+    direct messages apart by its nick), so a room's batch is framed once for everyone.
+
+    :meth:`frame` gives a JSON line; :meth:`join` and :meth:`notice` give whole
+    WebSocket frames, ready for the outbox.
+    """
+
+    __slots__ = ()
+
+    def frame(self, event: proto.Event, viewer: str) -> bytes:
+        return proto.render_json(event)
+
+    def join(self, frames: list[bytes]) -> bytes:
+        if len(frames) == 1:
+            return text_frame(frames[0])
+        messages: list[bytes] = []
+        part: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if part and size + len(frame) > MESSAGE_LIMIT:
+                messages.append(text_frame(b"".join(part)))
+                part, size = [], 0
+            part.append(frame)
+            size += len(frame)
+        messages.append(text_frame(b"".join(part)))
+        return b"".join(messages)
+
+    def notice(self, text: str) -> bytes:
+        return text_frame(self.frame(proto.Notice(text), ""))
+
+    def everyone(self, event: proto.Event) -> bool:
+        return True
+
+
+_RENDERER = WebSocketRenderer()
+_BINARY_REFUSED = "binary messages are not accepted: send text (a line, or a JSON event)"
+
+
+class WebSocketMember(Member):
+    """A chat user on a WebSocket connection.
+
+    Args:
+      peer: the connection (from ``serve_websocket``).
+    """
+
+    kind = "ws"
+    renderer = _RENDERER
+
+    def __init__(self, peer: WebSocketPeer) -> None:
+        self.peer = peer
+        self.connection = peer.connection
+        self.label = peer.peer
+        self.outbox = peer.outbox  # websockets' own frames go through it too
+        self._close: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")
+
+    def greeting(self, nick: str, room: str) -> bytes | None:
+        return text_frame(proto.hello_json(nick, room))
+
+    async def receive(self) -> Sequence[object] | None:
+        try:
+            message = await self.connection.recv()
+        except ConnectionClosedOK:
+            return None
+        except ConnectionClosed as exc:  # a protocol error (1007, 1009) or a lost peer
+            raise trio.BrokenResourceError(f"the WebSocket closed: {exc}") from exc
+        if isinstance(message, str):
+            return proto.parse_web_message_untrusted(message)
+        return [proto.BadEvent(_BINARY_REFUSED)]
+
+    def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
+        if isinstance(item, bytes):
+            return session.receive_line(item, now)
+        if isinstance(item, proto.BadEvent):
+            return [proto.Tell(f"refused: {item.reason}")]
+        raise TypeError(f"not a WebSocket input item: {item!r}")
+
+    def farewell(self, reason: EndReason, detail: str) -> bytes | None:
+        match reason:
+            case "quit":
+                self._close = (CloseCode.NORMAL_CLOSURE, "bye")
+                return self.renderer.notice("bye")
+            case "stopping":
+                self._close = (CloseCode.GOING_AWAY, "server stopping")
+                return text_frame(self.renderer.frame(proto.ServerClosing("goodbye"), ""))
+            case "slow":
+                self._close = (CloseCode.POLICY_VIOLATION, "too slow: stopped reading")
+                return self.renderer.notice(f"disconnected: {detail}")
+        return None
+
+    async def linger(self) -> None:
+        """The closing handshake, with the code that says why (at most
+        :data:`CLOSE_TIMEOUT` seconds; websockets aborts the connection after that)."""
+        code, reason = self._close
+        with trio.move_on_after(CLOSE_TIMEOUT):
+            await self.connection.aclose(code, reason)
+
+    def stop_scope(self) -> trio.CancelScope:
+        return self.peer.stop_scope()
+
+    @property
+    def stopping(self) -> bool:
+        return self.peer.stopping
