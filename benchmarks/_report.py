@@ -44,6 +44,15 @@ TCP_ROUND_TRIP = (  # the echo and the line service: the same ping-pong, the sam
     _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
     _c("client CPU %", "client_cpu_pct", "{:.0f}"),
 )
+#: The columns of the chat fan-out workloads (TCP lines and WebSocket).
+FAN_OUT_COLUMNS = (
+    _c("deliveries/s", "deliveries_per_s", "{:,.0f}"),
+    *LATENCY,
+    _c("srv CPU us/dlv", "cpu_us_per_delivery", "{:.2f}"),
+    _c("lost", "lost", "{:,.0f}"),
+    _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+    _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+)
 WORKLOADS: dict[str, Workload] = {
     w.key: w
     for w in [
@@ -96,14 +105,15 @@ WORKLOADS: dict[str, Workload] = {
             "deliveries_per_s",
             "deliveries/s",
             True,
-            (
-                _c("deliveries/s", "deliveries_per_s", "{:,.0f}"),
-                *LATENCY,
-                _c("srv CPU us/dlv", "cpu_us_per_delivery", "{:.2f}"),
-                _c("lost", "lost", "{:,.0f}"),
-                _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
-                _c("client CPU %", "client_cpu_pct", "{:.0f}"),
-            ),
+            FAN_OUT_COLUMNS,
+        ),
+        Workload(
+            "wsfanout",
+            "4b. WebSocket chat fan-out, 1 sender to N subscribers",
+            "deliveries_per_s",
+            "deliveries/s",
+            True,
+            FAN_OUT_COLUMNS,
         ),
         Workload(
             "hub",

@@ -1,8 +1,9 @@
 """The stacks compared side by side, per kind of server.
 
 ``baseline`` is the stack each ratio is taken against (raw trio; for HTTP, hypercorn on
-trio); ``reference`` is the second ratio column (the asyncio stack a user would pick
-instead; for HTTP, aiohttp).  The report's ratio columns keep their names, ``x trio`` and
+trio; the WebSocket chat has none); ``reference`` is the second ratio column (the asyncio
+stack a user would pick instead; for HTTP, aiohttp; for the WebSocket chat, websockets'
+asyncio server with per-client queues).  The report's ratio columns keep their names, ``x trio`` and
 ``x asyncio``, for every workload.  Peer servers live in
 ``benchmarks/servers/``; the triosock stacks run triosock's own command line, or (the
 ``triosock user handler`` and ``triosock FramedChannel`` rows) a peer server written on its
@@ -68,14 +69,32 @@ LOSSLESS = ("--policy", "block")  # the peer chat servers are lossless too
 # limit (50 lines/s by default) is off in both triosock rows; everything else is default.
 UNLIMITED = ("--rate", "none")
 _TRIOSOCK_CHAT = ("-m", "triosock", "chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none")
+_NO_WEB = ("--web", "none")  # two rows cannot both bind the web page's default port, 7072
 _TCP_LINE = r"tcp\b[^\n]*?127\.0\.0\.1:(\d+)"  # the line naming the TCP listener
 
 CHAT = [
     Stack("trio chat", _peer("trio_chat"), role="baseline"),
     Stack("asyncio streams chat", _peer("asyncio_chat"), role="reference"),
     Stack("uvloop streams chat", _peer("asyncio_chat", "--uvloop")),
-    Stack("triosock", (*_TRIOSOCK_CHAT, *LOSSLESS, *UNLIMITED), port_pattern=_TCP_LINE),
-    Stack("triosock default policy", (*_TRIOSOCK_CHAT, *UNLIMITED), port_pattern=_TCP_LINE),
+    Stack("triosock", (*_TRIOSOCK_CHAT, *_NO_WEB, *LOSSLESS, *UNLIMITED), port_pattern=_TCP_LINE),
+    Stack(
+        "triosock default policy", (*_TRIOSOCK_CHAT, *_NO_WEB, *UNLIMITED), port_pattern=_TCP_LINE
+    ),
+]
+
+# the chat over WebSocket; the ratio column "x asyncio" divides by websockets' asyncio server
+# with per-client queues (there is no "x trio" base here)
+_WEB_LINE = r"\(web\)[^\n]*?127\.0\.0\.1:(\d+)"  # "chat (web) listening on 127.0.0.1:PORT: ..."
+_TRIOSOCK_WEB_CHAT = ("-m", "triosock", "chat", "serve", "--tcp", "none", "--udp", "none")
+
+WS_CHAT = [
+    Stack("websockets per-client queues", _peer("websockets_chat"), role="reference"),
+    Stack("triosock serve_websocket", _peer("triosock_wschat")),
+    Stack(
+        "triosock chat serve --web",
+        (*_TRIOSOCK_WEB_CHAT, "--web", "127.0.0.1:0", *LOSSLESS, *UNLIMITED),
+        port_pattern=_WEB_LINE,
+    ),
 ]
 
 # in-process, run by benchmarks/hubbench.py; argv here is hubbench's --stack

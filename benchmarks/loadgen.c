@@ -21,6 +21,13 @@
  *             Before the clock starts, the sender announces "bw N" lines until every subscriber
  *             has seen one (at most --setup-timeout seconds from the first connect): a server
  *             that tells everyone about every join has N*N/2 notices to deliver first.
+ *   wschat    chat over WebSocket (RFC 6455): each connection does the opening handshake
+ *             (GET /ws, no Origin) and waits for 101; the sender sends each line as one masked
+ *             text frame, without its newline; each text message from the server holds one or
+ *             more lines (separated or ended by "\n"), taken like chat's lines, where the tag
+ *             may also follow a quote (a JSON line: ..."text":"bm SEQ T_NS"...).  Pings are
+ *             answered with pongs; a subscriber the server closes (close frame or EOF) is
+ *             dropped from the count and reported in "closed".
  *   http      N keep-alive HTTP/1.1 connections, each sending "GET / HTTP/1.1" and reading the
  *             whole response (status line, headers to the empty line, Content-Length bytes of
  *             body) before the next: requests (round_trips), p50/p99 latency.  A response that
@@ -523,6 +530,12 @@ static int run_udp(void) {
 }
 
 /* ---------------------------------------------------------------- chat fan-out */
+/* The same room over TCP lines (chat) or over WebSocket (wschat).  In wschat every connection
+ * first does the client's opening handshake (GET /ws, a fixed key, no Origin), then speaks
+ * RFC 6455: the client's frames are masked, the server's are not.  The sender sends each line
+ * as one text frame (the TCP line without its "\n"); a text message from the server holds one
+ * or more lines, separated or ended by "\n", each taken like a TCP line.  Pings are answered
+ * with pongs; a close (or EOF) ends that connection, and the run goes on without it. */
 
 #define LINEBUF 8192
 #define RING 65536
@@ -532,6 +545,18 @@ struct sub {
     int len;
     int ready;     /* has seen an announcement */
     int caught_up; /* has seen the final announcement: nothing older is queued for it */
+    /* wschat only */
+    int sender;     /* this is the sender's connection: its text is not counted */
+    int open;       /* the opening handshake is done (buf holds lines, not the head) */
+    int closed;     /* the server closed it: out of the epoll set */
+    int skip;       /* dropping the rest of an overlong line */
+    int in_payload; /* reading the current frame's payload, not its header */
+    int in_msg;     /* inside a data message (fragments until FIN) */
+    int msg_text;   /* that message is text */
+    int opcode, fin, hdr_len, ctl_len;
+    uint64_t left; /* payload bytes of the current frame still to come */
+    uint8_t hdr[14];
+    uint8_t ctl[128];
     char buf[LINEBUF];
 };
 
@@ -543,7 +568,9 @@ struct slot {
 static struct slot ring[RING];
 static uint64_t next_seq, oldest_seq, deliveries, late, chat_lost;
 static int subs_ready, subs_caught_up;
+static int subs_closed, ready_closed, caught_closed; /* wschat: closed by the server */
 static int64_t bw_final = -1;
+static int ws_mode;
 
 static char out[65536];
 static int out_len;
@@ -551,7 +578,7 @@ static int sender_fd, sender_want_out;
 
 static void sender_flush(void) {
     while (out_len > 0) {
-        ssize_t w = write(sender_fd, out, (size_t)out_len);
+        ssize_t w = send(sender_fd, out, (size_t)out_len, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EAGAIN || errno == EINTR) break;
             die("sender write");
@@ -566,18 +593,78 @@ static void sender_flush(void) {
     }
 }
 
-static void sender_queue(const char *line, int n) {
+static void sender_queue(const char *data, int n) {
     if (out_len + n > (int)sizeof out) return; /* the server is not reading: drop this line */
-    memcpy(out + out_len, line, (size_t)n);
+    memcpy(out + out_len, data, (size_t)n);
     out_len += n;
+}
+
+/* ---- WebSocket framing (client side) */
+
+static const char ws_key[] = "dGhlIHNhbXBsZSBub25jZQ=="; /* RFC 6455's sample key ... */
+static const char ws_accept[] = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="; /* ... and its accept value */
+static const uint8_t ws_mask[4] = {0x5b, 0xc2, 0x17, 0xe9};
+
+/* A masked client frame of n <= 65535 payload bytes into dst (n + 8 bytes at most). */
+static int ws_frame(char *dst, int opcode, const char *payload, int n) {
+    int h = 0;
+    dst[h++] = (char)(0x80 | opcode); /* FIN */
+    if (n < 126) {
+        dst[h++] = (char)(0x80 | n);
+    } else {
+        dst[h++] = (char)(0x80 | 126);
+        dst[h++] = (char)((n >> 8) & 0xff);
+        dst[h++] = (char)(n & 0xff);
+    }
+    memcpy(dst + h, ws_mask, 4);
+    h += 4;
+    for (int i = 0; i < n; i++) dst[h + i] = (char)(payload[i] ^ (char)ws_mask[i & 3]);
+    return h + n;
+}
+
+static void ws_handshake_request(int fd) {
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET /ws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     opt_host, opt_port, ws_key);
+    /* a blocking write of a few hundred bytes into a fresh socket */
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) die("websocket handshake write");
+}
+
+/* One chat line for the sender: a TCP line ends in "\n", a WebSocket one is a text frame. */
+static void sender_line(const char *text, int n) {
+    if (ws_mode) {
+        char frame[128];
+        sender_queue(frame, ws_frame(frame, 0x1, text, n));
+    } else {
+        char line[128];
+        memcpy(line, text, (size_t)n);
+        line[n] = '\n';
+        sender_queue(line, n + 1);
+    }
+}
+
+/* Where "bm " or "bw " (tag) starts in a line: after ": " (a TCP line, "guestN: bm ...") or,
+ * over WebSocket, also after a quote (a JSON line, ..."text":"bm ..."). */
+static char *find_tag(char *line, int n, const char *tag) {
+    char pat[8];
+    snprintf(pat, sizeof pat, ": %s ", tag);
+    char *p = memmem(line, (size_t)n, pat, 5);
+    if (p) return p + 5;
+    if (!ws_mode) return NULL;
+    snprintf(pat, sizeof pat, "\"%s ", tag);
+    p = memmem(line, (size_t)n, pat, 4);
+    return p ? p + 4 : NULL;
 }
 
 /* One complete line arrived at a subscriber. */
 static void chat_line(struct sub *s, char *line, int n, uint64_t now) {
     line[n] = '\0';
-    char *p = memmem(line, (size_t)n, ": bw ", 5);
+    char *p = find_tag(line, n, "bw");
     if (p) {
-        int64_t seen = (int64_t)strtoll(p + 5, NULL, 10);
+        int64_t seen = (int64_t)strtoll(p, NULL, 10);
         if (!s->ready) {
             s->ready = 1;
             subs_ready++;
@@ -588,10 +675,10 @@ static void chat_line(struct sub *s, char *line, int n, uint64_t now) {
         }
         return;
     }
-    p = memmem(line, (size_t)n, ": bm ", 5);
+    p = find_tag(line, n, "bm");
     if (!p) return; /* greetings, notices, joins */
     char *end;
-    uint64_t seq = strtoull(p + 5, &end, 10);
+    uint64_t seq = strtoull(p, &end, 10);
     uint64_t t = strtoull(end, NULL, 10);
     int counted = measuring && now < t_end;
     if (seq >= oldest_seq && seq < next_seq)
@@ -626,82 +713,285 @@ static void sub_read(struct sub *s, uint64_t now) {
     }
 }
 
-static int run_chat(void) {
-    struct sub *subs = calloc((size_t)opt_conns, sizeof *subs);
+/* ---- wschat: a connection's bytes through the frame parser */
+
+static void ws_gone(struct sub *s, const char *why) {
+    if (s->sender) {
+        char what[96];
+        snprintf(what, sizeof what, "server closed the sender connection (%s)", why);
+        fail(what);
+    }
+    close(s->fd); /* also takes it out of the epoll set */
+    s->closed = 1;
+    subs_closed++;
+    ready_closed += s->ready;
+    caught_closed += s->caught_up;
+}
+
+/* Text payload bytes of a message: lines end at "\n" (and at the end of the message). */
+static void ws_text(struct sub *s, const char *p, size_t n, uint64_t now) {
+    while (n > 0) {
+        const char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) : n;
+        if (!s->skip) {
+            if (s->len + take > (size_t)(LINEBUF - 1)) {
+                s->skip = 1; /* an overlong line: drop it */
+                s->len = 0;
+            } else {
+                memcpy(s->buf + s->len, p, take);
+                s->len += (int)take;
+            }
+        }
+        if (!nl) return;
+        if (!s->skip) chat_line(s, s->buf, s->len, now);
+        s->len = 0;
+        s->skip = 0;
+        p = nl + 1;
+        n -= take + 1;
+    }
+}
+
+static void ws_send_control(struct sub *s, int opcode, const uint8_t *payload, int n) {
+    char frame[160];
+    int len = ws_frame(frame, opcode, (const char *)payload, n);
+    if (s->sender) {
+        sender_queue(frame, len); /* after the frames already queued, never inside one */
+        sender_flush();
+    } else {
+        /* a subscriber sends nothing else: its socket buffer is empty */
+        (void)send(s->fd, frame, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+}
+
+static void ws_control(struct sub *s) {
+    if (s->opcode == 0x9) { /* ping: pong with the same payload */
+        ws_send_control(s, 0xA, s->ctl, s->ctl_len);
+    } else if (s->opcode == 0x8) { /* close: answer with its status code, then stop */
+        ws_send_control(s, 0x8, s->ctl, s->ctl_len >= 2 ? 2 : 0);
+        ws_gone(s, "close frame");
+    } else if (s->opcode != 0xA) {
+        fail("wschat: a frame with an unknown control opcode");
+    }
+}
+
+static void ws_feed(struct sub *s, const char *p, size_t n, uint64_t now) {
+    while (!s->closed && (n > 0 || (s->in_payload && s->left == 0))) {
+        if (!s->in_payload) {
+            s->hdr[s->hdr_len++] = (uint8_t)*p++;
+            n--;
+            if (s->hdr_len < 2) continue;
+            uint8_t b0 = s->hdr[0], b1 = s->hdr[1], l7 = b1 & 0x7f;
+            if (b1 & 0x80) fail("wschat: the server sent a masked frame");
+            if (b0 & 0x70) fail("wschat: a frame with RSV bits (no extension was agreed)");
+            int need = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
+            if (s->hdr_len < need) continue;
+            uint64_t len = l7;
+            if (l7 >= 126) {
+                len = 0;
+                for (int i = 2; i < need; i++) len = (len << 8) | s->hdr[i];
+            }
+            s->hdr_len = 0;
+            s->in_payload = 1;
+            s->left = len;
+            s->fin = (b0 & 0x80) != 0;
+            s->opcode = b0 & 0x0f;
+            if (s->opcode >= 0x8) {
+                if (len > 125 || !s->fin) fail("wschat: a control frame too long or fragmented");
+                s->ctl_len = 0;
+            } else if (s->opcode == 0x0) {
+                if (!s->in_msg) fail("wschat: a continuation frame outside a message");
+            } else if (s->opcode == 0x1 || s->opcode == 0x2) {
+                if (s->in_msg) fail("wschat: a new message inside a fragmented one");
+                s->in_msg = 1;
+                s->msg_text = s->opcode == 0x1;
+            } else {
+                fail("wschat: a frame with an unknown data opcode");
+            }
+            continue;
+        }
+        size_t take = n < s->left ? n : (size_t)s->left;
+        if (s->opcode >= 0x8) {
+            memcpy(s->ctl + s->ctl_len, p, take);
+            s->ctl_len += (int)take;
+        } else if (s->msg_text && !s->sender) {
+            ws_text(s, p, take, now);
+        }
+        p += take;
+        n -= take;
+        s->left -= take;
+        if (s->left > 0) return; /* n is 0: the rest of the frame comes later */
+        s->in_payload = 0;
+        if (s->opcode >= 0x8) {
+            ws_control(s);
+        } else if (s->fin) { /* the end of a message ends its last line too */
+            if (s->msg_text && !s->sender && s->len > 0 && !s->skip)
+                chat_line(s, s->buf, s->len, now);
+            s->len = 0;
+            s->skip = 0;
+            s->in_msg = 0;
+        }
+    }
+}
+
+/* The server's answer to the opening handshake: "HTTP/1.1 101", our accept value. */
+static void ws_head(struct sub *s, int n) {
+    s->buf[n] = '\0';
+    if (strncmp(s->buf, "HTTP/1.1 101", 12) != 0) {
+        char what[128];
+        char *eol = strstr(s->buf, "\r\n");
+        if (eol) *eol = '\0';
+        snprintf(what, sizeof what, "wschat: the handshake got \"%.80s\", not 101", s->buf);
+        fail(what);
+    }
+    if (!memmem(s->buf, (size_t)n, ws_accept, sizeof ws_accept - 1))
+        fail("wschat: a 101 without the right Sec-WebSocket-Accept");
+}
+
+static void ws_read(struct sub *s, uint64_t now) {
+    static char rbuf[65536];
+    if (s->closed) return;
+    if (!s->open) { /* the handshake's response head goes into buf */
+        ssize_t r = read(s->fd, s->buf + s->len, (size_t)(LINEBUF - 1 - s->len));
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR) return;
+            die("websocket handshake read");
+        }
+        if (r == 0) fail("wschat: the server closed a connection during the handshake");
+        s->len += (int)r;
+        char *e = memmem(s->buf, (size_t)s->len, "\r\n\r\n", 4);
+        if (!e) {
+            if (s->len >= LINEBUF - 1) fail("wschat: a handshake response longer than 8 KiB");
+            return;
+        }
+        int head = (int)(e + 4 - s->buf);
+        int rest = s->len - head;
+        memcpy(rbuf, s->buf + head, (size_t)rest); /* frames right behind the head */
+        ws_head(s, head);
+        s->open = 1;
+        s->len = 0;
+        ws_feed(s, rbuf, (size_t)rest, now);
+        return;
+    }
+    ssize_t r = read(s->fd, rbuf, sizeof rbuf);
+    if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        if (errno == ECONNRESET) {
+            ws_gone(s, "connection reset");
+            return;
+        }
+        die("subscriber read");
+    }
+    if (r == 0) {
+        ws_gone(s, "EOF without a close frame");
+        return;
+    }
+    ws_feed(s, rbuf, (size_t)r, now);
+}
+
+/* ---- the run */
+
+static struct sub *subs;
+
+static void chat_event(struct epoll_event *ev, uint64_t now) {
+    static char junk[65536];
+    uint64_t idx = ev->data.u64;
+    if (idx == (uint64_t)opt_conns) { /* the sender */
+        if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            if (ws_mode) {
+                ws_read(&subs[idx], now);
+            } else {
+                ssize_t r = read(sender_fd, junk, sizeof junk);
+                if (r == 0) fail("server closed the sender connection");
+            }
+        }
+        if ((ev->events & EPOLLOUT) && (!ws_mode || subs[idx].open)) sender_flush();
+    } else if (ws_mode) {
+        ws_read(&subs[idx], now);
+    } else {
+        sub_read(&subs[idx], now);
+    }
+}
+
+static int run_chat(int ws) {
+    ws_mode = ws;
+    subs = calloc((size_t)opt_conns + 1, sizeof *subs); /* [opt_conns] is the sender */
+    if (!subs) fail("out of memory");
     uint64_t setup_deadline = now_ns() + (uint64_t)(opt_setup_timeout * 1e9);
-    for (int i = 0; i < opt_conns; i++) {
+    for (int i = 0; i <= opt_conns; i++) {
         subs[i].fd = tcp_connect();
+        subs[i].sender = i == opt_conns;
+        subs[i].open = !ws;
+        if (ws) ws_handshake_request(subs[i].fd);
         set_nonblocking(subs[i].fd);
         ep_add(subs[i].fd, EPOLLIN, (uint64_t)i);
         if (i % 50 == 49) usleep(2000); /* let the server's accept loop keep up */
     }
-    sender_fd = tcp_connect();
-    set_nonblocking(sender_fd);
-    ep_add(sender_fd, EPOLLIN, (uint64_t)opt_conns);
+    sender_fd = subs[opt_conns].fd;
+    struct sub *sender = &subs[opt_conns];
     struct epoll_event evs[1024];
-    static char junk[65536];
     /* Warm-up: announce ("bw N"), backing off from 20 ms to 1 s, until every subscriber has
      * seen an announcement; then send a final one and wait until every subscriber has seen it,
-     * so that nothing from the set-up (join notices, announcements) is still queued. */
+     * so that nothing from the set-up (join notices, announcements) is still queued.
+     * (wschat: the sender announces once its handshake is done; subscribers the server closed
+     * are not waited for.) */
     uint64_t next_announce = 0, announce = 0, interval = 20000000ull;
     for (;;) {
         uint64_t now = now_ns();
         if (now >= setup_deadline) break;
-        if (bw_final < 0 && subs_ready == opt_conns) {
+        int alive = opt_conns - subs_closed;
+        if (alive == 0) fail("chat setup: the server closed every subscriber connection");
+        if (bw_final < 0 && subs_ready - ready_closed == alive) {
             bw_final = (int64_t)announce;
             next_announce = now; /* send the final one right now */
         }
-        if (bw_final >= 0 && subs_caught_up == opt_conns) break;
-        if (now >= next_announce && (bw_final < 0 || announce == (uint64_t)bw_final)) {
+        if (bw_final >= 0 && subs_caught_up - caught_closed == alive) break;
+        if (sender->open && now >= next_announce &&
+            (bw_final < 0 || announce == (uint64_t)bw_final)) {
             char line[64];
-            int n = snprintf(line, sizeof line, "bw %llu\n", (unsigned long long)announce++);
-            sender_queue(line, n);
+            int n = snprintf(line, sizeof line, "bw %llu", (unsigned long long)announce++);
+            sender_line(line, n);
             sender_flush();
             next_announce = now + interval;
             if (interval < 1000000000ull) interval *= 2;
         }
         int waiting = bw_final >= 0 && announce > (uint64_t)bw_final; /* final one is out */
-        int timeout = waiting ? 20 : wait_ms_until(next_announce, now, 20);
+        int timeout = waiting || !sender->open ? 20 : wait_ms_until(next_announce, now, 20);
         int n = epoll_wait(epfd, evs, 1024, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             die("epoll_wait");
         }
-        for (int k = 0; k < n; k++) {
-            uint64_t idx = evs[k].data.u64;
-            if (idx == (uint64_t)opt_conns) {
-                if (evs[k].events & EPOLLIN) {
-                    ssize_t r = read(sender_fd, junk, sizeof junk);
-                    if (r == 0) fail("server closed the sender connection");
-                }
-                if (evs[k].events & EPOLLOUT) sender_flush();
-            } else {
-                sub_read(&subs[idx], now_ns());
-            }
-        }
+        for (int k = 0; k < n; k++) chat_event(&evs[k], now_ns());
     }
-    int target = subs_ready;
+    if (!sender->open) fail("wschat setup: the sender's handshake did not complete");
+    int target = subs_ready - ready_closed;
+    int closed_at_setup = ready_closed;
     if (target == 0) fail("chat setup: no subscriber received a line");
     t_setup_done = now_ns();
     t_start = t_setup_done + (uint64_t)(opt_warmup * 1e9);
     t_end = t_start + (uint64_t)(opt_duration * 1e9);
     uint64_t msg_timeout = 2000000000ull;
     uint64_t sent_at_start = 0;
+    int closed_at_start = 0;
     for (;;) {
         uint64_t now = now_ns();
         if (!measuring && now >= t_start) {
             open_window();
             deliveries = late = chat_lost = 0;
             sent_at_start = next_seq;
+            closed_at_start = subs_closed;
         }
         if (now >= t_end) break;
-        /* retire messages every ready subscriber got (or that timed out) */
+        /* retire messages every ready subscriber got (or that timed out); a subscriber the
+         * server closed is no longer waited for */
+        uint32_t want = (uint32_t)(target - (ready_closed - closed_at_setup));
+        if (want == 0) fail("chat: the server closed every subscriber connection");
         while (oldest_seq < next_seq) {
             struct slot *sl = &ring[oldest_seq % RING];
-            if (sl->count >= (uint32_t)target) {
+            if (sl->count >= want) {
                 oldest_seq++;
             } else if (now - sl->t > msg_timeout) {
-                if (measuring) chat_lost += (uint64_t)target - sl->count;
+                if (measuring) chat_lost += (uint64_t)want - sl->count;
                 oldest_seq++;
             } else {
                 break;
@@ -721,9 +1011,9 @@ static int run_chat(void) {
             struct slot *sl = &ring[next_seq % RING];
             sl->t = now_ns();
             sl->count = 0;
-            int n = snprintf(line, sizeof line, "bm %llu %llu\n", (unsigned long long)next_seq,
+            int n = snprintf(line, sizeof line, "bm %llu %llu", (unsigned long long)next_seq,
                              (unsigned long long)sl->t);
-            sender_queue(line, n);
+            sender_line(line, n);
             next_seq++;
         }
         if (out_len > 0 && !sender_want_out) sender_flush();
@@ -734,25 +1024,16 @@ static int run_chat(void) {
             die("epoll_wait");
         }
         uint64_t t = now_ns();
-        for (int k = 0; k < n; k++) {
-            uint64_t idx = evs[k].data.u64;
-            if (idx == (uint64_t)opt_conns) {
-                if (evs[k].events & EPOLLIN) {
-                    ssize_t r = read(sender_fd, junk, sizeof junk);
-                    if (r == 0) fail("server closed the sender connection");
-                }
-                if (evs[k].events & EPOLLOUT) sender_flush();
-            } else {
-                sub_read(&subs[idx], t);
-            }
-        }
+        for (int k = 0; k < n; k++) chat_event(&evs[k], t);
     }
     double secs = (double)(now_ns() - t_start) / 1e9;
-    printf("{\"event\":\"result\",\"mode\":\"chat\",\"conns\":%d,\"ready\":%d,\"sent\":%llu,"
-           "\"deliveries\":%llu,\"deliveries_per_s\":%.1f,\"lost\":%llu,\"late\":%llu,",
-           opt_conns, target, (unsigned long long)(next_seq - sent_at_start),
-           (unsigned long long)deliveries, (double)deliveries / secs,
-           (unsigned long long)chat_lost, (unsigned long long)late);
+    printf("{\"event\":\"result\",\"mode\":\"%s\",\"conns\":%d,\"ready\":%d,\"sent\":%llu,"
+           "\"deliveries\":%llu,\"deliveries_per_s\":%.1f,\"lost\":%llu,\"late\":%llu,"
+           "\"closed\":%d,",
+           ws ? "wschat" : "chat", opt_conns, target,
+           (unsigned long long)(next_seq - sent_at_start), (unsigned long long)deliveries,
+           (double)deliveries / secs, (unsigned long long)chat_lost, (unsigned long long)late,
+           subs_closed - closed_at_start);
     print_common(secs);
     printf("}\n");
     fflush(stdout);
@@ -1006,7 +1287,7 @@ static void usage(void) {
             "usage: loadgen MODE --port P [--host H] [--conns N] [--duration S] [--warmup S]\n"
             "       [--size B] [--chunk B] [--window B] [--rate MSG/S] [--inflight N] [--hold S]\n"
             "       [--setup-timeout S]\n"
-            "MODE: tcp | stream | udp | chat | http | idle-tcp | idle-udp\n");
+            "MODE: tcp | stream | udp | chat | wschat | http | idle-tcp | idle-udp\n");
     exit(64);
 }
 
@@ -1046,7 +1327,8 @@ int main(int argc, char **argv) {
     if (!strcmp(opt_mode, "tcp")) return run_tcp();
     if (!strcmp(opt_mode, "stream")) return run_stream();
     if (!strcmp(opt_mode, "udp")) return run_udp();
-    if (!strcmp(opt_mode, "chat")) return run_chat();
+    if (!strcmp(opt_mode, "chat")) return run_chat(0);
+    if (!strcmp(opt_mode, "wschat")) return run_chat(1);
     if (!strcmp(opt_mode, "http")) return run_http();
     if (!strcmp(opt_mode, "idle-tcp")) return run_idle(0);
     if (!strcmp(opt_mode, "idle-udp")) return run_idle(1);

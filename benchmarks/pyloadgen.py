@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import selectors
 import socket
 import sys
@@ -298,38 +299,149 @@ def run_udp(args: argparse.Namespace, addr: tuple[str, int]) -> None:
     )
 
 
-def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key and its accept value
+WS_ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+WS_MASK = bytes((0x5B, 0xC2, 0x17, 0xE9))
+_NUMBERS = re.compile(rb"(\d+)(?: (\d+))?")
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """A masked client frame (FIN set) of at most 65535 payload bytes."""
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else bytes((0x80 | opcode, 0xFE))
+    if n >= 126:
+        head += n.to_bytes(2, "big")
+    return head + WS_MASK + bytes(b ^ WS_MASK[i & 3] for i, b in enumerate(payload))
+
+
+def ws_connect(addr: tuple[str, int]) -> tuple[socket.socket, bytes]:
+    """A connection after the opening handshake, and the bytes that came behind the 101."""
+    sock = tcp_connect(addr)
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: {addr[0]}:{addr[1]}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    buf = b""
+    while (end := buf.find(b"\r\n\r\n")) < 0:
+        data = sock.recv(65536)
+        if not data or len(buf) > 8192:
+            raise ConnectionError("wschat: no handshake response from the server")
+        buf += data
+    head = buf[:end]
+    if not head.startswith(b"HTTP/1.1 101"):
+        status = head.partition(b"\r\n")[0]
+        raise ConnectionError(f"wschat: the handshake got {status!r}, not 101")
+    if WS_ACCEPT not in head:
+        raise ConnectionError("wschat: a 101 without the right Sec-WebSocket-Accept")
+    return sock, buf[end + 4 :]
+
+
+class WSFrames:
+    """The server's frames on one connection: text messages, pings, the close."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.message: bytearray | None = None  # a data message still arriving (fragments)
+        self.text = False
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """(opcode, payload) of each complete text message (1), ping (9) and close (8)."""
+        self.buf += data
+        events: list[tuple[int, bytes]] = []
+        while len(self.buf) >= 2:
+            b0, b1 = self.buf[0], self.buf[1]
+            if b1 & 0x80:
+                raise ValueError("wschat: the server sent a masked frame")
+            if b0 & 0x70:
+                raise ValueError("wschat: a frame with RSV bits (no extension was agreed)")
+            n, at = b1 & 0x7F, 2
+            if n >= 126:
+                at = 4 if n == 126 else 10
+                if len(self.buf) < at:
+                    break
+                n = int.from_bytes(self.buf[2:at], "big")
+            if len(self.buf) < at + n:
+                break
+            payload = bytes(self.buf[at : at + n])
+            del self.buf[: at + n]
+            fin, opcode = b0 & 0x80, b0 & 0x0F
+            if opcode >= 8:
+                if opcode in (8, 9):
+                    events.append((opcode, payload))
+                elif opcode != 10:
+                    raise ValueError("wschat: a frame with an unknown control opcode")
+                continue
+            if opcode == 0:
+                if self.message is None:
+                    raise ValueError("wschat: a continuation frame outside a message")
+                self.message += payload
+            elif opcode in (1, 2):
+                if self.message is not None:
+                    raise ValueError("wschat: a new message inside a fragmented one")
+                self.message, self.text = bytearray(payload), opcode == 1
+            else:
+                raise ValueError("wschat: a frame with an unknown data opcode")
+            if fin:
+                if self.text:
+                    events.append((1, bytes(self.message)))
+                self.message = None
+        return events
+
+
+def run_chat(args: argparse.Namespace, addr: tuple[str, int], ws: bool = False) -> None:
+    """The chat fan-out over TCP lines, or over WebSocket (``wschat``, see loadgen.c)."""
     sel = selectors.DefaultSelector()
     subs: dict[socket.socket, bytearray] = {}
+    frames: dict[socket.socket, WSFrames] = {}  # wschat: every connection's frame parser
+    early: dict[socket.socket, bytes] = {}  # wschat: bytes that came right behind the 101
+
+    def connect() -> socket.socket:
+        if not ws:
+            return tcp_connect(addr)
+        sock, rest = ws_connect(addr)
+        frames[sock], early[sock] = WSFrames(), rest
+        return sock
+
     for i in range(args.conns):
-        sock = tcp_connect(addr)
+        sock = connect()
         sock.setblocking(False)
         sel.register(sock, selectors.EVENT_READ)
         subs[sock] = bytearray()
         if i % 50 == 49:
             time.sleep(0.002)
-    sender = tcp_connect(addr)
+    sender = connect()
     sel.register(sender, selectors.EVENT_READ)
     ready: set[socket.socket] = set()  # have seen an announcement
     caught_up: set[socket.socket] = set()  # have seen the final one: nothing older is queued
+    closed: set[socket.socket] = set()  # wschat: subscribers the server closed
     final = [-1]
     sent_at: dict[int, list[int]] = {}  # seq -> [t, count]
     counters = {"deliveries": 0, "late": 0, "lost": 0}
     state = {"measuring": False, "end": 0}
     hist = Histogram()
 
-    def on_line(sock: socket.socket, line: bytes, now: int) -> None:
-        at = line.rfind(b": bw ")
+    def after(line: bytes, tag: bytes) -> bytes | None:
+        """What follows ``: bm `` (a TCP line) or, over WebSocket, also ``"bm `` (JSON)."""
+        at = line.rfind(b": " + tag + b" ")
         if at >= 0:
+            return line[at + len(tag) + 3 :]
+        at = line.rfind(b'"' + tag + b" ") if ws else -1
+        return line[at + len(tag) + 2 :] if at >= 0 else None
+
+    def on_line(sock: socket.socket, line: bytes, now: int) -> None:
+        rest = after(line, b"bw")
+        if rest is not None:
             ready.add(sock)
-            if final[0] >= 0 and int(line[at + 5 :]) >= final[0]:
+            seen = _NUMBERS.match(rest)
+            if final[0] >= 0 and seen and int(seen[1]) >= final[0]:
                 caught_up.add(sock)
             return
-        at = line.rfind(b": bm ")
-        if at < 0:
+        rest = after(line, b"bm")
+        numbers = _NUMBERS.match(rest) if rest is not None else None
+        if numbers is None:
             return
-        seq_s, _, t_s = line[at + 5 :].partition(b" ")
-        seq, t = int(seq_s), int(t_s or b"0")
+        seq, t = int(numbers[1]), int(numbers[2] or b"0")
         slot = sent_at.get(seq)
         counted = state["measuring"] and now < state["end"]
         if slot is not None:
@@ -340,22 +452,58 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
             counters["deliveries"] += 1
             hist.add(now - t)
 
+    def send_line(text: bytes) -> None:
+        sender.sendall(ws_frame(0x1, text) if ws else text + b"\n")
+
+    def on_frames(sock: socket.socket, data: bytes, now: int) -> None:
+        for opcode, payload in frames[sock].feed(data):
+            if opcode == 9:  # ping: the same payload back in a pong
+                with contextlib.suppress(BlockingIOError):
+                    sock.send(ws_frame(0xA, payload))
+            elif opcode == 8:  # close: answer it, stop this connection
+                with contextlib.suppress(OSError):
+                    sock.send(ws_frame(0x8, payload[:2]))
+                gone(sock, "a close frame")
+                return
+            elif sock is not sender:
+                for line in payload.split(b"\n"):
+                    on_line(sock, line, now)
+
+    def gone(sock: socket.socket, why: str) -> None:
+        if sock is sender or not ws:
+            which = "the sender" if sock is sender else "a chat"
+            raise ConnectionError(f"server closed {which} connection ({why})")
+        sel.unregister(sock)
+        sock.close()
+        closed.add(sock)
+
     def pump(timeout: float) -> None:
+        for sock in [s for s in early if early[s]]:
+            on_frames(sock, early.pop(sock), time.monotonic_ns())
         for key, _ in sel.select(timeout):
             sock = cast(socket.socket, key.fileobj)
+            if sock in closed:
+                continue
             try:
                 data = sock.recv(65536)
             except BlockingIOError:
                 continue
+            except ConnectionResetError:
+                gone(sock, "connection reset")
+                continue
             if not data:
-                raise ConnectionError("server closed a chat connection")
+                gone(sock, "EOF")
+                continue
+            now = time.monotonic_ns()
+            if ws:
+                on_frames(sock, data, now)
+                continue
             if sock is sender:
                 continue
             buf = subs[sock]
             buf += data
             *lines, rest = bytes(buf).split(b"\n")
             subs[sock] = bytearray(rest)
-            now = time.monotonic_ns()
             for line in lines:
                 on_line(sock, line, now)
 
@@ -363,23 +511,26 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
     # and wait until every subscriber has seen it (see loadgen.c)
     deadline = time.monotonic() + args.setup_timeout
     announce, interval, next_announce = 0, 0.02, 0.0
-    while time.monotonic() < deadline and len(caught_up) < len(subs):
+    while time.monotonic() < deadline and len(caught_up - closed) < len(subs) - len(closed):
         now = time.monotonic()
-        if final[0] < 0 and len(ready) == len(subs):
+        if len(closed) == len(subs):
+            raise ConnectionError("chat setup: the server closed every subscriber connection")
+        if final[0] < 0 and len(ready - closed) == len(subs) - len(closed):
             final[0] = announce
             next_announce = now
         if now >= next_announce and (final[0] < 0 or announce == final[0]):
-            sender.sendall(f"bw {announce}\n".encode())
+            send_line(f"bw {announce}".encode())
             announce += 1
             next_announce, interval = now + interval, min(1.0, interval * 2)
         pump(0.02)
-    target = len(ready)
+    target = len(ready - closed)
     if not target:
         raise ConnectionError("chat setup: no subscriber received a line")
+    closed_ready_at_setup = len(ready & closed)
     win = Window(args.warmup, args.duration)
     state["end"] = win.end
     t0 = time.monotonic_ns()
-    next_seq = oldest = sent0 = 0
+    next_seq = oldest = sent0 = closed0 = 0
     while True:
         now = time.monotonic_ns()
         if not win.tick(now):
@@ -387,13 +538,16 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
         if win.measuring and not state["measuring"]:
             state["measuring"] = True
             hist = Histogram()
-            sent0 = next_seq
+            sent0, closed0 = next_seq, len(closed)
+        want = target - (len(ready & closed) - closed_ready_at_setup)
+        if want <= 0:
+            raise ConnectionError("chat: the server closed every subscriber connection")
         while oldest < next_seq:
             t, count = sent_at[oldest]
-            if count < target and now - t < 2 * NS:
+            if count < want and now - t < 2 * NS:
                 break
-            if count < target and state["measuring"]:
-                counters["lost"] += target - count
+            if count < want and state["measuring"]:
+                counters["lost"] += want - count
             del sent_at[oldest]
             oldest += 1
         while next_seq - oldest < args.inflight and (
@@ -401,7 +555,7 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
         ):
             t = time.monotonic_ns()
             sent_at[next_seq] = [t, 0]
-            sender.sendall(f"bm {next_seq} {t}\n".encode())
+            send_line(f"bm {next_seq} {t}".encode())
             next_seq += 1
         pump(0.001)
     win.hist = hist
@@ -409,7 +563,7 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
     emit(
         {
             "event": "result",
-            "mode": "chat",
+            "mode": "wschat" if ws else "chat",
             "conns": args.conns,
             "ready": target,
             "sent": next_seq - sent0,
@@ -417,6 +571,7 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int]) -> None:
             "deliveries_per_s": counters["deliveries"] / common["duration_s"],
             "lost": counters["lost"],
             "late": counters["late"],
+            "closed": len(closed) - closed0,
             **common,
         }
     )
@@ -585,7 +740,7 @@ def run_idle(args: argparse.Namespace, addr: tuple[str, int], udp: bool) -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    modes = ["tcp", "stream", "udp", "chat", "http", "idle-tcp", "idle-udp"]
+    modes = ["tcp", "stream", "udp", "chat", "wschat", "http", "idle-tcp", "idle-udp"]
     parser.add_argument("mode", choices=modes)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -608,8 +763,8 @@ def main() -> None:
             run_stream(args, addr)
         elif args.mode == "udp":
             run_udp(args, addr)
-        elif args.mode == "chat":
-            run_chat(args, addr)
+        elif args.mode in ("chat", "wschat"):
+            run_chat(args, addr, ws=args.mode == "wschat")
         elif args.mode == "http":
             run_http(args, addr)
         else:

@@ -38,7 +38,7 @@ from benchmarks._report import WORKLOADS, Cell, Results
 from benchmarks._stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_WORKLOADS = ("echo", "lines", "stream", "udp", "chat", "hub", "memory", "http")
+ALL_WORKLOADS = ("echo", "lines", "stream", "udp", "chat", "wsfanout", "hub", "memory", "http")
 CHAT_SETUP_TIMEOUT = 90.0
 QUIET_TIMEOUT = 30.0
 
@@ -55,6 +55,7 @@ class Settings:
     chat_subscribers: tuple[int, ...]
     chat_rate: float
     chat_inflight: int
+    wsfanout_subscribers: tuple[int, ...]
     hub_subscribers: tuple[int, ...]
     hub_deliveries: int
     memory_conns: int
@@ -72,6 +73,7 @@ QUICK = Settings(
     chat_subscribers=(100,),
     chat_rate=20000,
     chat_inflight=4,
+    wsfanout_subscribers=(100,),
     hub_subscribers=(10, 10000),
     hub_deliveries=100_000,
     memory_conns=1000,
@@ -88,6 +90,7 @@ FULL = Settings(
     chat_subscribers=(10, 100, 1000),
     chat_rate=20000,
     chat_inflight=4,
+    wsfanout_subscribers=(100, 1000),
     hub_subscribers=(1, 10, 100, 1000, 10000),
     hub_deliveries=1_000_000,
     memory_conns=1000,
@@ -327,8 +330,17 @@ class Runner:
     # ------------------------------------------------------------ workload 4
 
     def chat(self, rep: int) -> None:
+        plan = [("chat", f"{n} subs", n, n) for n in self.settings.chat_subscribers]
+        self.side_by_side(rep, "chat", _stacks.CHAT, plan, self.fan_out("chat"))
+
+    def wsfanout(self, rep: int) -> None:
+        """The chat's fan-out over WebSocket: the same room, lines as text messages."""
+        plan = [("wsfanout", f"{n} subs", n, n) for n in self.settings.wsfanout_subscribers]
+        self.side_by_side(rep, "wsfanout", _stacks.WS_CHAT, plan, self.fan_out("wschat"))
+
+    def fan_out(self, mode: str) -> Callable[[Server, int], dict[str, float]]:
+        """One sender, ``subs`` subscribers: the load client's ``chat`` or ``wschat`` mode."""
         s = self.settings
-        plan = [("chat", f"{n} subs", n, n) for n in s.chat_subscribers]
 
         def measure(server: Server, subs: int) -> dict[str, float]:
             options = {
@@ -338,18 +350,23 @@ class Runner:
                 # a server announcing every join has subs**2 / 2 notices to send first
                 "setup-timeout": CHAT_SETUP_TIMEOUT,
             }
-            result, cpu = self.measure(server, "chat", options, CHAT_SETUP_TIMEOUT + 30)
+            result, cpu = self.measure(server, mode, options, CHAT_SETUP_TIMEOUT + 30)
             if result["ready"] < subs:
                 self.log(f"  only {result['ready']} of {subs} subscribers got lines")
+            closed = result.get("closed", 0)
+            if closed:
+                self.log(f"  the server closed {closed} subscriber connections while measured")
             return {
                 "deliveries_per_s": result["deliveries_per_s"],
                 "cpu_us_per_delivery": cpu * 1e6 / max(1.0, result["deliveries"]),
                 "lost": result["lost"],
+                "sent": result["sent"],
                 "ready_subscribers": result["ready"],
+                "closed": closed,
                 **_shared_metrics(result, cpu),
             }
 
-        self.side_by_side(rep, "chat", _stacks.CHAT, plan, measure)
+        return measure
 
     # ------------------------------------------------------------ workload 5
 
@@ -461,6 +478,7 @@ class Runner:
             ("lines", self.line_service),
             ("udp", self.udp_echo),
             ("chat", self.chat),
+            ("wsfanout", self.wsfanout),
             ("hub", self.hub),
             ("memory", self.memory),
             ("http", self.http),
@@ -490,9 +508,14 @@ def _shared_metrics(result: dict[str, Any], cpu: float) -> dict[str, float]:
 
 
 def _distributions(only: set[str]) -> tuple[str, ...]:
-    """The distributions whose versions a run reports: the HTTP servers only with ``http``."""
-    dists = ("trio", "anyio", "uvloop", "triosock")
-    return (*dists, "hypercorn", "aiohttp", "uvicorn") if "http" in only else dists
+    """The distributions whose versions a run reports: the HTTP servers only with ``http``,
+    websockets only with ``wsfanout``."""
+    dists: tuple[str, ...] = ("trio", "anyio", "uvloop", "triosock")
+    if "wsfanout" in only:
+        dists += ("websockets",)
+    if "http" in only:
+        dists += ("hypercorn", "aiohttp", "uvicorn")
+    return dists
 
 
 def _version(dist: str) -> str:
