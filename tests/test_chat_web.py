@@ -26,8 +26,7 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
-from triosock import ChatServer, WebSocketServer, serve_websocket
-from triosock._services.chat._page import ChatPage
+from triosock import ChatPage, ChatServer, WebSocketServer, serve_websocket
 
 from .chattools import LineSocket, chat_servers
 from .clitools import PYTHON, cli_server, line_process, need, run

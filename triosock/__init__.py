@@ -29,7 +29,7 @@ from ._hub import (
 from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
 from ._sansio.addresses import format_address
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
-from ._services.chat import ChatServer, ChatStatistics
+from ._services.chat import ChatPage, ChatServer, ChatStatistics
 from ._services.echo import echo_handler, udp_echo_handler
 from ._services.http import StaticFiles, tutorial_handler
 from ._transport.channel import FramedChannel
@@ -60,6 +60,7 @@ __all__ = [
     "DEFAULT_EXPIRY_FACTOR",
     "DEFAULT_MAX_MESSAGE",
     "BindError",
+    "ChatPage",
     "ChatServer",
     "ChatStatistics",
     "ConnectError",

@@ -104,6 +104,7 @@ def _count(text: str) -> int:
 
 async def _chat_serve(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
     if args.tcp is None and args.udp is None and args.web is None:
         raise CLIError("nothing to serve: --tcp, --udp and --web are all none")
     chat = ChatServer(

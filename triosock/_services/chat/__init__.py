@@ -1,13 +1,17 @@
-"""The chat service: :class:`ChatServer` and its member adapters (TCP lines, UDP dialect)."""
+"""The chat service: :class:`ChatServer`, its member adapters (TCP lines, UDP dialect,
+WebSocket) and the web page."""
 
 from __future__ import annotations
 
 from ._member import EndReason, Member, Renderer
+from ._page import ChatPage
 from ._server import ChatServer, ChatStatistics
 from ._tcp import TCPLineMember, TCPRenderer
 from ._udp import UDPDialectMember, UDPRenderer
+from ._websocket import WebSocketMember, WebSocketRenderer
 
 __all__ = [
+    "ChatPage",
     "ChatServer",
     "ChatStatistics",
     "EndReason",
@@ -17,4 +21,6 @@ __all__ = [
     "TCPRenderer",
     "UDPDialectMember",
     "UDPRenderer",
+    "WebSocketMember",
+    "WebSocketRenderer",
 ]

@@ -12,6 +12,7 @@ it answers plain HTTP requests on the WebSocket's port and lets the handshake at
 * ``GET /rooms`` — ``{"rooms": {"#lobby": 3, ...}}``, the rooms with anyone in them and
   how many (the page's room list; any client may read it).
 * ``/ws`` — the WebSocket (see :mod:`triosock._sansio.chat._web` for its messages).
+* ``/favicon.ico`` — 204 (there is none).
 * anything else — 404.
 """
 
@@ -68,6 +69,8 @@ class ChatPage:
         found = self._assets.get(path)
         if found is not None:
             return _response(HTTPStatus.OK, *found)
+        if path == "/favicon.ico":
+            return _response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         if path == "/rooms":
             rooms = await self.chat.rooms()
             body = json.dumps({"rooms": rooms}, sort_keys=True).encode() + b"\n"
@@ -76,10 +79,11 @@ class ChatPage:
 
 
 def _response(status: HTTPStatus, body: bytes, kind: str) -> Response:
+    length = [] if status is HTTPStatus.NO_CONTENT else [("Content-Length", str(len(body)))]
     headers = Headers(
         [
             ("Content-Type", kind),
-            ("Content-Length", str(len(body))),
+            *length,
             ("Cache-Control", "no-cache"),
             ("X-Content-Type-Options", "nosniff"),
             ("Content-Security-Policy", _CSP),

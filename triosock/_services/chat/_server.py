@@ -1,5 +1,5 @@
-"""The chat service: TCP line users and UDP peers (and, through the same member
-interface, any other transport) in the same rooms, over a hub and a directory.
+"""The chat service: TCP line users, UDP peers and WebSocket users (and, through the same
+member interface, any other transport) in the same rooms, over a hub and a directory.
 
 The data path of one line: the member's session task reads a burst of input, the
 session's rules (:class:`~triosock._sansio.chat.ChatSession`) turn each item into

@@ -15,12 +15,16 @@ function span(cls, text) {
   return el;
 }
 
+function text(value) {
+  return document.createTextNode(value);
+}
+
 function add(cls, ...parts) {
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
   const li = document.createElement("li");
   li.className = cls;
   const now = new Date();
-  li.append(span("time", now.toTimeString().slice(0, 5)), ...parts);
+  li.append(span("time", now.toTimeString().slice(0, 5) + " "), ...parts);
   log.append(li);
   while (log.children.length > 2000) log.firstElementChild.remove();
   if (atBottom) li.scrollIntoView({ block: "end" });
@@ -42,38 +46,38 @@ function show(ev) {
       refreshRooms();
       break;
     case "message":
-      add(ev.sender === me ? "message mine" : "message", span("roomtag", `[${ev.room}]`),
-          span("nick", ev.sender), document.createTextNode(": " + ev.text));
+      add(ev.sender === me ? "message mine" : "message", span("roomtag", `[${ev.room}] `),
+          span("nick", ev.sender), text(": " + ev.text));
       break;
     case "action":
-      add("message action", span("roomtag", `[${ev.room}]`),
-          document.createTextNode("* "), span("nick", ev.sender),
-          document.createTextNode(" " + ev.text));
+      add("message action", span("roomtag", `[${ev.room}] `), text("* "),
+          span("nick", ev.sender), text(" " + ev.text));
       break;
     case "direct":
-      if (ev.recipient === me) add("direct", span("roomtag", "[dm from"),
-          span("nick", ev.sender), document.createTextNode("] " + ev.text));
-      else add("direct", span("roomtag", "[dm to"), span("nick", ev.recipient),
-          document.createTextNode("] " + ev.text));
+      if (ev.recipient === me) {
+        add("direct", text("[dm from "), span("nick", ev.sender), text("] " + ev.text));
+      } else {
+        add("direct", text("[dm to "), span("nick", ev.recipient), text("] " + ev.text));
+      }
       break;
     case "joined":
       if (ev.nick === me) { room = ev.room; setWhere(); }
-      add("event", document.createTextNode(`* ${ev.nick} joined ${ev.room}`));
+      add("event", text(`* ${ev.nick} joined ${ev.room}`));
       refreshRooms();
       break;
     case "left":
-      add("event", document.createTextNode(`* ${ev.nick} left ${ev.room}`));
+      add("event", text(`* ${ev.nick} left ${ev.room}`));
       refreshRooms();
       break;
     case "nick":
       if (ev.old === me) { me = ev.new; setWhere(); }
-      add("event", document.createTextNode(`* ${ev.old} is now known as ${ev.new}`));
+      add("event", text(`* ${ev.old} is now known as ${ev.new}`));
       break;
     case "notice":
-      add("notice", document.createTextNode("-!- " + ev.text));
+      add("notice", text("-!- " + ev.text));
       break;
     case "closing":
-      add("closing", document.createTextNode("-!- server closing" + (ev.text ? ": " + ev.text : "")));
+      add("closing", text("-!- server closing" + (ev.text ? ": " + ev.text : "")));
       break;
   }
 }
@@ -90,7 +94,7 @@ function refreshRooms() {
       for (const [name, count] of Object.entries(rooms)) {
         const li = document.createElement("li");
         li.dataset.room = name;
-        li.append(document.createTextNode(name), span("count", String(count)));
+        li.append(text(name), span("count", ` ${count}`));
         li.addEventListener("click", () => send({ type: "join", room: name }));
         list.append(li);
       }
@@ -119,7 +123,7 @@ function connect() {
     const why = e.reason ? `${e.code}: ${e.reason}` : String(e.code);
     $("status").textContent = `disconnected (${why})`;
     $("status").classList.add("down");
-    add("closing", document.createTextNode(`-!- disconnected (${why}); reload the page to come back`));
+    add("closing", text(`-!- disconnected (${why}); reload the page to come back`));
   });
 }
 

@@ -1,0 +1,152 @@
+"""The chat page in a real browser: Debian's chromium, driven by selenium through
+chromium-driver, talking with an ``nc`` user of the same server.
+
+Set ``TRIOSOCK_SCREENSHOT=PATH`` to keep a screenshot of the page at the end (the
+README's picture is made that way).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pytest
+import trio
+
+from .clitools import cli_server, line_process, need
+from .conftest import GUARD
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+T = TypeVar("T")
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("chromium is not installed (.ci/run installs it)")
+
+
+@contextmanager
+def browser() -> Iterator[WebDriver]:
+    options = Options()
+    options.binary_location = _chromium()
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1100,640",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
+        options.add_argument(argument)
+    # An explicit driver: selenium must not try to download one.
+    driver = webdriver.Chrome(
+        service=Service(executable_path=need("chromedriver")), options=options
+    )
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Selenium blocks: run it in a thread, so that trio (and the guard) goes on."""
+    return await trio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+
+
+def wait_for(driver: WebDriver, check: Callable[[WebDriver], Any], seconds: float = 10) -> Any:
+    return WebDriverWait(driver, seconds, poll_frequency=0.05).until(check)
+
+
+def log_lines(driver: WebDriver) -> list[str]:
+    return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log li")]
+
+
+def shows(text: str) -> Callable[[WebDriver], bool]:
+    return lambda driver: any(text in line for line in log_lines(driver))
+
+
+def me(driver: WebDriver) -> str:
+    """The nick the page shows as the user's."""
+    return str(driver.find_element(By.ID, "me").text)
+
+
+def type_line(driver: WebDriver, text: str) -> None:
+    field = driver.find_element(By.ID, "say")
+    field.send_keys(text, Keys.ENTER)
+
+
+def set_nick(driver: WebDriver, nick: str) -> None:
+    field = driver.find_element(By.ID, "nick")
+    field.click()  # focused first: the page leaves a field being edited alone
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(nick, Keys.ENTER)
+
+
+async def test_a_browser_and_an_nc_user_talk_and_markup_stays_text() -> None:
+    nc = need("nc")
+    with trio.fail_after(GUARD * 3):
+        async with cli_server(
+            ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "127.0.0.1:0"],
+            ready_lines=2,
+        ) as server:
+            tcp, web = server.port("chat (tcp)"), server.port("chat (web)")
+            async with line_process([nc, "127.0.0.1", str(tcp)]) as alice:
+                await alice.expect(b"welcome")
+                await alice.send(b"/nick alice")
+                await alice.expect(b"is now known as alice")
+                with browser() as driver:
+                    await in_thread(driver.get, f"http://127.0.0.1:{web}/")
+                    await in_thread(wait_for, driver, lambda d: me(d).startswith("guest"))
+                    await alice.expect(b"joined #lobby")
+                    await in_thread(set_nick, driver, "webby")
+                    await alice.expect(b"is now known as webby")
+                    await in_thread(wait_for, driver, lambda d: me(d) == "webby")
+                    # The room list: both users in #lobby.
+                    await in_thread(
+                        wait_for,
+                        driver,
+                        lambda d: "#lobby 2" in d.find_element(By.ID, "rooms").text,
+                    )
+                    await in_thread(type_line, driver, "hello from chromium")
+                    assert await alice.expect(b"chromium") == b"[#lobby] webby: hello from chromium"
+                    await alice.send(b"hi webby")
+                    await in_thread(wait_for, driver, shows("alice: hi webby"))
+                    await alice.send(b"/msg webby a secret")
+                    await in_thread(wait_for, driver, shows("[dm from alice] a secret"))
+                    await in_thread(type_line, driver, "/msg alice psst back")
+                    assert await alice.expect(b"psst back") == b"[dm from webby] psst back"
+                    await in_thread(type_line, driver, "/me waves")
+                    await alice.expect(b"* webby waves")
+                    # Markup from one user is text in another's page, and runs nothing.
+                    await alice.send(XSS.encode())
+                    await in_thread(wait_for, driver, shows("alice: " + XSS))
+                    await in_thread(type_line, driver, XSS)
+                    await alice.expect(b"webby: " + XSS.encode())
+                    await in_thread(wait_for, driver, shows("webby: " + XSS))
+                    assert driver.find_elements(By.CSS_SELECTOR, "#log img") == []
+                    with pytest.raises(NoAlertPresentException):
+                        _ = driver.switch_to.alert.text
+                    await alice.send(b"that was only text")
+                    await in_thread(wait_for, driver, shows("alice: that was only text"))
+                    if path := os.environ.get("TRIOSOCK_SCREENSHOT"):
+                        await in_thread(driver.save_screenshot, path)
+                    # /quit from the page: the room hears it; the page says why it closed.
+                    await in_thread(type_line, driver, "/quit")
+                    await alice.expect(b"* webby left #lobby")
+                    await in_thread(wait_for, driver, shows("disconnected (1000: bye)"))
