@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 
 import pytest
@@ -20,15 +19,7 @@ import trio.testing
 from triosock import ChatServer, InProcessDirectory, InProcessHub, Policy
 
 from .chattools import LineSocket, chat_servers
-from .conftest import GUARD
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss() -> int:
-    """This process's resident memory, in bytes."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * PAGE
+from .conftest import GUARD, rss
 
 
 class CountingHub(InProcessHub[bytes]):

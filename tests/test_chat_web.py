@@ -459,3 +459,45 @@ async def test_a_websocket_member_that_never_reads_is_dropped_and_the_room_gets_
     assert lines[-1]["text"].startswith("disconnected: your connection stopped taking")
     assert sleeper.protocol.close_rcvd is not None
     assert sleeper.protocol.close_rcvd.code == 1008
+
+
+async def test_slowloris_on_the_web_port_holds_up_nobody(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Clients trickling a handshake: a WebSocket user still joins at once, and each slow
+    # one is closed at websockets' opening-handshake timeout (10 s).
+    with trio.fail_after(1000):
+        async with web_chat(ChatServer()) as (_, _, web):
+            slow = []
+            for _ in range(200):
+                sock = trio.socket.socket()
+                await sock.connect(("127.0.0.1", web))
+                slow.append(sock)
+            start = trio.current_time()
+
+            async def trickle(sock: trio.socket.SocketType) -> float:
+                for byte in b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n":
+                    try:
+                        await sock.send(bytes([byte]))
+                    except OSError:
+                        break
+                    await trio.sleep(1)
+                return trio.current_time() - start  # a send fails a second or two after
+
+            ended: list[float] = []
+
+            async def run(sock: trio.socket.SocketType) -> None:
+                ended.append(await trickle(sock))
+
+            async with trio.open_nursery() as nursery:
+                for sock in slow:
+                    nursery.start_soon(run, sock)
+                await trio.sleep(3)
+                asked = trio.current_time()
+                async with connect(ws_url(web)) as ws:
+                    await expect_event(ws, type="joined")
+                assert trio.current_time() == asked
+            assert len(ended) == len(slow)
+            assert all(10 <= t <= 13 for t in ended), (min(ended), max(ended))
+            for sock in slow:
+                sock.close()
