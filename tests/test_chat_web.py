@@ -501,3 +501,20 @@ async def test_slowloris_on_the_web_port_holds_up_nobody(
             assert all(10 <= t <= 13 for t in ended), (min(ended), max(ended))
             for sock in slow:
                 sock.close()
+
+
+async def test_a_client_that_never_answers_pings_is_closed_by_the_keepalive(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # websockets pings every 20 s, gives up 20 s later and then waits up to 10 s for the
+    # closing handshake: the session ends, the room is told, and what the client finds at
+    # last is a close saying why.
+    with trio.fail_after(1000):
+        async with web_chat(ChatServer()) as (_, _, web), connect(ws_url(web)) as other:
+            await expect_event(other, type="joined")
+            mute = await RawClient.connect(web)  # reads nothing, so never answers a ping
+            await expect_event(other, type="joined", nick="guest2")
+            joined = trio.current_time()
+            await expect_event(other, type="left", nick="guest2")
+            assert 40 <= trio.current_time() - joined <= 50  # ping, its timeout, the close's
+            assert await mute.close_code() == 1011  # keepalive ping timeout
