@@ -86,6 +86,23 @@ def me(driver: WebDriver) -> str:
     return str(driver.find_element(By.ID, "me").text)
 
 
+def room_list(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "rooms").text)
+
+
+def header(driver: WebDriver) -> str:
+    return str(driver.find_element(By.TAG_NAME, "header").text)
+
+
+def click_room(driver: WebDriver, room: str) -> None:
+    """Focus the room's button from the keyboard and press Enter on it."""
+    for button in driver.find_elements(By.CSS_SELECTOR, "#rooms button"):
+        if button.text.startswith(room + " "):
+            button.send_keys(Keys.ENTER)
+            return
+    raise AssertionError(f"no button for {room}")
+
+
 def type_line(driver: WebDriver, text: str) -> None:
     field = driver.find_element(By.ID, "say")
     field.send_keys(text, Keys.ENTER)
@@ -121,7 +138,7 @@ async def test_a_browser_and_an_nc_user_talk_and_markup_stays_text() -> None:
                     await in_thread(
                         wait_for,
                         driver,
-                        lambda d: "#lobby 2" in d.find_element(By.ID, "rooms").text,
+                        lambda d: "#lobby 2" in room_list(d),
                     )
                     await in_thread(type_line, driver, "hello from chromium")
                     assert await alice.expect(b"chromium") == b"[#lobby] webby: hello from chromium"
@@ -144,9 +161,20 @@ async def test_a_browser_and_an_nc_user_talk_and_markup_stays_text() -> None:
                         _ = driver.switch_to.alert.text
                     await alice.send(b"that was only text")
                     await in_thread(wait_for, driver, shows("alice: that was only text"))
+                    # The room list: a button per room, reachable from the keyboard.
+                    await alice.send(b"/join #games")
+                    await alice.expect(b"* alice joined #games")
+                    await in_thread(wait_for, driver, lambda d: "#games 1" in room_list(d))
+                    await in_thread(click_room, driver, "#games")
+                    await alice.expect(b"* webby joined #games")
+                    await in_thread(wait_for, driver, lambda d: "in #games" in header(d))
+                    await alice.send(b"welcome to the games")
+                    await in_thread(wait_for, driver, shows("[#games] alice: welcome to the"))
                     if path := os.environ.get("TRIOSOCK_SCREENSHOT"):
                         await in_thread(driver.save_screenshot, path)
                     # /quit from the page: the room hears it; the page says why it closed.
                     await in_thread(type_line, driver, "/quit")
-                    await alice.expect(b"* webby left #lobby")
+                    await alice.expect(b"* webby left #games")
                     await in_thread(wait_for, driver, shows("disconnected (1000: bye)"))
+                    say = driver.find_element(By.ID, "say")
+                    assert not say.is_enabled()  # nothing typed is silently lost

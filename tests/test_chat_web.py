@@ -185,6 +185,16 @@ async def test_the_page_the_room_list_and_404_over_curl() -> None:
             await user.read_until(b"joined #games")
             rooms = await run([curl, "-s", f"http://127.0.0.1:{web}/rooms"])
             assert json.loads(rooms.stdout) == {"rooms": {"#games": 1}}
+            asker = await LineSocket.connect(web)  # curl -I would not read a body anyway
+            await asker.send(b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = b"\n".join(await asker.read_to_eof())
+            assert head.startswith(b"HTTP/1.1 200")
+            assert f"Content-Length: {len(body)}".encode() in head
+            assert head.endswith(b"\r\n\r")  # headers only: nothing after the blank line
+            asker.close()
+            posted = await run([curl, "-s", "-i", "-X", "POST", f"http://127.0.0.1:{web}/rooms"])
+            assert posted.stdout.startswith(b"HTTP/1.1 405")
+            assert b"Allow: GET, HEAD" in posted.stdout
             missing = await run(
                 [
                     curl,
@@ -230,8 +240,14 @@ async def test_json_events_in_and_out_and_the_hello_comes_first() -> None:
             await ws.send(b"\x00binary")
             refused = await expect_event(ws, type="notice")
             assert refused["text"].startswith("refused: binary messages are not accepted")
-            await ws.send("{not json}")  # not an object: plain text
-            await nc.read_until(b"[#lobby] web: {not json}")
+            # A { message is JSON events: one typo'd /msg must not reach the room.
+            await ws.send('{"type": "msg", "to": "guest2", "text": "my password"')
+            refused = await expect_event(ws, type="notice")
+            assert refused["text"].startswith("refused: not a JSON event")
+            await ws.send('{"type": "say", "text": "one"}\n{"type": "say", "text": "two"}\n')
+            await nc.read_until(b"[#lobby] web: one")  # JSON lines, as the server sends
+            await nc.read_until(b"[#lobby] web: two")
+            assert not any(b"password" in line for line in nc.lines)
             await ws.send(json.dumps({"type": "join", "room": "#games"}))
             assert await expect_event(ws, type="joined") == {
                 "nick": "web",
@@ -518,3 +534,18 @@ async def test_a_client_that_never_answers_pings_is_closed_by_the_keepalive(
             await expect_event(other, type="left", nick="guest2")
             assert 40 <= trio.current_time() - joined <= 50  # ping, its timeout, the close's
             assert await mute.close_code() == 1011  # keepalive ping timeout
+
+
+async def test_max_connections_keeps_the_next_websocket_waiting_until_one_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(1000):
+        async with web_chat(ChatServer(), max_connections=2) as (_, _, web):
+            async with connect(ws_url(web)) as first, connect(ws_url(web)):
+                await expect_event(first, type="joined", nick="guest2")
+                with trio.move_on_after(30) as waited:  # in the listen backlog meanwhile
+                    async with connect(ws_url(web), open_timeout=None):
+                        pass
+                assert waited.cancelled_caught
+            async with connect(ws_url(web)) as third:  # the two left: room again
+                await expect_event(third, type="hello")

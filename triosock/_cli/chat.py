@@ -166,6 +166,8 @@ async def _chat_serve(args: argparse.Namespace) -> None:
                     port_w,
                     host=host_w,
                     process_request=page,
+                    origins=[*args.web_origin, None] if args.web_origin else None,
+                    max_connections=args.max_connections,
                     grace_period=args.grace,
                     task_status=task_status,
                 )
@@ -294,6 +296,15 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="where the chat page and its WebSocket (/ws) are served (default 127.0.0.1:7072)",
     )
     add(
+        "--web-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a page origin allowed to open the WebSocket, such as http://chat.lan:7072 "
+        "(repeatable; replaces the default: the page's own address when it is an IP, "
+        "localhost or the --web host)",
+    )
+    add(
         "--policy",
         choices=get_args(Policy),
         default="disconnect",
@@ -355,7 +366,8 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         type=_count,
         default=None,
         metavar="N",
-        help="TCP users served at once; the next wait in the listen backlog (no limit)",
+        help="TCP users, and WebSocket users, served at once each; the next wait in the "
+        "listen backlog (no limit)",
     )
     add(
         "--idle-timeout",

@@ -53,6 +53,22 @@ LOGGER = logging.getLogger("triosock.websocket")
 
 Handler = Callable[["WebSocketPeer"], Awaitable[object]]
 
+
+class _QuietKeepalive(logging.Filter):
+    """Drop websockets' traceback for a keepalive ping to a peer that is gone: the
+    session's own ``left`` line says so (websockets' trio keepalive logs it as an error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "keepalive ping failed" and record.exc_info:
+            return not isinstance(record.exc_info[1], ConnectionClosed)
+        return True
+
+
+#: websockets' own log lines (a line per connection at INFO) go here, from WARNING up.
+_PROTOCOL_LOGGER = logging.getLogger("triosock.websocket.protocol")
+_PROTOCOL_LOGGER.setLevel(logging.WARNING)
+_PROTOCOL_LOGGER.addFilter(_QuietKeepalive())
+
 #: How long the closing handshakes of a stop may take, after the grace period.
 _CLOSE_TIMEOUT = 2.0
 
@@ -74,10 +90,11 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
     sealed: nothing is sent after it.
     """
 
-    __slots__ = ("_raw", "outbox", "protocol")
+    __slots__ = ("_raw", "_release", "outbox", "protocol")
 
-    def __init__(self, raw: RawSocketStream) -> None:
+    def __init__(self, raw: RawSocketStream, release: Callable[[], object] | None = None) -> None:
         self._raw = raw
+        self._release = release  # gives the connection's max_connections slot back
         self.outbox = Outbox(StreamSink(raw))
         #: websockets' protocol object, once the connection exists (for its state).
         self.protocol: Protocol | None = None
@@ -116,18 +133,33 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         self.outbox.seal()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
         await self._raw.aclose()
 
 
 class _WebSocketListener(trio.abc.Listener[WebSocketStream]):
-    """A listener for websockets' server that accepts :class:`WebSocketStream`."""
+    """A listener for websockets' server that accepts :class:`WebSocketStream`, at most
+    as many at once as ``limiter`` has tokens (the rest wait in the listen backlog)."""
 
-    def __init__(self, listener: trio.SocketListener) -> None:
+    def __init__(self, listener: trio.SocketListener, limiter: trio.CapacityLimiter | None) -> None:
         self._raw = RawSocketListener(listener)
+        self._limiter = limiter
         self.socket = listener.socket  # websockets logs where it listens
 
     async def accept(self) -> WebSocketStream:
-        return WebSocketStream(await self._raw.accept())
+        limiter = self._limiter
+        if limiter is None:
+            return WebSocketStream(await self._raw.accept())
+        token = object()
+        await limiter.acquire_on_behalf_of(token)
+        try:
+            raw = await self._raw.accept()
+        except BaseException:
+            limiter.release_on_behalf_of(token)
+            raise
+        return WebSocketStream(raw, lambda: limiter.release_on_behalf_of(token))
 
     async def aclose(self) -> None:
         await self._raw.aclose()
@@ -203,6 +235,7 @@ async def serve_websocket(
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
     grace_period: float = 5.0,
+    max_connections: int | None = None,
     process_request: Any = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -216,6 +249,8 @@ async def serve_websocket(
         clients that send none (see the module docstring).
       max_size: the largest message accepted, in bytes (a bigger one closes with 1009).
       ping_interval, ping_timeout: websockets' keepalive, in seconds (None: off).
+      max_connections: connections served at once; the next wait in the listen backlog
+        (None: no limit).
       process_request: websockets' hook to answer plain HTTP (serve a page) or refuse:
         ``(connection, request) -> Response | None``, maybe async; None goes on with the
         handshake (and the ``Origin`` check).
@@ -224,6 +259,9 @@ async def serve_websocket(
       BindError: the address could not be bound.
     """
     _check_port(port)
+    if max_connections is not None and max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    limiter = None if max_connections is None else trio.CapacityLimiter(max_connections)
     try:
         listeners = await trio.open_tcp_listeners(port, host=host or None)
     except OSError as exc:
@@ -265,6 +303,7 @@ async def serve_websocket(
                 LOGGER.exception("handler failed on websocket %s; closing it", peer.peer)
 
     shield = trio.CancelScope(shield=True)
+    ws_listeners = [_WebSocketListener(listener, limiter) for listener in listeners]
 
     async def run_server(task_status: trio.TaskStatus[Any]) -> None:
         # Outside cancellation must not cancel websockets' server under its handlers:
@@ -274,13 +313,12 @@ async def serve_websocket(
                 run,
                 # websockets asks for trio.SocketListener; it uses only accept, aclose
                 # and socket, which ours have.
-                listeners=cast(
-                    list[trio.SocketListener], [_WebSocketListener(lis) for lis in listeners]
-                ),
+                listeners=cast(list[trio.SocketListener], ws_listeners),
                 origins=origins,
                 # No permessage-deflate: a fan-out's frames are the same bytes for every
                 # connection, and deflate's state costs each connection ~100 KiB.
                 compression=None,
+                logger=_PROTOCOL_LOGGER,
                 max_size=max_size,
                 ping_interval=ping_interval,
                 ping_timeout=ping_timeout,

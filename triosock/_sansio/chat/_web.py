@@ -29,7 +29,8 @@ and ``recipient`` with its nick.
 What the server accepts
 -----------------------
 
-A text message that is a JSON object is one event::
+A text message that starts with ``{`` is JSON events, one object per line (a single
+object, or JSON Lines as the server sends them)::
 
     {"type":"line","text":"/msg bob hi"}   a line as a TCP user types it (commands too)
     {"type":"say","text":"/not a command"}  said to the room as it is
@@ -41,9 +42,10 @@ A text message that is a JSON object is one event::
 
 Any other text message is plain text: each of its lines (split on LF, a CR before it
 dropped) is a line as a TCP user types it, so ``websocat`` and ``python -m websockets``
-users type as they would in ``nc``. A JSON object that is not one of the events above
-is refused with a notice (:class:`BadEvent`), not said to the room. Binary messages are
-refused with a notice too.
+users type as they would in ``nc``. A line of a ``{`` message that is not one of the
+events above (not JSON, not an object, an unknown type, a missing or extra field) is
+refused with a notice (:class:`BadEvent`), never said to the room: a ``msg`` with a
+typo must not reach everyone. Binary messages are refused with a notice too.
 """
 
 from __future__ import annotations
@@ -110,16 +112,28 @@ def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent]:
     Never raises, for any input.
     """
     if text.lstrip().startswith("{"):
-        try:
-            obj: Any = json.loads(text)
-        except (ValueError, RecursionError):
-            obj = None
-        if isinstance(obj, dict):
-            return [_event_line(obj)]
+        return [_json_line(line) for line in text.split("\n") if line.strip()]
     lines = text.split("\n")
     if len(lines) > 1 and lines[-1] == "":
         lines.pop()  # a message ending in LF is that many lines, not one more empty one
     return [line.removesuffix("\r").encode("utf-8", "replace") for line in lines]
+
+
+def _json_line(line: str) -> bytes | BadEvent:
+    try:
+        obj: Any = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        return BadEvent(
+            f"not a JSON event ({_brief(exc)}); to say text that starts with {{, "
+            'send {"type":"say","text":...}'
+        )
+    if not isinstance(obj, dict):
+        return BadEvent("a JSON event is an object")
+    return _event_line(obj)
+
+
+def _brief(exc: BaseException) -> str:
+    return str(exc).split(":")[0][:60] if isinstance(exc, ValueError) else "nested too deep"
 
 
 def _event_line(obj: dict[str, Any]) -> bytes | BadEvent:

@@ -13,7 +13,8 @@ it answers plain HTTP requests on the WebSocket's port and lets the handshake at
   how many (the page's room list; any client may read it).
 * ``/ws`` — the WebSocket (see :mod:`triosock._sansio.chat._web` for its messages).
 * ``/favicon.ico`` — 204 (there is none).
-* anything else — 404.
+* anything else — 404; a method other than GET and HEAD — 405. (websockets reads one
+  request per connection, without a body: a request with one gets no answer.)
 """
 
 from __future__ import annotations
@@ -64,18 +65,28 @@ class ChatPage:
 
     async def __call__(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.partition("?")[0]
-        if path == WS_PATH:
+        if path == WS_PATH and request.method == "GET":
             return None  # the handshake goes on
+        if request.method not in ("GET", "HEAD"):
+            response = _response(
+                HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n", "text/plain; charset=utf-8"
+            )
+            response.headers["Allow"] = "GET, HEAD"
+            return response
         found = self._assets.get(path)
         if found is not None:
-            return _response(HTTPStatus.OK, *found)
-        if path == "/favicon.ico":
-            return _response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
-        if path == "/rooms":
+            response = _response(HTTPStatus.OK, *found)
+        elif path == "/favicon.ico":
+            response = _response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        elif path == "/rooms":
             rooms = await self.chat.rooms()
             body = json.dumps({"rooms": rooms}, sort_keys=True).encode() + b"\n"
-            return _response(HTTPStatus.OK, body, "application/json")
-        return _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+            response = _response(HTTPStatus.OK, body, "application/json")
+        else:
+            response = _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+        if request.method == "HEAD":
+            response.body = b""  # the headers say what a GET would get
+        return response
 
 
 def _response(status: HTTPStatus, body: bytes, kind: str) -> Response:

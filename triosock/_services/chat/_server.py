@@ -450,8 +450,8 @@ class ChatServer:
         while True:
             try:
                 burst = await member.receive()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._end(user, "broken")
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._end(user, "broken", str(exc))  # for the log: a WebSocket's close code
                 return
             if burst is None:
                 self._end(user, "eof")
@@ -604,8 +604,9 @@ class ChatServer:
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
                 await self._publish(user.member, effect.topic, effect.event)
-        LOGGER.info(
-            "%s left (%s)",
-            core.nick,
-            user.ending or "cancelled: an idle timeout, an expiry or the end of a grace period",
+        why: str = (
+            user.ending or "cancelled: an idle timeout, an expiry or the end of a grace period"
         )
+        if user.ending == "broken" and user.detail:
+            why = f"broken: {user.detail}"
+        LOGGER.info("%s left (%s)", core.nick, why)

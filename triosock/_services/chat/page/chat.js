@@ -75,6 +75,7 @@ function show(ev) {
       break;
     case "notice":
       add("notice", text("-!- " + ev.text));
+      setWhere(); // a refused /nick: the box shows the nick you have
       break;
     case "closing":
       add("closing", text("-!- server closing" + (ev.text ? ": " + ev.text : "")));
@@ -94,8 +95,12 @@ function refreshRooms() {
       for (const [name, count] of Object.entries(rooms)) {
         const li = document.createElement("li");
         li.dataset.room = name;
-        li.append(text(name), span("count", ` ${count}`));
-        li.addEventListener("click", () => send({ type: "join", room: name }));
+        const go = document.createElement("button");
+        go.type = "button";
+        go.title = `join ${name}`;
+        go.append(text(name), span("count", ` ${count}`));
+        go.addEventListener("click", () => send({ type: "join", room: name }));
+        li.append(go);
         list.append(li);
       }
       setWhere();
@@ -119,11 +124,24 @@ function connect() {
       if (line) show(JSON.parse(line));
     }
   });
+  let opened = false;
+  ws.addEventListener("open", () => { opened = true; });
   ws.addEventListener("close", (e) => {
     const why = e.reason ? `${e.code}: ${e.reason}` : String(e.code);
     $("status").textContent = `disconnected (${why})`;
     $("status").classList.add("down");
-    add("closing", text(`-!- disconnected (${why}); reload the page to come back`));
+    if (opened) {
+      add("closing", text(`-!- disconnected (${why}); reload the page to come back`));
+    } else {
+      // A refused handshake (403) is invisible to scripts: say what it usually means.
+      add("closing", text("-!- could not connect. If you opened this page by a name other " +
+        "than its IP address or localhost, the server must allow that origin " +
+        `(chat serve --web-origin ${location.origin}); otherwise it is down.`));
+    }
+    for (const field of document.querySelectorAll("input, button")) field.disabled = true;
+    $("say").placeholder = "disconnected: reload the page to come back";
+    $("me").textContent = "(nobody)";
+    $("rooms").replaceChildren();
   });
 }
 
@@ -137,6 +155,8 @@ $("nick-form").addEventListener("submit", (e) => {
   e.preventDefault();
   const nick = $("nick").value.trim();
   if (nick && nick !== me) send({ type: "nick", nick });
+  $("say").focus(); // back to talking; the box shows the nick you get
+  setWhere();
 });
 $("join-form").addEventListener("submit", (e) => {
   e.preventDefault();
