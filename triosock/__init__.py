@@ -8,10 +8,13 @@ re-exports the public API.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._directory import Directory, InProcessDirectory
 from ._errors import (
     BindError,
     ConnectError,
+    DirectoryUnavailable,
     FramingError,
     MessageTooLargeError,
     TriosockError,
@@ -54,6 +57,10 @@ from ._transport.udp import (
 )
 from ._transport.websocket import WebSocketPeer, WebSocketServer, serve_websocket
 
+if TYPE_CHECKING:  # imported on first use at run time: see __getattr__ below
+    from ._directory._redis import RedisDirectory as RedisDirectory
+    from ._hub._redis import RedisHub as RedisHub
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -66,6 +73,7 @@ __all__ = [
     "ConnectError",
     "DatagramSink",
     "Directory",
+    "DirectoryUnavailable",
     "FramedChannel",
     "Framer",
     "FramingError",
@@ -113,3 +121,17 @@ __all__ = [
     "tutorial_handler",
     "udp_echo_handler",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``RedisHub`` and ``RedisDirectory`` on first use: they need coredis (the ``redis``
+    extra), which costs half a second to import."""
+    if name == "RedisHub":
+        from ._hub._redis import RedisHub
+
+        return RedisHub
+    if name == "RedisDirectory":
+        from ._directory._redis import RedisDirectory
+
+        return RedisDirectory
+    raise AttributeError(f"module 'triosock' has no attribute {name!r}")

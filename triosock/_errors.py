@@ -15,6 +15,11 @@ class TriosockError(Exception):
     """Base class of every exception triosock defines."""
 
 
+class DirectoryUnavailable(TriosockError):
+    """A broker-backed directory cannot reach its broker now (the chat tells the user and
+    goes on)."""
+
+
 class FramingError(TriosockError):
     """The bytes on the wire (or a message to encode) break the framing rules."""
 

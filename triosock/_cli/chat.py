@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import sys
@@ -15,7 +16,8 @@ from typing import Any, get_args
 
 import trio
 
-from .._hub import Policy
+from .._directory import Directory
+from .._hub import Hub, Policy
 from .._liveness import expiry_after, send_heartbeats
 from .._sansio import chat as proto
 from .._sansio.addresses import format_address
@@ -107,7 +109,13 @@ async def _chat_serve(args: argparse.Namespace) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
     if args.tcp is None and args.udp is None and args.web is None:
         raise CLIError("nothing to serve: --tcp, --udp and --web are all none")
-    chat = ChatServer(
+    async with contextlib.AsyncExitStack() as stack:
+        hub, directory = await _shared_state(args.redis, stack)
+        await _serve_chat(args, ChatServer(hub, directory, **_chat_options(args)))
+
+
+def _chat_options(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
         policy=args.policy,
         buffer=args.buffer,
         max_line_length=args.max_line_length,
@@ -116,6 +124,47 @@ async def _chat_serve(args: argparse.Namespace) -> None:
         max_backlog=args.max_backlog,
         stall_timeout=args.stall_timeout,
     )
+
+
+async def _shared_state(
+    url: str | None, stack: contextlib.AsyncExitStack
+) -> tuple[Hub[bytes] | None, Directory | None]:
+    """With ``--redis``: a Redis hub and directory, running; without, the in-process ones."""
+    if url is None:
+        await trio.lowlevel.checkpoint()
+        return None, None
+    try:
+        from .._directory._redis import RedisDirectory
+        from .._hub._redis import RedisHub, redis_client
+    except ImportError as exc:
+        raise CLIError(f"--redis needs coredis ({exc}): pip install 'triosock[redis]'") from None
+    reason = "no answer within 3 s"
+    with trio.move_on_after(3):
+        try:
+            async with redis_client(url) as client:
+                await client.ping()
+            reason = ""
+        except Exception as exc:  # coredis raises several kinds; all mean "not there"
+            reason = str(exc) or type(exc).__name__
+    if reason:
+        raise CLIError(f"cannot reach redis at {url}: {reason}")
+    hub = await stack.enter_async_context(RedisHub(url))
+    directory = await stack.enter_async_context(RedisDirectory(url))
+    with trio.move_on_after(3):
+        await hub.wait_connected()
+    logging.getLogger("triosock.chat").info("rooms shared through redis at %s", url)
+    return hub, directory
+
+
+def _redis_url(text: str) -> str:
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise argparse.ArgumentTypeError(
+            f"not a redis URL: {text!r} (redis://HOST:PORT/DB or unix://PATH)"
+        )
+    return text
+
+
+async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
     starters: list[ServerStarter] = []
     if args.tcp is not None:
         host, port = args.tcp
@@ -303,6 +352,15 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="a page origin allowed to open the WebSocket, such as http://chat.lan:7072 "
         "(repeatable; replaces the default: the page's own address when it is an IP, "
         "localhost or the --web host)",
+    )
+    add(
+        "--redis",
+        type=_redis_url,
+        default=None,
+        metavar="URL",
+        help="share rooms, nicks and direct messages with every server using this redis "
+        "(redis://HOST:PORT/DB or unix://PATH; needs triosock[redis]); default: this "
+        "process only",
     )
     add(
         "--policy",

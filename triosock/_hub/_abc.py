@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import abc
 import operator
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -280,6 +281,10 @@ class Hub(abc.ABC, Generic[T]):
     @abc.abstractmethod
     def subscriber_count(self, topic: str) -> int:
         """How many subscribers ``topic`` currently has (0 for an unknown topic)."""
+
+    def add_health_listener(self, listener: Callable[[bool, str], object]) -> None:
+        """Call ``listener(healthy, detail)`` whenever the hub loses or regains what it
+        needs to reach other processes (a broker). The in-process hub never does."""
 
     @abc.abstractmethod
     async def aclose(self) -> None:

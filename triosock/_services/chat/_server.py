@@ -48,6 +48,7 @@ from typing import Final, Self, get_args
 import trio
 
 from ..._directory import Directory, InProcessDirectory
+from ..._errors import DirectoryUnavailable
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue, Subscription
 from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
@@ -74,6 +75,14 @@ DEFAULT_STALL_TIMEOUT: Final = 30.0
 DEFAULT_GOODBYE_TIMEOUT: Final = 5.0
 #: The longest line, in bytes.
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
+#: What users are told when the hub loses its broker, and when it is back.
+HUB_DEGRADED: Final = (
+    "the rooms are degraded: the broker is unreachable, so what is said reaches only "
+    "the users of this server; reconnecting"
+)
+HUB_BACK: Final = "the rooms are back: what is said reaches every server again"
+#: What users are told when the directory cannot be reached.
+DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try again in a moment"
 
 _Subscribing = contextlib.AbstractAsyncContextManager[Subscription[bytes]]
 _ENDED = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -237,6 +246,7 @@ class ChatServer:
     @contextlib.asynccontextmanager
     async def _run_fan_out(self) -> AsyncIterator[None]:
         ready: ReadyQueue[bytes] = ReadyQueue()
+        self.hub.add_health_listener(self._hub_health)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fan_out, ready)
             self._ready = ready
@@ -340,6 +350,14 @@ class ChatServer:
         self._collect(user)
         user.unblocked.unpark_all()
 
+    def _hub_health(self, healthy: bool, detail: str) -> None:
+        """Tell every user when the rooms stop (or start again) reaching other servers."""
+        text = HUB_BACK if healthy else HUB_DEGRADED
+        for user in list(self._users.values()):
+            if user.ending is None:
+                self._collect(user)  # after what is queued for the user already
+                user.outbox.put(user.renderer.notice(text), 0)
+
     # -- ending sessions -----------------------------------------------------------------
 
     def _end(self, user: _User, reason: EndReason, detail: str = "") -> None:
@@ -404,7 +422,15 @@ class ChatServer:
             raise RuntimeError(
                 "this ChatServer is not running: serve its handlers inside `async with chat:`"
             )
-        presence = await self.directory.register(member.kind, member.preferred_nick)
+        try:
+            presence = await self.directory.register(member.kind, member.preferred_nick)
+        except DirectoryUnavailable as exc:
+            LOGGER.warning("refused %s %s: %s", member.kind, member.label, exc)
+            member.outbox.put(member.renderer.notice(DIRECTORY_DOWN), 0)
+            with trio.move_on_after(self.goodbye_timeout), contextlib.suppress(*_GONE):
+                await member.outbox.flush(stall_timeout=self.goodbye_timeout)
+                await member.linger()
+            return
         core = proto.ChatSession(
             presence,
             max_line_length=self.max_line_length,
@@ -475,7 +501,6 @@ class ChatServer:
 
     async def _run(self, user: _User, effects: list[proto.Effect]) -> bool:
         """Carry out ``effects`` in order; True when one of them closes the session."""
-        core, directory = user.core, self.directory
         pending = deque(effects)
         while pending:
             effect = pending.popleft()
@@ -490,21 +515,42 @@ class ChatServer:
                     self._paced += 1
                     with user.member.hold_idle():  # slowed by us: not idle
                         await trio.sleep(seconds)
-                case proto.Rename(nick):
-                    answer = core.renamed(nick, await directory.rename(core.session, nick))
-                case proto.Move(room):
-                    await self._move(user, room)
-                    answer = core.moved(room)
-                case proto.Lookup(nick):
-                    answer = core.found(effect, await directory.lookup(nick))
-                case proto.ListUsers(room):
-                    answer = core.listed_users(room, await directory.nicks(room))
-                case proto.ListRooms():
-                    answer = core.listed_rooms(await directory.rooms())
+                case (
+                    proto.Rename()
+                    | proto.Move()
+                    | proto.Lookup()
+                    | proto.ListUsers()
+                    | proto.ListRooms()
+                ):
+                    answer = await self._ask_directory(user, effect)
                 case proto.Close():
                     return True
             pending.extendleft(reversed(answer))
         return False
+
+    async def _ask_directory(self, user: _User, effect: proto.Effect) -> list[proto.Effect]:
+        try:
+            return await self._run_effect(user, effect)
+        except DirectoryUnavailable as exc:
+            LOGGER.warning("%s: %s", user.core.nick, exc)
+            return [proto.Tell(DIRECTORY_DOWN)]
+
+    async def _run_effect(self, user: _User, effect: proto.Effect) -> list[proto.Effect]:
+        """What asking the directory for ``effect`` answers (see :meth:`_run`)."""
+        core, directory = user.core, self.directory
+        match effect:
+            case proto.Rename(nick):
+                return core.renamed(nick, await directory.rename(core.session, nick))
+            case proto.Move(room):
+                await self._move(user, room)
+                return core.moved(room)
+            case proto.Lookup(nick):
+                return core.found(effect, await directory.lookup(nick))
+            case proto.ListUsers(room):
+                return core.listed_users(room, await directory.nicks(room))
+            case proto.ListRooms():
+                return core.listed_rooms(await directory.rooms())
+        raise TypeError(f"not a directory effect: {effect!r}")
 
     async def _publish(self, member: Member, topic: str, event: proto.Event) -> None:
         data = proto.encode_event(event)
@@ -517,9 +563,16 @@ class ChatServer:
     async def _move(self, user: _User, room: str) -> None:
         """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
         room's subscription with what it still holds delivered."""
-        old = user.core.topic
-        await self._subscribe(user, proto.room_topic(room))
-        await self.directory.move(user.core.session, room)
+        old, new = user.core.topic, proto.room_topic(room)
+        if new == old:
+            await self.directory.move(user.core.session, room)
+            return
+        await self._subscribe(user, new)
+        try:
+            await self.directory.move(user.core.session, room)
+        except BaseException:
+            await self._unsubscribe(user, new)  # still in the old room
+            raise
         await self._unsubscribe(user, old)
 
     async def _subscribe(self, user: _User, topic: str) -> None:
@@ -599,7 +652,10 @@ class ChatServer:
             return
         user.left = True
         core = user.core
-        await self.directory.unregister(core.session)
+        try:
+            await self.directory.unregister(core.session)
+        except DirectoryUnavailable as exc:  # nobody renews its lease: it runs out
+            LOGGER.warning("%s left, but %s", core.nick, exc)
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):

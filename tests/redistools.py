@@ -1,0 +1,78 @@
+"""A private ``redis-server`` (Debian's package) on a free loopback port, for a test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from .clitools import need
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+#: Loopback only, nothing written to disk, in the foreground.
+_EPHEMERAL = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+
+
+class RedisProcess:
+    """A running redis-server: its URL, and ways to pause, kill and restart it."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}"
+        self.process: trio.Process | None = None
+
+    async def start(self) -> None:
+        process = await trio.lowlevel.open_process(
+            [need("redis-server"), "--port", str(self.port), *_EPHEMERAL],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        seen = b""
+        while b"Ready to accept connections" not in seen:
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"redis-server exited: {seen[-500:]!r}"
+            seen += chunk
+        self.process = process
+
+    def pause(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    async def kill(self) -> None:
+        """kill -9, as a crash."""
+        if self.process is not None:
+            self.process.kill()
+            await self.process.wait()
+            assert self.process.stdout is not None
+            await self.process.stdout.aclose()
+            self.process = None
+
+
+@asynccontextmanager
+async def redis_server() -> AsyncIterator[RedisProcess]:
+    redis = RedisProcess(free_port())
+    await redis.start()
+    try:
+        yield redis
+    finally:
+        with trio.CancelScope(shield=True):
+            if redis.process is not None:
+                redis.resume()  # a paused one must be able to die
+            await redis.kill()

@@ -1,0 +1,432 @@
+"""A hub shared by processes and machines through Redis pub/sub (coredis).
+
+:class:`RedisHub` is an :class:`~triosock.InProcessHub` for this process's subscribers
+plus Redis for everyone else's:
+
+* **Publishing** delivers to this process's subscribers at once (as the in-process hub
+  does) and queues the message for Redis; one task sends the queue in order, in
+  pipelined batches, on one connection. So a process sends one Redis ``PUBLISH`` per
+  message whatever its number of subscribers, and each process's messages keep their
+  order. Each message carries the hub's random origin id; a process skips its own
+  messages when Redis echoes them, so nobody gets a message twice.
+* **Subscribing** to a topic subscribes this process to its Redis channel
+  (``<prefix><topic>``) once, for all its local subscribers, and waits for Redis to
+  confirm, so that what another process publishes after ``subscribe`` returns arrives.
+  The last local subscriber leaving unsubscribes the channel.
+* **Receiving**: one task reads every channel and hands each message to the local hub,
+  without waiting, so coredis's own buffer (which is unbounded) stays near empty. When a
+  ``block`` subscriber is full, messages wait in this hub's queue of ``max_pending``
+  messages (in order) while a task waits for room; past that, the oldest are dropped and
+  counted (:attr:`RedisHub.dropped_remote`) and a warning is logged.
+* **Faults**: a lost connection (Redis stopped, restarted, unreachable) makes the hub
+  *degraded*: local delivery goes on, messages for Redis wait in a queue of
+  ``max_pending`` (the oldest dropped past it), and the hub reconnects every
+  ``retry_interval`` seconds, resubscribes every channel it needs, and sends what waited.
+  Listeners added with :meth:`RedisHub.add_health_listener` hear of each change. What
+  other processes published while this one was cut off is lost (Redis pub/sub keeps
+  nothing); a Redis that is only paused (``SIGSTOP``) keeps its connections, and then
+  nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+import coredis
+import trio
+from coredis.exceptions import RedisError
+from coredis.retry import NoRetryPolicy
+
+from ._abc import DEFAULT_BUFFER, Hub, HubStatistics, Policy, Subscription
+from ._inprocess import InProcessHub
+
+__all__ = ["RedisHub"]
+
+LOGGER = logging.getLogger("triosock.hub")
+
+#: Messages a hub holds for Redis, or from it for a full subscriber, before dropping.
+DEFAULT_MAX_PENDING: Final = 10_000
+#: Seconds between two attempts to reach Redis while it is unreachable.
+DEFAULT_RETRY_INTERVAL: Final = 0.25
+#: Seconds a Redis command may take before the connection counts as lost.
+COMMAND_TIMEOUT: Final = 5.0
+_SEPARATOR: Final = b"|"
+#: How many queued messages one pipelined batch sends at most.
+_BATCH: Final = 512
+
+HealthListener = Callable[[bool, str], object]
+# coredis runs on anyio: a connection closed under it may surface as anyio's errors.
+_REDIS_ERRORS = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+)
+
+
+def is_redis_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says Redis could not be reached or answered (coredis runs its
+    connections in anyio task groups, so a lost connection may come as a group)."""
+    if isinstance(exc, _REDIS_ERRORS):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(_REDIS_ERRORS)
+        return rest is None
+    return False
+
+
+def redis_client(url: str) -> coredis.Redis[bytes]:
+    """A coredis client for ``url`` (``redis://HOST:PORT/DB``, ``unix://PATH``) that
+    fails fast: the hub and the directory retry on their own terms."""
+    return coredis.Redis.from_url(
+        url,
+        retry_policy=NoRetryPolicy(),
+        stream_timeout=COMMAND_TIMEOUT,
+        connect_timeout=COMMAND_TIMEOUT,
+    )
+
+
+class RedisHub(Hub[bytes]):
+    """Topics shared through Redis; see the module docstring.
+
+    Use it as an async context manager (``async with RedisHub(url) as hub:``), which
+    runs its tasks; ``subscribe`` and ``publish`` need it running.
+
+    Args:
+      url: where Redis is: ``redis://HOST:PORT/DB`` or ``unix://PATH``.
+      prefix: put before every topic to make its channel name.
+      max_pending: messages held for Redis while it is unreachable, and from Redis for
+        full subscribers, each; past it the oldest are dropped (and counted).
+      retry_interval: seconds between two attempts to reach Redis.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "triosock:",
+        max_pending: int = DEFAULT_MAX_PENDING,
+        retry_interval: float = DEFAULT_RETRY_INTERVAL,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1 message, not {max_pending}")
+        self.url = url
+        self.prefix = prefix
+        self.max_pending = max_pending
+        self.retry_interval = retry_interval
+        #: This hub's id in every message it sends.
+        self.origin = os.urandom(8).hex().encode("ascii")
+        self._local: InProcessHub[bytes] = InProcessHub()
+        self._outgoing: deque[tuple[bytes, bytes]] = deque()  # channel, tagged message
+        self._outgoing_lot = trio.lowlevel.ParkingLot()
+        self._incoming: deque[tuple[str, bytes]] = deque()  # waiting for full subscribers
+        self._incoming_lot = trio.lowlevel.ParkingLot()
+        self._channels: dict[str, int] = {}  # topic -> local subscriptions
+        self._pubsub: Any = None  # coredis's PubSub while connected
+        self._healthy = False
+        self._listeners: list[HealthListener] = []
+        self._nursery: trio.Nursery | None = None
+        self._connected = trio.Event()  # set once: the first connection was made
+        self._reading = trio.CancelScope()  # around the subscriber's reads; cancelled to stop
+        self._stopping = False
+        #: Messages lost: from Redis (a subscriber full past max_pending), or for Redis
+        #: (unreachable past max_pending).
+        self.dropped_remote = 0
+        self.dropped_outgoing = 0
+        #: Messages sent to Redis and received from it (other processes').
+        self.sent = 0
+        self.received = 0
+
+    # -- running ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> RedisHub:
+        self._running = self._run()
+        await self._running.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._running.__aexit__(exc_type, exc_value, traceback)
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[None]:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            subscriber_done = trio.Event()
+
+            async def subscriber() -> None:
+                try:
+                    await self._subscriber()
+                finally:
+                    subscriber_done.set()
+
+            nursery.start_soon(subscriber)
+            nursery.start_soon(self._publisher)
+            nursery.start_soon(self._deliverer)
+            try:
+                yield
+            finally:
+                self._local.close()
+                # Leave coredis's pub/sub block normally: cancelled, it unsubscribes on a
+                # connection it has closed already, and raises.
+                self._stopping = True
+                self._reading.cancel()
+                with trio.move_on_after(COMMAND_TIMEOUT) as waited:
+                    waited.shield = True
+                    await subscriber_done.wait()
+                nursery.cancel_scope.cancel()
+
+    @property
+    def healthy(self) -> bool:
+        """True while Redis is reachable (the subscriber connection is up)."""
+        return self._healthy
+
+    def add_health_listener(self, listener: HealthListener) -> None:
+        """Call ``listener(healthy, detail)`` on each change of :attr:`healthy`."""
+        self._listeners.append(listener)
+
+    def _set_health(self, healthy: bool, detail: str) -> None:
+        if healthy == self._healthy:
+            return
+        self._healthy = healthy
+        if healthy:
+            LOGGER.info("redis at %s: connected (%s)", self.url, detail)
+        else:
+            LOGGER.warning("redis at %s: unreachable (%s); retrying", self.url, detail)
+        for listener in list(self._listeners):
+            listener(healthy, detail)
+
+    async def wait_connected(self) -> None:
+        """Return once the hub has reached Redis for the first time."""
+        await self._connected.wait()
+
+    # -- the Hub interface ------------------------------------------------------------
+
+    def subscribe(
+        self, topic: str, *, buffer: int = DEFAULT_BUFFER, policy: Policy = "drop_oldest"
+    ) -> AbstractAsyncContextManager[Subscription[bytes]]:
+        return self._subscribing(topic, buffer, policy)
+
+    @asynccontextmanager
+    async def _subscribing(
+        self, topic: str, buffer: int, policy: Policy
+    ) -> AsyncIterator[Subscription[bytes]]:
+        if self._nursery is None:
+            raise RuntimeError("the RedisHub is not running: use `async with hub:`")
+        local = self._local.subscribe(topic, buffer=buffer, policy=policy)
+        count = self._channels.get(topic, 0)
+        self._channels[topic] = count + 1
+        try:
+            if count == 0:
+                await self._redis_subscribe(topic)
+            async with local as subscription:
+                yield subscription
+        finally:
+            self._channels[topic] -= 1
+            if not self._channels[topic]:
+                del self._channels[topic]
+                if self._pubsub is not None and self._nursery is not None:
+                    self._nursery.start_soon(self._redis_unsubscribe, topic)
+
+    async def _redis_unsubscribe(self, topic: str) -> None:
+        # coredis writes the command before its first await, so the wire keeps the order
+        # of calls: a subscribe of the same topic made after this check goes out after.
+        pubsub = self._pubsub
+        if pubsub is None or topic in self._channels:
+            await trio.lowlevel.checkpoint()
+            return
+        # On failure, a reconnection subscribes only what is still needed.
+        with trio.move_on_after(COMMAND_TIMEOUT), suppress(*_REDIS_ERRORS):
+            await pubsub.unsubscribe(self._channel(topic))
+
+    async def _redis_subscribe(self, topic: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            await trio.lowlevel.checkpoint()
+            return  # degraded: the reconnection subscribes it
+        # On failure, the subscriber task notices the lost connection and resubscribes.
+        with trio.move_on_after(COMMAND_TIMEOUT), suppress(*_REDIS_ERRORS):
+            await pubsub.subscribe(self._channel(topic))
+
+    def publish(self, topic: str, message: bytes) -> int:
+        count = self._local.publish(topic, message)  # WouldBlock: nothing delivered
+        self._send(topic, message)
+        return count
+
+    async def publish_wait(self, topic: str, message: bytes) -> int:
+        count = await self._local.publish_wait(topic, message)
+        self._send(topic, message)
+        return count
+
+    def statistics(self) -> HubStatistics:
+        return self._local.statistics()
+
+    def topics(self) -> frozenset[str]:
+        return self._local.topics()
+
+    def subscriber_count(self, topic: str) -> int:
+        return self._local.subscriber_count(topic)
+
+    async def aclose(self) -> None:
+        self._local.close()
+        await trio.lowlevel.checkpoint()
+
+    # -- to Redis ---------------------------------------------------------------------
+
+    def _channel(self, topic: str) -> bytes:
+        return (self.prefix + topic).encode("utf-8")
+
+    def _send(self, topic: str, message: bytes) -> None:
+        outgoing = self._outgoing
+        if len(outgoing) >= self.max_pending:
+            outgoing.popleft()
+            self.dropped_outgoing += 1
+            if self.dropped_outgoing in (1, 10, 100) or not self.dropped_outgoing % 1000:
+                LOGGER.warning(
+                    "%d messages for redis dropped: it is unreachable and %d wait",
+                    self.dropped_outgoing,
+                    self.max_pending,
+                )
+        outgoing.append((self._channel(topic), self.origin + _SEPARATOR + message))
+        if len(outgoing) == 1:
+            self._outgoing_lot.unpark_all()
+
+    async def _publisher(self) -> None:
+        """Send the outgoing queue in order, in batches; on failure put the batch back and
+        reconnect."""
+        while True:
+            try:
+                async with redis_client(self.url) as client:
+                    await self._publish_batches(client)
+            except BaseException as exc:
+                if not is_redis_failure(exc):
+                    raise
+                LOGGER.debug("publishing to redis failed: %r", exc)
+            await trio.sleep(self.retry_interval)
+
+    async def _publish_batches(self, client: coredis.Redis[bytes]) -> None:
+        outgoing = self._outgoing
+        while True:
+            while not outgoing:
+                await self._outgoing_lot.park()
+            batch = [outgoing.popleft() for _ in range(min(len(outgoing), _BATCH))]
+            try:
+                async with client.pipeline(transaction=False) as pipe:
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+            except BaseException:
+                # In order, before what was queued meanwhile; the oldest go past the bound.
+                outgoing.extendleft(reversed(batch))
+                while len(outgoing) > self.max_pending:
+                    outgoing.popleft()
+                    self.dropped_outgoing += 1
+                raise
+            self.sent += len(batch)
+
+    # -- from Redis -------------------------------------------------------------------
+
+    async def _subscriber(self) -> None:
+        """Keep one pub/sub connection with every needed channel; read it."""
+        first = True
+        while not self._stopping:
+            try:
+                async with (
+                    redis_client(self.url) as client,
+                    client.pubsub(
+                        ignore_subscribe_messages=True, retry_policy=NoRetryPolicy()
+                    ) as pubsub,
+                ):
+                    if self._channels:
+                        await pubsub.subscribe(*(self._channel(t) for t in self._channels))
+                    self._pubsub = pubsub
+                    self._set_health(True, "subscribed" if first else "reconnected")
+                    first = False
+                    self._connected.set()
+                    self._reading = trio.CancelScope()
+                    if self._stopped():  # while we connected
+                        return
+                    with self._reading:
+                        await self._read(pubsub)
+                    return  # stopping
+            except BaseException as exc:
+                if not is_redis_failure(exc):
+                    raise
+                self._pubsub = None
+                self._set_health(False, _describe(exc))
+            finally:
+                self._pubsub = None
+            await trio.sleep(self.retry_interval)
+
+    def _stopped(self) -> bool:
+        return self._stopping
+
+    async def _read(self, pubsub: Any) -> None:
+        while True:  # (its async iterator stops while nothing is subscribed)
+            message = await pubsub.get_message()
+            if message is None or message["type"] != "message":
+                continue
+            data = message["data"]
+            if isinstance(data, bytes):
+                self._received(_as_bytes(message["channel"]), data)
+
+    def _received(self, channel: bytes, data: bytes) -> None:
+        origin, _, message = data.partition(_SEPARATOR)
+        if origin == self.origin:
+            return  # our own, delivered locally already
+        topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
+        self.received += 1
+        incoming = self._incoming
+        if not incoming:
+            try:
+                self._local.publish(topic, message)
+                return
+            except trio.WouldBlock:
+                pass  # a "block" subscriber is full: queue, in order
+        if len(incoming) >= self.max_pending:
+            incoming.popleft()
+            self.dropped_remote += 1
+            if self.dropped_remote in (1, 10, 100) or not self.dropped_remote % 1000:
+                LOGGER.warning(
+                    "%d messages from redis dropped: subscribers here fell %d behind",
+                    self.dropped_remote,
+                    self.max_pending,
+                )
+        incoming.append((topic, message))
+        if len(incoming) == 1:
+            self._incoming_lot.unpark_all()
+
+    async def _deliverer(self) -> None:
+        """Deliver what waits for full subscribers, in order, waiting for room."""
+        incoming = self._incoming
+        while True:
+            while not incoming:
+                await self._incoming_lot.park()
+            topic, message = incoming[0]
+            try:
+                await self._local.publish_wait(topic, message)
+            except trio.ClosedResourceError:
+                return
+            if incoming and incoming[0][1] is message:
+                incoming.popleft()
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return str(exc) or type(exc).__name__
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
