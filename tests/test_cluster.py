@@ -27,10 +27,6 @@ from .redistools import free_port, redis_server
 
 pytest.importorskip("coredis")
 
-# When Redis dies under it, coredis drops a connection without closing the anyio memory
-# streams inside it; their finalisers warn. Nothing of ours is left open.
-pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
-
 
 async def test_two_servers_share_rooms_nicks_and_direct_messages_through_redis() -> None:
     nc, socat = need("nc"), need("socat")
