@@ -19,7 +19,7 @@ from .._errors import TriosockError
 from . import chat, echo, http
 from . import time as time_cli
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "run_parsed"]
 
 EXIT_ERROR = 1
 
@@ -55,7 +55,11 @@ def _user_error(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    run_parsed(parser.parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> NoReturn:
+    """Run a parsed command (here, or in a worker process) and exit with its status."""
     run: Callable[[argparse.Namespace], Awaitable[None]] = args.run
     try:
         trio.run(run, args)

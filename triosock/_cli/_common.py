@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,13 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not host:
         raise argparse.ArgumentTypeError(f"missing host in {text!r}")
     return host, parse_port(port_text)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log lines with the time and the logger's name (and ``[worker I]`` in a worker)."""
+    worker = os.environ.get("TRIOSOCK_WORKER")
+    tag = f"[worker {worker}] " if worker else ""
+    logging.basicConfig(level=level, format=f"%(asctime)s {tag}%(name)s: %(message)s")
 
 
 def say(text: str) -> None:

@@ -11,7 +11,11 @@ import argparse
 import contextlib
 import logging
 import math
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from typing import Any, get_args
 
 import trio
@@ -37,12 +41,14 @@ from .._transport.websocket import WebSocketServer, serve_websocket
 from ._common import (
     CLIError,
     ServerStarter,
+    configure_logging,
     parse_hostport,
     read_stdin_chunk,
     run_servers,
     tcp_line,
     udp_line,
 )
+from ._workers import PortSlot, supervise, worker_index, workers_count
 
 TCP_DEFAULT = ("127.0.0.1", 7070)
 UDP_DEFAULT = ("127.0.0.1", 7071)
@@ -105,10 +111,16 @@ def _count(text: str) -> int:
 
 
 async def _chat_serve(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
     if args.tcp is None and args.udp is None and args.web is None:
         raise CLIError("nothing to serve: --tcp, --udp and --web are all none")
+    if args.workers > 1:
+        async with contextlib.AsyncExitStack() as stack:
+            if args.redis is None:  # the workers share the rooms through a private one
+                args.redis = await _private_redis(stack)
+            await supervise(args, _PORT_SLOTS, grace=args.grace)
+        return
+    configure_logging()
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
     async with contextlib.AsyncExitStack() as stack:
         hub, directory = await _shared_state(args.redis, stack)
         await _serve_chat(args, ChatServer(hub, directory, **_chat_options(args)))
@@ -156,6 +168,65 @@ async def _shared_state(
     return hub, directory
 
 
+def _slot(name: str, kinds: tuple[str, ...]) -> PortSlot:
+    def set_port(args: argparse.Namespace, port: int) -> None:
+        setattr(args, name, (getattr(args, name)[0], port))
+
+    return PortSlot(lambda args: getattr(args, name), set_port, kinds)
+
+
+_PORT_SLOTS = [_slot("tcp", ("tcp",)), _slot("udp", ("udp",)), _slot("web", ("tcp",))]
+
+
+#: Nothing written to disk, in the foreground.
+_EPHEMERAL = ("--save", "", "--appendonly", "no", "--daemonize", "no")
+
+
+async def _private_redis(stack: contextlib.AsyncExitStack) -> str:
+    """A redis-server for this server's workers only: a unix socket in a private
+    directory, nothing written to disk, stopped with the server."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise CLIError(
+            "--workers shares the rooms through redis: install redis-server (Debian's "
+            "package redis-server), or give --redis URL"
+        )
+    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="triosock-redis-"))
+    path = os.path.join(folder, "redis.sock")
+    process = await trio.lowlevel.open_process(
+        [binary, "--port", "0", "--unixsocket", path, "--unixsocketperm", "700", *_EPHEMERAL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a Ctrl-C is for us: we stop it after the workers
+    )
+
+    async def stop() -> None:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.terminate()
+                with trio.move_on_after(5):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+    stack.push_async_callback(stop)
+    assert process.stdout is not None
+    seen = b""
+    with trio.move_on_after(10):
+        while b"ready to accept connections" not in seen.lower():
+            chunk = await process.stdout.receive_some()
+            if not chunk:
+                break
+            seen += chunk
+    if b"ready to accept connections" not in seen.lower():
+        last = seen.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise CLIError(f"the private redis-server did not start: {last[0]}")
+    stack.push_async_callback(process.stdout.aclose)
+    logging.getLogger("triosock.chat").info("the workers share a private redis at %s", path)
+    return f"unix://{path}"
+
+
 def _redis_url(text: str) -> str:
     if not text.startswith(("redis://", "rediss://", "unix://")):
         raise argparse.ArgumentTypeError(
@@ -178,6 +249,7 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
                     max_connections=args.max_connections,
                     idle_timeout=args.idle_timeout,
                     grace_period=args.grace,
+                    reuse_port=worker_index() is not None,
                     task_status=task_status,
                 )
             )
@@ -197,6 +269,7 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
                     peer_idle_timeout=expiry,
                     queue_size=UDP_QUEUE,
                     grace_period=args.grace,
+                    reuse_port=worker_index() is not None,
                     task_status=task_status,
                 )
             )
@@ -218,6 +291,7 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
                     origins=[*args.web_origin, None] if args.web_origin else None,
                     max_connections=args.max_connections,
                     grace_period=args.grace,
+                    reuse_port=worker_index() is not None,
                     task_status=task_status,
                 )
             )
@@ -352,6 +426,15 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="a page origin allowed to open the WebSocket, such as http://chat.lan:7072 "
         "(repeatable; replaces the default: the page's own address when it is an IP, "
         "localhost or the --web host)",
+    )
+    add(
+        "--workers",
+        type=workers_count,
+        default=1,
+        metavar="N",
+        help="serve with N processes on the same ports (SO_REUSEPORT), restarted when "
+        "they die; they share the rooms through --redis, or a private redis-server "
+        "(default 1: this process)",
     )
     add(
         "--redis",

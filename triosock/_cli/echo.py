@@ -19,16 +19,27 @@ from ._common import (
     tcp_line,
     udp_line,
 )
+from ._workers import PortSlot, add_workers_option, supervise, worker_index
 
 #: The default port: an unprivileged stand-in for the well-known 7.
 ECHO_PORT = 7007
 
 
+def _set_port(args: argparse.Namespace, port: int) -> None:
+    args.port = port
+
+
 async def _echo_serve(args: argparse.Namespace) -> None:
+    if args.workers > 1:
+        kinds = ("udp",) if args.udp else ("tcp",)
+        await supervise(args, [PortSlot(lambda a: (a.host, a.port), _set_port, kinds)], 5.0)
+        return
+    reuse = worker_index() is not None
+
     async def start_tcp(nursery: trio.Nursery) -> str:
         server: TCPServer = await nursery.start(
             lambda task_status: serve_tcp(
-                echo_handler, args.port, host=args.host, task_status=task_status
+                echo_handler, args.port, host=args.host, reuse_port=reuse, task_status=task_status
             )
         )
         return tcp_line("echo", server)
@@ -42,6 +53,7 @@ async def _echo_serve(args: argparse.Namespace) -> None:
                 args.port,
                 host=args.host,
                 when_full="evict",
+                reuse_port=reuse,
                 task_status=task_status,
             )
         )
@@ -99,6 +111,7 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--port", type=parse_port, default=ECHO_PORT, help=f"port (default {ECHO_PORT})"
     )
     serve.add_argument("--udp", action="store_true", help="serve UDP instead of TCP")
+    add_workers_option(serve, default=1)
     serve.set_defaults(run=_echo_serve)
     send = actions.add_parser("send", help="send MESSAGE (or stdin) and print the echo")
     send.add_argument("address", type=parse_hostport, metavar="HOST:PORT")

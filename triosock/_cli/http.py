@@ -13,13 +13,26 @@ import trio
 from .._services.http import StaticFiles, tutorial_handler
 from .._transport.http import Handler, serve_http
 from .._transport.tcp import TCPServer, connect_tcp
-from ._common import CLIError, parse_port, run_servers, tcp_line
+from ._common import CLIError, configure_logging, parse_port, run_servers, say, tcp_line
+from ._workers import PortSlot, add_workers_option, supervise, worker_index
 
 #: The default port: the tutorials' 8080.
 HTTP_PORT = 8080
 
 
+_PORT_SLOT = PortSlot(
+    lambda args: (args.host, args.port), lambda args, port: setattr(args, "port", port), ("tcp",)
+)
+
+
 async def _http_serve(args: argparse.Namespace) -> None:
+    if args.workers > 1:
+        slot = PortSlot(
+            lambda a: (a.host, a.port), lambda a, port: setattr(a, "port", port), ("tcp",)
+        )
+        await supervise(args, [slot], grace=5.0)
+        return
+    configure_logging()
     handler: Handler = tutorial_handler
     if args.root is not None:
         try:
@@ -30,13 +43,23 @@ async def _http_serve(args: argparse.Namespace) -> None:
     async def start(nursery: trio.Nursery) -> str:
         server: TCPServer = await nursery.start(
             lambda task_status: serve_http(
-                handler, args.port, host=args.host, task_status=task_status
+                handler,
+                args.port,
+                host=args.host,
+                reuse_port=worker_index() is not None,
+                task_status=task_status,
             )
         )
+        servers.append(server)
         what = f"files under {handler.root}" if isinstance(handler, StaticFiles) else "hello"
         return f"{tcp_line('http', server)} ({what})"
 
+    servers: list[TCPServer] = []
     await run_servers([start])
+    worker = worker_index()
+    if worker is not None and servers:  # how the kernel spread the connections
+        served = servers[0].statistics().total_connections
+        say(f"worker {worker} served {served} connections")
 
 
 async def _http_get(args: argparse.Namespace) -> None:
@@ -124,6 +147,7 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--port", type=parse_port, default=HTTP_PORT, help=f"port (default {HTTP_PORT})"
     )
     serve.add_argument("--root", metavar="DIR", help="serve the files under DIR")
+    add_workers_option(serve, default=1)
     serve.set_defaults(run=_http_serve)
     get = actions.add_parser("get", help="GET a URL and print the body (exit 1 for 4xx/5xx)")
     get.add_argument("url", metavar="URL", help="http://HOST[:PORT]/PATH (or https://)")

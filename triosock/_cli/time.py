@@ -31,6 +31,7 @@ from ._common import (
     tcp_line,
     udp_line,
 )
+from ._workers import PortSlot, add_workers_option, supervise, worker_index
 
 # The defaults: unprivileged stand-ins for the well-known ports (37, 13, 123), as 7007
 # stands in for echo's 7. The seed tutorial's strftime service has no well-known port; it
@@ -63,8 +64,30 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _slot(name: str, kinds: tuple[str, ...]) -> PortSlot:
+    def get(args: argparse.Namespace) -> tuple[str, int] | None:
+        port = getattr(args, name)
+        return None if port is None else (args.host, port)
+
+    return PortSlot(get, lambda args, port: setattr(args, name, port), kinds)
+
+
+_PORT_SLOTS = [
+    _slot("rfc868_port", ("tcp", "udp")),
+    _slot("daytime_port", ("tcp", "udp")),
+    _slot("sntp_port", ("udp",)),
+    _slot("strftime_port", ("tcp", "udp")),
+]
+
+
 async def _time_serve(args: argparse.Namespace) -> None:
+    if args.workers > 1:
+        if all(slot.get(args) is None for slot in _PORT_SLOTS):
+            raise CLIError("every time service is turned off; nothing to serve")
+        await supervise(args, _PORT_SLOTS, grace=5.0)
+        return
     host: str = args.host
+    reuse = worker_index() is not None
 
     def tcp(
         name: str,
@@ -74,7 +97,9 @@ async def _time_serve(args: argparse.Namespace) -> None:
     ) -> ServerStarter:
         async def start(nursery: trio.Nursery) -> str:
             server: TCPServer = await nursery.start(
-                functools.partial(serve_tcp, handler, port, host=host, idle_timeout=idle_timeout)
+                functools.partial(
+                    serve_tcp, handler, port, host=host, idle_timeout=idle_timeout, reuse_port=reuse
+                )
             )
             return tcp_line(name, server)
 
@@ -92,6 +117,7 @@ async def _time_serve(args: argparse.Namespace) -> None:
                     host=host,
                     when_full="evict",
                     peer_idle_timeout=UDP_PEER_IDLE_TIMEOUT,
+                    reuse_port=reuse,
                 )
             )
             return udp_line(name, server)
@@ -168,6 +194,7 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             metavar="PORT",
             help=f"port of {what} (default {default}; 'none' turns it off)",
         )
+    add_workers_option(serve, default=1)
     serve.set_defaults(run=_time_serve)
     query = actions.add_parser(
         "query",

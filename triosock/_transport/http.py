@@ -138,13 +138,14 @@ async def serve_http(
     max_body: int = 1024 * 1024,
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` over HTTP/1.1 on a TCP port until stopped (see the module notes).
 
     Args:
       handler: ``async def handler(request: Request) -> Response``.
-      port, host, max_connections, grace_period, ssl_context, task_status: as for
+      port, host, max_connections, grace_period, ssl_context, reuse_port, task_status: as for
         :func:`~triosock.serve_tcp` (``nursery.start`` receives the :class:`TCPServer`).
       keep_alive_timeout: seconds a connection may wait between requests.
       header_timeout: seconds from a request's first byte to the end of its headers.
@@ -184,6 +185,7 @@ async def serve_http(
         max_connections=max_connections,
         grace_period=grace_period,
         ssl_context=ssl_context,
+        reuse_port=reuse_port,
         task_status=task_status,
     )
 

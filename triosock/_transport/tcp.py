@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -251,6 +252,40 @@ class _LimitedListener(trio.abc.Listener[trio.abc.Stream]):
         await self._inner.aclose()
 
 
+async def open_listeners(
+    port: int, host: str | None, backlog: int | None = None, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
+    """``trio.open_tcp_listeners``, or with ``reuse_port`` the same sockets made with
+    ``SO_REUSEPORT`` (which trio's function does not set)."""
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host or None, backlog=backlog)
+    infos = await trio.socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[trio.SocketListener] = []
+    try:
+        for family, type_, proto, _, sockaddr in dict.fromkeys(
+            (i[0], i[1], i[2], "", i[4]) for i in infos
+        ):
+            sock = trio.socket.socket(family, type_, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                await sock.bind(sockaddr)
+                sock.listen(backlog if backlog is not None else 0xFFFF)
+            except BaseException:
+                sock.close()
+                raise
+            listeners.append(trio.SocketListener(sock))
+    except BaseException:
+        for listener in listeners:
+            listener.socket.close()
+        raise
+    return listeners
+
+
 async def serve_tcp(
     handler: Handler,
     port: int,
@@ -261,6 +296,7 @@ async def serve_tcp(
     idle_timeout: float | None = None,
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` on a TCP port, one task per connection, until stopped.
@@ -277,6 +313,8 @@ async def serve_tcp(
       idle_timeout: seconds without received data before a connection is closed.
       grace_period: seconds handlers get to finish after the stop begins.
       ssl_context: serve TLS with this server context.
+      reuse_port: let several processes listen on the same port (``SO_REUSEPORT``): the
+        kernel spreads new connections over them (``--workers``).
       task_status: ``nursery.start`` receives the :class:`TCPServer` once listening.
 
     Raises:
@@ -286,7 +324,7 @@ async def serve_tcp(
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host or None, backlog=backlog)
+        listeners = await open_listeners(port, host, backlog, reuse_port=reuse_port)
     except OSError as exc:
         raise BindError(
             f"cannot listen on {format_address((host or '*', port))}: {describe_oserror(exc)}"

@@ -581,9 +581,13 @@ async def serve_udp(
     peer_idle_timeout: float | None = None,
     max_datagram: int = MAX_UDP_PAYLOAD,
     grace_period: float = 5.0,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` on a UDP port with one task per peer address, until stopped.
+
+    With ``reuse_port``, several processes may serve the same port (``SO_REUSEPORT``):
+    the kernel keeps each peer address on one of them.
 
     Args:
       handler: ``async def handler(peer: UDPPeer)``; runs while the peer is known.
@@ -611,7 +615,7 @@ async def serve_udp(
         raise ValueError(f"when_full must be 'refuse' or 'evict', not {when_full!r}")
     if not 0 < max_datagram <= MAX_UDP_PAYLOAD:
         raise ValueError(f"max_datagram must be from 1 to {MAX_UDP_PAYLOAD}: {max_datagram}")
-    sock = await _bind_udp(host, port)
+    sock = await _bind_udp(host, port, reuse_port)
     with sock:
         server = UDPServer(
             sock,
@@ -635,7 +639,7 @@ async def serve_udp(
         server._closed = True
 
 
-async def _bind_udp(host: str, port: int) -> socket.socket:
+async def _bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     try:
         infos = await trio.socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM)
         family, type_, proto, _, sockaddr = infos[0]
@@ -645,6 +649,8 @@ async def _bind_udp(host: str, port: int) -> socket.socket:
         raise BindError(f"cannot listen on {where} (udp): {describe_oserror(exc)}") from exc
     try:
         sock.setblocking(False)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()

@@ -45,7 +45,7 @@ from .._sansio.addresses import format_address
 from ._lifecycle import ListeningServer
 from .outbox import Outbox, StreamSink
 from .rawsocket import RawSocketListener, RawSocketStream
-from .tcp import _check_port, connection_ended
+from .tcp import _check_port, connection_ended, open_listeners
 
 __all__ = ["WebSocketPeer", "WebSocketServer", "WebSocketStream", "serve_websocket", "text_frame"]
 
@@ -236,6 +236,7 @@ async def serve_websocket(
     ping_timeout: float | None = 20.0,
     grace_period: float = 5.0,
     max_connections: int | None = None,
+    reuse_port: bool = False,
     process_request: Any = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -251,6 +252,7 @@ async def serve_websocket(
       ping_interval, ping_timeout: websockets' keepalive, in seconds (None: off).
       max_connections: connections served at once; the next wait in the listen backlog
         (None: no limit).
+      reuse_port: as for :func:`~triosock.serve_tcp`.
       process_request: websockets' hook to answer plain HTTP (serve a page) or refuse:
         ``(connection, request) -> Response | None``, maybe async; None goes on with the
         handshake (and the ``Origin`` check).
@@ -263,7 +265,7 @@ async def serve_websocket(
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     limiter = None if max_connections is None else trio.CapacityLimiter(max_connections)
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        listeners = await open_listeners(port, host, reuse_port=reuse_port)
     except OSError as exc:
         where = format_address((host or "*", port))
         raise BindError(f"cannot listen on {where}: {describe_oserror(exc)}") from exc

@@ -1,0 +1,181 @@
+"""``--workers N``: processes on one port (SO_REUSEPORT), a supervisor that restarts a
+worker that dies, and a graceful stop of all; the chat's workers share the rooms through
+a private redis-server. Judged by ab and plain TCP clients."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import trio
+
+from .chattools import LineSocket
+from .clitools import PYTHON, need, run
+from .conftest import GUARD
+
+
+class Supervisor:
+    """``python -m triosock ... --workers N``, its start-up lines, and all it printed."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.out = b""
+        self.err = b""
+        self._changed = trio.Event()
+
+    def _got(self, into: str, data: bytes) -> None:
+        setattr(self, into, getattr(self, into) + data)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once what it printed makes ``predicate()`` true."""
+        while not predicate():
+            assert self.process.poll() is None, (self.out, self.err)
+            await self._changed.wait()
+
+    def port(self, label: str) -> int:
+        match = re.search(re.escape(label).encode() + rb".*?127\.0\.0\.1:(\d+)", self.out)
+        assert match, self.out
+        return int(match.group(1))
+
+    def pids(self) -> list[int]:
+        match = re.search(rb"\d+ workers: pid ([\d, ]+)", self.out)
+        assert match, self.out
+        return [int(pid) for pid in match.group(1).split(b", ")]
+
+
+@asynccontextmanager
+async def supervisor(args: list[str]) -> AsyncIterator[Supervisor]:
+    process = await trio.lowlevel.open_process(
+        [PYTHON, "-m", "triosock", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    sup = Supervisor(process)
+
+    async def collect(stream: trio.abc.ReceiveStream, into: str) -> None:
+        while data := await stream.receive_some():
+            sup._got(into, bytes(data))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, process.stdout, "out")
+            nursery.start_soon(collect, process.stderr, "err")
+            await sup.wait_until(lambda: b"workers: pid" in sup.out)
+            yield sup
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_http_serve_with_4_workers_takes_ab_without_errors_over_every_worker() -> None:
+    ab = need("ab")
+    with trio.fail_after(GUARD * 2):
+        async with supervisor(["http", "serve", "--port", "0", "--workers", "4"]) as sup:
+            port = sup.port("http (tcp)")
+            assert len(set(sup.pids())) == 4
+            result = await run(
+                [ab, "-k", "-q", "-n", "20000", "-c", "50", f"http://127.0.0.1:{port}/"]
+            )
+            assert b"Complete requests:      20000" in result.stdout
+            assert b"Failed requests:        0" in result.stdout
+            assert b"Non-2xx" not in result.stdout
+        assert sup.process.returncode == 0  # SIGINT: every worker stopped, exit 0
+        served = {
+            int(w): int(n) for w, n in re.findall(rb"worker (\d) served (\d+) connections", sup.out)
+        }
+        assert sorted(served) == [1, 2, 3, 4], sup.out
+        assert all(count > 0 for count in served.values()), served  # the kernel spread them
+
+
+async def test_a_killed_worker_is_started_again_and_serves() -> None:
+    with trio.fail_after(GUARD * 2):
+        async with supervisor(["http", "serve", "--port", "0", "--workers", "2"]) as sup:
+            port = sup.port("http (tcp)")
+            first, _ = sup.pids()
+            os.kill(first, signal.SIGKILL)
+            await sup.wait_until(lambda: b"worker 1 (pid %d) ended" % first in sup.err)
+            assert b"ended with status -9" in sup.err
+            assert b"starting it again in 0.5 s" in sup.err
+            # The new worker's start-up line (the first worker's lines are shown).
+            await sup.wait_until(lambda: sup.out.count(b"http (tcp) listening") >= 2)
+            for _ in range(20):  # new connections are served (by either worker)
+                answer = await run(["curl", "-s", f"http://127.0.0.1:{port}/"])
+                assert answer.returncode == 0
+        assert sup.process.returncode == 0
+
+
+async def test_chat_with_4_workers_and_a_private_redis_delivers_every_line_once_in_order() -> None:
+    need("redis-server")
+    clients, each = 40, 20
+    with trio.fail_after(GUARD * 3):
+        args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+        async with supervisor([*args, "--workers", "4"]) as sup:
+            port = sup.port("chat (tcp)")
+            users = []
+            for _ in range(clients):
+                users.append(await LineSocket.connect(port))
+            for user in users:
+                await user.read_until(b"welcome")
+            nicks = []
+            for i, user in enumerate(users):
+                nicks.append(b"u%02d" % i)
+                await user.send(b"/nick " + nicks[-1] + b"\n")
+            for user in users:  # everyone is in #lobby and has seen every rename
+                await user.read_until(b"is now known as u%02d" % (clients - 1))
+            for n in range(each):
+                for user in users:
+                    await user.send(b"line %d\n" % n)
+            last = b": line %d" % (each - 1)
+            for user in users:  # every sender's last line (senders interleave: any order)
+                while sum(line.endswith(last) for line in user.lines) < clients:
+                    assert await user.read_some() or not user.eof, user.lines[-5:]
+            for user in users:
+                user.close()
+        joined = set(re.findall(rb"\[worker (\d)\] triosock\.chat: guest\d+ joined", sup.err))
+        assert len(joined) >= 3, sup.err[-2000:]  # spread over at least 3 of the 4
+        for user in users:
+            for nick in nicks:
+                said = [line for line in user.lines if line.startswith(b"[#lobby] " + nick + b": ")]
+                assert said == [b"[#lobby] " + nick + b": line %d" % n for n in range(each)]
+        assert sup.process.returncode == 0
+
+
+async def test_echo_and_time_serve_with_workers_answer_real_clients() -> None:
+    nc, socat, rdate = need("nc"), need("socat"), need("rdate")
+    with trio.fail_after(GUARD * 2):
+        async with supervisor(["echo", "serve", "--port", "0", "--workers", "2"]) as sup:
+            port = sup.port("echo (tcp)")
+            for i in range(10):  # new connections, over both workers
+                answer = await run([nc, "-N", "127.0.0.1", str(port)], stdin=b"hi %d\n" % i)
+                assert answer.stdout == b"hi %d\n" % i
+        assert sup.process.returncode == 0
+        udp = ["echo", "serve", "--udp", "--port", "0", "--workers", "2"]
+        async with supervisor(udp) as sup:
+            port = sup.port("echo (udp)")
+            for i in range(6):  # new source ports, so new peers
+                answer = await run(
+                    [socat, "-t", "0.3", "-", f"UDP:127.0.0.1:{port}"], stdin=b"datagram %d" % i
+                )
+                assert answer.stdout == b"datagram %d" % i
+        assert sup.process.returncode == 0
+        times = ["time", "serve", "--rfc868-port", "0", "--daytime-port", "none"]
+        times += ["--sntp-port", "none", "--strftime-port", "none", "--workers", "2"]
+        async with supervisor(times) as sup:
+            port = sup.port("rfc868-time (tcp)")
+            for _ in range(4):
+                answer = await run([rdate, "-p", "127.0.0.1", "-o", str(port)])
+                assert answer.returncode == 0, answer.stderr
+                assert re.fullmatch(
+                    rb"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC \d{4}\n", answer.stdout
+                )
+        assert sup.process.returncode == 0

@@ -1,0 +1,220 @@
+"""``--workers N``: N processes serving the same ports, and a supervisor.
+
+The supervisor is the process the user started. It never forks inside ``trio.run``: it
+starts each worker as a fresh interpreter (``python -m triosock._worker``, the
+"spawn" way) and hands it the parsed options, so every worker runs exactly the command
+the user typed, with ``SO_REUSEPORT`` listeners of its own: the kernel spreads new TCP
+connections over the workers and keeps each UDP peer address on one. Ports given as 0
+are chosen once by the supervisor, so every worker gets the same.
+
+A worker that dies is started again after a pause that doubles from 0.5 s up to 10 s
+(back to 0.5 s once a worker has run for 30 s), and the log says so. SIGINT, SIGTERM or
+SIGHUP stop every worker gracefully (each gets SIGTERM, then its grace period and 5 s
+more before it is killed), and the supervisor exits 0. Workers run in their own process
+group, so a Ctrl-C reaches only the supervisor, which stops them once.
+
+What a worker prints goes to the supervisor's output as it is, but for the start-up
+lines: the supervisor shows one worker's, once, followed by ``N workers: pid ...``.
+Each worker's log lines carry ``[worker I]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from ._common import CLIError, say
+
+__all__ = ["PortSlot", "add_workers_option", "supervise", "worker_index", "workers_count"]
+
+LOGGER = logging.getLogger("triosock.workers")
+
+#: Set in a worker's environment: its number, from 1; and the parsed options it runs.
+WORKER_ENV = "TRIOSOCK_WORKER"
+OPTIONS_ENV = "TRIOSOCK_WORKER_OPTIONS"
+#: The first pause before a dead worker is started again, and the longest.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+#: A worker that ran this long before it died starts again after FIRST_BACKOFF.
+STABLE_AFTER = 30.0
+
+
+def worker_index() -> int | None:
+    """This process's worker number, or None when it is not a worker."""
+    value = os.environ.get(WORKER_ENV)
+    return int(value) if value else None
+
+
+def add_workers_option(parser: argparse.ArgumentParser, **options: object) -> None:
+    parser.add_argument(
+        "--workers",
+        type=workers_count,
+        metavar="N",
+        help="serve with N processes on the same ports (SO_REUSEPORT), restarted when "
+        "they die (default 1: this process)",
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def workers_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 256: {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class PortSlot:
+    """One port option of a service: how to read and set it on the parsed options, and
+    what it binds (``"tcp"``, ``"udp"`` or ``"both"``), to choose a free port for 0."""
+
+    get: Callable[[argparse.Namespace], tuple[str, int] | None]
+    set: Callable[[argparse.Namespace, int], None]
+    kinds: tuple[str, ...]
+
+
+def _reserve(host: str, kinds: tuple[str, ...]) -> tuple[int, list[socket.socket]]:
+    """A port free for every kind on ``host``, held (SO_REUSEPORT, not listening) until
+    the workers have bound it too."""
+    for _ in range(50):
+        held: list[socket.socket] = []
+        port = 0
+        try:
+            for kind in kinds:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+                sock = socket.socket(family, sock_type)
+                held.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((host or "0.0.0.0", port))
+                port = sock.getsockname()[1]
+            return port, held
+        except OSError:
+            for sock in held:
+                sock.close()
+    raise CLIError(f"no free port on {host} for {' and '.join(kinds)}")
+
+
+async def supervise(args: argparse.Namespace, slots: Sequence[PortSlot], grace: float) -> None:
+    """Run ``args.workers`` workers of the command in ``args`` until a signal."""
+    held: list[socket.socket] = []
+    for slot in slots:
+        where = slot.get(args)
+        if where is not None and where[1] == 0:
+            port, sockets = _reserve(where[0], slot.kinds)
+            slot.set(args, port)
+            held += sockets
+    count = args.workers
+    args.workers = 1
+    options = base64.b64encode(pickle.dumps(args)).decode("ascii")
+    pids: dict[int, int] = {}
+    ready = [trio.Event() for _ in range(count)]
+    stopping = False
+
+    async def run_worker(index: int) -> None:
+        backoff = FIRST_BACKOFF
+        while True:
+            env = dict(os.environ, **{WORKER_ENV: str(index), OPTIONS_ENV: options})
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "triosock._worker"],
+                env=env,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
+            pids[index] = process.pid
+            born = trio.current_time()
+            try:
+                await _forward(process, first=index == 1, ready=ready[index - 1])
+                status = await process.wait()
+            finally:
+                if process.returncode is None:  # cancelled: stop it, at worst kill it
+                    with trio.CancelScope(shield=True):
+                        await _stop_process(process, grace)
+            ready[index - 1].set()  # (one that died before listening does not hold us)
+            if stopping:
+                return
+            ran = trio.current_time() - born
+            if ran >= STABLE_AFTER:
+                backoff = FIRST_BACKOFF
+            LOGGER.warning(
+                "worker %d (pid %d) ended with status %s after %.1f s; starting it again in %.1f s",
+                index,
+                process.pid,
+                status,
+                ran,
+                backoff,
+            )
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as guard:
+            async with trio.open_nursery() as nursery:
+                for index in range(1, count + 1):
+                    nursery.start_soon(run_worker, index)
+                for event in ready:
+                    await event.wait()
+                for sock in held:  # every worker has bound its own now
+                    sock.close()
+                say(f"{count} workers: pid {', '.join(str(pids[i]) for i in sorted(pids))}")
+                async for signum in signals:
+                    say(f"{signal.Signals(signum).name} received, stopping {count} workers")
+                    stopping = True
+                    for pid in pids.values():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGTERM)
+                    guard.start_soon(_kill_after, list(pids.values()), grace + 5)
+                    break
+                # Each worker task returns once its process has ended (its grace period).
+            guard.cancel_scope.cancel()
+
+
+async def _kill_after(pids: list[int], seconds: float) -> None:
+    """The workers still running after ``seconds``: killed."""
+    await trio.sleep(seconds)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def _forward(process: trio.Process, *, first: bool, ready: trio.Event) -> None:
+    """Copy the worker's output to ours, but for the start-up lines of all workers after
+    the first (the same ports, said once); set ``ready`` at its first listening line."""
+    assert process.stdout is not None
+    pending = b""
+    async with process.stdout:
+        while chunk := await process.stdout.receive_some():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                startup = b"listening on" in line or line.startswith(b"join with")
+                if b"listening on" in line:
+                    ready.set()
+                if first or not startup:
+                    say(line.decode("utf-8", "replace"))
+
+
+async def _stop_process(process: trio.Process, grace: float) -> None:
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace + 5):
+        await process.wait()
+        return
+    process.kill()
+    await process.wait()
