@@ -100,6 +100,9 @@ async def test_a_killed_server_frees_its_users_nicks_within_the_lease() -> None:
                 os.kill(b.process.pid, signal.SIGKILL)  # no goodbye, no unregister
                 await b.process.wait()
                 killed = trio.current_time()
+                # Nobody is left on b to say bob left: a's reaper does, once the lease ends.
+                await alice.expect(b"* bob left #lobby")
+                assert 1 <= trio.current_time() - killed <= 8
                 # The lease (6 s) runs out; /who stops listing bob, his nick is free.
                 while True:
                     await alice.send(b"/who")

@@ -179,3 +179,45 @@ async def test_echo_and_time_serve_with_workers_answer_real_clients() -> None:
                     rb"\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d UTC \d{4}\n", answer.stdout
                 )
         assert sup.process.returncode == 0
+
+
+async def test_a_killed_chat_worker_its_users_leave_the_rest_stay_and_a_new_one_serves() -> None:
+    need("redis-server")
+    with trio.fail_after(GUARD * 2):
+        args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+        async with supervisor([*args, "--workers", "2"]) as sup:
+            port = sup.port("chat (tcp)")
+            users = [await LineSocket.connect(port) for _ in range(12)]
+            guests = []
+            for i, user in enumerate(users):
+                welcome = await user.read_until(b"welcome")
+                guests.append(welcome.split(b", ")[1].split(b";")[0])
+                await user.send(b"/nick u%02d\n" % i)
+            for user in users:
+                await user.read_until(b"is now known as u11")
+            # Which worker serves whom: from the workers' "guestN joined" log lines.
+            worker_of: dict[bytes, bytes] = {}
+            for worker, guest in re.findall(
+                rb"\[worker (\d)\] triosock\.chat: (guest\d+) joined", sup.err
+            ):
+                worker_of[guest] = worker
+            on = [worker_of[guest] for guest in guests]
+            assert set(on) == {b"1", b"2"}, sup.err[-1500:]  # both serve someone
+            victim = sup.pids()[0]  # worker 1
+            os.kill(victim, signal.SIGKILL)
+            gone = [i for i, worker in enumerate(on) if worker == b"1"]
+            kept = [i for i, worker in enumerate(on) if worker == b"2"]
+            for i in gone:
+                await users[i].read_to_eof()  # disconnected with its worker
+            for i in kept:  # the rest hear each one leave, from the lease's reaper
+                for j in gone:
+                    await users[i].read_until(b"* u%02d left #lobby" % j)
+            await sup.wait_until(lambda: b"worker 1 (pid %d) ended" % victim in sup.err)
+            newcomer = await LineSocket.connect(port)  # served by either worker
+            await newcomer.read_until(b"welcome")
+            await newcomer.send(b"hello after the crash\n")
+            for i in kept:
+                await users[i].read_until(b"hello after the crash")
+            for user in [*users, newcomer]:
+                user.close()
+        assert sup.process.returncode == 0

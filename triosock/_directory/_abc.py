@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
+
+import trio
 
 from .._sansio.chat import DEFAULT_ROOM, Presence
 
@@ -89,6 +91,16 @@ class Directory(abc.ABC):
     @abc.abstractmethod
     async def rooms(self) -> dict[str, int]:
         """Room name -> number of sessions, for rooms with anyone in them, sorted."""
+
+    #: Seconds between two calls of :meth:`reap` by the chat; None: no ghosts to reap.
+    reap_interval: ClassVar[float | None] = None
+
+    async def reap(self) -> list[Presence]:
+        """Sessions whose process stopped renewing them (it died), taken out of the
+        directory: each is handed to one caller in the cluster, once, so that the room
+        hears of its leaving once. The in-process directory has none."""
+        await trio.lowlevel.checkpoint()
+        return []
 
     async def __aenter__(self) -> Self:
         return self

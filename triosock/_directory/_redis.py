@@ -4,20 +4,23 @@ What lives in Redis (``P`` is the prefix, ``triosock:`` by default):
 
 * ``P nick:<key>``: the session id owning the nick (its case-insensitive key), with a
   lease;
-* ``P session:<id>``: a hash of the session's ``nick``, ``room`` and ``kind``, with the
-  same lease;
+* ``P session:<id>``: a hash of the session's ``nick``, ``room`` and ``kind``, kept a
+  minute past the lease (for :meth:`RedisDirectory.reap`);
 * ``P members:<room>`` and ``P sessions``: sorted sets of session ids scored by when
   their lease ends (milliseconds), for ``/who``; ``P rooms``: the room names ever used;
   ``P guests``: the counter behind guest nicks, unique across the cluster.
 
 Claiming a nick is one Lua script (check the owner, set, drop the old nick): atomic, so
 of two processes racing for a nick exactly one gets it. Each process keeps its own
-sessions in memory and renews their leases every ``lease / 3`` seconds in one pipeline;
+sessions in memory and renews their leases every ``lease / 3`` seconds in one script;
 a process that dies stops renewing, and its users' nicks are free, and gone from
-``/who``, once the lease ends (``lease`` seconds, 6 by default: at most 6 s plus one
-renewal after the last). The renewal re-asserts everything (nick, hash, room), so a Redis
-that restarted empty gets this process's users back within one renewal; a nick another
-process took meanwhile stays theirs, and the log says so.
+``/who``, once the lease ends (``lease`` seconds after its last renewal: at most 6 s by
+default). Every process reaps such ghosts once a second (:meth:`RedisDirectory.reap`,
+one script, so each ghost goes to one process) and the chat tells their rooms they
+left. A process that cannot renew for a whole lease counts as gone the same way. The
+renewal re-asserts everything (nick, hash, room), so a Redis that restarted empty gets
+this process's users back within one renewal; a nick another process took meanwhile
+stays theirs, and the log says so.
 
 When Redis cannot be reached, each call raises :class:`DirectoryUnavailable` (the chat
 tells the user and goes on); the renewal retries until it can.
@@ -85,13 +88,32 @@ for i = 4, #ARGV, 5 do
   end
   local sk = p .. 'session:' .. s
   redis.call('HSET', sk, 'nick', nick, 'room', room, 'kind', kind)
-  redis.call('PEXPIRE', sk, lease)
+  redis.call('PEXPIRE', sk, lease + 60000)  -- kept a minute longer, for the reaper
   redis.call('ZADD', p .. 'members:' .. room, until_, s)
   redis.call('ZADD', p .. 'sessions', until_, s)
   redis.call('SADD', p .. 'rooms', room)
 end
-redis.call('ZREMRANGEBYSCORE', p .. 'sessions', '-inf', '(' .. (until_ - lease))
 return lost
+"""
+# Take up to 100 sessions whose lease ended out of the directory, atomically (so each is
+# reaped by one caller), and return id, nick, room, kind for each. ARGV: prefix, now ms.
+_REAP: Final = """
+local p, now = ARGV[1], ARGV[2]
+local ids = redis.call('ZRANGEBYSCORE', p .. 'sessions', '-inf', '(' .. now, 'LIMIT', 0, 100)
+local out = {}
+for _, s in ipairs(ids) do
+  redis.call('ZREM', p .. 'sessions', s)
+  local h = redis.call('HMGET', p .. 'session:' .. s, 'nick', 'room', 'kind')
+  if h[1] and h[2] then
+    redis.call('ZREM', p .. 'members:' .. h[2], s)
+    table.insert(out, s)
+    table.insert(out, h[1])
+    table.insert(out, h[2])
+    table.insert(out, h[3] or '')
+  end
+  redis.call('DEL', p .. 'session:' .. s)
+end
+return out
 """
 
 
@@ -275,6 +297,17 @@ class RedisDirectory(Directory):
                 counts = [pipe.zcount(self._key("members", n), now, math.inf) for n in names]
             found = [int(await count) for count in counts]
         return {name: count for name, count in zip(names, found, strict=True) if count}
+
+    reap_interval = 1.0
+
+    async def reap(self) -> list[Presence]:
+        with self._unavailable():
+            found = await self._redis().eval(_REAP, keys=[], args=[self.prefix, str(_wall_ms())])
+        items = [_text(item) for item in found] if isinstance(found, list) else []
+        return [
+            Presence(items[i], items[i + 1], items[i + 2], items[i + 3])
+            for i in range(0, len(items) - 3, 4)
+        ]
 
     # -- leases -------------------------------------------------------------------------
 

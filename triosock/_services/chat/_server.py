@@ -249,6 +249,8 @@ class ChatServer:
         self.hub.add_health_listener(self._hub_health)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fan_out, ready)
+            if self.directory.reap_interval is not None:
+                nursery.start_soon(self._reap_forever, self.directory.reap_interval)
             self._ready = ready
             try:
                 yield
@@ -349,6 +351,24 @@ class ChatServer:
         user.blocked = False
         self._collect(user)
         user.unblocked.unpark_all()
+
+    async def _reap_forever(self, interval: float) -> None:
+        """Tell the rooms of users whose server died (their leases ran out) they left."""
+        while True:
+            await trio.sleep(interval)
+            try:
+                ghosts = await self.directory.reap()
+            except DirectoryUnavailable:
+                continue
+            for ghost in ghosts:
+                LOGGER.info("%s left (its server stopped renewing its lease)", ghost.nick)
+                topic, event = proto.room_topic(ghost.room), proto.Left(ghost.room, ghost.nick)
+                data = proto.encode_event(event)
+                with contextlib.suppress(trio.ClosedResourceError):
+                    try:
+                        self.hub.publish(topic, data)
+                    except trio.WouldBlock:
+                        await self.hub.publish_wait(topic, data)
 
     def _hub_health(self, healthy: bool, detail: str) -> None:
         """Tell every user when the rooms stop (or start again) reaching other servers."""
