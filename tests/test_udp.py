@@ -363,8 +363,8 @@ def serve_on(wrapper: type[FailingSocket], monkeypatch: pytest.MonkeyPatch) -> l
     sockets: list[Any] = []
     bind = udp_module._bind_udp
 
-    async def bind_wrapped(host: str, port: int) -> Any:
-        sockets.append(wrapper(await bind(host, port)))
+    async def bind_wrapped(host: str, port: int, reuse_port: bool = False) -> Any:
+        sockets.append(wrapper(await bind(host, port, reuse_port)))
         return sockets[-1]
 
     monkeypatch.setattr(udp_module, "_bind_udp", bind_wrapped)
