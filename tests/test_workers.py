@@ -221,3 +221,40 @@ async def test_a_killed_chat_worker_its_users_leave_the_rest_stay_and_a_new_one_
             for user in [*users, newcomer]:
                 user.close()
         assert sup.process.returncode == 0
+
+
+async def test_a_supervisor_killed_outright_takes_its_workers_and_redis_with_it() -> None:
+    need("redis-server")
+    with trio.fail_after(GUARD):
+        args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+        async with supervisor([*args, "--workers", "2"]) as sup:
+            children = [int(pid) for pid in _children(sup.process.pid)]
+            assert len(children) == 3  # two workers and the private redis-server
+            sup.process.kill()  # SIGKILL: no stop, no cleanup of its own
+            await sup.process.wait()
+            # The workers see their stdin end; the kernel tells redis (PR_SET_PDEATHSIG).
+            for pid in children:
+                await _gone(pid)
+
+
+def _children(pid: int) -> list[str]:
+    """Every child of ``pid``, whichever of its threads started it."""
+    found: list[str] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += children.read().split()
+    return found
+
+
+async def _gone(pid: int) -> None:
+    """Return once ``pid`` has exited (polling /proc: not our child, nothing reports it)."""
+    while _alive(pid):  # noqa: ASYNC110 (not our child: no event to wait for)
+        await trio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

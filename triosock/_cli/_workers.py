@@ -11,7 +11,9 @@ A worker that dies is started again after a pause that doubles from 0.5 s up to 
 (back to 0.5 s once a worker has run for 30 s), and the log says so. SIGINT, SIGTERM or
 SIGHUP stop every worker gracefully (each gets SIGTERM, then its grace period and 5 s
 more before it is killed), and the supervisor exits 0. Workers run in their own process
-group, so a Ctrl-C reaches only the supervisor, which stops them once.
+group, so a Ctrl-C reaches only the supervisor, which stops them once. A worker also
+stops gracefully when its stdin, a pipe from the supervisor, ends: when the supervisor
+dies without stopping it (even by SIGKILL), no worker outlives it.
 
 What a worker prints goes to the supervisor's output as it is, but for the start-up
 lines: the supervisor shows one worker's, once, followed by ``N workers: pid ...``.
@@ -37,7 +39,14 @@ import trio
 
 from ._common import CLIError, say
 
-__all__ = ["PortSlot", "add_workers_option", "supervise", "worker_index", "workers_count"]
+__all__ = [
+    "PortSlot",
+    "add_workers_option",
+    "die_with_parent",
+    "supervise",
+    "worker_index",
+    "workers_count",
+]
 
 LOGGER = logging.getLogger("triosock.workers")
 
@@ -49,6 +58,22 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
 #: A worker that ran this long before it died starts again after FIRST_BACKOFF.
 STABLE_AFTER = 30.0
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: have the kernel send it SIGTERM when the
+    thread that started it ends (so start it from the main thread, which lives as long
+    as the process: not through trio, which starts processes from worker threads).
+    Linux only; elsewhere nothing."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def worker_index() -> int | None:
@@ -134,6 +159,7 @@ async def supervise(args: argparse.Namespace, slots: Sequence[PortSlot], grace: 
                 [sys.executable, "-m", "triosock._worker"],
                 env=env,
                 stdout=subprocess.PIPE,
+                stdin=subprocess.PIPE,  # its end of the line: EOF when we are gone
                 start_new_session=True,
             )
             pids[index] = process.pid

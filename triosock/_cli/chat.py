@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Any, get_args
 
 import trio
@@ -48,7 +49,7 @@ from ._common import (
     tcp_line,
     udp_line,
 )
-from ._workers import PortSlot, supervise, worker_index, workers_count
+from ._workers import PortSlot, die_with_parent, supervise, worker_index, workers_count
 
 TCP_DEFAULT = ("127.0.0.1", 7070)
 UDP_DEFAULT = ("127.0.0.1", 7071)
@@ -184,7 +185,8 @@ _EPHEMERAL = ("--save", "", "--appendonly", "no", "--daemonize", "no")
 
 async def _private_redis(stack: contextlib.AsyncExitStack) -> str:
     """A redis-server for this server's workers only: a unix socket in a private
-    directory, nothing written to disk, stopped with the server."""
+    directory, nothing written to disk, stopped with the server; and, should this
+    process be killed outright, by the kernel (started from the main thread for that)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise CLIError(
@@ -193,38 +195,48 @@ async def _private_redis(stack: contextlib.AsyncExitStack) -> str:
         )
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="triosock-redis-"))
     path = os.path.join(folder, "redis.sock")
-    process = await trio.lowlevel.open_process(
+    process = subprocess.Popen(  # noqa: ASYNC220 (a fork and exec, from this thread)
         [binary, "--port", "0", "--unixsocket", path, "--unixsocketperm", "700", *_EPHEMERAL],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # a Ctrl-C is for us: we stop it after the workers
+        preexec_fn=die_with_parent,
     )
 
     async def stop() -> None:
         with trio.CancelScope(shield=True):
-            if process.returncode is None:
+            if process.poll() is None:
                 process.terminate()
                 with trio.move_on_after(5):
-                    await process.wait()
-                if process.returncode is None:
+                    await trio.to_thread.run_sync(process.wait)
+                if process.poll() is None:
                     process.kill()
-                    await process.wait()
+                    await trio.to_thread.run_sync(process.wait)
+            assert process.stdout is not None
+            process.stdout.close()
 
     stack.push_async_callback(stop)
     assert process.stdout is not None
     seen = b""
     with trio.move_on_after(10):
         while b"ready to accept connections" not in seen.lower():
-            chunk = await process.stdout.receive_some()
-            if not chunk:
+            line = await trio.to_thread.run_sync(process.stdout.readline, abandon_on_cancel=True)
+            if not line:
                 break
-            seen += chunk
+            seen += line
     if b"ready to accept connections" not in seen.lower():
         last = seen.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
         raise CLIError(f"the private redis-server did not start: {last[0]}")
-    stack.push_async_callback(process.stdout.aclose)
+    # Keep reading what it logs, or it blocks once the pipe is full.
+    threading.Thread(target=_drain, args=(process.stdout,), daemon=True).start()
     logging.getLogger("triosock.chat").info("the workers share a private redis at %s", path)
     return f"unix://{path}"
+
+
+def _drain(stream: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        while stream.readline():
+            pass
 
 
 def _redis_url(text: str) -> str:
