@@ -11,6 +11,8 @@ import os
 import queue
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +52,30 @@ def cpu_seconds(pid: int) -> float:
         fields = f.read().rpartition(")")[2].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tcp_connections(pids: Sequence[int], port: int) -> list[int]:
+    """How many established TCP connections to local ``port`` each process holds (its
+    socket descriptors matched with /proc/net/tcp by inode; IPv4)."""
+    inodes: set[str] = set()
+    with open("/proc/net/tcp") as f:
+        next(f)  # the header
+        for line in f:
+            fields = line.split()
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if fields[3] == "01" and int(fields[1].rpartition(":")[2], 16) == port:
+                inodes.add(fields[9])
+    counts = []
+    for pid in pids:
+        held = 0
+        with suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        held += 1
+        counts.append(held)
+    return counts
 
 
 def rss_kib(pid: int) -> int:
@@ -154,11 +180,16 @@ class Server:
         log: Path,
         cwd: Path,
         pinning: Pinning,
+        pids_pattern: str = "",
     ) -> None:
         self.procs, self.argv, self.port_pattern = procs, list(argv), port_pattern
         self.log, self.cwd, self.pinning = log, cwd, pinning
+        self.pids_pattern = pids_pattern
         self.proc: subprocess.Popen[Any] | None = None
         self.port = 0
+        #: The processes that do the serving, whose CPU time is measured: the one started,
+        #: or (with ``pids_pattern``) the workers its output names.
+        self.workers: list[int] = []
 
     def start(self, timeout: float = 15.0) -> int:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -174,19 +205,33 @@ class Server:
             )
         self.pinning.pin(self.proc.pid, "server")
         pattern = re.compile(self.port_pattern)
+        pids = re.compile(self.pids_pattern) if self.pids_pattern else None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for match in pattern.finditer(self.log.read_text(errors="replace")):
-                if int(match.group(1)) != 0:
-                    self.port = int(match.group(1))
-                    time.sleep(0.05)  # let it reach its accept loop
-                    return self.port
+            text = self.log.read_text(errors="replace")
+            if not self.port:
+                for match in pattern.finditer(text):
+                    if int(match.group(1)) != 0:
+                        self.port = int(match.group(1))
+                        break
+            if self.port and pids is None:
+                self.workers = [self.proc.pid]
+            elif self.port and pids is not None and (found := pids.search(text)):
+                # a supervisor: its workers serve (they inherit its pinning; pinned again
+                # here in case one started before it was pinned)
+                self.workers = [int(pid) for pid in re.findall(r"\d+", found.group(1))]
+                for pid in self.workers:
+                    self.pinning.pin(pid, "server")
+            if self.workers:
+                time.sleep(0.05)  # let it reach its accept loop
+                return self.port
             if self.proc.poll() is not None:
                 tail = _tail(self.log)
                 reason = f"exited with {self.proc.returncode}: {tail or 'no output'}"
                 raise Unavailable(reason, lasting=True)
             time.sleep(0.02)
-        raise Unavailable(f"no '{self.port_pattern}' line within {timeout:.0f} s", lasting=False)
+        missing = self.pids_pattern if self.port else self.port_pattern
+        raise Unavailable(f"no '{missing}' line within {timeout:.0f} s", lasting=False)
 
     @property
     def pid(self) -> int:
@@ -194,10 +239,17 @@ class Server:
         return self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        return all(os.path.exists(f"/proc/{pid}") for pid in self.workers)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU seconds of the serving processes (all workers of a supervisor)."""
+        return sum(self.cpu_each())
+
+    def cpu_each(self) -> list[float]:
+        """CPU seconds of each serving process, in the order of :attr:`workers`."""
+        return [cpu_seconds(pid) for pid in self.workers or [self.pid]]
 
     def rss(self) -> int:
         return rss_kib(self.pid)
@@ -210,11 +262,152 @@ class Server:
 
     def why_dead(self) -> str:
         assert self.proc is not None
+        if self.proc.poll() is None:  # the supervisor runs, a worker is gone
+            gone = [pid for pid in self.workers if not os.path.exists(f"/proc/{pid}")]
+            return f"worker pid {', '.join(map(str, gone))} exited: {_tail(self.log)}"
         return f"server exited with {self.proc.returncode}: {_tail(self.log)}"
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.proc is None:
+            return
+        try:
             self.procs.stop(self.proc)
+        finally:
+            # A supervisor killed before its workers ended leaves them running (they have
+            # a session of their own): end them by pid, if they are still the workers.
+            workers = [pid for pid in self.workers if pid != self.proc.pid]
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                left = [pid for pid in workers if _is_worker(pid)]
+                for pid in left:
+                    with suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+                deadline = time.monotonic() + 3.0
+                while left and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    left = [pid for pid in left if _is_worker(pid)]
+                if not left:
+                    break
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether ``pid`` is a running triosock ``--workers`` worker (not a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return b"triosock._worker" in cmdline and state != "Z"
+
+
+# ---------------------------------------------------------------- redis-server
+
+REDIS_READY = "Ready to accept connections"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (taken by whoever binds it next)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer(Server):
+    """A ``redis-server`` on a free loopback port, nothing written to disk, in the
+    foreground; started when its ready line is out, stopped (killed at worst) like every
+    server.  Its ``INFO commandstats`` is read over a plain socket."""
+
+    def __init__(
+        self, procs: Processes, binary: str, *, log: Path, cwd: Path, pinning: Pinning
+    ) -> None:
+        super().__init__(procs, [binary], port_pattern="", log=log, cwd=cwd, pinning=pinning)
+        self.binary = binary
+
+    def start(self, timeout: float = 15.0) -> int:
+        deadline = time.monotonic() + timeout
+        for _ in range(5):  # another process may take the free port before redis binds it
+            port = free_port()
+            self.argv = [self.binary, "--port", str(port), "--bind", "127.0.0.1"]
+            self.argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with self.log.open("wb") as out:
+                self.proc = self.procs.start(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.cwd,
+                )
+            self.pinning.pin(self.proc.pid, "server")
+            while time.monotonic() < deadline:
+                if REDIS_READY in self.log.read_text(errors="replace"):
+                    self.port = port
+                    self.workers = [self.proc.pid]
+                    return port
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            else:
+                raise Unavailable(f"no '{REDIS_READY}' within {timeout:.0f} s", lasting=False)
+            tail = _tail(self.log)
+            self.procs.stop(self.proc)
+            if "already in use" not in tail:
+                raise Unavailable(f"redis-server exited: {tail or 'no output'}", lasting=True)
+        raise Unavailable("redis-server found no free port in 5 tries", lasting=False)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def info(self, *sections: str, timeout: float = 5.0) -> dict[str, str]:
+        """The ``key:value`` lines of ``INFO section`` for each section (one ``INFO``
+        command per section, pipelined: Redis before 7 takes one section per ``INFO``)."""
+        request = b"".join(
+            b"*2\r\n$4\r\nINFO\r\n$%d\r\n%s\r\n" % (len(name), name.encode()) for name in sections
+        )
+        fields: dict[str, str] = {}
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            data = b""
+            for _ in sections:
+                while b"\r\n" not in data:
+                    data += _receive(sock)
+                head, _, data = data.partition(b"\r\n")
+                if not head.startswith(b"$"):
+                    raise OSError(f"redis answered INFO with {head[:80]!r}")
+                size = int(head[1:])
+                while len(data) < size + 2:
+                    data += _receive(sock)
+                text, data = data[:size].decode("utf-8", "replace"), data[size + 2 :]
+                for line in text.splitlines():
+                    key, sep, value = line.partition(":")
+                    if sep and not key.startswith("#"):
+                        fields[key] = value
+        return fields
+
+    def stats(self) -> tuple[dict[str, int], float]:
+        """Calls per command since start (``{"publish": N, ...}``, from ``INFO
+        commandstats``; the two ``INFO`` of this call are in the next one's count) and
+        Redis's CPU seconds (``INFO cpu``: getrusage, finer than /proc's clock ticks)."""
+        fields = self.info("commandstats", "cpu")
+        calls: dict[str, int] = {}
+        for key, value in fields.items():
+            # cmdstat_publish:calls=12,usec=34,usec_per_call=2.83,rejected_calls=0,...
+            if key.startswith("cmdstat_"):
+                for field in value.split(","):
+                    name, _, number = field.partition("=")
+                    if name == "calls":
+                        calls[key.removeprefix("cmdstat_")] = int(number)
+        cpu = float(fields.get("used_cpu_sys", 0)) + float(fields.get("used_cpu_user", 0))
+        return calls, cpu
+
+
+def _receive(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise OSError("redis closed the connection")
+    return chunk
 
 
 # ---------------------------------------------------------------- load clients
@@ -322,8 +515,10 @@ class LoadClient:
         *,
         on_start: Callable[[], None],
         timeout: float,
+        on_result: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Run one measured window; ``on_start`` runs when the window opens."""
+        """Run one measured window; ``on_start`` runs when the window opens, ``on_result``
+        when it has closed (the result is in, the client's connections still open)."""
         client = _Client(self.procs, self._argv(mode, port, options), self.pinning)
         try:
             deadline = time.monotonic() + timeout
@@ -334,6 +529,8 @@ class LoadClient:
             result = client.event(deadline)
             if result.get("event") != "result":
                 raise ClientError(f"unexpected event {result}")
+            if on_result is not None:
+                on_result()
             return result
         finally:
             client.stop()

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._stacks import CLUSTER_IN_PROCESS, CLUSTER_REDIS, CLUSTER_WORKERS
+
 
 @dataclass(frozen=True)
 class Column:
@@ -52,6 +54,14 @@ FAN_OUT_COLUMNS = (
     _c("lost", "lost", "{:,.0f}"),
     _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
     _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+)
+#: The chat fan-out through Redis: the fan-out's columns and Redis's share of the work.
+CLUSTER_COLUMNS = (
+    *FAN_OUT_COLUMNS[:5],
+    _c("redis cmds/line", "redis_cmds_per_line", "{:.2f}"),
+    _c("PUBLISH/line", "redis_publish_per_line", "{:.2f}"),
+    _c("redis CPU us/line", "redis_cpu_us_per_line", "{:.1f}"),
+    *FAN_OUT_COLUMNS[5:],
 )
 WORKLOADS: dict[str, Workload] = {
     w.key: w
@@ -114,6 +124,14 @@ WORKLOADS: dict[str, Workload] = {
             "deliveries/s",
             True,
             FAN_OUT_COLUMNS,
+        ),
+        Workload(
+            "cluster",
+            "4c. Chat fan-out with the rooms in Redis: 1 process, 2 workers",
+            "deliveries_per_s",
+            "deliveries/s",
+            True,
+            CLUSTER_COLUMNS,
         ),
         Workload(
             "hub",
@@ -241,6 +259,91 @@ class Results:
 
         return against("baseline"), against("reference")
 
+    # ------------------------------------------------------------ targets
+
+    def targets(self, workload: str) -> list[tuple[str, str, str]]:
+        """(target, this run, met?) rows for a workload that has targets (``cluster``)."""
+        if workload != "cluster":
+            return []
+        configs: list[str] = []
+        for cell in self.rows(workload):
+            if cell.config not in configs:
+                configs.append(cell.config)
+
+        def median(stack: str, config: str, key: str) -> float | None:
+            cell = self.cells.get((workload, config, stack))
+            return cell.median(key) if cell else None
+
+        def verdict(checks: list[bool]) -> str:
+            if not checks:
+                return "not measured"
+            return "yes" if all(checks) else "no"
+
+        short = {CLUSTER_REDIS: "1 process", CLUSTER_WORKERS: "2 workers"}
+        rows: list[tuple[str, str, str]] = []
+        seen: list[str] = []
+        checks: list[bool] = []
+        for stack, name in short.items():
+            for config in configs:
+                total = median(stack, config, "redis_cmds_per_line")
+                publish = median(stack, config, "redis_publish_per_line")
+                if total is None or publish is None:
+                    continue
+                seen.append(f"{name}, {config}: {publish:.2f} PUBLISH ({total:.2f} in all)")
+                # a PUBLISH per subscriber (or per worker) would make it N (or 2) per line;
+                # the band allows for lines at the window's edges (see the README)
+                checks.append(0.9 <= publish <= 1.1)
+        rows.append(
+            (
+                "Redis commands per chat line O(1) in subscribers: ~1 PUBLISH per line at "
+                "every N (all commands, with the directory's lease renewals, in brackets)",
+                "; ".join(seen) or "-",
+                verdict(checks),
+            )
+        )
+        seen, checks = [], []
+        for stack, name in short.items():
+            for config in configs:
+                p50 = median(stack, config, "p50_us")
+                base = median(CLUSTER_IN_PROCESS, config, "p50_us")
+                if p50 is None or base is None:
+                    continue
+                seen.append(f"{name}, {config}: {(p50 - base) / 1000:+.2f} ms")
+                checks.append(p50 - base <= 1000)
+        rows.append(
+            (
+                "the Redis hop adds <= 1 ms to p50 delivery latency (vs the in-process hub)",
+                "; ".join(seen) or "-",
+                verdict(checks),
+            )
+        )
+
+        def ratio(stack: str, config: str) -> float | None:
+            found = self.cells.get((workload, config, stack))
+            return self.ratios(found)[0] if found else None
+
+        seen, checks = [], []
+        for config in configs:
+            one = ratio(CLUSTER_REDIS, config)
+            if one is not None:
+                seen.append(f"{config}: {one:.2f}x")
+                checks.append(one >= 0.8)
+        workers = [
+            f"{config}: {two:.2f}x"
+            for config in configs
+            if (two := ratio(CLUSTER_WORKERS, config)) is not None
+        ]
+        if seen and workers:
+            seen.append(f"(2 workers {', '.join(workers)})")
+        rows.append(
+            (
+                "one process through Redis >= 0.8x the in-process hub in deliveries/s",
+                "; ".join(seen) or "-",
+                verdict(checks),
+            )
+        )
+        return rows
+
     # ------------------------------------------------------------ tables
 
     def _table(self, workload: str) -> tuple[list[str], list[list[str]]]:
@@ -287,6 +390,10 @@ class Results:
             out.append(_line(header, widths))
             out.append("  ".join("-" * w for w in widths))
             out.extend(_line(row, widths) for row in body)
+            targets = self.targets(workload)
+            if targets:
+                out.append("targets:")
+                out.extend(f"  {met:<12} {target}: {seen}" for target, seen, met in targets)
         return "\n".join(out)
 
     def markdown(self, meta: dict[str, Any]) -> str:
@@ -306,6 +413,10 @@ class Results:
             for row in body:
                 padded = [v.replace("|", "\\|") for v in row] + [""] * (len(header) - len(row))
                 out.append("| " + " | ".join(padded) + " |")
+            targets = self.targets(workload)
+            if targets:
+                out.append("\n| target | this run | met? |\n|---|---|---|")
+                out.extend(f"| {target} | {seen} | {met} |" for target, seen, met in targets)
         return "\n".join(out).strip() + "\n"
 
     # ------------------------------------------------------------ files
@@ -329,7 +440,12 @@ class Results:
                         "errors": cell.errors,
                     }
                 )
-        return {"meta": meta, "results": cells}
+        targets = {
+            workload: [{"target": t, "this_run": seen, "met": met} for t, seen, met in rows]
+            for workload in self.workloads()
+            if (rows := self.targets(workload))
+        }
+        return {"meta": meta, "results": cells, "targets": targets}
 
     def write(self, out_dir: Path, meta: dict[str, Any], log: Callable[[str], None]) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)

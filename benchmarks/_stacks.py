@@ -1,10 +1,11 @@
 """The stacks compared side by side, per kind of server.
 
 ``baseline`` is the stack each ratio is taken against (raw trio; for HTTP, hypercorn on
-trio; the WebSocket chat has none); ``reference`` is the second ratio column (the asyncio
-stack a user would pick instead; for HTTP, aiohttp; for the WebSocket chat, websockets'
-asyncio server with per-client queues).  The report's ratio columns keep their names, ``x trio`` and
-``x asyncio``, for every workload.  Peer servers live in
+trio; for the chat through Redis, triosock's in-process hub; the WebSocket chat has
+none); ``reference`` is the second ratio column (the asyncio stack a user would pick
+instead; for HTTP, aiohttp; for the WebSocket chat, websockets' asyncio server with
+per-client queues; the chat through Redis has none).  The report's ratio columns keep
+their names, ``x trio`` and ``x asyncio``, for every workload.  Peer servers live in
 ``benchmarks/servers/``; the triosock stacks run triosock's own command line, or (the
 ``triosock user handler`` and ``triosock FramedChannel`` rows) a peer server written on its
 public API the way its README teaches.
@@ -24,6 +25,8 @@ class Stack:
     argv: tuple[str, ...]
     port_pattern: str = PORT_ANY
     role: str = ""  # "baseline", "reference" or ""
+    # a supervisor's line naming its workers ("2 workers: pid A, B"), whose CPU is measured
+    pids_pattern: str = ""
 
     def command(self) -> list[str]:
         return [sys.executable, *self.argv]
@@ -96,6 +99,32 @@ WS_CHAT = [
         port_pattern=_WEB_LINE,
     ),
 ]
+
+# the TCP chat's fan-out with its rooms in Redis, through the command line; the ratio column
+# "x trio" divides by the in-process hub here (there is no "x asyncio" base). The Redis URLs
+# are those of the runner's own redis-servers, one per stack.
+_CHAT_LINE = r"chat \(tcp\) listening on 127\.0\.0\.1:(\d+)"
+_TWO_WORKERS = r"\b2 workers: pid (\d+(?:, \d+)*)"  # the supervisor's, once all listen
+CLUSTER_IN_PROCESS = "triosock in-process hub"
+CLUSTER_REDIS = "triosock through redis"
+CLUSTER_WORKERS = "triosock 2 workers through redis"
+
+
+def cluster(redis_one: str, redis_workers: str) -> list[Stack]:
+    """The cluster workload's stacks; ``redis_one`` and ``redis_workers`` are the Redis
+    URLs of the one-process and the two-worker stack."""
+    chat = (*_TRIOSOCK_CHAT, *_NO_WEB, *LOSSLESS, *UNLIMITED)
+    return [
+        Stack(CLUSTER_IN_PROCESS, chat, port_pattern=_CHAT_LINE, role="baseline"),
+        Stack(CLUSTER_REDIS, (*chat, "--redis", redis_one), port_pattern=_CHAT_LINE),
+        Stack(
+            CLUSTER_WORKERS,
+            (*chat, "--redis", redis_workers, "--workers", "2"),
+            port_pattern=_CHAT_LINE,
+            pids_pattern=_TWO_WORKERS,
+        ),
+    ]
+
 
 # in-process, run by benchmarks/hubbench.py; argv here is hubbench's --stack
 HUB = [

@@ -21,6 +21,9 @@
  *             Before the clock starts, the sender announces "bw N" lines until every subscriber
  *             has seen one (at most --setup-timeout seconds from the first connect): a server
  *             that tells everyone about every join has N*N/2 notices to deliver first.
+ *             With --linger S, the connections stay open after the result line until stdin
+ *             reaches EOF (or S seconds pass), so that the runner can look at the server
+ *             (its connections, what it asked Redis) before anyone leaves.
  *   wschat    chat over WebSocket (RFC 6455): each connection does the opening handshake
  *             (GET /ws, no Origin) and waits for 101; the sender sends each line as one masked
  *             text frame, without its newline; each text message from the server holds one or
@@ -44,6 +47,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +74,7 @@ static long opt_window = 4L * 65536;
 static double opt_rate = 20000.0;
 static int opt_inflight = 4;
 static double opt_hold = 60.0;
+static double opt_linger = 0.0;
 static double opt_udp_timeout = 0.2;
 static double opt_setup_timeout = 20.0;
 
@@ -892,6 +897,24 @@ static void ws_read(struct sub *s, uint64_t now) {
 
 static struct sub *subs;
 
+/* Keep every socket open (nothing more is read or sent) until stdin reaches EOF or
+ * `seconds` pass. */
+static void linger_until_stdin_eof(double seconds) {
+    uint64_t deadline = now_ns() + (uint64_t)(seconds * 1e9);
+    char junk[4096];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= deadline) return;
+        struct pollfd pfd = {.fd = 0, .events = POLLIN};
+        int n = poll(&pfd, 1, wait_ms_until(deadline, now, 1000));
+        if (n < 0 && errno != EINTR) return;
+        if (n > 0) {
+            if (pfd.revents & POLLNVAL) return;
+            if (read(0, junk, sizeof junk) <= 0) return;
+        }
+    }
+}
+
 static void chat_event(struct epoll_event *ev, uint64_t now) {
     static char junk[65536];
     uint64_t idx = ev->data.u64;
@@ -1037,6 +1060,7 @@ static int run_chat(int ws) {
     print_common(secs);
     printf("}\n");
     fflush(stdout);
+    if (opt_linger > 0) linger_until_stdin_eof(opt_linger);
     return 0;
 }
 
@@ -1286,7 +1310,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen MODE --port P [--host H] [--conns N] [--duration S] [--warmup S]\n"
             "       [--size B] [--chunk B] [--window B] [--rate MSG/S] [--inflight N] [--hold S]\n"
-            "       [--setup-timeout S]\n"
+            "       [--setup-timeout S] [--linger S]\n"
             "MODE: tcp | stream | udp | chat | wschat | http | idle-tcp | idle-udp\n");
     exit(64);
 }
@@ -1310,6 +1334,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--inflight")) opt_inflight = atoi(v);
         else if (!strcmp(k, "--hold")) opt_hold = atof(v);
         else if (!strcmp(k, "--setup-timeout")) opt_setup_timeout = atof(v);
+        else if (!strcmp(k, "--linger")) opt_linger = atof(v);
         else usage();
     }
     if (opt_port <= 0 || opt_port > 65535 || opt_conns < 1 || opt_conns > 100000) usage();
@@ -1317,6 +1342,7 @@ int main(int argc, char **argv) {
     if (opt_duration <= 0 || opt_duration > 3600 || opt_warmup < 0 || opt_warmup > 600) usage();
     if (opt_inflight < 1 || opt_inflight > RING / 2 || opt_window < 1) usage();
     if (opt_setup_timeout <= 0 || opt_setup_timeout > 3600) usage();
+    if (opt_linger < 0 || opt_linger > 600) usage();
     raise_nofile();
     memset(&server_addr, 0, sizeof server_addr);
     server_addr.sin_family = AF_INET;

@@ -575,6 +575,22 @@ def run_chat(args: argparse.Namespace, addr: tuple[str, int], ws: bool = False) 
             **common,
         }
     )
+    if args.linger > 0:
+        linger_until_stdin_eof(args.linger)
+
+
+def linger_until_stdin_eof(seconds: float) -> None:
+    """Keep every socket open (nothing more read or sent) until stdin's EOF, at most
+    ``seconds`` (chat's ``--linger``, see loadgen.c)."""
+    deadline = time.monotonic() + seconds
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(sys.stdin.fileno(), selectors.EVENT_READ)
+    except (PermissionError, ValueError):
+        return
+    while (left := deadline - time.monotonic()) > 0:
+        if sel.select(min(left, 1.0)) and not os.read(sys.stdin.fileno(), 65536):
+            return
 
 
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -754,6 +770,7 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=4)
     parser.add_argument("--hold", type=float, default=60.0)
     parser.add_argument("--setup-timeout", type=float, default=20.0)
+    parser.add_argument("--linger", type=float, default=0.0)
     args = parser.parse_args()
     addr = (args.host, args.port)
     try:

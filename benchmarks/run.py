@@ -11,15 +11,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,15 +34,31 @@ from benchmarks._procs import (
     LoadClient,
     Pinning,
     Processes,
+    RedisServer,
     Server,
     Unavailable,
+    tcp_connections,
 )
 from benchmarks._report import WORKLOADS, Cell, Results
 from benchmarks._stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_WORKLOADS = ("echo", "lines", "stream", "udp", "chat", "wsfanout", "hub", "memory", "http")
+ALL_WORKLOADS = (
+    "echo",
+    "lines",
+    "stream",
+    "udp",
+    "chat",
+    "wsfanout",
+    "cluster",
+    "hub",
+    "memory",
+    "http",
+)
 CHAT_SETUP_TIMEOUT = 90.0
+# the cluster's load client keeps its connections open after its result (until the runner
+# has read Redis's counters and the workers' connections), at most this long
+CLUSTER_LINGER = 10.0
 QUIET_TIMEOUT = 30.0
 
 
@@ -56,6 +75,7 @@ class Settings:
     chat_rate: float
     chat_inflight: int
     wsfanout_subscribers: tuple[int, ...]
+    cluster_subscribers: tuple[int, ...]
     hub_subscribers: tuple[int, ...]
     hub_deliveries: int
     memory_conns: int
@@ -74,6 +94,7 @@ QUICK = Settings(
     chat_rate=20000,
     chat_inflight=4,
     wsfanout_subscribers=(100,),
+    cluster_subscribers=(100,),
     hub_subscribers=(10, 10000),
     hub_deliveries=100_000,
     memory_conns=1000,
@@ -91,11 +112,55 @@ FULL = Settings(
     chat_rate=20000,
     chat_inflight=4,
     wsfanout_subscribers=(100, 1000),
+    cluster_subscribers=(100, 1000),
     hub_subscribers=(1, 10, 100, 1000, 10000),
     hub_deliveries=1_000_000,
     memory_conns=1000,
     http_conns=(1, 10, 100),
 )
+
+
+class ClusterWindow:
+    """What one measured window cost each serving process, and Redis: its commands (from
+    ``INFO commandstats``, less the runner's own ``INFO``) and its CPU time (``INFO cpu``)."""
+
+    def __init__(self, server: Server, redis: RedisServer | None) -> None:
+        self.server, self.redis = server, redis
+        self.started = 0.0
+        self.seconds = 0.0
+        self.workers: list[float] = []  # CPU seconds of each serving process
+        self.connections: list[int] = []  # connections each holds when the window closes
+        self.calls: dict[str, int] = {}  # command -> calls
+        self.redis_cpu = 0.0
+
+    def _redis(self) -> tuple[dict[str, int], float]:
+        assert self.redis is not None
+        try:
+            return self.redis.stats()
+        except OSError as exc:
+            dead = not self.redis.alive()
+            raise ClientError(f"redis: {self.redis.why_dead() if dead else exc}") from exc
+
+    def open(self) -> None:
+        self.started = time.monotonic()
+        self.workers = self.server.cpu_each()
+        if self.redis is not None:
+            self.calls, self.redis_cpu = self._redis()
+
+    def close(self) -> None:
+        self.seconds = time.monotonic() - self.started
+        now = self.server.cpu_each()
+        self.workers = [end - start for start, end in zip(self.workers, now, strict=True)]
+        if self.redis is not None:
+            calls, cpu = self._redis()
+            before = self.calls
+            self.calls = {k: n - before.get(k, 0) for k, n in calls.items() if n > before.get(k, 0)}
+            self.calls["info"] = self.calls.get("info", 0) - 2  # the two INFO of open()
+            if self.calls["info"] <= 0:
+                del self.calls["info"]
+            self.redis_cpu = cpu - self.redis_cpu
+        if len(self.server.workers) > 1:
+            self.connections = tcp_connections(self.server.workers, self.server.port)
 
 
 class Runner:
@@ -144,6 +209,7 @@ class Runner:
             log=log,
             cwd=ROOT,
             pinning=self.pinning,
+            pids_pattern=stack.pids_pattern,
         )
         try:
             server.start()
@@ -177,13 +243,25 @@ class Runner:
         )
 
     def measure(
-        self, server: Server, mode: str, options: dict[str, float | int], timeout: float
+        self,
+        server: Server,
+        mode: str,
+        options: dict[str, float | int],
+        timeout: float,
+        window: ClusterWindow | None = None,
     ) -> tuple[dict[str, Any], float]:
-        """One load-client run; returns its result and the server CPU seconds in its window."""
+        """One load-client run; returns its result and the server CPU seconds in its window.
+
+        ``window``, if given, is opened and closed with the load client's window, and the
+        server CPU is its: read when the result arrives, not after the client has gone
+        (the cluster's load client lingers, and the CPU of its leaving is not the window's).
+        """
         cpu_start = [0.0]
 
         def on_start() -> None:
             cpu_start[0] = server.cpu()
+            if window is not None:
+                window.open()
 
         s = self.settings
         options = {"duration": s.duration, "warmup": s.warmup, **options}
@@ -194,8 +272,9 @@ class Runner:
                 options,
                 on_start=on_start,
                 timeout=timeout + s.warmup + s.duration,
+                on_result=None if window is None else window.close,
             )
-            cpu = server.cpu() - cpu_start[0]
+            cpu = server.cpu() - cpu_start[0] if window is None else sum(window.workers)
         except OSError as exc:  # /proc/PID is gone: the server died
             raise ClientError(server.why_dead() if not server.alive() else str(exc)) from exc
         if not server.alive():
@@ -227,6 +306,7 @@ class Runner:
         stacks: list[Stack],
         plan: list[tuple[str, str, int, Any]],
         measure: Callable[[Server, Any], dict[str, float]],
+        also_quiet: Sequence[Server] = (),
     ) -> None:
         """Measure every configuration of ``plan`` on every stack, stacks interleaved.
 
@@ -236,6 +316,7 @@ class Runner:
         machine's speed (the VM's swings several times the gap between stacks) falls on
         all of them alike. ``plan`` holds (workload, config, order, argument) tuples;
         ``measure`` gets a server and the argument and returns the metrics.
+        ``also_quiet`` are further processes waited for (the cluster's redis-servers).
         """
         chosen = self.stacks(stacks)
         if not chosen:
@@ -255,6 +336,7 @@ class Runner:
                 for stack in rotated
             }
             up = [server for server in servers.values() if server is not None]
+            up += also_quiet
             for index, (*_, argument) in enumerate(plan):
                 for stack in rotated:
                     server = servers[stack.name]
@@ -340,33 +422,139 @@ class Runner:
 
     def fan_out(self, mode: str) -> Callable[[Server, int], dict[str, float]]:
         """One sender, ``subs`` subscribers: the load client's ``chat`` or ``wschat`` mode."""
-        s = self.settings
 
         def measure(server: Server, subs: int) -> dict[str, float]:
-            options = {
-                "conns": subs,
-                "rate": s.chat_rate,
-                "inflight": s.chat_inflight,
-                # a server announcing every join has subs**2 / 2 notices to send first
-                "setup-timeout": CHAT_SETUP_TIMEOUT,
-            }
-            result, cpu = self.measure(server, mode, options, CHAT_SETUP_TIMEOUT + 30)
-            if result["ready"] < subs:
-                self.log(f"  only {result['ready']} of {subs} subscribers got lines")
-            closed = result.get("closed", 0)
-            if closed:
-                self.log(f"  the server closed {closed} subscriber connections while measured")
-            return {
-                "deliveries_per_s": result["deliveries_per_s"],
-                "cpu_us_per_delivery": cpu * 1e6 / max(1.0, result["deliveries"]),
-                "lost": result["lost"],
-                "sent": result["sent"],
-                "ready_subscribers": result["ready"],
-                "closed": closed,
-                **_shared_metrics(result, cpu),
-            }
+            return self.fan_out_once(mode, server, subs)
 
         return measure
+
+    def fan_out_once(
+        self, mode: str, server: Server, subs: int, window: ClusterWindow | None = None
+    ) -> dict[str, float]:
+        s = self.settings
+        options = {
+            "conns": subs,
+            "rate": s.chat_rate,
+            "inflight": s.chat_inflight,
+            # a server announcing every join has subs**2 / 2 notices to send first
+            "setup-timeout": CHAT_SETUP_TIMEOUT,
+        }
+        if window is not None:  # its closing look needs everyone still connected
+            options["linger"] = CLUSTER_LINGER
+        result, cpu = self.measure(server, mode, options, CHAT_SETUP_TIMEOUT + 30, window)
+        if result["ready"] < subs:
+            self.log(f"  only {result['ready']} of {subs} subscribers got lines")
+        closed = result.get("closed", 0)
+        if closed:
+            self.log(f"  the server closed {closed} subscriber connections while measured")
+        return {
+            "deliveries_per_s": result["deliveries_per_s"],
+            "cpu_us_per_delivery": cpu * 1e6 / max(1.0, result["deliveries"]),
+            "lost": result["lost"],
+            "sent": result["sent"],
+            "ready_subscribers": result["ready"],
+            "closed": closed,
+            **_shared_metrics(result, cpu),
+        }
+
+    # ------------------------------------------------------------ workload 4c
+
+    def cluster(self, rep: int) -> None:
+        """The TCP chat's fan-out with its rooms in Redis: one process, and two workers.
+
+        Each Redis stack gets a redis-server of its own (started here, every repetition,
+        on a free loopback port, pinned to the server's core), so that its command counts
+        are its own; the in-process hub is the ratio base.
+        """
+        plan = [("cluster", f"{n} subs", n, n) for n in self.settings.cluster_subscribers]
+        chosen = {stack.name for stack in self.stacks(_stacks.cluster("", ""))}
+        if not chosen:
+            return
+        need = chosen - {_stacks.CLUSTER_IN_PROCESS}
+        binary = shutil.which("redis-server")
+        skip = ""
+        if need and binary is None:
+            skip = "redis-server is not installed (Debian: apt-get install redis-server)"
+        elif need and importlib.util.find_spec("coredis") is None:
+            skip = "coredis is not installed (pip install 'triosock[redis]')"
+        if skip:
+            self.cluster_skip(plan, chosen, f"skipped: {skip}", rep)
+            return
+        with contextlib.ExitStack() as running:
+            redis: dict[str, RedisServer] = {}
+            for name, tag in (
+                (_stacks.CLUSTER_REDIS, "1-process"),
+                (_stacks.CLUSTER_WORKERS, "2-workers"),
+            ):
+                if name not in need:
+                    continue
+                assert binary is not None
+                log = self.out_dir / "logs" / f"cluster-redis-{tag}.log"
+                server = RedisServer(self.procs, binary, log=log, cwd=ROOT, pinning=self.pinning)
+                running.callback(server.stop)
+                try:
+                    server.start()
+                except Unavailable as exc:
+                    self.cluster_skip(plan, {name}, f"unavailable: redis-server: {exc}", rep)
+                    continue
+                redis[name] = server
+            url = {name: server.url() for name, server in redis.items()}
+            stacks = [
+                stack
+                for stack in _stacks.cluster(
+                    url.get(_stacks.CLUSTER_REDIS, ""), url.get(_stacks.CLUSTER_WORKERS, "")
+                )
+                if stack.name in chosen and (stack.name in redis or stack.name not in need)
+            ]
+            redis_of = {tuple(stack.command()): redis.get(stack.name) for stack in stacks}
+
+            def measure(server: Server, subs: int) -> dict[str, float]:
+                window = ClusterWindow(server, redis_of.get(tuple(server.argv)))
+                metrics = self.fan_out_once("chat", server, subs, window)
+                return {**metrics, **self.cluster_metrics(window, metrics["sent"])}
+
+            self.side_by_side(
+                rep, "cluster", stacks, plan, measure, also_quiet=list(redis.values())
+            )
+
+    def cluster_metrics(self, window: ClusterWindow, sent: float) -> dict[str, float]:
+        """Redis's commands and CPU per chat line, and each worker's share; logged too."""
+        metrics: dict[str, float] = {}
+        lines = max(1.0, sent)
+        if window.redis is not None:
+            total = sum(window.calls.values())
+            metrics["redis_cmds_per_line"] = total / lines
+            metrics["redis_publish_per_line"] = window.calls.get("publish", 0) / lines
+            metrics["redis_cpu_us_per_line"] = window.redis_cpu * 1e6 / lines
+            metrics["redis_calls"] = float(total)
+            busiest = sorted(window.calls.items(), key=lambda item: -item[1])
+            shown = ", ".join(f"{name} {n}" for name, n in busiest[:6]) or "nothing"
+            self.log(f"  redis, {sent:,.0f} lines sent: {total:,} commands ({shown})")
+        if len(window.workers) > 1:
+            seconds = max(window.seconds, 1e-9)
+            shares = [100 * cpu / seconds for cpu in window.workers]
+            for index, (share, conns) in enumerate(zip(shares, window.connections, strict=True), 1):
+                metrics[f"worker{index}_cpu_pct"] = share
+                metrics[f"worker{index}_connections"] = float(conns)
+            each = zip(window.server.workers, shares, window.connections, strict=True)
+            self.log(
+                "  workers: "
+                + ", ".join(f"pid {pid} CPU {pct:.0f}%, {n} connections" for pid, pct, n in each)
+            )
+        return metrics
+
+    def cluster_skip(
+        self, plan: list[tuple[str, str, int, Any]], names: set[str], reason: str, rep: int
+    ) -> None:
+        """The cluster stacks ``names`` cannot run here: their cells say why, the log once."""
+        if rep == 1:
+            every = names == {stack.name for stack in self.stacks(_stacks.cluster("", ""))}
+            self.log(f"{'cluster':<10} {'' if every else ', '.join(sorted(names)) + ': '}{reason}")
+        for stack in _stacks.cluster("", ""):
+            if stack.name in names:
+                for workload, config, order, _ in plan:
+                    cell = self.results.cell(workload, config, order, stack.name, stack.role)
+                    cell.errors.append(reason)
 
     # ------------------------------------------------------------ workload 5
 
@@ -479,6 +667,7 @@ class Runner:
             ("udp", self.udp_echo),
             ("chat", self.chat),
             ("wsfanout", self.wsfanout),
+            ("cluster", self.cluster),
             ("hub", self.hub),
             ("memory", self.memory),
             ("http", self.http),
@@ -509,10 +698,12 @@ def _shared_metrics(result: dict[str, Any], cpu: float) -> dict[str, float]:
 
 def _distributions(only: set[str]) -> tuple[str, ...]:
     """The distributions whose versions a run reports: the HTTP servers only with ``http``,
-    websockets only with ``wsfanout``."""
+    websockets only with ``wsfanout``, coredis only with ``cluster``."""
     dists: tuple[str, ...] = ("trio", "anyio", "uvloop", "triosock")
     if "wsfanout" in only:
         dists += ("websockets",)
+    if "cluster" in only:
+        dists += ("coredis",)
     if "http" in only:
         dists += ("hypercorn", "aiohttp", "uvicorn")
     return dists
@@ -525,6 +716,21 @@ def _version(dist: str) -> str:
         return "source tree" if dist == "triosock" else "not installed"
 
 
+def _redis_version() -> str:
+    """``redis-server --version``'s ``v=7.0.15``, or why there is none."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "not installed"
+    try:
+        done = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    found = re.search(r"v=(\S+)", done.stdout)
+    return found.group(1) if found else "unknown"
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -534,11 +740,14 @@ def _cpu_model() -> str:
 
 
 def _meta(runner: Runner, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    versions = {d: _version(d) for d in _distributions(runner.only)}
+    if "cluster" in runner.only:
+        versions["redis-server"] = _redis_version()
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
         "python": platform.python_version(),
-        "versions": {d: _version(d) for d in _distributions(runner.only)},
+        "versions": versions,
         "client": runner.client.kind,
         "pinning": runner.pinning.note,
         "settings": asdict(runner.settings),
