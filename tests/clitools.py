@@ -62,13 +62,15 @@ async def cli_server(args: Sequence[str], ready_lines: int = 1) -> AsyncIterator
                 lines.append(line.decode())
         yield ServerProcess(process, lines)
     finally:
-        if process.returncode is None:
-            process.send_signal(2)  # SIGINT: the graceful path
-            with trio.move_on_after(10):
-                await process.wait()
+        # Shielded: a test that failed on its guard still stops (and reaps) the server.
+        with trio.CancelScope(shield=True):
             if process.returncode is None:
-                process.kill()
-                await process.wait()
+                process.send_signal(2)  # SIGINT: the graceful path
+                with trio.move_on_after(10):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
 
 
 async def run(args: Sequence[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
