@@ -362,13 +362,10 @@ class ChatServer:
                 continue
             for ghost in ghosts:
                 LOGGER.info("%s left (its server stopped renewing its lease)", ghost.nick)
-                topic, event = proto.room_topic(ghost.room), proto.Left(ghost.room, ghost.nick)
-                data = proto.encode_event(event)
                 with contextlib.suppress(trio.ClosedResourceError):
-                    try:
-                        self.hub.publish(topic, data)
-                    except trio.WouldBlock:
-                        await self.hub.publish_wait(topic, data)
+                    await self._publish(
+                        None, proto.room_topic(ghost.room), proto.Left(ghost.room, ghost.nick)
+                    )
 
     def _hub_health(self, healthy: bool, detail: str) -> None:
         """Tell every user when the rooms stop (or start again) reaching other servers."""
@@ -572,12 +569,15 @@ class ChatServer:
                 return core.listed_rooms(await directory.rooms())
         raise TypeError(f"not a directory effect: {effect!r}")
 
-    async def _publish(self, member: Member, topic: str, event: proto.Event) -> None:
+    async def _publish(self, member: Member | None, topic: str, event: proto.Event) -> None:
+        """Put ``event`` on the hub; ``member`` is the user it is for (None: the server's
+        own, such as a ghost's leaving), whose idle clock stops while it waits."""
         data = proto.encode_event(event)
         try:
             self.hub.publish(topic, data)  # no checkpoint: a burst costs one pass, not many
         except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
-            with member.hold_idle():  # the server makes the user wait: not idle
+            # the server makes the user wait: not idle
+            with member.hold_idle() if member is not None else contextlib.nullcontext():
                 await self.hub.publish_wait(topic, data)
 
     async def _move(self, user: _User, room: str) -> None:
