@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,7 +15,21 @@ from .._errors import TriosockError
 from .._transport.tcp import TCPServer, format_address
 from .._transport.udp import UDPServer
 
-__all__ = ["CLIError", "parse_hostport", "parse_port", "run_servers", "say", "tcp_line", "udp_line"]
+__all__ = [
+    "CLIError",
+    "count",
+    "factor",
+    "not_negative",
+    "number",
+    "parse_hostport",
+    "parse_port",
+    "positive",
+    "positive_or_none",
+    "run_servers",
+    "say",
+    "tcp_line",
+    "udp_line",
+]
 
 
 class CLIError(TriosockError):
@@ -46,6 +61,51 @@ def parse_hostport(text: str) -> tuple[str, int]:
     if not host:
         raise argparse.ArgumentTypeError(f"missing host in {text!r}")
     return host, parse_port(port_text)
+
+
+def number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
+    return value
+
+
+def positive(text: str) -> float:
+    value = number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def not_negative(text: str) -> float:
+    value = number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def factor(text: str) -> float:
+    value = number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def positive_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else positive(text)
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from typing import Any, get_args
@@ -23,8 +21,7 @@ import trio
 
 from .._directory import Directory
 from .._hub import Hub, Policy
-from .._liveness import expiry_after, send_heartbeats
-from .._sansio import chat as proto
+from .._liveness import expiry_after
 from .._sansio.addresses import format_address
 from .._services.chat import ChatServer
 from .._services.chat._page import ChatPage
@@ -35,16 +32,20 @@ from .._services.chat._server import (
     DEFAULT_RATE,
     DEFAULT_STALL_TIMEOUT,
 )
-from .._transport.channel import FramedChannel
-from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
-from .._transport.udp import UDPServer, open_udp_channel, serve_udp
+from .._transport.tcp import TCPServer, serve_tcp
+from .._transport.udp import UDPServer, serve_udp
 from .._transport.websocket import WebSocketServer, serve_websocket
+from . import join
 from ._common import (
     CLIError,
     ServerStarter,
     configure_logging,
+    count,
+    factor,
+    not_negative,
     parse_hostport,
-    read_stdin_chunk,
+    positive,
+    positive_or_none,
     run_servers,
     tcp_line,
     udp_line,
@@ -61,51 +62,6 @@ UDP_QUEUE = 1024
 
 def _address_or_none(text: str) -> tuple[str, int] | None:
     return None if text.lower() == "none" else parse_hostport(text)
-
-
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _number(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
-
-
-def _not_negative(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
-    return value
-
-
-def _factor(text: str) -> float:
-    value = _number(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
-
-
-def _positive_or_none(text: str) -> float | None:
-    return None if text.lower() == "none" else _positive(text)
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
-    return value
 
 
 # -- serve -----------------------------------------------------------------------------
@@ -320,82 +276,6 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
         await run_servers([*starters, hint])
 
 
-# -- join ------------------------------------------------------------------------------
-
-
-async def _stdin_lines(send: trio.MemorySendChannel[bytes]) -> None:
-    """Feed stdin's lines into ``send``; close it at EOF."""
-    async with send:
-        pending = b""
-        while chunk := await read_stdin_chunk():
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                await send.send(line.rstrip(b"\r"))
-        if pending:
-            await send.send(pending)
-
-
-def _show(line: bytes) -> None:
-    sys.stdout.buffer.write(line + b"\n")
-    sys.stdout.flush()
-
-
-async def _join_tcp(args: argparse.Namespace) -> None:
-    host, port = args.address
-    chan = FramedChannel(await connect_tcp(host, port))
-    lines_in, lines_out = trio.open_memory_channel[bytes](16)
-    async with chan, trio.open_nursery() as nursery:
-        nursery.start_soon(_stdin_lines, lines_in)
-        if args.nick:
-            await chan.send(b"/nick " + args.nick.encode())
-
-        async def forward() -> None:
-            async for line in lines_out:
-                await chan.send(line)
-                if proto.parse_line_untrusted(line) == proto.Quit():
-                    return
-            await chan.send(b"/quit")  # stdin ended
-
-        nursery.start_soon(forward)
-        async for line in chan:
-            _show(line)
-        nursery.cancel_scope.cancel()  # the server closed: stop reading stdin
-
-
-async def _join_udp(args: argparse.Namespace) -> None:
-    host, port = args.address
-    chan = await open_udp_channel(host, port)
-    lines_in, lines_out = trio.open_memory_channel[bytes](16)
-    async with chan, trio.open_nursery() as nursery:
-        nursery.start_soon(_stdin_lines, lines_in)
-        nursery.start_soon(send_heartbeats, lambda: chan.send(proto.HEARTBEAT), args.heartbeat)
-        await chan.send(proto.HEARTBEAT)  # say hello: the server learns our address
-
-        async def forward() -> None:
-            async for line in lines_out:
-                if line.strip() in (b"/quit", proto.UDP_QUIT):
-                    break
-                if line.strip():
-                    await chan.send(line)
-            await chan.send(proto.UDP_QUIT)
-            # Wait briefly for the server's Bye!; a lost datagram must not hang us.
-            await trio.sleep(2)
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(forward)
-        while True:
-            datagram = (await chan.receive()).rstrip(b"\n")
-            _show(datagram)
-            if datagram == proto.BYE:
-                break
-        nursery.cancel_scope.cancel()
-
-
-async def _chat_join(args: argparse.Namespace) -> None:
-    await (_join_udp if args.udp else _join_tcp)(args)
-
-
 # -- the parser ------------------------------------------------------------------------
 
 
@@ -464,17 +344,17 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="what a user gets when more than --max-backlog bytes wait for its socket "
         "(default disconnect; block: lossless, at the slowest reader's pace)",
     )
-    add("--buffer", type=_count, default=256, help="events queued per user per pass (256)")
+    add("--buffer", type=count, default=256, help="events queued per user per pass (256)")
     add(
         "--max-line-length",
-        type=_count,
+        type=count,
         default=DEFAULT_MAX_LINE_LENGTH,
         metavar="BYTES",
         help=f"longer lines are refused with a notice ({DEFAULT_MAX_LINE_LENGTH})",
     )
     add(
         "--rate",
-        type=_positive_or_none,
+        type=positive_or_none,
         default=DEFAULT_RATE,
         metavar="LINES/S|none",
         help=f"lines per second one user may send on average ({DEFAULT_RATE:g}); "
@@ -482,21 +362,21 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
     )
     add(
         "--burst",
-        type=_count,
+        type=count,
         default=DEFAULT_BURST,
         metavar="LINES",
         help=f"lines one user may send at once ({DEFAULT_BURST})",
     )
     add(
         "--max-backlog",
-        type=_count,
+        type=count,
         default=DEFAULT_MAX_BACKLOG,
         metavar="BYTES",
         help=f"bytes that may wait for one user's socket ({DEFAULT_MAX_BACKLOG})",
     )
     add(
         "--stall-timeout",
-        type=_positive_or_none,
+        type=positive_or_none,
         default=DEFAULT_STALL_TIMEOUT,
         metavar="SECONDS|none",
         help="a user whose socket takes nothing this long while output waits is "
@@ -504,19 +384,19 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
     )
     add(
         "--heartbeat",
-        type=_positive,
+        type=positive,
         default=HEARTBEAT_DEFAULT,
         help=f"UDP heartbeat interval in seconds ({HEARTBEAT_DEFAULT:g})",
     )
     add(
         "--expiry-factor",
-        type=_factor,
+        type=factor,
         default=2.0,
         help="UDP peers expire after this many heartbeat intervals of silence (2)",
     )
     add(
         "--max-connections",
-        type=_count,
+        type=count,
         default=None,
         metavar="N",
         help="TCP users, and WebSocket users, served at once each; the next wait in the "
@@ -524,7 +404,7 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
     )
     add(
         "--idle-timeout",
-        type=_positive_or_none,
+        type=positive_or_none,
         default=None,
         metavar="SECONDS|none",
         help="close a TCP user that sends nothing this long (none); time the server "
@@ -532,7 +412,7 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
     )
     add(
         "--grace",
-        type=_not_negative,
+        type=not_negative,
         default=5.0,
         metavar="SECONDS",
         help="seconds to say goodbye on stop (5)",
@@ -549,14 +429,4 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve = actions.add_parser("serve", help="run the chat server")
     _add_serve_options(serve, defaults=False)
     serve.set_defaults(run=_chat_serve)
-    join = actions.add_parser("join", help="an interactive client: stdin lines in, room lines out")
-    join.add_argument("address", type=parse_hostport, metavar="HOST:PORT")
-    join.add_argument("--udp", action="store_true", help="speak the UDP dialect")
-    join.add_argument("--nick", help="the nick to take on arrival (TCP)")
-    join.add_argument(
-        "--heartbeat",
-        type=_positive,
-        default=HEARTBEAT_DEFAULT,
-        help=f"UDP heartbeat interval ({HEARTBEAT_DEFAULT:g} s)",
-    )
-    join.set_defaults(run=_chat_join)
+    join.register(actions)
