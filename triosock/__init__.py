@@ -47,6 +47,7 @@ from ._transport.tcp import (
     serve_tcp,
 )
 from ._transport.udp import (
+    DatagramTooLargeError,
     PeerUnreachableError,
     UDPChannel,
     UDPPeer,
@@ -72,6 +73,7 @@ __all__ = [
     "ChatStatistics",
     "ConnectError",
     "DatagramSink",
+    "DatagramTooLargeError",
     "Directory",
     "DirectoryUnavailable",
     "FramedChannel",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -382,6 +383,10 @@ async def _run_connection(
         if isinstance(inner, RawSocketStream):
             inner.on_receive = idle.touch
     conn = TCPConnection(stream, server, idle, remote)
+    verbose = LOGGER.isEnabledFor(logging.DEBUG)
+    if verbose:
+        LOGGER.debug("%s connected (%d open)", conn.peer, server._open)
+        began = trio.current_time()
     try:
         # Without a timeout, no scope to enter: a cancel status is ~400 bytes a connection.
         with idle.scope if server.idle_timeout is not None else contextlib.nullcontext():
@@ -405,6 +410,25 @@ async def _run_connection(
             server._open -= 1
             if slots is not None:
                 slots.release()
+            if verbose:
+                LOGGER.debug("%s disconnected after %.1f s", conn.peer, trio.current_time() - began)
+
+
+def _connect_reason(exc: OSError) -> str:
+    """Why a connect failed: trio's "all attempts to connect ... failed" carries the
+    attempts' own errors (one per address tried) in its cause; say theirs, once each."""
+    attempts: list[OSError] = []
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        attempts = [e for e in cause.exceptions if isinstance(e, OSError)]
+    elif isinstance(cause, OSError):
+        attempts = [cause]
+    reasons = list(
+        dict.fromkeys(
+            os.strerror(e.errno).lower() if e.errno else describe_oserror(e) for e in attempts
+        )
+    )
+    return ", ".join(reasons) if reasons else describe_oserror(exc)
 
 
 async def connect_tcp(
@@ -427,7 +451,7 @@ async def connect_tcp(
     try:
         stream = await trio.open_tcp_stream(host, port)
     except OSError as exc:
-        raise ConnectError(f"cannot connect to {where}: {describe_oserror(exc)}") from exc
+        raise ConnectError(f"cannot connect to {where}: {_connect_reason(exc)}") from exc
     if ssl_context is None:
         return stream
     tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)

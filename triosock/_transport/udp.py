@@ -45,12 +45,19 @@ from typing import Literal
 import outcome
 import trio
 
-from .._errors import BindError, ConnectError, TriosockError, describe_oserror
+from .._errors import (
+    BindError,
+    ConnectError,
+    MessageTooLargeError,
+    TriosockError,
+    describe_oserror,
+)
 from .._liveness import IdleTimer
 from ._lifecycle import ServerLifecycle
 from .tcp import _check_port, connection_ended, format_address
 
 __all__ = [
+    "DatagramTooLargeError",
     "PeerUnreachableError",
     "UDPChannel",
     "UDPPeer",
@@ -450,6 +457,10 @@ class UDPServer(ServerLifecycle):
         if peer._scope is not None and peer._scope.cancel_called:  # ended before it began
             scope.cancel()
         peer._scope = scope
+        verbose = LOGGER.isEnabledFor(logging.DEBUG)
+        if verbose:
+            LOGGER.debug("UDP peer %s arrived (%d peers)", peer.peer, len(self._peers))
+            began = trio.current_time()
         try:
             with scope:
                 try:
@@ -465,6 +476,10 @@ class UDPServer(ServerLifecycle):
                 LOGGER.info("UDP peer %s expired after %g s of silence", peer.peer, idle.timeout)
         finally:
             peer._close()
+            if verbose:
+                LOGGER.debug(
+                    "UDP peer %s gone after %.1f s", peer.peer, trio.current_time() - began
+                )
 
     async def _receive_loop(self, handler: Handler, nursery: trio.Nursery) -> None:
         sock = self._sock
@@ -659,6 +674,14 @@ async def _bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.so
     return sock
 
 
+class DatagramTooLargeError(MessageTooLargeError):
+    """A datagram to send is longer than UDP carries (65,507 bytes over IPv4)."""
+
+    def __init__(self, limit: int, size: int) -> None:
+        super().__init__(limit, size)
+        self.args = (f"a datagram of {size} bytes is over UDP's limit of {limit} bytes",)
+
+
 class UDPChannel(trio.abc.Channel[bytes]):
     """A connected UDP socket as a ``trio.abc.Channel[bytes]``: one datagram a message.
 
@@ -676,8 +699,19 @@ class UDPChannel(trio.abc.Channel[bytes]):
         return self._sock
 
     async def send(self, value: bytes) -> None:
+        """Send ``value`` as one datagram.
+
+        Raises:
+          DatagramTooLargeError: longer than a UDP datagram can carry (or than the path
+            allows, as the kernel says); nothing is sent, and the channel stays usable.
+        """
         with self._translate_errors("send"):
-            await self._sock.send(value)
+            try:
+                await self._sock.send(value)
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:
+                    raise DatagramTooLargeError(MAX_UDP_PAYLOAD, len(value)) from exc
+                raise
 
     async def receive(self) -> bytes:
         with self._translate_errors("receive"):

@@ -78,6 +78,9 @@ class WebSocketServer(ListeningServer):
 
     def __init__(self, listeners: list[trio.SocketListener], *, grace_period: float) -> None:
         super().__init__(listeners, grace_period=grace_period)
+        #: WebSocket connections being served now, and since the server started.
+        self.open_connections = 0
+        self.total_connections = 0
         self.handler_errors = 0
 
 
@@ -293,6 +296,9 @@ async def serve_websocket(
         assert isinstance(stream, WebSocketStream)
         stream.protocol = connection.protocol
         peer = WebSocketPeer(connection, server)
+        server.open_connections += 1
+        server.total_connections += 1
+        LOGGER.debug("websocket %s connected (%d open)", peer.peer, server.open_connections)
         try:
             await handler(peer)
         except ConnectionClosed:
@@ -303,6 +309,9 @@ async def serve_websocket(
             else:
                 server.handler_errors += 1
                 LOGGER.exception("handler failed on websocket %s; closing it", peer.peer)
+        finally:
+            server.open_connections -= 1
+            LOGGER.debug("websocket %s disconnected", peer.peer)
 
     shield = trio.CancelScope(shield=True)
     ws_listeners = [_WebSocketListener(listener, limiter) for listener in listeners]

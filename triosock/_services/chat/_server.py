@@ -96,15 +96,21 @@ class ChatStatistics:
     Attributes:
       users: sessions connected now (of this server; the directory may know more).
       sessions_total: sessions since the server was made.
+      users_by_kind: of ``users``, how many per member kind (``"tcp"``, ``"udp"``,
+        ``"ws"``).
       lines_received: input items (lines, datagrams) received.
+      lines_delivered: lines and notices put to members' sockets (one per member a line
+        reached); a dropped line does not count.
       paced: input items that waited for the rate limit.
       disconnected_slow: members disconnected because their socket stopped draining.
       dropped: lines members lost to a ``drop_oldest`` / ``drop_newest`` policy.
     """
 
     users: int
+    users_by_kind: dict[str, int]
     sessions_total: int
     lines_received: int
+    lines_delivered: int
     paced: int
     disconnected_slow: int
     dropped: int
@@ -219,6 +225,7 @@ class ChatServer:
         self._running: contextlib.AbstractAsyncContextManager[None] | None = None
         self._sessions_total = 0
         self._lines_received = 0
+        self._lines_delivered = 0
         self._paced = 0
         self._disconnected_slow = 0
         self._dropped = 0
@@ -301,6 +308,7 @@ class ChatServer:
         else:
             for frame in frames:
                 outbox.put(frame)
+        self._lines_delivered += len(frames)
         if outbox.queued > self.max_backlog:
             self._over_backlog(user)
 
@@ -409,10 +417,15 @@ class ChatServer:
 
     def statistics(self) -> ChatStatistics:
         """A snapshot of this server's counters."""
+        kinds: dict[str, int] = {}
+        for user in self._users.values():
+            kinds[user.member.kind] = kinds.get(user.member.kind, 0) + 1
         return ChatStatistics(
             users=len(self._users),
+            users_by_kind=kinds,
             sessions_total=self._sessions_total,
             lines_received=self._lines_received,
+            lines_delivered=self._lines_delivered,
             paced=self._paced,
             disconnected_slow=self._disconnected_slow,
             dropped=self._dropped,
