@@ -519,6 +519,8 @@ async def test_services_can_be_turned_off() -> None:
             "none",
             "--strftime-port",
             "0",
+            "--status",
+            "none",
         ]
         async with cli_server(only_strftime, ready_lines=2) as server:
             server.process.send_signal(2)

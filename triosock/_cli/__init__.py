@@ -9,26 +9,44 @@ service's commands live in a module of their own with a ``register(services)``.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 import trio
 
+from .. import __version__
 from .._errors import TriosockError
 from . import chat, echo, http
 from . import time as time_cli
+from ._common import add_log_options
+from ._parser import Parser
 
 __all__ = ["build_parser", "main", "run_parsed"]
 
 EXIT_ERROR = 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m triosock",
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``prog`` is how the program calls itself in messages
+    (by default the name it was run by: ``triosock`` for the console script)."""
+    prog = prog or os.path.basename(sys.argv[0]) or "triosock"
+    parser = Parser(
+        prog=prog,
         description="Structured-concurrency network services on Trio.",
+        epilog="HOST:PORT is an IPv4 address or a host name and a port (127.0.0.1:7070, "
+        "localhost:7070), or [IPv6]:PORT ([::1]:7070). Each service's --help tells more.",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"triosock {__version__} (trio {trio.__version__}, Python "
+        f"{platform.python_version()})",
+    )
+    add_log_options(parser)
+    parser.set_defaults(prog=prog)  # for the lines that tell users what to type
     services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
     for module in (chat, echo, http, time_cli):
         module.register(services)
@@ -53,8 +71,8 @@ def _user_error(exc: BaseException) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> NoReturn:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> NoReturn:
+    parser = build_parser(prog)
     run_parsed(parser.parse_args(argv))
 
 
@@ -63,6 +81,11 @@ def run_parsed(args: argparse.Namespace) -> NoReturn:
     run: Callable[[argparse.Namespace], Awaitable[None]] = args.run
     try:
         trio.run(run, args)
+    except BrokenPipeError:
+        # Our output went into a pipe that was closed (``| head``): nobody reads more.
+        # Point stdout at /dev/null so the exit's flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)
     except BaseException as exc:
         # A second Ctrl-C while the graceful stop runs, or one in a client: it may come
         # out of a nursery, inside a group.

@@ -16,9 +16,13 @@ from .._transport.tcp import TCPServer, format_address
 from .._transport.udp import UDPServer
 
 __all__ = [
+    "ADDRESS_HELP",
     "CLIError",
+    "add_log_options",
+    "configure_logging",
     "count",
     "factor",
+    "log_level",
     "not_negative",
     "number",
     "parse_hostport",
@@ -30,6 +34,9 @@ __all__ = [
     "tcp_line",
     "udp_line",
 ]
+
+#: The help of a HOST:PORT argument; format it with what is there.
+ADDRESS_HELP = "{} to talk to: IPv4 or name and port (127.0.0.1:7007), or [IPv6]:PORT"
 
 
 class CLIError(TriosockError):
@@ -108,11 +115,48 @@ def count(text: str) -> int:
     return value
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log lines with the time and the logger's name (and ``[worker I]`` in a worker)."""
+def add_log_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``, each repeatable. Without ``defaults`` (on a
+    command under one that has them) an option left out keeps what was said before it."""
+    default: object = 0 if defaults else argparse.SUPPRESS
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="log more: each connection and UDP peer coming and going (-vv: more still)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=default,
+        help="log less: warnings only (-qq: errors only)",
+    )
+
+
+#: -qq, -q, nothing, -v, -vv.
+_LEVELS = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG, 5]
+
+
+def log_level(args: argparse.Namespace) -> int:
+    """The level that ``-v`` and ``-q`` ask for (INFO when neither is given)."""
+    step = getattr(args, "verbose", 0) - getattr(args, "quiet", 0)
+    return _LEVELS[max(0, min(len(_LEVELS) - 1, 2 + step))]
+
+
+def configure_logging(args: argparse.Namespace | None = None) -> None:
+    """Log lines with the time, the level, ``[worker I]`` in a worker, and the logger's
+    name. The level applies to triosock's own loggers; the libraries under it
+    (websockets, coredis, trio) log their warnings only, or everything at ``-vv``."""
+    level = logging.INFO if args is None else log_level(args)
     worker = os.environ.get("TRIOSOCK_WORKER")
     tag = f"[worker {worker}] " if worker else ""
-    logging.basicConfig(level=level, format=f"%(asctime)s {tag}%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if level > 5 else level,
+        format=f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s",
+    )
+    logging.getLogger("triosock").setLevel(level)
 
 
 def say(text: str) -> None:
@@ -124,16 +168,19 @@ def say(text: str) -> None:
 ServerStarter = Callable[[trio.Nursery], Awaitable[str]]
 
 
-async def run_servers(starters: Sequence[ServerStarter]) -> None:
-    """Start every server, print where each listens, and run until SIGINT/SIGTERM.
+async def run_servers(starters: Sequence[ServerStarter | None]) -> None:
+    """Start every server, print where each listens, and run until SIGINT, SIGTERM or
+    SIGHUP (a closed terminal: a server started by hand stops the same way).
 
-    Each starter starts one server in the nursery and returns a line describing it.
+    Each starter starts one server in the nursery and returns a line describing it
+    (None: nothing to start).
     A signal cancels the nursery, which stops every server gracefully.
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             for start in starters:
-                say(await start(nursery))
+                if start is not None:
+                    say(await start(nursery))
             async for signum in signals:
                 say(f"{signal.Signals(signum).name} received, shutting down")
                 nursery.cancel_scope.cancel()

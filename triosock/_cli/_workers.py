@@ -28,16 +28,20 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
 
-from ._common import CLIError, say
+from .. import __version__
+from ._common import CLIError, parse_hostport, say
+from ._status import combine, fetch_status, status_starter
 
 __all__ = [
     "PortSlot",
@@ -146,8 +150,16 @@ async def supervise(args: argparse.Namespace, slots: Sequence[PortSlot], grace: 
             held += sockets
     count = args.workers
     args.workers = 1
+    # The status port is the supervisor's; each worker answers on one of its own, on a
+    # free loopback port that it tells us in its start-up line.
+    status_where = getattr(args, "status", None)
+    worker_status: dict[int, tuple[str, int]] = {}
+    if status_where is not None:
+        args.status = ("127.0.0.1", 0)
     options = base64.b64encode(pickle.dumps(args)).decode("ascii")
+    args.status = status_where
     pids: dict[int, int] = {}
+    started = time.time()
     ready = [trio.Event() for _ in range(count)]
     stopping = False
 
@@ -165,7 +177,12 @@ async def supervise(args: argparse.Namespace, slots: Sequence[PortSlot], grace: 
             pids[index] = process.pid
             born = trio.current_time()
             try:
-                await _forward(process, first=index == 1, ready=ready[index - 1])
+                await _forward(
+                    process,
+                    first=index == 1,
+                    ready=ready[index - 1],
+                    on_status=lambda where: worker_status.__setitem__(index, where),
+                )
                 status = await process.wait()
             finally:
                 if process.returncode is None:  # cancelled: stop it, at worst kill it
@@ -198,6 +215,9 @@ async def supervise(args: argparse.Namespace, slots: Sequence[PortSlot], grace: 
                 for sock in held:  # every worker has bound its own now
                     sock.close()
                 say(f"{count} workers: pid {', '.join(str(pids[i]) for i in sorted(pids))}")
+                start = status_starter(args, lambda: _gather(count, worker_status, started))
+                if start is not None:
+                    say(await start(guard))
                 async for signum in signals:
                     say(f"{signal.Signals(signum).name} received, stopping {count} workers")
                     stopping = True
@@ -218,9 +238,53 @@ async def _kill_after(pids: list[int], seconds: float) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-async def _forward(process: trio.Process, *, first: bool, ready: trio.Event) -> None:
+async def _gather(
+    count: int, where: dict[int, tuple[str, int]], started: float
+) -> dict[str, object]:
+    """Every worker's figures, asked at once, and their sum."""
+    answers: dict[int, dict[str, object]] = {}
+
+    async def ask(index: int) -> None:
+        address = where.get(index)
+        if address is None:
+            answers[index] = {"worker": index, "error": "starting"}
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            answers[index] = await fetch_status(address, wait=2.0)
+        except (CLIError, OSError, trio.BrokenResourceError) as exc:
+            answers[index] = {"worker": index, "error": str(exc) or type(exc).__name__}
+
+    async with trio.open_nursery() as nursery:
+        for index in range(1, count + 1):
+            nursery.start_soon(ask, index)
+    workers = [answers[i] for i in range(1, count + 1)]
+    total = combine(workers)
+    return {
+        "service": total["service"],
+        "version": __version__,
+        "pid": os.getpid(),
+        "worker": None,
+        "started": round(started, 3),
+        "uptime": round(time.time() - started, 3),
+        "workers": workers,
+        "total": total,
+    }
+
+
+_STATUS_LINE = re.compile(rb"^status \(http\) listening on (\S+): ")
+
+
+async def _forward(
+    process: trio.Process,
+    *,
+    first: bool,
+    ready: trio.Event,
+    on_status: Callable[[tuple[str, int]], object],
+) -> None:
     """Copy the worker's output to ours, but for the start-up lines of all workers after
-    the first (the same ports, said once); set ``ready`` at its first listening line."""
+    the first (the same ports, said once) and their status lines (``on_status`` gets
+    the address); set ``ready`` at its first listening line."""
     assert process.stdout is not None
     pending = b""
     async with process.stdout:
@@ -228,6 +292,11 @@ async def _forward(process: trio.Process, *, first: bool, ready: trio.Event) -> 
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
+                status = _STATUS_LINE.match(line)
+                if status is not None:
+                    with contextlib.suppress(argparse.ArgumentTypeError, UnicodeDecodeError):
+                        on_status(parse_hostport(status.group(1).decode()))
+                    continue
                 startup = b"listening on" in line or line.startswith(b"join with")
                 if b"listening on" in line:
                     ready.set()

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import trio
 
 from .._directory import Directory
+from .._errors import DirectoryUnavailable
 from .._hub import Hub, Policy
 from .._liveness import expiry_after
 from .._sansio.addresses import format_address
@@ -39,6 +41,7 @@ from . import join
 from ._common import (
     CLIError,
     ServerStarter,
+    add_log_options,
     configure_logging,
     count,
     factor,
@@ -50,11 +53,14 @@ from ._common import (
     tcp_line,
     udp_line,
 )
+from ._parser import CommandParser, add_config_option
+from ._status import Status, add_status_option, register_status, status_starter
 from ._workers import PortSlot, die_with_parent, supervise, worker_index, workers_count
 
 TCP_DEFAULT = ("127.0.0.1", 7070)
 UDP_DEFAULT = ("127.0.0.1", 7071)
 WEB_DEFAULT = ("127.0.0.1", 7072)
+STATUS_PORT = 7079
 HEARTBEAT_DEFAULT = 5.0
 #: Datagrams queued per UDP peer: UDP cannot slow a sender, so room for a paste.
 UDP_QUEUE = 1024
@@ -70,13 +76,13 @@ def _address_or_none(text: str) -> tuple[str, int] | None:
 async def _chat_serve(args: argparse.Namespace) -> None:
     if args.tcp is None and args.udp is None and args.web is None:
         raise CLIError("nothing to serve: --tcp, --udp and --web are all none")
+    configure_logging(args)
     if args.workers > 1:
         async with contextlib.AsyncExitStack() as stack:
             if args.redis is None:  # the workers share the rooms through a private one
                 args.redis = await _private_redis(stack)
             await supervise(args, _PORT_SLOTS, grace=args.grace)
         return
-    configure_logging()
     logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
     async with contextlib.AsyncExitStack() as stack:
         hub, directory = await _shared_state(args.redis, stack)
@@ -203,8 +209,34 @@ def _redis_url(text: str) -> str:
     return text
 
 
+def _join_hints(prog: str, listening: list[tuple[str, Any]]) -> list[str]:
+    """How to join each listener, with its real address: a wildcard bind is shown as
+    loopback (it takes this machine's other addresses too)."""
+    lines = []
+    for kind, address in listening:
+        host, port = address[0], address[1]
+        anywhere = host in ("0.0.0.0", "::")
+        if anywhere:
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        where = format_address((host, port))
+        also = " (from elsewhere: this machine's address)" if anywhere else ""
+        match kind:
+            case "tcp":
+                lines.append(f"join with: nc {host} {port}, or {prog} chat join {where}{also}")
+            case "udp":
+                lines.append(
+                    f"join with: socat - UDP:{where}, or {prog} chat join {where} --udp{also}"
+                )
+            case _:
+                lines.append(f"join with: a browser at http://{where}/{also}")
+    return lines
+
+
 async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
     starters: list[ServerStarter] = []
+    listening: list[tuple[str, Any]] = []  # (kind, bound address), as each starts
+    status = Status("chat")
+    status.extra = functools.partial(_chat_figures, chat)
     if args.tcp is not None:
         host, port = args.tcp
 
@@ -221,6 +253,8 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
                     task_status=task_status,
                 )
             )
+            listening.append(("tcp", server.addresses[0]))
+            status.add("chat", "tcp", server)
             return tcp_line("chat", server)
 
         starters.append(start_tcp)
@@ -241,6 +275,8 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
                     task_status=task_status,
                 )
             )
+            listening.append(("udp", server.address))
+            status.add("chat", "udp", server)
             return udp_line("chat", server) + f" (peers expire after {expiry:g} s of silence)"
 
         starters.append(start_udp)
@@ -263,6 +299,8 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
                     task_status=task_status,
                 )
             )
+            listening.append(("web", server.addresses[0]))
+            status.add("chat", "web", server)
             where = format_address(server.addresses[0])
             return f"chat (web) listening on {where}: open http://{where}/ (WebSocket at /ws)"
 
@@ -270,10 +308,30 @@ async def _serve_chat(args: argparse.Namespace, chat: ChatServer) -> None:
 
     async def hint(nursery: trio.Nursery) -> str:
         await trio.lowlevel.checkpoint()
-        return "join with: nc HOST PORT, or python -m triosock chat join HOST:PORT [--udp]"
+        return "\n".join(_join_hints(getattr(args, "prog", "python -m triosock"), listening))
 
     async with chat:  # runs the fan-out task
-        await run_servers([*starters, hint])
+        await run_servers([*starters, hint, status_starter(args, status.figures)])
+
+
+async def _chat_figures(chat: ChatServer) -> dict[str, Any]:
+    figures = chat.statistics()
+    try:
+        rooms = await chat.rooms()
+    except DirectoryUnavailable:
+        rooms = {}
+    kinds = {"web" if kind == "ws" else kind: n for kind, n in figures.users_by_kind.items()}
+    return {
+        "users": figures.users,
+        "users_by_transport": kinds,
+        "sessions_total": figures.sessions_total,
+        "rooms": rooms,
+        "lines_in": figures.lines_received,
+        "lines_out": figures.lines_delivered,
+        "paced": figures.paced,
+        "dropped": figures.dropped,
+        "disconnected_slow": figures.disconnected_slow,
+    }
 
 
 # -- the parser ------------------------------------------------------------------------
@@ -344,7 +402,13 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         help="what a user gets when more than --max-backlog bytes wait for its socket "
         "(default disconnect; block: lossless, at the slowest reader's pace)",
     )
-    add("--buffer", type=count, default=256, help="events queued per user per pass (256)")
+    add(
+        "--buffer",
+        type=count,
+        default=256,
+        metavar="N",
+        help="events queued per user per pass (256)",
+    )
     add(
         "--max-line-length",
         type=count,
@@ -386,12 +450,14 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         "--heartbeat",
         type=positive,
         default=HEARTBEAT_DEFAULT,
+        metavar="SECONDS",
         help=f"UDP heartbeat interval in seconds ({HEARTBEAT_DEFAULT:g})",
     )
     add(
         "--expiry-factor",
         type=factor,
         default=2.0,
+        metavar="N",
         help="UDP peers expire after this many heartbeat intervals of silence (2)",
     )
     add(
@@ -421,12 +487,27 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
 
 def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     chat = services.add_parser(
-        "chat", help="chat rooms over TCP lines, UDP and the web (alone: serve on the defaults)"
+        "chat",
+        help="chat rooms over TCP lines, UDP and the web (alone: serve on the defaults)",
+        usage="%(prog)s [-h] [OPTIONS] [ACTION ...]",
+        description="Chat rooms shared by TCP line users (nc, telnet), UDP peers and the "
+        "web page. With no ACTION, or with serve, run the server with OPTIONS; join runs a "
+        "client (see chat join --help).",
     )
     _add_serve_options(chat)
+    add_status_option(chat, STATUS_PORT)
+    add_config_option(chat)
+    add_log_options(chat, defaults=False)
     chat.set_defaults(run=_chat_serve)
-    actions = chat.add_subparsers(dest="action", metavar="ACTION")
+    actions = chat.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=CommandParser, prog=chat.prog
+    )
     serve = actions.add_parser("serve", help="run the chat server")
     _add_serve_options(serve, defaults=False)
+    add_status_option(serve, STATUS_PORT, defaults=False)
+    add_config_option(serve)
+    add_log_options(serve, defaults=False)
     serve.set_defaults(run=_chat_serve)
-    join.register(actions)
+    register_status(actions, "chat", STATUS_PORT)
+    # (the subparsers make CommandParsers; join's register takes any ArgumentParser's)
+    join.register(cast("argparse._SubParsersAction[argparse.ArgumentParser]", actions))

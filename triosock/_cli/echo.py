@@ -11,18 +11,25 @@ from .._services.echo import echo_handler, udp_echo_handler
 from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
 from .._transport.udp import UDPServer, open_udp_channel, serve_udp
 from ._common import (
+    ADDRESS_HELP,
     CLIError,
+    add_log_options,
+    configure_logging,
     parse_hostport,
     parse_port,
+    positive,
     read_stdin_chunk,
     run_servers,
     tcp_line,
     udp_line,
 )
+from ._parser import CommandParser, add_config_option
+from ._status import Status, add_status_option, register_status, status_starter
 from ._workers import PortSlot, add_workers_option, supervise, worker_index
 
 #: The default port: an unprivileged stand-in for the well-known 7.
 ECHO_PORT = 7007
+STATUS_PORT = 7009
 
 
 def _set_port(args: argparse.Namespace, port: int) -> None:
@@ -30,11 +37,13 @@ def _set_port(args: argparse.Namespace, port: int) -> None:
 
 
 async def _echo_serve(args: argparse.Namespace) -> None:
+    configure_logging(args)
     if args.workers > 1:
         kinds = ("udp",) if args.udp else ("tcp",)
         await supervise(args, [PortSlot(lambda a: (a.host, a.port), _set_port, kinds)], 5.0)
         return
     reuse = worker_index() is not None
+    status = Status("echo")
 
     async def start_tcp(nursery: trio.Nursery) -> str:
         server: TCPServer = await nursery.start(
@@ -42,6 +51,7 @@ async def _echo_serve(args: argparse.Namespace) -> None:
                 echo_handler, args.port, host=args.host, reuse_port=reuse, task_status=task_status
             )
         )
+        status.add("echo", "tcp", server)
         return tcp_line("echo", server)
 
     async def start_udp(nursery: trio.Nursery) -> str:
@@ -57,9 +67,10 @@ async def _echo_serve(args: argparse.Namespace) -> None:
                 task_status=task_status,
             )
         )
+        status.add("echo", "udp", server)
         return udp_line("echo", server)
 
-    await run_servers([start_udp if args.udp else start_tcp])
+    await run_servers([start_udp if args.udp else start_tcp, status_starter(args, status.figures)])
 
 
 async def _echo_send_udp(args: argparse.Namespace) -> None:
@@ -104,7 +115,9 @@ async def _echo_send(args: argparse.Namespace) -> None:
 
 def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     echo = services.add_parser("echo", help="RFC 862 echo server and client")
-    actions = echo.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = echo.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=CommandParser
+    )
     serve = actions.add_parser("serve", help="run an echo server")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument(
@@ -112,14 +125,27 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--udp", action="store_true", help="serve UDP instead of TCP")
     add_workers_option(serve, default=1)
+    add_status_option(serve, STATUS_PORT)
+    add_config_option(serve)
+    add_log_options(serve, defaults=False)
     serve.set_defaults(run=_echo_serve)
+    register_status(actions, "echo", STATUS_PORT)
     send = actions.add_parser("send", help="send MESSAGE (or stdin) and print the echo")
-    send.add_argument("address", type=parse_hostport, metavar="HOST:PORT")
+    send.add_argument(
+        "address",
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help=ADDRESS_HELP.format("the echo server"),
+    )
     send.add_argument("message", nargs="*", metavar="MESSAGE", help="words to send as one line")
     send.add_argument(
         "--udp", action="store_true", help="one datagram per message (or per stdin line)"
     )
     send.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for a UDP answer (5)"
+        "--timeout",
+        type=positive,
+        metavar="SECONDS",
+        default=5.0,
+        help="seconds to wait for a UDP answer (5)",
     )
     send.set_defaults(run=_echo_send)

@@ -13,11 +13,23 @@ import trio
 from .._services.http import StaticFiles, tutorial_handler
 from .._transport.http import Handler, serve_http
 from .._transport.tcp import TCPServer, connect_tcp
-from ._common import CLIError, configure_logging, parse_port, run_servers, say, tcp_line
+from ._common import (
+    CLIError,
+    add_log_options,
+    configure_logging,
+    parse_port,
+    positive,
+    run_servers,
+    say,
+    tcp_line,
+)
+from ._parser import CommandParser, add_config_option
+from ._status import Status, add_status_option, register_status, status_starter
 from ._workers import PortSlot, add_workers_option, supervise, worker_index
 
 #: The default port: the tutorials' 8080.
 HTTP_PORT = 8080
+STATUS_PORT = 8081
 
 
 _PORT_SLOT = PortSlot(
@@ -26,13 +38,13 @@ _PORT_SLOT = PortSlot(
 
 
 async def _http_serve(args: argparse.Namespace) -> None:
+    configure_logging(args)
     if args.workers > 1:
         slot = PortSlot(
             lambda a: (a.host, a.port), lambda a, port: setattr(a, "port", port), ("tcp",)
         )
         await supervise(args, [slot], grace=5.0)
         return
-    configure_logging()
     handler: Handler = tutorial_handler
     if args.root is not None:
         try:
@@ -51,11 +63,13 @@ async def _http_serve(args: argparse.Namespace) -> None:
             )
         )
         servers.append(server)
+        status.add("http", "tcp", server)
         what = f"files under {handler.root}" if isinstance(handler, StaticFiles) else "hello"
         return f"{tcp_line('http', server)} ({what})"
 
     servers: list[TCPServer] = []
-    await run_servers([start])
+    status = Status("http")
+    await run_servers([start, status_starter(args, status.figures)])
     worker = worker_index()
     if worker is not None and servers:  # how the kernel spread the connections
         served = servers[0].statistics().total_connections
@@ -72,7 +86,7 @@ async def _http_get(args: argparse.Namespace) -> None:
         raise CLIError(f"bad port in {args.url}: {exc}") from exc
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
     with trio.move_on_after(args.timeout) as timer:
-        head, body = await _get(url.scheme, url.hostname, port, target, url.netloc)
+        head, body = await fetch(url.scheme, url.hostname, port, target, url.netloc)
     if timer.cancelled_caught:
         raise CLIError(f"no answer from {url.netloc} within {args.timeout:g} s")
     out = sys.stdout.buffer
@@ -88,7 +102,7 @@ async def _http_get(args: argparse.Namespace) -> None:
         raise CLIError(f"HTTP {head.status_code} {head.reason.decode('latin-1')}")
 
 
-async def _get(
+async def fetch(
     scheme: str, host: str, port: int, target: str, netloc: str
 ) -> tuple[h11.Response, bytes]:
     context = ssl.create_default_context() if scheme == "https" else None
@@ -126,19 +140,11 @@ async def _get(
         return head, bytes(body)
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
-    return value
-
-
 def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     http = services.add_parser("http", help="a tiny HTTP server (hello/echo, or files) and client")
-    actions = http.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = http.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=CommandParser
+    )
     serve = actions.add_parser(
         "serve", help="serve the files under --root, or the tutorial's / and /echo"
     )
@@ -148,11 +154,19 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--root", metavar="DIR", help="serve the files under DIR")
     add_workers_option(serve, default=1)
+    add_status_option(serve, STATUS_PORT)
+    add_config_option(serve)
+    add_log_options(serve, defaults=False)
     serve.set_defaults(run=_http_serve)
+    register_status(actions, "http", STATUS_PORT)
     get = actions.add_parser("get", help="GET a URL and print the body (exit 1 for 4xx/5xx)")
     get.add_argument("url", metavar="URL", help="http://HOST[:PORT]/PATH (or https://)")
     get.add_argument("-i", "--include", action="store_true", help="print the status and headers")
     get.add_argument(
-        "--timeout", type=_positive, default=10.0, help="seconds for the whole exchange (10)"
+        "--timeout",
+        type=positive,
+        metavar="SECONDS",
+        default=10.0,
+        help="seconds for the whole exchange (10)",
     )
     get.set_defaults(run=_http_get)

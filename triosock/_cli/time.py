@@ -23,14 +23,20 @@ from .._services.timeservice import (
 from .._transport.tcp import TCPConnection, TCPServer, serve_tcp
 from .._transport.udp import UDPPeer, UDPServer, open_udp_channel, serve_udp
 from ._common import (
+    ADDRESS_HELP,
     CLIError,
     ServerStarter,
+    add_log_options,
+    configure_logging,
     parse_hostport,
     parse_port,
+    positive,
     run_servers,
     tcp_line,
     udp_line,
 )
+from ._parser import CommandParser, add_config_option
+from ._status import Status, add_status_option, register_status, status_starter
 from ._workers import PortSlot, add_workers_option, supervise, worker_index
 
 # The defaults: unprivileged stand-ins for the well-known ports (37, 13, 123), as 7007
@@ -40,6 +46,7 @@ RFC868_PORT = 7037
 DAYTIME_PORT = 7013
 SNTP_PORT = 7123
 STRFTIME_PORT = 7038
+STATUS_PORT = 7039
 
 #: Seconds a strftime TCP connection may stay silent before it is closed.
 STRFTIME_TCP_IDLE_TIMEOUT = 300.0
@@ -52,16 +59,6 @@ def _port_or_none(text: str) -> int | None:
     if text.lower() in _OFF:
         return None
     return parse_port(text)
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text}")
-    return seconds
 
 
 def _slot(name: str, kinds: tuple[str, ...]) -> PortSlot:
@@ -81,6 +78,7 @@ _PORT_SLOTS = [
 
 
 async def _time_serve(args: argparse.Namespace) -> None:
+    configure_logging(args)
     if args.workers > 1:
         if all(slot.get(args) is None for slot in _PORT_SLOTS):
             raise CLIError("every time service is turned off; nothing to serve")
@@ -88,6 +86,7 @@ async def _time_serve(args: argparse.Namespace) -> None:
         return
     host: str = args.host
     reuse = worker_index() is not None
+    status = Status("time")
 
     def tcp(
         name: str,
@@ -101,6 +100,7 @@ async def _time_serve(args: argparse.Namespace) -> None:
                     serve_tcp, handler, port, host=host, idle_timeout=idle_timeout, reuse_port=reuse
                 )
             )
+            status.add(name, "tcp", server)
             return tcp_line(name, server)
 
         return start
@@ -120,6 +120,7 @@ async def _time_serve(args: argparse.Namespace) -> None:
                     reuse_port=reuse,
                 )
             )
+            status.add(name, "udp", server)
             return udp_line(name, server)
 
         return start
@@ -145,7 +146,7 @@ async def _time_serve(args: argparse.Namespace) -> None:
         )
     if not starters:
         raise CLIError("every time service is turned off; nothing to serve")
-    await run_servers(starters)
+    await run_servers([*starters, status_starter(args, status.figures)])
 
 
 async def _time_query(args: argparse.Namespace) -> None:
@@ -169,7 +170,9 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     time_parser = services.add_parser(
         "time", help="time servers (RFC 868, RFC 867 daytime, SNTP, strftime) and a client"
     )
-    actions = time_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = time_parser.add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=CommandParser
+    )
     serve = actions.add_parser(
         "serve",
         help="run the time services",
@@ -195,22 +198,32 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             help=f"port of {what} (default {default}; 'none' turns it off)",
         )
     add_workers_option(serve, default=1)
+    add_status_option(serve, STATUS_PORT)
+    add_config_option(serve)
+    add_log_options(serve, defaults=False)
     serve.set_defaults(run=_time_serve)
+    register_status(actions, "time", STATUS_PORT)
     query = actions.add_parser(
         "query",
         help="ask a strftime service (UDP) for the time",
         description=(
             "Send FORMAT to the strftime service at HOST:PORT over UDP and print the answer. "
-            "FORMAT is a strftime format such as '%%H:%%M:%%S'; without it the server "
-            "answers with '%%Y-%%m-%%d %%X'. Exits non-zero when the server refuses the "
+            "FORMAT is a strftime format such as '%H:%M:%S'; without it the server "
+            "answers with '%Y-%m-%d %X'. Exits non-zero when the server refuses the "
             "format or does not answer in time."
         ),
     )
-    query.add_argument("address", type=parse_hostport, metavar="HOST:PORT")
+    query.add_argument(
+        "address",
+        type=parse_hostport,
+        metavar="HOST:PORT",
+        help=ADDRESS_HELP.format("the strftime service"),
+    )
     query.add_argument("format", nargs="?", default="", metavar="FORMAT")
     query.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive,
+        metavar="SECONDS",
         default=5.0,
         help="seconds to wait for the answer (default 5)",
     )
