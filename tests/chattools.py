@@ -55,31 +55,26 @@ RENDERED = re.compile(
 )
 
 
-class LineSocket:
-    """A plain TCP client socket read the way ``nc`` reads: everything, as lines.
+class LineReader:
+    """Lines from a byte source, read the way ``nc`` reads: everything, as lines.
 
     Keeps every complete line received in :attr:`lines`; :meth:`read_until` finds the
     next line (after the one it found last) that contains a text, reading as needed.
+    A subclass says where the bytes come from (:meth:`receive`).
     """
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self.sock = sock
+    def __init__(self) -> None:
         self.lines: list[bytes] = []
         self._rest = b""
         self._cursor = 0  # the first line read_until has not looked at yet
         self.eof = False
 
-    @classmethod
-    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> LineSocket:
-        sock = trio.socket.socket()
-        if rcvbuf is not None:  # before connecting, so that the window starts small
-            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
-        await sock.connect(("127.0.0.1", port))
-        return cls(sock)
+    async def receive(self) -> bytes:
+        raise NotImplementedError
 
     async def read_some(self) -> list[bytes]:
         """Read once; return the lines it completed (none at EOF)."""
-        data = await self.sock.recv(65536)
+        data = await self.receive()
         if not data:
             self.eof = True
             if self._rest:
@@ -107,6 +102,25 @@ class LineSocket:
         while not self.eof:
             await self.read_some()
         return self.lines
+
+
+class LineSocket(LineReader):
+    """A plain TCP client socket, read as lines (see :class:`LineReader`)."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        super().__init__()
+        self.sock = sock
+
+    @classmethod
+    async def connect(cls, port: int, *, rcvbuf: int | None = None) -> LineSocket:
+        sock = trio.socket.socket()
+        if rcvbuf is not None:  # before connecting, so that the window starts small
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+        await sock.connect(("127.0.0.1", port))
+        return cls(sock)
+
+    async def receive(self) -> bytes:
+        return await self.sock.recv(65536)
 
     async def send(self, data: bytes) -> None:
         view = memoryview(data)

@@ -1,9 +1,11 @@
 """``--workers N``: processes on one port (SO_REUSEPORT), a supervisor that restarts a
 worker that dies, and a graceful stop of all; the chat's workers share the rooms through
-a private redis-server. Judged by ab and plain TCP clients."""
+a private redis-server. Judged by ab, nc and plain TCP clients."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -13,7 +15,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from .chattools import LineSocket
+from .chattools import LineReader, LineSocket
 from .clitools import PYTHON, need, run
 from .conftest import GUARD
 
@@ -114,39 +116,96 @@ async def test_a_killed_worker_is_started_again_and_serves() -> None:
         assert sup.process.returncode == 0
 
 
+class NcUser(LineReader):
+    """An ``nc`` process as a chat user: lines to its stdin, what it prints read as
+    lines."""
+
+    def __init__(self, process: trio.Process) -> None:
+        super().__init__()
+        self.process = process
+
+    @classmethod
+    async def start(cls, nc: str, port: int) -> NcUser:
+        process = await trio.lowlevel.open_process(
+            [nc, "127.0.0.1", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        return cls(process)
+
+    async def receive(self) -> bytes:
+        assert self.process.stdout is not None
+        return bytes(await self.process.stdout.receive_some())
+
+    async def send(self, data: bytes) -> None:
+        assert self.process.stdin is not None
+        await self.process.stdin.send_all(data)
+
+    async def leave(self) -> None:
+        """/quit and the end of nc's input: nc ends once the server has closed too."""
+        assert self.process.stdin is not None
+        await self.send(b"/quit\n")
+        await self.process.stdin.aclose()
+        await self.read_to_eof()
+        assert await self.process.wait() == 0
+
+    async def aclose(self) -> None:
+        """Whatever happened, no nc left running (shielded: also on a failed guard)."""
+        with trio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                self.process.kill()
+            await self.process.wait()
+            for pipe in (self.process.stdin, self.process.stdout):
+                if pipe is not None:
+                    await pipe.aclose()
+
+
+async def _talk(sup: Supervisor, users: list[NcUser], each: int) -> bytes:
+    """Every user: a nick, ``each`` lines, everyone's read; the status JSON; a /quit."""
+    for user in users:
+        await user.read_until(b"welcome")
+    for i, user in enumerate(users):
+        await user.send(b"/nick u%02d\n" % i)
+    for user in users:  # everyone is in #lobby and has seen every rename
+        await user.read_until(b"is now known as u%02d" % (len(users) - 1))
+    for n in range(each):
+        for user in users:
+            await user.send(b"line %d\n" % n)
+    last = b": line %d" % (each - 1)
+    for user in users:  # every sender's last line (senders interleave: any order)
+        while sum(line.endswith(last) for line in user.lines) < len(users):
+            assert await user.read_some() or not user.eof, user.lines[-5:]
+    where = f"127.0.0.1:{sup.port('status (http)')}"
+    status = await run([PYTHON, "-m", "triosock", "chat", "status", "--json", where])
+    for user in users:
+        await user.leave()
+    return status.stdout
+
+
 async def test_chat_with_4_workers_and_a_private_redis_delivers_every_line_once_in_order() -> None:
     need("redis-server")
+    nc = need("nc")
     clients, each = 40, 20
     with trio.fail_after(GUARD * 3):
         args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
-        async with supervisor([*args, "--workers", "4"]) as sup:
+        async with supervisor([*args, "--workers", "4", "--status", "127.0.0.1:0"]) as sup:
             port = sup.port("chat (tcp)")
-            users = []
-            for _ in range(clients):
-                users.append(await LineSocket.connect(port))
-            for user in users:
-                await user.read_until(b"welcome")
-            nicks = []
-            for i, user in enumerate(users):
-                nicks.append(b"u%02d" % i)
-                await user.send(b"/nick " + nicks[-1] + b"\n")
-            for user in users:  # everyone is in #lobby and has seen every rename
-                await user.read_until(b"is now known as u%02d" % (clients - 1))
-            for n in range(each):
-                for user in users:
-                    await user.send(b"line %d\n" % n)
-            last = b": line %d" % (each - 1)
-            for user in users:  # every sender's last line (senders interleave: any order)
-                while sum(line.endswith(last) for line in user.lines) < clients:
-                    assert await user.read_some() or not user.eof, user.lines[-5:]
-            for user in users:
-                user.close()
+            users: list[NcUser] = []
+            async with contextlib.AsyncExitStack() as stack:
+                for _ in range(clients):
+                    users.append(await NcUser.start(nc, port))
+                    stack.push_async_callback(users[-1].aclose)
+                status = await _talk(sup, users, each)
         joined = set(re.findall(rb"\[worker (\d)\] triosock\.chat: guest\d+ joined", sup.err))
         assert len(joined) >= 3, sup.err[-2000:]  # spread over at least 3 of the 4
+        # The status says the same: each worker's users, and all 40 in #lobby.
+        figures = json.loads(status)
+        serving = [w["chat"]["users"] for w in figures["workers"]]
+        assert sum(serving) == clients
+        assert sum(1 for n in serving if n) >= 3, serving
+        assert figures["total"]["chat"]["rooms"] == {"#lobby": clients}
         for user in users:
-            for nick in nicks:
-                said = [line for line in user.lines if line.startswith(b"[#lobby] " + nick + b": ")]
-                assert said == [b"[#lobby] " + nick + b": line %d" % n for n in range(each)]
+            for i in range(clients):
+                said = [line for line in user.lines if line.startswith(b"[#lobby] u%02d: " % i)]
+                assert said == [b"[#lobby] u%02d: line %d" % (i, n) for n in range(each)]
         assert sup.process.returncode == 0
 
 
