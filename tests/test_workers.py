@@ -263,6 +263,7 @@ async def test_a_killed_chat_worker_its_users_leave_the_rest_stay_and_a_new_one_
             on = [worker_of[guest] for guest in guests]
             assert set(on) == {b"1", b"2"}, sup.err[-1500:]  # both serve someone
             victim = sup.pids()[0]  # worker 1
+            killed = trio.current_time()
             os.kill(victim, signal.SIGKILL)
             gone = [i for i, worker in enumerate(on) if worker == b"1"]
             kept = [i for i, worker in enumerate(on) if worker == b"2"]
@@ -272,9 +273,16 @@ async def test_a_killed_chat_worker_its_users_leave_the_rest_stay_and_a_new_one_
             for i in kept:  # the rest hear each one leave (in any order), from the reaper
                 while not leaves <= set(users[i].lines):
                     assert await users[i].read_some() or not users[i].eof, users[i].lines[-5:]
+            # Within the lease (6 s) and a reaping pass, as the README promises (<= 10 s).
+            assert trio.current_time() - killed < 10
+            await users[kept[0]].send(b"/who\n")
+            who = await users[kept[0]].read_until(b"-!- in #lobby: ")
+            assert who == b"-!- in #lobby: " + b", ".join(b"u%02d" % i for i in kept)
             await sup.wait_until(lambda: b"worker 1 (pid %d) ended" % victim in sup.err)
             newcomer = await LineSocket.connect(port)  # served by either worker
             await newcomer.read_until(b"welcome")
+            await newcomer.send(b"/nick u%02d\n" % gone[0])  # a dead user's nick is free
+            await newcomer.read_until(b"is now known as u%02d" % gone[0])
             await newcomer.send(b"hello after the crash\n")
             for i in kept:
                 await users[i].read_until(b"hello after the crash")
