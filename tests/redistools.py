@@ -55,6 +55,15 @@ class RedisProcess:
         assert self.process is not None
         os.kill(self.process.pid, signal.SIGCONT)
 
+    async def publish_count(self) -> int:
+        """How many PUBLISH commands it has run (INFO commandstats)."""
+        from triosock._hub._redis import redis_client
+
+        async with redis_client(self.url) as client:
+            stats = await client.info("commandstats")
+        entry = stats.get("cmdstat_publish", {})
+        return int(entry["calls"]) if isinstance(entry, dict) else 0
+
     async def kill(self) -> None:
         """kill -9, as a crash."""
         if self.process is not None:
