@@ -1,4 +1,5 @@
-"""Development sessions: `nox` runs lint, typecheck and tests; `nox -s bench` the benchmarks."""
+"""Development sessions: `nox` runs lint, typecheck and tests; `nox -s bench` the benchmarks,
+`nox -s soak` the soak."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def typecheck(session: nox.Session) -> None:
     _install_group(session, "typing")
     session.install(".")
     session.run("mypy", "triosock", "tests", "noxfile.py")
+
+
+@nox.session(default=False)
+def soak(session: nox.Session) -> None:
+    """The soak: real servers under load and faults (``nox -s soak -- --quick`` in CI)."""
+    _install_group(session, "bench")
+    session.install(".")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
 
 
 @nox.session(default=False)

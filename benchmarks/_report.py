@@ -291,12 +291,13 @@ class Results:
                     continue
                 seen.append(f"{name}, {config}: {publish:.2f} PUBLISH ({total:.2f} in all)")
                 # a PUBLISH per subscriber (or per worker) would make it N (or 2) per line;
-                # the band allows for lines at the window's edges (see the README)
-                checks.append(0.9 <= publish <= 1.1)
+                # a room's lines that wait together share one, so under load it is below 1;
+                # the margin allows for lines at the window's edges (see the README)
+                checks.append(publish <= 1.1)
         rows.append(
             (
-                "Redis commands per chat line O(1) in subscribers: ~1 PUBLISH per line at "
-                "every N (all commands, with the directory's lease renewals, in brackets)",
+                "Redis commands per chat line O(1) in subscribers: at most 1 PUBLISH per line "
+                "at every N (all commands, with the directory's lease renewals, in brackets)",
                 "; ".join(seen) or "-",
                 verdict(checks),
             )

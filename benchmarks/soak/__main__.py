@@ -1,0 +1,141 @@
+"""``python -m benchmarks.soak [--quick] [--only NAME] [--out DIR]``: the soak.
+
+It drives the real CLI servers from separate load processes on loopback, prints a table
+of what each scenario sent, delivered, lost, duplicated and reordered (and its latency
+and memory), checks each against its written bound, and writes ``soak.json`` and
+``soak.png`` (p99 delivery latency and server RSS over time) to ``--out``. It exits 1 when
+a bound is not met. See benchmarks/SOAK.md for how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import trio
+
+from . import chat
+from ._harness import Row
+
+SCENARIOS: dict[str, Callable[[Path, bool], list[Row]]] = {"chat": chat.run}
+
+COLUMNS = [
+    ("sent", "sent"),
+    ("delivered", "delivered"),
+    ("lost", "lost"),
+    ("dup", "duplicated"),
+    ("reord", "reordered"),
+    ("dm lost", "dm_lost"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("max RSS MiB", "max_rss_mib"),
+    ("errors", "client_errors"),
+]
+
+
+def table(rows: list[Row]) -> str:
+    head = ["scenario", "variant", *(title for title, _ in COLUMNS), "bounds"]
+    body = [
+        [
+            row.scenario,
+            row.variant,
+            *(str(row.figures.get(key, "-")) for _, key in COLUMNS),
+            "met" if row.met else "NOT MET",
+        ]
+        for row in rows
+    ]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in [head, *body]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for row in rows:
+        for bound, ok in row.bounds:
+            if not ok:
+                lines.append(f"  NOT MET: {row.scenario}, {row.variant}: {bound}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no matplotlib: no plot", file=sys.stderr)
+        return
+    fig, (latency, rss) = plt.subplots(2, 1, figsize=(10, 7), sharex=False)
+    for row in rows:
+        label = f"{row.scenario}: {row.variant}"
+        if row.latency_series:
+            latency.plot(*zip(*row.latency_series, strict=True), label=label)
+        if row.rss_series:
+            seconds, kib = zip(*row.rss_series, strict=True)
+            rss.plot(seconds, [k / 1024 for k in kib], label=label)
+    latency.set(title="p99 delivery latency, per second of load", ylabel="ms", xlabel="s")
+    rss.set(title="server RSS", ylabel="MiB", xlabel="s since the server started")
+    latency.legend(fontsize="small")
+    rss.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak")
+    parser.add_argument("--quick", action="store_true", help="the bounded CI version")
+    parser.add_argument("--only", action="append", default=[], choices=sorted(SCENARIOS))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    rows: list[Row] = []
+    for name, scenario in SCENARIOS.items():
+        if args.only and name not in args.only:
+            continue
+        print(f"[{time.monotonic() - began:6.1f}s] {name} ...", flush=True)
+        rows += scenario(args.out, args.quick)
+        for row in rows:
+            if row.scenario.startswith(name):
+                print(
+                    f"[{time.monotonic() - began:6.1f}s]   {row.variant}: {row.figures}", flush=True
+                )
+    print()
+    print(table(rows))
+    versions = f"Python {platform.python_version()}, trio {trio.__version__}"
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"\n{stamp}; {platform.machine()}, {versions}; {'quick' if args.quick else 'full'}")
+    (args.out / "soak.json").write_text(
+        json.dumps(
+            {
+                "when": stamp,
+                "versions": versions,
+                "quick": args.quick,
+                "rows": [
+                    {
+                        "scenario": r.scenario,
+                        "variant": r.variant,
+                        "figures": r.figures,
+                        "bounds": [{"bound": b, "met": ok} for b, ok in r.bounds],
+                        "rss_kib": r.rss_series,
+                        "p99_ms_per_second": r.latency_series,
+                    }
+                    for r in rows
+                ],
+            },
+            indent=1,
+        )
+    )
+    plot(rows, args.out / "soak.png")
+    took = time.monotonic() - began
+    print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'} in {took:.0f} s")
+    return 0 if all(row.met for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
