@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import struct
 import sys
@@ -145,3 +146,49 @@ async def open_terminal(
             with trio.move_on_after(5):
                 await process.wait()
             await stream.aclose()
+
+
+_CSI = re.compile(rb"\x1b\[([0-9;?]*)[ -/]*([@-~])")
+
+
+def visible_lines(output: bytes) -> list[bytes]:
+    """The lines of ``output`` as a terminal would leave them, roughly.
+
+    It follows what CR, LF, BS, cursor left and right (``CSI n D``, ``CSI n C``) and erase
+    to the end (``CSI J``, ``CSI K``) do within a line, and drops every other control
+    sequence: enough to see what a program that redraws its line (a prompt that erases
+    itself, then text printed in its place) leaves on the screen. Cursor up, colours and
+    modes are not followed; columns count bytes.
+    """
+    lines = [bytearray()]
+    col = 0
+    at = 0
+    while at < len(output):
+        line = lines[-1]
+        match = _CSI.match(output, at)
+        if match:
+            params, final = match[1], match[2]
+            count = int(params) if params.isdigit() else 1
+            if final == b"D":
+                col = max(0, col - count)
+            elif final == b"C":
+                col += count
+            elif final in (b"J", b"K") and params in (b"", b"0"):
+                del line[col:]
+            at = match.end()
+            continue
+        byte = output[at]
+        at += 1
+        if byte == 0x0D:
+            col = 0
+        elif byte == 0x0A:
+            lines.append(bytearray())
+            col = 0
+        elif byte == 0x08:
+            col = max(0, col - 1)
+        elif byte >= 0x20 and byte != 0x7F:
+            if col > len(line):
+                line.extend(b" " * (col - len(line)))
+            line[col : col + 1] = bytes([byte])
+            col += 1
+    return [bytes(line) for line in lines]
