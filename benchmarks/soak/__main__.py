@@ -4,7 +4,8 @@ It drives the real CLI servers from separate load processes on loopback, prints 
 of what each scenario sent, delivered, lost, duplicated and reordered (and its latency
 and memory), checks each against its written bound, and writes ``soak.json`` and
 ``soak.png`` (p99 delivery latency and server RSS over time) to ``--out``. It exits 1 when
-a bound is not met. See benchmarks/SOAK.md for how to read it.
+a bound is not met, but for those a scenario lists as known not to hold yet (reported as
+"NOT MET (known)", with what is still to fix). See benchmarks/SOAK.md for how to read it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def table(rows: list[Row]) -> str:
             row.scenario,
             row.variant,
             *(str(row.figures.get(key, "-")) for _, key in COLUMNS),
-            "met" if row.met else "NOT MET",
+            "met" if row.met else "NOT MET" if row.unexpected else "NOT MET (known)",
         ]
         for row in rows
     ]
@@ -76,7 +77,8 @@ def table(rows: list[Row]) -> str:
     for row in rows:
         for bound, ok in row.bounds:
             if not ok:
-                lines.append(f"  NOT MET: {row.scenario}, {row.variant}: {bound}")
+                known = f" (known: {row.known[bound]})" if bound in row.known else ""
+                lines.append(f"  NOT MET: {row.scenario}, {row.variant}: {bound}{known}")
     return "\n".join(lines)
 
 
@@ -143,7 +145,9 @@ def main() -> int:
                         "scenario": r.scenario,
                         "variant": r.variant,
                         "figures": r.figures,
-                        "bounds": [{"bound": b, "met": ok} for b, ok in r.bounds],
+                        "bounds": [
+                            {"bound": b, "met": ok, "known": r.known.get(b)} for b, ok in r.bounds
+                        ],
                         "rss_kib": r.rss_series,
                         "p99_ms_per_second": r.latency_series,
                     }
@@ -156,7 +160,7 @@ def main() -> int:
     plot(rows, args.out / "soak.png")
     took = time.monotonic() - began
     print(f"wrote {args.out / 'soak.json'} and {args.out / 'soak.png'} in {took:.0f} s")
-    return 0 if all(row.met for row in rows) else 1
+    return 0 if not any(row.unexpected for row in rows) else 1
 
 
 if __name__ == "__main__":

@@ -31,10 +31,18 @@ class Row:
     bounds: list[tuple[str, bool]] = field(default_factory=list)
     rss_series: list[tuple[float, int]] = field(default_factory=list)  # (s, KiB)
     latency_series: list[tuple[float, float]] = field(default_factory=list)  # (s, p99 ms)
+    #: bound -> why it is known not to hold yet (what is still to fix). Such a bound is
+    #: still checked and reported (NOT MET (known)); it does not fail the run.
+    known: dict[str, str] = field(default_factory=dict)
 
     @property
     def met(self) -> bool:
         return all(ok for _, ok in self.bounds)
+
+    @property
+    def unexpected(self) -> list[str]:
+        """The bounds that did not hold and are not known to fail."""
+        return [bound for bound, ok in self.bounds if not ok and bound not in self.known]
 
 
 class CLIServer:
