@@ -130,6 +130,11 @@ def _run(
     return row
 
 
+def _kind(nick: str) -> str:
+    """A roster member's transport: ``tcp0m17`` -> ``tcp``."""
+    return nick.rstrip("0123456789").rstrip("m").rstrip("0123456789")
+
+
 def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
     sent_by: dict[str, int] = {}
     rooms: dict[str, str] = {}
@@ -155,6 +160,7 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
     senders = {nick: n for nick, n in sent_by.items() if nick not in stopped}
     expected = delivered = lost = duplicated = reordered = 0
     lost_at_stopped = 0
+    lost_by_kind: Counter[str] = Counter()  # by the receiver's transport
     for result in results:
         for receiver, got in result["received"].items():
             for sender, count in senders.items():
@@ -168,6 +174,7 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
                 expected += count
                 delivered += lines
                 lost += missing
+                lost_by_kind[_kind(receiver)] += missing
                 duplicated += lines - distinct
                 reordered += back
     dm_sent = dm_lost = 0
@@ -198,6 +205,7 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
             "stopped_reading": len(stopped),
             "disconnected": len(closed),
             "lost_at_stopped": lost_at_stopped,
+            "lost_by_receiver": dict(lost_by_kind),
             "p50_ms": percentile(histogram, 0.5),
             "p99_ms": percentile(histogram, 0.99),
             "client_errors": len(errors),
