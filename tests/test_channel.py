@@ -23,6 +23,7 @@ from triosock import (
 from triosock._liveness import IdleTimer
 from triosock._transport.rawsocket import RawSocketStream
 from triosock._transport.tcp import TCPConnection, TCPServer
+from triosock._transport.websocket import WebSocketStream
 
 from .conftest import GUARD, QuietStream, reset_on_close, running_tcp_server, tls_contexts
 
@@ -268,6 +269,24 @@ async def test_a_busy_request_reply_loop_lets_other_tasks_run() -> None:
                 round_trips += 1
             assert other_runs - start >= 150  # one scheduler pass per round trip
             nursery.cancel_scope.cancel()
+
+
+async def test_a_websocket_stream_half_closes_while_its_writer_waits_for_room() -> None:
+    # websockets half-closes after its close frame while the chat's writer for the member
+    # waits for room on the same socket (the soak's fuzz met it as BusyResourceError).
+    left, right = await _clogged_raw_pair()
+    stream = WebSocketStream(left)
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(left.wait_send_all_might_not_block)  # the writer's wait
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.send_eof()
+            while await right.receive_some(65536):  # the peer drains: the waiter wakes
+                pass
+        with pytest.raises((trio.ClosedResourceError, trio.BrokenResourceError)):
+            await stream.send_all(b"after the half-close")  # refused, not sent
+        await stream.aclose()
+        await right.aclose()
 
 
 async def test_raw_socket_stream_translates_errors() -> None:

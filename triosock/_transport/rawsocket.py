@@ -239,14 +239,26 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
             self._check_open()
             self._answering = False
             await trio.lowlevel.checkpoint()
-            self._eof_sent = True
-            try:
-                self._sock.shutdown(socket.SHUT_WR)
-            except OSError as exc:
-                if exc.errno != errno.ENOTCONN:  # the peer is gone already: nothing to say
-                    raise trio.BrokenResourceError(f"half-close failed: {exc}") from exc
+            self._shut_write()
         finally:
             self._sending = False
+
+    def half_close_nowait(self) -> None:
+        """``send_eof`` at once, even while another task waits for room (it then finds
+        the stream half-closed). For a stream whose writes one :class:`~triosock.Outbox`
+        coordinates, once that outbox is drained: the task waiting is the outbox's
+        writer, with nothing left to write, not a send that the half-close would cut."""
+        self._check_open()
+        self._answering = False
+        self._shut_write()
+
+    def _shut_write(self) -> None:
+        self._eof_sent = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:  # the peer is gone already: nothing to say
+                raise trio.BrokenResourceError(f"half-close failed: {exc}") from exc
 
     async def aclose(self) -> None:
         if not self._closed:

@@ -129,7 +129,10 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
 
     async def send_eof(self) -> None:
         await self._drain()
-        await self._raw.send_eof()
+        # Not the raw stream's send_eof: the outbox's writer (a fan-out member's) may be
+        # waiting for room on it, which send_eof would take for a concurrent send.
+        self._raw.half_close_nowait()
+        await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         return await self._raw.receive_some(max_bytes)
