@@ -30,6 +30,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -102,6 +103,13 @@ class Member:
 
     async def send(self, text: str) -> None:
         raise NotImplementedError
+
+    async def enter(self, timeout: float = 60) -> None:
+        """Take its nick, go to its room, and wait to see itself join there."""
+        await self.send(f"/nick {self.nick}")
+        await self.send(f"/join {self.room}")
+        with trio.fail_after(timeout):
+            await self.joined.wait()
 
     async def read_forever(self) -> None:
         raise NotImplementedError
@@ -183,6 +191,17 @@ class WSMember(Member):
         await self.ws.aclose()
 
 
+async def close_all(members: Sequence[Member], errors: list[str]) -> None:
+    """Close every member (2 s each at most); a failed close is an error, not fatal."""
+    for member in members:
+        member.closing = True
+        with trio.move_on_after(2):
+            try:
+                await member.close()
+            except Exception as exc:
+                errors.append(f"{member.nick} close: {exc!r}")
+
+
 async def run_member(
     kind: str,
     host: str,
@@ -242,10 +261,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     partial(run_member, args.kind, host, port, nick, room, small=small)
                 )
                 members.append(member)
-                await member.send(f"/nick {nick}")
-                await member.send(f"/join {room}")
-                with trio.fail_after(60):
-                    await member.joined.wait()
+                await member.enter()
 
         async with trio.open_nursery() as joining:
             for nick, room in mine:
@@ -305,13 +321,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for member in churners:
                 speaking.start_soon(churn, member)
         await trio.sleep(args.drain)
-        for member in [*members, *churners]:
-            member.closing = True
-            with trio.move_on_after(2):
-                try:
-                    await member.close()
-                except Exception as exc:
-                    errors.append(f"{member.nick} close: {exc!r}")
+        await close_all([*members, *churners], errors)
         nursery.cancel_scope.cancel()
     return {
         "kind": args.kind,

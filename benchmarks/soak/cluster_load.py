@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-from .chat_load import TCPMember
+from .chat_load import TCPMember, close_all
 
 LINE = re.compile(rb"\bm (c\d+m\d+) (\d+) (\d+)")
 WELCOME = re.compile(rb"welcome to triosock chat, (\S+);")
@@ -177,13 +177,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             assert line.strip() == "stop", line
             stop.set()
         await trio.sleep(args.drain)
-        for member in members:
-            member.closing = True
-            with trio.move_on_after(2):
-                try:
-                    await member.close()
-                except Exception as exc:
-                    errors.append(f"{member.nick} close: {exc!r}")
+        await close_all(members, errors)
         nursery.cancel_scope.cancel()
     return {
         "process": args.process,

@@ -45,7 +45,7 @@ from typing import Any
 import trio
 from websockets.exceptions import ConnectionClosed
 
-from .chat_load import Latency, Member, roster, run_member
+from .chat_load import Latency, Member, close_all, roster, run_member
 
 PASTED = re.compile(rb"\bp ([a-z]+\d+) (\d+)\b")
 
@@ -96,10 +96,7 @@ async def room(args: argparse.Namespace) -> dict[str, Any]:
 
                 member.seen = seen  # type: ignore[method-assign]
                 members.append(member)
-                await member.send(f"/nick {nick}")
-                await member.send(f"/join {room_name}")
-                with trio.fail_after(60):
-                    await member.joined.wait()
+                await member.enter()
 
         async with trio.open_nursery() as joining:
             for nick, room_name in everyone.items():
@@ -140,13 +137,7 @@ async def room(args: argparse.Namespace) -> dict[str, Any]:
             for member in members:
                 speaking.start_soon(speak, member)
         await trio.sleep(args.drain)
-        for member in members:
-            member.closing = True
-            with trio.move_on_after(2):
-                try:
-                    await member.close()
-                except Exception as exc:
-                    errors.append(f"{member.nick} close: {exc!r}")
+        await close_all(members, errors)
         nursery.cancel_scope.cancel()
     errors += [f"{m.nick}: closed by the server" for m in members if m.closed_by_server]
     return {
