@@ -49,6 +49,7 @@ RENDERED = re.compile(
     rb"\[#[a-z0-9_.\-]+\] [A-Za-z0-9_.\-:\[\]]+: .*"  # a room message
     rb"|\[#[a-z0-9_.\-]+\] \* [A-Za-z0-9_.\-:\[\]]+ .*"  # an action
     rb"|\* [A-Za-z0-9_.\-:\[\]]+ (joined|left) #[a-z0-9_.\-]+"
+    rb"|\* [0-9]+ joined, [0-9]+ left #[a-z0-9_.\-]+"  # a crowded room's count
     rb"|\* [A-Za-z0-9_.\-:\[\]]+ is now known as [A-Za-z0-9_.\-]+"
     rb"|\[dm (from|to) [A-Za-z0-9_.\-:\[\]]+\] .*"
     rb"|-!- .*"

@@ -115,6 +115,10 @@ def count(text: str) -> int:
     return value
 
 
+def count_or_none(text: str) -> int | None:
+    return None if text.lower() == "none" else count(text)
+
+
 def add_log_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
     """``-v/--verbose`` and ``-q/--quiet``, each repeatable. Without ``defaults`` (on a
     command under one that has them) an option left out keeps what was said before it."""

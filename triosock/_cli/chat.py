@@ -31,6 +31,8 @@ from .._services.chat._server import (
     DEFAULT_BURST,
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_PRESENCE_INTERVAL,
+    DEFAULT_PRESENCE_LIMIT,
     DEFAULT_RATE,
     DEFAULT_STALL_TIMEOUT,
 )
@@ -44,6 +46,7 @@ from ._common import (
     add_log_options,
     configure_logging,
     count,
+    count_or_none,
     factor,
     not_negative,
     parse_hostport,
@@ -98,6 +101,8 @@ def _chat_options(args: argparse.Namespace) -> dict[str, Any]:
         burst=args.burst,
         max_backlog=args.max_backlog,
         stall_timeout=args.stall_timeout,
+        presence_limit=args.presence_limit,
+        presence_interval=args.presence_interval,
     )
 
 
@@ -445,6 +450,23 @@ def _add_serve_options(parser: argparse.ArgumentParser, *, defaults: bool = True
         metavar="SECONDS|none",
         help="a user whose socket takes nothing this long while output waits is "
         f"disconnected ({DEFAULT_STALL_TIMEOUT:g})",
+    )
+    add(
+        "--presence-limit",
+        type=count_or_none,
+        default=DEFAULT_PRESENCE_LIMIT,
+        metavar="N|none",
+        help="a room with more users than this on this server gets, instead of a line "
+        "per join and leave, how many came and went every --presence-interval "
+        f"({DEFAULT_PRESENCE_LIMIT}; none: a line each, always)",
+    )
+    add(
+        "--presence-interval",
+        type=positive,
+        default=DEFAULT_PRESENCE_INTERVAL,
+        metavar="SECONDS",
+        help=f"seconds between two counts of a crowded room's joins and leaves "
+        f"({DEFAULT_PRESENCE_INTERVAL:g})",
     )
     add(
         "--heartbeat",

@@ -52,6 +52,7 @@ from ._directory import DirectoryState, Presence, inbox_topic, room_topic
 from ._errors import ChatError
 from ._events import (
     Action,
+    Crowd,
     Direct,
     Event,
     Joined,
@@ -105,6 +106,7 @@ __all__ = [
     "ChatSession",
     "Close",
     "Command",
+    "Crowd",
     "Datagram",
     "Direct",
     "DirectoryState",

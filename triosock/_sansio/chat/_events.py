@@ -13,10 +13,15 @@ These formats are the wire format users and tests rely on::
                                       [dm alice -> bob] hi      (no or another viewer)
     Joined(room, nick)                * bob joined #lobby
     Left(room, nick)                  * bob left #lobby
+    Crowd(room, joined, left)         * 37 joined, 12 left #lobby
     NickChanged(old, new)             * alice is now known as al
     Notice(text)                      -!- text
     ServerClosing(text)               -!- server closing: text  (-!- server closing if
                                                                  text is empty)
+
+A :class:`Crowd` stands for the joins and leaves of a while in a room too crowded for a
+line each (see ``presence_limit`` in :class:`~triosock.ChatServer`); it always gives both
+counts, so it cannot be read as one user's line.
 
 The viewer of a :class:`Direct` is compared by :func:`nick_key`; when the viewer is both
 sender and recipient (a message to oneself) the "from" form is used. Every field is
@@ -28,10 +33,12 @@ Events across processes (:func:`encode_event`, :func:`decode_event_untrusted`)
 --------------------------------------------------------------------------------
 
 An event is encoded as a compact JSON object, ASCII only, keys sorted: ``"type"`` (one of
-``message``, ``action``, ``direct``, ``joined``, ``left``, ``nick``, ``notice``,
-``closing``) and one string per field, named as in the dataclass, e.g.
-``{"room":"#lobby","sender":"alice","text":"hi","type":"message"}``. Decoding accepts
-exactly that shape (no missing or extra keys, every value a string) and raises
+``message``, ``action``, ``direct``, ``joined``, ``left``, ``crowd``, ``nick``,
+``notice``, ``closing``) and one value per field, named as in the dataclass: a string,
+but for the counts of a ``crowd`` (non-negative integers), e.g.
+``{"room":"#lobby","sender":"alice","text":"hi","type":"message"}`` or
+``{"joined":37,"left":12,"room":"#lobby","type":"crowd"}``. Decoding accepts exactly
+that shape (no missing or extra keys, every value of its type) and raises
 :class:`ChatError` for anything else; the fields are not validated beyond that, since
 rendering neutralises them anyway. ``decode_event_untrusted(encode_event(e)) == e``.
 """
@@ -49,6 +56,7 @@ from ._text import neutralise, quote
 
 __all__ = [
     "Action",
+    "Crowd",
     "Direct",
     "Event",
     "Joined",
@@ -110,6 +118,16 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class Crowd:
+    """``joined`` users entered ``room`` and ``left`` users left it, lately: what a room
+    too crowded for a line per join and leave is told instead."""
+
+    room: str
+    joined: int
+    left: int
+
+
+@dataclass(frozen=True, slots=True)
 class NickChanged:
     """The user called ``old`` is now called ``new``."""
 
@@ -131,7 +149,9 @@ class ServerClosing:
     text: str
 
 
-Event: TypeAlias = Message | Action | Direct | Joined | Left | NickChanged | Notice | ServerClosing
+Event: TypeAlias = (
+    Message | Action | Direct | Joined | Left | Crowd | NickChanged | Notice | ServerClosing
+)
 
 
 def render_line(event: Event, *, viewer: str | None = None) -> bytes:
@@ -167,6 +187,8 @@ def render_line(event: Event, *, viewer: str | None = None) -> bytes:
             line = f"* {n(nick)} joined {n(room)}"
         case Left(room, nick):
             line = f"* {n(nick)} left {n(room)}"
+        case Crowd(room, joined, left):
+            line = f"* {joined:d} joined, {left:d} left {n(room)}"
         case NickChanged(old, new):
             line = f"* {n(old)} is now known as {n(new)}"
         case Notice(text):
@@ -186,6 +208,7 @@ _EVENT_CLASSES: dict[str, Callable[..., Event]] = {
     "direct": Direct,
     "joined": Joined,
     "left": Left,
+    "crowd": Crowd,
     "nick": NickChanged,
     "notice": Notice,
     "closing": ServerClosing,
@@ -195,6 +218,15 @@ _EVENT_FIELDS: dict[str, frozenset[str]] = {
     tag: frozenset(f.name for f in fields(cls))  # type: ignore[arg-type]
     for tag, cls in _EVENT_CLASSES.items()
 }
+# The fields that hold a count (a non-negative int), by tag; every other field is a str.
+_COUNT_FIELDS: dict[str, frozenset[str]] = {
+    tag: frozenset(f.name for f in fields(cls) if f.type == "int")  # type: ignore[arg-type]
+    for tag, cls in _EVENT_CLASSES.items()
+}
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
 
 
 # Every event's keys with "type", sorted; and one encoder for all (a line is encoded once
@@ -215,16 +247,19 @@ def encode_event(event: Event) -> bytes:
       Compact, ASCII-only JSON; see "Events across processes" in the module docstring.
 
     Raises:
-      TypeError: if ``event`` is not an event or one of its fields is not a string.
+      TypeError: if ``event`` is not an event or one of its fields is not a string (a
+        non-negative int, for a count).
     """
     tag = _EVENT_TAGS.get(type(event))
     if tag is None:
         raise TypeError(f"not a chat event: {event!r}")
-    obj: dict[str, str] = {}
+    obj: dict[str, str | int] = {}
+    counts = _COUNT_FIELDS[tag]
     for name in _SORTED_KEYS[tag]:  # in key order, so the encoder need not sort
         value = tag if name == "type" else getattr(event, name)
-        if not isinstance(value, str):
-            raise TypeError(f"{type(event).__name__}.{name} must be a str: {value!r}")
+        if not isinstance(value, str) and not (name in counts and _is_count(value)):
+            wanted = "a non-negative int" if name in counts else "a str"
+            raise TypeError(f"{type(event).__name__}.{name} must be {wanted}: {value!r}")
         obj[name] = value
     return _ENCODER.encode(obj).encode("ascii")
 
@@ -255,6 +290,11 @@ def decode_event_untrusted(data: bytes) -> Event:
     expected = _EVENT_FIELDS[tag]
     if obj.keys() != expected:
         raise ChatError(f"a {tag} event has the fields {', '.join(sorted(expected))}")
-    if not all(isinstance(value, str) for value in obj.values()):
-        raise ChatError(f"every field of a {tag} event must be a string")
+    counts = _COUNT_FIELDS[tag]
+    for name, value in obj.items():
+        if name in counts:
+            if not _is_count(value):
+                raise ChatError(f"the {name} of a {tag} event must be a non-negative integer")
+        elif not isinstance(value, str):
+            raise ChatError(f"every field of a {tag} event but its counts must be a string")
     return _EVENT_CLASSES[tag](**obj)

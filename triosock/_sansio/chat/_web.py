@@ -17,6 +17,7 @@ it with ``textContent``, never as HTML)::
     {"recipient":"bob","sender":"alice","text":"hi","type":"direct"}
     {"nick":"bob","room":"#lobby","type":"joined"}
     {"nick":"bob","room":"#lobby","type":"left"}
+    {"joined":37,"left":12,"room":"#lobby","type":"crowd"}
     {"new":"al","old":"alice","type":"nick"}
     {"text":"bob is in #lobby","type":"notice"}
     {"text":"goodbye","type":"closing"}
@@ -73,7 +74,11 @@ def render_json(event: Event) -> bytes:
     Raises:
       TypeError: ``event`` is not an event.
     """
-    cleaned = type(event)(*(neutralise(getattr(event, f.name)) for f in fields(event)))
+    values: dict[str, Any] = {}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        values[f.name] = neutralise(value) if isinstance(value, str) else value
+    cleaned: Event = type(event)(**values)
     return encode_event(cleaned) + b"\n"
 
 

@@ -32,11 +32,21 @@ Flow control (the rules, with their defaults in :class:`ChatServer`):
   the lines already queued for the member.
 * **Order.** What a member is told (notices, replies to ``/who``) comes after every room
   line already queued for it.
+
+Presence. In a room of up to ``presence_limit`` members of this server, every join and
+leave is a line to the room (``* bob joined #lobby``). In a more crowded room they are
+counted instead, and the room gets one line every ``presence_interval`` seconds, while
+anyone came or went: ``* 37 joined, 12 left #lobby`` (a :class:`~triosock._sansio.chat.
+Crowd` event). A line per arrival costs the room a line per member, so n arrivals cost
+n² lines: 1,000 silent connections would be a million lines in ``#lobby``. Whoever joins
+a crowded room still sees its own join line, and ``/who`` lists everyone. Across servers
+(a Redis hub) each server counts its own members and tells the room of its own users.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -75,6 +85,10 @@ DEFAULT_STALL_TIMEOUT: Final = 30.0
 DEFAULT_GOODBYE_TIMEOUT: Final = 5.0
 #: The longest line, in bytes.
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
+#: Members a room may have on this server and still get a line per join and leave.
+DEFAULT_PRESENCE_LIMIT: Final = 100
+#: Seconds between two lines that count a crowded room's joins and leaves.
+DEFAULT_PRESENCE_INTERVAL: Final = 5.0
 #: What users are told when the hub loses its broker, and when it is back.
 HUB_DEGRADED: Final = (
     "the rooms are degraded: the broker is unreachable, so what is said reaches only "
@@ -177,6 +191,11 @@ class ChatServer:
       stall_timeout: seconds a member's socket may take nothing while output waits
         before the member is disconnected; None never disconnects for that.
       goodbye_timeout: seconds a disconnected member's socket gets to take the notice.
+      presence_limit: the most members (of this server) a room may have and still get
+        a line per join and leave; a more crowded room gets their counts every
+        ``presence_interval`` seconds instead (see the module docstring). None: a line
+        each, always.
+      presence_interval: seconds between two counts of a crowded room's joins and leaves.
     """
 
     def __init__(
@@ -192,6 +211,8 @@ class ChatServer:
         max_backlog: int = DEFAULT_MAX_BACKLOG,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         goodbye_timeout: float = DEFAULT_GOODBYE_TIMEOUT,
+        presence_limit: int | None = DEFAULT_PRESENCE_LIMIT,
+        presence_interval: float = DEFAULT_PRESENCE_INTERVAL,
     ) -> None:
         if policy not in get_args(Policy):
             raise ValueError(f"unknown policy {policy!r}; expected one of {get_args(Policy)}")
@@ -209,6 +230,12 @@ class ChatServer:
             raise ValueError(f"stall_timeout must be a positive number of seconds: {stall_timeout}")
         if not goodbye_timeout >= 0:
             raise ValueError(f"goodbye_timeout must not be negative: {goodbye_timeout}")
+        if presence_limit is not None and presence_limit < 1:
+            raise ValueError(f"presence_limit must be at least 1 member, not {presence_limit}")
+        if not (presence_interval > 0 and math.isfinite(presence_interval)):
+            raise ValueError(
+                f"presence_interval must be a positive number of seconds: {presence_interval}"
+            )
         self.hub: Hub[bytes] = hub if hub is not None else InProcessHub()
         self.directory: Directory = directory if directory is not None else InProcessDirectory()
         self.policy: Policy = policy
@@ -219,6 +246,11 @@ class ChatServer:
         self.max_backlog = max_backlog
         self.stall_timeout = stall_timeout
         self.goodbye_timeout = goodbye_timeout
+        self.presence_limit = presence_limit
+        self.presence_interval = presence_interval
+        # crowded rooms' joins and leaves since the last count, by topic
+        self._crowds: dict[str, proto.Crowd] = {}
+        self._crowds_waiting = trio.Event()
         self._ready: ReadyQueue[bytes] | None = None
         self._subs: dict[Subscription[bytes], _User] = {}
         self._users: dict[str, _User] = {}
@@ -256,6 +288,7 @@ class ChatServer:
         self.hub.add_health_listener(self._hub_health)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fan_out, ready)
+            nursery.start_soon(self._count_crowds_forever)
             if self.directory.reap_interval is not None:
                 nursery.start_soon(self._reap_forever, self.directory.reap_interval)
             self._ready = ready
@@ -370,10 +403,42 @@ class ChatServer:
                 continue
             for ghost in ghosts:
                 LOGGER.info("%s left (its server stopped renewing its lease)", ghost.nick)
+                topic, left = proto.room_topic(ghost.room), proto.Left(ghost.room, ghost.nick)
+                if not self._counted(topic, left):
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await self._publish(None, topic, left)
+
+    def _counted(self, topic: str, event: proto.Event) -> bool:
+        """Count a join or leave of a crowded room (True) rather than say it (False).
+
+        Whoever joins a crowded room is shown its own join line all the same (clients
+        learn their room from it): the caller puts it in the user's inbox.
+        """
+        if not isinstance(event, proto.Joined | proto.Left):
+            return False
+        if self.presence_limit is None or self.hub.subscriber_count(topic) <= self.presence_limit:
+            return False
+        crowd = self._crowds.get(topic)
+        if crowd is None:
+            crowd = self._crowds[topic] = proto.Crowd(event.room, 0, 0)
+        if isinstance(event, proto.Joined):
+            self._crowds[topic] = dataclasses.replace(crowd, joined=crowd.joined + 1)
+        else:
+            self._crowds[topic] = dataclasses.replace(crowd, left=crowd.left + 1)
+        self._crowds_waiting.set()
+        return True
+
+    async def _count_crowds_forever(self) -> None:
+        """Every ``presence_interval`` while crowded rooms see joins or leaves, tell
+        each how many came and went."""
+        while True:
+            await self._crowds_waiting.wait()
+            await trio.sleep(self.presence_interval)
+            crowds, self._crowds = self._crowds, {}
+            self._crowds_waiting = trio.Event()
+            for topic, crowd in crowds.items():
                 with contextlib.suppress(trio.ClosedResourceError):
-                    await self._publish(
-                        None, proto.room_topic(ghost.room), proto.Left(ghost.room, ghost.nick)
-                    )
+                    await self._publish(None, topic, crowd)
 
     def _hub_health(self, healthy: bool, detail: str) -> None:
         """Tell every user when the rooms stop (or start again) reaching other servers."""
@@ -537,7 +602,10 @@ class ChatServer:
             answer: list[proto.Effect] = []
             match effect:
                 case proto.Publish(topic, event):
-                    await self._publish(user.member, topic, event)
+                    if not self._counted(topic, event):
+                        await self._publish(user.member, topic, event)
+                    elif type(event) is proto.Joined:  # it still sees its own arrival
+                        await self._publish(user.member, user.core.inbox, event)
                 case proto.Tell(text):
                     self._collect(user)  # after what is queued for the user already
                     user.outbox.put(user.renderer.notice(text), 0)  # a notice: never dropped
@@ -691,6 +759,8 @@ class ChatServer:
             LOGGER.warning("%s left, but %s", core.nick, exc)
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
+            if self._counted(effect.topic, effect.event):
+                continue
             with contextlib.suppress(trio.ClosedResourceError):
                 await self._publish(user.member, effect.topic, effect.event)
         why: str = (

@@ -69,6 +69,10 @@ function show(ev) {
       add("event", text(`* ${ev.nick} left ${ev.room}`));
       refreshRooms();
       break;
+    case "crowd": // a crowded room: how many came and went, not a line each
+      add("event", text(`* ${ev.joined} joined, ${ev.left} left ${ev.room}`));
+      refreshRooms();
+      break;
     case "nick":
       if (ev.old === me) { me = ev.new; setWhere(); }
       add("event", text(`* ${ev.old} is now known as ${ev.new}`));
