@@ -227,4 +227,6 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
     # 4 MiB on Linux's loopback) and its backlog are full and it takes nothing for the
     # stall timeout: a figure, as a short run may not fill them.
     row.figures["stopped_disconnected"] = len(stopped & closed)
+    # How long the load processes waited after their last line for the lines in flight.
+    row.figures["drained_s"] = max((r.get("drained_s", 0.0) for r in results), default=0.0)
     return row

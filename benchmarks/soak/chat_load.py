@@ -4,9 +4,12 @@
 --roster SPEC ...`` connects its share of the roster's members, each to its room, prints
 ``ready`` when all have joined, waits for ``go`` on stdin, and then each member says
 ``--messages`` numbered lines ``m NICK SEQ T_NS`` at ``--interval`` seconds (with a
-random phase), reads everything, and after the last line waits ``--drain`` seconds for
-the others. It prints one JSON object: for every sender in the receiver's room, the
-numbers received, and the delivery latencies (CLOCK_MONOTONIC is shared by processes).
+random phase), reads everything, and after the last line waits at least ``--drain``
+seconds, and then until no numbered line has reached any of its members for ``--quiet``
+seconds (at most ``--drain-cap`` seconds in all): the other processes' members may still
+be speaking, and the server may be running behind. It prints one JSON object: for
+every sender in the receiver's room, the numbers received, and the delivery latencies
+(CLOCK_MONOTONIC is shared by processes).
 
 The roster (``tcp:2x250,udp:1x200,ws:2x150``) says how many load processes each kind has
 and how many members each; every process can thus name every member (``tcp0m17``) and
@@ -68,6 +71,23 @@ class Latency:
         self.seconds[int(second)][round(ms, 1) if ms < 100 else float(round(ms))] += 1
 
 
+#: When a numbered line last reached a member of this process (trio's clock).
+LAST_ARRIVAL = [0.0]
+
+
+async def drain(minimum: float, quiet: float, cap: float) -> float:
+    """Wait ``minimum`` seconds, then until nothing arrived for ``quiet`` (``cap`` in
+    all); the seconds it waited."""
+    start = trio.current_time()
+    await trio.sleep(minimum)
+    while (now := trio.current_time()) - start < cap:
+        idle = now - LAST_ARRIVAL[0]
+        if idle >= quiet:
+            break
+        await trio.sleep(min(quiet - idle, cap - (now - start)))
+    return trio.current_time() - start
+
+
 class Member:
     """One connection, the same interface for every transport: send a line, lines in."""
 
@@ -92,6 +112,7 @@ class Member:
         ):
             self.joined.set()
         for kind, sender, seq, stamp in LINE.findall(data):
+            LAST_ARRIVAL[0] = trio.current_time()
             name = sender.decode()
             if kind == b"m":
                 if name != self.nick:
@@ -320,7 +341,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 speaking.start_soon(speak, member)
             for member in churners:
                 speaking.start_soon(churn, member)
-        await trio.sleep(args.drain)
+        drained = await drain(args.drain, args.quiet, args.drain_cap)
         await close_all([*members, *churners], errors)
         nursery.cancel_scope.cancel()
     return {
@@ -340,6 +361,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "closed_by_server": [m.nick for m in members if m.closed_by_server],
         "latency": {str(k): dict(v) for k, v in latency.seconds.items()},
         "errors": errors,
+        "drained_s": round(drained, 1),
     }
 
 
@@ -358,6 +380,8 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--drain", type=float, default=5.0)
+    parser.add_argument("--quiet", type=float, default=3.0)
+    parser.add_argument("--drain-cap", type=float, default=60.0)
     parser.add_argument("--stop-reading", default="")
     parser.add_argument("--churn", type=int, default=0)
     parser.add_argument("--pad", type=int, default=0, help="bytes added to each line")
