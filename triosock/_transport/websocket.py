@@ -37,7 +37,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
-from websockets.trio.server import ServerConnection, serve
+from websockets.server import ServerProtocol
+from websockets.trio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
 from .._errors import BindError, describe_oserror
@@ -90,14 +91,26 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
     and whole frames put there without waiting by a fan-out (see
     :meth:`WebSocketPeer.put_text`). They share one queue, so they never interleave, and
     a frame is never torn. Once websockets has sent its close frame the outbox is
-    sealed: nothing is sent after it.
+    sealed: nothing is sent after it. Once closed, ``send_all`` raises trio's
+    ``ClosedResourceError``, as a trio stream does, so that websockets' reader stops.
+
+    What the client sends after the 101 waits until the connection's handler runs
+    (:meth:`handler_started`). websockets' server writes the 101, waits for trio's next
+    pass (the write's checkpoint), and runs the handler only if the connection is still
+    OPEN then. Had its reader taken in a close frame or a protocol error meanwhile, the
+    server would close the TCP connection before the close frame the reader was about to
+    send, and a data frame read with them would go to a message queue closed already
+    (websockets logs "unexpected internal error ... EOFError"). Held, the frames reach
+    websockets with the handler there to read them, as on any later read.
     """
 
-    __slots__ = ("_raw", "_release", "outbox", "protocol")
+    __slots__ = ("_closed", "_handling", "_raw", "_release", "outbox", "protocol")
 
     def __init__(self, raw: RawSocketStream, release: Callable[[], object] | None = None) -> None:
         self._raw = raw
         self._release = release  # gives the connection's max_connections slot back
+        self._closed = False
+        self._handling = trio.Event()  # the handler runs (or the stream closed)
         self.outbox = Outbox(StreamSink(raw))
         #: websockets' protocol object, once the connection exists (for its state).
         self.protocol: Protocol | None = None
@@ -107,11 +120,18 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         """The stdlib socket (non-blocking)."""
         return self._raw.socket
 
+    def handler_started(self) -> None:
+        """The connection's handler runs: what the client sent goes to websockets now."""
+        self._handling.set()
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the WebSocket stream was closed")
         outbox = self.outbox
         if outbox.error is None:
             outbox.put(bytes(data), 0)  # never dropped by a drop policy
-            if self.protocol is not None and self.protocol.state is not State.OPEN:
+            protocol = self.protocol
+            if protocol is not None and protocol.state in (State.CLOSING, State.CLOSED):
                 outbox.seal()  # that was the close frame
         await self._drain()
 
@@ -135,14 +155,41 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.checkpoint()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        return await self._raw.receive_some(max_bytes)
+        data = await self._raw.receive_some(max_bytes)
+        protocol = self.protocol
+        if not self._handling.is_set() and protocol is not None and protocol.state is State.OPEN:
+            # The 101 is sent and the handler not started yet: hold this (see the class
+            # docstring). Before the 101 (CONNECTING) the request and any rejection flow.
+            await self._handling.wait()
+            if self._closed:
+                raise trio.ClosedResourceError("the WebSocket closed before its handler ran")
+        return data
 
     async def aclose(self) -> None:
+        self._closed = True
+        self._handling.set()  # a held read ends (ClosedResourceError)
         self.outbox.seal()
         release, self._release = self._release, None
         if release is not None:
             release()
         await self._raw.aclose()
+
+
+class _ServerConnection(ServerConnection):
+    """websockets' server connection, which tells its :class:`WebSocketStream` the
+    protocol before anything is read or written (the stream looks at its state)."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        stream: trio.abc.Stream,
+        protocol: ServerProtocol,
+        server: Server,
+        **options: Any,
+    ) -> None:
+        assert isinstance(stream, WebSocketStream)
+        stream.protocol = protocol
+        super().__init__(nursery, stream, protocol, server, **options)
 
 
 class _WebSocketListener(trio.abc.Listener[WebSocketStream]):
@@ -297,11 +344,11 @@ async def serve_websocket(
     async def run(connection: ServerConnection) -> None:
         stream = connection.stream
         assert isinstance(stream, WebSocketStream)
-        stream.protocol = connection.protocol
         peer = WebSocketPeer(connection, server)
         server.open_connections += 1
         server.total_connections += 1
         LOGGER.debug("websocket %s connected (%d open)", peer.peer, server.open_connections)
+        stream.handler_started()  # from now on the client's frames reach websockets
         try:
             await handler(peer)
         except ConnectionClosed:
@@ -332,6 +379,7 @@ async def serve_websocket(
                 # No permessage-deflate: a fan-out's frames are the same bytes for every
                 # connection, and deflate's state costs each connection ~100 KiB.
                 compression=None,
+                create_connection=_ServerConnection,
                 logger=_PROTOCOL_LOGGER,
                 max_size=max_size,
                 ping_interval=ping_interval,
