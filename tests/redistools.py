@@ -64,6 +64,18 @@ class RedisProcess:
         entry = stats.get("cmdstat_publish", {})
         return int(entry["calls"]) if isinstance(entry, dict) else 0
 
+    async def command_calls(self) -> int:
+        """How many commands it has run in all, those of scripts included."""
+        from triosock._hub._redis import redis_client
+
+        async with redis_client(self.url) as client:
+            stats = await client.info("commandstats")
+        return sum(
+            int(entry["calls"])
+            for name, entry in stats.items()
+            if name.startswith("cmdstat_") and isinstance(entry, dict)
+        )
+
     async def kill(self) -> None:
         """kill -9, as a crash."""
         if self.process is not None:

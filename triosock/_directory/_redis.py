@@ -2,24 +2,34 @@
 
 What lives in Redis (``P`` is the prefix, ``triosock:`` by default):
 
-* ``P nick:<key>``: the session id owning the nick (its case-insensitive key), with a
-  lease;
-* ``P session:<id>``: a hash of the session's ``nick``, ``room`` and ``kind``, kept a
-  minute past the lease (for :meth:`RedisDirectory.reap`);
-* ``P members:<room>`` and ``P sessions``: sorted sets of session ids scored by when
-  their lease ends (milliseconds), for ``/who``; ``P rooms``: the room names ever used;
-  ``P guests``: the counter behind guest nicks, unique across the cluster.
+* ``P proc:<origin>``: this process's lease, a key that expires ``lease`` seconds after
+  the last renewal; while it lives, the process's sessions are present. ``P procs``: a
+  sorted set of the processes, scored by when their lease ends (milliseconds), for the
+  reaper, and ``P owned:<origin>``: the set of each process's session ids.
+* ``P nick:<key>``: the session id owning the nick (its case-insensitive key). A nick
+  whose owner's process has no lease is free.
+* ``P session:<id>``: a hash of the session's ``nick``, its key ``nk``, ``room`` and
+  ``kind``.
+* ``P in:<room>`` and ``P everyone``: sets of session ids, for ``/who``; ``P rooms``: the
+  room names ever used; ``P guests``: the counter behind guest nicks, unique across the
+  cluster.
 
-Claiming a nick is one Lua script (check the owner, set, drop the old nick): atomic, so
-of two processes racing for a nick exactly one gets it. Each process keeps its own
-sessions in memory and renews their leases every ``lease / 3`` seconds in one script;
-a process that dies stops renewing, and its users' nicks are free, and gone from
-``/who``, once the lease ends (``lease`` seconds after its last renewal: at most 6 s by
-default). Every process reaps such ghosts once a second (:meth:`RedisDirectory.reap`,
-one script, so each ghost goes to one process) and the chat tells their rooms they
-left. A process that cannot renew for a whole lease counts as gone the same way. The
-renewal re-asserts everything (nick, hash, room), so a Redis that restarted empty gets
-this process's users back within one renewal; a nick another process took meanwhile
+Claiming a nick is one Lua script (check the owner and its process's lease, set, drop the
+old nick): atomic, so of two processes racing for a nick exactly one gets it. The lease is
+one per process, not one per session: every ``lease / 3`` seconds a process renews it with
+one ``SET ... PX`` and one ``ZADD``, whatever its number of users (10,000 users on 10
+processes cost Redis about 10 commands a second, not 35,000). A process that dies stops
+renewing; once its lease ends (at most ``lease`` seconds after its last renewal: 6 s by
+default) its users' nicks are free, ``/who`` and ``/msg`` stop finding them, and the next
+reaping pass (every process reaps once a second, :meth:`RedisDirectory.reap`, in one
+script, so each ghost goes to one process) removes them, and the chat tells their rooms
+they left; ``/rooms`` counts them until then. A process that cannot renew for a whole
+lease counts as gone the same way.
+
+When a renewal finds the lease gone (a Redis that restarted empty, or a process that was
+cut off so long that others reaped its users), or after a renewal failed, the process
+re-asserts everything it holds (lease, nicks, hashes, rooms) in one script, so its users
+are back within one renewal of Redis's return; a nick another process took meanwhile
 stays theirs, and the log says so.
 
 When Redis cannot be reached, each call raises :class:`DirectoryUnavailable` (the chat
@@ -31,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import os
 import time
 from collections.abc import AsyncIterator
@@ -40,7 +49,6 @@ from typing import Any, Final
 
 import coredis
 import trio
-from coredis.tokens import PureToken
 
 from .._errors import DirectoryUnavailable
 from .._hub._redis import is_redis_failure, redis_client
@@ -56,62 +64,99 @@ DEFAULT_LEASE: Final = 6.0
 #: Seconds between two renewals while Redis cannot be reached.
 RETRY_INTERVAL: Final = 0.25
 
-# KEYS: the new nick's key, the old one's (or the same); ARGV: session id, lease in ms.
-_CLAIM: Final = """
+# Whether session id s (``<origin>.<n>``) belongs to a process with a lease; p: prefix.
+_ALIVE: Final = """
+local function alive(p, s)
+  local origin = string.match(s, '^([^.]+)%.')
+  return origin ~= nil and redis.call('EXISTS', p .. 'proc:' .. origin) == 1
+end
+"""
+# KEYS: the new nick's key, the old one's (or the same); ARGV: session id, prefix.
+_CLAIM: Final = (
+    _ALIVE
+    + """
 local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if owner and owner ~= ARGV[1] and alive(ARGV[2], owner) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
 if KEYS[2] ~= KEYS[1] and redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
 end
 return 1
 """
+)
 # KEYS: a nick's key; ARGV: the session id.
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
-# Write or renew sessions for one more lease; return the ids whose nick another session
-# owns now (taken while this process could not reach Redis). ARGV: lease ms, lease end
-# ms, the prefix, then five per session: id, nick key, nick, room, kind.
-_ASSERT: Final = """
-local lease, until_, p = ARGV[1], ARGV[2], ARGV[3]
+# Renew this process's lease; 0 if it was gone (the caller re-asserts everything).
+# ARGV: lease ms, lease end ms, the prefix, the origin.
+_RENEW: Final = """
+local p, origin = ARGV[3], ARGV[4]
+local held = redis.call('SET', p .. 'proc:' .. origin, '1', 'PX', ARGV[1], 'XX')
+redis.call('ZADD', p .. 'procs', ARGV[2], origin)
+if held then return 1 end
+return 0
+"""
+# Write the lease and sessions; return the ids whose nick another live session owns now
+# (taken while this process could not reach Redis). ARGV: lease ms, lease end ms, the
+# prefix, the origin, then five per session: id, nick key, nick, room, kind.
+_ASSERT: Final = (
+    _ALIVE
+    + """
+local p, origin = ARGV[3], ARGV[4]
+redis.call('SET', p .. 'proc:' .. origin, '1', 'PX', ARGV[1])
+redis.call('ZADD', p .. 'procs', ARGV[2], origin)
 local lost = {}
-for i = 4, #ARGV, 5 do
+for i = 5, #ARGV, 5 do
   local s, nk, nick, room, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local key = p .. 'nick:' .. nk
   local owner = redis.call('GET', key)
-  if owner and owner ~= s then
+  if owner and owner ~= s and alive(p, owner) then
     table.insert(lost, s)
   else
-    redis.call('SET', key, s, 'PX', lease)
+    redis.call('SET', key, s)
   end
-  local sk = p .. 'session:' .. s
-  redis.call('HSET', sk, 'nick', nick, 'room', room, 'kind', kind)
-  redis.call('PEXPIRE', sk, lease + 60000)  -- kept a minute longer, for the reaper
-  redis.call('ZADD', p .. 'members:' .. room, until_, s)
-  redis.call('ZADD', p .. 'sessions', until_, s)
+  redis.call('HSET', p .. 'session:' .. s, 'nick', nick, 'nk', nk, 'room', room, 'kind', kind)
+  redis.call('SADD', p .. 'in:' .. room, s)
+  redis.call('SADD', p .. 'everyone', s)
   redis.call('SADD', p .. 'rooms', room)
+  redis.call('SADD', p .. 'owned:' .. origin, s)
 end
 return lost
 """
-# Take up to 100 sessions whose lease ended out of the directory, atomically (so each is
-# reaped by one caller), and return id, nick, room, kind for each. ARGV: prefix, now ms.
+)
+# Take up to 100 sessions of processes whose lease ended out of the directory, atomically
+# (so each is reaped by one caller), and return id, nick, room, kind for each.
+# ARGV: prefix, now ms.
 _REAP: Final = """
 local p, now = ARGV[1], ARGV[2]
-local ids = redis.call('ZRANGEBYSCORE', p .. 'sessions', '-inf', '(' .. now, 'LIMIT', 0, 100)
-local out = {}
-for _, s in ipairs(ids) do
-  redis.call('ZREM', p .. 'sessions', s)
-  local h = redis.call('HMGET', p .. 'session:' .. s, 'nick', 'room', 'kind')
-  if h[1] and h[2] then
-    redis.call('ZREM', p .. 'members:' .. h[2], s)
-    table.insert(out, s)
-    table.insert(out, h[1])
-    table.insert(out, h[2])
-    table.insert(out, h[3] or '')
+local dead = redis.call('ZRANGEBYSCORE', p .. 'procs', '-inf', '(' .. now, 'LIMIT', 0, 10)
+local out, budget = {}, 100
+for _, origin in ipairs(dead) do
+  if budget <= 0 then break end
+  if redis.call('EXISTS', p .. 'proc:' .. origin) == 0 then
+    local ids = redis.call('SPOP', p .. 'owned:' .. origin, budget)
+    if #ids < budget then redis.call('ZREM', p .. 'procs', origin) end
+    budget = budget - #ids
+    for _, s in ipairs(ids) do
+      local sk = p .. 'session:' .. s
+      local h = redis.call('HMGET', sk, 'nick', 'room', 'kind', 'nk')
+      redis.call('SREM', p .. 'everyone', s)
+      if h[1] and h[2] then
+        redis.call('SREM', p .. 'in:' .. h[2], s)
+        table.insert(out, s)
+        table.insert(out, h[1])
+        table.insert(out, h[2])
+        table.insert(out, h[3] or '')
+      end
+      if h[4] then
+        local key = p .. 'nick:' .. h[4]
+        if redis.call('GET', key) == s then redis.call('DEL', key) end
+      end
+      redis.call('DEL', sk)
+    end
   end
-  redis.call('DEL', p .. 'session:' .. s)
 end
 return out
 """
@@ -147,6 +192,7 @@ class RedisDirectory(Directory):
         self._mine: dict[str, Presence] = {}  # this process's sessions
         self._client: coredis.Redis[bytes] | None = None
         self._running: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._leased = False  # this process's lease was written at least once
         #: Renewals that could not reach Redis.
         self.failed_renewals = 0
 
@@ -191,10 +237,6 @@ class RedisDirectory(Directory):
             raise RuntimeError("the RedisDirectory is not running: use `async with directory:`")
         return self._client
 
-    @staticmethod
-    def _now_ms() -> int:
-        return _wall_ms()
-
     @contextlib.contextmanager
     def _unavailable(self) -> Any:
         try:
@@ -214,6 +256,8 @@ class RedisDirectory(Directory):
         session = f"{self.origin}.{next(self._ids)}"
         client = self._redis()
         with self._unavailable():
+            if not self._leased:  # a claim holds only while this process has a lease
+                await self._assert(client, [])
             owned = nick if nick is not None and await self._claim(session, nick, nick) else None
             while owned is None:
                 number = int(await client.incr(self._key("guests")))
@@ -227,8 +271,7 @@ class RedisDirectory(Directory):
 
     async def _claim(self, session: str, nick: str, old: str) -> bool:
         keys = [self._nick_key(nick), self._nick_key(old)]
-        args = [session, str(int(self.lease * 1000))]
-        return bool(await self._redis().eval(_CLAIM, keys=keys, args=args))
+        return bool(await self._redis().eval(_CLAIM, keys=keys, args=[session, self.prefix]))
 
     async def rename(self, session: str, nick: str) -> bool:
         presence = self._mine[session]
@@ -236,14 +279,15 @@ class RedisDirectory(Directory):
             if not await self._claim(session, nick, presence.nick):
                 return False
             self._mine[session] = Presence(session, nick, presence.room, presence.kind)
-            await self._redis().hset(self._key("session", session), {"nick": nick})
+            fields = {"nick": nick, "nk": nick_key(nick)}
+            await self._redis().hset(self._key("session", session), fields)
         return True
 
     async def move(self, session: str, room: str) -> Presence:
         presence = self._mine[session]
         moved = Presence(session, presence.nick, room, presence.kind)
         with self._unavailable():
-            await self._redis().zrem(self._key("members", presence.room), [session])
+            await self._redis().srem(self._key("in", presence.room), [session])
             self._mine[session] = moved
             await self._assert(self._redis(), [moved])
         return moved
@@ -258,8 +302,9 @@ class RedisDirectory(Directory):
             await client.eval(_RELEASE, keys=[self._nick_key(presence.nick)], args=[session])
             async with client.pipeline(transaction=False) as pipe:
                 pipe.delete([self._key("session", session)])
-                pipe.zrem(self._key("members", presence.room), [session])
-                pipe.zrem(self._key("sessions"), [session])
+                pipe.srem(self._key("in", presence.room), [session])
+                pipe.srem(self._key("everyone"), [session])
+                pipe.srem(self._key("owned", self.origin), [session])
 
     async def lookup(self, nick: str) -> Presence | None:
         client = self._redis()
@@ -268,7 +313,12 @@ class RedisDirectory(Directory):
             if owner is None:
                 return None
             session = owner.decode()
-            fields = await client.hgetall(self._key("session", session))
+            async with client.pipeline(transaction=False) as pipe:
+                alive = pipe.exists([self._key("proc", _origin(session))])
+                hash_ = pipe.hgetall(self._key("session", session))
+            leased, fields = await alive, await hash_
+        if not leased:
+            return None  # its process is gone, and it is not reaped yet
         if not fields:
             return None
         values = {k.decode(): v.decode() for k, v in fields.items()}
@@ -276,15 +326,18 @@ class RedisDirectory(Directory):
 
     async def nicks(self, room: str | None = None) -> list[str]:
         client = self._redis()
-        index = self._key("sessions") if room is None else self._key("members", room)
+        index = self._key("everyone") if room is None else self._key("in", room)
         with self._unavailable():
-            ids = await client.zrange(index, self._now_ms(), "+inf", sortby=PureToken.BYSCORE)
+            ids = [_text(i) for i in await client.smembers(index)]
             if not ids:
                 return []
+            origins = sorted({_origin(i) for i in ids})
             async with client.pipeline(transaction=False) as pipe:
-                asked = [pipe.hget(self._key("session", _text(i)), "nick") for i in ids]
-            found = [await nick for nick in asked]
-        return sorted(n.decode() for n in found if n is not None)
+                leases = [pipe.exists([self._key("proc", o)]) for o in origins]
+                asked = [pipe.hget(self._key("session", i), "nick") for i in ids]
+            alive = {o for o, lease in zip(origins, leases, strict=True) if await lease}
+            found = [(i, await nick) for i, nick in zip(ids, asked, strict=True)]
+        return sorted(n.decode() for i, n in found if n is not None and _origin(i) in alive)
 
     async def rooms(self) -> dict[str, int]:
         client = self._redis()
@@ -292,9 +345,8 @@ class RedisDirectory(Directory):
             names = sorted(n.decode() for n in await client.smembers(self._key("rooms")))
             if not names:
                 return {}
-            now = self._now_ms()
             async with client.pipeline(transaction=False) as pipe:
-                counts = [pipe.zcount(self._key("members", n), now, math.inf) for n in names]
+                counts = [pipe.scard(self._key("in", n)) for n in names]
             found = [int(await count) for count in counts]
         return {name: count for name, count in zip(names, found, strict=True) if count}
 
@@ -311,29 +363,42 @@ class RedisDirectory(Directory):
 
     # -- leases -------------------------------------------------------------------------
 
-    async def _assert(self, client: coredis.Redis[bytes], presences: list[Presence]) -> list[str]:
-        """Write (or renew) what Redis holds of ``presences`` for one more lease, in one
-        script; return the sessions whose nick another session owns now."""
+    def _lease_args(self) -> list[str]:
         lease_ms = int(self.lease * 1000)
-        args: list[str] = [str(lease_ms), str(_wall_ms() + lease_ms), self.prefix]
+        return [str(lease_ms), str(_wall_ms() + lease_ms), self.prefix, self.origin]
+
+    async def _assert(self, client: coredis.Redis[bytes], presences: list[Presence]) -> list[str]:
+        """Write what Redis holds of ``presences`` and renew the lease, in one script;
+        return the sessions whose nick another session owns now."""
+        args = self._lease_args()
         for p in presences:
             args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind]
         lost = await client.eval(_ASSERT, keys=[], args=args)
+        self._leased = True
         return [_text(item) for item in lost] if isinstance(lost, list) else []
 
+    async def _renew(self, client: coredis.Redis[bytes], reassert: bool) -> list[str]:
+        """Renew the lease (O(1)); re-assert every session when asked, or when the lease
+        was gone. The sessions whose nick another session owns now."""
+        if not reassert and await client.eval(_RENEW, keys=[], args=self._lease_args()):
+            return []
+        if not reassert:
+            LOGGER.warning("the directory had lost this process's lease; re-asserting its users")
+        return await self._assert(client, list(self._mine.values()))
+
     async def _renew_forever(self) -> None:
-        """Every lease / 3: renew (after a Redis restart: re-assert) this process's
-        sessions."""
+        """Every lease / 3: renew this process's lease (after a failure, or when it was
+        gone: re-assert its sessions)."""
         failed = False
         while True:
             # After a failure, again soon: a Redis that restarted empty gets our users
             # back within RETRY_INTERVAL of its return.
             await trio.sleep(RETRY_INTERVAL if failed else self.lease / 3)
             client = self._client
-            if client is None or not self._mine:
+            if client is None:
                 continue
             try:
-                lost = await self._assert(client, list(self._mine.values()))
+                lost = await self._renew(client, reassert=failed)
             except BaseException as exc:
                 if not is_redis_failure(exc):
                     raise
@@ -349,6 +414,11 @@ class RedisDirectory(Directory):
                     session,
                     presence.nick if presence else "?",
                 )
+
+
+def _origin(session: str) -> str:
+    """The process part of a session id (``<origin>.<n>``)."""
+    return session.partition(".")[0]
 
 
 def _text(value: object) -> str:
