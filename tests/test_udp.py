@@ -451,3 +451,37 @@ async def test_a_broken_resource_inside_a_handlers_nursery_ends_the_peer_quietly
             await client.aclose()
     assert server.statistics().handler_errors == 0
     assert "handler failed" not in caplog.text
+
+
+@pytest.mark.parametrize("receive_buffer", [None, udp_module.DEFAULT_RECEIVE_BUFFER])
+async def test_a_burst_while_the_server_is_busy_waits_in_a_big_enough_receive_buffer(
+    receive_buffer: int | None,
+) -> None:
+    """2,000 datagrams (about 2 MB of kernel memory on loopback) arrive while the server
+    cannot read: the system's default buffer (about 208 KiB) drops most of them before
+    the server sees them, and the status says how many; the server's 4 MiB holds all."""
+    burst, received = 2000, 0
+
+    async def count(peer: UDPPeer) -> None:
+        nonlocal received
+        async for _ in peer:
+            received += 1
+
+    with trio.fail_after(GUARD):
+        options: dict[str, Any] = {"queue_size": burst, "receive_buffer": receive_buffer}
+        async with running_udp_server(count, **options) as server:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
+                for i in range(burst):  # no checkpoint: the server cannot read meanwhile
+                    client.sendto(b"%5d" % i + b"x" * 195, ("127.0.0.1", server.port))
+            await trio.testing.wait_all_tasks_blocked()  # it has read all the kernel held
+            drops = server.kernel_drops()
+            assert drops is not None  # Linux says
+            assert received == server.statistics().datagrams_in == burst - drops
+            if receive_buffer is None:
+                assert server.receive_buffer < 1024 * 1024
+                assert drops > burst // 2, drops
+            else:
+                assert server.receive_buffer >= receive_buffer  # (Linux reports double)
+                assert drops == 0
+            server.stop()

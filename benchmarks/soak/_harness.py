@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,3 +192,33 @@ def percentile(histogram: dict[float, int], q: float) -> float:
         if seen >= q * total:
             return value
     return max(histogram)
+
+
+def server_status(url: str) -> dict[str, Any]:
+    """A server's ``GET /status`` figures (see the README), or the error."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            figures: dict[str, Any] = json.loads(answer.read())
+    except OSError as exc:
+        return {"error": repr(exc)}
+    return figures
+
+
+def server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What the server's status says happened between two snapshots: its listeners'
+    and the chat's counters as differences, its users and UDP peers as they are."""
+    if not after:
+        return {}
+    figures: dict[str, Any] = {"users": after["chat"]["users"]}
+    then = {x["transport"]: x for x in before.get("listeners", [])}
+    for listener in after["listeners"]:
+        kind, old = listener["transport"], then.get(listener["transport"], {})
+        for key, value in listener.items():
+            if key in ("peers", "connections"):
+                figures[f"{kind}_{key}_now"] = value
+            elif isinstance(value, int):
+                figures[f"{kind}_{key}"] = value - old.get(key, 0)
+    chat = before.get("chat", {})
+    for key in ("lines_in", "lines_out", "dropped", "disconnected_slow", "sessions_total"):
+        figures[key] = after["chat"][key] - chat.get(key, 0)
+    return figures

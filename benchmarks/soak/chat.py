@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._harness import CLIServer, Load, Row, percentile
+from ._harness import CLIServer, Load, Row, percentile, server_figures, server_status
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ def _run(
                 load.go()
             budget = messages * shape.interval + 120
             results = [load.result(budget) for load in loads]
+            status = server_status(f"http://127.0.0.1:{server.port('status')}/status")
         finally:
             for load in loads:
                 load.kill()
@@ -119,6 +120,9 @@ def _run(
         after_rss = server.rss_now() if alive else 0
         rss = list(server.rss)
     row = _figures(results, shape, variant)
+    # What the server saw (its status page at the end): the datagrams the kernel dropped
+    # before the server read them are missing from udp_datagrams_in.
+    row.figures["server"] = server_figures({}, status) if "chat" in status else status
     row.figures.update(
         idle_rss_mib=round(idle_rss / 1024, 1),
         max_rss_mib=round(max(kib for _, kib in rss) / 1024, 1) if rss else 0,
@@ -161,6 +165,10 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
     expected = delivered = lost = duplicated = reordered = 0
     lost_at_stopped = 0
     lost_by_kind: Counter[str] = Counter()  # by the receiver's transport
+    lost_by_sender_kind: Counter[str] = Counter()
+    # sender -> the fewest of its lines a reading receiver missed: lost to the whole room
+    # (never read by the server, or never fanned out), not on the way to one receiver
+    least_missing: dict[str, int] = {}
     for result in results:
         for receiver, got in result["received"].items():
             for sender, count in senders.items():
@@ -175,6 +183,8 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
                 delivered += lines
                 lost += missing
                 lost_by_kind[_kind(receiver)] += missing
+                lost_by_sender_kind[_kind(sender)] += missing
+                least_missing[sender] = min(least_missing.get(sender, missing), missing)
                 duplicated += lines - distinct
                 reordered += back
     dm_sent = dm_lost = 0
@@ -206,6 +216,11 @@ def _figures(results: list[dict[str, Any]], shape: Shape, variant: str) -> Row:
             "disconnected": len(closed),
             "lost_at_stopped": lost_at_stopped,
             "lost_by_receiver": dict(lost_by_kind),
+            "lost_by_sender": dict(lost_by_sender_kind),
+            "lines_lost_to_whole_room": {
+                kind: sum(n for sender, n in least_missing.items() if _kind(sender) == kind)
+                for kind in sorted({_kind(sender) for sender in least_missing})
+            },
             "p50_ms": percentile(histogram, 0.5),
             "p99_ms": percentile(histogram, 0.99),
             "client_errors": len(errors),

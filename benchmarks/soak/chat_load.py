@@ -71,6 +71,8 @@ class Latency:
         self.seconds[int(second)][round(ms, 1) if ms < 100 else float(round(ms))] += 1
 
 
+#: Bytes of receive buffer for each UDP member's socket.
+UDP_RECEIVE_BUFFER = 1024 * 1024
 #: When a numbered line last reached a member of this process (trio's clock).
 LAST_ARRIVAL = [0.0]
 
@@ -251,6 +253,10 @@ async def run_member(
         await member.read_forever()
         return
     sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+    # 200 members in one Python process fall behind the server at times: room for a few
+    # seconds of lines, so that the kernel does not drop them at this end (a UDP user's
+    # client would do the same, or lose them).
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
     await sock.connect((host, port))
     udp = UDPMember(nick, room, sock)
     task_status.started(udp)

@@ -27,15 +27,13 @@ saw.
 from __future__ import annotations
 
 import itertools
-import json
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._harness import CLIServer, Load, Row, percentile
+from ._harness import CLIServer, Load, Row, percentile, server_figures, server_status
 
 #: The per-user rate limit the soak serves with (the CLI's default is 50 lines/s, at
 #: which a 10,000-line paste takes 200 s, longer than the whole soak; at 500 it takes
@@ -168,7 +166,7 @@ def run(out: Path, quick: bool) -> list[Row]:
             time.sleep(shape.baseline)
             windows.append(("baseline (the room alone)", room_go, time.monotonic_ns()))
             rss_before["baseline (the room alone)"] = _rss(server)
-            status["baseline (the room alone)"] = _status(status_url)
+            status["baseline (the room alone)"] = server_status(status_url)
             for name, seconds in attacks:
                 rss_before[name] = _rss(server)
                 start = time.monotonic_ns()
@@ -180,12 +178,12 @@ def run(out: Path, quick: bool) -> list[Row]:
                 end = time.monotonic_ns()
                 windows.append((name, start, end))  # the attack and the room alone after
                 rss_after[name] = _rss(server)
-                status[name] = _status(status_url) if server.alive() else {}
+                status[name] = server_status(status_url) if server.alive() else {}
             settled = time.monotonic_ns()
             time.sleep(shape.settle)
             windows.append(("after the attacks", settled, time.monotonic_ns()))
             rss_after["after the attacks"] = _rss(server)
-            status["after the attacks"] = _status(status_url) if server.alive() else {}
+            status["after the attacks"] = server_status(status_url) if server.alive() else {}
             assert room.proc.stdin is not None
             room.proc.stdin.write(b"stop\n")
             room.proc.stdin.flush()
@@ -201,7 +199,7 @@ def run(out: Path, quick: bool) -> list[Row]:
     rows = []
     previous: dict[str, Any] = {}
     for name, start, end in windows:
-        figures = _server_figures(previous, status.get(name, {}))
+        figures = server_figures(previous, status.get(name, {}))
         if name in waited:
             figures["waited_for_udp_expiry_s"] = round(waited[name], 1)
         previous = status.get(name, previous)
@@ -247,40 +245,11 @@ def _wait_udp_expiry(server: CLIServer, url: str) -> float:
     """Wait (up to EXPIRY_WAIT s) until the server knows no UDP peer; the time it took."""
     began = time.monotonic()
     while server.alive() and time.monotonic() < began + EXPIRY_WAIT:
-        listeners = _status(url).get("listeners", [])
+        listeners = server_status(url).get("listeners", [])
         if not [x for x in listeners if x.get("transport") == "udp" and x.get("peers")]:
             break
         time.sleep(0.5)
     return time.monotonic() - began
-
-
-def _server_figures(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What the server's status says happened between two snapshots: its listeners'
-    and the chat's counters as differences, its users and UDP peers as they are."""
-    if not after:
-        return {}
-    figures: dict[str, Any] = {"users": after["chat"]["users"]}
-    then = {x["transport"]: x for x in before.get("listeners", [])}
-    for listener in after["listeners"]:
-        kind, old = listener["transport"], then.get(listener["transport"], {})
-        for key, value in listener.items():
-            if key in ("peers", "connections"):
-                figures[f"{kind}_{key}_now"] = value
-            elif isinstance(value, int):
-                figures[f"{kind}_{key}"] = value - old.get(key, 0)
-    chat = before.get("chat", {})
-    for key in ("lines_in", "lines_out", "dropped", "disconnected_slow", "sessions_total"):
-        figures[key] = after["chat"][key] - chat.get(key, 0)
-    return figures
-
-
-def _status(url: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            figures: dict[str, Any] = json.loads(answer.read())
-    except OSError as exc:
-        return {"error": repr(exc)}
-    return figures
 
 
 def _row(

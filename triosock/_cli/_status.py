@@ -16,7 +16,10 @@ The JSON (documented in the README, "Status"):
 * ``listeners``: one object per listening socket with ``name``, ``transport`` (``tcp``,
   ``udp`` or ``web``) and ``address``; TCP and web listeners add ``connections`` (now)
   and ``connections_total``; UDP listeners add ``peers``, ``peers_total``,
-  ``datagrams_in``, ``datagrams_out`` and ``dropped``; all add ``errors`` (handler
+  ``datagrams_in``, ``datagrams_out``, ``dropped`` (by the server: full queues, the peer
+  limit, oversize), ``receive_buffer`` (bytes, as the kernel reports it) and
+  ``kernel_drops`` (datagrams the kernel dropped on a full receive buffer before the
+  server saw them; null where the system does not say); all add ``errors`` (handler
   failures).
 * ``chat`` (chat only): ``users``, ``users_by_transport``, ``sessions_total``,
   ``rooms`` (name to users, as the directory knows them: every server's with
@@ -135,6 +138,8 @@ def _listener(
             "dropped": udp.dropped_queue_full + udp.dropped_peer_limit + udp.dropped_oversize,
             "expired": udp.expired,
             "errors": udp.handler_errors,
+            "receive_buffer": server.receive_buffer,
+            "kernel_drops": server.kernel_drops(),
         }
     figures: Figures = {
         "name": name,
@@ -268,6 +273,11 @@ def _describe(
                 f"{_rate(listener, then, 'datagrams_in', seconds)}, out "
                 f"{listener['datagrams_out']}{_rate(listener, then, 'datagrams_out', seconds)}, "
                 f"dropped {listener['dropped']}"
+                + (
+                    f" (and {listener['kernel_drops']} by the kernel, its buffer full)"
+                    if listener.get("kernel_drops")
+                    else ""
+                )
             )
         else:
             lines.append(
@@ -405,7 +415,7 @@ def _add_into(into: Figures, other: Figures) -> None:
         if isinstance(value, bool) or key == "rooms":
             continue
         if isinstance(value, int | float):
-            into[key] = into.get(key, 0) + value
+            into[key] = (into.get(key) or 0) + value
         elif isinstance(value, dict):
             inner = into.setdefault(key, {})
             for name, n in value.items():

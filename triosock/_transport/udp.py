@@ -24,6 +24,12 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   busy loop; ICMP errors for one earlier datagram are skipped.
 * ``peer_idle_timeout``: a peer silent that long has its task cancelled through its
   cancel scope and its entry freed; if the address comes back, a fresh task starts.
+* ``receive_buffer``: the bytes the kernel may hold for the socket while the server is
+  busy (``SO_RCVBUF``, 4 MiB by default). What arrives past it is dropped by the kernel
+  before the server can see or count it; Linux's default (about 208 KiB, a few hundred
+  small datagrams) is a fraction of a second of a busy chat room. The kernel caps the
+  size at ``net.core.rmem_max``; a process with ``CAP_NET_ADMIN`` (root) passes that cap
+  (``SO_RCVBUFFORCE``). :attr:`UDPServer.receive_buffer` is what the kernel granted.
 * Datagrams larger than ``max_datagram`` are dropped and counted; empty datagrams are
   delivered like any other. A handler's exception is logged and ends that peer only.
 * Stopping works as for TCP: the socket stops being read, stop scopes are cancelled
@@ -35,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import socket
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -76,6 +83,8 @@ MAX_UDP_PAYLOAD = 65507
 REPLY_IDLE_TIMEOUT = 10.0
 #: The most datagrams the receive loop takes before it lets other tasks run.
 RECEIVE_BATCH = 64
+#: Bytes asked of the kernel for a server socket's receive buffer (SO_RCVBUF).
+DEFAULT_RECEIVE_BUFFER = 4 * 1024 * 1024
 #: Errors recvfrom reports for one earlier datagram (ICMP), not for the socket.
 _PEER_ERRNOS = frozenset(
     {
@@ -329,6 +338,9 @@ class UDPServer(ServerLifecycle):
         self.queue_size = queue_size
         self.peer_idle_timeout = peer_idle_timeout
         self.max_datagram = max_datagram
+        #: The socket's receive buffer as the kernel reports it (Linux counts its own
+        #: bookkeeping in it: about twice what was asked).
+        self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         # Least recently active first: routing moves a peer to the end.
         self._peers: OrderedDict[Address, UDPPeer] = OrderedDict()
         self._closed = False
@@ -357,6 +369,25 @@ class UDPServer(ServerLifecycle):
     def peers(self) -> list[UDPPeer]:
         """The peers known now, least recently active first."""
         return list(self._peers.values())
+
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel dropped for this socket because its receive buffer was
+        full (they never reached the server, so :meth:`statistics` cannot count them);
+        None where the system does not say (Linux's ``/proc/net/udp`` does)."""
+        try:
+            inode = os.fstat(self._sock.fileno()).st_ino
+        except OSError:
+            return None
+        wanted = f" {inode} "
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table, encoding="ascii") as lines:
+                    for line in lines:
+                        if wanted in line:
+                            return int(line.split()[-1])
+            except (OSError, ValueError):
+                continue
+        return None
 
     def statistics(self) -> UDPServerStatistics:
         return UDPServerStatistics(
@@ -595,6 +626,7 @@ async def serve_udp(
     queue_size: int = 64,
     peer_idle_timeout: float | None = None,
     max_datagram: int = MAX_UDP_PAYLOAD,
+    receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     grace_period: float = 5.0,
     reuse_port: bool = False,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
@@ -615,6 +647,8 @@ async def serve_udp(
       queue_size: datagrams buffered per peer before new ones are dropped.
       peer_idle_timeout: seconds of silence after which a peer's task is cancelled.
       max_datagram: larger datagrams are dropped and counted.
+      receive_buffer: bytes the kernel may hold for the socket while the server is busy
+        (see the module docstring); None keeps the system's default.
       grace_period: seconds handlers get to finish once the stop begins.
       task_status: ``nursery.start`` receives the :class:`UDPServer` once bound.
 
@@ -630,8 +664,12 @@ async def serve_udp(
         raise ValueError(f"when_full must be 'refuse' or 'evict', not {when_full!r}")
     if not 0 < max_datagram <= MAX_UDP_PAYLOAD:
         raise ValueError(f"max_datagram must be from 1 to {MAX_UDP_PAYLOAD}: {max_datagram}")
+    if receive_buffer is not None and receive_buffer < 1:
+        raise ValueError(f"receive_buffer must be at least 1 byte, not {receive_buffer}")
     sock = await _bind_udp(host, port, reuse_port)
     with sock:
+        if receive_buffer is not None:
+            set_receive_buffer(sock, receive_buffer)
         server = UDPServer(
             sock,
             grace_period=grace_period,
@@ -672,6 +710,17 @@ async def _bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.so
         where = format_address((host or "*", port))
         raise BindError(f"cannot listen on {where} (udp): {describe_oserror(exc)}") from exc
     return sock
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a receive buffer of ``size`` bytes, past ``net.core.rmem_max`` when the
+    process may (``SO_RCVBUFFORCE``); return what the kernel reports."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+        with contextlib.suppress(OSError):  # EPERM without CAP_NET_ADMIN: the cap stays
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
 
 class DatagramTooLargeError(MessageTooLargeError):
