@@ -337,3 +337,47 @@ async def test_racing_for_one_nick_never_makes_two_owners(
             for member in users:
                 member.close()
     assert set(owners) <= {b"racer"}
+
+
+async def test_a_room_flooded_for_its_udp_peers_does_not_hold_another_rooms_line() -> None:
+    """300 lines for 300 UDP peers in #a are 90,000 datagrams, a write each. In a room
+    that large the fan-out gives its UDP peers about ROOM_WRITES_PER_PASS writes a pass,
+    serves what is new first and lets the server run between passes, so a line said in
+    #b meanwhile goes out after a pass or two, not after the whole backlog."""
+    peers, lines = 300, 300
+    chat = ChatServer(rate=None, policy="block", buffer=lines, presence_limit=None)
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat, queue_size=lines) as (tcp, udp, _):
+            members = []
+            for _ in range(peers):
+                sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+                await sock.connect(("127.0.0.1", udp.port))
+                await sock.send(b"/join #a")
+                while b"joined #a" not in await sock.recv(65536):
+                    pass
+                members.append(sock)
+            speaker, watcher = (
+                await LineSocket.connect(tcp.port),
+                await LineSocket.connect(tcp.port),
+            )
+            for user in (speaker, watcher):
+                await user.read_until(b"welcome")
+            await speaker.send(b"/join #a\n")
+            await speaker.read_until(b"joined #a")
+            await watcher.send(b"/join #b\n")
+            await watcher.read_until(b"joined #b")
+            said_in_b = await LineSocket.connect(tcp.port)
+            await said_in_b.send(b"/join #b\n")
+            await said_in_b.read_until(b"joined #b")
+            before = udp.statistics().datagrams_out
+            await speaker.send(b"".join(b"flood %03d\n" % i for i in range(lines)))
+            await members[0].recv(65536)  # the fan-out has begun #a's backlog
+            await said_in_b.send(b"in b\n")
+            await watcher.read_until(b"in b")
+            sent = udp.statistics().datagrams_out - before
+            # All 90,000 in one pass would come first; a pass or two of 4,000 do not.
+            assert sent < peers * lines // 2, sent
+            for sock in members:
+                sock.close()
+            for user in (speaker, watcher, said_in_b):
+                user.close()

@@ -187,8 +187,8 @@ class _Wrapped(Subscription[bytes]):
     def receive_nowait(self) -> bytes:
         return self._inner.receive_nowait()
 
-    def drain_nowait(self) -> list[bytes]:
-        return self._inner.drain_nowait()
+    def drain_nowait(self, limit: int | None = None) -> list[bytes]:
+        return self._inner.drain_nowait(limit)
 
     def take_missed(self) -> int:
         return self._inner.take_missed()

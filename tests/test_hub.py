@@ -948,7 +948,7 @@ class _ForeignSubscription(Subscription[int]):
     def receive_nowait(self) -> int:
         raise trio.WouldBlock
 
-    def drain_nowait(self) -> list[int]:
+    def drain_nowait(self, limit: int | None = None) -> list[int]:
         return []
 
     def take_missed(self) -> int:
@@ -1145,3 +1145,25 @@ async def test_unsubscribe_after_close_or_end_does_nothing() -> None:
         assert dropped.receive_nowait() == 1
         with pytest.raises(SlowSubscriberError):
             dropped.receive_nowait()
+
+
+async def test_a_limited_drain_takes_the_oldest_and_leaves_the_rest_queued() -> None:
+    hub = InProcessHub[int]()
+    ready = ReadyQueue[int]()
+    async with hub.subscribe("t", buffer=10, policy="block") as sub:
+        ready.watch(sub)
+        for n in range(5):
+            hub.publish("t", n)
+        assert ready.ready_nowait() == [sub]
+        assert sub.drain_nowait(2) == [0, 1]
+        hub.publish("t", 5)
+        # Not empty in between: reported once only (the caller keeps what it left).
+        assert ready.ready_nowait() == []
+        assert sub.drain_nowait(10) == [2, 3, 4, 5]
+        sub.unsubscribe()
+        assert ready.ready_nowait() == [sub]  # its end is the next thing to receive
+        with pytest.raises(trio.EndOfChannel):
+            sub.drain_nowait(1)
+        with pytest.raises(ValueError, match="at least 1"):
+            sub.drain_nowait(0)
+    hub.close()

@@ -184,12 +184,14 @@ class Subscription(trio.abc.ReceiveChannel[T]):
         """Take the next queued message, or raise :class:`trio.WouldBlock` if none is queued."""
 
     @abc.abstractmethod
-    def drain_nowait(self) -> list[T]:
-        """Take every queued message, oldest first; ``[]`` if none is queued.
+    def drain_nowait(self, limit: int | None = None) -> list[T]:
+        """Take every queued message (at most ``limit``), oldest first; ``[]`` if none is
+        queued.
 
         A writer coalesces with it: drain, write the batch in one go, and ``await receive()``
         only when the drain came back empty. Raises like :meth:`receive_nowait` once the
-        subscription has ended and nothing is left.
+        subscription has ended and nothing is left. With a ``limit`` the rest stays queued
+        for the next call (a writer that shares its time among many takes a slice each).
         """
 
     @abc.abstractmethod

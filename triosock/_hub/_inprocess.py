@@ -176,16 +176,21 @@ class _LocalSubscription(Subscription[T]):
                 pass
 
     @enable_ki_protection
-    def drain_nowait(self) -> list[T]:
+    def drain_nowait(self, limit: int | None = None) -> list[T]:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1 message, not {limit}")
         if self._closed:
             raise trio.ClosedResourceError("this subscription was closed")
         queue = self._queue
         if queue:
-            messages = list(queue)
-            queue.clear()
+            if limit is None or len(queue) <= limit:
+                messages = list(queue)
+                queue.clear()
+            else:
+                messages = [queue.popleft() for _ in range(limit)]
             if self._room.waiting:
                 self._room.unpark_all()
-            if self._end:
+            if self._end and not queue:
                 self._tell_watcher()  # the end is what there is to receive now
             return messages
         if self._end:

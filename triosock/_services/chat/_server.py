@@ -49,6 +49,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -85,6 +86,14 @@ DEFAULT_STALL_TIMEOUT: Final = 30.0
 DEFAULT_GOODBYE_TIMEOUT: Final = 5.0
 #: The longest line, in bytes.
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
+#: In a room of more members than this (here), the members that write each frame on
+#: their own (UDP peers: a datagram a line) share ROOM_WRITES_PER_PASS writes a fan-out
+#: pass (about 20 ms of datagrams), each at least MIN_FRAMES_PER_PASS; and the seconds
+#: a pass spends on those with frames left from earlier passes.
+LARGE_ROOM: Final = 256
+ROOM_WRITES_PER_PASS: Final = 4096
+MIN_FRAMES_PER_PASS: Final = 4
+BACKLOG_SLICE: Final = 0.005
 #: Members a room may have on this server and still get a line per join and leave.
 DEFAULT_PRESENCE_LIMIT: Final = 100
 #: Seconds between two lines that count a crowded room's joins and leaves.
@@ -99,6 +108,8 @@ HUB_BACK: Final = "the rooms are back: what is said reaches every server again"
 DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try again in a moment"
 
 _Subscribing = contextlib.AbstractAsyncContextManager[Subscription[bytes]]
+# A fan-out pass's frames by renderer: (the batch, its frames, the frames joined).
+_Shared = dict[Renderer, tuple[list[bytes], list[bytes], bytes]]
 _ENDED = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
 _GONE = (OutboxStalled, trio.BrokenResourceError)
 
@@ -301,17 +312,68 @@ class ChatServer:
                 nursery.cancel_scope.cancel()
 
     async def _fan_out(self, ready: ReadyQueue[bytes]) -> None:
-        """Put what each watched subscription got into its member's outbox, every pass."""
+        """Put what each watched subscription got into its member's outbox, every pass.
+
+        In a large room (more than :data:`LARGE_ROOM` members here), a member whose frames
+        cost a write each (a UDP peer: a datagram a line) takes at most the room's share
+        of :data:`ROOM_WRITES_PER_PASS` (divided among its members, at least
+        :data:`MIN_FRAMES_PER_PASS` each) a pass; what it has left puts it in the
+        backlog. Everyone else takes all they have: joinable frames (TCP lines, WebSocket
+        messages) go in one write per member whatever their number, and a smaller room's
+        datagrams cost what its members need. A pass serves first the subscriptions that
+        got something since the last pass, then the backlog, oldest first, for at most
+        :data:`BACKLOG_SLICE` seconds, and the rest of the server runs between passes. So
+        a large room flooded with lines (a thousand UDP peers each saying one, a datagram
+        to each of the others) drains a few thousand datagrams a pass, its senders slowed
+        by their full queues, while every other room's lines go out at the next pass.
+        """
         subs = self._subs
+        backlog: dict[Subscription[bytes], None] = {}  # oldest first
+
+        shares: dict[str, int] = {}  # topic -> frames per member, this pass
+
+        def serve(sub: Subscription[bytes], shared: _Shared) -> None:
+            user = subs.get(sub)
+            if user is None or user.blocked:
+                return  # gone, or "block" policy: its writer collects when it can
+            limit = None
+            if not user.renderer.joinable:
+                share = shares.get(sub.topic)
+                if share is None:
+                    members = self.hub.subscriber_count(sub.topic)
+                    share = 0  # 0: all it has
+                    if members > LARGE_ROOM:
+                        share = max(MIN_FRAMES_PER_PASS, ROOM_WRITES_PER_PASS // members)
+                    shares[sub.topic] = share
+                limit = share or None
+            taken = self._take(user, sub, shared, limit)
+            if taken is None:
+                self._end(user, "stopping")  # the hub was closed under us
+            elif taken == limit:
+                backlog[sub] = None  # maybe more: the watcher reports it only once
+
         while True:
+            if backlog:
+                await trio.lowlevel.checkpoint()  # the rest of the server runs between
+                fresh = ready.ready_nowait()
+            else:
+                fresh = await ready.wait()
             # Members of a room mostly get the same batch: render it once per transport.
-            shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] = {}
-            for sub in await ready.wait():
-                user = subs.get(sub)
-                if user is None or user.blocked:
-                    continue  # gone, or "block" policy: its writer collects when it can
-                if not self._take(user, sub, shared):
-                    self._end(user, "stopping")  # the hub was closed under us
+            shared: _Shared = {}
+            shares.clear()
+            waiting = list(backlog)
+            for sub in fresh:
+                backlog.pop(sub, None)
+                serve(sub, shared)
+            served = set(fresh) if waiting else set()
+            deadline = time.perf_counter() + BACKLOG_SLICE
+            for sub in waiting:  # each at most once a pass, its room's share again
+                if sub in served:
+                    continue
+                if time.perf_counter() > deadline:
+                    break
+                del backlog[sub]
+                serve(sub, shared)  # back at the end if it has more
 
     def _deliver(
         self,
@@ -378,15 +440,17 @@ class ChatServer:
         user: _User,
         sub: Subscription[bytes],
         shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] | None,
-    ) -> bool:
-        """Deliver what ``sub`` holds to ``user``; False once the subscription has ended."""
+        limit: int | None = None,
+    ) -> int | None:
+        """Deliver what ``sub`` holds (at most ``limit`` events) to ``user``; how many, or
+        None once the subscription has ended."""
         try:
-            batch = sub.drain_nowait()
+            batch = sub.drain_nowait(limit)
         except _ENDED:
-            return False
+            return None
         if batch:
             self._deliver(user, batch, shared)
-        return True
+        return len(batch)
 
     def _unblock(self, user: _User) -> None:
         user.blocked = False
