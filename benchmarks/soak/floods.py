@@ -340,12 +340,9 @@ def _row(
 
 
 #: Where the room's latency is known not to hold yet, and why (what the soak found):
-#: variant -> reason. The presence fan-out and the large room's datagrams that held the
-#: other rooms are fixed (see SOAK.md, scenario 2).
-KNOWN_SLOW: dict[str, str] = {
-    "slowloris": "the handshake timeouts of 1,000 connections opened together fall due "
-    "together, and run in one or two scheduler passes (131-307 ms p99 over full runs)",
-}
+#: variant -> reason. Empty: the presence fan-out, the large room's datagrams and the
+#: handshake timeouts falling due together are fixed (see SOAK.md, scenario 2).
+KNOWN_SLOW: dict[str, str] = {}
 
 
 def _paste_bounds(row: Row, room: dict[str, Any], attacker: dict[str, Any], shape: Shape) -> None:

@@ -15,6 +15,9 @@ closing handshake. triosock adds what its other servers have:
   attack, is not enough). Refused handshakes get 403. ``origins=`` replaces the rule
   with websockets' own: a list of accepted values (strings, regex patterns, None for
   none sent).
+* A client has :data:`OPEN_TIMEOUT` seconds (10) to finish its opening handshake, plus up
+  to :data:`OPEN_TIMEOUT_JITTER` (2) at random: a thousand connections opened together
+  (a slowloris attack) then time out over two seconds, not all in one scheduler pass.
 * Stop: the listeners close, every stop scope is cancelled so handlers can say goodbye,
   and after ``grace_period`` the connections still open are closed with 1001 (going away).
 """
@@ -25,6 +28,7 @@ import functools
 import inspect
 import ipaddress
 import logging
+import random
 import re
 import socket
 import urllib.parse
@@ -72,6 +76,9 @@ _PROTOCOL_LOGGER.addFilter(_QuietKeepalive())
 
 #: How long the closing handshakes of a stop may take, after the grace period.
 _CLOSE_TIMEOUT = 2.0
+#: Seconds a client has to finish its opening handshake, and the most added at random.
+OPEN_TIMEOUT = 10.0
+OPEN_TIMEOUT_JITTER = 2.0
 
 
 class WebSocketServer(ListeningServer):
@@ -190,6 +197,11 @@ class _ServerConnection(ServerConnection):
         assert isinstance(stream, WebSocketStream)
         stream.protocol = protocol
         super().__init__(nursery, stream, protocol, server, **options)
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        # websockets' own open_timeout is off: this one is spread (see the module doc).
+        with trio.fail_after(OPEN_TIMEOUT + random.random() * OPEN_TIMEOUT_JITTER):
+            await super().handshake(*args, **kwargs)
 
 
 class _WebSocketListener(trio.abc.Listener[WebSocketStream]):
@@ -380,6 +392,7 @@ async def serve_websocket(
                 # connection, and deflate's state costs each connection ~100 KiB.
                 compression=None,
                 create_connection=_ServerConnection,
+                open_timeout=None,  # _ServerConnection.handshake has its own
                 logger=_PROTOCOL_LOGGER,
                 max_size=max_size,
                 ping_interval=ping_interval,
