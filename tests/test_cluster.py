@@ -122,17 +122,17 @@ async def test_the_lease_costs_redis_the_same_for_one_session_or_three_hundred()
     users; a process gone frees all its users at its lease's end, and the reaper tells."""
     with trio.fail_after(GUARD):
         async with redis_server() as redis:
-            async with RedisDirectory(redis.url, lease=0.3) as gone:
+            async with RedisDirectory(redis.url, lease=1.5) as gone:
                 sessions = [await gone.register("tcp", f"user{i}") for i in range(300)]
                 before = await redis.command_calls()
-                await trio.sleep(1.5)  # about 15 renewals, every lease / 3
+                await trio.sleep(3)  # about 6 renewals, every lease / 3
                 during = await redis.command_calls() - before
                 assert len(await gone.nicks("#lobby")) == 300  # still leased, all of them
-                # 15 renewals of a lease per session would be 15 x 300 x 7 commands.
-                assert during < 150, during
+                # 6 renewals of a lease per session would be 6 x 300 x 7 commands.
+                assert during < 100, during
             # Its context left without unregistering anyone: as if the process died.
-            async with RedisDirectory(redis.url, lease=0.3) as survivor:
-                await trio.sleep(0.5)  # the lease (0.3 s, real time) runs out
+            async with RedisDirectory(redis.url, lease=1.5) as survivor:
+                await trio.sleep(2)  # the lease (1.5 s, real time) runs out
                 assert await survivor.nicks() == []
                 assert await survivor.lookup("user7") is None
                 taken = await survivor.register("tcp", "user7")
