@@ -257,7 +257,7 @@ def encode_event(event: Event) -> bytes:
     counts = _COUNT_FIELDS[tag]
     for name in _SORTED_KEYS[tag]:  # in key order, so the encoder need not sort
         value = tag if name == "type" else getattr(event, name)
-        if not isinstance(value, str) and not (name in counts and _is_count(value)):
+        if not (_is_count(value) if name in counts else isinstance(value, str)):
             wanted = "a non-negative int" if name in counts else "a str"
             raise TypeError(f"{type(event).__name__}.{name} must be {wanted}: {value!r}")
         obj[name] = value

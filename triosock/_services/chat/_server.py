@@ -329,7 +329,6 @@ class ChatServer:
         """
         subs = self._subs
         backlog: dict[Subscription[bytes], None] = {}  # oldest first
-
         shares: dict[str, int] = {}  # topic -> frames per member, this pass
 
         def serve(sub: Subscription[bytes], shared: _Shared) -> None:
@@ -375,12 +374,7 @@ class ChatServer:
                 del backlog[sub]
                 serve(sub, shared)  # back at the end if it has more
 
-    def _deliver(
-        self,
-        user: _User,
-        batch: list[bytes],
-        shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] | None,
-    ) -> None:
+    def _deliver(self, user: _User, batch: list[bytes], shared: _Shared | None) -> None:
         """Render ``batch`` for ``user`` and put it into its outbox; apply the bound."""
         renderer, outbox = user.renderer, user.outbox
         if self.policy == "drop_newest" and outbox.queued >= self.max_backlog:
@@ -439,7 +433,7 @@ class ChatServer:
         self,
         user: _User,
         sub: Subscription[bytes],
-        shared: dict[Renderer, tuple[list[bytes], list[bytes], bytes]] | None,
+        shared: _Shared | None,
         limit: int | None = None,
     ) -> int | None:
         """Deliver what ``sub`` holds (at most ``limit`` events) to ``user``; how many, or
@@ -467,17 +461,23 @@ class ChatServer:
                 continue
             for ghost in ghosts:
                 LOGGER.info("%s left (its server stopped renewing its lease)", ghost.nick)
-                topic, left = proto.room_topic(ghost.room), proto.Left(ghost.room, ghost.nick)
-                if not self._counted(topic, left):
-                    with contextlib.suppress(trio.ClosedResourceError):
-                        await self._publish(None, topic, left)
+                left = proto.Left(ghost.room, ghost.nick)
+                with contextlib.suppress(trio.ClosedResourceError):
+                    await self._announce(None, proto.room_topic(ghost.room), left)
+
+    async def _announce(
+        self, member: Member | None, topic: str, event: proto.Event, inbox: str | None = None
+    ) -> None:
+        """Publish ``event`` on ``topic``, but for a join or leave of a crowded room, which
+        is counted (see :meth:`_counted`). Whoever joins a crowded room still sees its own
+        join line, through its ``inbox`` (clients learn their room from it)."""
+        if not self._counted(topic, event):
+            await self._publish(member, topic, event)
+        elif inbox is not None and type(event) is proto.Joined:
+            await self._publish(member, inbox, event)
 
     def _counted(self, topic: str, event: proto.Event) -> bool:
-        """Count a join or leave of a crowded room (True) rather than say it (False).
-
-        Whoever joins a crowded room is shown its own join line all the same (clients
-        learn their room from it): the caller puts it in the user's inbox.
-        """
+        """Count a join or leave of a crowded room (True) rather than say it (False)."""
         if not isinstance(event, proto.Joined | proto.Left):
             return False
         if self.presence_limit is None or self.hub.subscriber_count(topic) <= self.presence_limit:
@@ -666,10 +666,7 @@ class ChatServer:
             answer: list[proto.Effect] = []
             match effect:
                 case proto.Publish(topic, event):
-                    if not self._counted(topic, event):
-                        await self._publish(user.member, topic, event)
-                    elif type(event) is proto.Joined:  # it still sees its own arrival
-                        await self._publish(user.member, user.core.inbox, event)
+                    await self._announce(user.member, topic, event, user.core.inbox)
                 case proto.Tell(text):
                     self._collect(user)  # after what is queued for the user already
                     user.outbox.put(user.renderer.notice(text), 0)  # a notice: never dropped
@@ -823,10 +820,8 @@ class ChatServer:
             LOGGER.warning("%s left, but %s", core.nick, exc)
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
-            if self._counted(effect.topic, effect.event):
-                continue
             with contextlib.suppress(trio.ClosedResourceError):
-                await self._publish(user.member, effect.topic, effect.event)
+                await self._announce(user.member, effect.topic, effect.event)
         why: str = (
             user.ending or "cancelled: an idle timeout, an expiry or the end of a grace period"
         )
