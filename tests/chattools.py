@@ -9,7 +9,16 @@ from typing import Any
 
 import trio
 
-from triosock import ChatServer, TCPServer, UDPServer, serve_tcp, serve_udp
+from triosock import (
+    ChatPage,
+    ChatServer,
+    TCPServer,
+    UDPServer,
+    WebSocketServer,
+    serve_tcp,
+    serve_udp,
+    serve_websocket,
+)
 
 
 @asynccontextmanager
@@ -34,6 +43,23 @@ async def chat_servers(
         )
         yield tcp, udp, nursery
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def web_chat(chat: ChatServer, **options: Any) -> AsyncIterator[tuple[int, int, int]]:
+    """The chat over TCP, UDP and WebSocket (with its page): their ports."""
+    async with chat_servers(chat) as (tcp, udp, nursery):
+        web: WebSocketServer = await nursery.start(
+            lambda task_status: serve_websocket(
+                chat.serve_websocket_peer,
+                0,
+                process_request=ChatPage(chat),
+                grace_period=1,
+                task_status=task_status,
+                **options,
+            )
+        )
+        yield tcp.port, udp.port, web.port
 
 
 async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:

@@ -14,7 +14,6 @@ import re
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -26,28 +25,11 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
-from triosock import ChatPage, ChatServer, WebSocketServer, serve_websocket
+from triosock import ChatServer, WebSocketServer, serve_websocket
 
-from .chattools import LineSocket, chat_servers
+from .chattools import LineSocket, web_chat
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD
-
-
-@asynccontextmanager
-async def web_chat(chat: ChatServer, **options: Any) -> AsyncIterator[tuple[int, int, int]]:
-    """The chat over TCP, UDP and WebSocket (with its page): their ports."""
-    async with chat_servers(chat) as (tcp, udp, nursery):
-        web: WebSocketServer = await nursery.start(
-            lambda task_status: serve_websocket(
-                chat.serve_websocket_peer,
-                0,
-                process_request=ChatPage(chat),
-                grace_period=1,
-                task_status=task_status,
-                **options,
-            )
-        )
-        yield tcp.port, udp.port, web.port
 
 
 async def events(ws: ClientConnection) -> list[dict[str, str]]:

@@ -23,15 +23,13 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
-from triosock import ChatPage, ChatServer, WebSocketServer, serve_websocket
+from triosock import ChatServer
 
-from .chattools import LineSocket, chat_servers
+from .chattools import LineSocket, web_chat
 from .conftest import GUARD
 
 #: How often the reader must have gone first in a case, and the most attempts for that
@@ -159,23 +157,6 @@ async def exchange(port: int, frames: bytes) -> tuple[AfterThe101, list[tuple[in
     return instrument, server_frames(received)
 
 
-@asynccontextmanager
-async def chat_web_server() -> AsyncIterator[tuple[int, int]]:
-    """The chat on free loopback ports, as ``chat serve --tcp --web`` runs it."""
-    chat = ChatServer()
-    async with chat_servers(chat) as (tcp, _, nursery):
-        web: WebSocketServer = await nursery.start(
-            lambda task_status: serve_websocket(
-                chat.serve_websocket_peer,
-                0,
-                process_request=ChatPage(chat),
-                grace_period=1,
-                task_status=task_status,
-            )
-        )
-        yield tcp.port, web.port
-
-
 def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [(r.getMessage(), r.exc_info and repr(r.exc_info[1])) for r in errors]
@@ -201,7 +182,7 @@ async def test_a_bad_frame_right_after_the_101_gets_its_close_frame_and_code(
     frames, code = FAULTS[fault]
     races = attempts = 0
     with trio.fail_after(GUARD):
-        async with chat_web_server() as (_, web):
+        async with web_chat(ChatServer()) as (_, _, web):
             while races < WANTED_RACES and attempts < MAX_ATTEMPTS:
                 attempts += 1
                 instrument, answer = await exchange(web, frames)
@@ -221,7 +202,7 @@ async def test_a_line_and_a_close_right_after_the_101_reach_the_room_and_get_100
     # close is answered with 1000, and nothing is logged.
     races = attempts = 0
     with trio.fail_after(GUARD):
-        async with chat_web_server() as (tcp, web):
+        async with web_chat(ChatServer()) as (tcp, _, web):
             user = await LineSocket.connect(tcp)
             await user.read_until(b"welcome")
             while races < WANTED_RACES and attempts < MAX_ATTEMPTS:
