@@ -50,7 +50,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -86,11 +86,10 @@ DEFAULT_STALL_TIMEOUT: Final = 30.0
 DEFAULT_GOODBYE_TIMEOUT: Final = 5.0
 #: The longest line, in bytes.
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
-#: In a room of more members than this (here), the members that write each frame on
-#: their own (UDP peers: a datagram a line) share ROOM_WRITES_PER_PASS writes a fan-out
-#: pass (about 20 ms of datagrams), each at least MIN_FRAMES_PER_PASS; and the seconds
-#: a pass spends on those with frames left from earlier passes.
-LARGE_ROOM: Final = 256
+#: The members of a room that write each frame on their own (UDP peers: a datagram a
+#: line) share ROOM_WRITES_PER_PASS writes a fan-out pass (about 20-40 ms of datagrams),
+#: each at least MIN_FRAMES_PER_PASS; and the seconds a pass spends on those with frames
+#: left from earlier passes.
 ROOM_WRITES_PER_PASS: Final = 4096
 MIN_FRAMES_PER_PASS: Final = 4
 BACKLOG_SLICE: Final = 0.005
@@ -264,6 +263,8 @@ class ChatServer:
         self._crowds_waiting = trio.Event()
         self._ready: ReadyQueue[bytes] | None = None
         self._subs: dict[Subscription[bytes], _User] = {}
+        # topic -> its subscribers here that write a frame each (UDP peers)
+        self._one_by_one: Counter[str] = Counter()
         self._users: dict[str, _User] = {}
         self._running: contextlib.AbstractAsyncContextManager[None] | None = None
         self._sessions_total = 0
@@ -314,18 +315,18 @@ class ChatServer:
     async def _fan_out(self, ready: ReadyQueue[bytes]) -> None:
         """Put what each watched subscription got into its member's outbox, every pass.
 
-        In a large room (more than :data:`LARGE_ROOM` members here), a member whose frames
-        cost a write each (a UDP peer: a datagram a line) takes at most the room's share
-        of :data:`ROOM_WRITES_PER_PASS` (divided among its members, at least
-        :data:`MIN_FRAMES_PER_PASS` each) a pass; what it has left puts it in the
-        backlog. Everyone else takes all they have: joinable frames (TCP lines, WebSocket
-        messages) go in one write per member whatever their number, and a smaller room's
-        datagrams cost what its members need. A pass serves first the subscriptions that
-        got something since the last pass, then the backlog, oldest first, for at most
-        :data:`BACKLOG_SLICE` seconds, and the rest of the server runs between passes. So
-        a large room flooded with lines (a thousand UDP peers each saying one, a datagram
-        to each of the others) drains a few thousand datagrams a pass, its senders slowed
-        by their full queues, while every other room's lines go out at the next pass.
+        The members of a room whose frames cost a write each (UDP peers: a datagram a
+        line) share :data:`ROOM_WRITES_PER_PASS` a pass, at least
+        :data:`MIN_FRAMES_PER_PASS` each; what one has left puts it in the backlog.
+        Everyone else takes all they have: joinable frames (TCP lines, WebSocket messages)
+        go in one write per member whatever their number. A pass serves first the
+        subscriptions that got something since the last pass, then the backlog, oldest
+        first, for at most :data:`BACKLOG_SLICE` seconds, and the rest of the server runs
+        between passes. So a room flooded with lines (hundreds of UDP peers each saying
+        one, a datagram to each of the others) drains a few thousand datagrams a pass, its
+        senders slowed by their full queues, while every other room's lines go out at the
+        next pass; a room of a few dozen UDP peers gets about a hundred lines each a pass,
+        more than a busy room says between two.
         """
         subs = self._subs
         backlog: dict[Subscription[bytes], None] = {}  # oldest first
@@ -339,12 +340,10 @@ class ChatServer:
             if not user.renderer.joinable:
                 share = shares.get(sub.topic)
                 if share is None:
-                    members = self.hub.subscriber_count(sub.topic)
-                    share = 0  # 0: all it has
-                    if members > LARGE_ROOM:
-                        share = max(MIN_FRAMES_PER_PASS, ROOM_WRITES_PER_PASS // members)
+                    writers = max(1, self._one_by_one[sub.topic])
+                    share = max(MIN_FRAMES_PER_PASS, ROOM_WRITES_PER_PASS // writers)
                     shares[sub.topic] = share
-                limit = share or None
+                limit = share
             taken = self._take(user, sub, shared, limit)
             if taken is None:
                 self._end(user, "stopping")  # the hub was closed under us
@@ -742,6 +741,8 @@ class ChatServer:
         sub = await subscribing.__aenter__()
         user.subs[topic] = (subscribing, sub)
         self._subs[sub] = user
+        if not user.renderer.joinable:
+            self._one_by_one[topic] += 1
         ready = self._ready
         if ready is not None and ready.supports(sub):
             ready.watch(sub)
@@ -764,6 +765,10 @@ class ChatServer:
     async def _unsubscribe(self, user: _User, topic: str) -> None:
         subscribing, sub = user.subs.pop(topic)
         sub.unsubscribe()
+        if not user.renderer.joinable:
+            self._one_by_one[topic] -= 1
+            if not self._one_by_one[topic]:
+                del self._one_by_one[topic]
         self._take(user, sub, None)
         self._subs.pop(sub, None)
         await subscribing.__aexit__(None, None, None)
