@@ -11,15 +11,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 import trio
 import trio.testing
 
 from triosock import ChatServer, InProcessDirectory, InProcessHub, Policy
+from triosock._services.chat._server import SESSIONS_PER_BATCH
 
 from .chattools import LineSocket, chat_servers
-from .conftest import GUARD, rss
+from .conftest import GUARD, Batches, rss
 
 
 class CountingHub(InProcessHub[bytes]):
@@ -385,3 +388,82 @@ async def test_a_room_flooded_for_its_udp_peers_does_not_hold_another_rooms_line
                 sock.close()
             for user in (speaker, watcher, said_in_b):
                 user.close()
+
+
+class _Leaves(logging.Handler):
+    """The scheduler batch of each "X left" the chat logs; ``all_left`` once ``expected``
+    have. The batch counter starts with the first (``start_counting``), so that it does
+    not hold virtual time still before."""
+
+    def __init__(self, nursery: trio.Nursery, expected: int) -> None:
+        super().__init__(logging.INFO)
+        self.nursery, self.expected = nursery, expected
+        self.batches: Batches | None = None
+        self.ends: list[int] = []
+        self.all_left = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if " left (" not in record.getMessage():
+            return
+        if self.batches is None:
+            self.batches = Batches()
+            self.nursery.start_soon(self.batches.run)
+        self.ends.append(self.batches.now)
+        if len(self.ends) == self.expected:
+            self.all_left.set()
+
+    def check(self) -> None:
+        per_batch = Counter(self.ends)
+        assert len(self.ends) == self.expected
+        assert max(per_batch.values()) <= 2 * SESSIONS_PER_BATCH, per_batch
+
+
+@contextlib.contextmanager
+def _logged_leaves(nursery: trio.Nursery, expected: int) -> Iterator[_Leaves]:
+    logger = logging.getLogger("triosock.chat")
+    leaves, level = _Leaves(nursery, expected), logger.level
+    logger.addHandler(leaves)
+    logger.setLevel(logging.INFO)
+    try:
+        yield leaves
+    finally:
+        logger.removeHandler(leaves)
+        logger.setLevel(level)
+
+
+async def test_two_hundred_members_that_close_at_once_end_a_few_a_batch() -> None:
+    """A burst of sessions ending (here, peers that close together) is spread over
+    scheduler batches, SESSIONS_PER_BATCH or so a batch, so that the rest of the server
+    runs between (without it: 200 in two batches); all of them end."""
+    with trio.fail_after(GUARD):
+        async with chat_servers(ChatServer(rate=None)) as (tcp, _, nursery):
+            members = []
+            for _ in range(200):
+                member = await LineSocket.connect(tcp.port)
+                await member.read_until(b"welcome")
+                members.append(member)
+            with _logged_leaves(nursery, 200) as leaves:
+                for member in members:  # all at once: no checkpoint between
+                    member.close()
+                await leaves.all_left.wait()
+    leaves.check()
+
+
+async def test_two_hundred_udp_peers_that_expire_together_end_a_few_a_batch(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """UDP peers silent since the same moment expire at the same moment: their idle timers
+    fall due together, and their ends are spread like the closes above."""
+    with trio.fail_after(GUARD):
+        async with chat_servers(ChatServer(rate=None), peer_idle_timeout=10) as (_, udp, nursery):
+            socks = []
+            for _ in range(200):
+                sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
+                await sock.connect(("127.0.0.1", udp.port))
+                await sock.send(b"^hb^")
+                socks.append(sock)
+            with _logged_leaves(nursery, 200) as leaves:
+                await leaves.all_left.wait()  # 10 s of virtual time on
+            for sock in socks:
+                sock.close()
+    leaves.check()

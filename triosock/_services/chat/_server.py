@@ -61,6 +61,7 @@ import trio
 from ..._directory import Directory, InProcessDirectory
 from ..._errors import DirectoryUnavailable
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue, Subscription
+from ..._pacer import Pacer
 from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
 from ..._transport.tcp import TCPConnection
@@ -93,6 +94,9 @@ DEFAULT_MAX_LINE_LENGTH: Final = 4096
 ROOM_WRITES_PER_PASS: Final = 4096
 MIN_FRAMES_PER_PASS: Final = 4
 BACKLOG_SLICE: Final = 0.005
+#: Sessions that may begin, or end, in one scheduler batch; more wait for later batches
+#: (a burst of a thousand ends would otherwise hold every room for 100-300 ms).
+SESSIONS_PER_BATCH: Final = 16
 #: Members a room may have on this server and still get a line per join and leave.
 DEFAULT_PRESENCE_LIMIT: Final = 100
 #: Seconds between two lines that count a crowded room's joins and leaves.
@@ -263,6 +267,7 @@ class ChatServer:
         self._crowds_waiting = trio.Event()
         self._ready: ReadyQueue[bytes] | None = None
         self._subs: dict[Subscription[bytes], _User] = {}
+        self._pacer = Pacer(SESSIONS_PER_BATCH)  # session starts and ends, a few a batch
         # topic -> its subscribers here that write a frame each (UDP peers)
         self._one_by_one: Counter[str] = Counter()
         self._users: dict[str, _User] = {}
@@ -580,6 +585,7 @@ class ChatServer:
             raise RuntimeError(
                 "this ChatServer is not running: serve its handlers inside `async with chat:`"
             )
+        await self._pacer.turn()
         try:
             presence = await self.directory.register(member.kind, member.preferred_nick)
         except DirectoryUnavailable as exc:
@@ -621,6 +627,8 @@ class ChatServer:
             # period), or done: first out of the hub, so that nothing waits for this
             # session any more (nor does it see its own leaving), then the room is told.
             with trio.CancelScope(shield=True):
+                if not user.left:  # not ended by _finish: a burst of these is paced too
+                    await self._pacer.turn()
                 for topic in list(user.subs):
                     await self._unsubscribe(user, topic)
                 with trio.move_on_after(1):
@@ -794,6 +802,7 @@ class ChatServer:
 
     async def _finish(self, user: _User) -> None:
         """The end of a session: what was queued, then the farewell, then the close."""
+        await self._pacer.turn()  # a thousand peers that close at once end a few a batch
         member, outbox = user.member, user.outbox
         reason: EndReason = user.ending or ("stopping" if member.stopping else "eof")
         user.ending = reason
