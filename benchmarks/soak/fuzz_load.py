@@ -127,13 +127,13 @@ async def chat_tcp_case(port: int, rng: random.Random, tally: Listener) -> None:
         tally.finding(f"{kind}: {end} after {payload[:80]!r}")
         return
     # Telnet negotiation is refused: DO x gets WONT x, WILL x gets DONT x.
-    negotiation = re.findall(rb"\xff([\xfb\xfd])(.)", payload, re.S) if kind == "telnet" else []
-    for verb, option in negotiation:
-        answer = bytes([junk.IAC, junk.WONT if verb[0] == junk.DO else junk.DONT]) + option
+    for verb, option in _negotiations(payload) if kind == "telnet" else []:
+        answer = bytes([junk.IAC, junk.WONT if verb == junk.DO else junk.DONT, option])
         if answer in got:
             tally.answers["telnet refused"] += 1
-        elif end == "closed" and not _after_subnegotiation(payload):
-            tally.finding(f"telnet: no {answer!r} for {verb + option!r} in {payload[:80]!r}")
+        elif end == "closed":
+            asked = bytes([junk.IAC, verb, option])
+            tally.finding(f"telnet: no {answer!r} for {asked!r} in {payload[:80]!r}")
     if kind == "overlong":
         if b"line refused" in got:
             tally.answers["overlong refused"] += 1
@@ -141,10 +141,27 @@ async def chat_tcp_case(port: int, rng: random.Random, tally: Listener) -> None:
             tally.finding(f"overlong: no notice in {got[-200:]!r}")
 
 
-def _after_subnegotiation(payload: bytes) -> bool:
-    """Negotiation inside (or after) a subnegotiation or an escaped 0xFF is data: the
-    rules that tell which are the reader's, not re-derived here."""
-    return b"\xff\xfa" in payload or b"\xff\xff" in payload
+def _negotiations(payload: bytes) -> list[tuple[int, int]]:
+    """The ``IAC DO x`` and ``IAC WILL x`` in ``payload`` (verb, option), read as RFC 854
+    says: ``IAC IAC`` is a data byte, the byte after WILL/WONT/DO/DONT is an option
+    whatever its value (255 too), other commands are two bytes. Reading stops at the
+    first subnegotiation (``IAC SB``): where it ends is the reader's rule, not re-derived
+    here."""
+    found, i = [], 0
+    while i < len(payload) - 1:
+        if payload[i] != junk.IAC:
+            i += 1
+            continue
+        command = payload[i + 1]
+        if command == junk.SB:
+            break
+        if command in (junk.WILL, junk.WONT, junk.DO, junk.DONT):
+            if i + 2 < len(payload) and command in (junk.DO, junk.WILL):
+                found.append((command, payload[i + 2]))
+            i += 3
+        else:
+            i += 2
+    return found
 
 
 async def strftime_tcp_case(port: int, rng: random.Random, tally: Listener) -> None:
