@@ -413,9 +413,12 @@ class _Leaves(logging.Handler):
             self.all_left.set()
 
     def check(self) -> None:
+        # A batch lets SESSIONS_PER_BATCH go; each logs its leaving a step or two later,
+        # so a batch's count here can hold two or three groups, never the whole burst.
         per_batch = Counter(self.ends)
         assert len(self.ends) == self.expected
-        assert max(per_batch.values()) <= 2 * SESSIONS_PER_BATCH, per_batch
+        assert max(per_batch.values()) <= 3 * SESSIONS_PER_BATCH, per_batch
+        assert len(per_batch) >= self.expected // (2 * SESSIONS_PER_BATCH), per_batch
 
 
 @contextlib.contextmanager
