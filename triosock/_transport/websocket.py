@@ -209,7 +209,7 @@ class _ServerConnection(ServerConnection):
                 # frames hold it, its traceback holds them): about 160 objects a timed-out
                 # handshake, for one full collection to find later. 1,000 slowloris
                 # connections made that one pause 450 ms. The frames are done with.
-                _clear_frames(exc)
+                traceback.clear_frames(exc.__traceback__)
                 raise
 
 
@@ -237,22 +237,6 @@ class _WebSocketListener(trio.abc.Listener[WebSocketStream]):
 
     async def aclose(self) -> None:
         await self._raw.aclose()
-
-
-def _clear_frames(exc: BaseException) -> None:
-    """Free the locals of the finished frames in ``exc``'s tracebacks, and in those of the
-    exceptions it carries (context, cause, a group's members)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        item = todo.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        traceback.clear_frames(item.__traceback__)
-        todo += [e for e in (item.__context__, item.__cause__) if e is not None]
-        if isinstance(item, BaseExceptionGroup):
-            todo += item.exceptions
 
 
 def text_frame(payload: bytes) -> bytes:
