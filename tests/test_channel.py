@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -385,175 +385,12 @@ async def test_try_send_after_the_peer_reset_the_connection_raises_broken() -> N
     await ours.aclose()
 
 
-# -- FramedChannel.send_many_nowait, backlog and flush ----------------------------------
-
-#: A socket buffer small enough to fill in a few writes.
-SMALL_BUFFER = 4096
-
-
-@asynccontextmanager
-async def raw_channel_and_peer(
-    buffer: int | None = None,
-) -> AsyncIterator[tuple[FramedChannel, RawSocketStream]]:
-    """A line channel over one end of a socketpair, and the other end as a raw stream."""
-    ours, theirs = socket.socketpair()
-    if buffer is not None:
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer)
-        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
-    chan, peer = FramedChannel(RawSocketStream(ours)), RawSocketStream(theirs)
-    try:
-        with trio.fail_after(GUARD):
-            yield chan, peer
-    finally:
-        with trio.CancelScope(shield=True):
-            await chan.aclose()
-            await peer.aclose()
-
-
-def _fill_until_backlog(chan: FramedChannel) -> list[bytes]:
-    """send_many_nowait numbered messages until the kernel refuses some; return them all."""
-    sent: list[bytes] = []
-    for i in range(10_000):
-        batch = [b"%05d-%d " % (i, j) + b"x" * 500 for j in range(3)]
-        chan.send_many_nowait(batch)
-        sent += batch
-        if chan.backlog:
-            return sent
-    raise AssertionError("the socket never filled up")
-
-
-async def _collect_until_eof(peer: RawSocketStream, into: list[bytes]) -> None:
-    into.extend([message async for message in FramedChannel(peer)])
-
-
-async def test_send_many_nowait_writes_at_once() -> None:
-    async with raw_channel_and_peer() as (chan, peer):
-        assert chan.can_send_nowait
-        with trio.testing.assert_no_checkpoints():
-            chan.send_many_nowait([b"one", b"", b"three"])
-            chan.send_many_nowait([])
-        assert chan.backlog == 0
-        assert _read_available(peer.socket) == b"one\n\nthree\n"
-
-
-async def test_one_batch_framed_once_goes_to_many_channels_as_it_is() -> None:
-    async with (
-        raw_channel_and_peer() as (first, first_peer),
-        raw_channel_and_peer() as (second, second_peer),
-    ):
-        framed = first.framer.encode_many([b"hello", b"world"])
-        with trio.testing.assert_no_checkpoints():
-            first.send_framed_nowait(framed)
-            second.send_framed_nowait(framed)
-        assert _read_available(first_peer.socket) == b"hello\nworld\n"
-        assert _read_available(second_peer.socket) == b"hello\nworld\n"
-
-
-async def test_send_framed_nowait_does_not_overtake_a_backlog() -> None:
-    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
-        sent = _fill_until_backlog(chan)
-        with pytest.raises(trio.WouldBlock):
-            chan.send_framed_nowait(b"refused\n")
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_collect_until_eof, peer, got)
-            await chan.flush()
-            chan.send_framed_nowait(b"after\n")
-            await chan.send_eof()
-        assert got == [*sent, b"after"]
-
-
-async def test_send_many_nowait_is_refused_over_a_stream_that_cannot_try_send() -> None:
-    a, b = channel_pair()
-    assert not a.can_send_nowait
-    with pytest.raises(trio.WouldBlock):
-        a.send_many_nowait([b"never"])
-    assert a.backlog == 0
-    await a.send(b"sent")
-    assert await b.receive() == b"sent"
-
-
-async def test_send_many_nowait_with_a_bad_message_writes_nothing() -> None:
-    async with raw_channel_and_peer() as (chan, peer):
-        with pytest.raises(FramingError):
-            chan.send_many_nowait([b"good", b"bad\nline"])
-        assert chan.backlog == 0
-        assert _read_available(peer.socket) == b""
-
-
 async def test_send_many_with_a_bad_message_writes_nothing() -> None:
     a, b = channel_pair()
     with pytest.raises(FramingError):
         await a.send_many([b"good", b"bad\nline"])
     await a.send(b"next")
     assert await b.receive() == b"next"
-
-
-@pytest.mark.parametrize("write_backlog", ["flush", "send"])
-async def test_the_backlog_is_written_first_exactly_once_and_in_order(write_backlog: str) -> None:
-    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
-        sent = _fill_until_backlog(chan)
-        backlog = chan.backlog
-        with pytest.raises(trio.WouldBlock):
-            chan.send_many_nowait([b"refused"])  # it would overtake the backlog
-        assert chan.backlog == backlog
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_collect_until_eof, peer, got)
-            if write_backlog == "flush":
-                await chan.flush()
-                assert chan.backlog == 0
-            await chan.send(b"after")
-            assert chan.backlog == 0
-            await chan.send_eof()
-        assert got == [*sent, b"after"]
-
-
-async def test_send_many_nowait_is_refused_while_another_task_is_sending() -> None:
-    async with raw_channel_and_peer() as (chan, peer):
-        assert isinstance(chan.stream, RawSocketStream)
-        clogged = 0
-        with contextlib.suppress(BlockingIOError):
-            while True:
-                clogged += chan.stream.socket.send(b"x" * 65536)
-        received = bytearray()
-
-        async def read_until_eof() -> None:
-            while data := await peer.receive_some():
-                received.extend(data)
-
-        async with trio.open_nursery() as reading:
-            async with trio.open_nursery() as sending:
-                sending.start_soon(chan.send, b"blocked")
-                await trio.testing.wait_all_tasks_blocked()
-                with pytest.raises(trio.WouldBlock):
-                    chan.send_many_nowait([b"refused"])
-                assert chan.backlog == 0
-                reading.start_soon(read_until_eof)
-            await chan.send_eof()
-        assert received == b"x" * clogged + b"blocked\n"
-
-
-async def test_send_many_nowait_after_aclose_raises_closed_and_drops_the_backlog() -> None:
-    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, _):
-        _fill_until_backlog(chan)
-        await chan.aclose()
-        assert chan.backlog == 0
-        with pytest.raises(trio.ClosedResourceError):
-            chan.send_many_nowait([b"late"])
-
-
-async def test_send_eof_writes_the_backlog_before_the_eof() -> None:
-    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
-        sent = _fill_until_backlog(chan)
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_collect_until_eof, peer, got)
-            await chan.send_eof()
-        assert chan.backlog == 0
-        assert got == sent
-        with pytest.raises(trio.ClosedResourceError):
-            chan.send_many_nowait([b"after the eof"])
 
 
 # -- TCPConnection: try_send only without TLS -------------------------------------------
@@ -567,10 +404,10 @@ async def _report_try_send(conn: TCPConnection) -> None:
         refused = True
     else:
         refused = False
-    await chan.send(b"%d %d %d" % (conn.can_try_send, chan.can_send_nowait, refused))
+    await chan.send(b"%d %d" % (conn.can_try_send, refused))
 
 
-@pytest.mark.parametrize(("tls", "report"), [(False, b"1 1 0"), (True, b"0 0 1")])
+@pytest.mark.parametrize(("tls", "report"), [(False, b"1 0"), (True, b"0 1")])
 async def test_a_tcp_connection_can_try_send_only_without_tls(tls: bool, report: bytes) -> None:
     server_ctx: ssl.SSLContext | None = None
     client_ctx: ssl.SSLContext | None = None
@@ -583,23 +420,3 @@ async def test_a_tcp_connection_can_try_send_only_without_tls(tls: bool, report:
             )
             assert await chan.receive() == report
             await chan.aclose()
-
-
-@pytest.mark.parametrize("cancelled", [FramedChannel.flush, FramedChannel.send_eof])
-async def test_a_cancelled_call_that_wrote_nothing_keeps_the_backlog(
-    cancelled: Callable[[FramedChannel], Awaitable[None]],
-) -> None:
-    async with raw_channel_and_peer(SMALL_BUFFER) as (chan, peer):
-        sent = _fill_until_backlog(chan)
-        backlog = chan.backlog
-        with trio.CancelScope() as scope:
-            scope.cancel()
-            await cancelled(chan)  # cancelled before writing anything
-        assert scope.cancelled_caught
-        assert chan.backlog == backlog
-        got: list[bytes] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_collect_until_eof, peer, got)
-            await chan.send(b"after")
-            await chan.send_eof()
-        assert got == [*sent, b"after"]

@@ -32,14 +32,9 @@ SCENARIOS = {
 }
 
 
-def scenario(name: str) -> Callable[[Path, bool], list[Row]] | None:
-    """The scenario's ``run``, or None while its module does not exist yet."""
-    try:
-        module = importlib.import_module(f"benchmarks.soak.{SCENARIOS[name]}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"benchmarks.soak.{SCENARIOS[name]}":
-            raise
-        return None
+def scenario(name: str) -> Callable[[Path, bool], list[Row]]:
+    """The scenario's ``run``."""
+    module = importlib.import_module(f"benchmarks.soak.{SCENARIOS[name]}")
     run: Callable[[Path, bool], list[Row]] = module.run
     return run
 
@@ -121,9 +116,6 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         run = scenario(name)
-        if run is None:
-            print(f"[{time.monotonic() - began:6.1f}s] {name}: not written yet", flush=True)
-            continue
         print(f"[{time.monotonic() - began:6.1f}s] {name} ...", flush=True)
         new = run(args.out, args.quick)
         rows += new

@@ -15,20 +15,15 @@ Contract (trio's, plus framing):
   Close the channel: the stream has lost sync.
 * ``send()`` frames one message; ``send_many()`` frames several into one write (what a
   writer that coalesces its queue wants). Concurrent senders are serialised in FIFO order
-  by a lock, so messages are never interleaved on the wire.
-* ``send_many_nowait()`` writes without waiting, for code that serves many channels from
-  one task (the chat fan-out): over a stream that can write without waiting (plain TCP,
-  ``RawSocketStream``), what the kernel does not take at once stays in the channel's
-  backlog, which the next send or ``flush()`` writes first. It never reorders: while
-  another task is sending or a backlog waits, it takes nothing and raises
-  :class:`trio.WouldBlock`.
+  by a lock, so messages are never interleaved on the wire. To write without waiting
+  (a task that serves many peers), put whole frames in an :class:`~triosock.Outbox`.
 * ``aclose()`` closes the stream, always, even when cancelled.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Protocol, runtime_checkable
 
 import trio
@@ -98,11 +93,6 @@ class FramedChannel(trio.abc.Channel[bytes]):
         self._closed = False
         self._receiving = False
         self._send_lock = _SendGate()
-        # bytes send_many_nowait() could not write yet; every send writes them first
-        self._backlog = b""
-        self._try_send: Callable[[bytes], int] | None = None
-        if isinstance(stream, TrySendStream) and stream.can_try_send:
-            self._try_send = stream.try_send
 
     @property
     def stream(self) -> trio.abc.Stream:
@@ -181,10 +171,10 @@ class FramedChannel(trio.abc.Channel[bytes]):
     async def send(self, value: bytes) -> None:
         data = self._encode(value)
         gate = self._send_lock
-        if gate._busy or self._backlog:
+        if gate._busy:
             await self._send_locked(data)
             return
-        gate._busy = True  # uncontended, nothing left over: straight to the stream
+        gate._busy = True  # uncontended: straight to the stream
         try:
             await self._send_all(data)
         finally:
@@ -193,62 +183,6 @@ class FramedChannel(trio.abc.Channel[bytes]):
     async def send_many(self, values: Iterable[bytes]) -> None:
         """Send several messages in one write (one ``send_all``), in order."""
         await self._send_locked(self._framer.encode_many(values))
-
-    @property
-    def can_send_nowait(self) -> bool:
-        """Whether :meth:`send_many_nowait` can ever succeed on this channel's stream."""
-        return self._try_send is not None
-
-    @property
-    def backlog(self) -> int:
-        """How many bytes :meth:`send_many_nowait` left for the next send or :meth:`flush`."""
-        return len(self._backlog)
-
-    def send_many_nowait(self, values: Iterable[bytes]) -> None:
-        """Frame several messages into one write, without waiting. Not a checkpoint.
-
-        What the kernel does not take at once stays in the channel's :attr:`backlog`; the
-        next ``send``, ``send_many`` or :meth:`flush` writes it first, so whoever calls
-        this must see to it that one of those follows when :attr:`backlog` is non-zero.
-
-        Raises:
-          trio.WouldBlock: nothing was taken, because another task is sending, a backlog
-            is waiting, or the stream cannot write without waiting
-            (:attr:`can_send_nowait` is false: TLS, in-memory streams).
-          trio.ClosedResourceError: the channel was closed.
-          trio.BrokenResourceError: the connection failed; nothing more can be sent.
-        """
-        self._check_send_nowait()
-        self._write_nowait(self._framer.encode_many(values))
-
-    def send_framed_nowait(self, data: bytes) -> None:
-        """:meth:`send_many_nowait` for messages framed already, by ``framer.encode_many``.
-
-        For one batch sent to many channels whose framers are configured alike (the same
-        class and limits): frame it once with any of them, then hand each channel the
-        bytes. The bytes are written as they are; framing them is the caller's promise.
-
-        Raises:
-          The same as :meth:`send_many_nowait`.
-        """
-        self._check_send_nowait()
-        self._write_nowait(data)
-
-    def _check_send_nowait(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the channel was closed")
-        if self._try_send is None or self._backlog or self._send_lock.locked():
-            raise trio.WouldBlock
-
-    def _write_nowait(self, data: bytes) -> None:
-        assert self._try_send is not None
-        sent = self._try_send(data)
-        if sent < len(data):
-            self._backlog = data[sent:]
-
-    async def flush(self) -> None:
-        """Write the :attr:`backlog` that :meth:`send_many_nowait` left, if any."""
-        await self._send_locked(b"")
 
     async def _send_locked(self, data: bytes) -> None:
         gate = self._send_lock
@@ -259,11 +193,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
             gate.release()
 
     async def _write(self, data: bytes) -> None:
-        """Write the backlog, then ``data``, in one write; the caller holds the gate."""
-        if self._backlog:  # written before anything newer, in the same write
-            # Cancelled already? Then raise now, while the backlog is still ours.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            data, self._backlog = self._backlog + data, b""
+        """Write ``data``; the caller holds the gate."""
         if data:
             await self._send_all(data)
         else:
@@ -278,8 +208,6 @@ class FramedChannel(trio.abc.Channel[bytes]):
         if not isinstance(self._stream, trio.abc.HalfCloseableStream):
             raise TriosockError(f"{type(self._stream).__name__} cannot half-close")
         async with self._send_lock:
-            if self._backlog:
-                await self._write(b"")
             await self._stream.send_eof()
 
     # -- closing -----------------------------------------------------------------------
@@ -287,7 +215,6 @@ class FramedChannel(trio.abc.Channel[bytes]):
     async def aclose(self) -> None:
         self._closed = True
         self._pending.clear()
-        self._backlog = b""
         await self._stream.aclose()
 
 

@@ -75,12 +75,13 @@ class Sink(Protocol):
         ...
 
     @property
-    def can_send_nowait(self) -> bool:
-        """Whether :meth:`send_nowait` works; if not, only :meth:`send` is used."""
+    def can_try_send(self) -> bool:
+        """Whether :meth:`try_send` works; if not, only :meth:`send` is used."""
         ...
 
-    def send_nowait(self, data: bytes | memoryview) -> int:
-        """Write without waiting; return how many bytes were taken (0: no room now).
+    def try_send(self, data: bytes | memoryview) -> int:
+        """Write what the socket takes now, without waiting; return how many bytes it
+        took, 0 when it has no room (as ``socket.send`` does without blocking).
 
         A datagram sink takes a whole frame or nothing. Raises trio's
         ``BrokenResourceError`` / ``ClosedResourceError`` when the socket failed.
@@ -88,11 +89,11 @@ class Sink(Protocol):
         ...
 
     async def wait_writable(self) -> None:
-        """Return when :meth:`send_nowait` may take something."""
+        """Return when :meth:`try_send` may take something."""
         ...
 
     async def send(self, data: bytes) -> None:
-        """Write all of ``data``, waiting as needed (for sinks without ``send_nowait``)."""
+        """Write all of ``data``, waiting as needed (for sinks without ``try_send``)."""
         ...
 
 
@@ -114,8 +115,8 @@ class Outbox:
         "_offset",
         "_progress",
         "_sealed",
-        "_send_nowait",
         "_sink",
+        "_try_send",
         "_writing",
         "control",
         "queued",
@@ -126,8 +127,8 @@ class Outbox:
     def __init__(self, sink: Sink) -> None:
         self._sink = sink
         self._joinable = sink.joinable
-        self._nowait = sink.can_send_nowait
-        self._send_nowait = sink.send_nowait
+        self._nowait = sink.can_try_send
+        self._try_send = sink.try_send
         self._frames: deque[bytes] = deque()
         self._counts: deque[int] = deque()  # how many messages (lines) each frame holds
         self._offset = 0  # bytes of the head frame written already
@@ -176,7 +177,7 @@ class Outbox:
         sent = 0
         if not self._frames and self._nowait and not self._writing:
             try:
-                sent = self._send_nowait(frame)
+                sent = self._try_send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._fail(exc)
                 return
@@ -228,7 +229,7 @@ class Outbox:
         """Drop every message frame not begun yet; return how many messages they held.
 
         The head frame, if partly written, stays: it must be finished first; so does a batch
-        that a sink without ``send_nowait`` is writing, and so do frames that hold no
+        that a sink without ``try_send`` is writing, and so do frames that hold no
         message (``count`` 0: notices, protocol replies).
         """
         return self._drop_until(0)
@@ -266,13 +267,23 @@ class Outbox:
 
     # -- writing ----------------------------------------------------------------------
 
-    def write_nowait(self) -> bool:
-        """Write what the socket takes now, without waiting; True when nothing is left.
+    def write_nowait(self) -> None:
+        """Write everything waiting now, without waiting for the socket.
 
-        Not a checkpoint. A socket error is remembered (see :attr:`error`), not raised.
+        Not a checkpoint. A socket error is remembered (see :attr:`error`), not raised:
+        what waited is dropped, so nothing is left.
+
+        Raises:
+          trio.WouldBlock: the socket did not take everything (it took what it could;
+            the rest waits, the head frame maybe partly written).
         """
+        if not self._write_available():
+            raise trio.WouldBlock
+
+    def _write_available(self) -> bool:
+        """Write what the socket takes now; whether nothing is left."""
         frames = self._frames
-        send = self._send_nowait
+        send = self._try_send
         try:
             while frames:
                 if self._joinable and len(frames) > 1:
@@ -360,7 +371,7 @@ class Outbox:
             return
         # First what the socket takes now: a peer that drained since the last write has
         # not stalled, however long ago that write was.
-        if self._nowait and self.write_nowait():
+        if self._nowait and self._write_available():
             await trio.lowlevel.checkpoint()
             return
         if self._nowait:
@@ -376,7 +387,7 @@ class Outbox:
             self._raise_error()
             if scope.cancelled_caught:
                 raise self._stalled()
-            self.write_nowait()
+            self._write_available()
         else:
             await self._send_batch(deadline)
         self._raise_error()
@@ -447,16 +458,16 @@ class StreamSink:
     connection); otherwise only the writer task writes, with ``send_all``.
     """
 
-    __slots__ = ("_stream", "can_send_nowait", "send_nowait")
+    __slots__ = ("_stream", "can_try_send", "try_send")
 
     joinable = True
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
-        self.can_send_nowait = isinstance(stream, TrySendStream) and stream.can_try_send
-        self.send_nowait: Callable[[bytes | memoryview], int] = (
+        self.can_try_send = isinstance(stream, TrySendStream) and stream.can_try_send
+        self.try_send: Callable[[bytes | memoryview], int] = (
             stream.try_send
-            if isinstance(stream, TrySendStream) and self.can_send_nowait
+            if isinstance(stream, TrySendStream) and self.can_try_send
             else self._cannot
         )
 
@@ -477,12 +488,12 @@ class DatagramSink:
     __slots__ = ("_peer",)
 
     joinable = False
-    can_send_nowait = True
+    can_try_send = True
 
     def __init__(self, peer: UDPPeer) -> None:
         self._peer = peer
 
-    def send_nowait(self, data: bytes | memoryview) -> int:
+    def try_send(self, data: bytes | memoryview) -> int:
         try:
             self._peer.send_nowait(bytes(data))
         except trio.WouldBlock:

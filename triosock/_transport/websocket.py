@@ -96,8 +96,8 @@ class WebSocketServer(ListeningServer):
 class WebSocketStream(trio.abc.HalfCloseableStream):
     """The TCP stream under one websockets connection, whose writes all go through one
     :class:`~triosock.Outbox`: websockets' own (the handshake, pings, pongs, the close)
-    and whole frames put there without waiting by a fan-out (see
-    :meth:`WebSocketPeer.put_text`). They share one queue, so they never interleave, and
+    and whole frames (:func:`text_frame`) put there without waiting by a fan-out (see
+    :attr:`WebSocketPeer.outbox`). They share one queue, so they never interleave, and
     a frame is never torn. Once websockets has sent its close frame the outbox is
     sealed: nothing is sent after it. Once closed, ``send_all`` raises trio's
     ``ClosedResourceError``, as a trio stream does, so that websockets' reader stops.
@@ -288,11 +288,6 @@ class WebSocketPeer:
         stream = self.connection.stream
         assert isinstance(stream, WebSocketStream)
         return stream.outbox
-
-    def put_text(self, payload: bytes, count: int = 1) -> None:
-        """Send a text message without waiting (never a checkpoint): queued in
-        :attr:`outbox` behind what waits already; dropped once the connection closes."""
-        self.outbox.put(text_frame(payload), count)
 
     def stop_scope(self) -> trio.CancelScope:
         """A cancel scope the server cancels when it begins to stop."""
