@@ -11,7 +11,8 @@ Stacks:
     trio      a list of trio memory channels, ``send_nowait`` / ``receive_nowait`` (the baseline)
     asyncio   a list of ``asyncio.Queue``, ``put_nowait`` / ``await get()``
     uvloop    the same on uvloop
-    triosock  ``triosock.InProcessHub``: ``publish`` / ``drain_nowait`` / ``await receive()``
+    triosock  ``triosock.hub.InProcessHub``: ``publish_nowait`` / ``drain_nowait`` /
+              ``await receive()``
 
 Prints one JSON line per subscriber count, or ``{"event": "unavailable", ...}`` when the stack
 cannot be imported.  Every wait is bounded (a stalled round ends the run with an error line).
@@ -111,12 +112,12 @@ async def run_trio_like(stack: str, plan: Plan) -> Outcome:
     delivered = [0]
 
     if stack == "triosock":
-        import triosock
+        import triosock.hub
 
-        hub: triosock.InProcessHub[bytes] = triosock.InProcessHub()
+        hub: triosock.hub.InProcessHub[bytes] = triosock.hub.InProcessHub()
 
         def publish(message: bytes) -> None:
-            hub.publish("bench", message)
+            hub.publish_nowait("bench", message)
 
         async def subscriber() -> None:
             async with hub.subscribe("bench", buffer=2 * plan.burst) as sub:
@@ -241,9 +242,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.stack == "triosock":
         try:
-            import triosock
+            import triosock.hub
 
-            triosock.InProcessHub  # noqa: B018
+            triosock.hub.InProcessHub  # noqa: B018
         except (ImportError, AttributeError) as exc:
             print(json.dumps({"event": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}))
             return

@@ -9,16 +9,8 @@ from typing import Any
 
 import trio
 
-from triosock import (
-    ChatPage,
-    ChatServer,
-    TCPServer,
-    UDPServer,
-    WebSocketServer,
-    serve_tcp,
-    serve_udp,
-    serve_websocket,
-)
+from triosock import TCPServer, UDPServer, WebSocketServer, serve_tcp, serve_udp, serve_websocket
+from triosock.chat import ChatPage, ChatServer
 
 
 @asynccontextmanager

@@ -57,7 +57,7 @@ class RedisProcess:
 
     async def publish_count(self) -> int:
         """How many PUBLISH commands it has run (INFO commandstats)."""
-        from triosock._hub._redis import redis_client
+        from triosock._redis import redis_client
 
         async with redis_client(self.url) as client:
             stats = await client.info("commandstats")
@@ -66,7 +66,7 @@ class RedisProcess:
 
     async def command_calls(self) -> int:
         """How many commands it has run in all, those of scripts included."""
-        from triosock._hub._redis import redis_client
+        from triosock._redis import redis_client
 
         async with redis_client(self.url) as client:
             stats = await client.info("commandstats")

@@ -12,8 +12,8 @@ from triosock import (
     FramedChannel,
     TCPServer,
     UDPServer,
-    connect_tcp,
     open_tcp_channel,
+    open_tcp_stream,
     open_udp_channel,
     serve_tcp,
     serve_udp,
@@ -259,7 +259,7 @@ async def test_lines_said_between_replies_before_eof_all_reach_their_sender() ->
     with trio.fail_after(GUARD):
         async with chat_servers(chat) as (tcp, _udp, _):
             for _ in range(5):
-                stream = await connect_tcp("127.0.0.1", tcp.port)
+                stream = await open_tcp_stream("127.0.0.1", tcp.port)
                 await stream.send_all(b"".join(line + b"\n/who\n" for line in said))
                 await stream.send_eof()
                 chan = FramedChannel(stream)

@@ -18,8 +18,9 @@ import pytest
 import trio
 import trio.testing
 
-from triosock import ChatServer, InProcessDirectory, InProcessHub, Policy
 from triosock._services.chat._server import SESSIONS_PER_BATCH
+from triosock.chat import ChatServer, InProcessDirectory
+from triosock.hub import InProcessHub, Policy
 
 from .chattools import LineSocket, chat_servers
 from .conftest import GUARD, Batches, rss
@@ -32,9 +33,9 @@ class CountingHub(InProcessHub[bytes]):
         super().__init__()
         self.waits = 0
 
-    async def publish_wait(self, topic: str, message: bytes) -> int:
+    async def publish(self, topic: str, message: bytes) -> int:
         self.waits += 1
-        return await super().publish_wait(topic, message)
+        return await super().publish(topic, message)
 
 
 async def joined(member: LineSocket, nick: bytes) -> None:

@@ -13,18 +13,15 @@ import pytest
 import trio
 import trio.testing
 
-from triosock import (
-    ChatServer,
+from triosock import TCPServer, open_udp_channel, serve_tcp
+from triosock.chat import ChatServer, InProcessDirectory
+from triosock.hub import (
     Hub,
     HubStatistics,
-    InProcessDirectory,
     InProcessHub,
     Policy,
     SubscriberStatistics,
     Subscription,
-    TCPServer,
-    open_udp_channel,
-    serve_tcp,
 )
 
 from .chattools import LineSocket, chat_servers, expect
@@ -222,11 +219,11 @@ class OpaqueHub(Hub[bytes]):
 
         return subscribing()
 
-    def publish(self, topic: str, message: bytes) -> int:
-        return self.inner.publish(topic, message)
+    def publish_nowait(self, topic: str, message: bytes) -> int:
+        return self.inner.publish_nowait(topic, message)
 
-    async def publish_wait(self, topic: str, message: bytes) -> int:
-        return await self.inner.publish_wait(topic, message)
+    async def publish(self, topic: str, message: bytes) -> int:
+        return await self.inner.publish(topic, message)
 
     def statistics(self) -> HubStatistics:
         return self.inner.statistics()

@@ -15,8 +15,9 @@ import trio
 import trio.testing
 from websockets.trio.client import connect
 
-from triosock import ChatServer, serve_websocket
+from triosock import serve_websocket
 from triosock._sansio import chat as proto
+from triosock.chat import ChatServer
 
 from .chattools import LineSocket, chat_servers
 from .clitools import PYTHON, cli_server, line_process, need, run

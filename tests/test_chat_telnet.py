@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import trio
 
-from triosock import ChatServer
+from triosock.chat import ChatServer
 
 from .chattools import LineSocket, chat_servers
 from .clitools import need

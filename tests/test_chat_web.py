@@ -26,7 +26,8 @@ from websockets.trio.client import ClientConnection, connect
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
-from triosock import ChatServer, WebSocketServer, serve_websocket
+from triosock import WebSocketServer, serve_websocket
+from triosock.chat import ChatServer
 
 from .chattools import LineSocket, web_chat
 from .clitools import PYTHON, cli_server, line_process, need, run

@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from triosock import ChatServer, TCPServer, serve_tcp
+from triosock import TCPServer, serve_tcp
 from triosock._directory._redis import RedisDirectory
 from triosock._hub._redis import RedisHub
 from triosock._services.chat._server import HUB_BACK, HUB_DEGRADED
+from triosock.chat import ChatServer
 
 from .chattools import LineSocket
 from .clitools import PYTHON, cli_server, line_process, need, run
@@ -300,7 +301,7 @@ async def test_a_burst_for_one_room_travels_packed_and_arrives_whole_and_in_orde
         ):
             await sender.wait_connected()
             for topic, n in script:  # no checkpoint between: they wait together
-                sender.publish(topic, b"%s %d " % (topic.encode(), n) + b"x" * (n % 7))
+                sender.publish_nowait(topic, b"%s %d " % (topic.encode(), n) + b"x" * (n % 7))
             got: dict[str, list[bytes]] = {"lobby": [], "dm": []}
             for topic, sub in (("lobby", lobby), ("dm", dm)):
                 while len(got[topic]) < sum(1 for t, _ in script if t == topic):

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-import triosock
+import triosock.hub
 from triosock._errors import TriosockError
 from triosock._hub import (
     Hub,
@@ -101,8 +101,8 @@ async def test_types_and_defaults() -> None:
 
 async def test_publish_without_subscribers() -> None:
     hub = InProcessHub[int]()
-    assert hub.publish("nobody", 1) == 0
-    assert await hub.publish_wait("nobody", 2) == 0
+    assert hub.publish_nowait("nobody", 1) == 0
+    assert await hub.publish("nobody", 2) == 0
     assert hub.statistics() == HubStatistics(
         topics=0, subscribers=0, published=2, delivered=0, dropped=0
     )
@@ -112,8 +112,8 @@ async def test_publish_without_subscribers() -> None:
 async def test_publish_delivers_to_every_subscriber_of_the_topic_only() -> None:
     hub = InProcessHub[str]()
     async with hub.subscribe("a") as a1, hub.subscribe("a") as a2, hub.subscribe("b") as b:
-        assert hub.publish("a", "x") == 2
-        assert hub.publish("b", "y") == 1
+        assert hub.publish_nowait("a", "x") == 2
+        assert hub.publish_nowait("b", "y") == 1
         assert a1.drain_nowait() == ["x"]
         assert a2.drain_nowait() == ["x"]
         assert b.drain_nowait() == ["y"]
@@ -135,7 +135,7 @@ async def test_receive_waits_for_a_message(autojump_clock: trio.testing.MockCloc
             await trio.sleep(2)
             assert got == []
             t0 = trio.current_time()
-            hub.publish("t", 7)
+            hub.publish_nowait("t", 7)
         assert got == [(7, t0)]
 
 
@@ -155,7 +155,7 @@ async def test_concurrent_receivers_each_get_different_messages(
             await trio.sleep(1)  # all three are waiting
             assert got == []
             for i in range(3):
-                hub.publish("t", i)
+                hub.publish_nowait("t", i)
         assert sorted(got) == [0, 1, 2]
 
 
@@ -165,8 +165,8 @@ async def test_receive_is_a_checkpoint_and_publish_is_not(
     hub = InProcessHub[int]()
     async with deadline(), hub.subscribe("t") as sub:
         with trio.testing.assert_no_checkpoints():
-            hub.publish("t", 1)
-            hub.publish("t", 2)
+            hub.publish_nowait("t", 1)
+            hub.publish_nowait("t", 2)
         with trio.testing.assert_checkpoints():
             assert await sub.receive() == 1
         # a cancelled receive raises Cancelled even though a message is ready, and keeps it
@@ -189,7 +189,7 @@ async def test_drop_oldest_keeps_the_newest_and_reports_missed() -> None:
         hub.subscribe("t", buffer=3, policy="drop_oldest") as small,
         hub.subscribe("t", buffer=100) as big,
     ):
-        counts = [hub.publish("t", i) for i in range(1, 6)]
+        counts = [hub.publish_nowait("t", i) for i in range(1, 6)]
         assert counts == [2, 2, 2, 2, 2]  # drop_oldest still queues the new message
         assert small.statistics() == SubscriberStatistics(
             topic="t",
@@ -212,7 +212,7 @@ async def test_drop_oldest_keeps_the_newest_and_reports_missed() -> None:
             topics=1, subscribers=2, published=5, delivered=10, dropped=2
         )
         # after reading it has room again: nothing more is dropped
-        hub.publish("t", 6)
+        hub.publish_nowait("t", 6)
         assert queued(small) == [6]
         assert small.take_missed() == 0
 
@@ -223,7 +223,7 @@ async def test_drop_newest_keeps_the_oldest_and_reports_missed() -> None:
         hub.subscribe("t", buffer=3, policy="drop_newest") as small,
         hub.subscribe("t", buffer=100) as big,
     ):
-        counts = [hub.publish("t", i) for i in range(1, 6)]
+        counts = [hub.publish_nowait("t", i) for i in range(1, 6)]
         assert counts == [2, 2, 2, 1, 1]
         assert small.statistics() == SubscriberStatistics(
             topic="t",
@@ -242,7 +242,7 @@ async def test_drop_newest_keeps_the_oldest_and_reports_missed() -> None:
         assert hub.statistics() == HubStatistics(
             topics=1, subscribers=2, published=5, delivered=8, dropped=2
         )
-        hub.publish("t", 6)
+        hub.publish_nowait("t", 6)
         assert queued(small) == [6]
 
 
@@ -257,10 +257,10 @@ async def test_block_publish_is_all_or_nothing() -> None:
         hub.subscribe("t", buffer=10) as lossy,
         hub.subscribe("t", buffer=2, policy="block") as slow,
     ):
-        assert hub.publish("t", 1) == 2
-        assert hub.publish("t", 2) == 2
+        assert hub.publish_nowait("t", 1) == 2
+        assert hub.publish_nowait("t", 2) == 2
         with trio.testing.assert_no_checkpoints(), pytest.raises(trio.WouldBlock):
-            hub.publish("t", 3)
+            hub.publish_nowait("t", 3)
         assert lossy.statistics().delivered == 2
         assert slow.statistics() == SubscriberStatistics(
             topic="t",
@@ -287,13 +287,13 @@ async def test_publish_wait_waits_exactly_until_the_slow_subscriber_reads(
         hub.subscribe("t", buffer=10) as fast,
         hub.subscribe("t", buffer=2, policy="block") as slow,
     ):
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         t0 = trio.current_time()
         done: list[tuple[int, float]] = []
 
         async def publisher() -> None:
-            count = await hub.publish_wait("t", 3)
+            count = await hub.publish("t", 3)
             done.append((count, trio.current_time()))
 
         async with deadline(), trio.open_nursery() as nursery:
@@ -321,12 +321,12 @@ async def test_publish_wait_waits_for_every_full_blocker(
         hub.subscribe("t", buffer=1, policy="block") as first,
         hub.subscribe("t", buffer=1, policy="block") as second,
     ):
-        hub.publish("t", 0)
+        hub.publish_nowait("t", 0)
         t0 = trio.current_time()
         finished: list[float] = []
 
         async def publisher() -> None:
-            await hub.publish_wait("t", 1)
+            await hub.publish("t", 1)
             finished.append(trio.current_time())
 
         async def read_later(sub: Subscription[int], delay: float) -> None:
@@ -345,13 +345,13 @@ async def test_publish_wait_waits_for_every_full_blocker(
 async def test_drain_makes_room_for_publish_wait(autojump_clock: trio.testing.MockClock) -> None:
     hub = InProcessHub[int]()
     async with hub.subscribe("t", buffer=2, policy="block") as slow:
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         t0 = trio.current_time()
         finished: list[float] = []
 
         async def publisher() -> None:
-            await hub.publish_wait("t", 3)
+            await hub.publish("t", 3)
             finished.append(trio.current_time())
 
         async with deadline(), trio.open_nursery() as nursery:
@@ -370,10 +370,10 @@ async def test_publish_wait_is_cancellable_and_delivers_nothing(
         hub.subscribe("t", buffer=10) as fast,
         hub.subscribe("t", buffer=1, policy="block") as slow,
     ):
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
         t0 = trio.current_time()
         with trio.move_on_after(3) as scope:
-            await hub.publish_wait("t", 2)
+            await hub.publish("t", 2)
         assert scope.cancelled_caught
         assert trio.current_time() == pytest.approx(t0 + 3, abs=1e-9)
         assert queued(fast) == [1]
@@ -381,7 +381,7 @@ async def test_publish_wait_is_cancellable_and_delivers_nothing(
         assert hub.statistics().published == 1
         # no stale waiter is left behind: room again means no waiting, but a checkpoint
         with trio.testing.assert_checkpoints():
-            assert await hub.publish_wait("t", 3) == 2
+            assert await hub.publish("t", 3) == 2
         assert trio.current_time() == pytest.approx(t0 + 3, abs=1e-9)
         assert queued(slow) == [3]
 
@@ -391,7 +391,7 @@ async def test_publish_wait_checks_cancellation_before_delivering() -> None:
     async with hub.subscribe("t", policy="block") as sub:
         with trio.CancelScope() as scope:
             scope.cancel()
-            await hub.publish_wait("t", 1)
+            await hub.publish("t", 1)
         assert scope.cancelled_caught
         assert queued(sub) == []
         assert hub.statistics().published == 0
@@ -405,11 +405,11 @@ async def test_publish_wait_goes_ahead_when_the_blocker_leaves(
         done: list[tuple[int, float]] = []
         async with AsyncExitStack() as stack:
             slow = await stack.enter_async_context(hub.subscribe("t", buffer=1, policy="block"))
-            hub.publish("t", 1)
+            hub.publish_nowait("t", 1)
             t0 = trio.current_time()
 
             async def publisher() -> None:
-                count = await hub.publish_wait("t", 2)
+                count = await hub.publish("t", 2)
                 done.append((count, trio.current_time()))
 
             async with deadline(), trio.open_nursery() as nursery:
@@ -430,7 +430,7 @@ async def test_publish_wait_raises_when_the_hub_closes(
 ) -> None:
     hub = InProcessHub[int]()
     async with hub.subscribe("t", buffer=1, policy="block") as slow:
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
 
         async def closer() -> None:
             await trio.sleep(1)
@@ -439,7 +439,7 @@ async def test_publish_wait_raises_when_the_hub_closes(
         async with deadline(), trio.open_nursery() as nursery:
             nursery.start_soon(closer)
             with pytest.raises(trio.ClosedResourceError):
-                await hub.publish_wait("t", 2)
+                await hub.publish("t", 2)
         assert queued(slow) == [1]
 
 
@@ -458,7 +458,7 @@ async def test_disconnect_drops_only_the_slow_subscriber(
     ):
         t0 = trio.current_time()
         with trio.testing.assert_no_checkpoints():
-            counts = [hub.publish("t", i) for i in range(1, 6)]
+            counts = [hub.publish_nowait("t", i) for i in range(1, 6)]
         assert trio.current_time() == t0  # publish never waited
         assert counts == [3, 3, 2, 2, 2]
         assert hub.subscriber_count("t") == 2
@@ -502,8 +502,8 @@ async def test_async_iteration_of_a_disconnected_subscriber_raises(
             got.append(message)
 
     async with deadline(), hub.subscribe("t", buffer=1, policy="disconnect") as slow:
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         with pytest.raises(SlowSubscriberError):
             await collect(slow)
     assert got == [1]
@@ -517,10 +517,10 @@ async def test_unsubscribe_on_exit(autojump_clock: trio.testing.MockClock) -> No
     async with hub.subscribe("t") as sub:
         assert hub.topics() == frozenset({"t"})
         assert hub.subscriber_count("t") == 1
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
     assert hub.topics() == frozenset()
     assert hub.subscriber_count("t") == 0
-    assert hub.publish("t", 2) == 0
+    assert hub.publish_nowait("t", 2) == 0
     with pytest.raises(trio.ClosedResourceError):
         sub.receive_nowait()  # closed: even the queued message is gone
     with trio.fail_after(LIMIT), pytest.raises(trio.ClosedResourceError):
@@ -541,7 +541,7 @@ async def test_unsubscribe_when_the_body_raises() -> None:
         async with hub.subscribe("t") as one, hub.subscribe("t") as other:
             subscriptions.extend([one, other])
             assert hub.subscriber_count("t") == 2
-            hub.publish("t", 1)
+            hub.publish_nowait("t", 1)
             raise Boom
 
     with pytest.raises(Boom):
@@ -617,8 +617,8 @@ async def test_hub_close_ends_subscriptions_after_draining(
 ) -> None:
     hub = InProcessHub[int]()
     async with deadline(), hub.subscribe("t") as full, hub.subscribe("t") as waiting:
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         assert waiting.drain_nowait() == [1, 2]
         results: list[object] = []
 
@@ -642,9 +642,9 @@ async def test_hub_close_ends_subscriptions_after_draining(
         assert hub.topics() == frozenset()
         assert hub.statistics().subscribers == 0
         with pytest.raises(trio.ClosedResourceError):
-            hub.publish("t", 3)
+            hub.publish_nowait("t", 3)
         with pytest.raises(trio.ClosedResourceError):
-            await hub.publish_wait("t", 3)
+            await hub.publish("t", 3)
         with pytest.raises(trio.ClosedResourceError):
             async with hub.subscribe("t"):
                 pass  # pragma: no cover
@@ -656,10 +656,10 @@ async def test_hub_close_ends_subscriptions_after_draining(
 
 async def test_hub_is_an_async_context_manager() -> None:
     async with InProcessHub[int]() as hub, hub.subscribe("t") as sub:
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
     assert hub.statistics().published == 1
     with pytest.raises(trio.ClosedResourceError):
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 2)
     with pytest.raises(trio.ClosedResourceError):
         sub.receive_nowait()
 
@@ -670,8 +670,8 @@ async def test_ten_thousand_subscribers() -> None:
     async with AsyncExitStack() as stack:
         subs = [await stack.enter_async_context(hub.subscribe("big")) for _ in range(n)]
         async with hub.subscribe("other") as other:
-            assert hub.publish("big", 42) == n
-            assert hub.publish("big", 43) == n
+            assert hub.publish_nowait("big", 42) == n
+            assert hub.publish_nowait("big", 43) == n
             assert all(sub.drain_nowait() == [42, 43] for sub in subs)
             assert all(sub.statistics().delivered == 2 for sub in subs)
             assert other.drain_nowait() == []
@@ -694,10 +694,10 @@ async def test_wait_ended_wakes_on_disconnect_only_when_it_happens(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            hub.publish("t", 1)
+            hub.publish_nowait("t", 1)
             await trio.sleep(5)
             assert woke == []
-            hub.publish("t", 2)  # over the buffer: disconnected
+            hub.publish_nowait("t", 2)  # over the buffer: disconnected
         assert woke == [5]
         assert slow.statistics().disconnected
 
@@ -712,19 +712,19 @@ async def test_ready_queue_reports_a_subscription_once_until_it_is_emptied() -> 
         ready.watch(sub)
         assert ready.ready_nowait() == []
         for i in range(3):
-            hub.publish("t", i)
+            hub.publish_nowait("t", i)
         assert ready.ready_nowait() == [sub]  # three publishes, one report
         assert ready.ready_nowait() == []
-        hub.publish("t", 3)
+        hub.publish_nowait("t", 3)
         assert sub.receive_nowait() == 0  # taken in part only: stays quiet
-        hub.publish("t", 4)
+        hub.publish_nowait("t", 4)
         assert ready.ready_nowait() == []
         assert sub.drain_nowait() == [1, 2, 3, 4]
         assert ready.ready_nowait() == []  # emptying is not news
-        hub.publish("t", 5)
+        hub.publish_nowait("t", 5)
         assert ready.ready_nowait() == [sub]
         assert sub.receive_nowait() == 5  # emptied by receive_nowait counts too
-        hub.publish("t", 6)
+        hub.publish_nowait("t", 6)
         assert ready.ready_nowait() == [sub]
 
 
@@ -732,7 +732,7 @@ async def test_watch_reports_a_subscription_that_already_holds_messages() -> Non
     hub = InProcessHub[int]()
     ready = ReadyQueue[int]()
     async with hub.subscribe("empty") as empty, hub.subscribe("full") as full:
-        hub.publish("full", 1)
+        hub.publish_nowait("full", 1)
         ready.watch(empty)
         ready.watch(full)
         assert ready.ready_nowait() == [full]
@@ -750,11 +750,11 @@ async def test_an_end_is_reported_and_reported_again_once_the_queue_is_taken(
     ready = ReadyQueue[int]()
     async with hub.subscribe("t", buffer=2, policy=policy) as sub:
         ready.watch(sub)
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         assert ready.ready_nowait() == [sub]
         if policy == "disconnect":
-            hub.publish("t", 3)  # over the buffer: disconnected
+            hub.publish_nowait("t", 3)  # over the buffer: disconnected
         else:
             hub.close()
         assert ready.ready_nowait() == [sub]  # ended, though not drained
@@ -801,8 +801,8 @@ async def test_wait_blocks_until_something_is_ready_and_returns_all_of_it_in_ord
             await trio.sleep(2)
             assert got == []
             t0 = trio.current_time()
-            hub.publish("c", 1)
-            hub.publish("a", 2)
+            hub.publish_nowait("c", 1)
+            hub.publish_nowait("a", 2)
         [(woken, at)] = got
         assert woken == [c, a]
         assert at == pytest.approx(t0, abs=1e-9)
@@ -814,7 +814,7 @@ async def test_wait_is_a_checkpoint_even_when_something_is_ready() -> None:
     ready = ReadyQueue[int]()
     async with hub.subscribe("t") as sub:
         ready.watch(sub)
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
         with trio.CancelScope() as scope:
             scope.cancel()
             await ready.wait()
@@ -840,10 +840,10 @@ async def test_wait_does_not_return_empty_when_the_only_report_is_withdrawn(
             async with hub.subscribe("u") as leaves:
                 ready.watch(leaves)
                 await trio.testing.wait_all_tasks_blocked()
-                hub.publish("u", 1)  # wakes the waiter; closing withdraws the report at once
+                hub.publish_nowait("u", 1)  # wakes the waiter; closing withdraws the report at once
             await trio.sleep(1)
             assert got == []
-            hub.publish("t", 2)
+            hub.publish_nowait("t", 2)
         assert got == [[stays]]
 
 
@@ -876,7 +876,7 @@ async def test_a_publish_to_a_thousand_watched_subscribers_wakes_the_waiter_once
             counter = _ScheduleCounter(task)
             trio.lowlevel.add_instrument(counter)
             try:
-                assert hub.publish("big", 1) == 1000
+                assert hub.publish_nowait("big", 1) == 1000
                 await trio.testing.wait_all_tasks_blocked()
             finally:
                 trio.lowlevel.remove_instrument(counter)
@@ -890,13 +890,13 @@ async def test_unwatch_stops_reports_and_withdraws_a_pending_one() -> None:
     async with hub.subscribe("t") as sub, hub.subscribe("t") as other:
         ready.watch(sub)
         ready.watch(other)
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
         ready.unwatch(sub)
         assert ready.ready_nowait() == [other]
         ready.unwatch(sub)  # idempotent
         assert sub.drain_nowait() == [1]
         assert other.drain_nowait() == [1]
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 2)
         hub.close()
         assert ready.ready_nowait() == [other]  # neither the message nor the end of `sub`
 
@@ -908,7 +908,7 @@ async def test_closing_a_subscription_unwatches_it() -> None:
         async with hub.subscribe("t") as leaves:
             ready.watch(leaves)
             ready.watch(stays)
-            hub.publish("t", 1)
+            hub.publish_nowait("t", 1)
         assert ready.ready_nowait() == [stays]  # the report of `leaves` went with it
         ReadyQueue[int]().watch(leaves)  # and it has no watcher left to conflict with
 
@@ -922,7 +922,7 @@ async def test_a_subscription_has_at_most_one_watcher() -> None:
         with pytest.raises(RuntimeError, match="another ReadyQueue"):
             second.watch(sub)
         second.unwatch(sub)  # not its subscription: no effect
-        hub.publish("t", 1)
+        hub.publish_nowait("t", 1)
         assert first.ready_nowait() == [sub]
         assert second.ready_nowait() == []
         first.unwatch(sub)
@@ -971,7 +971,7 @@ class _ForeignSubscription(Subscription[int]):
 
 
 async def test_only_in_process_subscriptions_can_be_watched() -> None:
-    assert triosock.ReadyQueue is ReadyQueue
+    assert triosock.hub.ReadyQueue is ReadyQueue
     ready = ReadyQueue[int]()
     foreign = _ForeignSubscription()
     assert not ready.supports(foreign)
@@ -997,7 +997,7 @@ async def test_a_parked_receiver_of_a_watched_subscription_still_gets_the_messag
         async with deadline(), trio.open_nursery() as nursery:
             nursery.start_soon(reader)
             await trio.testing.wait_all_tasks_blocked()
-            hub.publish("t", 7)
+            hub.publish_nowait("t", 7)
         assert got == [7]
         assert ready.ready_nowait() == [sub]  # reported too, though the receiver won it
         assert sub.drain_nowait() == []
@@ -1017,8 +1017,8 @@ async def test_two_parked_receivers_each_get_one_of_two_back_to_back_messages(
             nursery.start_soon(reader)
             nursery.start_soon(reader)
             await trio.testing.wait_all_tasks_blocked()
-            hub.publish("t", 1)
-            hub.publish("t", 2)  # before either woken receiver has run
+            hub.publish_nowait("t", 1)
+            hub.publish_nowait("t", 2)  # before either woken receiver has run
         assert sorted(got) == [1, 2]
 
 
@@ -1037,7 +1037,7 @@ async def test_a_cancelled_receiver_leaves_no_trace_for_the_next_one(
         async with deadline(), trio.open_nursery() as nursery:
             nursery.start_soon(reader)
             await trio.testing.wait_all_tasks_blocked()
-            hub.publish("t", 1)
+            hub.publish_nowait("t", 1)
         assert got == [1]
 
 
@@ -1046,11 +1046,11 @@ async def test_every_publish_wait_on_a_full_blocker_resumes_when_it_is_drained(
 ) -> None:
     hub = InProcessHub[int]()
     async with hub.subscribe("t", buffer=2, policy="block") as slow:
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         async with deadline(), trio.open_nursery() as nursery:
-            nursery.start_soon(hub.publish_wait, "t", 3)
-            nursery.start_soon(hub.publish_wait, "t", 4)
+            nursery.start_soon(hub.publish, "t", 3)
+            nursery.start_soon(hub.publish, "t", 4)
             await trio.testing.wait_all_tasks_blocked()
             assert slow.statistics().queued == 2
             assert slow.drain_nowait() == [1, 2]
@@ -1061,7 +1061,7 @@ async def test_a_ready_queue_writer_gets_every_message_through_small_block_buffe
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # The fan-out writer's loop: wait, drain what was reported, until every watched
-    # subscription has ended; publish_wait relies on those drains to make room.
+    # subscription has ended; publish relies on those drains to make room.
     hub = InProcessHub[int]()
     ready = ReadyQueue[int]()
     async with (
@@ -1083,7 +1083,7 @@ async def test_a_ready_queue_writer_gets_every_message_through_small_block_buffe
 
         async def publisher() -> None:
             for i in range(100):
-                await hub.publish_wait("t", i)
+                await hub.publish("t", i)
             await hub.aclose()
 
         async with deadline(), trio.open_nursery() as nursery:
@@ -1097,13 +1097,13 @@ async def test_unsubscribe_keeps_what_is_queued_then_ends_the_subscription() -> 
     ready = ReadyQueue[int]()
     async with hub.subscribe("t") as leaving, hub.subscribe("t") as staying:
         ready.watch(leaving)
-        hub.publish("t", 1)
-        hub.publish("t", 2)
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)
         assert ready.ready_nowait() == [leaving]
         leaving.unsubscribe()
         assert hub.subscriber_count("t") == 1
         assert ready.ready_nowait() == [leaving]  # its end is news too
-        hub.publish("t", 3)  # no longer for it
+        hub.publish_nowait("t", 3)  # no longer for it
         assert await leaving.receive() == 1
         assert leaving.drain_nowait() == [2]
         assert ready.ready_nowait() == [leaving]  # now the end is next
@@ -1139,8 +1139,8 @@ async def test_unsubscribe_after_close_or_end_does_nothing() -> None:
     with pytest.raises(trio.ClosedResourceError):
         closed.receive_nowait()
     async with hub.subscribe("t", buffer=1, policy="disconnect") as dropped:
-        hub.publish("t", 1)
-        hub.publish("t", 2)  # full: disconnected
+        hub.publish_nowait("t", 1)
+        hub.publish_nowait("t", 2)  # full: disconnected
         dropped.unsubscribe()
         assert dropped.receive_nowait() == 1
         with pytest.raises(SlowSubscriberError):
@@ -1153,10 +1153,10 @@ async def test_a_limited_drain_takes_the_oldest_and_leaves_the_rest_queued() -> 
     async with hub.subscribe("t", buffer=10, policy="block") as sub:
         ready.watch(sub)
         for n in range(5):
-            hub.publish("t", n)
+            hub.publish_nowait("t", n)
         assert ready.ready_nowait() == [sub]
         assert sub.drain_nowait(2) == [0, 1]
-        hub.publish("t", 5)
+        hub.publish_nowait("t", 5)
         # Not empty in between: reported once only (the caller keeps what it left).
         assert ready.ready_nowait() == []
         assert sub.drain_nowait(10) == [2, 3, 4, 5]

@@ -20,12 +20,12 @@ from triosock import (
     LineFramer,
     MessageTooLargeError,
     TCPConnection,
-    connect_tcp,
-    echo_handler,
     open_tcp_channel,
+    open_tcp_stream,
     serve_tcp,
 )
 from triosock._transport.rawsocket import RawSocketListener, RawSocketStream
+from triosock.services import echo_handler
 
 from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
 
@@ -35,7 +35,7 @@ async def test_two_hundred_clients_each_get_their_own_messages_back() -> None:
         async with running_tcp_server(echo_handler) as (server, _):
             # A hog sends without ever reading: its handler blocks in send_all once the
             # buffers fill, and must slow nobody else.
-            hog = await connect_tcp("127.0.0.1", server.port)
+            hog = await open_tcp_stream("127.0.0.1", server.port)
             hog_sent = 0
 
             async def flood() -> None:
@@ -77,7 +77,7 @@ async def test_a_bulk_echo_comes_back_whole_when_sends_come_up_short() -> None:
     received = bytearray()
     with trio.fail_after(GUARD):
         async with running_tcp_server(echo_handler) as (server, _):
-            client = await connect_tcp("127.0.0.1", server.port)
+            client = await open_tcp_stream("127.0.0.1", server.port)
 
             async def send() -> None:
                 await client.send_all(payload)
@@ -153,8 +153,8 @@ async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
 ) -> None:
     with trio.fail_after(1000):
         async with running_tcp_server(handler, idle_timeout=30) as (server, _):
-            silent = await connect_tcp("127.0.0.1", server.port)
-            chatty = await connect_tcp("127.0.0.1", server.port)
+            silent = await open_tcp_stream("127.0.0.1", server.port)
+            chatty = await open_tcp_stream("127.0.0.1", server.port)
             start = trio.current_time()
 
             async def talk() -> None:
@@ -182,12 +182,12 @@ async def test_max_connections_queues_the_next_one_until_a_slot_frees(
 ) -> None:
     with trio.fail_after(1000):
         async with running_tcp_server(echo_handler, max_connections=2) as (server, _):
-            first = await connect_tcp("127.0.0.1", server.port)
-            second = await connect_tcp("127.0.0.1", server.port)
+            first = await open_tcp_stream("127.0.0.1", server.port)
+            second = await open_tcp_stream("127.0.0.1", server.port)
             for stream in (first, second):
                 await stream.send_all(b"hi")
                 assert await stream.receive_some() == b"hi"
-            third = await connect_tcp("127.0.0.1", server.port)  # the kernel completes it
+            third = await open_tcp_stream("127.0.0.1", server.port)  # the kernel completes it
             await third.send_all(b"waiting")
             with trio.move_on_after(60) as waited:
                 await third.receive_some()
@@ -213,7 +213,7 @@ async def test_graceful_stop_with_cooperating_handlers_is_prompt(
                     echo_handler, 0, grace_period=10, task_status=task_status
                 )
             )
-            clients = [await connect_tcp("127.0.0.1", server.port) for _ in range(5)]
+            clients = [await open_tcp_stream("127.0.0.1", server.port) for _ in range(5)]
             await clients[0].send_all(b"mid-conversation")
             assert await clients[0].receive_some() == b"mid-conversation"
             start = trio.current_time()
@@ -251,8 +251,8 @@ async def test_graceful_stop_cancels_stubborn_handlers_after_the_grace_period(
             server = await nursery.start(
                 lambda task_status: serve_tcp(handler, 0, grace_period=7, task_status=task_status)
             )
-            a = await connect_tcp("127.0.0.1", server.port)
-            b = await connect_tcp("127.0.0.1", server.port)
+            a = await open_tcp_stream("127.0.0.1", server.port)
+            b = await open_tcp_stream("127.0.0.1", server.port)
             await a.send_all(b"polite")
             await b.send_all(b"stubborn")
             await trio.testing.wait_all_tasks_blocked()
@@ -293,7 +293,7 @@ async def line_echo(conn: TCPConnection) -> None:
 async def test_a_ten_mib_line_gets_an_error_and_a_close_and_spares_the_others() -> None:
     with trio.fail_after(GUARD):
         async with running_tcp_server(line_echo) as (server, _):
-            big = await connect_tcp("127.0.0.1", server.port)
+            big = await open_tcp_stream("127.0.0.1", server.port)
             sent = 0
             received = bytearray()
 
@@ -339,10 +339,10 @@ async def test_handler_errors_close_only_that_connection() -> None:
 
     with trio.fail_after(GUARD):
         async with running_tcp_server(fragile) as (server, _):
-            bad = await connect_tcp("127.0.0.1", server.port)
+            bad = await open_tcp_stream("127.0.0.1", server.port)
             await bad.send_all(b"boom")
             assert await bad.receive_some() == b""
-            good = await connect_tcp("127.0.0.1", server.port)
+            good = await open_tcp_stream("127.0.0.1", server.port)
             await good.send_all(b"fine")
             assert await good.receive_some() == b"fine"
             assert server.statistics().handler_errors == 1
@@ -388,7 +388,7 @@ async def test_tls_through_the_same_api() -> None:
             assert await chan.receive() == b"over tls"
             await chan.aclose()
             with pytest.raises(ConnectError, match="TLS handshake"):
-                await connect_tcp(
+                await open_tcp_stream(
                     "127.0.0.1", server.port, ssl_context=ssl.create_default_context()
                 )
 
@@ -434,9 +434,9 @@ async def test_bind_and_connect_errors_are_triosock_errors() -> None:
             ):
                 await serve_tcp(echo_handler, server.port)
         with pytest.raises(ConnectError, match=r"cannot connect to 127\.0\.0\.1:"):
-            await connect_tcp("127.0.0.1", server.port)  # nobody listens any more
+            await open_tcp_stream("127.0.0.1", server.port)  # nobody listens any more
         with pytest.raises(ValueError, match="port must be"):
-            await connect_tcp("127.0.0.1", 70000)
+            await open_tcp_stream("127.0.0.1", 70000)
 
 
 class _FlakySocket:
@@ -472,7 +472,7 @@ async def test_overload_accept_errors_are_logged_and_retried(
     with trio.fail_after(100):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(trio.serve_listeners, handler, [raw])
-            client = await connect_tcp("127.0.0.1", port)
+            client = await open_tcp_stream("127.0.0.1", port)
             await served.wait()
             assert await client.receive_some() == b"served"
             await client.aclose()

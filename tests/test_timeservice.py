@@ -30,8 +30,8 @@ from triosock import (
     UDPChannel,
     UDPPeer,
     UDPServer,
-    connect_tcp,
     open_tcp_channel,
+    open_tcp_stream,
     open_udp_channel,
     serve_udp,
 )
@@ -115,7 +115,7 @@ async def test_rfc868_tcp_sends_four_bytes_and_closes() -> None:
     with trio.fail_after(GUARD):
         handler = functools.partial(rfc868_tcp_handler, clock=fixed_clock)
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             async with stream:
                 data = await read_to_eof(stream)
     assert data == (2_208_988_800 + 1_700_000_000).to_bytes(4, "big")
@@ -126,7 +126,7 @@ async def test_daytime_tcp_sends_one_line_and_closes() -> None:
     with trio.fail_after(GUARD):
         handler = functools.partial(daytime_tcp_handler, clock=fixed_clock)
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             async with stream:
                 data = await read_to_eof(stream)
     assert data == b"Tuesday, November 14, 2023 22:13:20-UTC\r\n"
@@ -138,7 +138,7 @@ async def test_what_a_tcp_client_sends_is_thrown_away_and_the_answer_survives() 
     with trio.fail_after(GUARD):
         handler = functools.partial(daytime_tcp_handler, clock=fixed_clock)
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             async with stream:
                 await stream.send_all(b"x" * 200_000)
                 data = await read_to_eof(stream)
@@ -161,7 +161,7 @@ async def test_a_tcp_client_that_never_closes_is_closed_after_the_linger(
 
     with trio.fail_after(GUARD):
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             async with stream:
                 assert await read_to_eof(stream) == (3_908_988_800).to_bytes(4, "big")
                 await finished.wait()  # the client is still open
@@ -183,7 +183,7 @@ async def test_a_tcp_client_that_closes_frees_its_handler_at_once(
 
     with trio.fail_after(GUARD):
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             async with stream:
                 await read_to_eof(stream)
             await finished.wait()
@@ -299,7 +299,7 @@ async def test_strftime_tcp_answers_line_for_line_and_half_closes() -> None:
     with trio.fail_after(GUARD):
         handler = functools.partial(strftime_tcp_handler, clock=fixed_clock)
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             async with stream:
                 await stream.send_all(b"%H:%M\r\n%Q\n\n%Y")
                 await stream.send_eof()
@@ -323,7 +323,7 @@ async def test_strftime_tcp_too_long_a_line_gets_an_error_and_the_end() -> None:
     with trio.fail_after(GUARD):
         handler = functools.partial(strftime_tcp_handler, clock=fixed_clock)
         async with running_tcp_server(handler) as (server, _):
-            stream = await connect_tcp("127.0.0.1", server.port)
+            stream = await open_tcp_stream("127.0.0.1", server.port)
             chan = FramedChannel(stream, LineFramer())
             async with chan:
                 await chan.send(b"%H")

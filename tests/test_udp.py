@@ -20,10 +20,10 @@ from triosock import (
     UDPServer,
     open_udp_channel,
     serve_udp,
-    udp_echo_handler,
 )
+from triosock._services.replies import REPLY_IDLE_TIMEOUT
 from triosock._transport import udp as udp_module
-from triosock._transport.udp import REPLY_IDLE_TIMEOUT
+from triosock.services import udp_echo_handler
 
 from .conftest import GUARD
 

@@ -27,7 +27,7 @@ import struct
 import pytest
 import trio
 
-from triosock import ChatServer
+from triosock.chat import ChatServer
 
 from .chattools import LineSocket, web_chat
 from .conftest import GUARD

@@ -93,8 +93,9 @@ class IdleTimer:
 
     @property
     def expired(self) -> bool:
-        """True once the timer fired and cancelled the work inside it."""
-        return self.scope.cancelled_caught and self.scope.deadline <= trio.current_time()
+        """True once the timer has fired: from then on, inside the scope (the work being
+        cancelled, in a ``finally``) as after it."""
+        return self.scope.cancel_called and self.scope.deadline <= trio.current_time()
 
 
 async def send_heartbeats(send: Callable[[], Awaitable[object]], interval: float) -> None:

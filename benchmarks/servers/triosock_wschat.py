@@ -15,7 +15,8 @@ import functools
 import trio
 
 from benchmarks.servers._common import HOST, announce, parse_args
-from triosock import ChatServer, WebSocketServer, serve_websocket
+from triosock import WebSocketServer, serve_websocket
+from triosock.chat import ChatServer
 
 
 async def main(port: int) -> None:

@@ -115,7 +115,8 @@ async def _shared_state(
         return None, None
     try:
         from .._directory._redis import RedisDirectory
-        from .._hub._redis import RedisHub, redis_client
+        from .._hub._redis import RedisHub
+        from .._redis import describe_failure, redis_client
     except ImportError as exc:
         raise CLIError(f"--redis needs coredis ({exc}): pip install 'triosock[redis]'") from None
     reason = "no answer within 3 s"
@@ -125,7 +126,7 @@ async def _shared_state(
                 await client.ping()
             reason = ""
         except Exception as exc:  # coredis raises several kinds; all mean "not there"
-            reason = str(exc) or type(exc).__name__
+            reason = describe_failure(exc)
     if reason:
         raise CLIError(f"cannot reach redis at {url}: {reason}")
     hub = await stack.enter_async_context(RedisHub(url))

@@ -8,7 +8,7 @@ import sys
 import trio
 
 from .._services.echo import echo_handler, udp_echo_handler
-from .._transport.tcp import TCPServer, connect_tcp, serve_tcp
+from .._transport.tcp import TCPServer, open_tcp_stream, serve_tcp
 from .._transport.udp import UDPServer, open_udp_channel, serve_udp
 from ._common import (
     ADDRESS_HELP,
@@ -95,7 +95,7 @@ async def _echo_send(args: argparse.Namespace) -> None:
         await _echo_send_udp(args)
         return
     host, port = args.address
-    stream = await connect_tcp(host, port)
+    stream = await open_tcp_stream(host, port)
     out = sys.stdout.buffer
 
     async def send() -> None:

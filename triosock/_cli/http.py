@@ -12,7 +12,7 @@ import trio
 
 from .._services.http import StaticFiles, tutorial_handler
 from .._transport.http import Handler, serve_http
-from .._transport.tcp import TCPServer, connect_tcp
+from .._transport.tcp import TCPServer, open_tcp_stream
 from ._common import (
     CLIError,
     add_log_options,
@@ -106,7 +106,7 @@ async def fetch(
     scheme: str, host: str, port: int, target: str, netloc: str
 ) -> tuple[h11.Response, bytes]:
     context = ssl.create_default_context() if scheme == "https" else None
-    stream = await connect_tcp(host, port, ssl_context=context)
+    stream = await open_tcp_stream(host, port, ssl_context=context)
     conn = h11.Connection(h11.CLIENT)
     request = h11.Request(
         method="GET",

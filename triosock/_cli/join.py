@@ -54,7 +54,7 @@ from .._liveness import send_heartbeats
 from .._sansio import chat as proto
 from .._sansio.addresses import format_address
 from .._transport.channel import FramedChannel
-from .._transport.tcp import connect_tcp
+from .._transport.tcp import open_tcp_stream
 from .._transport.udp import PeerUnreachableError, UDPChannel, open_udp_channel
 from ._common import parse_hostport, positive, read_stdin_chunk
 
@@ -589,7 +589,7 @@ async def _chat_join(args: argparse.Namespace) -> None:
     async def connect() -> _Link:
         if args.udp:
             return _UDPLink(await open_udp_channel(host, port), args.heartbeat)
-        return _TCPLink(FramedChannel(await connect_tcp(host, port)))
+        return _TCPLink(FramedChannel(await open_tcp_stream(host, port)))
 
     on_terminal = sys.stdout.isatty()
     colour = colour_wanted(on_terminal)

@@ -1,7 +1,7 @@
 """The directory interface: who owns which nick, who is in which room, and session ids.
 
 :class:`Directory` is the interface the chat service is written against;
-:class:`~triosock.InProcessDirectory` is the embedded default, and a broker-backed
+:class:`~triosock.chat.InProcessDirectory` is the embedded default, and a broker-backed
 directory (Redis) implements the same methods for rooms shared across processes.
 
 What every implementation guarantees:
@@ -29,8 +29,7 @@ inbox nobody reads.
 from __future__ import annotations
 
 import abc
-from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar
 
 import trio
 
@@ -39,12 +38,13 @@ from .._sansio.chat import DEFAULT_ROOM, Presence
 __all__ = ["Directory"]
 
 
-class Directory(abc.ABC):
+class Directory(trio.abc.AsyncResource):
     """Nick ownership, room presence and session ids for the chat.
 
     Every method may wait (a broker-backed directory asks its broker) and is a
-    checkpoint. A directory is an async context manager; the in-process one needs no
-    setup, a broker-backed one connects and starts refreshing its leases on entry.
+    checkpoint. A directory is a :class:`trio.abc.AsyncResource`, used as an async
+    context manager; the in-process one needs no setup, a broker-backed one connects and
+    starts refreshing its leases on entry.
     """
 
     __slots__ = ()
@@ -102,13 +102,7 @@ class Directory(abc.ABC):
         await trio.lowlevel.checkpoint()
         return []
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
+    async def aclose(self) -> None:
+        """Stop what the directory runs; the in-process one runs nothing. A broker-backed
+        directory is run by its ``async with`` block instead."""
+        await trio.lowlevel.checkpoint()

@@ -44,14 +44,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, Final
 
 import coredis
 import trio
 
 from .._errors import DirectoryUnavailable
-from .._hub._redis import is_redis_failure, redis_client
+from .._redis import is_redis_failure, redis_client
+from .._running import Running
 from .._sansio.chat import DEFAULT_ROOM, Presence, default_nick, nick_key
 from ._abc import Directory
 
@@ -162,7 +162,7 @@ return out
 """
 
 
-class RedisDirectory(Directory):
+class RedisDirectory(Running, Directory):
     """Nicks, rooms and sessions shared through Redis; see the module docstring.
 
     Use it as an async context manager, which connects and runs the lease renewal.
@@ -191,29 +191,12 @@ class RedisDirectory(Directory):
         self._ids = itertools.count(1)
         self._mine: dict[str, Presence] = {}  # this process's sessions
         self._client: coredis.Redis[bytes] | None = None
-        self._running: contextlib.AbstractAsyncContextManager[None] | None = None
         self._leased = False  # this process's lease was written at least once
-        #: Renewals that could not reach Redis.
-        self.failed_renewals = 0
 
     def __repr__(self) -> str:
         return f"<RedisDirectory {self.url} sessions={len(self._mine)}>"
 
     # -- running -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> RedisDirectory:
-        self._running = self._run()
-        await self._running.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._running is not None
-        await self._running.__aexit__(exc_type, exc_value, traceback)
 
     @contextlib.asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
@@ -402,7 +385,6 @@ class RedisDirectory(Directory):
             except BaseException as exc:
                 if not is_redis_failure(exc):
                     raise
-                self.failed_renewals += 1
                 failed = True
                 LOGGER.debug("lease renewal failed: %r", exc)
                 continue

@@ -5,7 +5,7 @@ broker-backed hub (Redis pub/sub, ...) is meant to implement the same interface,
 instance by forwarding what it receives from the broker into an :class:`InProcessHub` of its
 own, which then does the local fan-out.
 
-How a message travels: :meth:`Hub.publish` places it in the queue of every subscriber of the
+How a message travels: :meth:`Hub.publish_nowait` places it in the queue of every subscriber of the
 topic, synchronously and without a checkpoint, waking a waiting receiver if there is one.
 Each subscriber owns a bounded queue (``buffer`` messages) and picks a :data:`Policy` for
 when its queue is full:
@@ -19,9 +19,9 @@ when its queue is full:
     The subscriber is removed from the topic. It can still receive what was queued, then
     :meth:`~Subscription.receive` raises :class:`SlowSubscriberError`.
 ``"block"``
-    Lossless backpressure. :meth:`Hub.publish` is all-or-nothing: if any ``block``
+    Lossless backpressure. :meth:`Hub.publish_nowait` is all-or-nothing: if any ``block``
     subscriber of the topic is full it raises :class:`trio.WouldBlock` *before* delivering
-    to anyone, and the caller can fall back to ``await hub.publish_wait(topic, message)``,
+    to anyone, and the caller can fall back to ``await hub.publish(topic, message)``,
     which waits until every ``block`` subscriber of the topic has room and then delivers to
     every subscriber at once.
 
@@ -33,12 +33,12 @@ What holds for every hub, and what only the in-process one guarantees:
   once (a broker-backed hub never delivers a process's own publish twice, locally and
   again from the broker); the policies and bounded queues, for the subscribers of the
   process.
-* Local-only (:class:`InProcessHub`): ``block`` is all-or-nothing and ``publish_wait``
-  waits for room in *every* subscriber's queue; ``publish`` returns the exact number of
+* Local-only (:class:`InProcessHub`): ``block`` is all-or-nothing and ``publish``
+  waits for room in *every* subscriber's queue; ``publish_nowait`` returns the exact number of
   subscribers that had the message queued; a message published is delivered,
   synchronously.
-* What a broker-backed hub promises instead: ``block`` and ``publish_wait`` concern the
-  subscribers of this process (remote processes apply their own policies); ``publish``
+* What a broker-backed hub promises instead: ``block`` and ``publish`` concern the
+  subscribers of this process (remote processes apply their own policies); ``publish_nowait``
   returns the local count; a message is delivered to other processes once the broker has
   it, and what is published while the broker is unreachable follows the implementation's
   documented buffering.
@@ -51,8 +51,7 @@ import operator
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Generic, Literal, Self, TypeAlias, TypeVar, get_args
+from typing import Final, Generic, Literal, TypeAlias, TypeVar, get_args
 
 import trio
 
@@ -99,7 +98,7 @@ class HubStatistics:
     Attributes:
       topics: topics that currently have at least one subscriber.
       subscribers: current subscribers, over all topics.
-      published: successful ``publish``/``publish_wait`` calls, including those to a topic
+      published: successful ``publish_nowait``/``publish`` calls, including those to a topic
         without subscribers (a call that raised counts nothing).
       delivered: messages placed in a subscriber's queue, summed over subscribers.
       dropped: messages a subscriber lost to its policy: the new message for
@@ -224,10 +223,11 @@ class Subscription(trio.abc.ReceiveChannel[T]):
         """
 
 
-class Hub(abc.ABC, Generic[T]):
+class Hub(trio.abc.AsyncResource, Generic[T]):
     """The broadcast hub interface: publish messages of type ``T`` to named topics.
 
-    A hub is an async context manager that closes it on exit (see :meth:`aclose`).
+    A hub is a :class:`trio.abc.AsyncResource`: ``async with hub:`` closes it on exit
+    (see :meth:`aclose`).
     """
 
     __slots__ = ()
@@ -249,24 +249,24 @@ class Hub(abc.ABC, Generic[T]):
         """
 
     @abc.abstractmethod
-    def publish(self, topic: str, message: T) -> int:
+    def publish_nowait(self, topic: str, message: T) -> int:
         """Deliver ``message`` to every subscriber of ``topic`` without waiting.
 
         Returns how many subscribers had it queued (0 for a topic without subscribers).
 
         Raises:
           trio.WouldBlock: a ``"block"`` subscriber of the topic is full; nothing was
-            delivered to anyone. ``await publish_wait(topic, message)`` waits for room.
+            delivered to anyone. ``await publish(topic, message)`` waits for room.
           trio.ClosedResourceError: the hub is closed.
         """
 
     @abc.abstractmethod
-    async def publish_wait(self, topic: str, message: T) -> int:
+    async def publish(self, topic: str, message: T) -> int:
         """Wait until every ``"block"`` subscriber of ``topic`` has room, then deliver.
 
         The message goes to every subscriber at once, after the wait; if the call is
         cancelled, nobody got it. Subscribers that join or leave while it waits are taken
-        into account. Returns like :meth:`publish`.
+        into account. Returns like :meth:`publish_nowait`.
 
         Raises:
           trio.ClosedResourceError: the hub is closed, or was closed while waiting.
@@ -295,14 +295,3 @@ class Hub(abc.ABC, Generic[T]):
         Receivers get what was queued, then :class:`trio.EndOfChannel`. Publishing and
         subscribing afterwards raise :class:`trio.ClosedResourceError`. Idempotent.
         """
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -103,7 +103,7 @@ class _LocalSubscription(Subscription[T]):
         self._queue: deque[T] = deque()
         # tasks waiting in receive() for a message
         self._receivers = _CountedLot()
-        # tasks waiting in publish_wait() for room in this ("block") subscriber's queue
+        # tasks waiting in publish() for room in this ("block") subscriber's queue
         self._room = _CountedLot()
         self._delivered = 0
         self._dropped = 0
@@ -294,7 +294,7 @@ class _Subscribing(Generic[T]):
 class InProcessHub(Hub[T]):
     """The embedded hub: fan-out within one process, one Trio run.
 
-    ``publish`` costs O(subscribers of the topic) plain appends, with no checkpoint and no
+    ``publish_nowait`` costs O(subscribers of the topic) plain appends, with no checkpoint and no
     await per subscriber. Use it from Trio tasks of a single run (it is not thread-safe).
     """
 
@@ -349,7 +349,7 @@ class InProcessHub(Hub[T]):
     # -- publishing
 
     @enable_ki_protection
-    def publish(self, topic: str, message: T) -> int:
+    def publish_nowait(self, topic: str, message: T) -> int:
         if self._closed:
             raise trio.ClosedResourceError("the hub is closed")
         record = self._topics.get(topic)
@@ -361,7 +361,7 @@ class InProcessHub(Hub[T]):
         return self._deliver(record, message)
 
     @enable_ki_protection
-    async def publish_wait(self, topic: str, message: T) -> int:
+    async def publish(self, topic: str, message: T) -> int:
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False
         while True:

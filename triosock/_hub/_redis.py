@@ -1,6 +1,6 @@
 """A hub shared by processes and machines through Redis pub/sub (coredis).
 
-:class:`RedisHub` is an :class:`~triosock.InProcessHub` for this process's subscribers
+:class:`RedisHub` is an :class:`~triosock.hub.InProcessHub` for this process's subscribers
 plus Redis for everyone else's:
 
 * **Publishing** delivers to this process's subscribers at once (as the in-process hub
@@ -37,15 +37,14 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from types import TracebackType
 from typing import Any, Final
 
-import anyio
 import coredis
 import trio
-from coredis.exceptions import RedisError
 from coredis.retry import NoRetryPolicy
 
+from .._redis import COMMAND_TIMEOUT, REDIS_ERRORS, describe_failure, is_redis_failure, redis_client
+from .._running import Running
 from ._abc import DEFAULT_BUFFER, Hub, HubStatistics, Policy, Subscription
 from ._inprocess import InProcessHub
 
@@ -57,8 +56,6 @@ LOGGER = logging.getLogger("triosock.hub")
 DEFAULT_MAX_PENDING: Final = 10_000
 #: Seconds between two attempts to reach Redis while it is unreachable.
 DEFAULT_RETRY_INTERVAL: Final = 0.25
-#: Seconds a Redis command may take before the connection counts as lost.
-COMMAND_TIMEOUT: Final = 5.0
 #: After the origin id: one message follows, or several, each after its length.
 _ONE: Final = b"|"
 _PACKED: Final = b"#"
@@ -67,43 +64,13 @@ _LENGTH: Final = 4  # bytes, big-endian
 _BATCH: Final = 512
 
 HealthListener = Callable[[bool, str], object]
-# coredis runs on anyio: a connection closed under it may surface as anyio's errors.
-_REDIS_ERRORS = (
-    RedisError,
-    OSError,
-    TimeoutError,
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-)
 
 
-def is_redis_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` says Redis could not be reached or answered (coredis runs its
-    connections in anyio task groups, so a lost connection may come as a group)."""
-    if isinstance(exc, _REDIS_ERRORS):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        _, rest = exc.split(_REDIS_ERRORS)
-        return rest is None
-    return False
-
-
-def redis_client(url: str) -> coredis.Redis[bytes]:
-    """A coredis client for ``url`` (``redis://HOST:PORT/DB``, ``unix://PATH``) that
-    fails fast: the hub and the directory retry on their own terms."""
-    return coredis.Redis.from_url(
-        url,
-        retry_policy=NoRetryPolicy(),
-        stream_timeout=COMMAND_TIMEOUT,
-        connect_timeout=COMMAND_TIMEOUT,
-    )
-
-
-class RedisHub(Hub[bytes]):
+class RedisHub(Running, Hub[bytes]):
     """Topics shared through Redis; see the module docstring.
 
     Use it as an async context manager (``async with RedisHub(url) as hub:``), which
-    runs its tasks; ``subscribe`` and ``publish`` need it running.
+    runs its tasks; ``subscribe`` and the publishing methods need it running.
 
     Args:
       url: where Redis is: ``redis://HOST:PORT/DB`` or ``unix://PATH``.
@@ -151,19 +118,6 @@ class RedisHub(Hub[bytes]):
         self.received = 0
 
     # -- running ---------------------------------------------------------------------
-
-    async def __aenter__(self) -> RedisHub:
-        self._running = self._run()
-        await self._running.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self._running.__aexit__(exc_type, exc_value, traceback)
 
     @asynccontextmanager
     async def _run(self) -> AsyncIterator[None]:
@@ -253,7 +207,7 @@ class RedisHub(Hub[bytes]):
             await trio.lowlevel.checkpoint()
             return
         # On failure, a reconnection subscribes only what is still needed.
-        with trio.move_on_after(COMMAND_TIMEOUT), suppress(*_REDIS_ERRORS):
+        with trio.move_on_after(COMMAND_TIMEOUT), suppress(*REDIS_ERRORS):
             await pubsub.unsubscribe(self._channel(topic))
 
     async def _redis_subscribe(self, topic: str) -> None:
@@ -262,16 +216,16 @@ class RedisHub(Hub[bytes]):
             await trio.lowlevel.checkpoint()
             return  # degraded: the reconnection subscribes it
         # On failure, the subscriber task notices the lost connection and resubscribes.
-        with trio.move_on_after(COMMAND_TIMEOUT), suppress(*_REDIS_ERRORS):
+        with trio.move_on_after(COMMAND_TIMEOUT), suppress(*REDIS_ERRORS):
             await pubsub.subscribe(self._channel(topic))
 
-    def publish(self, topic: str, message: bytes) -> int:
-        count = self._local.publish(topic, message)  # WouldBlock: nothing delivered
+    def publish_nowait(self, topic: str, message: bytes) -> int:
+        count = self._local.publish_nowait(topic, message)  # WouldBlock: nothing delivered
         self._send(topic, message)
         return count
 
-    async def publish_wait(self, topic: str, message: bytes) -> int:
-        count = await self._local.publish_wait(topic, message)
+    async def publish(self, topic: str, message: bytes) -> int:
+        count = await self._local.publish(topic, message)
         self._send(topic, message)
         return count
 
@@ -390,7 +344,7 @@ class RedisHub(Hub[bytes]):
                 if not is_redis_failure(exc):
                     raise
                 self._pubsub = None
-                self._set_health(False, _describe(exc))
+                self._set_health(False, describe_failure(exc))
             finally:
                 self._pubsub = None
             await trio.sleep(self.retry_interval)
@@ -430,7 +384,7 @@ class RedisHub(Hub[bytes]):
         incoming = self._incoming
         if not incoming:
             try:
-                self._local.publish(topic, message)
+                self._local.publish_nowait(topic, message)
                 return
             except trio.WouldBlock:
                 pass  # a "block" subscriber is full: queue, in order
@@ -455,17 +409,11 @@ class RedisHub(Hub[bytes]):
                 await self._incoming_lot.park()
             topic, message = incoming[0]
             try:
-                await self._local.publish_wait(topic, message)
+                await self._local.publish(topic, message)
             except trio.ClosedResourceError:
                 return
             if incoming and incoming[0][1] is message:
                 incoming.popleft()
-
-
-def _describe(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return str(exc) or type(exc).__name__
 
 
 def _as_bytes(value: str | bytes) -> bytes:

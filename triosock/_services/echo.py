@@ -8,7 +8,8 @@ import trio
 
 from .._errors import TriosockError
 from .._transport.tcp import TCPConnection
-from .._transport.udp import UDPPeer, reply_each
+from .._transport.udp import UDPPeer
+from .replies import reply_each
 
 __all__ = ["echo_handler", "udp_echo_handler"]
 

@@ -21,7 +21,7 @@ a keyword argument (``clock``, :func:`time.time` by default), so a test fixes "n
   answers with more than a few times what it was sent.
 
 Every UDP handler answers a burst already queued for its peer without a scheduler pass
-per datagram, as :func:`~triosock.udp_echo_handler` does. Serve them with a
+per datagram, as :func:`~triosock.services.udp_echo_handler` does. Serve them with a
 ``peer_idle_timeout`` (:data:`UDP_PEER_IDLE_TIMEOUT`): time clients ask once and leave,
 and each remembered address holds a task until it expires.
 """
@@ -45,7 +45,8 @@ from .._sansio.timeformats import (
 )
 from .._transport.channel import FramedChannel
 from .._transport.tcp import TCPConnection
-from .._transport.udp import UDPPeer, reply_each
+from .._transport.udp import UDPPeer
+from .replies import reply_each
 
 __all__ = [
     "LINGER",

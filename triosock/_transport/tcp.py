@@ -48,9 +48,9 @@ __all__ = [
     "TCPConnection",
     "TCPServer",
     "TCPServerStatistics",
-    "connect_tcp",
     "format_address",
     "open_tcp_channel",
+    "open_tcp_stream",
     "serve_tcp",
 ]
 
@@ -154,6 +154,12 @@ class TCPConnection(trio.abc.HalfCloseableStream):
     def touch(self) -> None:
         """Count this as life from the peer: push the idle deadline forward."""
         self._idle.touch()
+
+    @property
+    def idle_expired(self) -> bool:
+        """True once the server's ``idle_timeout`` fired for this connection: its handler
+        is being cancelled (a ``finally`` block can tell why)."""
+        return self._idle.expired
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         """Stop the idle clock for the body (the server, not the peer, is waiting: a rate
@@ -431,7 +437,7 @@ def _connect_reason(exc: OSError) -> str:
     return ", ".join(reasons) if reasons else describe_oserror(exc)
 
 
-async def connect_tcp(
+async def open_tcp_stream(
     host: str,
     port: int,
     *,
@@ -476,5 +482,7 @@ async def open_tcp_channel(
     server_hostname: str | None = None,
 ) -> FramedChannel:
     """Connect and return a :class:`~triosock.FramedChannel` (lines by default)."""
-    stream = await connect_tcp(host, port, ssl_context=ssl_context, server_hostname=server_hostname)
+    stream = await open_tcp_stream(
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname
+    )
     return FramedChannel(stream, framer)

@@ -15,9 +15,9 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   and counted (``when_full="refuse"``, the default: the peers already known keep their
   service) or evicts the least recently active peer, whose task is cancelled
   (``when_full="evict"``). A handler that never returns holds its entry until the peer's
-  idle timeout; :func:`reply_each` (echo, time) frees it 10-12.5 s after the peer's last
-  datagram, and the command line's echo and time servers evict, so a flood of new
-  addresses never locks new clients out.
+  idle timeout; ``reply_each`` (echo, time; :mod:`triosock.services`) frees it
+  10-12.5 s after the peer's last datagram, and the command line's echo and time
+  servers evict, so a flood of new addresses never locks new clients out.
 * A flood cannot starve the server: the receive loop lets the other tasks run after every
   :data:`RECEIVE_BATCH` datagrams, so peers are answered and a stop gets through. A socket
   error that persists is logged and retried with a growing pause (up to 1 s), never in a
@@ -71,7 +71,6 @@ __all__ = [
     "UDPServer",
     "UDPServerStatistics",
     "open_udp_channel",
-    "reply_each",
     "serve_udp",
 ]
 
@@ -79,8 +78,6 @@ LOGGER = logging.getLogger("triosock.udp")
 
 #: The largest payload a UDP datagram over IPv4 can carry.
 MAX_UDP_PAYLOAD = 65507
-#: How long a request/reply peer (:func:`reply_each`) is kept without a request.
-REPLY_IDLE_TIMEOUT = 10.0
 #: The most datagrams the receive loop takes before it lets other tasks run.
 RECEIVE_BATCH = 64
 #: Bytes asked of the kernel for a server socket's receive buffer (SO_RCVBUF).
@@ -150,6 +147,7 @@ class UDPPeer(trio.abc.Channel[bytes]):
         "_closed",
         "_ended",
         "_idle",
+        "_lapsed",
         "_lifetime",
         "_queue",
         "_scope",
@@ -174,6 +172,7 @@ class UDPPeer(trio.abc.Channel[bytes]):
         self._idle: IdleTimer | None = None
         self._seen = 0.0  # when its last datagram arrived (per receive batch)
         self._lifetime: float | None = None  # see limit_idle
+        self._lapsed = False  # ended by limit_idle's sweep
 
     @property
     def peer(self) -> str:
@@ -209,6 +208,12 @@ class UDPPeer(trio.abc.Channel[bytes]):
             return  # the server's own, shorter timeout ends it first
         self._lifetime = seconds
         self.server._sweep_for(seconds)
+
+    @property
+    def idle_expired(self) -> bool:
+        """True once the peer was ended for its silence (the server's
+        ``peer_idle_timeout``, or :meth:`limit_idle`): its handler is being cancelled."""
+        return self._lapsed or (self._idle is not None and self._idle.expired)
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         """Stop the peer's idle clock for the body; it restarts from the end of the block."""
@@ -568,6 +573,7 @@ class UDPServer(ServerLifecycle):
                         self._expired += 1
                         LOGGER.debug("UDP peer %s done after %g s of silence", peer.peer, lifetime)
                         self._forget(peer)
+                        peer._lapsed = True
                         peer._cancel()
 
     async def _back_off(self, exc: OSError, failures: int) -> None:
@@ -579,41 +585,6 @@ class UDPServer(ServerLifecycle):
         log = LOGGER.warning if failures == 1 or failures % 100 == 0 else LOGGER.debug
         log("recvfrom failed (%d in a row), retrying in %g s: %s", failures, delay, exc)
         await trio.sleep(delay)
-
-
-async def reply_each(
-    peer: UDPPeer,
-    answer: Callable[[bytes], bytes | None],
-    *,
-    idle_timeout: float = REPLY_IDLE_TIMEOUT,
-) -> None:
-    """Send ``answer(datagram)`` back for each datagram of ``peer`` (None: no reply).
-
-    The request/reply services' loop (echo, time). A burst already queued is answered
-    without a scheduler pass per datagram; the only other await is for socket buffer
-    space when the kernel has none. Ends when the server begins to stop (once the
-    requests already queued are answered), and about
-    ``idle_timeout`` seconds after the last request (see :meth:`UDPPeer.limit_idle`; the
-    server's shorter ``peer_idle_timeout`` wins): the peer's entry is freed, and a later
-    datagram from the same address starts afresh, so a stream of one-shot clients never
-    fills the peer table.
-    """
-    peer.limit_idle(idle_timeout)
-    try:
-        while True:
-            request = await peer.receive()
-            while True:
-                reply = answer(request)
-                if reply is not None:
-                    try:
-                        peer.send_nowait(reply)
-                    except trio.WouldBlock:
-                        await peer.send(reply)
-                if not peer.pending:  # no exception: it would leave a frame object behind
-                    break
-                request = peer.receive_nowait()
-    except trio.EndOfChannel:  # the server is stopping
-        return
 
 
 async def serve_udp(

@@ -1,7 +1,7 @@
 """The directory's rules, sans-IO: who owns which nick, and who is in which room.
 
 :class:`DirectoryState` is plain state. The in-process directory
-(:class:`triosock.InProcessDirectory`) is this state behind the async directory
+(:class:`triosock.chat.InProcessDirectory`) is this state behind the async directory
 interface; a broker-backed directory keeps the same rules with the broker's atomic
 operations.
 

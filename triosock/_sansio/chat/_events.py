@@ -20,7 +20,7 @@ These formats are the wire format users and tests rely on::
                                                                  text is empty)
 
 A :class:`Crowd` stands for the joins and leaves of a while in a room too crowded for a
-line each (see ``presence_limit`` in :class:`~triosock.ChatServer`); it always gives both
+line each (see ``presence_limit`` in :class:`~triosock.chat.ChatServer`); it always gives both
 counts, so it cannot be read as one user's line.
 
 The viewer of a :class:`Direct` is compared by :func:`nick_key`; when the viewer is both

@@ -5,7 +5,7 @@ The data path of one line: the member's session task reads a burst of input, the
 session's rules (:class:`~triosock._sansio.chat.ChatSession`) turn each item into
 effects, and the service carries them out: ``Publish`` puts the encoded event on the
 hub (``room:<name>``, or ``inbox:<session id>`` for a direct message). One fan-out task
-watches every member's subscriptions (a :class:`~triosock.ReadyQueue`) and, once per
+watches every member's subscriptions (a :class:`~triosock.hub.ReadyQueue`) and, once per
 scheduler pass, renders each room batch once per transport and puts it into each
 member's outbox, which writes it at once when the socket has room. A member's own writer
 task only wakes for what the socket did not take.
@@ -53,8 +53,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Final, Self, get_args
+from typing import Final, get_args
 
 import trio
 
@@ -62,6 +61,7 @@ from ..._directory import Directory, InProcessDirectory
 from ..._errors import DirectoryUnavailable
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue, Subscription
 from ..._pacer import Pacer
+from ..._running import Running
 from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
 from ..._transport.tcp import TCPConnection
@@ -179,7 +179,7 @@ class _User:
         self.nursery: trio.Nursery | None = None
 
 
-class ChatServer:
+class ChatServer(Running):
     """Chat rooms shared by every transport's users, with flow control that slows a
     sender and never the room.
 
@@ -189,8 +189,8 @@ class ChatServer:
     closing). See the module docstring for the rules.
 
     Args:
-      hub: where events fan out; an :class:`~triosock.InProcessHub` by default.
-      directory: nicks, rooms and session ids; an :class:`~triosock.InProcessDirectory`
+      hub: where events fan out; an :class:`~triosock.hub.InProcessHub` by default.
+      directory: nicks, rooms and session ids; an :class:`~triosock.chat.InProcessDirectory`
         by default.
       policy: what a member gets when more than ``max_backlog`` bytes wait for its socket:
         ``"disconnect"`` (the default), ``"drop_oldest"``, ``"drop_newest"`` or
@@ -271,7 +271,6 @@ class ChatServer:
         # topic -> its subscribers here that write a frame each (UDP peers)
         self._one_by_one: Counter[str] = Counter()
         self._users: dict[str, _User] = {}
-        self._running: contextlib.AbstractAsyncContextManager[None] | None = None
         self._sessions_total = 0
         self._lines_received = 0
         self._lines_delivered = 0
@@ -281,26 +280,8 @@ class ChatServer:
 
     # -- running -----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        if self._running is not None:
-            raise RuntimeError("this ChatServer is running already")
-        running = self._run_fan_out()
-        await running.__aenter__()
-        self._running = running
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> bool | None:
-        running, self._running = self._running, None
-        assert running is not None
-        return await running.__aexit__(exc_type, exc_value, traceback)
-
     @contextlib.asynccontextmanager
-    async def _run_fan_out(self) -> AsyncIterator[None]:
+    async def _run(self) -> AsyncIterator[None]:
         ready: ReadyQueue[bytes] = ReadyQueue()
         self.hub.add_health_listener(self._hub_health)
         async with trio.open_nursery() as nursery:
@@ -616,7 +597,7 @@ class ChatServer:
                     greeting = member.greeting(core.nick, core.room)
                     if greeting:
                         user.outbox.put(greeting, 0)
-                    await self._run(user, core.start(welcome=member.welcome))
+                    await self._carry_out(user, core.start(welcome=member.welcome))
                     await self._read(user)
                 # Stop the writer between two writes (it never tears one): from here on
                 # the outbox is this task's.
@@ -661,11 +642,11 @@ class ChatServer:
                 effects = handle(core, item, trio.current_time())
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
                     await self._publish(member, effects[0].topic, effects[0].event)
-                elif effects and await self._run(user, effects):
+                elif effects and await self._carry_out(user, effects):
                     self._end(user, "quit")
                     return
 
-    async def _run(self, user: _User, effects: list[proto.Effect]) -> bool:
+    async def _carry_out(self, user: _User, effects: list[proto.Effect]) -> bool:
         """Carry out ``effects`` in order; True when one of them closes the session."""
         pending = deque(effects)
         while pending:
@@ -702,7 +683,7 @@ class ChatServer:
             return [proto.Tell(DIRECTORY_DOWN)]
 
     async def _run_effect(self, user: _User, effect: proto.Effect) -> list[proto.Effect]:
-        """What asking the directory for ``effect`` answers (see :meth:`_run`)."""
+        """What asking the directory for ``effect`` answers (see :meth:`_carry_out`)."""
         core, directory = user.core, self.directory
         match effect:
             case proto.Rename(nick):
@@ -723,11 +704,11 @@ class ChatServer:
         own, such as a ghost's leaving), whose idle clock stops while it waits."""
         data = proto.encode_event(event)
         try:
-            self.hub.publish(topic, data)  # no checkpoint: a burst costs one pass, not many
+            self.hub.publish_nowait(topic, data)  # no checkpoint: a burst costs one pass, not many
         except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
             # the server makes the user wait: not idle
             with member.hold_idle() if member is not None else contextlib.nullcontext():
-                await self.hub.publish_wait(topic, data)
+                await self.hub.publish(topic, data)
 
     async def _move(self, user: _User, room: str) -> None:
         """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
