@@ -45,7 +45,12 @@ from ._transport.udp import (
     open_udp_channel,
     serve_udp,
 )
-from ._transport.websocket import WebSocketPeer, WebSocketServer, serve_websocket
+from ._transport.websocket import (
+    WebSocketPeer,
+    WebSocketServer,
+    WebSocketServerStatistics,
+    serve_websocket,
+)
 
 __version__ = "0.1.0"
 
@@ -80,6 +85,7 @@ __all__ = [
     "UDPServerStatistics",
     "WebSocketPeer",
     "WebSocketServer",
+    "WebSocketServerStatistics",
     "expiry_after",
     "format_address",
     "open_tcp_channel",

@@ -147,10 +147,11 @@ def _listener(
         "address": format_address(server.addresses[0]),
     }
     if isinstance(server, WebSocketServer):
+        ws = server.statistics()
         figures.update(
-            connections=server.open_connections,
-            connections_total=server.total_connections,
-            errors=server.handler_errors,
+            connections=ws.open_connections,
+            connections_total=ws.total_connections,
+            errors=ws.handler_errors,
         )
     else:
         tcp = server.statistics()

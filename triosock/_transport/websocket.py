@@ -34,6 +34,7 @@ import socket
 import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -53,7 +54,14 @@ from .outbox import Outbox, StreamSink
 from .rawsocket import RawSocketListener, RawSocketStream
 from .tcp import _check_port, connection_ended, open_listeners
 
-__all__ = ["WebSocketPeer", "WebSocketServer", "WebSocketStream", "serve_websocket", "text_frame"]
+__all__ = [
+    "WebSocketPeer",
+    "WebSocketServer",
+    "WebSocketServerStatistics",
+    "WebSocketStream",
+    "serve_websocket",
+    "text_frame",
+]
 
 LOGGER = logging.getLogger("triosock.websocket")
 
@@ -82,15 +90,40 @@ OPEN_TIMEOUT = 10.0
 OPEN_TIMEOUT_JITTER = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class WebSocketServerStatistics:
+    """A snapshot of a WebSocket server's connections.
+
+    Attributes:
+      open_connections: connections whose handler runs now.
+      total_connections: connections whose handler ran, since the server started.
+      handler_errors: handlers that raised (each closed its connection only).
+      stopping: whether the server has begun to stop.
+    """
+
+    open_connections: int
+    total_connections: int
+    handler_errors: int
+    stopping: bool
+
+
 class WebSocketServer(ListeningServer):
     """What ``await nursery.start(serve_websocket, ...)`` returns."""
 
     def __init__(self, listeners: list[trio.SocketListener], *, grace_period: float) -> None:
         super().__init__(listeners, grace_period=grace_period)
-        #: WebSocket connections being served now, and since the server started.
-        self.open_connections = 0
-        self.total_connections = 0
-        self.handler_errors = 0
+        self._open = 0
+        self._total = 0
+        self._handler_errors = 0
+
+    def statistics(self) -> WebSocketServerStatistics:
+        """A snapshot of the server's connections."""
+        return WebSocketServerStatistics(
+            open_connections=self._open,
+            total_connections=self._total,
+            handler_errors=self._handler_errors,
+            stopping=self.stopping,
+        )
 
 
 class WebSocketStream(trio.abc.HalfCloseableStream):
@@ -361,9 +394,9 @@ async def serve_websocket(
         stream = connection.stream
         assert isinstance(stream, WebSocketStream)
         peer = WebSocketPeer(connection, server)
-        server.open_connections += 1
-        server.total_connections += 1
-        LOGGER.debug("websocket %s connected (%d open)", peer.peer, server.open_connections)
+        server._open += 1
+        server._total += 1
+        LOGGER.debug("websocket %s connected (%d open)", peer.peer, server._open)
         stream.handler_started()  # from now on the client's frames reach websockets
         try:
             await handler(peer)
@@ -373,10 +406,10 @@ async def serve_websocket(
             if connection_ended(exc):
                 LOGGER.debug("websocket %s ended: %r", peer.peer, exc)
             else:
-                server.handler_errors += 1
+                server._handler_errors += 1
                 LOGGER.exception("handler failed on websocket %s; closing it", peer.peer)
         finally:
-            server.open_connections -= 1
+            server._open -= 1
             LOGGER.debug("websocket %s disconnected", peer.peer)
 
     shield = trio.CancelScope(shield=True)
