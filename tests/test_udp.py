@@ -22,7 +22,8 @@ from triosock import (
     serve_udp,
 )
 from triosock._services.replies import REPLY_IDLE_TIMEOUT
-from triosock._transport import udp as udp_module
+from triosock._transport.udp import server as udp_server
+from triosock._transport.udp import sockets as udp_sockets
 from triosock.services import udp_echo_handler
 
 from .conftest import GUARD
@@ -361,13 +362,13 @@ def serve_on(wrapper: type[FailingSocket], monkeypatch: pytest.MonkeyPatch) -> l
     """Make serve_udp bind its socket as usual but use it through ``wrapper``; the list
     receives each wrapped socket."""
     sockets: list[Any] = []
-    bind = udp_module._bind_udp
+    bind = udp_sockets.bind_udp
 
     async def bind_wrapped(host: str, port: int, reuse_port: bool = False) -> Any:
         sockets.append(wrapper(await bind(host, port, reuse_port)))
         return sockets[-1]
 
-    monkeypatch.setattr(udp_module, "_bind_udp", bind_wrapped)
+    monkeypatch.setattr(udp_server, "bind_udp", bind_wrapped)
     return sockets
 
 
@@ -453,7 +454,7 @@ async def test_a_broken_resource_inside_a_handlers_nursery_ends_the_peer_quietly
     assert "handler failed" not in caplog.text
 
 
-@pytest.mark.parametrize("receive_buffer", [None, udp_module.DEFAULT_RECEIVE_BUFFER])
+@pytest.mark.parametrize("receive_buffer", [None, udp_sockets.DEFAULT_RECEIVE_BUFFER])
 async def test_a_burst_while_the_server_is_busy_waits_in_a_big_enough_receive_buffer(
     receive_buffer: int | None,
 ) -> None:

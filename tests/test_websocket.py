@@ -109,3 +109,36 @@ async def test_a_stop_lets_handlers_say_bye_then_closes_the_rest_with_1001() -> 
                     await ws.recv()
                 assert closed.value.rcvd is not None
                 assert closed.value.rcvd.code == 1001
+
+
+async def test_the_statistics_count_connections_and_handler_errors() -> None:
+    async def fails_on_boom(peer: WebSocketPeer) -> None:
+        while True:
+            message = await peer.connection.recv()
+            if message == "boom":
+                raise RuntimeError("boom")
+            await peer.connection.send(message)
+
+    with trio.fail_after(GUARD):
+        async with running_ws_server(fails_on_boom) as server:
+            url = f"ws://127.0.0.1:{server.port}/"
+            async with connect(url) as first, connect(url) as second:
+                await first.send("a")
+                assert await first.recv() == "a"
+                await second.send("b")
+                assert await second.recv() == "b"
+                stats = server.statistics()
+                assert (stats.open_connections, stats.total_connections) == (2, 2)
+                await second.send("boom")
+                with pytest.raises(ConnectionClosed):
+                    await second.recv()
+                await first.send("c")
+                assert await first.recv() == "c"
+                stats = server.statistics()
+                assert (stats.open_connections, stats.total_connections) == (1, 2)
+                assert (stats.handler_errors, stats.stopping) == (1, False)
+            server.stop()
+            await server.wait_stopping()
+            assert server.statistics().stopping
+            with pytest.raises(AttributeError):
+                stats.open_connections = 5  # type: ignore[misc]

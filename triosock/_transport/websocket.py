@@ -36,7 +36,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, cast, final
 
 import trio
 from websockets.exceptions import ConnectionClosed
@@ -47,12 +47,11 @@ from websockets.server import ServerProtocol
 from websockets.trio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
-from .._errors import BindError, describe_oserror
 from .._sansio.addresses import format_address
-from ._lifecycle import ListeningServer
+from ._lifecycle import ListeningServer, NoPublicConstructor, binding, check_port, run_server
 from .outbox import Outbox, StreamSink
 from .rawsocket import RawSocketListener, RawSocketStream
-from .tcp import _check_port, connection_ended, open_listeners
+from .tcp import open_listeners
 
 __all__ = [
     "WebSocketPeer",
@@ -107,14 +106,35 @@ class WebSocketServerStatistics:
     stopping: bool
 
 
-class WebSocketServer(ListeningServer):
-    """What ``await nursery.start(serve_websocket, ...)`` returns."""
+@final
+class WebSocketServer(ListeningServer, metaclass=NoPublicConstructor):
+    """What ``await nursery.start(serve_websocket, ...)`` returns. Made by
+    :func:`serve_websocket`, not by users."""
 
-    def __init__(self, listeners: list[trio.SocketListener], *, grace_period: float) -> None:
-        super().__init__(listeners, grace_period=grace_period)
+    def __init__(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        grace_period: float,
+        run_websockets: Callable[[trio.TaskStatus[Server]], Awaitable[object]],
+    ) -> None:
+        super().__init__(listeners, grace_period=grace_period, logger=LOGGER)
+        self._run_websockets = run_websockets
         self._open = 0
         self._total = 0
-        self._handler_errors = 0
+
+    async def _host_tasks(
+        self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """websockets' own server runs the connections' tasks: run it, shielded from
+        outside cancellation, until the stop; then stop it gracefully (see :func:`_stop`)."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                ws_server: Server = await nursery.start(self._run_websockets)
+                task_status.started(nursery)
+                await self._stop_requested.wait()
+                await _stop(self, ws_server)
+                nursery.cancel_scope.cancel()  # whatever is left (a client that never closes)
 
     def statistics(self) -> WebSocketServerStatistics:
         """A snapshot of the server's connections."""
@@ -279,11 +299,13 @@ def text_frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
 
 
-class WebSocketPeer:
+@final
+class WebSocketPeer(metaclass=NoPublicConstructor):
     """One WebSocket connection: websockets' ``ServerConnection`` and the server's stop.
 
     ``connection`` is websockets' own object (``recv``, ``send``, ``aclose(code, reason)``,
-    ``request``); the rest is what every triosock handler gets.
+    ``request``); the rest is what every triosock handler gets. Made by the server for
+    its handler, not by users.
     """
 
     __slots__ = ("connection", "server")
@@ -306,11 +328,13 @@ class WebSocketPeer:
 
     @property
     def path(self) -> str:
+        """The path of the opening handshake's request (``/ws``)."""
         request = self.connection.request
         return request.path if request is not None else ""
 
     @property
     def stopping(self) -> bool:
+        """True once the server has begun to stop."""
         return self.server.stopping
 
     @property
@@ -362,16 +386,12 @@ async def serve_websocket(
     Raises:
       BindError: the address could not be bound.
     """
-    _check_port(port)
+    check_port(port)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     limiter = None if max_connections is None else trio.CapacityLimiter(max_connections)
-    try:
+    with binding(host, port):
         listeners = await open_listeners(port, host, reuse_port=reuse_port)
-    except OSError as exc:
-        where = format_address((host or "*", port))
-        raise BindError(f"cannot listen on {where}: {describe_oserror(exc)}") from exc
-    server = WebSocketServer(listeners, grace_period=grace_period)
     check = None
     if origins is None:
         check = functools.partial(_same_origin, bound=host.lower())
@@ -393,7 +413,7 @@ async def serve_websocket(
     async def run(connection: ServerConnection) -> None:
         stream = connection.stream
         assert isinstance(stream, WebSocketStream)
-        peer = WebSocketPeer(connection, server)
+        peer = WebSocketPeer._create(connection, server)
         server._open += 1
         server._total += 1
         LOGGER.debug("websocket %s connected (%d open)", peer.peer, server._open)
@@ -403,50 +423,44 @@ async def serve_websocket(
         except ConnectionClosed:
             pass  # the client left or broke the protocol: websockets has closed it
         except Exception as exc:
-            if connection_ended(exc):
-                LOGGER.debug("websocket %s ended: %r", peer.peer, exc)
-            else:
-                server._handler_errors += 1
-                LOGGER.exception("handler failed on websocket %s; closing it", peer.peer)
+            server._handler_failed(exc, f"websocket {peer.peer}")
         finally:
             server._open -= 1
             LOGGER.debug("websocket %s disconnected", peer.peer)
 
-    shield = trio.CancelScope(shield=True)
     ws_listeners = [_WebSocketListener(listener, limiter) for listener in listeners]
 
-    async def run_server(task_status: trio.TaskStatus[Any]) -> None:
-        # Outside cancellation must not cancel websockets' server under its handlers:
-        # the graceful stop below ends it.
-        with shield:
-            await serve(
-                run,
-                # websockets asks for trio.SocketListener; it uses only accept, aclose
-                # and socket, which ours have.
-                listeners=cast(list[trio.SocketListener], ws_listeners),
-                origins=origins,
-                # No permessage-deflate: a fan-out's frames are the same bytes for every
-                # connection, and deflate's state costs each connection ~100 KiB.
-                compression=None,
-                create_connection=_ServerConnection,
-                open_timeout=None,  # _ServerConnection.handshake has its own
-                logger=_PROTOCOL_LOGGER,
-                max_size=max_size,
-                ping_interval=ping_interval,
-                ping_timeout=ping_timeout,
-                process_request=on_request,
-                task_status=task_status,
-            )
+    async def run_websockets(task_status: trio.TaskStatus[Server]) -> None:
+        # (Started in the server's shielded host: only its graceful stop ends it.)
+        await serve(
+            run,
+            # websockets asks for trio.SocketListener; it uses only accept, aclose
+            # and socket, which ours have.
+            listeners=cast(list[trio.SocketListener], ws_listeners),
+            origins=origins,
+            # No permessage-deflate: a fan-out's frames are the same bytes for every
+            # connection, and deflate's state costs each connection ~100 KiB.
+            compression=None,
+            create_connection=_ServerConnection,
+            open_timeout=None,  # _ServerConnection.handshake has its own
+            logger=_PROTOCOL_LOGGER,
+            max_size=max_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            process_request=on_request,
+            task_status=task_status,
+        )
 
-    async with trio.open_nursery() as nursery:
-        ws_server = await nursery.start(run_server)
-        task_status.started(server)
-        try:
-            await server._stop_requested.wait()
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop(server, ws_server, grace_period)
-            shield.cancel()  # whatever is left (a client that never closes)
+    server = WebSocketServer._create(
+        listeners, grace_period=grace_period, run_websockets=run_websockets
+    )
+    await run_server(server, _wait_for_the_stop, task_status)
+
+
+async def _wait_for_the_stop(_: trio.Nursery) -> None:
+    """A WebSocket server's intake: nothing to accept here (websockets' own server
+    accepts, in the host), so it only waits until the stop cancels it."""
+    await trio.sleep_forever()
 
 
 def _same_origin(request: Request, *, bound: str) -> bool:
@@ -470,13 +484,13 @@ def _same_origin(request: Request, *, bound: str) -> bool:
     return True
 
 
-async def _stop(server: WebSocketServer, ws_server: Any, grace_period: float) -> None:
+async def _stop(server: WebSocketServer, ws_server: Server) -> None:
     """Stop scopes first (goodbyes), then no new connections, then 1001 after the grace."""
     server._begin_stop()
     async with trio.open_nursery() as closing:
         # no more connections (an opening handshake gets 503); wait for the handlers
         closing.start_soon(ws_server.aclose, False)
-        with trio.move_on_after(grace_period):
+        with trio.move_on_after(server.grace_period):
             await ws_server.handlers_waiter.wait()
         for connection in list(ws_server.all_connections):  # the grace is over
             closing.start_soon(connection.aclose, 1001, "server stopping")

@@ -38,80 +38,54 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
 import socket
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal, final
 
-import outcome
 import trio
 
-from .._errors import (
-    BindError,
-    ConnectError,
-    MessageTooLargeError,
-    TriosockError,
-    describe_oserror,
+from ..._liveness import IdleTimer
+from ..._sansio.addresses import format_address
+from .._lifecycle import NoPublicConstructor, ServerLifecycle, check_port, run_server
+from .peer import UDPPeer
+from .sockets import (
+    DEFAULT_RECEIVE_BUFFER,
+    MAX_UDP_PAYLOAD,
+    PEER_ERRNOS,
+    Address,
+    bind_udp,
+    kernel_drops,
+    set_receive_buffer,
 )
-from .._liveness import IdleTimer
-from ._lifecycle import ServerLifecycle
-from .tcp import _check_port, connection_ended, format_address
 
-__all__ = [
-    "DatagramTooLargeError",
-    "PeerUnreachableError",
-    "UDPChannel",
-    "UDPPeer",
-    "UDPServer",
-    "UDPServerStatistics",
-    "open_udp_channel",
-    "serve_udp",
-]
+__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp"]
 
 LOGGER = logging.getLogger("triosock.udp")
 
-#: The largest payload a UDP datagram over IPv4 can carry.
-MAX_UDP_PAYLOAD = 65507
 #: The most datagrams the receive loop takes before it lets other tasks run.
-RECEIVE_BATCH = 64
-#: Bytes asked of the kernel for a server socket's receive buffer (SO_RCVBUF).
-DEFAULT_RECEIVE_BUFFER = 4 * 1024 * 1024
-#: Errors recvfrom reports for one earlier datagram (ICMP), not for the socket.
-_PEER_ERRNOS = frozenset(
-    {
-        errno.ECONNREFUSED,
-        errno.ECONNRESET,
-        errno.EHOSTUNREACH,
-        errno.ENETUNREACH,
-        errno.EHOSTDOWN,
-        errno.ENETDOWN,
-        errno.EMSGSIZE,
-        errno.ETIMEDOUT,
-        errno.EPROTO,
-    }
-)
+RECEIVE_BATCH: Final = 64
 
-Address = tuple[str, int]
-Handler = Callable[["UDPPeer"], Awaitable[object]]
+Handler = Callable[[UDPPeer], Awaitable[object]]
 
 
-class PeerUnreachableError(trio.BrokenResourceError, TriosockError):
-    """The peer's host reported (through ICMP) that nothing listens on its port.
-
-    A :class:`trio.BrokenResourceError`, so code written against trio's channel contract
-    handles it without knowing triosock.
-    """
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UDPServerStatistics:
-    """A snapshot of a UDP server's counters."""
+    """A snapshot of a UDP server's counters.
+
+    Attributes:
+      peers: peer addresses known now; peers_total: since the server started.
+      datagrams_in, datagrams_out: datagrams received and sent.
+      dropped_queue_full: datagrams dropped because their peer's queue was full.
+      dropped_peer_limit: datagrams from new addresses refused with ``max_peers`` known.
+      dropped_oversize: datagrams over ``max_datagram``.
+      evicted: peers ended to make room (``when_full="evict"``).
+      expired: peers ended for their silence.
+      handler_errors: handlers that raised (each ended its peer only).
+    """
 
     peers: int
     peers_total: int
@@ -126,202 +100,14 @@ class UDPServerStatistics:
 
     @property
     def dropped(self) -> int:
+        """Every datagram the server dropped, for any of the three reasons."""
         return self.dropped_queue_full + self.dropped_peer_limit + self.dropped_oversize
 
 
-class UDPPeer(trio.abc.Channel[bytes]):
-    """One remote address of a UDP server, as a message channel.
-
-    ``receive()`` gives this peer's datagrams in arrival order (what the queue could
-    hold); ``send(data)`` sends one datagram to it from the server's socket. Once the
-    server begins to stop, ``receive()`` raises :class:`trio.EndOfChannel` after the
-    datagrams already queued: no more will come. ``aclose()`` ends the peer: its queue is
-    dropped and a later datagram from the same address starts a new handler.
-
-    One task receives at a time (a second gets :class:`trio.BusyResourceError`). A
-    datagram for a task waiting in ``receive()`` is handed to it directly; the queue, made
-    on first need, holds only the datagrams that arrive while the task is busy.
-    """
-
-    __slots__ = (
-        "_closed",
-        "_ended",
-        "_idle",
-        "_lapsed",
-        "_lifetime",
-        "_queue",
-        "_scope",
-        "_seen",
-        "_waiter",
-        "address",
-        "dropped",
-        "server",
-    )
-
-    def __init__(self, server: UDPServer, address: Address) -> None:
-        self.server = server
-        self.address = address
-        self.dropped = 0
-        self._queue: deque[bytes] | None = None
-        self._waiter: trio.lowlevel.Task | None = None
-        self._closed = False
-        self._ended = False  # the server stopped reading: nothing more will be queued
-        # cancelled to end the peer (evicted, lifetime over); with a peer_idle_timeout,
-        # the idle timer's scope is this scope
-        self._scope: trio.CancelScope | None = None
-        self._idle: IdleTimer | None = None
-        self._seen = 0.0  # when its last datagram arrived (per receive batch)
-        self._lifetime: float | None = None  # see limit_idle
-        self._lapsed = False  # ended by limit_idle's sweep
-
-    @property
-    def peer(self) -> str:
-        """The address as text, ``ip:port``."""
-        return format_address(self.address)
-
-    @property
-    def stopping(self) -> bool:
-        return self.server.stopping
-
-    def stop_scope(self) -> trio.CancelScope:
-        """A cancel scope cancelled when the server begins to stop (see serve_udp)."""
-        return self.server.stop_scope()
-
-    def touch(self) -> None:
-        """Count this as life from the peer (the server does it for every datagram)."""
-        if self._idle is not None:
-            self._idle.touch()
-
-    def limit_idle(self, seconds: float) -> None:
-        """End this peer after about ``seconds`` of silence, unless the server's own
-        ``peer_idle_timeout`` is shorter: for handlers that know their peers go quiet (a
-        request/reply service).
-
-        Unlike ``peer_idle_timeout`` (exact, a cancel scope deadline moved by every
-        datagram), this costs nothing per datagram: the server looks for such peers
-        every quarter of the time, so one ends between ``seconds`` and 1.25 times that
-        after its last datagram.
-        """
-        if not seconds > 0:
-            raise ValueError(f"idle time must be a positive number of seconds: {seconds}")
-        if self._idle is not None and self._idle.timeout <= seconds:
-            return  # the server's own, shorter timeout ends it first
-        self._lifetime = seconds
-        self.server._sweep_for(seconds)
-
-    @property
-    def idle_expired(self) -> bool:
-        """True once the peer was ended for its silence (the server's
-        ``peer_idle_timeout``, or :meth:`limit_idle`): its handler is being cancelled."""
-        return self._lapsed or (self._idle is not None and self._idle.expired)
-
-    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
-        """Stop the peer's idle clock for the body; it restarts from the end of the block."""
-        return self._idle.held() if self._idle is not None else contextlib.nullcontext()
-
-    async def receive(self) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._queue:
-            data = self._take()
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return data
-        self._check_receivable()
-        if self._waiter is not None:
-            raise trio.BusyResourceError("another task is receiving from this peer")
-        self._waiter = trio.lowlevel.current_task()
-        data = await trio.lowlevel.wait_task_rescheduled(self._abort_receive)
-        assert isinstance(data, bytes)
-        return data
-
-    def _abort_receive(self, raise_cancel: object) -> trio.lowlevel.Abort:
-        self._waiter = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def receive_nowait(self) -> bytes:
-        """The next queued datagram, or :class:`trio.WouldBlock` when none is queued."""
-        if self._queue:
-            return self._take()
-        self._check_receivable()
-        raise trio.WouldBlock
-
-    @property
-    def pending(self) -> int:
-        """How many datagrams are queued: ``receive_nowait`` succeeds while this is not 0."""
-        return len(self._queue) if self._queue is not None else 0
-
-    def _take(self) -> bytes:
-        queue = self._queue
-        assert queue
-        data = queue.popleft()
-        if not queue:  # an empty deque is over half a KiB: a waiting peer holds none
-            self._queue = None
-        return data
-
-    def _check_receivable(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the peer was closed")
-        if self._ended:
-            raise trio.EndOfChannel
-
-    async def send(self, value: bytes) -> None:
-        await self.server.sendto(value, self.address)
-
-    def send_nowait(self, value: bytes) -> None:
-        """Send now if the socket's buffer has room, else :class:`trio.WouldBlock`."""
-        self.server.sendto_nowait(value, self.address)
-
-    async def wait_writable(self) -> None:
-        """Return when the server's socket may take a datagram (any number may wait)."""
-        await self.server.wait_writable()
-
-    async def aclose(self) -> None:
-        self._close()
-        await trio.lowlevel.checkpoint()
-
-    def _close(self) -> None:
-        self._closed = True
-        self._queue = None
-        self._wake(outcome.Error(trio.ClosedResourceError("the peer was closed")))
-        self.server._forget(self)
-
-    def _cancel(self) -> None:
-        """End the peer's task (evicted, lifetime over), even one that has not begun."""
-        if self._scope is None:
-            self._scope = trio.CancelScope()
-        self._scope.cancel()
-
-    def _end(self) -> None:
-        """The server stopped reading: a waiting (or the next) receive sees the end."""
-        self._ended = True
-        if not self._queue:
-            self._wake(outcome.Error(trio.EndOfChannel()))
-
-    def _wake(self, result: outcome.Outcome[bytes]) -> None:
-        task = self._waiter
-        if task is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(task, result)
-
-    def _deliver(self, data: bytes) -> bool:
-        if self._waiter is not None:  # the handler waits for it: straight in its hands
-            task, self._waiter = self._waiter, None
-            trio.lowlevel.reschedule(task, outcome.Value(data))
-            return True
-        queue = self._queue
-        if queue is None:
-            if self._closed:
-                self.dropped += 1
-                return False
-            queue = self._queue = deque()
-        if len(queue) >= self.server.queue_size:
-            self.dropped += 1
-            return False
-        queue.append(data)
-        return True
-
-
-class UDPServer(ServerLifecycle):
-    """What ``await nursery.start(serve_udp, ...)`` returns."""
+@final
+class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
+    """What ``await nursery.start(serve_udp, ...)`` returns. Made by :func:`serve_udp`,
+    not by users."""
 
     def __init__(
         self,
@@ -334,7 +120,7 @@ class UDPServer(ServerLifecycle):
         peer_idle_timeout: float | None,
         max_datagram: int,
     ) -> None:
-        super().__init__(grace_period=grace_period)
+        super().__init__(grace_period=grace_period, logger=LOGGER)
         self._sock = sock
         name = sock.getsockname()
         self._address: Address = (str(name[0]), int(name[1]))
@@ -359,16 +145,17 @@ class UDPServer(ServerLifecycle):
         self._dropped_queue_full = 0
         self._evicted = 0
         self._expired = 0
-        self._handler_errors = 0
         self._peer_nursery: trio.Nursery | None = None
         self._sweep_period: float | None = None
 
     @property
     def address(self) -> Address:
+        """The bound (host, port)."""
         return self._address
 
     @property
     def port(self) -> int:
+        """The bound port."""
         return self._address[1]
 
     def peers(self) -> list[UDPPeer]:
@@ -379,22 +166,10 @@ class UDPServer(ServerLifecycle):
         """Datagrams the kernel dropped for this socket because its receive buffer was
         full (they never reached the server, so :meth:`statistics` cannot count them);
         None where the system does not say (Linux's ``/proc/net/udp`` does)."""
-        try:
-            inode = os.fstat(self._sock.fileno()).st_ino
-        except OSError:
-            return None
-        wanted = f" {inode} "
-        for table in ("/proc/net/udp", "/proc/net/udp6"):
-            try:
-                with open(table, encoding="ascii") as lines:
-                    for line in lines:
-                        if wanted in line:
-                            return int(line.split()[-1])
-            except (OSError, ValueError):
-                continue
-        return None
+        return kernel_drops(self._sock)
 
     def statistics(self) -> UDPServerStatistics:
+        """A snapshot of the server's counters."""
         return UDPServerStatistics(
             peers=len(self._peers),
             peers_total=self._peers_total,
@@ -445,12 +220,10 @@ class UDPServer(ServerLifecycle):
         async with self._write_waiters:
             await trio.lowlevel.wait_writable(self._sock)
 
-    def _begin_stop(self) -> None:
-        first = not self.stopping
-        super()._begin_stop()
-        if first:  # the socket is read no more: each peer's receive() sees the end
-            for peer in list(self._peers.values()):
-                peer._end()
+    def _stop_begun(self) -> None:
+        # The socket is read no more: each peer's receive() sees the end.
+        for peer in list(self._peers.values()):
+            peer._end()
 
     # -- routing -----------------------------------------------------------------------
 
@@ -470,7 +243,7 @@ class UDPServer(ServerLifecycle):
                 _, oldest = self._peers.popitem(last=False)
                 self._evicted += 1
                 oldest._cancel()
-            peer = UDPPeer(self, address)
+            peer = UDPPeer._create(self, address)
             peer._seen = now
             self._peers[address] = peer
             self._peers_total += 1
@@ -502,11 +275,7 @@ class UDPServer(ServerLifecycle):
                 try:
                     await handler(peer)
                 except Exception as exc:
-                    if connection_ended(exc):  # also from inside a handler's nursery
-                        LOGGER.debug("peer %s ended: %r", peer.peer, exc)
-                    else:
-                        self._handler_errors += 1
-                        LOGGER.exception("handler failed for UDP peer %s; dropping it", peer.peer)
+                    self._handler_failed(exc, f"UDP peer {peer.peer}")
             if idle is not None and idle.expired:
                 self._expired += 1
                 LOGGER.info("UDP peer %s expired after %g s of silence", peer.peer, idle.timeout)
@@ -532,7 +301,7 @@ class UDPServer(ServerLifecycle):
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno in _PEER_ERRNOS:
+                    if exc.errno in PEER_ERRNOS:
                         # An ICMP error for an earlier send, dequeued by this call: it
                         # concerns one peer, never the server.
                         LOGGER.debug("recvfrom: %s", exc)
@@ -626,7 +395,7 @@ async def serve_udp(
     Raises:
       BindError: the address could not be bound.
     """
-    _check_port(port)
+    check_port(port)
     if max_peers < 1:
         raise ValueError(f"max_peers must be at least 1, not {max_peers}")
     if queue_size < 1:
@@ -637,11 +406,11 @@ async def serve_udp(
         raise ValueError(f"max_datagram must be from 1 to {MAX_UDP_PAYLOAD}: {max_datagram}")
     if receive_buffer is not None and receive_buffer < 1:
         raise ValueError(f"receive_buffer must be at least 1 byte, not {receive_buffer}")
-    sock = await _bind_udp(host, port, reuse_port)
+    sock = await bind_udp(host, port, reuse_port)
     with sock:
         if receive_buffer is not None:
             set_receive_buffer(sock, receive_buffer)
-        server = UDPServer(
+        server = UDPServer._create(
             sock,
             grace_period=grace_period,
             max_peers=max_peers,
@@ -650,137 +419,12 @@ async def serve_udp(
             peer_idle_timeout=peer_idle_timeout,
             max_datagram=max_datagram,
         )
-        async with trio.open_nursery() as nursery:
-            peers = await nursery.start(server._host_tasks)
+
+        async def receive(peers: trio.Nursery) -> None:
             server._peer_nursery = peers
-            task_status.started(server)
-            try:
-                async with trio.open_nursery() as receiving:
-                    receiving.start_soon(server._cancel_when_stop_requested, receiving.cancel_scope)
-                    await server._receive_loop(handler, peers)
-            finally:
-                server._begin_stop()
-        server._closed = True
+            await server._receive_loop(handler, peers)
 
-
-async def _bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    try:
-        infos = await trio.socket.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM)
-        family, type_, proto, _, sockaddr = infos[0]
-        sock = socket.socket(family, type_, proto)
-    except OSError as exc:
-        where = format_address((host or "*", port))
-        raise BindError(f"cannot listen on {where} (udp): {describe_oserror(exc)}") from exc
-    try:
-        sock.setblocking(False)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(sockaddr)
-    except OSError as exc:
-        sock.close()
-        where = format_address((host or "*", port))
-        raise BindError(f"cannot listen on {where} (udp): {describe_oserror(exc)}") from exc
-    return sock
-
-
-def set_receive_buffer(sock: socket.socket, size: int) -> int:
-    """Ask for a receive buffer of ``size`` bytes, past ``net.core.rmem_max`` when the
-    process may (``SO_RCVBUFFORCE``); return what the kernel reports."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    if force is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
-        with contextlib.suppress(OSError):  # EPERM without CAP_NET_ADMIN: the cap stays
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-
-
-class DatagramTooLargeError(MessageTooLargeError):
-    """A datagram to send is longer than UDP carries (65,507 bytes over IPv4)."""
-
-    def __init__(self, limit: int, size: int) -> None:
-        super().__init__(limit, size)
-        self.args = (f"a datagram of {size} bytes is over UDP's limit of {limit} bytes",)
-
-
-class UDPChannel(trio.abc.Channel[bytes]):
-    """A connected UDP socket as a ``trio.abc.Channel[bytes]``: one datagram a message.
-
-    ``receive()`` returns the next datagram from the connected peer (others are filtered
-    by the kernel). When the peer's host answers with ICMP port-unreachable, the next
-    ``send`` or ``receive`` raises :class:`PeerUnreachableError`.
-    """
-
-    def __init__(self, sock: trio.socket.SocketType, max_datagram: int = MAX_UDP_PAYLOAD) -> None:
-        self._sock = sock
-        self._size = max_datagram + 1
-
-    @property
-    def socket(self) -> trio.socket.SocketType:
-        return self._sock
-
-    async def send(self, value: bytes) -> None:
-        """Send ``value`` as one datagram.
-
-        Raises:
-          DatagramTooLargeError: longer than a UDP datagram can carry (or than the path
-            allows, as the kernel says); nothing is sent, and the channel stays usable.
-        """
-        with self._translate_errors("send"):
-            try:
-                await self._sock.send(value)
-            except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:
-                    raise DatagramTooLargeError(MAX_UDP_PAYLOAD, len(value)) from exc
-                raise
-
-    async def receive(self) -> bytes:
-        with self._translate_errors("receive"):
-            return await self._sock.recv(self._size)
-        raise AssertionError("unreachable")  # pragma: no cover - for type checkers
-
-    @contextmanager
-    def _translate_errors(self, what: str) -> Iterator[None]:
-        """OSError at this edge becomes trio's stream errors or PeerUnreachableError."""
         try:
-            yield
-        except ConnectionRefusedError as exc:
-            raise PeerUnreachableError(f"nothing listens at {self._peer()}") from exc
-        except OSError as exc:
-            if self._sock.fileno() == -1:
-                raise trio.ClosedResourceError("the channel was closed") from exc
-            raise trio.BrokenResourceError(f"{what} failed: {describe_oserror(exc)}") from exc
-
-    def _peer(self) -> str:
-        try:
-            return format_address(self._sock.getpeername())
-        except OSError:
-            return "the peer"
-
-    async def aclose(self) -> None:
-        self._sock.close()
-        await trio.lowlevel.checkpoint()
-
-
-async def open_udp_channel(
-    host: str, port: int, *, max_datagram: int = MAX_UDP_PAYLOAD
-) -> UDPChannel:
-    """A UDP socket connected to ``host:port``, as a :class:`UDPChannel`.
-
-    Raises:
-      ConnectError: the host does not resolve or the address cannot be reached.
-    """
-    _check_port(port)
-    try:
-        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        family, type_, proto, _, sockaddr = infos[0]
-        sock = trio.socket.socket(family, type_, proto)
-    except OSError as exc:
-        where = format_address((host, port))
-        raise ConnectError(f"cannot reach {where} (udp): {describe_oserror(exc)}") from exc
-    try:
-        await sock.connect(sockaddr)
-    except OSError as exc:
-        sock.close()
-        where = format_address((host, port))
-        raise ConnectError(f"cannot reach {where} (udp): {describe_oserror(exc)}") from exc
-    return UDPChannel(sock, max_datagram)
+            await run_server(server, receive, task_status)
+        finally:
+            server._closed = True
