@@ -7,7 +7,9 @@ Both transports use these, so the module sits just above trio and below the tran
 * :class:`IdleTimer` — a cancel scope whose deadline moves forward each time the peer
   shows life. Run the peer's work inside ``timer.scope``; ``timer.touch()`` on every
   sign of life; ``with timer.held():`` while the server itself keeps the peer waiting;
-  when it fires, ``timer.expired`` is true.
+  when it fires, ``timer.expired`` is true. A goodbye: ``timer.warn(scope)`` has the
+  timer cancel ``scope`` (the handler's receive loop) when it fires, and its own scope
+  only ``grace`` seconds later, so the code after the loop can say why.
 * :func:`send_heartbeats` — a task that calls ``send()`` every ``interval`` seconds until
   cancelled.
 * :func:`expiry_after` — the expiry rule: a peer that heartbeats every ``interval`` is
@@ -54,38 +56,73 @@ class IdleTimer:
     Args:
       timeout: seconds of silence allowed; ``None`` or ``math.inf`` disables the timer
         (the scope never fires, and :meth:`touch` costs almost nothing).
+      grace: with a :meth:`warn`-ed scope, the seconds between cancelling that scope and
+        cancelling :attr:`scope` (the time to say goodbye).
 
     Must be created inside a trio run (it reads trio's clock).
     """
 
-    __slots__ = ("_timeout", "scope")
+    __slots__ = ("_grace", "_timeout", "_warned", "scope")
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(self, timeout: float | None, *, grace: float = 0.0) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"idle timeout must be a positive number of seconds: {timeout}")
+        if not grace >= 0:
+            raise ValueError(f"grace must not be negative: {grace}")
         self._timeout = math.inf if timeout is None else timeout
+        self._grace = grace
+        self._warned: trio.CancelScope | None = None
         deadline = trio.current_time() + self._timeout
         #: The scope to run the peer's work in.
         self.scope = trio.CancelScope(deadline=deadline)
 
     @property
     def timeout(self) -> float:
+        """The seconds of silence allowed (``math.inf`` when disabled)."""
         return self._timeout
 
     def touch(self) -> None:
-        """The peer showed life: push the deadline ``timeout`` seconds into the future."""
+        """The peer showed life: push the deadline ``timeout`` seconds into the future.
+
+        Once a :meth:`warn`-ed scope has fired, nothing moves any more: the handler is
+        saying goodbye, and what the peer sends meanwhile does not stop that.
+        """
         if self._timeout != math.inf:
-            self.scope.deadline = trio.current_time() + self._timeout
+            deadline = trio.current_time() + self._timeout
+            warned = self._warned
+            if warned is None:
+                self.scope.deadline = deadline
+            elif not warned.cancel_called:
+                warned.deadline = deadline
+                self.scope.deadline = deadline + self._grace
+
+    def warn(self, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` when the timer fires, and :attr:`scope` ``grace`` seconds
+        later, from now on: the work in ``scope`` (a receive loop) stops, and the code
+        after it has ``grace`` seconds to say goodbye. The timer owns ``scope``'s
+        deadline from then on. The last scope warned is the one the timer cancels.
+        Nothing happens without a timeout."""
+        if self._timeout == math.inf:
+            return
+        previous, self._warned = self._warned, scope
+        deadline = self.scope.deadline  # the last touch's (plus the grace once warned)
+        if previous is not None and deadline != math.inf:  # infinity: held
+            deadline -= self._grace
+        scope.deadline = deadline
+        self.scope.deadline = deadline + self._grace
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
         """Stop the clock for the body: the peer is not idle while *we* make it wait (a
         server pacing a sender, or waiting for room to publish). On exit the clock
         restarts from now, as after a :meth:`touch`."""
-        if self._timeout == math.inf:
-            yield
+        warned = self._warned
+        if self._timeout == math.inf or (warned is not None and warned.cancel_called):
+            yield  # no clock, or it fired already: the goodbye's time is not ours to stop
             return
         self.scope.deadline = math.inf
+        if warned is not None:
+            warned.deadline = math.inf
         try:
             yield
         finally:
@@ -93,9 +130,13 @@ class IdleTimer:
 
     @property
     def expired(self) -> bool:
-        """True once the timer has fired: from then on, inside the scope (the work being
-        cancelled, in a ``finally``) as after it."""
-        return self.scope.cancel_called and self.scope.deadline <= trio.current_time()
+        """True once the timer has fired (or cancelled its warned scope): from then on,
+        inside the scopes (the work being cancelled, in a ``finally``) as after them."""
+        now = trio.current_time()
+        warned = self._warned
+        if warned is not None and warned.cancel_called and warned.deadline <= now:
+            return True
+        return self.scope.cancel_called and self.scope.deadline <= now
 
 
 async def send_heartbeats(send: Callable[[], Awaitable[object]], interval: float) -> None:

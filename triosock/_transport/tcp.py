@@ -11,8 +11,11 @@ Server shape (trio's ``serve_listeners`` does the accepting):
   ``connect`` succeeds, nothing is read) and are served, in order, as slots free up; once
   the backlog is full too, the kernel drops new connection attempts. Nobody is cut off.
 * ``idle_timeout``: each connection runs inside an :class:`~triosock.IdleTimer` whose
-  deadline moves forward whenever data arrives. When it fires the handler is cancelled
-  and the connection closed.
+  deadline moves forward whenever data arrives. When it fires, the handler's
+  :meth:`TCPConnection.stop_scope` is cancelled (if it made one) and
+  :attr:`TCPConnection.idle_expired` turns true, so the handler can say goodbye; the
+  handler itself is cancelled ``grace_period`` seconds later (at once without a stop
+  scope), and the connection closed.
 * Stop (cancel ``serve_tcp``'s task, or call :meth:`TCPServer.stop`): (1) the listeners
   close; (2) every connection's :meth:`TCPConnection.stop_scope` is cancelled and
   :attr:`TCPConnection.stopping` becomes true, so handlers can say goodbye and half-close;
@@ -33,14 +36,15 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import final
 
 import trio
 
-from .._errors import BindError, ConnectError, TriosockError, describe_oserror
+from .._errors import ConnectError, TriosockError, describe_oserror
 from .._liveness import IdleTimer
 from .._sansio.addresses import format_address
 from .._sansio.framing import Framer
-from ._lifecycle import ListeningServer
+from ._lifecycle import ListeningServer, NoPublicConstructor, binding, check_port, run_server
 from .channel import FramedChannel
 from .rawsocket import RawSocketListener, RawSocketStream
 
@@ -62,14 +66,17 @@ _CLOSE_TIMEOUT = 1.0
 Handler = Callable[["TCPConnection"], Awaitable[object]]
 
 
-def _check_port(port: int) -> None:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TCPServerStatistics:
-    """A snapshot of a server's connections."""
+    """A snapshot of a TCP server's connections.
+
+    Attributes:
+      open_connections: connections whose handler runs now.
+      total_connections: connections accepted since the server started.
+      idle_timeouts: connections closed by the idle timeout.
+      handler_errors: handlers that raised (each closed its connection only).
+      stopping: whether the server has begun to stop.
+    """
 
     open_connections: int
     total_connections: int
@@ -78,8 +85,12 @@ class TCPServerStatistics:
     stopping: bool
 
 
-class TCPServer(ListeningServer):
-    """What ``await nursery.start(serve_tcp, ...)`` returns: where it listens, and a stop."""
+@final
+class TCPServer(ListeningServer, metaclass=NoPublicConstructor):
+    """What ``await nursery.start(serve_tcp, ...)`` returns: where it listens, and a stop.
+
+    Made by :func:`serve_tcp` (and :func:`~triosock.serve_http`), not by users.
+    """
 
     def __init__(
         self,
@@ -88,15 +99,15 @@ class TCPServer(ListeningServer):
         grace_period: float,
         idle_timeout: float | None,
     ) -> None:
-        super().__init__(listeners, grace_period=grace_period)
+        super().__init__(listeners, grace_period=grace_period, logger=LOGGER)
         self.idle_timeout = idle_timeout
         self._no_idle = IdleTimer(None)  # what connections share when there is no timeout
         self._open = 0
         self._total = 0
         self._idle_timeouts = 0
-        self._handler_errors = 0
 
     def statistics(self) -> TCPServerStatistics:
+        """A snapshot of the server's connections."""
         return TCPServerStatistics(
             open_connections=self._open,
             total_connections=self._total,
@@ -106,14 +117,15 @@ class TCPServer(ListeningServer):
         )
 
 
-class TCPConnection(trio.abc.HalfCloseableStream):
+@final
+class TCPConnection(trio.abc.HalfCloseableStream, metaclass=NoPublicConstructor):
     """One accepted connection: a byte stream that knows its server.
 
     Every method of ``trio.abc.HalfCloseableStream`` is delegated to the accepted stream
     (a :class:`~triosock._transport.rawsocket.RawSocketStream`, or a ``trio.SSLStream``
-    over one when the server does TLS). Data
-    received pushes the connection's idle deadline forward (the socket stream underneath
-    reports it, so bytes of a TLS handshake count as life too).
+    over one when the server does TLS). Data received pushes the connection's idle
+    deadline forward (the socket stream underneath reports it, so bytes of a TLS
+    handshake count as life too). Made by the server for its handler, not by users.
     """
 
     __slots__ = ("_idle", "_raw", "_server", "_stream", "remote_address")
@@ -138,6 +150,7 @@ class TCPConnection(trio.abc.HalfCloseableStream):
 
     @property
     def server(self) -> TCPServer:
+        """The server that accepted this connection."""
         return self._server
 
     @property
@@ -157,8 +170,9 @@ class TCPConnection(trio.abc.HalfCloseableStream):
 
     @property
     def idle_expired(self) -> bool:
-        """True once the server's ``idle_timeout`` fired for this connection: its handler
-        is being cancelled (a ``finally`` block can tell why)."""
+        """True once the server's ``idle_timeout`` fired for this connection: its stop
+        scope was cancelled, or its handler is being cancelled (a ``finally`` block can
+        tell why)."""
         return self._idle.expired
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
@@ -183,18 +197,29 @@ class TCPConnection(trio.abc.HalfCloseableStream):
         await self._server.wait_stopping()
 
     def stop_scope(self) -> trio.CancelScope:
-        """A cancel scope the server cancels when it begins to stop.
+        """A cancel scope cancelled when the server begins to stop, or when the
+        connection has been idle for the server's ``idle_timeout``.
 
         Put the handler's receive loop inside it; the code after it (a goodbye, a
-        half-close) still runs, bounded by the server's grace period::
+        half-close) still runs, for at most the server's ``grace_period``, after which
+        the handler is cancelled. :attr:`stopping` and :attr:`idle_expired` say why::
 
             with conn.stop_scope():
                 async for data in conn:
                     ...
             if conn.stopping:
                 await conn.send_all(b"server going down\n")
+            elif conn.idle_expired:
+                await conn.send_all(b"closing: you were idle too long\n")
+
+        With an idle timeout, the connection owns the scope's deadline (for a deadline
+        of your own, nest a scope of your own). The last stop scope made is the one the
+        idle timeout cancels. Without a stop scope, an idle timeout cancels the handler
+        at once.
         """
-        return self._server.stop_scope()
+        scope = self._server.stop_scope()
+        self._idle.warn(scope)  # nothing to do without an idle timeout
+        return scope
 
     # -- the stream --------------------------------------------------------------------
 
@@ -327,16 +352,12 @@ async def serve_tcp(
     Raises:
       BindError: the address could not be bound (in use, not local, unknown host).
     """
-    _check_port(port)
+    check_port(port)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
-    try:
+    with binding(host, port):
         listeners = await open_listeners(port, host, backlog, reuse_port=reuse_port)
-    except OSError as exc:
-        raise BindError(
-            f"cannot listen on {format_address((host or '*', port))}: {describe_oserror(exc)}"
-        ) from exc
-    server = TCPServer(listeners, grace_period=grace_period, idle_timeout=idle_timeout)
+    server = TCPServer._create(listeners, grace_period=grace_period, idle_timeout=idle_timeout)
     served: list[trio.abc.Listener[trio.abc.Stream]] = [RawSocketListener(lis) for lis in listeners]
     if ssl_context is not None:
         served = [trio.SSLListener(lis, ssl_context, https_compatible=False) for lis in served]
@@ -348,26 +369,11 @@ async def serve_tcp(
 
     run_connection = functools.partial(_run_connection, handler, server, slots)
 
-    async with trio.open_nursery() as nursery:
-        connections = await nursery.start(server._host_tasks)
-        task_status.started(server)
-        try:
-            async with trio.open_nursery() as accepting:
-                accepting.start_soon(server._cancel_when_stop_requested, accepting.cancel_scope)
-                await trio.serve_listeners(run_connection, served, handler_nursery=connections)
-        finally:
-            # Reached by stop() and by outside cancellation alike. Listeners are closed
-            # by serve_listeners on its way out; the connection host (shielded) now runs
-            # the graceful part and the nursery waits for it.
-            server._begin_stop()
+    async def accept(connections: trio.Nursery) -> None:
+        # serve_listeners closes the listeners on its way out.
+        await trio.serve_listeners(run_connection, served, handler_nursery=connections)
 
-
-def connection_ended(exc: Exception) -> bool:
-    """Whether ``exc`` only says the connection broke or was closed (even from a nursery)."""
-    ended = (trio.BrokenResourceError, trio.ClosedResourceError)
-    if isinstance(exc, ExceptionGroup):
-        return exc.split(ended)[1] is None
-    return isinstance(exc, ended)
+    await run_server(server, accept, task_status)
 
 
 async def _run_connection(
@@ -385,10 +391,10 @@ async def _run_connection(
     if server.idle_timeout is None:
         idle = server._no_idle  # never entered, never fires: one for all connections
     else:
-        idle = IdleTimer(server.idle_timeout)
+        idle = IdleTimer(server.idle_timeout, grace=server.grace_period)
         if isinstance(inner, RawSocketStream):
             inner.on_receive = idle.touch
-    conn = TCPConnection(stream, server, idle, remote)
+    conn = TCPConnection._create(stream, server, idle, remote)
     verbose = LOGGER.isEnabledFor(logging.DEBUG)
     if verbose:
         LOGGER.debug("%s connected (%d open)", conn.peer, server._open)
@@ -399,11 +405,7 @@ async def _run_connection(
             try:
                 await handler(conn)
             except Exception as exc:
-                if connection_ended(exc):
-                    LOGGER.debug("connection %s ended: %r", conn.peer, exc)
-                else:
-                    server._handler_errors += 1
-                    LOGGER.exception("handler failed on connection %s; closing it", conn.peer)
+                server._handler_failed(exc, f"connection {conn.peer}")
         if idle.expired:
             server._idle_timeouts += 1
             LOGGER.info("closing %s after %g s idle", conn.peer, idle.timeout)
@@ -452,7 +454,7 @@ async def open_tcp_stream(
     Raises:
       ConnectError: refused, unreachable, unknown host, or a failed TLS handshake.
     """
-    _check_port(port)
+    check_port(port)
     where = format_address((host, port))
     try:
         stream = await trio.open_tcp_stream(host, port)
