@@ -58,15 +58,43 @@ async def test_receive_nowait_serves_a_burst() -> None:
         b.receive_nowait()
 
 
-async def test_oversized_line_comes_after_the_good_ones_and_sticks() -> None:
+async def test_an_oversized_line_comes_after_the_good_ones_once_and_the_channel_goes_on() -> None:
     left, right = trio.testing.memory_stream_pair()
     receiver = FramedChannel(right, LineFramer(max_line_length=8))
-    await left.send_all(b"short\n" + b"x" * 20 + b"\n")
+    await left.send_all(b"short\n" + b"x" * 20 + b"\nafter\n" + b"y" * 9)
     assert await receiver.receive() == b"short"
     with pytest.raises(MessageTooLargeError, match="limit of 8"):
         await receiver.receive()
-    with pytest.raises(MessageTooLargeError):
+    # What came after it in the same read, without another read:
+    assert receiver.receive_nowait() == b"after"
+    with pytest.raises(MessageTooLargeError):  # the unterminated 9 bytes: refused early
         await receiver.receive()
+    await left.send_all(b"yyy\nlast\n")
+    assert await receiver.receive() == b"last"
+    await left.aclose()
+    with pytest.raises(trio.EndOfChannel):
+        await receiver.receive()
+
+
+async def test_a_length_prefixed_stream_cut_short_raises_once_then_ends() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    receiver = FramedChannel(right, LengthPrefixFramer(max_size=8))
+    await left.send_all(b"\x00\x00\x00\x02ok\x00\x00\x00\x05ab")
+    await left.aclose()
+    assert await receiver.receive() == b"ok"
+    with pytest.raises(FramingError, match="ended inside a message"):
+        await receiver.receive()
+    with pytest.raises(trio.EndOfChannel):
+        await receiver.receive()
+
+
+async def test_a_message_over_the_limit_is_not_sent_and_the_channel_goes_on() -> None:
+    a, b = channel_pair()
+    limited = FramedChannel(a.stream, LineFramer(max_line_length=4))
+    with pytest.raises(MessageTooLargeError):
+        await limited.send(b"12345")
+    await limited.send(b"1234")
+    assert await b.receive() == b"1234"
 
 
 async def test_concurrent_receive_is_busy() -> None:
@@ -119,8 +147,10 @@ class _NotHalfCloseable(QuietStream):
 
 
 def _wrap(stream: trio.abc.Stream) -> TCPConnection:
-    server = TCPServer([], grace_period=0, idle_timeout=None)
-    return TCPConnection(stream, server, IdleTimer(None))
+    # Server-made objects have no public constructor: the test makes them as the server
+    # does.
+    server = TCPServer._create([], grace_period=0, idle_timeout=None)
+    return TCPConnection._create(stream, server, IdleTimer(None))
 
 
 async def _memory_pair() -> tuple[TCPConnection, TCPConnection]:

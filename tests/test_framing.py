@@ -46,11 +46,38 @@ def test_line_limit_names_the_limit_and_keeps_earlier_lines() -> None:
     framer = LineFramer(max_line_length=4)
     assert framer.feed(b"abcd\n") == [b"abcd"]
     with pytest.raises(MessageTooLargeError, match="limit of 4 bytes") as info:
-        framer.feed(b"ok\nabcde\nlater\n")
+        framer.feed(b"ok\nabcde\nlate\n")
     assert info.value.limit == 4
+    assert info.value.size == 5
     assert info.value.messages == [b"ok"]
-    with pytest.raises(FramingError, match="lost sync"):
-        framer.feed(b"x\n")
+    # What followed the refused line in that call is kept: feed(b"") frames it.
+    assert framer.feed(b"") == [b"late"]
+    assert framer.feed(b"x\n") == [b"x"]
+
+
+def test_an_overlong_line_is_refused_once_as_soon_as_it_passes_the_limit() -> None:
+    framer = LineFramer(max_line_length=4)
+    assert framer.feed(b"abc") == []
+    with pytest.raises(MessageTooLargeError) as info:
+        framer.feed(b"de")  # the fifth byte: refused now, before its end is known
+    assert info.value.size == 5
+    assert framer.buffered == 0
+    # The rest of the refused line is dropped as it arrives, and says nothing more...
+    assert framer.feed(b"f" * 100_000) == []
+    assert framer.buffered == 0
+    # ...up to its LF; the next line is a line again.
+    assert framer.feed(b"ghi\nnext\nto") == [b"next"]
+    assert framer.feed(b"o\n") == [b"too"]
+    assert framer.feed_eof() == []
+
+
+def test_a_refused_unterminated_last_line_says_nothing_more_at_eof() -> None:
+    framer = LineFramer(max_line_length=4)
+    with pytest.raises(MessageTooLargeError):
+        framer.feed(b"ok\nabcdef")
+    assert framer.feed(b"") == []
+    assert framer.feed_eof() == []
+    assert framer.feed_eof() == []  # the end said once is said
 
 
 def test_line_buffer_never_exceeds_the_limit() -> None:
@@ -95,6 +122,27 @@ def test_length_prefix_refuses_an_oversized_header_at_once() -> None:
         framer.feed(b"\x10\x00")
     assert info.value.size == 4096  # the header 00 00 10 00, completed across two feeds
     assert framer.buffered == 0
+    # The header said how long the payload is: it is skipped as it comes, unkept.
+    assert framer.feed(b"y" * 4000) == []
+    assert framer.buffered == 0
+    assert framer.feed(b"y" * 96 + b"\x00\x00\x00\x02ok") == [b"ok"]
+
+
+def test_length_prefix_keeps_what_followed_a_refused_message_in_the_same_call() -> None:
+    framer = LengthPrefixFramer(max_size=3)
+    data = b"\x00\x00\x00\x01a" + b"\x00\x00\x00\x05hello" + b"\x00\x00\x00\x02ok"
+    with pytest.raises(MessageTooLargeError) as info:
+        framer.feed(data)
+    assert (info.value.size, info.value.messages) == (5, [b"a"])
+    assert framer.feed(b"") == [b"ok"]
+    assert framer.feed_eof() == []
+
+
+def test_length_prefix_cut_short_inside_a_refused_message_ends_quietly() -> None:
+    framer = LengthPrefixFramer(max_size=3)
+    with pytest.raises(MessageTooLargeError):
+        framer.feed(b"\x00\x00\x00\x09abc")
+    assert framer.feed_eof() == []  # its refusal was said already
 
 
 def test_length_prefix_truncated_at_eof() -> None:
@@ -151,6 +199,66 @@ def test_one_line_per_read_is_the_same_as_any_split(messages: list[bytes], crlf:
     except MessageTooLargeError:
         got = None
     assert got == expected
+
+
+def feed_like_a_channel(
+    framer: LineFramer | LengthPrefixFramer, chunks: list[bytes]
+) -> list[bytes | None]:
+    """Feed ``chunks`` and then the end as a channel does: after each refusal (None in
+    the result), go on with what the framer kept (``feed(b"")``, or ``feed_eof``)."""
+    out: list[bytes | None] = []
+    for chunk in [*chunks, None]:
+        data = chunk
+        while True:
+            try:
+                out += framer.feed_eof() if data is None else framer.feed(data)
+            except MessageTooLargeError as exc:
+                out += [*exc.messages, None]
+                data = b"" if data is not None else None
+                continue
+            break
+        assert framer.buffered <= framer.max_size + 1  # (a CR may wait for its LF)
+    return out
+
+
+@given(
+    lines=st.lists(
+        st.tuples(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), st.booleans()),
+        max_size=20,
+    ),
+    last=st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+    cuts=st.lists(st.integers(min_value=0, max_value=1000), max_size=8),
+)
+def test_any_split_gives_every_line_and_one_refusal_per_overlong_line(
+    lines: list[tuple[bytes, bool]], last: bytes, cuts: list[int]
+) -> None:
+    # The model: a line is what stands before its LF, less one CR; over 12 bytes it is
+    # refused (None), whatever the reads it came in, and the stream goes on after it.
+    limit = 12
+    raw = [content + (b"\r\n" if crlf else b"\n") for content, crlf in lines]
+    data = b"".join(raw) + last
+    expected: list[bytes | None] = []
+    for line in [r[:-1] for r in raw] + ([last] if last else []):
+        content = line.removesuffix(b"\r")
+        expected.append(content if len(content) <= limit else None)
+    points = sorted(c % (len(data) + 1) for c in cuts)
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    assert feed_like_a_channel(LineFramer(max_line_length=limit), chunks) == expected
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=40), max_size=15),
+    cuts=st.lists(st.integers(min_value=0, max_value=1000), max_size=8),
+)
+def test_any_split_gives_every_payload_and_one_refusal_per_oversized_one(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
+    limit = 20
+    data = b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
+    points = sorted(c % (len(data) + 1) for c in cuts)
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    expected = [p if len(p) <= limit else None for p in payloads]
+    assert feed_like_a_channel(LengthPrefixFramer(max_size=limit), chunks) == expected
 
 
 @given(messages=lines)

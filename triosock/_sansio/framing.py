@@ -5,18 +5,29 @@ A framer turns an arbitrary split of a byte stream into whole messages and back:
 * ``feed(data) -> list[bytes]`` returns every message that ``data`` completes, in order;
   the rest waits in an internal buffer.
 * ``feed_eof() -> list[bytes]`` says the stream has ended and returns what the end
-  completes (for lines: an unterminated last line). Feeding after EOF is an error.
+  completes (for lines: an unterminated last line); called again, it returns nothing
+  more. Feeding data after EOF is an error.
 * ``encode(message) -> bytes`` returns the bytes to write for one message.
 
 Rules both framers keep:
 
-* Input over the limit raises :class:`~triosock.MessageTooLargeError` (which names the
-  limit and carries the complete messages that preceded the bad one in that call); the
-  buffer never holds more than the limit (plus one byte for a pending CR), so a peer can
-  not make us grow it without bound. After the error the framer is unusable: the stream
-  has lost sync, and the connection should be closed.
-* ``encode`` refuses what the receiving side would refuse; ``encode_many`` frames several
-  messages into one write's worth of bytes (all or nothing: a bad message raises).
+* **A message over the limit is refused whole, and the stream goes on.** ``feed`` raises
+  :class:`~triosock.MessageTooLargeError` once for it, as soon as it is known to be too
+  long (for a line: when its bytes pass the limit, before its end arrives; for a
+  length-prefixed message: at its header). The error names the limit and carries the
+  complete messages that preceded the refused one in that call. The refused message's
+  bytes are then skipped as they arrive, up to its end (the next LF; the announced
+  length), without being kept: the buffer never holds more than the limit (plus one byte
+  for a pending CR), however long the refused message. What followed it in the same call
+  is kept: the next ``feed`` (``feed(b"")`` when there is nothing new) returns the
+  messages it completes. So one refused message costs one error, never the connection.
+* A stream that ends inside a length-prefixed message is a :class:`~triosock.FramingError`
+  from ``feed_eof``.
+* ``encode`` refuses what the receiving side would refuse: a message over the limit
+  raises :class:`~triosock.MessageTooLargeError` (nothing is framed; the limit applies to
+  sending too), a line containing LF a :class:`~triosock.FramingError`. ``encode_many``
+  frames several messages into one write's worth of bytes (all or nothing: a bad
+  message raises).
 """
 
 from __future__ import annotations
@@ -33,46 +44,70 @@ DEFAULT_MAX_MESSAGE = 64 * 1024
 
 
 class Framer(Protocol):
-    """What a framed channel needs of a framer."""
+    """What a framed channel needs of a framer (see the module docstring for the rules:
+    after a :class:`~triosock.MessageTooLargeError`, ``feed(b"")`` returns the messages
+    that followed the refused one)."""
 
-    def feed(self, data: bytes) -> list[bytes]: ...
+    def feed(self, data: bytes) -> list[bytes]:
+        """Every message ``data`` completes, in order.
 
-    def feed_eof(self) -> list[bytes]: ...
+        Raises:
+          MessageTooLargeError: a message is over the limit (once per refused message).
+        """
+        ...
 
-    def encode(self, message: bytes) -> bytes: ...
+    def feed_eof(self) -> list[bytes]:
+        """What the end of the stream completes.
+
+        Raises:
+          FramingError: the stream ended inside a message.
+        """
+        ...
+
+    def encode(self, message: bytes) -> bytes:
+        """The bytes to write for ``message``.
+
+        Raises:
+          MessageTooLargeError: ``message`` is over the limit.
+        """
+        ...
 
     def encode_many(self, messages: Iterable[bytes]) -> bytes:
         """The framed messages, concatenated: one write's worth."""
         ...
 
 
-class _FramerState:
-    """The state both framers share: the buffer, the limit, and the broken/ended flags."""
+class _FramerState(Framer):
+    """The state both framers share: the buffer, the limit, the bytes kept after a
+    refusal, and the end."""
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError(f"the maximum message size must be at least 1, not {max_size}")
         self.max_size = max_size
         self._buffer = bytearray()
-        self._failed: FramingError | None = None
+        self._rest = b""  # what followed a refused message in the call that refused it
         self._eof = False
 
     @property
     def buffered(self) -> int:
-        """How many bytes wait for the rest of their message."""
-        return len(self._buffer)
+        """How many bytes wait for the rest of their message (or to be framed again,
+        after a refusal)."""
+        return len(self._buffer) + len(self._rest)
 
-    def _check_usable(self) -> None:
-        if self._failed is not None:
-            raise FramingError(f"the framer failed earlier ({self._failed}) and lost sync")
+    def _take(self, data: bytes) -> bytes:
+        """``data`` after what a refusal kept; refuse to go on after the end."""
         if self._eof:
             raise FramingError("data fed after feed_eof()")
+        if self._rest:
+            data, self._rest = self._rest + data, b""
+        return data
 
-    def _fail(self, size: int, messages: list[bytes]) -> MessageTooLargeError:
-        self._buffer.clear()
-        exc = MessageTooLargeError(self.max_size, size, messages)
-        self._failed = exc
-        return exc
+    def _refuse(self, size: int, messages: list[bytes], rest: bytes) -> MessageTooLargeError:
+        """The error for a refused message of ``size`` bytes (or more); ``rest`` is what
+        followed it, kept for the next call."""
+        self._rest = rest
+        return MessageTooLargeError(self.max_size, size, messages)
 
 
 class LineFramer(_FramerState):
@@ -80,7 +115,8 @@ class LineFramer(_FramerState):
 
     Messages are the lines without their terminator (one CR before the LF is removed too,
     so ``nc`` and ``telnet`` users look the same). The limit counts the line's content,
-    not its terminator.
+    not its terminator. A longer line is refused (see the module docstring) and the next
+    line is framed as usual.
 
     Args:
       max_line_length: the longest line accepted, in bytes.
@@ -88,10 +124,17 @@ class LineFramer(_FramerState):
 
     def __init__(self, *, max_line_length: int = DEFAULT_MAX_MESSAGE) -> None:
         super().__init__(max_line_length)
+        self._skipping = False  # inside a refused line: drop bytes up to its LF
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._failed is not None or self._eof:
-            self._check_usable()
+        if self._rest or self._eof or self._skipping:
+            data = self._take(data)
+            if self._skipping:
+                newline = data.find(b"\n")
+                if newline < 0:
+                    return []  # still inside the refused line: nothing is kept
+                self._skipping = False
+                data = data[newline + 1 :]
         limit = self.max_size
         buffer = self._buffer
         newline = data.find(b"\n")
@@ -99,13 +142,16 @@ class LineFramer(_FramerState):
             # The common case (one whole line per read) without the general path's lists.
             line = data[:-2] if data.endswith(b"\r\n") else data[:-1]
             if len(line) > limit:
-                raise self._fail(len(line), [])
+                raise self._refuse(len(line), [], b"")
             return [line]
         if newline < 0:
             # No line ends here: only grow the buffer if the line can still fit. The
             # limit + 1 allows for the CR of a CRLF that has not arrived whole yet.
             if len(buffer) + len(data) > limit + (data[-1:] == b"\r"):
-                raise self._fail(len(buffer) + len(data), [])
+                size = len(buffer) + len(data)
+                buffer.clear()
+                self._skipping = True
+                raise self._refuse(size, [], b"")
             buffer += data
             return []
         if buffer:
@@ -114,33 +160,41 @@ class LineFramer(_FramerState):
             buffer.clear()
         else:
             first = data[:newline]
-        lines = data[newline + 1 :].split(b"\n")
-        lines[0:0] = [first]
-        rest = lines.pop()
         messages: list[bytes] = []
-        for line in lines:
+        start, line = newline + 1, first
+        while True:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > limit:
-                raise self._fail(len(line), messages)
+                raise self._refuse(len(line), messages, data[start:])
             messages.append(line)
+            newline = data.find(b"\n", start)
+            if newline < 0:
+                break
+            line, start = data[start:newline], newline + 1
+        rest = data[start:]
         if len(rest) > limit + (rest[-1:] == b"\r"):
-            raise self._fail(len(rest), messages)
+            self._skipping = True
+            raise self._refuse(len(rest), messages, b"")
         buffer += rest
         return messages
 
     def feed_eof(self) -> list[bytes]:
-        self._check_usable()
-        self._eof = True
-        if not self._buffer:
+        if self._eof:
             return []
+        data, self._rest = self._rest, b""
+        messages = self.feed(data) if data else []  # a refusal here keeps the rest again
+        self._eof = True
+        self._skipping = False  # a refused last line was said already
+        if not self._buffer:
+            return messages
         line = bytes(self._buffer)
         self._buffer.clear()
         if line[-1:] == b"\r":
             line = line[:-1]
         if len(line) > self.max_size:  # a pending CR that turned out not to be a CRLF
-            raise self._fail(len(line), [])
-        return [line]
+            raise self._refuse(len(line), messages, b"")
+        return [*messages, line]
 
     def encode(self, message: bytes) -> bytes:
         if b"\n" in message:
@@ -166,7 +220,9 @@ class LengthPrefixFramer(_FramerState):
 
     Args:
       max_size: the largest payload accepted, in bytes (at most 2**32 - 1). A header
-        announcing more fails at once, before any payload is buffered.
+        announcing more is refused at once, before any payload is buffered; the payload
+        is then skipped as it arrives (the header says how long it is), and the message
+        after it is framed as usual.
     """
 
     HEADER = 4
@@ -175,9 +231,14 @@ class LengthPrefixFramer(_FramerState):
         if max_size > 0xFFFFFFFF:
             raise ValueError("a 4-byte length prefix cannot announce more than 2**32 - 1 bytes")
         super().__init__(max_size)
+        self._skip = 0  # payload bytes of a refused message still to drop
 
     def feed(self, data: bytes) -> list[bytes]:
-        self._check_usable()
+        data = self._take(data)
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
         header = self.HEADER
         buffer = self._buffer
         messages: list[bytes] = []
@@ -191,7 +252,10 @@ class LengthPrefixFramer(_FramerState):
                 pos = take
                 if len(buffer) < header:
                     return messages
-                self._check_size(int.from_bytes(buffer[:header], "big"), messages)
+                size = int.from_bytes(buffer[:header], "big")
+                if size > self.max_size:
+                    buffer.clear()
+                    raise self._skip_refused(size, messages, data[pos:])
             size = int.from_bytes(buffer[:header], "big")
             take = min(header + size - len(buffer), end - pos)
             buffer += data[pos : pos + take]
@@ -202,7 +266,8 @@ class LengthPrefixFramer(_FramerState):
             buffer.clear()
         while end - pos >= header:
             size = int.from_bytes(data[pos : pos + header], "big")
-            self._check_size(size, messages)
+            if size > self.max_size:
+                raise self._skip_refused(size, messages, data[pos + header :])
             if end - pos - header < size:
                 break
             messages.append(data[pos + header : pos + header + size])
@@ -210,18 +275,25 @@ class LengthPrefixFramer(_FramerState):
         buffer += data[pos:]
         return messages
 
-    def _check_size(self, size: int, messages: list[bytes]) -> None:
-        if size > self.max_size:
-            raise self._fail(size, messages)
+    def _skip_refused(self, size: int, messages: list[bytes], after: bytes) -> MessageTooLargeError:
+        """Refuse a message whose header announced ``size`` bytes: drop its payload from
+        ``after`` (what followed the header) and from what comes later."""
+        dropped = min(size, len(after))
+        self._skip = size - dropped
+        return self._refuse(size, messages, after[dropped:])
 
     def feed_eof(self) -> list[bytes]:
-        self._check_usable()
+        if self._eof:
+            return []
+        data, self._rest = self._rest, b""
+        messages = self.feed(data) if data else []  # a refusal here keeps the rest again
         self._eof = True
+        self._skip = 0  # a refused message cut short was said already
         if self._buffer:
             pending = len(self._buffer)
             self._buffer.clear()
             raise FramingError(f"the stream ended inside a message ({pending} bytes pending)")
-        return []
+        return messages
 
     def encode(self, message: bytes) -> bytes:
         if len(message) > self.max_size:

@@ -9,10 +9,17 @@ Contract (trio's, plus framing):
 * ``receive()`` returns the next whole message; at the stream's clean end it raises
   :class:`trio.EndOfChannel` (an unterminated last line is delivered first). Two tasks
   receiving at once get :class:`trio.BusyResourceError`.
-* A framing error (:class:`~triosock.MessageTooLargeError`, a truncated length-prefixed
-  message) is raised by ``receive()`` after every message that preceded it has been
-  delivered; from then on the channel is broken and every ``receive()`` raises it again.
-  Close the channel: the stream has lost sync.
+* A framing error is raised by ``receive()`` once, after every message that preceded it
+  has been delivered, and the channel goes on: a message over the framer's limit is
+  refused whole (:class:`~triosock.MessageTooLargeError`, raised as soon as the message is
+  known to be too long) and skipped as it arrives, without being kept, and the next
+  ``receive()`` returns the message after it. So a handler may catch the error, answer
+  it, and go on receiving; one refused message costs one error. A stream that ends
+  inside a length-prefixed message gives a :class:`~triosock.FramingError`, then
+  :class:`trio.EndOfChannel`.
+* The limit applies to ``send()`` too: a message the framer would refuse raises
+  :class:`~triosock.MessageTooLargeError` (or :class:`~triosock.FramingError`, a line with
+  an LF in it) and nothing is sent; the channel stays usable.
 * ``send()`` frames one message; ``send_many()`` frames several into one write (what a
   writer that coalesces its queue wants). Concurrent senders are serialised in FIFO order
   by a lock, so messages are never interleaved on the wire. To write without waiting
@@ -88,7 +95,8 @@ class FramedChannel(trio.abc.Channel[bytes]):
         self._encode = self._framer.encode
         self._receive_size = receive_size
         self._pending: deque[bytes] = deque()
-        self._error: FramingError | None = None
+        self._error: FramingError | None = None  # to raise once what precedes it is taken
+        self._resume = False  # after a raised framing error: frame what the framer kept
         self._eof = False
         self._closed = False
         self._receiving = False
@@ -101,6 +109,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
 
     @property
     def framer(self) -> Framer:
+        """The framer that cuts the stream into messages and frames what is sent."""
         return self._framer
 
     # -- receiving ---------------------------------------------------------------------
@@ -116,13 +125,49 @@ class FramedChannel(trio.abc.Channel[bytes]):
         """The next message if one is already buffered, else :class:`trio.WouldBlock`.
 
         Never reads the stream: it serves the messages the last read completed, so a
-        reader can take a burst with one await.
+        reader can take a burst with one await. It never raises a framing error: when one
+        is next, it says :class:`trio.WouldBlock`, and ``receive()`` raises the error.
         """
         if self._closed:
             raise trio.ClosedResourceError("the channel was closed")
-        if not self._pending:
-            raise trio.WouldBlock
-        return self._pending.popleft()
+        pending = self._pending
+        if not pending and self._error is None and self._resume:
+            self._frame_what_was_kept()
+        if not pending:
+            raise trio.WouldBlock  # (a framing error is for receive() to raise, in place)
+        return pending.popleft()
+
+    def _next_buffered(self) -> bytes | None:
+        """The next message the channel holds without reading the stream, or None.
+
+        Raises the framing error waiting to be raised (once): from then on, what
+        followed the refused message in the same read is framed again.
+        """
+        pending = self._pending
+        while not pending:
+            error = self._error
+            if error is not None:
+                self._error = None
+                self._resume = True
+                raise error
+            if not self._resume:
+                return None
+            self._frame_what_was_kept()
+        return pending.popleft()
+
+    def _frame_what_was_kept(self) -> None:
+        """After a raised framing error: frame what followed the refused message."""
+        self._resume = False
+        try:
+            self._pending.extend(self._framer.feed_eof() if self._eof else self._feed(b""))
+        except FramingError as exc:
+            self._refused(exc)
+
+    def _refused(self, exc: FramingError) -> None:
+        """Keep ``exc`` to raise after the messages that preceded it."""
+        if isinstance(exc, MessageTooLargeError):
+            self._pending.extend(exc.messages)
+        self._error = exc
 
     async def _receive(self, end: type[Exception]) -> bytes:
         """The next message; at the stream's end, raise ``end``.
@@ -141,19 +186,19 @@ class FramedChannel(trio.abc.Channel[bytes]):
                 await trio.lowlevel.checkpoint()
                 return pending.popleft()
             while True:
-                if self._error is not None:
-                    raise self._error
+                if self._error is not None or self._resume:  # after a refusal
+                    await trio.lowlevel.checkpoint()
+                    message = self._next_buffered()
+                    if message is not None:
+                        return message
                 if self._eof:
                     raise end
                 data = await self._receive_some(self._receive_size)
                 try:
                     messages = self._feed(bytes(data)) if data else self._end()
-                except MessageTooLargeError as exc:
-                    messages = exc.messages
-                    self._error = exc
                 except FramingError as exc:
-                    messages = []
-                    self._error = exc
+                    self._refused(exc)
+                    continue
                 if messages:
                     if len(messages) > 1:
                         pending.extend(messages)
