@@ -591,3 +591,20 @@ async def test_a_sealed_outbox_writes_what_it_holds_and_drops_later_puts() -> No
             outbox.put(b"late")
             assert read_available(peer) == b""
             assert outbox.frames == 0
+
+
+async def test_write_nowait_writes_what_the_socket_takes_and_says_wouldblock_for_the_rest() -> None:
+    async with outbox_and_peer() as (outbox, _, peer):
+        sent = put_until_queued(outbox, 3)
+        waiting = outbox.queued
+        with trio.testing.assert_no_checkpoints(), pytest.raises(trio.WouldBlock):
+            outbox.write_nowait()  # nothing read yet: the socket takes nothing more
+        assert outbox.queued == waiting
+        received = read_available(peer)  # room again
+        while outbox.frames:
+            with contextlib.suppress(trio.WouldBlock):
+                outbox.write_nowait()
+            received += read_available(peer)
+        outbox.write_nowait()  # nothing left: no WouldBlock
+        assert outbox.queued == 0
+        assert received + read_available(peer) == b"".join(sent)

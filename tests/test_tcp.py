@@ -6,6 +6,7 @@ import contextlib
 import errno
 import socket
 import ssl
+import tracemalloc
 import types
 from collections.abc import Awaitable, Callable
 
@@ -175,6 +176,121 @@ async def test_idle_timeout_closes_a_silent_connection_at_exactly_the_timeout(
             assert server.statistics().idle_timeouts == 2
             await silent.aclose()
             await chatty.aclose()
+
+
+async def test_a_line_service_that_catches_a_refusal_receives_the_next_line() -> None:
+    # A user's handler: it catches MessageTooLargeError, answers it, and goes on.
+    lines: list[bytes] = []
+    refused: list[int] = []
+    order: list[str] = []
+
+    async def handler(conn: TCPConnection) -> None:
+        chan = FramedChannel(conn, LineFramer(max_line_length=100))
+        while True:
+            try:
+                line = await chan.receive()
+            except MessageTooLargeError as exc:
+                refused.append(exc.size)
+                order.append("refused")
+                await chan.send(b"refused")
+                continue
+            except trio.EndOfChannel:
+                return
+            lines.append(line)
+            order.append("line")
+            await chan.send(b"ok " + line)
+
+    with trio.fail_after(GUARD):
+        async with running_tcp_server(handler) as (server, _):
+            client = await open_tcp_channel("127.0.0.1", server.port)
+            stream = client.stream
+            await stream.send_all(b"x" * 1000 + b"\nfirst\n")
+            assert await client.receive() == b"refused"
+            assert await client.receive() == b"ok first"
+            # 10 MiB without a newline: refused as soon as it passes the limit, then
+            # skipped as it arrives. The server holds none of it: its memory stays flat.
+            chunk = b"y" * 65536
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                for _ in range(160):
+                    await stream.send_all(chunk)
+                await stream.send_all(b"\nsecond\n")
+                assert await client.receive() == b"refused"
+                assert await client.receive() == b"ok second"
+                grown = tracemalloc.get_traced_memory()[1] - before
+            finally:
+                tracemalloc.stop()
+            assert grown < 2 * 1024 * 1024, grown  # a fifth of what was sent, at most
+            await client.aclose()
+    # One refusal per refused line, each in its place; the whole line's size when it came
+    # whole, the bytes seen when it passed the limit otherwise (at most one read's worth).
+    assert order == ["refused", "line", "refused", "line"]
+    assert lines == [b"first", b"second"]
+    assert refused[0] == 1000
+    assert 100 < refused[1] <= 256 * 1024 + 100
+
+
+async def goodbye_on_idle(conn: TCPConnection) -> None:
+    """A line service that says why it closes, as the README shows: the idle timeout
+    cancels its stop scope, not the handler, and ``idle_expired`` says so."""
+    chan = FramedChannel(conn)
+    with conn.stop_scope():
+        async for line in chan:
+            await chan.send(line)
+    if conn.idle_expired:
+        await chan.send(b"bye: idle for 30 s")
+    # Lingers past its goodbye, reading what still comes: the grace period ends that.
+    async for _ in chan:
+        pass
+
+
+async def test_an_idle_timeout_lets_the_handler_say_goodbye_within_the_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(1000):
+        async with running_tcp_server(goodbye_on_idle, idle_timeout=30, grace_period=4) as (
+            server,
+            _,
+        ):
+            chan = await open_tcp_channel("127.0.0.1", server.port)
+            await trio.sleep(10)
+            await chan.send(b"hello")
+            assert await chan.receive() == b"hello"
+            last_word = trio.current_time()
+            # The goodbye comes 30 s after the last byte received...
+            assert await chan.receive() == b"bye: idle for 30 s"
+            assert trio.current_time() - last_word == pytest.approx(30)
+            # ...what the peer says now does not put it off, and the handler, which lingers,
+            # is cancelled at the end of the grace period: the connection closes then.
+            await trio.sleep(2)
+            await chan.send(b"too late")
+            with pytest.raises(trio.EndOfChannel):
+                await chan.receive()
+            assert trio.current_time() - last_word == pytest.approx(34)
+            assert server.statistics().idle_timeouts == 1
+            await chan.aclose()
+
+
+async def test_without_a_stop_scope_an_idle_timeout_cancels_the_handler_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[bool] = []
+
+    async def lingers(conn: TCPConnection) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            seen.append(conn.idle_expired)  # a finally block can tell why
+
+    with trio.fail_after(1000):
+        async with running_tcp_server(lingers, idle_timeout=30, grace_period=4) as (server, _):
+            stream = await open_tcp_stream("127.0.0.1", server.port)
+            start = trio.current_time()
+            assert await stream.receive_some() == b""
+            assert trio.current_time() - start == pytest.approx(30)
+            assert seen == [True]
+            await stream.aclose()
 
 
 async def test_max_connections_queues_the_next_one_until_a_slot_frees(

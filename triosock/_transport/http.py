@@ -77,6 +77,7 @@ class Request:
 
     @property
     def query(self) -> str:
+        """The target's query, as sent (``/a?x=1&y=2`` gives ``x=1&y=2``)."""
         return urlsplit(self.target).query
 
     def header(self, name: str, default: str | None = None) -> str | None:

@@ -476,9 +476,11 @@ class StreamSink:
         raise trio.WouldBlock("this stream cannot write without waiting")
 
     async def wait_writable(self) -> None:
+        """Return when the stream may take more (``wait_send_all_might_not_block``)."""
         await self._stream.wait_send_all_might_not_block()
 
     async def send(self, data: bytes) -> None:
+        """Write all of ``data`` (``send_all``)."""
         await self._stream.send_all(data)
 
 
@@ -494,6 +496,7 @@ class DatagramSink:
         self._peer = peer
 
     def try_send(self, data: bytes | memoryview) -> int:
+        """Send ``data`` as one datagram if the socket has room now; its size, or 0."""
         try:
             self._peer.send_nowait(bytes(data))
         except trio.WouldBlock:
@@ -501,7 +504,9 @@ class DatagramSink:
         return len(data)
 
     async def wait_writable(self) -> None:
+        """Return when the server's socket may take a datagram."""
         await self._peer.wait_writable()
 
     async def send(self, data: bytes) -> None:
+        """Send ``data`` as one datagram, waiting for room if the socket has none."""
         await self._peer.send(data)
