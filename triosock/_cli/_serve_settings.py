@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class ServeCommon:
     max_connections: int | None = None
     idle_timeout: float | None = None
     grace: float = DEFAULT_GRACE
-    log_level: int = 20
+    log_level: int = logging.INFO
 
     def idle_or(self, default: float | None) -> float | None:
         """The idle timeout to use: ``default`` when none was given, None for ``none``."""
