@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
@@ -140,3 +142,85 @@ async def line_process(argv: Sequence[str]) -> AsyncIterator[LineProcess]:
         if process.returncode is None:
             process.kill()
         await process.wait()
+
+
+class Supervisor:
+    """``python -m triosock ... --workers N``, its start-up lines, and all it printed."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.out = b""
+        self.err = b""
+        self._changed = trio.Event()
+
+    def _got(self, into: str, data: bytes) -> None:
+        setattr(self, into, getattr(self, into) + data)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once what it printed makes ``predicate()`` true."""
+        while not predicate():
+            assert self.process.poll() is None, (self.out, self.err)
+            await self._changed.wait()
+
+    def port(self, label: str) -> int:
+        match = re.search(re.escape(label).encode() + rb".*?127\.0\.0\.1:(\d+)", self.out)
+        assert match, self.out
+        return int(match.group(1))
+
+    def pids(self) -> list[int]:
+        match = re.search(rb"\d+ workers: pid ([\d, ]+)", self.out)
+        assert match, self.out
+        return [int(pid) for pid in match.group(1).split(b", ")]
+
+
+@asynccontextmanager
+async def supervisor(args: list[str]) -> AsyncIterator[Supervisor]:
+    process = await trio.lowlevel.open_process(
+        [PYTHON, "-m", "triosock", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    sup = Supervisor(process)
+
+    async def collect(stream: trio.abc.ReceiveStream, into: str) -> None:
+        while data := await stream.receive_some():
+            sup._got(into, bytes(data))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect, process.stdout, "out")
+            nursery.start_soon(collect, process.stderr, "err")
+            await sup.wait_until(lambda: b"workers: pid" in sup.out)
+            yield sup
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+                await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def children(pid: int) -> list[str]:
+    """Every child of ``pid``, whichever of its threads started it."""
+    found: list[str] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found += children.read().split()
+    return found
+
+
+async def gone(pid: int) -> None:
+    """Return once ``pid`` has exited (polling /proc: not our child, nothing reports it)."""
+    while alive(pid):  # noqa: ASYNC110 (not our child: no event to wait for)
+        await trio.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -25,7 +25,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from triosock._cli.join import colour_wanted, paint
+from triosock._cli._join_screen import colour_wanted, paint
 
 from .chattools import LineSocket
 from .clitools import PYTHON, LineProcess, ServerProcess, cli_server, run

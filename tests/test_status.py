@@ -133,7 +133,7 @@ async def test_status_of_a_wrong_port_or_service_is_one_line() -> None:
             not_chat = await run([*CLI, "chat", "status", f"127.0.0.1:{status_port}", "--once"])
         nobody = await run([*CLI, "echo", "status", f"127.0.0.1:{status_port}"])
     for result, expected in [
-        (not_status, "bad response from 127.0.0.1:"),
+        (not_status, f"127.0.0.1:{echo_port} does not answer HTTP: not a status port"),
         (not_chat, "is a echo server, not chat: try python -m triosock echo status"),
         (nobody, "connection refused"),
     ]:
@@ -141,3 +141,23 @@ async def test_status_of_a_wrong_port_or_service_is_one_line() -> None:
         assert b"Traceback" not in result.stderr
         (line,) = result.stderr.decode().strip().splitlines()
         assert expected in line
+
+
+async def test_status_of_a_chat_port_says_at_once_it_is_no_status_port() -> None:
+    # The chat's TCP port greets first and then waits for lines: the first bytes say it
+    # is not HTTP, and the command says so without waiting for its 5 s.
+    with trio.fail_after(GUARD):
+        async with cli_server(
+            [*CHAT, "--web", "none", "--status", "none"], ready_lines=2
+        ) as server:
+            tcp = server.port("chat (tcp)")
+            began = trio.current_time()
+            result = await run([*CLI, "chat", "status", f"127.0.0.1:{tcp}"])
+            took = trio.current_time() - began
+    assert result.returncode == 1
+    (line,) = result.stderr.decode().strip().splitlines()
+    assert line == (
+        f"triosock: error: 127.0.0.1:{tcp} does not answer HTTP: not a status port (chat "
+        "servers answer status on 127.0.0.1:7079 unless --status moved it)"
+    )
+    assert took < 4  # an interpreter's start and a greeting, not the 5 s wait

@@ -10,73 +10,12 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import trio
 
 from .chattools import LineReader, LineSocket
-from .clitools import PYTHON, need, run
+from .clitools import PYTHON, Supervisor, children, gone, need, run, supervisor
 from .conftest import GUARD
-
-
-class Supervisor:
-    """``python -m triosock ... --workers N``, its start-up lines, and all it printed."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.out = b""
-        self.err = b""
-        self._changed = trio.Event()
-
-    def _got(self, into: str, data: bytes) -> None:
-        setattr(self, into, getattr(self, into) + data)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once what it printed makes ``predicate()`` true."""
-        while not predicate():
-            assert self.process.poll() is None, (self.out, self.err)
-            await self._changed.wait()
-
-    def port(self, label: str) -> int:
-        match = re.search(re.escape(label).encode() + rb".*?127\.0\.0\.1:(\d+)", self.out)
-        assert match, self.out
-        return int(match.group(1))
-
-    def pids(self) -> list[int]:
-        match = re.search(rb"\d+ workers: pid ([\d, ]+)", self.out)
-        assert match, self.out
-        return [int(pid) for pid in match.group(1).split(b", ")]
-
-
-@asynccontextmanager
-async def supervisor(args: list[str]) -> AsyncIterator[Supervisor]:
-    process = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "triosock", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    sup = Supervisor(process)
-
-    async def collect(stream: trio.abc.ReceiveStream, into: str) -> None:
-        while data := await stream.receive_some():
-            sup._got(into, bytes(data))
-
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(collect, process.stdout, "out")
-            nursery.start_soon(collect, process.stderr, "err")
-            await sup.wait_until(lambda: b"workers: pid" in sup.out)
-            yield sup
-            if process.returncode is None:
-                process.send_signal(signal.SIGINT)
-                await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def test_http_serve_with_4_workers_takes_ab_without_errors_over_every_worker() -> None:
@@ -296,33 +235,10 @@ async def test_a_supervisor_killed_outright_takes_its_workers_and_redis_with_it(
     with trio.fail_after(GUARD):
         args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
         async with supervisor([*args, "--workers", "2"]) as sup:
-            children = [int(pid) for pid in _children(sup.process.pid)]
-            assert len(children) == 3  # two workers and the private redis-server
+            kids = [int(pid) for pid in children(sup.process.pid)]
+            assert len(kids) == 3  # two workers and the private redis-server
             sup.process.kill()  # SIGKILL: no stop, no cleanup of its own
             await sup.process.wait()
             # The workers see their stdin end; the kernel tells redis (PR_SET_PDEATHSIG).
-            for pid in children:
-                await _gone(pid)
-
-
-def _children(pid: int) -> list[str]:
-    """Every child of ``pid``, whichever of its threads started it."""
-    found: list[str] = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            found += children.read().split()
-    return found
-
-
-async def _gone(pid: int) -> None:
-    """Return once ``pid`` has exited (polling /proc: not our child, nothing reports it)."""
-    while _alive(pid):  # noqa: ASYNC110 (not our child: no event to wait for)
-        await trio.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+            for pid in kids:
+                await gone(pid)

@@ -26,6 +26,12 @@ from ._sansio.addresses import format_address
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
 from ._transport.channel import FramedChannel
 from ._transport.http import Request, Response, serve_http
+from ._transport.http_client import (
+    HTTPResponseError,
+    NotHTTPError,
+    ResponseTooLargeError,
+    fetch,
+)
 from ._transport.outbox import DatagramSink, Outbox, OutboxStalled, Sink, StreamSink
 from ._transport.tcp import (
     TCPConnection,
@@ -64,15 +70,18 @@ __all__ = [
     "FramedChannel",
     "Framer",
     "FramingError",
+    "HTTPResponseError",
     "IdleTimer",
     "LengthPrefixFramer",
     "LineFramer",
     "MessageTooLargeError",
+    "NotHTTPError",
     "Outbox",
     "OutboxStalled",
     "PeerUnreachableError",
     "Request",
     "Response",
+    "ResponseTooLargeError",
     "Sink",
     "StreamSink",
     "TCPConnection",
@@ -87,6 +96,7 @@ __all__ = [
     "WebSocketServer",
     "WebSocketServerStatistics",
     "expiry_after",
+    "fetch",
     "format_address",
     "open_tcp_channel",
     "open_tcp_stream",

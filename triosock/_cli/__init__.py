@@ -1,35 +1,47 @@
 """The command line: ``python -m triosock <service> <action> ...``.
 
+One direction, from the words typed to the running program:
+
+1. :func:`build_parser` registers each service's commands (``chat``, ``echo``, ``time``,
+   ``http``: one module each; the options every serve command shares are registered
+   once, in :mod:`._serve_settings`).
+2. :func:`main` parses once. Each command's parser leaves a ``job`` maker: it turns the
+   parsed options into the command's frozen settings record (a serve command's is the
+   whole of what it was asked for) and returns the job that runs it.
+3. :func:`~._run.run_job` runs the job and exits with its status. A serve job
+   (:func:`~._serving.run_serve`) builds its service from the record and serves, or
+   supervises ``--workers`` processes (:mod:`._supervisor`) that each get the record.
+
 Every error a user can cause (a bad address, a port in use, a refused connection) ends
-the program with a one-line ``triosock: error: ...`` on stderr and a non-zero status,
-never a traceback. SIGINT or SIGTERM stop a server gracefully, with status 0. Each
-service's commands live in a module of their own with a ``register(services)``.
+the program with a one-line error on stderr and a non-zero status, never a traceback: a
+mistake in the command line is the command's usage error and status 2; what goes wrong
+at run time is ``triosock: error: ...`` and status 1. SIGINT or SIGTERM stop a server
+gracefully, with status 0; a second one during that stop ends it at once, with 130.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import NoReturn
 
 import trio
 
 from .. import __version__
 from .._errors import TriosockError
-from . import chat, echo, http
+from . import _chat_options, echo, http
 from . import time as time_cli
-from ._common import add_log_options
+from ._console import UsageError
 from ._parser import Parser
+from ._run import EXIT_ERROR, Job, run_job
+from ._serve_settings import add_log_options
 
-__all__ = ["build_parser", "main", "run_parsed"]
-
-EXIT_ERROR = 1
+__all__ = ["build_parser", "main"]
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> Parser:
     """The whole command line; ``prog`` is how the program calls itself in messages
     (by default the name it was run by: ``triosock`` for the console script)."""
     prog = prog or os.path.basename(sys.argv[0]) or "triosock"
@@ -47,55 +59,21 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     add_log_options(parser)
     parser.set_defaults(prog=prog)  # for the lines that tell users what to type
-    services = parser.add_subparsers(dest="service", required=True, metavar="SERVICE")
-    for module in (chat, echo, http, time_cli):
-        module.register(services)
+    parser.add_commands(leaf=False, metavar="SERVICE")
+    for module in (_chat_options, echo, http, time_cli):
+        module.register(parser)
     return parser
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
-    return [exc]
-
-
-def _user_error(exc: BaseException) -> str | None:
-    """The one line to show for an error the user can cause, or None for a real bug."""
-    leaves = _leaves(exc)
-    for leaf in leaves:
-        if isinstance(leaf, TriosockError):
-            return str(leaf)
-    for leaf in leaves:
-        if isinstance(leaf, trio.BrokenResourceError | trio.ClosedResourceError):
-            return f"connection lost: {leaf or type(leaf).__name__}"
-    return None
-
-
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> NoReturn:
-    parser = build_parser(prog)
-    run_parsed(parser.parse_args(argv))
-
-
-def run_parsed(args: argparse.Namespace) -> NoReturn:
-    """Run a parsed command (here, or in a worker process) and exit with its status."""
-    run: Callable[[argparse.Namespace], Awaitable[None]] = args.run
+    """Parse the command line, run the command, and exit with its status."""
+    args = build_parser(prog).parse_args(argv)
     try:
-        trio.run(run, args)
-    except BrokenPipeError:
-        # Our output went into a pipe that was closed (``| head``): nobody reads more.
-        # Point stdout at /dev/null so the exit's flush does not complain again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        job: Job = args.job(args)
+    except UsageError as exc:
+        usage: Parser = args.usage_parser
+        usage.error(str(exc))
+    except TriosockError as exc:
+        print(f"triosock: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
-    except BaseException as exc:
-        # A second Ctrl-C while the graceful stop runs, or one in a client: it may come
-        # out of a nursery, inside a group.
-        if any(isinstance(leaf, KeyboardInterrupt) for leaf in _leaves(exc)):
-            sys.exit(130)
-        if not isinstance(exc, Exception):
-            raise
-        message = _user_error(exc)
-        if message is None:
-            raise
-        print(f"triosock: error: {message}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
-    sys.exit(0)
+    run_job(job)

@@ -1,141 +1,164 @@
-"""``python -m triosock echo serve|send``."""
+"""``python -m triosock echo serve|send|status``."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
 from .._services.echo import echo_handler, udp_echo_handler
 from .._transport.tcp import TCPServer, open_tcp_stream, serve_tcp
 from .._transport.udp import UDPServer, open_udp_channel, serve_udp
-from ._common import (
-    ADDRESS_HELP,
-    CLIError,
-    add_log_options,
-    configure_logging,
-    parse_hostport,
-    parse_port,
-    positive,
-    read_stdin_chunk,
-    run_servers,
-    tcp_line,
-    udp_line,
+from ._console import CLIError, read_stdin_chunk
+from ._parser import Parser, record
+from ._run import Job
+from ._serve_settings import (
+    PortSlot,
+    ServeSettings,
+    add_host_port,
+    add_serve_options,
+    serve_common,
 )
-from ._parser import CommandParser, add_config_option
-from ._status import Status, add_status_option, register_status, status_starter
-from ._workers import PortSlot, add_workers_option, supervise, worker_index
+from ._serving import run_serve, run_servers, tcp_line, udp_line
+from ._status_ask import register_status
+from ._status_serve import Status
+from ._values import Address, address_help, parse_hostport, positive
+from ._workerenv import worker_index
 
 #: The default port: an unprivileged stand-in for the well-known 7.
 ECHO_PORT = 7007
 STATUS_PORT = 7009
+#: UDP peers known at once when --max-connections does not say (serve_udp's default).
+UDP_PEERS = 1024
 
 
-def _set_port(args: argparse.Namespace, port: int) -> None:
-    args.port = port
+@dataclass(frozen=True)
+class EchoSettings(ServeSettings):
+    """What ``echo serve`` was asked for."""
 
+    host: str = "127.0.0.1"
+    port: int = ECHO_PORT
+    udp: bool = False
 
-async def _echo_serve(args: argparse.Namespace) -> None:
-    configure_logging(args)
-    if args.workers > 1:
-        kinds = ("udp",) if args.udp else ("tcp",)
-        await supervise(args, [PortSlot(lambda a: (a.host, a.port), _set_port, kinds)], 5.0)
-        return
-    reuse = worker_index() is not None
-    status = Status("echo")
+    def port_slots(self) -> list[PortSlot]:
+        return [PortSlot("port", self.host, self.port, ("udp",) if self.udp else ("tcp",), False)]
 
-    async def start_tcp(nursery: trio.Nursery) -> str:
-        server: TCPServer = await nursery.start(
-            lambda task_status: serve_tcp(
-                echo_handler, args.port, host=args.host, reuse_port=reuse, task_status=task_status
-            )
-        )
-        status.add("echo", "tcp", server)
-        return tcp_line("echo", server)
-
-    async def start_udp(nursery: trio.Nursery) -> str:
-        server: UDPServer = await nursery.start(
+    async def serve(self, status: Status) -> None:
+        common = self.common
+        reuse = worker_index() is not None
+        serve: Callable[..., Awaitable[None]]
+        if self.udp:
             # One-shot clients: a new address pushes out the least recently active peer
-            # rather than be refused (and reply_each forgets a peer after 10 s of quiet).
-            lambda task_status: serve_udp(
+            # rather than be refused (and reply_each forgets a peer after 10 s).
+            serve = functools.partial(
+                serve_udp,
                 udp_echo_handler,
-                args.port,
-                host=args.host,
+                max_peers=common.max_connections or UDP_PEERS,
                 when_full="evict",
-                reuse_port=reuse,
-                task_status=task_status,
+                peer_idle_timeout=common.idle_or(None),
             )
-        )
-        status.add("echo", "udp", server)
-        return udp_line("echo", server)
+        else:
+            serve = functools.partial(
+                serve_tcp,
+                echo_handler,
+                max_connections=common.max_connections,
+                idle_timeout=common.idle_or(None),
+            )
 
-    await run_servers([start_udp if args.udp else start_tcp, status_starter(args, status.figures)])
+        async def start(nursery: trio.Nursery) -> str:
+            server: TCPServer | UDPServer = await nursery.start(
+                functools.partial(
+                    serve,
+                    port=self.port,
+                    host=self.host,
+                    grace_period=common.grace,
+                    reuse_port=reuse,
+                )
+            )
+            if isinstance(server, UDPServer):
+                status.add("echo", "udp", server)
+                return udp_line("echo", server)
+            status.add("echo", "tcp", server)
+            return tcp_line("echo", server)
+
+        await run_servers([start], status)
 
 
-async def _echo_send_udp(args: argparse.Namespace) -> None:
-    host, port = args.address
-    if args.message:
-        datagrams = [" ".join(args.message).encode()]
+def _serve_job(args: argparse.Namespace) -> Job:
+    common = serve_common(args, "echo", STATUS_PORT)
+    return functools.partial(run_serve, record(EchoSettings, args, common=common))
+
+
+# -- the client ----------------------------------------------------------------------------
+
+
+async def _send_udp(address: Address, message: list[str], within: float) -> None:
+    host, port = address
+    if message:
+        datagrams = [" ".join(message).encode()]
     else:
         datagrams = [line for line in sys.stdin.buffer.read().splitlines() if line]
     async with await open_udp_channel(host, port) as chan:
         for datagram in datagrams:
             await chan.send(datagram)
-            with trio.move_on_after(args.timeout) as waited:
+            with trio.move_on_after(within) as waited:
                 reply = await chan.receive()
             if waited.cancelled_caught:
-                raise CLIError(f"no answer from {host}:{port} within {args.timeout:g} s")
+                raise CLIError(f"no answer from {host}:{port} within {within:g} s")
             sys.stdout.buffer.write(reply + b"\n")
             sys.stdout.flush()
 
 
-async def _echo_send(args: argparse.Namespace) -> None:
-    if args.udp:
-        await _echo_send_udp(args)
+async def _send(address: Address, message: list[str], udp: bool, within: float) -> None:
+    """``echo send``: ``message`` (or stdin) to the echo server, the echo to stdout."""
+    if udp:
+        await _send_udp(address, message, within)
         return
-    host, port = args.address
-    stream = await open_tcp_stream(host, port)
+    stream = await open_tcp_stream(*address)
     out = sys.stdout.buffer
 
-    async def send() -> None:
-        if args.message:
-            await stream.send_all((" ".join(args.message) + "\n").encode())
+    async def write() -> None:
+        if message:
+            await stream.send_all((" ".join(message) + "\n").encode())
         else:
             while chunk := await read_stdin_chunk():
                 await stream.send_all(chunk)
         await stream.send_eof()
 
     async with stream, trio.open_nursery() as nursery:
-        nursery.start_soon(send)
+        nursery.start_soon(write)
         async for data in stream:
             out.write(data)
             out.flush()
 
 
-def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    echo = services.add_parser("echo", help="RFC 862 echo server and client")
-    actions = echo.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=CommandParser
-    )
-    serve = actions.add_parser("serve", help="run an echo server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument(
-        "--port", type=parse_port, default=ECHO_PORT, help=f"port (default {ECHO_PORT})"
-    )
+def _send_job(args: argparse.Namespace) -> Job:
+    return functools.partial(_send, args.address, args.message, args.udp, args.timeout)
+
+
+def register(top: Parser) -> None:
+    echo = top.add_command("echo", help="RFC 862 echo server and client")
+    echo.add_commands(leaf=True, metavar="ACTION")
+    serve = echo.add_command("serve", help="run an echo server")
+    add_host_port(serve, ECHO_PORT)
     serve.add_argument("--udp", action="store_true", help="serve UDP instead of TCP")
-    add_workers_option(serve, default=1)
-    add_status_option(serve, STATUS_PORT)
-    add_config_option(serve)
-    add_log_options(serve, defaults=False)
-    serve.set_defaults(run=_echo_serve)
-    register_status(actions, "echo", STATUS_PORT)
-    send = actions.add_parser("send", help="send MESSAGE (or stdin) and print the echo")
+    add_serve_options(
+        serve,
+        status_port=STATUS_PORT,
+        idle_help="close a connection (or forget a UDP peer) that sends nothing this long (none)",
+        job=_serve_job,
+    )
+    register_status(echo, "echo", STATUS_PORT)
+    send = echo.add_command("send", help="send MESSAGE (or stdin) and print the echo")
     send.add_argument(
         "address",
         type=parse_hostport,
         metavar="HOST:PORT",
-        help=ADDRESS_HELP.format("the echo server"),
+        help=address_help("the echo server", ECHO_PORT),
     )
     send.add_argument("message", nargs="*", metavar="MESSAGE", help="words to send as one line")
     send.add_argument(
@@ -148,4 +171,4 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=5.0,
         help="seconds to wait for a UDP answer (5)",
     )
-    send.set_defaults(run=_echo_send)
+    send.set_defaults(job=_send_job)

@@ -1,165 +1,145 @@
-"""``python -m triosock http serve|get``."""
+"""``python -m triosock http serve|get|status``."""
 
 from __future__ import annotations
 
 import argparse
-import ssl
+import functools
+import http
+import math
 import sys
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
 import trio
 
 from .._services.http import StaticFiles, tutorial_handler
 from .._transport.http import Handler, serve_http
-from .._transport.tcp import TCPServer, open_tcp_stream
-from ._common import (
-    CLIError,
-    add_log_options,
-    configure_logging,
-    parse_port,
-    positive,
-    run_servers,
-    say,
-    tcp_line,
+from .._transport.http_client import fetch
+from .._transport.tcp import TCPServer
+from ._console import CLIError, say
+from ._parser import Parser, record
+from ._run import Job
+from ._serve_settings import (
+    PortSlot,
+    ServeSettings,
+    add_host_port,
+    add_serve_options,
+    serve_common,
 )
-from ._parser import CommandParser, add_config_option
-from ._status import Status, add_status_option, register_status, status_starter
-from ._workers import PortSlot, add_workers_option, supervise, worker_index
+from ._serving import run_serve, run_servers, tcp_line
+from ._status_ask import register_status
+from ._status_serve import Status
+from ._values import positive
+from ._workerenv import worker_index
 
 #: The default port: the tutorials' 8080.
 HTTP_PORT = 8080
 STATUS_PORT = 8081
+#: Seconds a connection may wait between requests, unless --idle-timeout says.
+KEEP_ALIVE = 5.0
 
 
-_PORT_SLOT = PortSlot(
-    lambda args: (args.host, args.port), lambda args, port: setattr(args, "port", port), ("tcp",)
+@dataclass(frozen=True)
+class HTTPSettings(ServeSettings):
+    """What ``http serve`` was asked for."""
+
+    host: str = "127.0.0.1"
+    port: int = HTTP_PORT
+    root: str | None = None
+
+    def port_slots(self) -> list[PortSlot]:
+        return [PortSlot("port", self.host, self.port, ("tcp",), False)]
+
+    async def serve(self, status: Status) -> None:
+        handler: Handler = tutorial_handler
+        if self.root is not None:
+            try:
+                handler = StaticFiles(self.root)
+            except OSError as exc:
+                raise CLIError(f"--root {self.root}: {exc.strerror or exc}") from exc
+        servers: list[TCPServer] = []
+
+        async def start(nursery: trio.Nursery) -> str:
+            server: TCPServer = await nursery.start(
+                lambda task_status: serve_http(
+                    handler,
+                    self.port,
+                    host=self.host,
+                    max_connections=self.common.max_connections,
+                    # "none": wait for the next request as long as the client likes.
+                    keep_alive_timeout=self.common.idle_or(KEEP_ALIVE) or math.inf,
+                    grace_period=self.common.grace,
+                    reuse_port=worker_index() is not None,
+                    task_status=task_status,
+                )
+            )
+            servers.append(server)
+            status.add("http", "tcp", server)
+            what = f"files under {handler.root}" if isinstance(handler, StaticFiles) else "hello"
+            return f"{tcp_line('http', server)} ({what})"
+
+        await run_servers([start], status)
+        worker = worker_index()
+        if worker is not None and servers:  # how the kernel spread the connections
+            served = servers[0].statistics().total_connections
+            say(f"worker {worker} served {served} connections")
+
+
+_IDLE_HELP = (
+    "close a connection that waits this long for its next request "
+    f"({KEEP_ALIVE:g}; none: as long as the client likes)"
 )
 
 
-async def _http_serve(args: argparse.Namespace) -> None:
-    configure_logging(args)
-    if args.workers > 1:
-        slot = PortSlot(
-            lambda a: (a.host, a.port), lambda a, port: setattr(a, "port", port), ("tcp",)
-        )
-        await supervise(args, [slot], grace=5.0)
-        return
-    handler: Handler = tutorial_handler
-    if args.root is not None:
-        try:
-            handler = StaticFiles(args.root)
-        except OSError as exc:
-            raise CLIError(f"--root {args.root}: {exc.strerror or exc}") from exc
-
-    async def start(nursery: trio.Nursery) -> str:
-        server: TCPServer = await nursery.start(
-            lambda task_status: serve_http(
-                handler,
-                args.port,
-                host=args.host,
-                reuse_port=worker_index() is not None,
-                task_status=task_status,
-            )
-        )
-        servers.append(server)
-        status.add("http", "tcp", server)
-        what = f"files under {handler.root}" if isinstance(handler, StaticFiles) else "hello"
-        return f"{tcp_line('http', server)} ({what})"
-
-    servers: list[TCPServer] = []
-    status = Status("http")
-    await run_servers([start, status_starter(args, status.figures)])
-    worker = worker_index()
-    if worker is not None and servers:  # how the kernel spread the connections
-        served = servers[0].statistics().total_connections
-        say(f"worker {worker} served {served} connections")
+def _serve_job(args: argparse.Namespace) -> Job:
+    common = serve_common(args, "http", STATUS_PORT)
+    return functools.partial(run_serve, record(HTTPSettings, args, common=common))
 
 
-async def _http_get(args: argparse.Namespace) -> None:
-    url = urlsplit(args.url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise CLIError(f"not an http:// or https:// URL: {args.url}")
+# -- the client ----------------------------------------------------------------------------
+
+
+async def _get(url: str, include: bool, within: float) -> None:
+    """``http get``: the answer's body on stdout (with ``include``, its head before)."""
     try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-    except ValueError as exc:
-        raise CLIError(f"bad port in {args.url}: {exc}") from exc
-    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    with trio.move_on_after(args.timeout) as timer:
-        head, body = await fetch(url.scheme, url.hostname, port, target, url.netloc)
+        with trio.move_on_after(within) as timer:
+            answer = await fetch(url)
+    except ValueError as exc:  # fetch's word on the URL, before any IO
+        raise CLIError(str(exc)) from None
     if timer.cancelled_caught:
-        raise CLIError(f"no answer from {url.netloc} within {args.timeout:g} s")
+        where = urlsplit(url).netloc
+        raise CLIError(f"no answer from {where} within {within:g} s")
+    try:
+        reason = http.HTTPStatus(answer.status).phrase
+    except ValueError:  # a status Python has no name for
+        reason = ""
     out = sys.stdout.buffer
-    if args.include:
-        reason = head.reason.decode("latin-1")
-        out.write(f"HTTP/{head.http_version.decode()} {head.status_code} {reason}\r\n".encode())
-        for name, value in head.headers:
-            out.write(name + b": " + value + b"\r\n")
+    if include:
+        out.write(f"HTTP/1.1 {answer.status} {reason}\r\n".encode())
+        for name, value in answer.headers:
+            out.write(f"{name}: {value}\r\n".encode("latin-1"))
         out.write(b"\r\n")
-    out.write(body)
+    out.write(answer.body)
     out.flush()
-    if head.status_code >= 400:
-        raise CLIError(f"HTTP {head.status_code} {head.reason.decode('latin-1')}")
+    if answer.status >= 400:
+        raise CLIError(f"HTTP {answer.status} {reason}".rstrip())
 
 
-async def fetch(
-    scheme: str, host: str, port: int, target: str, netloc: str
-) -> tuple[h11.Response, bytes]:
-    context = ssl.create_default_context() if scheme == "https" else None
-    stream = await open_tcp_stream(host, port, ssl_context=context)
-    conn = h11.Connection(h11.CLIENT)
-    request = h11.Request(
-        method="GET",
-        target=target,
-        headers=[
-            ("host", netloc),
-            ("user-agent", "triosock"),
-            ("accept", "*/*"),
-            ("connection", "close"),
-        ],
-    )
-    async with stream:
-        await stream.send_all((conn.send(request) or b"") + (conn.send(h11.EndOfMessage()) or b""))
-        head: h11.Response | None = None
-        body = bytearray()
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise CLIError(f"bad response from {netloc}: {exc}") from exc
-            if event is h11.NEED_DATA:
-                conn.receive_data(bytes(await stream.receive_some()))
-            elif isinstance(event, h11.Response):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                break
-        if head is None:
-            raise CLIError(f"{netloc} closed the connection without an answer")
-        return head, bytes(body)
+def _get_job(args: argparse.Namespace) -> Job:
+    return functools.partial(_get, args.url, args.include, args.timeout)
 
 
-def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    http = services.add_parser("http", help="a tiny HTTP server (hello/echo, or files) and client")
-    actions = http.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=CommandParser
-    )
-    serve = actions.add_parser(
+def register(top: Parser) -> None:
+    service = top.add_command("http", help="a tiny HTTP server (hello/echo, or files) and client")
+    service.add_commands(leaf=True, metavar="ACTION")
+    serve = service.add_command(
         "serve", help="serve the files under --root, or the tutorial's / and /echo"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument(
-        "--port", type=parse_port, default=HTTP_PORT, help=f"port (default {HTTP_PORT})"
-    )
+    add_host_port(serve, HTTP_PORT)
     serve.add_argument("--root", metavar="DIR", help="serve the files under DIR")
-    add_workers_option(serve, default=1)
-    add_status_option(serve, STATUS_PORT)
-    add_config_option(serve)
-    add_log_options(serve, defaults=False)
-    serve.set_defaults(run=_http_serve)
-    register_status(actions, "http", STATUS_PORT)
-    get = actions.add_parser("get", help="GET a URL and print the body (exit 1 for 4xx/5xx)")
+    add_serve_options(serve, status_port=STATUS_PORT, idle_help=_IDLE_HELP, job=_serve_job)
+    register_status(service, "http", STATUS_PORT)
+    get = service.add_command("get", help="GET a URL and print the body (exit 1 for 4xx/5xx)")
     get.add_argument("url", metavar="URL", help="http://HOST[:PORT]/PATH (or https://)")
     get.add_argument("-i", "--include", action="store_true", help="print the status and headers")
     get.add_argument(
@@ -169,4 +149,4 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=10.0,
         help="seconds for the whole exchange (10)",
     )
-    get.set_defaults(run=_http_get)
+    get.set_defaults(job=_get_job)

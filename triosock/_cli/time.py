@@ -1,4 +1,5 @@
-"""``python -m triosock time serve|query``: the time services and a strftime client."""
+"""``python -m triosock time serve|query|status``: the time services and a strftime
+client."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import functools
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -22,22 +24,15 @@ from .._services.timeservice import (
 )
 from .._transport.tcp import TCPConnection, TCPServer, serve_tcp
 from .._transport.udp import UDPPeer, UDPServer, open_udp_channel, serve_udp
-from ._common import (
-    ADDRESS_HELP,
-    CLIError,
-    ServerStarter,
-    add_log_options,
-    configure_logging,
-    parse_hostport,
-    parse_port,
-    positive,
-    run_servers,
-    tcp_line,
-    udp_line,
-)
-from ._parser import CommandParser, add_config_option
-from ._status import Status, add_status_option, register_status, status_starter
-from ._workers import PortSlot, add_workers_option, supervise, worker_index
+from ._console import CLIError
+from ._parser import Parser, record
+from ._run import Job
+from ._serve_settings import PortSlot, ServeSettings, add_serve_options, serve_common
+from ._serving import ServerStarter, run_serve, run_servers, tcp_line, udp_line
+from ._status_ask import register_status
+from ._status_serve import Status
+from ._values import Address, address_help, parse_hostport, parse_port, positive
+from ._workerenv import worker_index
 
 # The defaults: unprivileged stand-ins for the well-known ports (37, 13, 123), as 7007
 # stands in for echo's 7. The seed tutorial's strftime service has no well-known port; it
@@ -48,7 +43,8 @@ SNTP_PORT = 7123
 STRFTIME_PORT = 7038
 STATUS_PORT = 7039
 
-#: Seconds a strftime TCP connection may stay silent before it is closed.
+#: Seconds a strftime TCP connection may stay silent before it is closed (unless
+#: --idle-timeout says otherwise).
 STRFTIME_TCP_IDLE_TIMEOUT = 300.0
 
 _OFF = ("none", "off")
@@ -61,43 +57,62 @@ def _port_or_none(text: str) -> int | None:
     return parse_port(text)
 
 
-def _slot(name: str, kinds: tuple[str, ...]) -> PortSlot:
-    def get(args: argparse.Namespace) -> tuple[str, int] | None:
-        port = getattr(args, name)
-        return None if port is None else (args.host, port)
-
-    return PortSlot(get, lambda args, port: setattr(args, name, port), kinds)
+TCPHandler = Callable[[TCPConnection], Awaitable[None]]
+UDPHandler = Callable[[UDPPeer], Awaitable[None]]
 
 
-_PORT_SLOTS = [
-    _slot("rfc868_port", ("tcp", "udp")),
-    _slot("daytime_port", ("tcp", "udp")),
-    _slot("sntp_port", ("udp",)),
-    _slot("strftime_port", ("tcp", "udp")),
-]
+@dataclass(frozen=True)
+class TimeSettings(ServeSettings):
+    """What ``time serve`` was asked for: a port per service (None: not served)."""
 
+    host: str = "127.0.0.1"
+    rfc868_port: int | None = RFC868_PORT
+    daytime_port: int | None = DAYTIME_PORT
+    sntp_port: int | None = SNTP_PORT
+    strftime_port: int | None = STRFTIME_PORT
 
-async def _time_serve(args: argparse.Namespace) -> None:
-    configure_logging(args)
-    if args.workers > 1:
-        if all(slot.get(args) is None for slot in _PORT_SLOTS):
-            raise CLIError("every time service is turned off; nothing to serve")
-        await supervise(args, _PORT_SLOTS, grace=5.0)
-        return
-    host: str = args.host
-    reuse = worker_index() is not None
-    status = Status("time")
+    def port_slots(self) -> list[PortSlot]:
+        slots = [
+            ("rfc868_port", self.rfc868_port, ("tcp", "udp")),
+            ("daytime_port", self.daytime_port, ("tcp", "udp")),
+            ("sntp_port", self.sntp_port, ("udp",)),
+            ("strftime_port", self.strftime_port, ("tcp", "udp")),
+        ]
+        return [PortSlot(f, self.host, p, k, False) for f, p, k in slots if p is not None]
 
-    def tcp(
-        name: str,
-        handler: Callable[[TCPConnection], Awaitable[None]],
-        port: int,
-        idle_timeout: float | None = None,
+    async def serve(self, status: Status) -> None:
+        tcp = functools.partial(self._tcp, status)
+        udp = functools.partial(self._udp, status)
+        starters: list[ServerStarter] = []
+        if self.rfc868_port is not None:
+            starters.append(tcp("rfc868-time", rfc868_tcp_handler, self.rfc868_port))
+            starters.append(udp("rfc868-time", rfc868_udp_handler, self.rfc868_port))
+        if self.daytime_port is not None:
+            starters.append(tcp("daytime", daytime_tcp_handler, self.daytime_port))
+            starters.append(udp("daytime", daytime_udp_handler, self.daytime_port))
+        if self.sntp_port is not None:
+            starters.append(udp("sntp", sntp_udp_handler, self.sntp_port))
+        if self.strftime_port is not None:
+            starters.append(udp("strftime", strftime_udp_handler, self.strftime_port))
+            starters.append(
+                tcp("strftime", strftime_tcp_handler, self.strftime_port, STRFTIME_TCP_IDLE_TIMEOUT)
+            )
+        await run_servers(starters, status)
+
+    def _tcp(
+        self, status: Status, name: str, handler: TCPHandler, port: int, idle: float | None = None
     ) -> ServerStarter:
         async def start(nursery: trio.Nursery) -> str:
             server: TCPServer = await nursery.start(
                 functools.partial(
-                    serve_tcp, handler, port, host=host, idle_timeout=idle_timeout, reuse_port=reuse
+                    serve_tcp,
+                    handler,
+                    port,
+                    host=self.host,
+                    max_connections=self.common.max_connections,
+                    idle_timeout=self.common.idle_or(idle),
+                    grace_period=self.common.grace,
+                    reuse_port=worker_index() is not None,
                 )
             )
             status.add(name, "tcp", server)
@@ -105,7 +120,7 @@ async def _time_serve(args: argparse.Namespace) -> None:
 
         return start
 
-    def udp(name: str, handler: Callable[[UDPPeer], Awaitable[None]], port: int) -> ServerStarter:
+    def _udp(self, status: Status, name: str, handler: UDPHandler, port: int) -> ServerStarter:
         async def start(nursery: trio.Nursery) -> str:
             # Time clients ask once and go: forget them soon, and let a new address push
             # out the least recently active one rather than be refused.
@@ -114,10 +129,11 @@ async def _time_serve(args: argparse.Namespace) -> None:
                     serve_udp,
                     handler,
                     port,
-                    host=host,
+                    host=self.host,
                     when_full="evict",
                     peer_idle_timeout=UDP_PEER_IDLE_TIMEOUT,
-                    reuse_port=reuse,
+                    grace_period=self.common.grace,
+                    reuse_port=worker_index() is not None,
                 )
             )
             status.add(name, "udp", server)
@@ -125,40 +141,34 @@ async def _time_serve(args: argparse.Namespace) -> None:
 
         return start
 
-    starters: list[ServerStarter] = []
-    if args.rfc868_port is not None:
-        starters.append(tcp("rfc868-time", rfc868_tcp_handler, args.rfc868_port))
-        starters.append(udp("rfc868-time", rfc868_udp_handler, args.rfc868_port))
-    if args.daytime_port is not None:
-        starters.append(tcp("daytime", daytime_tcp_handler, args.daytime_port))
-        starters.append(udp("daytime", daytime_udp_handler, args.daytime_port))
-    if args.sntp_port is not None:
-        starters.append(udp("sntp", sntp_udp_handler, args.sntp_port))
-    if args.strftime_port is not None:
-        starters.append(udp("strftime", strftime_udp_handler, args.strftime_port))
-        starters.append(
-            tcp(
-                "strftime",
-                strftime_tcp_handler,
-                args.strftime_port,
-                idle_timeout=STRFTIME_TCP_IDLE_TIMEOUT,
-            )
-        )
-    if not starters:
+
+_IDLE_HELP = (
+    "close a TCP connection that sends nothing this long (strftime: "
+    f"{STRFTIME_TCP_IDLE_TIMEOUT:g}; the others answer and close at once)"
+)
+
+
+def _serve_job(args: argparse.Namespace) -> Job:
+    settings = record(TimeSettings, args, common=serve_common(args, "time", STATUS_PORT))
+    if not settings.port_slots():
         raise CLIError("every time service is turned off; nothing to serve")
-    await run_servers([*starters, status_starter(args, status.figures)])
+    return functools.partial(run_serve, settings)
 
 
-async def _time_query(args: argparse.Namespace) -> None:
-    host, port = args.address
+# -- the client ----------------------------------------------------------------------------
+
+
+async def _query(address: Address, format: str, within: float) -> None:
+    """``time query``: ask the strftime service at ``address`` for the time."""
+    host, port = address
     # fsencode: a format argument that is not valid UTF-8 goes out byte for byte.
-    request = os.fsencode(args.format)
+    request = os.fsencode(format)
     async with await open_udp_channel(host, port) as chan:
         await chan.send(request)
-        with trio.move_on_after(args.timeout) as waited:
+        with trio.move_on_after(within) as waited:
             reply = await chan.receive()
     if waited.cancelled_caught:
-        raise CLIError(f"no answer from {host}:{port} within {args.timeout:g} s")
+        raise CLIError(f"no answer from {host}:{port} within {within:g} s")
     if reply.startswith(b"error:"):
         reason = reply[len(b"error:") :].strip().decode("utf-8", "replace")
         raise CLIError(f"the server refused the format: {reason}")
@@ -166,14 +176,16 @@ async def _time_query(args: argparse.Namespace) -> None:
     sys.stdout.flush()
 
 
-def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    time_parser = services.add_parser(
+def _query_job(args: argparse.Namespace) -> Job:
+    return functools.partial(_query, args.address, args.format, args.timeout)
+
+
+def register(top: Parser) -> None:
+    time_parser = top.add_command(
         "time", help="time servers (RFC 868, RFC 867 daytime, SNTP, strftime) and a client"
     )
-    actions = time_parser.add_subparsers(
-        dest="action", required=True, metavar="ACTION", parser_class=CommandParser
-    )
-    serve = actions.add_parser(
+    time_parser.add_commands(leaf=True, metavar="ACTION")
+    serve = time_parser.add_command(
         "serve",
         help="run the time services",
         description=(
@@ -197,13 +209,9 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             metavar="PORT",
             help=f"port of {what} (default {default}; 'none' turns it off)",
         )
-    add_workers_option(serve, default=1)
-    add_status_option(serve, STATUS_PORT)
-    add_config_option(serve)
-    add_log_options(serve, defaults=False)
-    serve.set_defaults(run=_time_serve)
-    register_status(actions, "time", STATUS_PORT)
-    query = actions.add_parser(
+    add_serve_options(serve, status_port=STATUS_PORT, idle_help=_IDLE_HELP, job=_serve_job)
+    register_status(time_parser, "time", STATUS_PORT)
+    query = time_parser.add_command(
         "query",
         help="ask a strftime service (UDP) for the time",
         description=(
@@ -217,7 +225,7 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "address",
         type=parse_hostport,
         metavar="HOST:PORT",
-        help=ADDRESS_HELP.format("the strftime service"),
+        help=address_help("the strftime service", STRFTIME_PORT),
     )
     query.add_argument("format", nargs="?", default="", metavar="FORMAT")
     query.add_argument(
@@ -227,4 +235,4 @@ def register(services: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=5.0,
         help="seconds to wait for the answer (default 5)",
     )
-    query.set_defaults(run=_time_query)
+    query.set_defaults(job=_query_job)

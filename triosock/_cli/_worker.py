@@ -1,17 +1,19 @@
-"""A ``--workers`` worker process: ``python -m triosock._worker``, started by the
-supervisor in :mod:`triosock._cli._workers` with the command's parsed options in its
-environment. Not for users."""
+"""A ``--workers`` worker process: ``python -m triosock._cli._worker``, started by the
+supervisor (:mod:`._supervisor`) with the command's settings record in its environment.
+Not for users."""
 
 from __future__ import annotations
 
-import base64
+import functools
 import os
-import pickle
 import signal
 import threading
+from typing import cast
 
-from ._cli import run_parsed
-from ._cli._workers import OPTIONS_ENV
+from ._run import run_job
+from ._serve_settings import Served
+from ._serving import run_serve
+from ._workerenv import worker_settings
 
 
 def _stop_when_orphaned() -> None:
@@ -24,5 +26,4 @@ def _stop_when_orphaned() -> None:
 
 if __name__ == "__main__":
     threading.Thread(target=_stop_when_orphaned, name="orphan-watch", daemon=True).start()
-    # The options come from our own supervisor, never from a user or the network.
-    run_parsed(pickle.loads(base64.b64decode(os.environ[OPTIONS_ENV])))
+    run_job(functools.partial(run_serve, cast(Served, worker_settings())))

@@ -1,0 +1,246 @@
+"""An HTTP/1.1 client on h11: one request, one answer, bounded memory.
+
+:func:`fetch` is the client half of :mod:`triosock._transport.http`: h11 does the
+protocol, triosock the IO and the limits, and the answer is the server side's own
+:class:`~triosock.Response` record. It is the client ``python -m triosock http get``
+and the ``status`` commands use.
+
+Trio's conventions: no ``timeout=`` argument (put the call in a cancel scope: a server
+that never answers waits as long as the scope lets it), errors translated at this edge
+(:class:`~triosock.ConnectError` when the server cannot be reached, an
+:class:`HTTPResponseError` when what comes back is not an acceptable HTTP answer), and
+memory bounded by ``max_header_bytes`` and ``max_body`` whatever the server sends.
+
+One request a connection (``Connection: close``): the client is for commands and
+scripts, not for a crawl, and a connection pool would be a second cache of state.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from .._errors import TriosockError
+from .http import Response
+from .tcp import open_tcp_stream
+
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "HTTPResponseError",
+    "ResponseTooLargeError",
+    "fetch",
+]
+
+#: The largest body :func:`fetch` keeps by default (16 MiB).
+DEFAULT_MAX_BODY: Final = 16 * 1024 * 1024
+#: The largest status line and header block it reads by default (64 KiB).
+DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
+_RECEIVE_SIZE: Final = 64 * 1024
+#: How every HTTP/1.x answer begins: anything else is not HTTP, known from its first byte.
+_HTTP_PREFIX: Final = b"HTTP/"
+_PORTS: Final = {"http": 80, "https": 443}
+
+
+class HTTPResponseError(TriosockError):
+    """The server's answer is not an acceptable HTTP answer: not HTTP at all, malformed,
+    cut short, or (:class:`ResponseTooLargeError`) over a limit.
+
+    Attributes:
+      where: the ``host:port`` that answered, as the URL named it.
+    """
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+class NotHTTPError(HTTPResponseError):
+    """The server answered, but not in HTTP (its first bytes say so): another
+    protocol's port."""
+
+
+class ResponseTooLargeError(HTTPResponseError):
+    """The answer's header block or body is over the limit :func:`fetch` was given."""
+
+
+async def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+    ssl_context: ssl.SSLContext | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+) -> Response:
+    """Send one request to ``url`` and return the whole answer.
+
+    Args:
+      url: ``http://HOST[:PORT]/PATH[?QUERY]`` or ``https://...``; ``[IPv6]`` hosts too.
+      method: the request method; ``HEAD`` answers have no body.
+      headers: extra request headers; ``Host``, ``Connection: close`` and (with a body)
+        ``Content-Length`` are added unless given.
+      body: the request body.
+      ssl_context: for ``https``: the context that checks the server (by default
+        :func:`ssl.create_default_context`, the system's certificates).
+      max_body: the most body bytes kept; a larger answer is refused, before it is read
+        when its ``Content-Length`` says so.
+      max_header_bytes: the most bytes of status line and headers read.
+
+    Returns:
+      The answer as a :class:`~triosock.Response`: ``status``, ``headers`` (names in
+      lower case, in the order sent) and ``body``.
+
+    Raises:
+      ValueError: ``url`` is not an ``http``/``https`` URL with a host, or has a bad port.
+      ConnectError: the server cannot be reached (refused, unreachable, unknown host, a
+        failed TLS handshake).
+      NotHTTPError: the server's first bytes are not HTTP's (raised at once, without
+        waiting for more).
+      ResponseTooLargeError: the header block or the body is over its limit.
+      HTTPResponseError: the answer is malformed, or the connection ended before it did.
+
+    A cancel point (it waits for the network); cancel it to bound its time.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in _PORTS or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URL: {url}")
+    try:
+        port = parts.port or _PORTS[parts.scheme]
+    except ValueError as exc:
+        raise ValueError(f"bad port in {url}: {exc}") from None
+    where = parts.netloc.rpartition("@")[2]
+    if parts.scheme == "https" and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    stream = await open_tcp_stream(
+        parts.hostname, port, ssl_context=ssl_context if parts.scheme == "https" else None
+    )
+    async with stream:
+        exchange = _Exchange(stream, where, max_header_bytes=max_header_bytes, max_body=max_body)
+        return await exchange.run(method, target, list(headers), body)
+
+
+@dataclass
+class _Exchange:
+    """One request and its answer on one connection, with the limits."""
+
+    stream: trio.abc.Stream
+    where: str
+    max_header_bytes: int
+    max_body: int
+    # h11's own limit is the backstop; it does not fire on a header block that arrives
+    # in one read (h11 issue 182), so _head counts what it parsed too.
+    _h11: h11.Connection = field(init=False)
+    _received: int = 0
+
+    def __post_init__(self) -> None:
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.max_header_bytes)
+
+    async def run(
+        self, method: str, target: str, extra: list[tuple[str, str]], body: bytes
+    ) -> Response:
+        names = {name.lower() for name, _ in extra}
+        headers = list(extra)
+        if "host" not in names:
+            headers.insert(0, ("host", self.where))
+        if "connection" not in names:
+            headers.append(("connection", "close"))
+        if body and "content-length" not in names and "transfer-encoding" not in names:
+            headers.append(("content-length", str(len(body))))
+        request = h11.Request(method=method, target=target, headers=headers)
+        data = self._h11.send(request) or b""
+        if body:
+            data += self._h11.send(h11.Data(data=body)) or b""
+        data += self._h11.send(h11.EndOfMessage()) or b""
+        try:
+            await self.stream.send_all(data)
+            head = await self._head()
+            return Response(head.status_code, _decoded(head.headers), await self._body(head))
+        except trio.BrokenResourceError as exc:
+            raise self._error(f"the connection broke before the answer ended ({exc})") from exc
+
+    def _error(self, message: str) -> HTTPResponseError:
+        return HTTPResponseError(self.where, f"bad response from {self.where}: {message}")
+
+    async def _receive(self) -> None:
+        data = bytes(await self.stream.receive_some(_RECEIVE_SIZE))
+        if self._received == 0 and not data:
+            raise self._error("the connection closed without an answer")
+        if self._received == 0 and not _could_be_http(data):
+            shown = data[:24].decode("ascii", "replace").encode("unicode_escape").decode()
+            raise NotHTTPError(self.where, f"{self.where} does not answer HTTP (it said {shown!r})")
+        self._received += len(data)
+        self._h11.receive_data(data)  # b"": the server closed
+
+    def _next(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        try:
+            return self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            if exc.error_status_hint == 431:  # h11's "Receive buffer too long"
+                raise ResponseTooLargeError(
+                    self.where,
+                    f"{self.where} sent headers over {self.max_header_bytes} bytes",
+                ) from exc
+            raise self._error(str(exc)) from exc
+
+    async def _head(self) -> h11.Response:
+        while True:
+            event = self._next()
+            if event is h11.NEED_DATA:
+                await self._receive()
+            elif isinstance(event, h11.InformationalResponse):
+                continue  # a 100 Continue, or a 103: the answer comes after
+            elif isinstance(event, h11.Response):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise self._error("the connection closed without an answer")
+            else:
+                raise self._error(f"unexpected {type(event).__name__}")
+        size = len(event.reason) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+        if size > self.max_header_bytes:
+            raise ResponseTooLargeError(
+                self.where, f"{self.where} sent headers over {self.max_header_bytes} bytes"
+            )
+        return event
+
+    async def _body(self, head: h11.Response) -> bytes:
+        length = dict(_decoded(head.headers)).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            raise self._too_large(f"{length} bytes")
+        body = bytearray()
+        while True:
+            event = self._next()
+            if event is h11.NEED_DATA:
+                await self._receive()
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > self.max_body:
+                    raise self._too_large(f"over {self.max_body} bytes")
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return bytes(body)
+            else:
+                raise self._error(f"unexpected {type(event).__name__} in the body")
+
+    def _too_large(self, size: str) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            self.where,
+            f"{self.where} sent a body of {size}, over the limit of {self.max_body} bytes",
+        )
+
+
+def _could_be_http(data: bytes) -> bool:
+    """Whether ``data``, a server's first bytes, can begin an HTTP/1.x answer."""
+    start = data[: len(_HTTP_PREFIX)]
+    return _HTTP_PREFIX.startswith(start)
+
+
+def _decoded(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
