@@ -279,36 +279,3 @@ async def test_an_unreachable_or_malformed_redis_is_one_line_on_stderr() -> None
             b"not a redis URL: 'localhost:6379' (redis://HOST:PORT/DB or unix://PATH)" in bad.stderr
         )
         assert b"Traceback" not in down.stderr + bad.stderr
-
-
-# -- the hub on its own ------------------------------------------------------------------
-
-
-async def test_a_burst_for_one_room_travels_packed_and_arrives_whole_and_in_order() -> None:
-    # A room's lines that wait together for Redis go in one PUBLISH; lines for another
-    # room between them split the run.
-    script = (
-        [("lobby", i) for i in range(300)] + [("dm", 0)] + [("lobby", i) for i in range(300, 1000)]
-    )
-    script += [("dm", 1), ("dm", 2)] + [("lobby", 1000 + i) for i in range(5)]
-    with trio.fail_after(GUARD):
-        async with (
-            redis_server() as redis,
-            RedisHub(redis.url) as sender,
-            RedisHub(redis.url) as receiver,
-            receiver.subscribe("lobby", buffer=2000, policy="block") as lobby,
-            receiver.subscribe("dm", buffer=10, policy="block") as dm,
-        ):
-            await sender.wait_connected()
-            for topic, n in script:  # no checkpoint between: they wait together
-                sender.publish_nowait(topic, b"%s %d " % (topic.encode(), n) + b"x" * (n % 7))
-            got: dict[str, list[bytes]] = {"lobby": [], "dm": []}
-            for topic, sub in (("lobby", lobby), ("dm", dm)):
-                while len(got[topic]) < sum(1 for t, _ in script if t == topic):
-                    got[topic].append(await sub.receive())
-            publishes = await redis.publish_count()
-    for topic in ("lobby", "dm"):
-        assert got[topic] == [
-            b"%s %d " % (topic.encode(), n) + b"x" * (n % 7) for t, n in script if t == topic
-        ]
-    assert publishes <= 10, publishes  # 1,008 messages; a batch is at most 512
