@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import trio
 
@@ -97,3 +98,31 @@ async def redis_server() -> AsyncIterator[RedisProcess]:
             if redis.process is not None:
                 redis.resume()  # a paused one must be able to die
             await redis.kill()
+
+
+class LogWatch(logging.Handler):
+    """The records of one logger that contain ``text``, and an event set at the first:
+    what a test waits for when the code under test says it in its log."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.records: list[logging.LogRecord] = []
+        self.seen = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.records.append(record)
+            self.seen.set()
+
+
+@contextmanager
+def watch_log(logger: str, text: str) -> Iterator[LogWatch]:
+    """Watch ``logger`` for records containing ``text`` while the block lasts."""
+    watch = LogWatch(text)
+    target = logging.getLogger(logger)
+    target.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        target.removeHandler(watch)

@@ -7,17 +7,19 @@ absolute guard.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from contextlib import AsyncExitStack
 
 import pytest
 import trio
 
-from triosock._hub import ReadyQueue
-from triosock._hub._redis import RedisHub
+import triosock.hub
+from triosock._hub import HubStatistics, ReadyQueue
+from triosock._hub._redis import RedisHub, RedisHubStatistics
 
 from .conftest import GUARD
-from .redistools import redis_server
+from .redistools import free_port, redis_server, watch_log
 
 pytest.importorskip("coredis")
 
@@ -120,3 +122,90 @@ async def test_a_receiver_gets_interleaved_topics_in_the_order_they_were_publish
                 for subscription in await ready.wait():
                     arrived.append((subscription.topic, subscription.receive_nowait()))
     assert arrived == script
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+async def test_statistics_is_a_frozen_record_of_the_hub_here_and_its_redis_traffic() -> None:
+    # Each hub: one subscriber here, six messages handed to it, none lost.
+    expected = RedisHubStatistics(
+        topics=1,
+        subscribers=1,
+        published=6,
+        delivered=6,
+        dropped=0,
+        healthy=True,
+        sent=0,
+        received=0,
+        dropped_remote=0,
+        dropped_outgoing=0,
+    )
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as sender,
+            RedisHub(redis.url) as receiver,
+            sender.subscribe("lobby", buffer=10) as here,
+            receiver.subscribe("lobby", buffer=10) as there,
+        ):
+            await sender.wait_connected()
+            await receiver.wait_connected()
+            for n in range(5):
+                sender.publish_nowait("lobby", b"line %d" % n)
+            assert [await there.receive() for _ in range(5)] == [b"line %d" % n for n in range(5)]
+            # The publisher sends a batch once Redis took the one before: with this
+            # second one received, the first is counted.
+            sender.publish_nowait("lobby", b"line 5")
+            assert await there.receive() == b"line 5"
+            sent = sender.statistics()
+            assert receiver.statistics() == dataclasses.replace(expected, received=6)
+            assert here.drain_nowait() == [b"line %d" % n for n in range(6)]
+    # Its own messages, echoed by Redis, are not counted as received.
+    assert dataclasses.replace(sent, sent=0) == expected
+    assert sent.sent in (5, 6)  # the second batch's reply may still be on its way
+    assert isinstance(sent, HubStatistics)
+    assert triosock.hub.RedisHubStatistics is RedisHubStatistics
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sent.sent = 0  # type: ignore[misc]
+    for figure in ("sent", "received", "dropped_remote", "dropped_outgoing"):
+        assert not hasattr(sender, figure)  # only in the record
+
+
+async def test_statistics_count_what_an_unreachable_redis_cost() -> None:
+    with trio.fail_after(GUARD):
+        url = f"redis://127.0.0.1:{free_port()}"  # nothing listens there
+        async with RedisHub(url, max_pending=3) as hub:
+            with watch_log("triosock.hub", "messages for redis dropped") as warned:
+                for n in range(5):
+                    hub.publish_nowait("lobby", b"line %d" % n)
+            figures = hub.statistics()
+    assert (figures.healthy, figures.sent, figures.dropped_outgoing) == (False, 0, 2)
+    assert (figures.published, figures.delivered) == (5, 0)  # nobody here subscribed
+    assert [record.getMessage() for record in warned.records] == [
+        "1 messages for redis dropped: it is unreachable and 3 wait"
+    ]
+
+
+async def test_statistics_count_what_a_slow_block_subscriber_here_cost() -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as sender,
+            RedisHub(redis.url, max_pending=2) as receiver,
+            receiver.subscribe("lobby", buffer=1, policy="block") as slow,
+        ):
+            await sender.wait_connected()
+            with watch_log("triosock.hub", "messages from redis dropped") as warned:
+                for n in range(4):  # one run: one PUBLISH, handed on in one go
+                    sender.publish_nowait("lobby", b"line %d" % n)
+                await warned.seen.wait()
+            # 0 is queued for the subscriber, 1 and 2 wait (max_pending), 3 pushes out 1.
+            figures = receiver.statistics()
+            assert (figures.received, figures.dropped_remote) == (4, 1)
+            assert (figures.published, figures.delivered) == (1, 1)
+            assert [await slow.receive() for _ in range(3)] == [b"line 0", b"line 2", b"line 3"]
+            assert receiver.statistics().published == 3
+    assert [record.getMessage() for record in warned.records] == [
+        "1 messages from redis dropped: subscribers here fell 2 behind"
+    ]
