@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager, contextmanager
 
 import trio
 
+from triosock._redis import redis_client
+
 from .clitools import need
 
 
@@ -58,8 +60,6 @@ class RedisProcess:
 
     async def publish_count(self) -> int:
         """How many PUBLISH commands it has run (INFO commandstats)."""
-        from triosock._redis import redis_client
-
         async with redis_client(self.url) as client:
             stats = await client.info("commandstats")
         entry = stats.get("cmdstat_publish", {})
@@ -67,8 +67,6 @@ class RedisProcess:
 
     async def command_calls(self) -> int:
         """How many commands it has run in all, those of scripts included."""
-        from triosock._redis import redis_client
-
         async with redis_client(self.url) as client:
             stats = await client.info("commandstats")
         return sum(
@@ -76,6 +74,16 @@ class RedisProcess:
             for name, entry in stats.items()
             if name.startswith("cmdstat_") and isinstance(entry, dict)
         )
+
+    async def flushall(self) -> None:
+        """Empty it, as a Redis that restarted with nothing saved, its clients connected."""
+        async with redis_client(self.url) as client:
+            await client.flushall()
+
+    async def pttl(self, key: str) -> int:
+        """Milliseconds ``key`` has left (-2: no such key; -1: no expiry)."""
+        async with redis_client(self.url) as client:
+            return int(await client.pttl(key))
 
     async def kill(self) -> None:
         """kill -9, as a crash."""
@@ -101,19 +109,29 @@ async def redis_server() -> AsyncIterator[RedisProcess]:
 
 
 class LogWatch(logging.Handler):
-    """The records of one logger that contain ``text``, and an event set at the first:
-    what a test waits for when the code under test says it in its log."""
+    """The records of one logger that contain ``text``, and a way to wait for them:
+    what a test waits for when the code under test says it in its log (from trio tasks
+    of the test's run)."""
 
     def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
         self.records: list[logging.LogRecord] = []
-        self.seen = trio.Event()
+        self._changed = trio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.text in record.getMessage():
             self.records.append(record)
-            self.seen.set()
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+    async def wait(self, count: int = 1) -> None:
+        """Return once ``count`` records were seen."""
+        while len(self.records) < count:
+            await self._changed.wait()
 
 
 @contextmanager

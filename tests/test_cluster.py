@@ -118,34 +118,6 @@ async def test_a_killed_server_frees_its_users_nicks_within_the_lease() -> None:
                 await alice.expect(b"is now known as bob")
 
 
-async def test_the_lease_costs_redis_the_same_for_one_session_or_three_hundred() -> None:
-    """One lease per process: renewing it is a command or two, whatever the number of
-    users; a process gone frees all its users at its lease's end, and the reaper tells."""
-    with trio.fail_after(GUARD):
-        async with redis_server() as redis:
-            async with RedisDirectory(redis.url, lease=1.5) as gone:
-                sessions = [await gone.register("tcp", f"user{i}") for i in range(300)]
-                before = await redis.command_calls()
-                await trio.sleep(3)  # about 6 renewals, every lease / 3
-                during = await redis.command_calls() - before
-                assert len(await gone.nicks("#lobby")) == 300  # still leased, all of them
-                # 6 renewals of a lease per session would be 6 x 300 x 7 commands.
-                assert during < 100, during
-            # Its context left without unregistering anyone: as if the process died.
-            async with RedisDirectory(redis.url, lease=1.5) as survivor:
-                await trio.sleep(2)  # the lease (1.5 s, real time) runs out
-                assert await survivor.nicks() == []
-                assert await survivor.lookup("user7") is None
-                taken = await survivor.register("tcp", "user7")
-                assert taken.nick == "user7"  # free
-                reaped: list[str] = []
-                for _ in range(5):  # 100 per pass
-                    reaped += [ghost.nick for ghost in await survivor.reap()]
-                assert sorted(reaped) == sorted(s.nick for s in sessions)
-                assert await survivor.nicks() == ["user7"]
-                assert await survivor.rooms() == {"#lobby": 1}
-
-
 # -- faults, on the API ----------------------------------------------------------------
 
 
