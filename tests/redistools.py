@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import trio
+
+from triosock._redis import redis_client
 
 from .clitools import need
 
@@ -57,8 +60,6 @@ class RedisProcess:
 
     async def publish_count(self) -> int:
         """How many PUBLISH commands it has run (INFO commandstats)."""
-        from triosock._redis import redis_client
-
         async with redis_client(self.url) as client:
             stats = await client.info("commandstats")
         entry = stats.get("cmdstat_publish", {})
@@ -66,8 +67,6 @@ class RedisProcess:
 
     async def command_calls(self) -> int:
         """How many commands it has run in all, those of scripts included."""
-        from triosock._redis import redis_client
-
         async with redis_client(self.url) as client:
             stats = await client.info("commandstats")
         return sum(
@@ -75,6 +74,16 @@ class RedisProcess:
             for name, entry in stats.items()
             if name.startswith("cmdstat_") and isinstance(entry, dict)
         )
+
+    async def flushall(self) -> None:
+        """Empty it, as a Redis that restarted with nothing saved, its clients connected."""
+        async with redis_client(self.url) as client:
+            await client.flushall()
+
+    async def pttl(self, key: str) -> int:
+        """Milliseconds ``key`` has left (-2: no such key; -1: no expiry)."""
+        async with redis_client(self.url) as client:
+            return int(await client.pttl(key))
 
     async def kill(self) -> None:
         """kill -9, as a crash."""
@@ -97,3 +106,41 @@ async def redis_server() -> AsyncIterator[RedisProcess]:
             if redis.process is not None:
                 redis.resume()  # a paused one must be able to die
             await redis.kill()
+
+
+class LogWatch(logging.Handler):
+    """The records of one logger that contain ``text``, and a way to wait for them:
+    what a test waits for when the code under test says it in its log (from trio tasks
+    of the test's run)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.records: list[logging.LogRecord] = []
+        self._changed = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.records.append(record)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    def messages(self) -> list[str]:
+        return [record.getMessage() for record in self.records]
+
+    async def wait(self, count: int = 1) -> None:
+        """Return once ``count`` records were seen."""
+        while len(self.records) < count:
+            await self._changed.wait()
+
+
+@contextmanager
+def watch_log(logger: str, text: str) -> Iterator[LogWatch]:
+    """Watch ``logger`` for records containing ``text`` while the block lasts."""
+    watch = LogWatch(text)
+    target = logging.getLogger(logger)
+    target.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        target.removeHandler(watch)

@@ -118,34 +118,6 @@ async def test_a_killed_server_frees_its_users_nicks_within_the_lease() -> None:
                 await alice.expect(b"is now known as bob")
 
 
-async def test_the_lease_costs_redis_the_same_for_one_session_or_three_hundred() -> None:
-    """One lease per process: renewing it is a command or two, whatever the number of
-    users; a process gone frees all its users at its lease's end, and the reaper tells."""
-    with trio.fail_after(GUARD):
-        async with redis_server() as redis:
-            async with RedisDirectory(redis.url, lease=1.5) as gone:
-                sessions = [await gone.register("tcp", f"user{i}") for i in range(300)]
-                before = await redis.command_calls()
-                await trio.sleep(3)  # about 6 renewals, every lease / 3
-                during = await redis.command_calls() - before
-                assert len(await gone.nicks("#lobby")) == 300  # still leased, all of them
-                # 6 renewals of a lease per session would be 6 x 300 x 7 commands.
-                assert during < 100, during
-            # Its context left without unregistering anyone: as if the process died.
-            async with RedisDirectory(redis.url, lease=1.5) as survivor:
-                await trio.sleep(2)  # the lease (1.5 s, real time) runs out
-                assert await survivor.nicks() == []
-                assert await survivor.lookup("user7") is None
-                taken = await survivor.register("tcp", "user7")
-                assert taken.nick == "user7"  # free
-                reaped: list[str] = []
-                for _ in range(5):  # 100 per pass
-                    reaped += [ghost.nick for ghost in await survivor.reap()]
-                assert sorted(reaped) == sorted(s.nick for s in sessions)
-                assert await survivor.nicks() == ["user7"]
-                assert await survivor.rooms() == {"#lobby": 1}
-
-
 # -- faults, on the API ----------------------------------------------------------------
 
 
@@ -279,36 +251,3 @@ async def test_an_unreachable_or_malformed_redis_is_one_line_on_stderr() -> None
             b"not a redis URL: 'localhost:6379' (redis://HOST:PORT/DB or unix://PATH)" in bad.stderr
         )
         assert b"Traceback" not in down.stderr + bad.stderr
-
-
-# -- the hub on its own ------------------------------------------------------------------
-
-
-async def test_a_burst_for_one_room_travels_packed_and_arrives_whole_and_in_order() -> None:
-    # A room's lines that wait together for Redis go in one PUBLISH; lines for another
-    # room between them split the run.
-    script = (
-        [("lobby", i) for i in range(300)] + [("dm", 0)] + [("lobby", i) for i in range(300, 1000)]
-    )
-    script += [("dm", 1), ("dm", 2)] + [("lobby", 1000 + i) for i in range(5)]
-    with trio.fail_after(GUARD):
-        async with (
-            redis_server() as redis,
-            RedisHub(redis.url) as sender,
-            RedisHub(redis.url) as receiver,
-            receiver.subscribe("lobby", buffer=2000, policy="block") as lobby,
-            receiver.subscribe("dm", buffer=10, policy="block") as dm,
-        ):
-            await sender.wait_connected()
-            for topic, n in script:  # no checkpoint between: they wait together
-                sender.publish_nowait(topic, b"%s %d " % (topic.encode(), n) + b"x" * (n % 7))
-            got: dict[str, list[bytes]] = {"lobby": [], "dm": []}
-            for topic, sub in (("lobby", lobby), ("dm", dm)):
-                while len(got[topic]) < sum(1 for t, _ in script if t == topic):
-                    got[topic].append(await sub.receive())
-            publishes = await redis.publish_count()
-    for topic in ("lobby", "dm"):
-        assert got[topic] == [
-            b"%s %d " % (topic.encode(), n) + b"x" * (n % 7) for t, n in script if t == topic
-        ]
-    assert publishes <= 10, publishes  # 1,008 messages; a batch is at most 512

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from triosock import TCPConnection, TCPServer, serve_tcp
+from triosock import TCPConnection, TCPServer, serve_http, serve_tcp
+from triosock.services import StaticFiles
 
 from .clitools import PYTHON, cli_server, need, run
 from .conftest import GUARD
@@ -33,7 +34,109 @@ def site(tmp_path: Path) -> Path:
     secret.write_text("outside the root\n")
     (root / "escape").symlink_to(secret)
     (root / "inside").symlink_to(root / "hello.txt")
+    (root / "sub").mkdir()  # no index.html: listed
+    (root / "sub" / "a b.txt").write_text("in sub\n")
+    (root / "sub" / "deeper").mkdir()
+    (root / "evil.com").mkdir()
+    (root / "we?rd #dir").mkdir()
     return root
+
+
+#: The status line of a 301, whether the server names the reason or not (h11 sends an
+#: empty one for a status it was given no reason for).
+MOVED = re.compile(rb"HTTP/1\.1 301 (Moved Permanently)?\r\n")
+
+
+async def exchange(port: int, method: str, target: str) -> tuple[bytes, dict[str, str], bytes]:
+    """One request on its own connection, written as given: the status line, the
+    headers (names in lower case) and the body."""
+    with trio.socket.socket() as sock:
+        await sock.connect(("127.0.0.1", port))
+        request = f"{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        await sock.send(request.encode())
+        received = b""
+        while chunk := await sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    fields = [line.decode("latin-1").split(": ", 1) for line in lines]
+    return status + b"\r\n", {name.lower(): value for name, value in fields}, body
+
+
+@pytest.mark.parametrize(
+    ("method", "target", "location"),
+    [
+        ("GET", "/docs", "/docs/"),
+        ("HEAD", "/docs", "/docs/"),
+        ("GET", "/sub", "/sub/"),
+        ("GET", "/sub/deeper", "/sub/deeper/"),
+        ("GET", "/docs?x=1&y=%20z", "/docs/?x=1&y=%20z"),  # the query as sent
+        ("GET", "/./sub", "/sub/"),
+        ("GET", "/we%3Frd%20%23dir", "/we%3Frd%20%23dir/"),  # re-encoded
+        ("GET", "/we%3Frd%20%23dir?a", "/we%3Frd%20%23dir/?a"),
+        # Never a Location another host: "//evil.com" is an authority in a URL.
+        ("GET", "//evil.com", "/"),  # its path is empty: the root
+        ("GET", "///evil.com", "/evil.com/"),
+        ("GET", "/%2Fevil.com", "/evil.com/"),
+        ("HEAD", "/%2F%2Fevil.com", "/evil.com/"),
+        ("GET", "/docs?q=<a>", "/docs/?q=%3Ca%3E"),
+    ],
+)
+async def test_a_directory_without_its_slash_is_moved_permanently_to_it(
+    site: Path, method: str, target: str, location: str
+) -> None:
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(
+                partial(serve_http, StaticFiles(site), 0, grace_period=1)
+            )
+            status, headers, body = await exchange(server.port, method, target)
+            nursery.cancel_scope.cancel()
+    assert MOVED.fullmatch(status), status
+    assert headers["location"] == location
+    assert int(headers["content-length"]) == len(f"moved permanently to {location}\n")
+    assert body == (b"" if method == "HEAD" else f"moved permanently to {location}\n".encode())
+
+
+@pytest.mark.parametrize(
+    ("target", "start"),
+    [("/docs/", b"<p>the docs</p>"), ("/sub/", b"<!doctype html>"), ("//evil.com/", b"<!doctype")],
+)
+async def test_a_directory_with_its_slash_is_served(site: Path, target: str, start: bytes) -> None:
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(
+                partial(serve_http, StaticFiles(site), 0, grace_period=1)
+            )
+            status, headers, body = await exchange(server.port, "GET", target)
+            nursery.cancel_scope.cancel()
+    assert status == b"HTTP/1.1 200 OK\r\n"
+    assert "location" not in headers
+    assert body.startswith(start)
+
+
+async def test_curl_follows_a_directory_to_its_slash_and_its_relative_links(site: Path) -> None:
+    with trio.fail_after(GUARD):
+        async with cli_server(["http", "serve", "--port", "0", "--root", str(site)]) as server:
+            base = f"http://127.0.0.1:{server.port('http')}"
+            for option in ("-i", "-I"):  # GET and HEAD
+                code, out, _ = await curl(option, f"{base}/docs?x=1")
+                head, _, body = out.partition(b"\r\n\r\n")
+                status, *lines = head.split(b"\r\n")
+                assert (code, MOVED.fullmatch(status + b"\r\n") is not None) == (0, True)
+                assert b"location: /docs/?x=1" in [line.lower() for line in lines]
+                assert body == (b"moved permanently to /docs/?x=1\n" if option == "-i" else b"")
+            code, out, _ = await curl("-L", f"{base}/docs")
+            assert (code, out) == (0, b"<p>the docs</p>\n")
+            code, listing, _ = await curl("-L", "-w", "%{url_effective}", f"{base}/sub")
+            assert code == 0
+            assert listing.endswith(f"{base}/sub/".encode())  # where curl ended
+            # The listing's links are relative, and resolve inside the directory.
+            hrefs = re.findall(rb'href="([^"]*)"', listing)
+            assert hrefs == [b"a%20b.txt", b"deeper/"]
+            assert await curl(f"{base}/sub/{hrefs[0].decode()}") == (0, b"in sub\n", b"")
+            deeper = f"{base}/sub/{hrefs[1].decode()}"
+            assert await curl("-o", "/dev/null", "-w", "%{http_code}", deeper) == (0, b"200", b"")
 
 
 async def test_the_tutorial_server_says_hello_and_echoes_the_request() -> None:

@@ -35,7 +35,7 @@ from triosock import (
     open_udp_channel,
     serve_udp,
 )
-from triosock._sansio.timeformats import (
+from triosock._sansio.time import (
     decode_rfc868,
     format_daytime,
     ntp_to_unix,

@@ -9,7 +9,7 @@ for room. Subscribers take what they are sent from a :class:`Subscription`, a
 
 :class:`InProcessHub` is the embedded implementation; :class:`RedisHub` shares topics
 between processes and machines through Redis (it needs coredis, the ``redis`` extra, and
-is imported on first use).
+is imported on first use, as is its :class:`RedisHubStatistics`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from ._hub import (
 
 if TYPE_CHECKING:  # imported on first use at run time: see __getattr__ below
     from ._hub._redis import RedisHub as RedisHub
+    from ._hub._redis import RedisHubStatistics as RedisHubStatistics
 
 __all__ = [
     "DEFAULT_BUFFER",
@@ -39,6 +40,7 @@ __all__ = [
     "Policy",
     "ReadyQueue",
     "RedisHub",
+    "RedisHubStatistics",
     "SlowSubscriberError",
     "SubscriberStatistics",
     "Subscription",
@@ -46,9 +48,10 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``RedisHub`` on first use: it needs coredis, which costs half a second to import."""
-    if name == "RedisHub":
-        from ._hub._redis import RedisHub
+    """``RedisHub`` and its ``RedisHubStatistics`` on first use: the module needs coredis,
+    which costs half a second to import."""
+    if name in ("RedisHub", "RedisHubStatistics"):
+        from ._hub import _redis
 
-        return RedisHub
+        return getattr(_redis, name)
     raise AttributeError(f"module 'triosock.hub' has no attribute {name!r}")

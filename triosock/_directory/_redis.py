@@ -16,7 +16,8 @@ What lives in Redis (``P`` is the prefix, ``triosock:`` by default):
 
 Claiming a nick is one Lua script (check the owner and its process's lease, set, drop the
 old nick): atomic, so of two processes racing for a nick exactly one gets it. The lease is
-one per process, not one per session: every ``lease / 3`` seconds a process renews it with
+one per process, not one per session, written when the directory starts (so a process
+with no users is known alive too): every ``lease / 3`` seconds a process renews it with
 one ``SET ... PX`` and one ``ZADD``, whatever its number of users (10,000 users on 10
 processes cost Redis about 10 commands a second, not 35,000). A process that dies stops
 renewing; once its lease ends (at most ``lease`` seconds after its last renewal: 6 s by
@@ -29,8 +30,13 @@ lease counts as gone the same way.
 When a renewal finds the lease gone (a Redis that restarted empty, or a process that was
 cut off so long that others reaped its users), or after a renewal failed, the process
 re-asserts everything it holds (lease, nicks, hashes, rooms) in one script, so its users
-are back within one renewal of Redis's return; a nick another process took meanwhile
-stays theirs, and the log says so.
+are back within one renewal of Redis's return (``lease / 3`` when the connection
+survived, as through a ``FLUSHALL``; :data:`RETRY_INTERVAL` after a failure); a nick
+another process took meanwhile stays theirs, and the log says so. A registration or a
+move that finds the lease gone re-asserts everyone at once, rather than bring the lease
+back for one session and leave the others out. The log warns of a lost lease once per
+loss, and only when a lease this process had written was gone: never at start, never
+after an outage that Redis survived with its keys.
 
 When Redis cannot be reached, each call raises :class:`DirectoryUnavailable` (the chat
 tells the user and goes on); the renewal retries until it can.
@@ -98,13 +104,15 @@ redis.call('ZADD', p .. 'procs', ARGV[2], origin)
 if held then return 1 end
 return 0
 """
-# Write the lease and sessions; return the ids whose nick another live session owns now
-# (taken while this process could not reach Redis). ARGV: lease ms, lease end ms, the
-# prefix, the origin, then five per session: id, nick key, nick, room, kind.
+# Write the lease and sessions; return whether the lease was there before (1 or 0), and
+# the ids whose nick another live session owns now (taken while this process could not
+# reach Redis). ARGV: lease ms, lease end ms, the prefix, the origin, then five per
+# session: id, nick key, nick, room, kind.
 _ASSERT: Final = (
     _ALIVE
     + """
 local p, origin = ARGV[3], ARGV[4]
+local held = redis.call('EXISTS', p .. 'proc:' .. origin)
 redis.call('SET', p .. 'proc:' .. origin, '1', 'PX', ARGV[1])
 redis.call('ZADD', p .. 'procs', ARGV[2], origin)
 local lost = {}
@@ -123,7 +131,7 @@ for i = 5, #ARGV, 5 do
   redis.call('SADD', p .. 'rooms', room)
   redis.call('SADD', p .. 'owned:' .. origin, s)
 end
-return lost
+return {held, lost}
 """
 )
 # Take up to 100 sessions of processes whose lease ended out of the directory, atomically
@@ -202,7 +210,7 @@ class RedisDirectory(Running, Directory):
     async def _run(self) -> AsyncIterator[None]:
         async with redis_client(self.url) as client, trio.open_nursery() as nursery:
             self._client = client
-            nursery.start_soon(self._renew_forever)
+            await nursery.start(self._renew_forever, client)  # the lease written first
             try:
                 yield
             finally:
@@ -240,7 +248,7 @@ class RedisDirectory(Running, Directory):
         client = self._redis()
         with self._unavailable():
             if not self._leased:  # a claim holds only while this process has a lease
-                await self._assert(client, [])
+                await self._assert(client, [])  # (its first writing failed)
             owned = nick if nick is not None and await self._claim(session, nick, nick) else None
             while owned is None:
                 number = int(await client.incr(self._key("guests")))
@@ -350,52 +358,89 @@ class RedisDirectory(Running, Directory):
         lease_ms = int(self.lease * 1000)
         return [str(lease_ms), str(_wall_ms() + lease_ms), self.prefix, self.origin]
 
-    async def _assert(self, client: coredis.Redis[bytes], presences: list[Presence]) -> list[str]:
-        """Write what Redis holds of ``presences`` and renew the lease, in one script;
-        return the sessions whose nick another session owns now."""
+    async def _assert(
+        self, client: coredis.Redis[bytes], presences: list[Presence] | None = None
+    ) -> list[str]:
+        """Write what Redis holds of ``presences`` (None: of every session here) and renew
+        the lease, in one script.
+
+        A lease this process had written and found gone means Redis lost what it held of
+        this process (it restarted empty, or others reaped this process): that is
+        logged, and every session here is written again; the lease back with one session
+        would keep the renewal from noticing that the others are missing.
+
+        Returns:
+          The sessions whose nick another session owns now.
+
+        Raises:
+          What coredis raises when Redis cannot be reached (see ``is_redis_failure``).
+        """
+        mine = list(self._mine.values())
+        held, lost = await self._write(client, mine if presences is None else presences)
+        if not held and self._leased:
+            LOGGER.warning(
+                "the directory had lost this process's lease; re-asserting its users "
+                "(%d, process %s)",
+                len(self._mine),
+                self.origin,
+            )
+            if presences is not None:
+                _, lost = await self._write(client, list(self._mine.values()))
+        self._leased = True
+        return lost
+
+    async def _write(
+        self, client: coredis.Redis[bytes], presences: list[Presence]
+    ) -> tuple[bool, list[str]]:
+        """Run the assert script: whether the lease was there, and the lost nicks' sessions."""
         args = self._lease_args()
         for p in presences:
             args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind]
-        lost = await client.eval(_ASSERT, keys=[], args=args)
-        self._leased = True
-        return [_text(item) for item in lost] if isinstance(lost, list) else []
+        reply = await client.eval(_ASSERT, keys=[], args=args)
+        held, lost = reply if isinstance(reply, list) else (0, [])
+        return bool(held), [_text(item) for item in lost] if isinstance(lost, list) else []
 
     async def _renew(self, client: coredis.Redis[bytes], reassert: bool) -> list[str]:
         """Renew the lease (O(1)); re-assert every session when asked, or when the lease
         was gone. The sessions whose nick another session owns now."""
         if not reassert and await client.eval(_RENEW, keys=[], args=self._lease_args()):
             return []
-        if not reassert:
-            LOGGER.warning("the directory had lost this process's lease; re-asserting its users")
-        return await self._assert(client, list(self._mine.values()))
+        return await self._assert(client)
 
-    async def _renew_forever(self) -> None:
-        """Every lease / 3: renew this process's lease (after a failure, or when it was
+    async def _renew_forever(
+        self,
+        client: coredis.Redis[bytes],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Write this process's lease and report started (written, or failed once: the
+        retries go on), then every lease / 3 renew it (after a failure, or when it was
         gone: re-assert its sessions)."""
-        failed = False
+        reassert = await self._renew_once(client, reassert=True)  # the first writing
+        task_status.started()
         while True:
             # After a failure, again soon: a Redis that restarted empty gets our users
             # back within RETRY_INTERVAL of its return.
-            await trio.sleep(RETRY_INTERVAL if failed else self.lease / 3)
-            client = self._client
-            if client is None:
-                continue
-            try:
-                lost = await self._renew(client, reassert=failed)
-            except BaseException as exc:
-                if not is_redis_failure(exc):
-                    raise
-                failed = True
-                LOGGER.debug("lease renewal failed: %r", exc)
-                continue
-            failed = False
-            for session in lost:
-                presence = self._mine.get(session)
-                LOGGER.warning(
-                    "%s lost its nick %r to another process while the directory was unreachable",
-                    session,
-                    presence.nick if presence else "?",
-                )
+            await trio.sleep(RETRY_INTERVAL if reassert else self.lease / 3)
+            reassert = await self._renew_once(client, reassert)
+
+    async def _renew_once(self, client: coredis.Redis[bytes], reassert: bool) -> bool:
+        """One renewal; whether the next must re-assert (this one failed)."""
+        try:
+            lost = await self._renew(client, reassert=reassert)
+        except BaseException as exc:
+            if not is_redis_failure(exc):
+                raise
+            LOGGER.debug("lease renewal failed: %r", exc)
+            return True
+        for session in lost:
+            presence = self._mine.get(session)
+            LOGGER.warning(
+                "%s lost its nick %r to another process while the directory was unreachable",
+                session,
+                presence.nick if presence else "?",
+            )
+        return False
 
 
 def _origin(session: str) -> str:

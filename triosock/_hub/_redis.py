@@ -19,10 +19,11 @@ plus Redis for everyone else's:
   without waiting, so coredis's own buffer (which is unbounded) stays near empty. When a
   ``block`` subscriber is full, messages wait in this hub's queue of ``max_pending``
   messages (in order) while a task waits for room; past that, the oldest are dropped and
-  counted (:attr:`RedisHub.dropped_remote`) and a warning is logged.
+  counted (:attr:`RedisHubStatistics.dropped_remote`) and a warning is logged.
 * **Faults**: a lost connection (Redis stopped, restarted, unreachable) makes the hub
   *degraded*: local delivery goes on, messages for Redis wait in a queue of
-  ``max_pending`` (the oldest dropped past it), and the hub reconnects every
+  ``max_pending`` (the oldest dropped past it, counted in
+  :attr:`RedisHubStatistics.dropped_outgoing`), and the hub reconnects every
   ``retry_interval`` seconds, resubscribes every channel it needs, and sends what waited.
   Listeners added with :meth:`RedisHub.add_health_listener` hear of each change. What
   other processes published while this one was cut off is lost (Redis pub/sub keeps
@@ -37,6 +38,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, Final
 
 import coredis
@@ -48,7 +50,7 @@ from .._running import Running
 from ._abc import DEFAULT_BUFFER, Hub, HubStatistics, Policy, Subscription
 from ._inprocess import InProcessHub
 
-__all__ = ["RedisHub"]
+__all__ = ["RedisHub", "RedisHubStatistics"]
 
 LOGGER = logging.getLogger("triosock.hub")
 
@@ -64,6 +66,31 @@ _LENGTH: Final = 4  # bytes, big-endian
 _BATCH: Final = 512
 
 HealthListener = Callable[[bool, str], object]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisHubStatistics(HubStatistics):
+    """A snapshot of a :class:`RedisHub`'s counters: this process's subscribers, as
+    :class:`HubStatistics` counts them, and the traffic with Redis.
+
+    Attributes:
+      topics, subscribers, published, delivered, dropped: this process's subscribers,
+        as for :class:`HubStatistics`; ``published`` counts the messages handed to them,
+        this process's own and those from Redis.
+      healthy: whether Redis is reachable (see :attr:`RedisHub.healthy`).
+      sent: messages this process sent to Redis (counted once Redis took their batch).
+      received: messages that came from other processes through Redis, dropped or not.
+      dropped_remote: messages from Redis lost because ``block`` subscribers here fell
+        ``max_pending`` messages behind (the oldest go).
+      dropped_outgoing: messages for Redis lost because it was unreachable while
+        ``max_pending`` waited (the oldest go).
+    """
+
+    healthy: bool
+    sent: int
+    received: int
+    dropped_remote: int
+    dropped_outgoing: int
 
 
 class RedisHub(Running, Hub[bytes]):
@@ -109,13 +136,11 @@ class RedisHub(Running, Hub[bytes]):
         self._connected = trio.Event()  # set once: the first connection was made
         self._reading = trio.CancelScope()  # around the subscriber's reads; cancelled to stop
         self._stopping = False
-        #: Messages lost: from Redis (a subscriber full past max_pending), or for Redis
-        #: (unreachable past max_pending).
-        self.dropped_remote = 0
-        self.dropped_outgoing = 0
-        #: Messages sent to Redis and received from it (other processes').
-        self.sent = 0
-        self.received = 0
+        # The figures of statistics(); see RedisHubStatistics.
+        self._sent = 0
+        self._received = 0
+        self._dropped_remote = 0
+        self._dropped_outgoing = 0
 
     # -- running ---------------------------------------------------------------------
 
@@ -229,8 +254,21 @@ class RedisHub(Running, Hub[bytes]):
         self._send(topic, message)
         return count
 
-    def statistics(self) -> HubStatistics:
-        return self._local.statistics()
+    def statistics(self) -> RedisHubStatistics:
+        """A snapshot of this process's hub and its traffic with Redis."""
+        local = self._local.statistics()
+        return RedisHubStatistics(
+            topics=local.topics,
+            subscribers=local.subscribers,
+            published=local.published,
+            delivered=local.delivered,
+            dropped=local.dropped,
+            healthy=self._healthy,
+            sent=self._sent,
+            received=self._received,
+            dropped_remote=self._dropped_remote,
+            dropped_outgoing=self._dropped_outgoing,
+        )
 
     def topics(self) -> frozenset[str]:
         return self._local.topics()
@@ -251,11 +289,11 @@ class RedisHub(Running, Hub[bytes]):
         outgoing = self._outgoing
         if len(outgoing) >= self.max_pending:
             outgoing.popleft()
-            self.dropped_outgoing += 1
-            if self.dropped_outgoing in (1, 10, 100) or not self.dropped_outgoing % 1000:
+            self._dropped_outgoing += 1
+            if self._dropped_outgoing in (1, 10, 100) or not self._dropped_outgoing % 1000:
                 LOGGER.warning(
                     "%d messages for redis dropped: it is unreachable and %d wait",
-                    self.dropped_outgoing,
+                    self._dropped_outgoing,
                     self.max_pending,
                 )
         outgoing.append((self._channel(topic), message))
@@ -290,9 +328,9 @@ class RedisHub(Running, Hub[bytes]):
                 outgoing.extendleft(reversed(batch))
                 while len(outgoing) > self.max_pending:
                     outgoing.popleft()
-                    self.dropped_outgoing += 1
+                    self._dropped_outgoing += 1
                 raise
-            self.sent += len(batch)
+            self._sent += len(batch)
 
     def _pack(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """One ``PUBLISH`` per run of messages for one channel: order is kept, also
@@ -359,9 +397,9 @@ class RedisHub(Running, Hub[bytes]):
                 continue
             data = message["data"]
             if isinstance(data, bytes):
-                self._received(_as_bytes(message["channel"]), data)
+                self._arrived(_as_bytes(message["channel"]), data)
 
-    def _received(self, channel: bytes, data: bytes) -> None:
+    def _arrived(self, channel: bytes, data: bytes) -> None:
         size = len(self.origin)  # every hub's origin id has the same length
         if data[:size] == self.origin:
             return  # our own, delivered locally already
@@ -380,7 +418,7 @@ class RedisHub(Running, Hub[bytes]):
             LOGGER.warning("skipped a message on %r that no triosock hub sent", channel)
 
     def _received_one(self, topic: str, message: bytes) -> None:
-        self.received += 1
+        self._received += 1
         incoming = self._incoming
         if not incoming:
             try:
@@ -390,11 +428,11 @@ class RedisHub(Running, Hub[bytes]):
                 pass  # a "block" subscriber is full: queue, in order
         if len(incoming) >= self.max_pending:
             incoming.popleft()
-            self.dropped_remote += 1
-            if self.dropped_remote in (1, 10, 100) or not self.dropped_remote % 1000:
+            self._dropped_remote += 1
+            if self._dropped_remote in (1, 10, 100) or not self._dropped_remote % 1000:
                 LOGGER.warning(
                     "%d messages from redis dropped: subscribers here fell %d behind",
-                    self.dropped_remote,
+                    self._dropped_remote,
                     self.max_pending,
                 )
         incoming.append((topic, message))

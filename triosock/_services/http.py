@@ -7,8 +7,10 @@
   404, as is anything missing, so a prober learns nothing. ``Content-Type`` from
   ``mimetypes``; ``ETag`` and ``Last-Modified``, with ``304 Not Modified`` for
   ``If-None-Match`` and ``If-Modified-Since``; a directory serves its ``index.html`` or
-  an index page. Files are read whole, in a worker thread; larger than
-  :data:`MAX_FILE_SIZE` they are refused with 500 and a log line.
+  an index page at its URL with the trailing slash, where relative links resolve inside
+  it; without the slash it answers ``301 Moved Permanently`` to that URL, as nginx,
+  Apache and Python's ``http.server`` do. Files are read whole, in a worker thread;
+  larger than :data:`MAX_FILE_SIZE` they are refused with 500 and a log line.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ LOGGER = logging.getLogger("triosock.http")
 MAX_FILE_SIZE = 64 * 1024 * 1024
 
 _READ_ONLY = ("GET", "HEAD")
+
+# What a query keeps unencoded in a Location: RFC 3986's query characters, and "%" so
+# that what the client encoded stays as it was.
+_QUERY_SAFE = "!$&'()*+,;=:@/?%-._~"
 
 
 def _not_allowed(allowed: tuple[str, ...]) -> Response:
@@ -79,7 +85,7 @@ class StaticFiles:
 
     def resolve(self, url_path: str) -> Path | None:
         """The file or directory for a (decoded) URL path, or None if outside the root."""
-        parts = [part for part in url_path.split("/") if part not in ("", ".")]
+        parts = _parts(url_path)
         if any(part == ".." or "\0" in part or "\\" in part for part in parts):
             return None
         candidate = os.path.realpath(self.root.joinpath(*parts))  # follows symlinks
@@ -91,6 +97,8 @@ class StaticFiles:
         try:
             info = path.stat()
             if stat.S_ISDIR(info.st_mode):
+                if not request.path.endswith("/"):
+                    return _moved(_directory_url(request))
                 index = path / "index.html"
                 if index.is_file():
                     return self._file(request, index, index.stat())
@@ -121,22 +129,49 @@ class StaticFiles:
         return Response(200, headers, path.read_bytes())
 
     def _listing(self, request: Request, path: Path) -> Response:
-        base = request.path if request.path.endswith("/") else request.path + "/"
         entries = sorted(path.iterdir(), key=lambda entry: entry.name)
         items = []
         for entry in entries:
             if self.resolve(f"{request.path}/{entry.name}") is None:
                 continue  # a symlink out of the root: not even its name
             name = entry.name + ("/" if entry.is_dir() else "")
-            href = html.escape(quote(base + name))
+            # Relative to the directory's URL, which ends with "/": a request path such
+            # as "//host/" cannot turn into a link to another host, and quoting ":"
+            # keeps a name from reading as a scheme.
+            href = html.escape(quote(name))
             items.append(f'<li><a href="{href}">{html.escape(name)}</a></li>')
         listing = "\n".join(items)
-        title = html.escape(base)
+        title = html.escape(request.path)
         page = (
             f"<!doctype html>\n<meta charset=utf-8>\n<title>Index of {title}</title>\n"
             f"<h1>Index of {title}</h1>\n<ul>\n{listing}\n</ul>\n"
         )
         return Response.text(200, page, content_type="text/html")
+
+
+def _parts(url_path: str) -> list[str]:
+    """The segments of a decoded URL path, without empty ones and ``.``."""
+    return [part for part in url_path.split("/") if part not in ("", ".")]
+
+
+def _directory_url(request: Request) -> str:
+    """Where a directory requested without its trailing slash is: its path with the
+    slash, and the query as sent.
+
+    The path is built again from its segments, each percent-encoded whole, never copied
+    from the request: a request for ``//evil.com`` (or ``/%2Fevil.com``) must not answer
+    ``Location: //evil.com/``, which a browser reads as another host.
+    """
+    location = "/" + "".join(quote(part, safe="") + "/" for part in _parts(request.path))
+    if request.query:
+        location += "?" + quote(request.query, safe=_QUERY_SAFE)
+    return location
+
+
+def _moved(location: str) -> Response:
+    response = Response.text(301, f"moved permanently to {location}\n")
+    response.headers.append(("location", location))
+    return response
 
 
 def _not_modified(request: Request, etag: str, mtime: float) -> bool:

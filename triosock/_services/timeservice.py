@@ -1,7 +1,7 @@
 """The time services: RFC 868 time, RFC 867 daytime, SNTPv4, and the seed's strftime service.
 
 Each is a handler for :func:`~triosock.serve_tcp` or :func:`~triosock.serve_udp` over the
-sans-IO encoders of :mod:`triosock._sansio.timeformats`. Every handler takes the clock as
+sans-IO encoders of :mod:`triosock._sansio.time`. Every handler takes the clock as
 a keyword argument (``clock``, :func:`time.time` by default), so a test fixes "now" with
 :func:`functools.partial`::
 
@@ -36,7 +36,7 @@ import trio
 
 from .._errors import FramingError, TriosockError
 from .._sansio.framing import LineFramer
-from .._sansio.timeformats import (
+from .._sansio.time import (
     TimeFormatError,
     encode_rfc868,
     format_daytime,
