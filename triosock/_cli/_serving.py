@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
-from .._transport.tcp import TCPServer, format_address
+from .._sansio.addresses import format_address
+from .._transport.tcp import TCPServer
 from .._transport.udp import UDPServer
 from ._console import STOP_SIGNALS, configure_logging, say, stop_at_second_signal
 from ._serve_settings import Served

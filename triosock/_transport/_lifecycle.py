@@ -39,7 +39,6 @@ __all__ = [
     "ServerLifecycle",
     "binding",
     "check_port",
-    "connection_ended",
     "run_server",
 ]
 
@@ -82,7 +81,7 @@ def binding(host: str | None, port: int, suffix: str = "") -> Iterator[None]:
         raise BindError(f"cannot listen on {where}{suffix}: {describe_oserror(exc)}") from exc
 
 
-def connection_ended(exc: Exception) -> bool:
+def _connection_ended(exc: Exception) -> bool:
     """Whether ``exc`` only says the connection broke or was closed (even from a nursery)."""
     ended = (trio.BrokenResourceError, trio.ClosedResourceError)
     if isinstance(exc, ExceptionGroup):
@@ -140,7 +139,7 @@ class ServerLifecycle:
     def _handler_failed(self, exc: Exception, what: str) -> None:
         """A handler raised ``exc``: a connection that ended is routine (a debug line);
         anything else is counted and logged with its traceback. Only that peer ends."""
-        if connection_ended(exc):  # also from inside a handler's nursery
+        if _connection_ended(exc):  # also from inside a handler's nursery
             self._logger.debug("%s ended: %r", what, exc)
         else:
             self._handler_errors += 1

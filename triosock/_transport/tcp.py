@@ -52,7 +52,7 @@ __all__ = [
     "TCPConnection",
     "TCPServer",
     "TCPServerStatistics",
-    "format_address",
+    "open_listeners",
     "open_tcp_channel",
     "open_tcp_stream",
     "serve_tcp",
