@@ -191,8 +191,10 @@ async def test_a_killed_chat_worker_its_users_leave_the_rest_stay_and_a_new_one_
                 welcome = await user.read_until(b"welcome")
                 guests.append(welcome.split(b", ")[1].split(b";")[0])
                 await user.send(b"/nick u%02d\n" % i)
-            for user in users:
-                await user.read_until(b"is now known as u11")
+            # Each told of its own rename: every rename is done (a killed worker's in
+            # flight would be reaped under the guest name).
+            for i, user in enumerate(users):
+                await user.read_until(b"is now known as u%02d" % i)
             # Which worker serves whom: from the workers' "guestN joined" log lines.
             worker_of: dict[bytes, bytes] = {}
             for worker, guest in re.findall(

@@ -24,7 +24,7 @@ from .._services.timeservice import (
 )
 from .._transport.tcp import TCPConnection, TCPServer, serve_tcp
 from .._transport.udp import UDPPeer, UDPServer, open_udp_channel, serve_udp
-from ._console import CLIError
+from ._console import CLIError, UsageError
 from ._parser import Parser, record
 from ._run import Job
 from ._serve_settings import PortSlot, ServeSettings, add_serve_options, serve_common
@@ -151,7 +151,7 @@ _IDLE_HELP = (
 def _serve_job(args: argparse.Namespace) -> Job:
     settings = record(TimeSettings, args, common=serve_common(args, "time", STATUS_PORT))
     if not settings.port_slots():
-        raise CLIError("every time service is turned off; nothing to serve")
+        raise UsageError("every time service is turned off; nothing to serve")
     return functools.partial(run_serve, settings)
 
 

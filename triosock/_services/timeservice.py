@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import trio
 
-from .._errors import FramingError, TriosockError
+from .._errors import MessageTooLargeError, TriosockError
 from .._sansio.framing import LineFramer
 from .._sansio.time import (
     TimeFormatError,
@@ -165,15 +165,20 @@ async def strftime_udp_handler(peer: UDPPeer, *, clock: Clock = time.time) -> No
 async def strftime_tcp_handler(conn: TCPConnection, *, clock: Clock = time.time) -> None:
     """The strftime service over TCP: each line (LF or CRLF) is a format; one line back.
 
-    A line longer than :data:`STRFTIME_MAX_LINE` gets an error line and ends the
-    connection (the framing has lost its place). At the client's end of stream, or when
-    the server stops, the server half-closes after the last answer.
+    A line longer than :data:`STRFTIME_MAX_LINE` is refused whole: its answer is an error
+    line, in its place, and the next line is served as usual. At the client's end of
+    stream, or when the server stops, the server half-closes after the last answer.
     """
     chan = FramedChannel(conn, LineFramer(max_line_length=STRFTIME_MAX_LINE))
+    refused = b"error: line longer than %d bytes" % STRFTIME_MAX_LINE
     try:
         with conn.stop_scope():
             while True:
-                requests = [await chan.receive()]
+                try:
+                    requests = [await chan.receive()]
+                except MessageTooLargeError:
+                    await chan.send(refused)  # the answers before it went out already
+                    continue
                 while True:
                     try:
                         requests.append(chan.receive_nowait())
@@ -183,10 +188,6 @@ async def strftime_tcp_handler(conn: TCPConnection, *, clock: Clock = time.time)
                 await chan.send_many([format_time_untrusted(r, now) for r in requests])
     except trio.EndOfChannel:
         pass
-    except FramingError:
-        # The framing has lost its place: say why, then close as the one-shot services do.
-        await _answer_and_close(conn, b"error: line longer than %d bytes\n" % STRFTIME_MAX_LINE)
-        return
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return
     # Gone already, or TLS (which cannot half-close): the server closes it either way.

@@ -46,6 +46,7 @@ LOGGER = logging.getLogger("triosock.http")
 SERVER_NAME = "triosock"
 _REASONS = {
     200: b"OK",
+    301: b"Moved Permanently",
     304: b"Not Modified",
     400: b"Bad Request",
     404: b"Not Found",
