@@ -22,18 +22,15 @@ import abc
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import ClassVar, Literal, TypeAlias
+from typing import ClassVar
 
 import trio
 
 from ..._sansio import chat as proto
 from ..._transport.outbox import Outbox
+from ._ending import EndReason, farewell_event
 
 __all__ = ["EndReason", "Member", "Renderer"]
-
-#: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
-#: the member's socket stopped draining, or its connection failed.
-EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken"]
 
 
 class Renderer(abc.ABC):
@@ -138,9 +135,11 @@ class Member(abc.ABC):
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
         """Give one input item to the session's rules; return what they say to do."""
 
-    @abc.abstractmethod
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        """The last frame for a session ending for ``reason``, if any."""
+        """The last frame for a session ending for ``reason``, if any: by default the
+        chat's farewell for the reason (see :mod:`._ending`), rendered."""
+        event = farewell_event(reason, detail)
+        return None if event is None else self.renderer.frame(event, "")
 
     def greeting(self, nick: str, room: str) -> bytes | None:
         """The first frame of a session, before the welcome (the WebSocket member tells

@@ -67,9 +67,10 @@ from ..._transport.outbox import OutboxStalled
 from ..._transport.tcp import TCPConnection
 from ..._transport.udp import UDPPeer
 from ..._transport.websocket import WebSocketPeer
-from ._member import EndReason, Member, Renderer
+from ._member import Member, Renderer
 from ._tcp import TCPLineMember
 from ._udp import UDPDialectMember
+from ._user import BLOCKED, FLOWING, LEFT, LIVE, User
 from ._websocket import WebSocketMember
 
 __all__ = ["ChatServer", "ChatStatistics"]
@@ -110,7 +111,6 @@ HUB_BACK: Final = "the rooms are back: what is said reaches every server again"
 #: What users are told when the directory cannot be reached.
 DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try again in a moment"
 
-_Subscribing = contextlib.AbstractAsyncContextManager[Subscription[bytes]]
 # A fan-out pass's frames by renderer: (the batch, its frames, the frames joined).
 _Shared = dict[Renderer, tuple[list[bytes], list[bytes], bytes]]
 _ENDED = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
@@ -142,41 +142,6 @@ class ChatStatistics:
     paced: int
     disconnected_slow: int
     dropped: int
-
-
-class _User:
-    """One session, as the service runs it."""
-
-    __slots__ = (
-        "blocked",
-        "core",
-        "detail",
-        "ending",
-        "left",
-        "member",
-        "missed",
-        "nursery",
-        "outbox",
-        "renderer",
-        "scope",
-        "subs",
-        "unblocked",
-    )
-
-    def __init__(self, member: Member, core: proto.ChatSession) -> None:
-        self.member = member
-        self.core = core
-        self.outbox = member.outbox
-        self.renderer: Renderer = member.renderer
-        self.subs: dict[str, tuple[_Subscribing, Subscription[bytes]]] = {}
-        self.scope = trio.CancelScope()  # the input side; cancelled to end the session
-        self.ending: EndReason | None = None
-        self.detail = ""
-        self.blocked = False  # policy "block": the fan-out leaves its queues alone
-        self.unblocked = trio.lowlevel.ParkingLot()
-        self.missed = 0  # lines dropped and not reported yet
-        self.left = False
-        self.nursery: trio.Nursery | None = None
 
 
 class ChatServer(Running):
@@ -266,11 +231,12 @@ class ChatServer(Running):
         self._crowds: dict[str, proto.Crowd] = {}
         self._crowds_waiting = trio.Event()
         self._ready: ReadyQueue[bytes] | None = None
-        self._subs: dict[Subscription[bytes], _User] = {}
+        # the subscriptions the fan-out feeds: those of FLOWING users
+        self._subs: dict[Subscription[bytes], User] = {}
         self._pacer = Pacer(SESSIONS_PER_BATCH)  # session starts and ends, a few a batch
         # topic -> its subscribers here that write a frame each (UDP peers)
         self._one_by_one: Counter[str] = Counter()
-        self._users: dict[str, _User] = {}
+        self._users: dict[str, User] = {}
         self._sessions_total = 0
         self._lines_received = 0
         self._lines_delivered = 0
@@ -295,7 +261,7 @@ class ChatServer(Running):
             finally:
                 self._ready = None
                 for user in list(self._users.values()):  # nobody feeds them any more
-                    self._end(user, "stopping")
+                    user.end("stopping")
                 nursery.cancel_scope.cancel()
 
     async def _fan_out(self, ready: ReadyQueue[bytes]) -> None:
@@ -320,8 +286,8 @@ class ChatServer(Running):
 
         def serve(sub: Subscription[bytes], shared: _Shared) -> None:
             user = subs.get(sub)
-            if user is None or user.blocked:
-                return  # gone, or "block" policy: its writer collects when it can
+            if user is None:
+                return  # gone, or BLOCKED ("block" policy): its writer collects when it can
             limit = None
             if not user.renderer.joinable:
                 share = shares.get(sub.topic)
@@ -332,7 +298,7 @@ class ChatServer(Running):
                 limit = share
             taken = self._take(user, sub, shared, limit)
             if taken is None:
-                self._end(user, "stopping")  # the hub was closed under us
+                user.end("stopping")  # the hub was closed under us
             elif taken == limit:
                 backlog[sub] = None  # maybe more: the watcher reports it only once
 
@@ -359,7 +325,7 @@ class ChatServer(Running):
                 del backlog[sub]
                 serve(sub, shared)  # back at the end if it has more
 
-    def _deliver(self, user: _User, batch: list[bytes], shared: _Shared | None) -> None:
+    def _deliver(self, user: User, batch: list[bytes], shared: _Shared | None) -> None:
         """Render ``batch`` for ``user`` and put it into its outbox; apply the bound."""
         renderer, outbox = user.renderer, user.outbox
         if self.policy == "drop_newest" and outbox.queued >= self.max_backlog:
@@ -386,7 +352,7 @@ class ChatServer(Running):
         if outbox.queued > self.max_backlog:
             self._over_backlog(user)
 
-    def _over_backlog(self, user: _User) -> None:
+    def _over_backlog(self, user: User) -> None:
         outbox = user.outbox
         match self.policy:
             case "disconnect":
@@ -400,23 +366,23 @@ class ChatServer(Running):
                 user.missed += lost
                 self._dropped += lost
             case "block":
-                user.blocked = True
+                self._block(user)
             case "drop_newest":
                 pass  # the next batch is not queued
 
-    def _report_missed(self, user: _User) -> None:
+    def _report_missed(self, user: User) -> None:
         notice = user.renderer.notice(f"{user.missed} messages dropped: you fell behind")
         user.outbox.put(notice, 0)
         user.missed = 0
 
-    def _collect(self, user: _User) -> None:
+    def _collect(self, user: User) -> None:
         """Put what ``user``'s subscriptions hold into its outbox now (for order)."""
         for _, sub in list(user.subs.values()):
             self._take(user, sub, None)
 
     def _take(
         self,
-        user: _User,
+        user: User,
         sub: Subscription[bytes],
         shared: _Shared | None,
         limit: int | None = None,
@@ -431,10 +397,19 @@ class ChatServer(Running):
             self._deliver(user, batch, shared)
         return len(batch)
 
-    def _unblock(self, user: _User) -> None:
-        user.blocked = False
-        self._collect(user)
-        user.unblocked.unpark_all()
+    def _block(self, user: User) -> None:
+        """Stop feeding ``user``: its subscriptions fill and their publishers wait."""
+        if user.step_flow("over_backlog"):
+            for _, sub in user.subs.values():
+                self._subs.pop(sub, None)
+
+    def _unblock(self, user: User) -> None:
+        """Feed ``user`` again, beginning with what its subscriptions hold."""
+        if user.step_flow("caught_up"):
+            for _, sub in user.subs.values():
+                self._subs[sub] = user
+            self._collect(user)
+            user.unblocked.unpark_all()
 
     async def _reap_forever(self, interval: float) -> None:
         """Tell the rooms of users whose server died (their leases ran out) they left."""
@@ -493,22 +468,15 @@ class ChatServer(Running):
         """Tell every user when the rooms stop (or start again) reaching other servers."""
         text = HUB_BACK if healthy else HUB_DEGRADED
         for user in list(self._users.values()):
-            if user.ending is None:
+            if user.phase is LIVE:
                 self._collect(user)  # after what is queued for the user already
                 user.outbox.put(user.renderer.notice(text), 0)
 
     # -- ending sessions -----------------------------------------------------------------
 
-    def _end(self, user: _User, reason: EndReason, detail: str = "") -> None:
-        """End ``user``'s session for ``reason`` (the first reason given wins)."""
-        if user.ending is None:
-            user.ending = reason
-            user.detail = detail
-        user.scope.cancel()
-
-    def _disconnect(self, user: _User, why: str) -> None:
-        if user.ending is not None:
-            return
+    def _disconnect(self, user: User, why: str) -> None:
+        if user.phase is not LIVE:
+            return  # told why once
         LOGGER.warning(
             "disconnecting %s (%s %s): %s",
             user.core.nick,
@@ -517,7 +485,7 @@ class ChatServer(Running):
             why,
         )
         self._disconnected_slow += 1
-        self._end(user, "slow", f"your connection stopped taking what was sent to you ({why})")
+        user.end("slow", f"your connection stopped taking what was sent to you ({why})")
 
     # -- the directory, as the API sees it -----------------------------------------------
 
@@ -583,7 +551,7 @@ class ChatServer(Running):
             burst=self.burst,
             now=trio.current_time(),
         )
-        user = _User(member, core)
+        user = User(member, core)
         self._users[core.session] = user
         self._sessions_total += 1
         LOGGER.info("%s joined (%s %s)", core.nick, member.kind, member.label)
@@ -608,7 +576,7 @@ class ChatServer(Running):
             # period), or done: first out of the hub, so that nothing waits for this
             # session any more (nor does it see its own leaving), then the room is told.
             with trio.CancelScope(shield=True):
-                if not user.left:  # not ended by _finish: a burst of these is paced too
+                if user.phase is not LEFT:  # not ended by _finish: a burst of these is paced too
                     await self._pacer.turn()
                 for topic in list(user.subs):
                     await self._unsubscribe(user, topic)
@@ -616,7 +584,7 @@ class ChatServer(Running):
                     await self._leave(user)
             del self._users[core.session]
 
-    async def _read(self, user: _User) -> None:
+    async def _read(self, user: User) -> None:
         """Carry out the member's input until it ends (or the session is ended)."""
         member, core = user.member, user.core
         handle = member.handle
@@ -624,10 +592,10 @@ class ChatServer(Running):
             try:
                 burst = await member.receive()
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._end(user, "broken", str(exc))  # for the log: a WebSocket's close code
+                user.end("broken", str(exc))  # for the log: a WebSocket's close code
                 return
             if burst is None:
-                self._end(user, "eof")
+                user.end("eof")
                 return
             self._lines_received += len(burst)
             if user.outbox.control > self.max_backlog:
@@ -643,10 +611,10 @@ class ChatServer(Running):
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
                     await self._publish(member, effects[0].topic, effects[0].event)
                 elif effects and await self._carry_out(user, effects):
-                    self._end(user, "quit")
+                    user.end("quit")
                     return
 
-    async def _carry_out(self, user: _User, effects: list[proto.Effect]) -> bool:
+    async def _carry_out(self, user: User, effects: list[proto.Effect]) -> bool:
         """Carry out ``effects`` in order; True when one of them closes the session."""
         pending = deque(effects)
         while pending:
@@ -675,14 +643,14 @@ class ChatServer(Running):
             pending.extendleft(reversed(answer))
         return False
 
-    async def _ask_directory(self, user: _User, effect: proto.Effect) -> list[proto.Effect]:
+    async def _ask_directory(self, user: User, effect: proto.Effect) -> list[proto.Effect]:
         try:
             return await self._run_effect(user, effect)
         except DirectoryUnavailable as exc:
             LOGGER.warning("%s: %s", user.core.nick, exc)
             return [proto.Tell(DIRECTORY_DOWN)]
 
-    async def _run_effect(self, user: _User, effect: proto.Effect) -> list[proto.Effect]:
+    async def _run_effect(self, user: User, effect: proto.Effect) -> list[proto.Effect]:
         """What asking the directory for ``effect`` answers (see :meth:`_carry_out`)."""
         core, directory = user.core, self.directory
         match effect:
@@ -710,7 +678,7 @@ class ChatServer(Running):
             with member.hold_idle() if member is not None else contextlib.nullcontext():
                 await self.hub.publish(topic, data)
 
-    async def _move(self, user: _User, room: str) -> None:
+    async def _move(self, user: User, room: str) -> None:
         """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
         room's subscription with what it still holds delivered."""
         old, new = user.core.topic, proto.room_topic(room)
@@ -725,11 +693,12 @@ class ChatServer(Running):
             raise
         await self._unsubscribe(user, old)
 
-    async def _subscribe(self, user: _User, topic: str) -> None:
+    async def _subscribe(self, user: User, topic: str) -> None:
         subscribing = self.hub.subscribe(topic, buffer=self.buffer, policy="block")
         sub = await subscribing.__aenter__()
         user.subs[topic] = (subscribing, sub)
-        self._subs[sub] = user
+        if user.flow is FLOWING:
+            self._subs[sub] = user
         if not user.renderer.joinable:
             self._one_by_one[topic] += 1
         ready = self._ready
@@ -739,19 +708,19 @@ class ChatServer(Running):
             assert user.nursery is not None
             user.nursery.start_soon(self._pump, user, sub)
 
-    async def _pump(self, user: _User, sub: Subscription[bytes]) -> None:
+    async def _pump(self, user: User, sub: Subscription[bytes]) -> None:
         while True:
-            while user.blocked:
+            while user.flow is BLOCKED:
                 await user.unblocked.park()
             try:
                 batch = [await sub.receive()]
                 batch += sub.drain_nowait()
             except _ENDED:
                 return
-            if self._subs.get(sub) is user:
+            if user.subs.get(sub.topic, (None, None))[1] is sub:  # not unsubscribed meanwhile
                 self._deliver(user, batch, None)
 
-    async def _unsubscribe(self, user: _User, topic: str) -> None:
+    async def _unsubscribe(self, user: User, topic: str) -> None:
         subscribing, sub = user.subs.pop(topic)
         sub.unsubscribe()
         if not user.renderer.joinable:
@@ -762,7 +731,7 @@ class ChatServer(Running):
         self._subs.pop(sub, None)
         await subscribing.__aexit__(None, None, None)
 
-    async def _write_loop(self, user: _User) -> None:
+    async def _write_loop(self, user: User) -> None:
         """Write what the socket did not take at once; the stall rule lives here."""
         outbox, low = user.outbox, self.max_backlog // 2
         try:
@@ -770,7 +739,7 @@ class ChatServer(Running):
                 await outbox.wait_queued()
                 while outbox.frames or outbox.error is not None:
                     await outbox.write_some(stall_timeout=self.stall_timeout)
-                    if user.blocked and outbox.queued <= low:
+                    if user.flow is BLOCKED and outbox.queued <= low:
                         self._unblock(user)
                     if user.missed and not outbox.frames:
                         self._report_missed(user)
@@ -779,35 +748,37 @@ class ChatServer(Running):
                 user, f"it took nothing for {exc.seconds:.0f} s with {exc.queued} bytes waiting"
             )
         except trio.BrokenResourceError:
-            self._end(user, "broken")
+            user.end("broken")
 
-    async def _finish(self, user: _User) -> None:
-        """The end of a session: what was queued, then the farewell, then the close."""
+    async def _finish(self, user: User) -> None:
+        """The end of a session: what was queued, then the farewell, then the close, as
+        the end reason's record says (see :mod:`._ending`)."""
         await self._pacer.turn()  # a thousand peers that close at once end a few a batch
         member, outbox = user.member, user.outbox
-        reason: EndReason = user.ending or ("stopping" if member.stopping else "eof")
-        user.ending = reason
+        user.end("stopping" if member.stopping else "eof")  # unless ended already
+        ending = user.ending
+        assert ending is not None
         for topic in list(user.subs):  # first, so that it does not see its own leaving
             await self._unsubscribe(user, topic)
         await self._leave(user)
-        if reason == "broken" or outbox.error is not None:
+        if not ending.writes or outbox.error is not None:
             return
         stall_timeout, deadline = self.stall_timeout, math.inf
-        if reason == "slow":
-            outbox.drop_waiting()  # what it could not take; the line under way is finished
+        if ending.goodbye_deadline:
             stall_timeout, deadline = None, trio.current_time() + self.goodbye_timeout
-        farewell = member.farewell(reason, user.detail)
+        if ending.drops_waiting:
+            outbox.drop_waiting()  # what it could not take; the line under way is finished
+        farewell = member.farewell(ending.reason, user.detail)
         if farewell:
             outbox.put(farewell)
         with trio.move_on_at(deadline), contextlib.suppress(*_GONE):
             await outbox.flush(stall_timeout=stall_timeout)
             await member.linger()
 
-    async def _leave(self, user: _User) -> None:
+    async def _leave(self, user: User) -> None:
         """Tell the room and the directory that ``user`` is gone. Idempotent."""
-        if user.left:
+        if not user.leave():
             return
-        user.left = True
         core = user.core
         try:
             await self.directory.unregister(core.session)
@@ -817,9 +788,10 @@ class ChatServer(Running):
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
                 await self._announce(user.member, effect.topic, effect.event)
-        why: str = (
-            user.ending or "cancelled: an idle timeout, an expiry or the end of a grace period"
+        ending = user.ending
+        why = (
+            ending.describe(user.detail)
+            if ending is not None
+            else "cancelled: an idle timeout, an expiry or the end of a grace period"
         )
-        if user.ending == "broken" and user.detail:
-            why = f"broken: {user.detail}"
         LOGGER.info("%s left (%s)", core.nick, why)

@@ -17,7 +17,7 @@ from ..._errors import TriosockError
 from ..._sansio import chat as proto
 from ..._transport.outbox import Outbox, StreamSink
 from ..._transport.tcp import TCPConnection
-from ._member import EndReason, Member, Renderer
+from ._member import Member, Renderer
 
 __all__ = ["TCPLineMember", "TCPRenderer"]
 
@@ -37,10 +37,6 @@ class TCPRenderer(Renderer):
 
 
 _RENDERER = TCPRenderer()
-_FAREWELLS: dict[EndReason, bytes] = {
-    "quit": proto.render_line(proto.Notice("bye")) + b"\n",
-    "stopping": proto.render_line(proto.ServerClosing("goodbye")) + b"\n",
-}
 
 
 class TCPLineMember(Member):
@@ -86,11 +82,6 @@ class TCPLineMember(Member):
         if isinstance(item, proto.AreYouThere):
             return [proto.Tell("yes, the server is here")]
         raise TypeError(f"not a TCP input item: {item!r}")
-
-    def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        if reason == "slow":
-            return self.renderer.notice(f"disconnected: {detail}")
-        return _FAREWELLS.get(reason)
 
     async def linger(self) -> None:
         """Half-close after the last line, then discard input until the peer closes (at

@@ -47,6 +47,10 @@ class _Dropped:
 
 _RENDERER = UDPRenderer()
 _BYE = proto.BYE + b"\n"
+#: The dialect's farewell: ``Bye!`` when the peer said ``quit`` and when the server
+#: stops; a peer that is slow or gone gets nothing (UDP cannot tell it anything it would
+#: read).
+_FAREWELLS: dict[EndReason, bytes] = {"quit": _BYE, "stopping": _BYE}
 
 
 class UDPDialectMember(Member):
@@ -88,7 +92,7 @@ class UDPDialectMember(Member):
         return session.receive_datagram(item, now)
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        return _BYE if reason in ("quit", "stopping") else None
+        return _FAREWELLS.get(reason)
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.peer.hold_idle()
