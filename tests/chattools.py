@@ -11,10 +11,12 @@ from typing import Any
 import trio
 
 from triosock import (
+    FramedChannel,
     Outbox,
     TCPServer,
     UDPServer,
     WebSocketServer,
+    open_tcp_channel,
     serve_tcp,
     serve_udp,
     serve_websocket,
@@ -62,6 +64,13 @@ async def web_chat(chat: ChatServer, **options: Any) -> AsyncIterator[tuple[int,
             )
         )
         yield tcp.port, udp.port, web.port
+
+
+async def lobby_user(port: int) -> FramedChannel:
+    """A TCP user of the chat on ``port``, once it is in the lobby."""
+    user = await open_tcp_channel("127.0.0.1", port)
+    await expect(user, b"joined #lobby")
+    return user
 
 
 async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:

@@ -129,9 +129,11 @@ def test_each_command_has_its_effects(line: bytes, expected: list[Effect]) -> No
         ("nick", "9lives", "must start with a letter"),
         ("nick", "x" * 25, "too long"),
         ("nick", "b@d", "contains"),
+        ("nick", "bob smith", "nicks cannot contain spaces"),
         ("join", "#", "must not be empty"),
         ("join", "r" * 33, "too long"),
         ("join", "#a:b", "contains"),
+        ("join", "my room", "room names cannot contain spaces"),
     ],
 )
 def test_an_invalid_nick_or_room_is_told_with_the_error(
