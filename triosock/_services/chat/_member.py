@@ -10,7 +10,8 @@ into four things, and nothing of the chat's rules lives in it:
   a :class:`Renderer` that turns events into whole frames for it;
 * **farewell** — the last frame for each way a session ends, and a graceful close
   (:meth:`Member.linger`);
-* **stop** — the server's stop scope and stopping flag.
+* **stop** — the server's stop scope and stopping flag, and what cancelled the session
+  when the transport did (:meth:`Member.cancelled_by`).
 
 The service does the rest the same way for every member: the directory, the hub
 subscriptions, the fan-out into the outbox, the flow-control rules and the goodbyes.
@@ -154,6 +155,17 @@ class Member(abc.ABC):
     async def linger(self) -> None:
         """After the farewell: close gracefully. Nothing to do by default."""
         await trio.lowlevel.checkpoint()
+
+    def cancelled_by(self) -> str | None:
+        """What cancelled the session from outside, for the log line of its leaving, or
+        None when the member cannot tell (its caller cancelled it).
+
+        Called while the cancellation unwinds (in a ``finally``). The server's stop
+        scope only ends the reading (the session then says goodbye), so a member whose
+        server is :attr:`stopping` was cancelled by the end of the grace period; a
+        transport with an idle timeout or an expiry says so first.
+        """
+        return "the end of the grace period" if self.stopping else None
 
     @abc.abstractmethod
     def stop_scope(self) -> trio.CancelScope:

@@ -136,8 +136,9 @@ class Sessions:
             await self._finish(user)
         finally:
             # Cancelled from outside (idle timeout, UDP expiry, the end of the grace
-            # period), or done: first out of the hub, so that nothing waits for this
-            # session any more (nor does it see its own leaving), then the room is told.
+            # period; the member says which), or done: first out of the hub, so that
+            # nothing waits for this session any more (nor does it see its own leaving),
+            # then the room is told.
             with trio.CancelScope(shield=True):
                 if user.phase is not LEFT:  # not ended by _finish: a burst of these is paced too
                     await self._pacer.turn()
@@ -274,24 +275,30 @@ class Sessions:
             await member.linger()
 
     async def _leave(self, user: User) -> None:
-        """Tell the room and the directory that ``user`` is gone. Idempotent."""
-        if not user.leave():
+        """Tell the room and the directory that ``user`` is gone, once.
+
+        The step to LEFT comes last: a leaving cut short by a cancellation (the end of
+        the grace period during a stop) is done again by the session's ``finally``,
+        shielded, so that the room is told and the log says why.
+        """
+        if user.phase is LEFT:
             return
         core = user.core
         try:
-            await self.directory.unregister(core.session)
+            await self.directory.unregister(core.session)  # idempotent
         except DirectoryUnavailable as exc:  # nobody renews its lease: it runs out
             LOGGER.warning("%s left, but %s", core.nick, exc)
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
                 await self._presence.announce(user.member, effect.topic, effect.event)
+        user.leave()
         ending = user.ending
-        why = (
-            ending.describe(user.detail)
-            if ending is not None
-            else "cancelled: an idle timeout, an expiry or the end of a grace period"
-        )
+        if ending is not None:
+            why = ending.describe(user.detail)
+        else:  # cancelled from outside: the member says by what
+            cause = user.member.cancelled_by()
+            why = "cancelled" if cause is None else f"cancelled: {cause}"
         LOGGER.info("%s left (%s)", core.nick, why)
 
     # -- every session -----------------------------------------------------------------

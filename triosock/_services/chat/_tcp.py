@@ -99,6 +99,11 @@ class TCPLineMember(Member):
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.conn.hold_idle()
 
+    def cancelled_by(self) -> str | None:
+        if self.conn.idle_expired:
+            return f"idle for {self.conn.server.idle_timeout:g} s"
+        return super().cancelled_by()
+
     def stop_scope(self) -> trio.CancelScope:
         return self.conn.stop_scope()
 

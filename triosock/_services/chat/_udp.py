@@ -97,6 +97,11 @@ class UDPDialectMember(Member):
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.peer.hold_idle()
 
+    def cancelled_by(self) -> str | None:
+        if self.peer.idle_expired:  # its idle timeout, or the expiry of its heartbeats
+            return "the UDP peer expired"
+        return super().cancelled_by()
+
     def stop_scope(self) -> trio.CancelScope:
         return self.peer.stop_scope()
 

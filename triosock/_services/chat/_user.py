@@ -13,8 +13,9 @@ The phase of the session (:class:`Phase`)::
     ENDING   end(reason)    ENDING   a later reason changes nothing: the first one wins
     LEFT     end(reason)    LEFT     nothing: it is over
     LIVE     leave          LEFT     cancelled from outside: no reason was given, the
-                                     member says what cancelled it
-    ENDING   leave          LEFT     the room and the directory are told
+                                     member says what cancelled it (the room and the
+                                     directory were told)
+    ENDING   leave          LEFT     the room and the directory were told
     LEFT     leave          LEFT     nothing: they were told once
 
 Only a LIVE user is disconnected for being slow (and told why, once) and gets the
@@ -146,7 +147,8 @@ class User:
         self.scope.cancel()
 
     def leave(self) -> bool:
-        """Step to LEFT; whether this call did (the leaving is done once)."""
+        """Step to LEFT, once the room and the directory were told; whether this call
+        did (the leaving is done once)."""
         return self._step("leave")
 
     def _step(self, step: PhaseStep) -> bool:
