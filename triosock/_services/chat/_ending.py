@@ -15,6 +15,7 @@ quit        yes     no        stall rule  notice ``bye``                   no
 stopping    yes     no        stall rule  ``server closing: goodbye``      no
 slow        yes     yes       goodbye     notice ``disconnected: <why>``   no
 broken      no      --        --          none                             yes
+refused     yes     yes       goodbye     none (the member's own answer)   yes
 ==========  ======  ========  ==========  ===============================  ==========
 
 * **writes**: a broken connection gets nothing more; every other end writes the lines
@@ -25,7 +26,11 @@ broken      no      --        --          none                             yes
   if its socket takes nothing for ``stall_timeout`` seconds), or the goodbye deadline
   (``goodbye_timeout`` seconds for everything, whatever it drains).
 * **log detail**: the log line of the leaving says the detail (a WebSocket's close
-  code); a slow member's warning said why already.
+  code, what the client was taken for); a slow member's warning said why already.
+* **refused**: the member found its client is no chat client (an HTTP request on the
+  TCP line port, see :mod:`._tcp`), before its session began (then the room is told
+  nothing at all) or after. Nothing queued for it is of use to it; the member answers
+  it in its own protocol's terms.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from ..._sansio import chat as proto
 __all__ = ["ENDINGS", "EndReason", "Ending", "farewell_event"]
 
 #: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
-#: the member's socket stopped draining, or its connection failed.
-EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken"]
+#: the member's socket stopped draining, its connection failed, or the member refused
+#: its client (no chat client).
+EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,14 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             writes=False,
             drops_waiting=False,
             goodbye_deadline=False,
+            farewell=None,
+            logs_detail=True,
+        ),
+        Ending(
+            "refused",
+            writes=True,
+            drops_waiting=True,
+            goodbye_deadline=True,
             farewell=None,
             logs_detail=True,
         ),

@@ -1,8 +1,10 @@
 """The member interface: what the chat service needs of one transport's user.
 
 A member adapter (TCP lines, the UDP dialect, the WebSocket page) turns its transport
-into four things, and nothing of the chat's rules lives in it:
+into five things, and nothing of the chat's rules lives in it:
 
+* **admission** — :meth:`Member.screen` may look at the client before its session
+  begins, and refuse one that is no chat client before the room hears of it;
 * **input** — :meth:`Member.receive` returns the next burst of what the user sent
   (lines, datagrams, messages), and :meth:`Member.handle` hands one item to the
   session's rules (:class:`~triosock._sansio.chat.ChatSession`), which return effects;
@@ -122,6 +124,23 @@ class Member(abc.ABC):
     outbox: Outbox
     label: str
     preferred_nick: str | None = None
+
+    async def screen(self) -> str | None:
+        """Before the session begins (its nick and subscriptions are taken, but nothing
+        was said of it, nor to it but what its room says meanwhile): whether to serve
+        this client. A member may read the client's first input here (keeping it for
+        :meth:`receive`) and refuse a client that is not a chat client: the session
+        then ends for ``"refused"``, with the member's farewell as its answer, and the
+        room is told nothing.
+
+        Returns:
+          None to serve it; otherwise why it is refused, for the log.
+
+        A cancel point; the default serves every client at once, without a schedule
+        point.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return None
 
     @abc.abstractmethod
     async def receive(self) -> Sequence[object] | None:

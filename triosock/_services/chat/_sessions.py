@@ -115,21 +115,23 @@ class Sessions:
         )
         user = User(member, core)
         self.users[core.session] = user
-        self.sessions_total += 1
         fanout = self._fanout
-        LOGGER.info("%s joined (%s %s)", core.nick, member.kind, member.label)
         try:
             async with trio.open_nursery() as nursery:
                 user.nursery = nursery
                 nursery.start_soon(fanout.write_loop, user)
+                # Its nick taken and its subscriptions made in the order clients arrive,
+                # the user is ARRIVING: its member may still find it is no chat client,
+                # before anything is said to it or of it.
                 await fanout.subscribe(user, core.inbox)
                 await fanout.subscribe(user, core.topic)
-                with user.scope, member.stop_scope():
-                    greeting = member.greeting(core.nick, core.room)
-                    if greeting:
-                        user.outbox.put(greeting, 0)
-                    await self._carry_out(user, core.start(welcome=member.welcome))
-                    await self._read(user)
+                if await self._admit(user):
+                    with user.scope, member.stop_scope():
+                        greeting = member.greeting(core.nick, core.room)
+                        if greeting:
+                            user.outbox.put(greeting, 0)
+                        await self._carry_out(user, core.start(welcome=member.welcome))
+                        await self._read(user)
                 # Stop the writer between two writes (it never tears one): from here on
                 # the outbox is this task's.
                 nursery.cancel_scope.cancel()
@@ -147,6 +149,24 @@ class Sessions:
                 with trio.move_on_after(1):
                     await self._leave(user)
             del self.users[core.session]
+
+    async def _admit(self, user: User) -> bool:
+        """Let the member screen its client; whether the session begins (LIVE).
+
+        A refused client's session ends for ``"refused"``: its member's answer is its
+        farewell, and since it never began, the room is told nothing of its leaving.
+        """
+        member = user.member
+        refused = await member.screen()
+        if refused is not None:
+            LOGGER.info("refused %s %s: %s", member.kind, member.label, refused)
+            user.end("refused", refused)
+            return False
+        if not user.arrive():  # ended meanwhile (the server is stopping)
+            return False
+        self.sessions_total += 1
+        LOGGER.info("%s joined (%s %s)", user.core.nick, member.kind, member.label)
+        return True
 
     async def _read(self, user: User) -> None:
         """Carry out the member's input until it ends (or the session is ended)."""
@@ -174,12 +194,14 @@ class Sessions:
                 effects = handle(core, item, trio.current_time())
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
                     await publish(hub, member, effects[0].topic, effects[0].event)
-                elif effects and await self._carry_out(user, effects):
-                    user.end("quit")
-                    return
+                elif effects:
+                    close = await self._carry_out(user, effects)
+                    if close is not None:
+                        user.end(close.reason, close.detail)
+                        return
 
-    async def _carry_out(self, user: User, effects: list[proto.Effect]) -> bool:
-        """Carry out ``effects`` in order; True when one of them closes the session."""
+    async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
+        """Carry out ``effects`` in order; the one that closes the session, if any."""
         pending = deque(effects)
         while pending:
             effect = pending.popleft()
@@ -202,9 +224,9 @@ class Sessions:
                 ):
                     answer = await self._ask_directory(user, effect)
                 case proto.Close():
-                    return True
+                    return effect
             pending.extendleft(reversed(answer))
-        return False
+        return None
 
     # -- the directory's effects -------------------------------------------------------
 
@@ -293,6 +315,8 @@ class Sessions:
             with contextlib.suppress(trio.ClosedResourceError):
                 await self._presence.announce(user.member, effect.topic, effect.event)
         user.leave()
+        if not core.started:  # never joined: nobody was told it came (see _admit)
+            return
         ending = user.ending
         if ending is not None:
             why = ending.describe(user.detail)

@@ -6,21 +6,28 @@ asks the state rather than a set of flags.
 
 The phase of the session (:class:`Phase`)::
 
-    phase    step           next     what it means
-    -------  -------------  -------  ----------------------------------------------------
-    LIVE     end(reason)    ENDING   the first reason is kept (see :mod:`._ending`) and
-                                     the input side is cancelled
-    ENDING   end(reason)    ENDING   a later reason changes nothing: the first one wins
-    LEFT     end(reason)    LEFT     nothing: it is over
-    LIVE     leave          LEFT     cancelled from outside: no reason was given, the
-                                     member says what cancelled it (the room and the
-                                     directory were told)
-    ENDING   leave          LEFT     the room and the directory were told
-    LEFT     leave          LEFT     nothing: they were told once
+    phase     step           next     what it means
+    --------  -------------  -------  ---------------------------------------------------
+    ARRIVING  arrive         LIVE     its member let it in: it is greeted, its room told
+    ARRIVING  end(reason)    ENDING   refused by its member (or the server stopped)
+                                      before it began: it never joins
+    ENDING    arrive         ENDING   ended while its member screened it: it never joins
+    LIVE      end(reason)    ENDING   the first reason is kept (see :mod:`._ending`) and
+                                      the input side is cancelled
+    ENDING    end(reason)    ENDING   a later reason changes nothing: the first one wins
+    LEFT      end(reason)    LEFT     nothing: it is over
+    ARRIVING  leave          LEFT     cancelled from outside before it began
+    LIVE      leave          LEFT     cancelled from outside: no reason was given, the
+                                      member says what cancelled it
+    ENDING    leave          LEFT     the directory (and the room, if it was told of the
+                                      arrival) were told
+    LEFT      leave          LEFT     nothing: that was done once
 
-Only a LIVE user is disconnected for being slow (and told why, once) and gets the
-server's notices (the hub's health); leaving happens once, and a session whose leaving
-has begun is not paced again on its way out.
+An ARRIVING user has its nick and its subscriptions (taken in the order clients
+arrive), but nothing was said to it or of it yet. Only a LIVE user is disconnected for
+being slow (and told why, once) and gets the server's notices (the hub's health);
+leaving happens once, and a session whose leaving has begun is not paced again on its
+way out.
 
 The flow of its output under ``policy="block"`` (:class:`Flow`)::
 
@@ -46,12 +53,23 @@ from ..._sansio import chat as proto
 from ._ending import ENDINGS, Ending, EndReason
 from ._member import Member, Renderer
 
-__all__ = ["BLOCKED", "ENDING", "FLOWING", "LEFT", "LIVE", "Flow", "Phase", "User"]
+__all__ = [
+    "ARRIVING",
+    "BLOCKED",
+    "ENDING",
+    "FLOWING",
+    "LEFT",
+    "LIVE",
+    "Flow",
+    "Phase",
+    "User",
+]
 
 
 class Phase(enum.Enum):
     """Where a session is in its life (see the module docstring)."""
 
+    ARRIVING = "arriving"
     LIVE = "live"
     ENDING = "ending"
     LEFT = "left"
@@ -64,14 +82,18 @@ class Flow(enum.Enum):
     BLOCKED = "blocked"
 
 
-LIVE, ENDING, LEFT = Phase.LIVE, Phase.ENDING, Phase.LEFT
+ARRIVING, LIVE, ENDING, LEFT = Phase.ARRIVING, Phase.LIVE, Phase.ENDING, Phase.LEFT
 FLOWING, BLOCKED = Flow.FLOWING, Flow.BLOCKED
 
-PhaseStep: TypeAlias = Literal["end", "leave"]
+PhaseStep: TypeAlias = Literal["arrive", "end", "leave"]
 FlowStep: TypeAlias = Literal["over_backlog", "caught_up"]
 
 #: (phase, step) -> the next phase. A step missing here is a bug, not a rule.
 PHASES: Final[dict[tuple[Phase, PhaseStep], Phase]] = {
+    (ARRIVING, "arrive"): LIVE,
+    (ARRIVING, "end"): ENDING,
+    (ENDING, "arrive"): ENDING,
+    (ARRIVING, "leave"): LEFT,
     (LIVE, "end"): ENDING,
     (ENDING, "end"): ENDING,
     (LEFT, "end"): LEFT,
@@ -100,7 +122,7 @@ class User:
       subs: topic -> (the subscription's context manager, the subscription).
       scope: the input side; cancelled to end the session.
       phase: see :class:`Phase`; ending: the record of the first end reason (None while
-        LIVE, or when cancelled from outside); detail: that end's detail.
+        ARRIVING or LIVE, or when cancelled from outside); detail: that end's detail.
       flow: see :class:`Flow`; unblocked: where a subscription's own feeding task
         (a hub the fan-out cannot watch) waits while BLOCKED.
       missed: lines dropped and not reported to the member yet.
@@ -130,7 +152,7 @@ class User:
         self.renderer: Renderer = member.renderer
         self.subs: dict[str, tuple[Subscribing, Subscription[bytes]]] = {}
         self.scope = trio.CancelScope()
-        self.phase = LIVE
+        self.phase = ARRIVING
         self.ending: Ending | None = None
         self.detail = ""
         self.flow = FLOWING
@@ -145,6 +167,10 @@ class User:
             self.ending = ENDINGS[reason]
             self.detail = detail
         self.scope.cancel()
+
+    def arrive(self) -> bool:
+        """Step from ARRIVING to LIVE; whether it did (not if it ended meanwhile)."""
+        return self._step("arrive")
 
     def leave(self) -> bool:
         """Step to LEFT, once the room and the directory were told; whether this call
