@@ -104,7 +104,8 @@ class ChatStatistics:
 
     Attributes:
       users: sessions connected now (of this server; the directory may know more).
-      sessions_total: sessions since the server was made.
+      sessions_total: sessions since the server was made (a client its member refused
+        before its session began is not one).
       users_by_kind: of ``users``, how many per member kind (``"tcp"``, ``"udp"``,
         ``"ws"``).
       lines_received: input items (lines, datagrams) received.

@@ -1,10 +1,13 @@
 """The life of a chat session: serve a member, read it, carry out what it says, end it.
 
 :meth:`Sessions.serve` runs one user over any member adapter: it registers the user
-with the directory, subscribes it to its inbox and room (the fan-out feeds them), greets
-it, then reads: the session's rules (:class:`~triosock._sansio.chat.ChatSession`) turn
-each input item into effects, and this module carries them out (``Publish`` on the hub,
-``Tell`` after what is queued, the directory's effects, ``Pause``, ``Close``). Then it
+with the directory and subscribes it to its inbox and room (the fan-out feeds them), in
+the order clients arrive; lets the member screen its client (``Member.screen``: one
+that is no chat client is refused before the room hears of it); greets it and tells
+its room it joined; then reads: the session's rules
+(:class:`~triosock._sansio.chat.ChatSession`) turn each input item into effects, and
+this module carries them out (``Publish`` on the hub, ``Tell`` after what is queued,
+the directory's effects, ``Pause``, ``Close``). Then it
 finishes the session as its end reason's record says (:mod:`._ending`) and tells the
 room and the directory that the user left.
 
