@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,8 +10,19 @@ from typing import Any
 
 import trio
 
-from triosock import TCPServer, UDPServer, WebSocketServer, serve_tcp, serve_udp, serve_websocket
-from triosock.chat import ChatPage, ChatServer
+from triosock import (
+    FramedChannel,
+    Outbox,
+    TCPServer,
+    UDPServer,
+    WebSocketServer,
+    open_tcp_channel,
+    serve_tcp,
+    serve_udp,
+    serve_websocket,
+)
+from triosock._sansio.chat import ChatSession, Effect
+from triosock.chat import ChatPage, ChatServer, EndReason, Member, TCPLineMember
 
 
 @asynccontextmanager
@@ -52,6 +64,13 @@ async def web_chat(chat: ChatServer, **options: Any) -> AsyncIterator[tuple[int,
             )
         )
         yield tcp.port, udp.port, web.port
+
+
+async def lobby_user(port: int) -> FramedChannel:
+    """A TCP user of the chat on ``port``, once it is in the lobby."""
+    user = await open_tcp_channel("127.0.0.1", port)
+    await expect(user, b"joined #lobby")
+    return user
 
 
 async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:
@@ -149,3 +168,92 @@ class LineSocket(LineReader):
 
     def close(self) -> None:
         self.sock.close()
+
+
+class MemorySink:
+    """An :class:`~triosock.Outbox` sink in memory: what it takes, with the trio time it
+    took it; or, while ``taking`` is false, a socket that takes nothing."""
+
+    joinable = True
+    can_try_send = True
+
+    def __init__(self, *, taking: bool = True) -> None:
+        self.taking = taking
+        self.writes: list[tuple[float, bytes]] = []
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def try_send(self, data: bytes | memoryview) -> int:
+        if not self.taking:
+            return 0
+        self.writes.append((trio.current_time(), bytes(data)))
+        self._lot.unpark_all()
+        return len(data)
+
+    async def wait_writable(self) -> None:
+        while not self.taking:
+            await self._lot.park()
+        await trio.lowlevel.checkpoint()
+
+    async def send(self, data: bytes) -> None:
+        await self.wait_writable()
+        self.try_send(data)
+
+    def lines(self) -> list[tuple[float, bytes]]:
+        """Every line taken, with the time of the write that completed it."""
+        lines: list[tuple[float, bytes]] = []
+        rest = b""
+        for when, data in self.writes:
+            *whole, rest = (rest + data).split(b"\n")
+            lines += [(when, line) for line in whole]
+        return lines
+
+    async def wait_for(self, wanted: bytes) -> float:
+        """The time of the first line taken that contains ``wanted``, waiting for it."""
+        while True:
+            for when, line in self.lines():
+                if wanted in line:
+                    return when
+            await self._lot.park()
+
+
+class MemoryMember(Member):
+    """A chat user in memory: it says what the test gives :meth:`say`, and its outbox
+    writes to a :class:`MemorySink`. Lines look as they do on TCP."""
+
+    kind = "mem"
+    renderer = TCPLineMember.renderer
+
+    def __init__(self, label: str, sink: MemorySink | None = None) -> None:
+        self.label = label
+        self.sink = sink if sink is not None else MemorySink()
+        self.outbox = Outbox(self.sink)
+        self._said, self._input = trio.open_memory_channel[list[bytes]](math.inf)
+        self._stop = trio.CancelScope()
+
+    def say(self, *lines: bytes) -> None:
+        """The user sends ``lines`` at once (one read of the server)."""
+        self._said.send_nowait(list(lines))
+
+    def close(self) -> None:
+        """The user's end of input."""
+        self._said.close()
+
+    async def receive(self) -> list[bytes] | None:
+        try:
+            return await self._input.receive()
+        except trio.EndOfChannel:
+            return None
+
+    def handle(self, session: ChatSession, item: object, now: float) -> list[Effect]:
+        assert isinstance(item, bytes)
+        return session.receive_line(item, now)
+
+    def farewell(self, reason: EndReason, detail: str) -> bytes | None:
+        return None
+
+    def stop_scope(self) -> trio.CancelScope:
+        return self._stop
+
+    @property
+    def stopping(self) -> bool:
+        return False

@@ -21,7 +21,7 @@ from triosock import (
 from triosock._services.chat import ChatServer
 from triosock._services.chat._tcp import LINGER
 
-from .chattools import chat_servers, expect
+from .chattools import chat_servers, expect, lobby_user
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD, reset_on_close
 
@@ -203,6 +203,35 @@ async def test_oversized_and_invalid_lines_get_a_notice_and_the_connection_stays
             assert (await expect(good, b"www")).endswith(b": " + b"w" * 100)
             for chan in (good, bad):
                 await chan.aclose()
+            await peer.aclose()
+
+
+async def test_a_nick_or_room_with_a_space_is_refused_with_why_and_the_user_stays() -> None:
+    chat = ChatServer()
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, udp, _):
+            user = await lobby_user(tcp.port)
+            chars = b"use only letters A-Z, digits, '_', '-' and '.'"
+            await user.send(b"/nick bad nick")
+            assert await expect(user, b"nick") == (
+                b"-!- nick 'bad nick' contains ' ': nicks cannot contain spaces; " + chars
+            )
+            await user.send(b"/join my  room")
+            assert await expect(user, b"room") == (
+                b"-!- room 'my  room' contains ' ': room names cannot contain spaces; " + chars
+            )
+            # A UDP peer's commands are lines too: the same answer.
+            peer = await open_udp_channel("127.0.0.1", udp.port)
+            await peer.send(b"/nick bad nick")
+            assert await expect(peer, b"nick") == (
+                b"-!- nick 'bad nick' contains ' ': nicks cannot contain spaces; " + chars + b"\n"
+            )
+            await user.send(b"/who")
+            assert (
+                await expect(user, b"in #lobby")
+                == b"-!- in #lobby: 127.0.0.1:%d, guest1" % (peer.socket.getsockname()[1])
+            )
+            await user.aclose()
             await peer.aclose()
 
 

@@ -8,6 +8,7 @@ are the specification.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -27,6 +28,7 @@ from triosock._sansio.chat import (
     Direct,
     DirectoryState,
     Effect,
+    HttpRequest,
     Joined,
     Left,
     LineReader,
@@ -88,8 +90,11 @@ def test_start_welcomes_if_wanted_then_announces_the_join(welcome: bool) -> None
     assert make_session().start(welcome=welcome) == ([hello] if welcome else []) + [joined]
 
 
-def test_leave_tells_the_room() -> None:
-    assert make_session().leave() == [Publish(LOBBY, Left(DEFAULT_ROOM, "alice"))]
+def test_leave_tells_the_room_it_joined_and_nobody_before_it_started() -> None:
+    session = make_session()
+    assert session.leave() == []  # the room was never told it came
+    session.start()
+    assert session.leave() == [Publish(LOBBY, Left(DEFAULT_ROOM, "alice"))]
 
 
 # -- ChatSession: each command -------------------------------------------------------------
@@ -129,9 +134,11 @@ def test_each_command_has_its_effects(line: bytes, expected: list[Effect]) -> No
         ("nick", "9lives", "must start with a letter"),
         ("nick", "x" * 25, "too long"),
         ("nick", "b@d", "contains"),
+        ("nick", "bob smith", "nicks cannot contain spaces"),
         ("join", "#", "must not be empty"),
         ("join", "r" * 33, "too long"),
         ("join", "#a:b", "contains"),
+        ("join", "my room", "room names cannot contain spaces"),
     ],
 )
 def test_an_invalid_nick_or_room_is_told_with_the_error(
@@ -180,6 +187,7 @@ def test_renamed_takes_the_nick_only_when_ok(ok: bool, effect: Effect, nick: str
 
 def test_moved_tells_the_old_room_then_the_new_one() -> None:
     session = make_session()
+    session.start()
     assert session.moved("#dev") == [
         Publish(LOBBY, Left(DEFAULT_ROOM, "alice")),
         Publish("room:#dev", Joined("#dev", "alice")),
@@ -712,7 +720,10 @@ def test_any_stream_at_all_is_read_without_error_within_the_limit_in_any_split(
         assert reader.buffered <= limit
         start = max(start, cut)
     items += reader.feed_eof()
-    assert all(isinstance(i, AreYouThere | Overlong) or len(i) <= limit for i in items)
+    assert all(
+        len(i) <= limit if isinstance(i, bytes) else isinstance(i, AreYouThere | Overlong)
+        for i in items
+    )
     assert (items, reader.take_replies()) == expected
 
 
@@ -769,3 +780,72 @@ def test_a_subnegotiation_ends_at_a_line_end_or_its_bound() -> None:
     assert reader.feed(text) == [b"latin-1: ", b"next line", b"/who"]
     long = IAC + SB + b"x" * (MAX_SUBNEGOTIATION + 10) + b"\n"
     assert reader.feed(long) == [b"x" * 10]
+
+
+# -- LineReader: the first line, screened for an HTTP request --------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:7070\r\nUser-Agent: curl/8\r\n\r\n",
+        b"POST /x?y=1 HTTP/1.1\r\nContent-Length: 13\r\n\r\n/nick mallory",
+        b"HEAD / HTTP/1.0\n\n",
+        b"OPTIONS * HTTP/1.1\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # HTTP/2 with prior knowledge
+        b"GET /status HTTP/1.1\r",  # the verdict comes with the CR, not after it
+        b"POST /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\nhello room\n",
+    ],
+)
+def test_a_first_line_that_is_an_http_request_is_refused_and_nothing_after_it_read(
+    data: bytes,
+) -> None:
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+        reader = LineReader(100, refuse_http=True)
+        items = [item for chunk in chunks for item in reader.feed(chunk)]
+        assert items + reader.feed(b"more\n") + reader.feed_eof() == [HttpRequest()]
+        assert reader.refused
+        assert not reader.screening
+        assert reader.take_replies() == b""
+
+
+@pytest.mark.parametrize(
+    ("data", "items"),
+    [
+        (b"hello world\n", [b"hello world"]),
+        (b"GET / HTTP/1.1 and more\n", [b"GET / HTTP/1.1 and more"]),
+        (b"GET /\n", [b"GET /"]),
+        (b"get / http/1.1\n", [b"get / http/1.1"]),  # the version is case-sensitive
+        (b"GET  / HTTP/1.1\n", [b"GET  / HTTP/1.1"]),  # one space, not two
+        (b"GET / HTTP/1.11\n", [b"GET / HTTP/1.11"]),
+        (b"/nick GET / HTTP/1.1\n", [b"/nick GET / HTTP/1.1"]),
+        (b"\nGET / HTTP/1.1\n", [b"", b"GET / HTTP/1.1"]),  # only the first line
+        (b"GET / HTTP/1.1", [b"GET / HTTP/1.1"]),  # no line end: a line like any other
+        (IAC + DO + b"\x01GET / HTTP/1.1\r\n", [b"GET / HTTP/1.1"]),  # telnet first
+        (b"x" * 150 + b" HTTP/1.1\nok\n", [Overlong(159), b"ok"]),
+    ],
+)
+def test_any_other_first_line_is_read_as_without_the_screen(
+    data: bytes, items: list[object]
+) -> None:
+    for chunks in ([data], [data[i : i + 1] for i in range(len(data))]):
+        reader = LineReader(100, refuse_http=True)
+        got = [item for chunk in chunks for item in reader.feed(chunk)] + reader.feed_eof()
+        assert got == items
+        assert not reader.refused
+        assert not reader.screening
+
+
+@given(data=telnet_bytes | plain_bytes, cuts=cuts, limit=st.integers(1, 12))
+def test_the_screen_changes_nothing_but_a_request_line(
+    data: bytes, cuts: list[int], limit: int
+) -> None:
+    plain = LineReader(limit)
+    expected = (plain.feed(data) + plain.feed_eof(), plain.take_replies())
+    screened = LineReader(limit, refuse_http=True)
+    items = feed_in_pieces(screened, data, cuts) + screened.feed_eof()
+    if items == [HttpRequest()]:
+        first = data.replace(b"\r", b"\n").split(b"\n")[0]
+        assert re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]", first)
+    else:
+        assert (items, screened.take_replies()) == expected

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from triosock._services.chat._server import SESSIONS_PER_BATCH
+from triosock._services.chat._sessions import SESSIONS_PER_BATCH
 from triosock.chat import ChatServer, InProcessDirectory
 from triosock.hub import InProcessHub, Policy
 
@@ -173,7 +173,7 @@ async def test_a_member_whose_socket_takes_nothing_is_dropped_after_the_stall_ti
             await talker.read_until(b"guest2 joined")
             # Talk until some output waits for the sleeper, then fall silent: a quiet
             # room, a backlog far below the byte limit, and a socket taking nothing.
-            (user,) = [u for u in chat._users.values() if u.core.nick == "guest1"]
+            (user,) = [u for u in chat._sessions.users.values() if u.core.nick == "guest1"]
             sent = 0
             while user.outbox.queued == 0:
                 await talker.send(b"%d %s\n" % (sent, b"y" * 1000))

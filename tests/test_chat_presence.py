@@ -41,8 +41,9 @@ async def test_a_crowded_room_gets_counts_and_a_small_one_a_line_each(
             others = [await _member(tcp.port) for _ in range(2)]
             for _, nick in others:  # up to 3 members: a line each
                 await first.read_until(b"* " + nick + b" joined #lobby")
-            start = trio.current_time()
-            crowd = [await _member(tcp.port) for _ in range(2)]  # 4 and 5: counted
+            crowd = [await _member(tcp.port)]  # 4: counted
+            start = trio.current_time()  # when the first of the crowd joined
+            crowd.append(await _member(tcp.port))  # and 5
             # The joiners saw their own join lines (_member waited for them) ...
             peer = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
             await peer.connect(("127.0.0.1", udp.port))

@@ -6,7 +6,8 @@ and the bytes users see. Users of every transport (TCP lines from ``nc``/``telne
 rooms, commands and events.
 
 * :mod:`._lines` — TCP input: lines ended by LF, CRLF, CR or CR NUL, telnet's IAC
-  negotiation stripped and answered, overlong lines refused without losing sync.
+  negotiation stripped and answered, overlong lines refused without losing sync, and a
+  first line that is an HTTP request told apart.
 * :mod:`._commands` — what a line means (:func:`parse_line_untrusted`).
 * :mod:`._names` — valid nicks and rooms.
 * :mod:`._text` — neutralising user text for other people's terminals.
@@ -65,7 +66,7 @@ from ._events import (
     encode_event,
     render_line,
 )
-from ._lines import AreYouThere, LineReader, Overlong
+from ._lines import AreYouThere, HttpRequest, LineReader, Overlong
 from ._names import (
     DEFAULT_ROOM,
     MAX_NICK_LENGTH,
@@ -115,6 +116,7 @@ __all__ = [
     "Event",
     "Heartbeat",
     "Help",
+    "HttpRequest",
     "Invalid",
     "Join",
     "Joined",

@@ -18,6 +18,11 @@ truncated: the server refuses lines over its limit before they are parsed.
   ``/nick NAME``        :class:`Nick` (``NAME`` is *not* validated here: the chat
                         core calls :func:`~._names.validate_nick`)
   ``/join ROOM``        :class:`Join` (validated with :func:`~._names.validate_room`)
+
+  ``NAME`` and ``ROOM`` are the rest of the line, spaces included: ``/nick John Smith``
+  asks for the nick ``John Smith``, which the chat core refuses with the reason (nicks
+  and rooms cannot contain spaces), not with the usage line.
+
   ``/msg NAME TEXT``    :class:`Msg`
   ``/me TEXT``          :class:`Me`, an action in the current room
   ``/who``              :class:`Who`, who is in the current room
@@ -26,10 +31,10 @@ truncated: the server refuses lines over its limit before they are parsed.
   ``/quit``             :class:`Quit` (arguments, e.g. a quit message, are ignored)
   ====================  ==================================================
 
-  A missing argument, an extra argument to ``/nick``, ``/join``, ``/who`` or ``/rooms``,
-  an empty command name (``/`` alone) and an unknown command give :class:`Invalid`,
-  whose ``reason`` can be shown to the user as a notice, e.g. ``usage: /msg NAME TEXT``
-  or ``unknown command /foo; try /help``.
+  A missing argument, an argument to ``/who`` or ``/rooms``, an empty command name
+  (``/`` alone) and an unknown command give :class:`Invalid`, whose ``reason`` can be
+  shown to the user as a notice, e.g. ``usage: /msg NAME TEXT`` or ``unknown command
+  /foo; try /help``.
 
 Text carried by commands (``Say``, ``Msg``, ``Me``) is neutralised, so it is safe to show.
 """
@@ -180,8 +185,9 @@ def parse_line_untrusted(line: bytes) -> Command:
     if name in _IGNORING_ARGUMENTS:
         return _IGNORING_ARGUMENTS[name]
     if name in ("nick", "join"):
-        if not args or len(args.split()) != 1:
+        if not args:
             return Invalid("usage: /nick NAME" if name == "nick" else "usage: /join ROOM")
+        # The whole rest, spaces included: the name's validation says why it is refused.
         return Nick(args) if name == "nick" else Join(args)
     if name == "msg":
         parts = _NAME_AND_TEXT.fullmatch(args)

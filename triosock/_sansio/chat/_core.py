@@ -24,7 +24,8 @@ Effects:
 :class:`Lookup`             find the nick's session; answer with :meth:`found`
 :class:`ListUsers`          ask who is in the room; answer with :meth:`listed_users`
 :class:`ListRooms`          ask for the rooms; answer with :meth:`listed_rooms`
-:class:`Close`              end the session (the user said ``/quit`` or ``quit``)
+:class:`Close`              end the session (the user said ``/quit`` or ``quit``, or a
+                            member refused its client)
 ==========================  ===========================================================
 
 Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names`):
@@ -145,9 +146,11 @@ class ListRooms:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """End the session; ``reason`` is ``"quit"`` (the user asked to leave)."""
+    """End the session: ``reason`` is ``"quit"`` (the user asked to leave) or
+    ``"refused"`` (a member found its client is no chat client, ``detail`` says why)."""
 
-    reason: Literal["quit"]
+    reason: Literal["quit", "refused"]
+    detail: str = ""
 
 
 Effect: TypeAlias = Pause | Publish | Tell | Rename | Move | Lookup | ListUsers | ListRooms | Close
@@ -186,6 +189,8 @@ class ChatSession:
         self._bucket = None if rate is None else TokenBucket(rate, burst, now)
         #: Inputs that had to wait for a token (a measure of how often the limit bites).
         self.paused = 0
+        #: Whether the session has started (its room was told it joined).
+        self.started = False
 
     @property
     def topic(self) -> str:
@@ -196,6 +201,7 @@ class ChatSession:
 
     def start(self, *, welcome: bool = True) -> list[Effect]:
         """What arriving does: a welcome notice (unless not wanted) and the join line."""
+        self.started = True
         effects: list[Effect] = []
         if welcome:
             effects.append(Tell(f"welcome to triosock chat, {self.nick}; /help lists commands"))
@@ -203,7 +209,10 @@ class ChatSession:
         return effects
 
     def leave(self) -> list[Effect]:
-        """What leaving does, for whatever reason: the room is told."""
+        """What leaving does, for whatever reason: the room is told, if it was told of
+        the arrival (a session that never started leaves unannounced)."""
+        if not self.started:
+            return []
         return [Publish(self.topic, Left(self.room, self.nick))]
 
     # -- input -------------------------------------------------------------------------

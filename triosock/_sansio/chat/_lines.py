@@ -25,22 +25,49 @@
 * **The limit.** A line longer than ``max_line_length`` bytes (terminator not counted)
   is refused whole: it gives an :class:`Overlong` item with its size, and the reader
   goes on with the next line. The buffer never holds more than the limit.
+* **Not a chat client** (``refuse_http=True``). A first line that is an HTTP request
+  line, ``METHOD SP target SP HTTP/x.y`` (RFC 9112: a token, visible ASCII, the
+  version, then CR or LF), gives an :class:`HttpRequest` item and nothing more: the
+  reader takes nothing after it. A web page can make a browser send a request to any
+  port, its body written by the page (a cross-protocol attack); a chat port must never
+  take that for a user's lines. The first line is screened as it arrives, byte class by
+  byte class, so a target of any length is screened without being held, and the
+  verdict comes at the latest with the line's end, before the line is an item: either
+  an :class:`HttpRequest`, or the first line read as any other. Only the first line is
+  screened (a request line always comes first), and a user whose first line has that
+  shape (``GET / HTTP/1.1``) is taken for a browser.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeAlias
 
-__all__ = ["AreYouThere", "LineReader", "Overlong"]
+__all__ = ["AreYouThere", "HttpRequest", "LineReader", "Overlong"]
 
 IAC, DONT, DO, WONT, WILL, SB = 255, 254, 253, 252, 251, 250
 SE, NOP, DM, BRK, IP, AO, AYT, EC, EL, GA = 240, 241, 242, 243, 244, 245, 246, 247, 248, 249
 _CR, _LF, _NUL = 13, 10, 0
 
 _DATA, _COMMAND, _OPTION, _SUB, _SUB_IAC = range(5)
+# The first line's screen for an HTTP request line (see the module docstring).
+_METHOD, _TARGET, _VERSION, _REFUSED = range(5, 9)
 _SPECIAL = re.compile(rb"[\r\n\xff]")
 _SUB_END = re.compile(rb"[\r\n\xff]")
+_SP = 32
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")  # RFC 9110's tchar
+_VISIBLE = re.compile(rb"[\x21-\x7e]*")
+_HTTP_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+#: The screen's rules, one row a word of the request line: the bytes the word is made
+#: of, and the state after the space that ends it (None: the line must end after it).
+_SCREEN: dict[int, tuple[re.Pattern[bytes], int | None]] = {
+    _METHOD: (_TOKEN, _TARGET),
+    _TARGET: (_VISIBLE, _VERSION),
+    _VERSION: (_VISIBLE, None),
+}
+#: Enough of a word to tell an HTTP version (``HTTP/1.1``) from anything longer.
+_WORD_KEPT = len(b"HTTP/1.1") + 1
 
 #: The longest subnegotiation skipped before its bytes count as data again.
 MAX_SUBNEGOTIATION = 256
@@ -59,11 +86,23 @@ class AreYouThere:
     """The telnet user sent ``IAC AYT``: show them the server is there."""
 
 
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """The first line was an HTTP request line: the client is not a chat client (see
+    the module docstring). The reader takes nothing after it."""
+
+
+#: What the reader gives.
+Item: TypeAlias = bytes | Overlong | AreYouThere | HttpRequest
+
+
 class LineReader:
     """Lines from a TCP byte stream, telnet-aware, with a hard limit per line.
 
     Args:
       max_line_length: the longest line accepted, in bytes, at least 1.
+      refuse_http: screen the first line for an HTTP request line (see the module
+        docstring).
     """
 
     __slots__ = (
@@ -74,20 +113,34 @@ class LineReader:
         "_state",
         "_sub_length",
         "_verb",
+        "_word",
         "max_line_length",
     )
 
-    def __init__(self, max_line_length: int) -> None:
+    def __init__(self, max_line_length: int, *, refuse_http: bool = False) -> None:
         if max_line_length < 1:
             raise ValueError(f"max_line_length must be at least 1 byte, not {max_line_length}")
         self.max_line_length = max_line_length
         self._line = bytearray()
         self._overlong: int | None = None  # size so far of a line being refused
         self._after_cr = False  # the last byte ended a line with CR: skip an LF or NUL
-        self._state = _DATA
+        # Not _DATA while the first line is screened: feed() takes its slow path, and
+        # the fast path of every later line pays nothing for the screen.
+        self._state = _METHOD if refuse_http else _DATA
+        self._word = b""  # the start of the screened word
         self._verb = 0
         self._sub_length = 0
         self._replies = bytearray()
+
+    @property
+    def screening(self) -> bool:
+        """True while the first line is screened and no verdict has come yet."""
+        return _METHOD <= self._state <= _VERSION
+
+    @property
+    def refused(self) -> bool:
+        """True once the first line was an HTTP request line."""
+        return self._state == _REFUSED
 
     @property
     def buffered(self) -> int:
@@ -100,9 +153,10 @@ class LineReader:
         self._replies.clear()
         return replies
 
-    def feed(self, data: bytes) -> list[bytes | Overlong | AreYouThere]:
-        """Every line (or :class:`Overlong`, :class:`AreYouThere`) that ``data`` completes."""
-        out: list[bytes | Overlong | AreYouThere] = []
+    def feed(self, data: bytes) -> list[Item]:
+        """Every line (or :class:`Overlong`, :class:`AreYouThere`, :class:`HttpRequest`)
+        that ``data`` completes."""
+        out: list[Item] = []
         if (
             self._state == _DATA
             and not self._after_cr
@@ -112,6 +166,8 @@ class LineReader:
         ):
             return self._feed_plain(data, out)
         position, end = 0, len(data)
+        if self._state >= _METHOD:
+            position = self._screen(data, out)
         while position < end:
             if self._state == _DATA:
                 position = self._data(data, position, out)
@@ -119,9 +175,7 @@ class LineReader:
                 position = self._telnet(data, position, out)
         return out
 
-    def _feed_plain(
-        self, data: bytes, out: list[bytes | Overlong | AreYouThere]
-    ) -> list[bytes | Overlong | AreYouThere]:
+    def _feed_plain(self, data: bytes, out: list[Item]) -> list[Item]:
         """The common case: LF-terminated lines, nothing for telnet."""
         lines = data.split(b"\n")
         rest = lines.pop()
@@ -135,7 +189,37 @@ class LineReader:
         self._append(rest)
         return out
 
-    def _data(self, data: bytes, position: int, out: list[bytes | Overlong | AreYouThere]) -> int:
+    def _screen(self, data: bytes, out: list[Item]) -> int:
+        """Screen the first line (see :data:`_SCREEN`); where ordinary reading goes on
+        (the end of ``data`` when the screen took all of it, or refused the line)."""
+        position, end = 0, len(data)
+        while self._state != _REFUSED:
+            chars, after = _SCREEN[self._state]
+            match = chars.match(data, position)
+            assert match is not None  # each pattern matches the empty string
+            stop = match.end()
+            if stop > position:
+                word = data[position:stop]
+                self._append(word)  # the line's bytes, should it be no request line
+                self._word = (self._word + word)[:_WORD_KEPT]
+            if stop == end:
+                return end  # the word goes on in the next data
+            byte = data[stop]
+            if after is not None and byte == _SP and self._word:
+                self._append(b" ")
+                self._state, self._word = after, b""
+                position = stop + 1
+            elif after is None and byte in (_CR, _LF) and _HTTP_VERSION.fullmatch(self._word):
+                out.append(HttpRequest())
+                self._state = _REFUSED
+                self._line.clear()
+                self._overlong = None
+            else:  # no request line: this byte and the rest are read as always
+                self._state, self._word = _DATA, b""
+                return stop
+        return end
+
+    def _data(self, data: bytes, position: int, out: list[Item]) -> int:
         if self._after_cr:
             self._after_cr = False
             if data[position] in (_LF, _NUL):  # the second byte of CR LF or CR NUL
@@ -154,7 +238,7 @@ class LineReader:
             self._after_cr = byte == _CR
         return stop + 1
 
-    def _telnet(self, data: bytes, position: int, out: list[bytes | Overlong | AreYouThere]) -> int:
+    def _telnet(self, data: bytes, position: int, out: list[Item]) -> int:
         state = self._state
         if state == _SUB:  # skip to the IAC that may end the subnegotiation
             match = _SUB_END.search(data, position)
@@ -210,7 +294,7 @@ class LineReader:
         else:
             self._line += chunk
 
-    def _end_line(self, out: list[bytes | Overlong | AreYouThere]) -> None:
+    def _end_line(self, out: list[Item]) -> None:
         if self._overlong is not None:
             out.append(Overlong(self._overlong))
             self._overlong = None
@@ -218,9 +302,11 @@ class LineReader:
             out.append(bytes(self._line))
             self._line.clear()
 
-    def feed_eof(self) -> list[bytes | Overlong | AreYouThere]:
+    def feed_eof(self) -> list[Item]:
         """What the end of the stream completes: an unterminated last line, if any."""
-        out: list[bytes | Overlong | AreYouThere] = []
+        out: list[Item] = []
+        if self._state == _REFUSED:
+            return out
         if self._line or self._overlong is not None:
             self._end_line(out)
         self._state = _DATA

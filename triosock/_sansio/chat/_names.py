@@ -43,12 +43,14 @@ _NAME_CHARS = re.compile(r"[A-Za-z0-9_.\-]*")
 _FIRST_BAD_CHAR = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
-def _check_chars(kind: str, name: str) -> None:
+def _check_chars(kind: str, kinds: str, name: str) -> None:
     if not _NAME_CHARS.fullmatch(name):
         bad = _FIRST_BAD_CHAR.search(name)
         assert bad is not None
+        # A space is the likeliest mistake (``/nick John Smith``): say it in words.
+        why = f": {kinds} cannot contain spaces" if bad[0].isspace() else ""
         raise ChatError(
-            f"{kind} {quote(name)} contains {quote(bad[0])}; "
+            f"{kind} {quote(name)} contains {quote(bad[0])}{why}; "
             "use only letters A-Z, digits, '_', '-' and '.'"
         )
 
@@ -71,7 +73,7 @@ def validate_nick(name: str) -> str:
         raise ChatError("a nick must not be empty")
     if len(name) > MAX_NICK_LENGTH:
         raise ChatError(f"nick {quote(name)} is too long: at most {MAX_NICK_LENGTH} characters")
-    _check_chars("nick", name)
+    _check_chars("nick", "nicks", name)
     if not ("a" <= name[0] <= "z" or "A" <= name[0] <= "Z"):
         raise ChatError(f"nick {quote(name)} must start with a letter")
     return name
@@ -110,7 +112,7 @@ def validate_room(name: str) -> str:
         raise ChatError(
             f"room {quote(name)} is too long: at most {MAX_ROOM_LENGTH} characters after #"
         )
-    _check_chars("room", body)
+    _check_chars("room", "room names", body)
     return "#" + body.lower()
 
 

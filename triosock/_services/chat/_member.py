@@ -1,8 +1,10 @@
 """The member interface: what the chat service needs of one transport's user.
 
 A member adapter (TCP lines, the UDP dialect, the WebSocket page) turns its transport
-into four things, and nothing of the chat's rules lives in it:
+into five things, and nothing of the chat's rules lives in it:
 
+* **admission** — :meth:`Member.screen` may look at the client before its session
+  begins, and refuse one that is no chat client before the room hears of it;
 * **input** — :meth:`Member.receive` returns the next burst of what the user sent
   (lines, datagrams, messages), and :meth:`Member.handle` hands one item to the
   session's rules (:class:`~triosock._sansio.chat.ChatSession`), which return effects;
@@ -10,7 +12,8 @@ into four things, and nothing of the chat's rules lives in it:
   a :class:`Renderer` that turns events into whole frames for it;
 * **farewell** — the last frame for each way a session ends, and a graceful close
   (:meth:`Member.linger`);
-* **stop** — the server's stop scope and stopping flag.
+* **stop** — the server's stop scope and stopping flag, and what cancelled the session
+  when the transport did (:meth:`Member.cancelled_by`).
 
 The service does the rest the same way for every member: the directory, the hub
 subscriptions, the fan-out into the outbox, the flow-control rules and the goodbyes.
@@ -22,18 +25,15 @@ import abc
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import ClassVar, Literal, TypeAlias
+from typing import ClassVar
 
 import trio
 
 from ..._sansio import chat as proto
 from ..._transport.outbox import Outbox
+from ._ending import EndReason, farewell_event
 
 __all__ = ["EndReason", "Member", "Renderer"]
-
-#: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
-#: the member's socket stopped draining, or its connection failed.
-EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken"]
 
 
 class Renderer(abc.ABC):
@@ -125,6 +125,23 @@ class Member(abc.ABC):
     label: str
     preferred_nick: str | None = None
 
+    async def screen(self) -> str | None:
+        """Before the session begins (its nick and subscriptions are taken, but nothing
+        was said of it, nor to it but what its room says meanwhile): whether to serve
+        this client. A member may read the client's first input here (keeping it for
+        :meth:`receive`) and refuse a client that is not a chat client: the session
+        then ends for ``"refused"``, with the member's farewell as its answer, and the
+        room is told nothing.
+
+        Returns:
+          None to serve it; otherwise why it is refused, for the log.
+
+        A cancel point; the default serves every client at once, without a schedule
+        point.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        return None
+
     @abc.abstractmethod
     async def receive(self) -> Sequence[object] | None:
         """The next burst of input, for :meth:`handle` (maybe empty, when a read gave
@@ -138,9 +155,11 @@ class Member(abc.ABC):
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
         """Give one input item to the session's rules; return what they say to do."""
 
-    @abc.abstractmethod
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        """The last frame for a session ending for ``reason``, if any."""
+        """The last frame for a session ending for ``reason``, if any: by default the
+        chat's farewell for the reason (see :mod:`._ending`), rendered."""
+        event = farewell_event(reason, detail)
+        return None if event is None else self.renderer.frame(event, "")
 
     def greeting(self, nick: str, room: str) -> bytes | None:
         """The first frame of a session, before the welcome (the WebSocket member tells
@@ -155,6 +174,17 @@ class Member(abc.ABC):
     async def linger(self) -> None:
         """After the farewell: close gracefully. Nothing to do by default."""
         await trio.lowlevel.checkpoint()
+
+    def cancelled_by(self) -> str | None:
+        """What cancelled the session from outside, for the log line of its leaving, or
+        None when the member cannot tell (its caller cancelled it).
+
+        Called while the cancellation unwinds (in a ``finally``). The server's stop
+        scope only ends the reading (the session then says goodbye), so a member whose
+        server is :attr:`stopping` was cancelled by the end of the grace period; a
+        transport with an idle timeout or an expiry says so first.
+        """
+        return "the end of the grace period" if self.stopping else None
 
     @abc.abstractmethod
     def stop_scope(self) -> trio.CancelScope:

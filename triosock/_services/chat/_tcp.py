@@ -4,12 +4,35 @@ Input is read with :class:`~triosock._sansio.chat.LineReader` (LF, CRLF, CR NUL;
 negotiation refused, erasures kept for the parser, overlong lines refused without
 losing sync). Output is one line per event, ending in LF, through an outbox over the
 connection: a room's batch is one write.
+
+**Not a chat client.** A chat port must never relay an HTTP request into a room: a web
+page can make its visitor's browser send one to ``127.0.0.1:7070``, its body written by
+the page (a cross-protocol attack; Redis closes a connection that sends ``POST`` or
+``Host:`` for the same reason), and a status probe pointed at the wrong port sends one
+too. A connection whose first line is an HTTP request line (see
+:class:`~triosock._sansio.chat.LineReader`) gets a short plain ``400 Bad Request`` that
+says this is a chat port, and is closed; nothing of the request reaches a room.
+
+An HTTP client sends its request the moment it has connected, so a session waits for
+the first line at most :data:`FIRST_LINE_WAIT` seconds before it begins
+(:meth:`TCPLineMember.screen`): a request that comes within it is refused before the
+session begins, and the room sees nothing at all, neither a join nor a leave nor a
+line. (Its guest nick and its subscriptions were taken on arrival, so that nicks and
+joins keep the order in which clients arrive; the nick is freed again unannounced, and
+only a ``/who`` in that tenth of a second would list it. A room that talks meanwhile
+may have its lines sent to the client before the 400.) A client that speaks at once (a
+script, telnet's negotiation) begins at once; an ``nc`` user who has not typed yet
+gets its welcome a tenth of a second later, which nobody notices, and the wait costs a
+connection one timer while it lasts and nothing after. A request that comes later (a
+browser that opened the connection ahead of time) is refused all the same, after the
+session has begun: the room sees that guest join and leave, and nothing it sent.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Final
 
 import trio
 
@@ -17,7 +40,8 @@ from ..._errors import TriosockError
 from ..._sansio import chat as proto
 from ..._transport.outbox import Outbox, StreamSink
 from ..._transport.tcp import TCPConnection
-from ._member import EndReason, Member, Renderer
+from ._ending import EndReason
+from ._member import Member, Renderer
 
 __all__ = ["TCPLineMember", "TCPRenderer"]
 
@@ -25,6 +49,18 @@ __all__ = ["TCPLineMember", "TCPRenderer"]
 RECEIVE_SIZE = 64 * 1024
 #: Seconds a closing connection keeps reading (and discarding) what the peer still sends.
 LINGER = 2.0
+#: Seconds a new connection's session waits for its first line before it begins.
+FIRST_LINE_WAIT = 0.1
+_HTTP_BODY = b"400 Bad Request: this is a chat port (nc, telnet); it does not speak HTTP\n"
+#: What a client whose first line is an HTTP request line gets before the close.
+BAD_REQUEST: Final = (
+    b"HTTP/1.1 400 Bad Request\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n"
+    b"\r\n%s" % (len(_HTTP_BODY), _HTTP_BODY)
+)
+_REFUSED = "an HTTP request on the chat port"
 
 
 class TCPRenderer(Renderer):
@@ -37,10 +73,6 @@ class TCPRenderer(Renderer):
 
 
 _RENDERER = TCPRenderer()
-_FAREWELLS: dict[EndReason, bytes] = {
-    "quit": proto.render_line(proto.Notice("bye")) + b"\n",
-    "stopping": proto.render_line(proto.ServerClosing("goodbye")) + b"\n",
-}
 
 
 class TCPLineMember(Member):
@@ -58,10 +90,45 @@ class TCPLineMember(Member):
         self.conn = conn
         self.label = conn.peer
         self.outbox = Outbox(StreamSink(conn))
-        self._reader = proto.LineReader(max_line_length)
+        self._reader = proto.LineReader(max_line_length, refuse_http=True)
         self._ended = False
+        self._early: list[object] | None = None  # what screen() read, for receive()
+
+    async def screen(self) -> str | None:
+        """Wait at most :data:`FIRST_LINE_WAIT` seconds for the first line; refuse the
+        client if it is an HTTP request (see the module docstring). Its farewell is
+        then :data:`BAD_REQUEST`.
+
+        Raises:
+          trio.BrokenResourceError: the connection failed (or its TLS handshake did).
+        """
+        stream = self.conn.stream
+        if isinstance(stream, trio.SSLStream):
+            # A read cancelled during the handshake breaks a TLS stream: finish the
+            # handshake first, bounded by the idle timeout, then wait for the line.
+            await stream.do_handshake()
+        reader = self._reader
+        early: list[object] = []
+        with trio.move_on_after(FIRST_LINE_WAIT):
+            while reader.screening:
+                data = await self.conn.receive_some(RECEIVE_SIZE)
+                if not data:
+                    break  # the end of input: receive() reads it again
+                early += reader.feed(bytes(data))
+        if reader.refused:
+            return _REFUSED  # its farewell is the answer: see farewell()
+        replies = reader.take_replies()
+        if replies:  # telnet's negotiation, answered before the welcome
+            self.outbox.put(replies, 0)
+        self._early = early
+        return None
 
     async def receive(self) -> Sequence[object] | None:
+        early = self._early
+        if early is not None:  # the first burst: what screen() read
+            self._early = None
+            if early:
+                return early
         reader = self._reader
         while not self._ended:
             data = await self.conn.receive_some(RECEIVE_SIZE)
@@ -85,12 +152,14 @@ class TCPLineMember(Member):
             return session.receive_overlong(item.size, now)
         if isinstance(item, proto.AreYouThere):
             return [proto.Tell("yes, the server is here")]
+        if isinstance(item, proto.HttpRequest):  # after the first-line wait
+            return [proto.Close("refused", _REFUSED)]
         raise TypeError(f"not a TCP input item: {item!r}")
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        if reason == "slow":
-            return self.renderer.notice(f"disconnected: {detail}")
-        return _FAREWELLS.get(reason)
+        if reason == "refused":  # an HTTP client: answered in HTTP
+            return BAD_REQUEST
+        return super().farewell(reason, detail)
 
     async def linger(self) -> None:
         """Half-close after the last line, then discard input until the peer closes (at
@@ -107,6 +176,11 @@ class TCPLineMember(Member):
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.conn.hold_idle()
+
+    def cancelled_by(self) -> str | None:
+        if self.conn.idle_expired:
+            return f"idle for {self.conn.server.idle_timeout:g} s"
+        return super().cancelled_by()
 
     def stop_scope(self) -> trio.CancelScope:
         return self.conn.stop_scope()

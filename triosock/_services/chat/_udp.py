@@ -47,6 +47,10 @@ class _Dropped:
 
 _RENDERER = UDPRenderer()
 _BYE = proto.BYE + b"\n"
+#: The dialect's farewell: ``Bye!`` when the peer said ``quit`` and when the server
+#: stops; a peer that is slow or gone gets nothing (UDP cannot tell it anything it would
+#: read).
+_FAREWELLS: dict[EndReason, bytes] = {"quit": _BYE, "stopping": _BYE}
 
 
 class UDPDialectMember(Member):
@@ -88,10 +92,15 @@ class UDPDialectMember(Member):
         return session.receive_datagram(item, now)
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        return _BYE if reason in ("quit", "stopping") else None
+        return _FAREWELLS.get(reason)
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.peer.hold_idle()
+
+    def cancelled_by(self) -> str | None:
+        if self.peer.idle_expired:  # its idle timeout, or the expiry of its heartbeats
+            return "the UDP peer expired"
+        return super().cancelled_by()
 
     def stop_scope(self) -> trio.CancelScope:
         return self.peer.stop_scope()

@@ -70,6 +70,14 @@ class WebSocketRenderer(Renderer):
 
 
 _RENDERER = WebSocketRenderer()
+#: The close code (and reason) that says why a session ended; any other end closes
+#: normally, without a reason.
+_CLOSES: dict[EndReason, tuple[int, str]] = {
+    "quit": (CloseCode.NORMAL_CLOSURE, "bye"),
+    "stopping": (CloseCode.GOING_AWAY, "server stopping"),
+    "slow": (CloseCode.POLICY_VIOLATION, "too slow: stopped reading"),
+}
+_NORMAL: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")
 _BINARY_REFUSED = "binary messages are not accepted: send text (a line, or a JSON event)"
 
 
@@ -88,7 +96,7 @@ class WebSocketMember(Member):
         self.connection = peer.connection
         self.label = peer.peer
         self.outbox = peer.outbox  # websockets' own frames go through it too
-        self._close: tuple[int, str] = (CloseCode.NORMAL_CLOSURE, "")
+        self._close = _NORMAL
 
     def greeting(self, nick: str, room: str) -> bytes | None:
         return text_frame(proto.hello_json(nick, room))
@@ -112,17 +120,10 @@ class WebSocketMember(Member):
         raise TypeError(f"not a WebSocket input item: {item!r}")
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        match reason:
-            case "quit":
-                self._close = (CloseCode.NORMAL_CLOSURE, "bye")
-                return self.renderer.notice("bye")
-            case "stopping":
-                self._close = (CloseCode.GOING_AWAY, "server stopping")
-                return text_frame(self.renderer.frame(proto.ServerClosing("goodbye"), ""))
-            case "slow":
-                self._close = (CloseCode.POLICY_VIOLATION, "too slow: stopped reading")
-                return self.renderer.notice(f"disconnected: {detail}")
-        return None
+        """The chat's farewell as a text message; the close that follows says why."""
+        self._close = _CLOSES.get(reason, _NORMAL)
+        line = super().farewell(reason, detail)
+        return None if line is None else text_frame(line)
 
     async def linger(self) -> None:
         """The closing handshake, with the code that says why (at most

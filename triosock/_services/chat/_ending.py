@@ -1,0 +1,124 @@
+"""Why a session ends, and what each reason does: one frozen record a reason, in a table.
+
+A session's end is data, not branches: :data:`ENDINGS` holds, for each
+:data:`EndReason`, whether anything more is written to the member, whether what waits
+for it is dropped first, what bounds those last writes, the chat's farewell, and what
+the log says. The service looks the reason up and follows the record; a member adapter
+renders the farewell (or says goodbye in its own protocol's terms: a WebSocket close
+code, the UDP dialect's ``Bye!``).
+
+==========  ======  ========  ==========  ===============================  ==========
+reason      writes  drops     bounded by  farewell                         log detail
+==========  ======  ========  ==========  ===============================  ==========
+eof         yes     no        stall rule  none                             no
+quit        yes     no        stall rule  notice ``bye``                   no
+stopping    yes     no        stall rule  ``server closing: goodbye``      no
+slow        yes     yes       goodbye     notice ``disconnected: <why>``   no
+broken      no      --        --          none                             yes
+refused     yes     yes       goodbye     none (the member's own answer)   yes
+==========  ======  ========  ==========  ===============================  ==========
+
+* **writes**: a broken connection gets nothing more; every other end writes the lines
+  already queued for the member, then the farewell, then closes gracefully.
+* **drops**: a member that stopped reading loses what waits for it (the line under
+  way is finished first): it would never take it, and the notice must reach it soon.
+* **bounded by**: the stall rule (the member drains at its own pace, disconnected only
+  if its socket takes nothing for ``stall_timeout`` seconds), or the goodbye deadline
+  (``goodbye_timeout`` seconds for everything, whatever it drains).
+* **log detail**: the log line of the leaving says the detail (a WebSocket's close
+  code, what the client was taken for); a slow member's warning said why already.
+* **refused**: the member found its client is no chat client (an HTTP request on the
+  TCP line port, see :mod:`._tcp`), before its session began (then the room is told
+  nothing at all) or after. Nothing queued for it is of use to it; the member answers
+  it in its own protocol's terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal, TypeAlias
+
+from ..._sansio import chat as proto
+
+__all__ = ["ENDINGS", "EndReason", "Ending", "farewell_event"]
+
+#: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
+#: the member's socket stopped draining, its connection failed, or the member refused
+#: its client (no chat client).
+EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """What ending a session for one reason does (see the module docstring's table).
+
+    Attributes:
+      reason: the reason this record is for.
+      writes: whether the queued lines and the farewell are written at all.
+      drops_waiting: whether what waits for the member is dropped first (the line under
+        way is finished).
+      goodbye_deadline: whether the last writes get ``goodbye_timeout`` seconds in all
+        (True) or go at the member's pace under the stall rule (False).
+      farewell: makes the chat's farewell event from the end's detail; None for none.
+      logs_detail: whether the log line of the leaving gives the detail.
+    """
+
+    reason: EndReason
+    writes: bool
+    drops_waiting: bool
+    goodbye_deadline: bool
+    farewell: Callable[[str], proto.Event] | None
+    logs_detail: bool = False
+
+    def describe(self, detail: str) -> str:
+        """What the log says of this end: the reason, and the detail if it gives it."""
+        return f"{self.reason}: {detail}" if self.logs_detail and detail else self.reason
+
+
+def _bye(detail: str) -> proto.Event:
+    return proto.Notice("bye")
+
+
+def _closing(detail: str) -> proto.Event:
+    return proto.ServerClosing("goodbye")
+
+
+def _told_why(detail: str) -> proto.Event:
+    return proto.Notice(f"disconnected: {detail}")
+
+
+#: The record of each end reason.
+ENDINGS: Final[dict[EndReason, Ending]] = {
+    ending.reason: ending
+    for ending in (
+        Ending("eof", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=None),
+        Ending("quit", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=_bye),
+        Ending(
+            "stopping", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=_closing
+        ),
+        Ending("slow", writes=True, drops_waiting=True, goodbye_deadline=True, farewell=_told_why),
+        Ending(
+            "broken",
+            writes=False,
+            drops_waiting=False,
+            goodbye_deadline=False,
+            farewell=None,
+            logs_detail=True,
+        ),
+        Ending(
+            "refused",
+            writes=True,
+            drops_waiting=True,
+            goodbye_deadline=True,
+            farewell=None,
+            logs_detail=True,
+        ),
+    )
+}
+
+
+def farewell_event(reason: EndReason, detail: str) -> proto.Event | None:
+    """The chat's farewell for a session ending for ``reason``, if it has one."""
+    make = ENDINGS[reason].farewell
+    return None if make is None else make(detail)

@@ -1,0 +1,356 @@
+"""The life of a chat session: serve a member, read it, carry out what it says, end it.
+
+:meth:`Sessions.serve` runs one user over any member adapter: it registers the user
+with the directory and subscribes it to its inbox and room (the fan-out feeds them), in
+the order clients arrive; lets the member screen its client (``Member.screen``: one
+that is no chat client is refused before the room hears of it); greets it and tells
+its room it joined; then reads: the session's rules
+(:class:`~triosock._sansio.chat.ChatSession`) turn each input item into effects, and
+this module carries them out (``Publish`` on the hub, ``Tell`` after what is queued,
+the directory's effects, ``Pause``, ``Close``). Then it
+finishes the session as its end reason's record says (:mod:`._ending`) and tells the
+room and the directory that the user left.
+
+* **The sender is slowed, never the room.** Each session's input spends tokens of a rate
+  limit (``rate`` lines per second, ``burst`` at once); past it, the session stops
+  reading until the next token, so a paste waits in the sender's own socket, not in the
+  server. Subscriptions are bounded (``buffer`` events) and lossless: when one is full,
+  only because the fan-out has not run yet, the publishing session waits for that pass.
+  Its idle clock stops meanwhile: the server, not the user, is the one waiting.
+* **Answers are bounded too.** Notices and telnet answers are never dropped; a member
+  that asks for them faster than it reads is disconnected once more than
+  ``max_backlog`` bytes of them wait.
+* **The goodbye follows the lines already queued.** ``/join``, ``/quit``, a stop or a
+  disconnect never cuts a line.
+* **Bursts of arrivals and departures are paced**: sessions begin, and end, at most
+  :data:`SESSIONS_PER_BATCH` a scheduler batch.
+* **Ghosts.** With a directory that has leases, users whose server stopped renewing
+  them are reaped, and their rooms told they left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import deque
+from typing import Final
+
+import trio
+
+from ..._directory import Directory
+from ..._errors import DirectoryUnavailable
+from ..._pacer import Pacer
+from ..._sansio import chat as proto
+from ..._transport.outbox import OutboxStalled
+from ._fanout import FanOut
+from ._member import Member
+from ._presence import Presence, publish
+from ._settings import ChatSettings
+from ._user import LEFT, LIVE, User
+
+__all__ = ["DIRECTORY_DOWN", "SESSIONS_PER_BATCH", "Sessions"]
+
+LOGGER = logging.getLogger("triosock.chat")
+
+#: Sessions that may begin, or end, in one scheduler batch; more wait for later batches
+#: (a burst of a thousand ends would otherwise hold every room for 100-300 ms).
+SESSIONS_PER_BATCH: Final = 16
+#: What users are told when the directory cannot be reached.
+DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try again in a moment"
+
+_GONE = (OutboxStalled, trio.BrokenResourceError)
+
+
+class Sessions:
+    """Every session of one chat server, from arrival to leaving.
+
+    Args:
+      directory: nicks, rooms and session ids.
+      fanout: what feeds the members' outboxes (from its hub, where lines are published).
+      presence: how joins and leaves reach the rooms.
+      settings: each session's limits (line length, rate, burst), the bytes of answers
+        that may wait for a member (``max_backlog``), and the stall rule and goodbye
+        deadline of the last writes (see :mod:`._ending`).
+
+    Attributes:
+      users: session id -> user, for the sessions running now.
+      sessions_total, lines_received, paced: the counters of
+        :class:`~._server.ChatStatistics`.
+    """
+
+    def __init__(
+        self, directory: Directory, fanout: FanOut, presence: Presence, settings: ChatSettings
+    ) -> None:
+        self.hub = fanout.hub
+        self.directory = directory
+        self._fanout = fanout
+        self._presence = presence
+        self._settings = settings
+        self._pacer = Pacer(SESSIONS_PER_BATCH)  # session starts and ends, a few a batch
+        self.users: dict[str, User] = {}
+        self.sessions_total = 0
+        self.lines_received = 0
+        self.paced = 0
+
+    # -- a session ---------------------------------------------------------------------
+
+    async def serve(self, member: Member) -> None:
+        """Run one user's session over ``member`` until it ends."""
+        await self._pacer.turn()
+        try:
+            presence = await self.directory.register(member.kind, member.preferred_nick)
+        except DirectoryUnavailable as exc:
+            LOGGER.warning("refused %s %s: %s", member.kind, member.label, exc)
+            member.outbox.put(member.renderer.notice(DIRECTORY_DOWN), 0)
+            goodbye = self._settings.goodbye_timeout
+            with trio.move_on_after(goodbye), contextlib.suppress(*_GONE):
+                await member.outbox.flush(stall_timeout=goodbye)
+                await member.linger()
+            return
+        settings = self._settings
+        core = proto.ChatSession(
+            presence,
+            max_line_length=settings.max_line_length,
+            rate=settings.rate,
+            burst=settings.burst,
+            now=trio.current_time(),
+        )
+        user = User(member, core)
+        self.users[core.session] = user
+        fanout = self._fanout
+        try:
+            async with trio.open_nursery() as nursery:
+                user.nursery = nursery
+                nursery.start_soon(fanout.write_loop, user)
+                # Its nick taken and its subscriptions made in the order clients arrive,
+                # the user is ARRIVING: its member may still find it is no chat client,
+                # before anything is said to it or of it.
+                await fanout.subscribe(user, core.inbox)
+                await fanout.subscribe(user, core.topic)
+                if await self._admit(user):
+                    with user.scope, member.stop_scope():
+                        greeting = member.greeting(core.nick, core.room)
+                        if greeting:
+                            user.outbox.put(greeting, 0)
+                        await self._carry_out(user, core.start(welcome=member.welcome))
+                        await self._read(user)
+                # Stop the writer between two writes (it never tears one): from here on
+                # the outbox is this task's.
+                nursery.cancel_scope.cancel()
+            await self._finish(user)
+        finally:
+            # Cancelled from outside (idle timeout, UDP expiry, the end of the grace
+            # period; the member says which), or done: first out of the hub, so that
+            # nothing waits for this session any more (nor does it see its own leaving),
+            # then the room is told.
+            with trio.CancelScope(shield=True):
+                if user.phase is not LEFT:  # not ended by _finish: a burst of these is paced too
+                    await self._pacer.turn()
+                for topic in list(user.subs):
+                    await fanout.unsubscribe(user, topic)
+                with trio.move_on_after(1):
+                    await self._leave(user)
+            del self.users[core.session]
+
+    async def _admit(self, user: User) -> bool:
+        """Let the member screen its client; whether the session begins (LIVE).
+
+        A refused client's session ends for ``"refused"``: its member's answer is its
+        farewell, and since it never began, the room is told nothing of its leaving.
+        """
+        member = user.member
+        refused = await member.screen()
+        if refused is not None:
+            LOGGER.info("refused %s %s: %s", member.kind, member.label, refused)
+            user.end("refused", refused)
+            return False
+        if not user.arrive():  # ended meanwhile (the server is stopping)
+            return False
+        self.sessions_total += 1
+        LOGGER.info("%s joined (%s %s)", user.core.nick, member.kind, member.label)
+        return True
+
+    async def _read(self, user: User) -> None:
+        """Carry out the member's input until it ends (or the session is ended)."""
+        member, core, hub = user.member, user.core, self.hub
+        handle, max_backlog = member.handle, self._settings.max_backlog
+        while True:
+            try:
+                burst = await member.receive()
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                user.end("broken", str(exc))  # for the log: a WebSocket's close code
+                return
+            if burst is None:
+                user.end("eof")
+                return
+            self.lines_received += len(burst)
+            if user.outbox.control > max_backlog:
+                # Notices and telnet answers are never dropped, whatever the policy: one
+                # that asks for them faster than it reads must not grow without end.
+                self._fanout.disconnect(
+                    user,
+                    f"{user.outbox.control} bytes of answers to it were waiting, over the "
+                    f"limit of {max_backlog}",
+                )
+            for item in burst:
+                effects = handle(core, item, trio.current_time())
+                if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
+                    await publish(hub, member, effects[0].topic, effects[0].event)
+                elif effects:
+                    close = await self._carry_out(user, effects)
+                    if close is not None:
+                        user.end(close.reason, close.detail)
+                        return
+
+    async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
+        """Carry out ``effects`` in order; the one that closes the session, if any."""
+        pending = deque(effects)
+        while pending:
+            effect = pending.popleft()
+            answer: list[proto.Effect] = []
+            match effect:
+                case proto.Publish(topic, event):
+                    await self._presence.announce(user.member, topic, event, user.core.inbox)
+                case proto.Tell(text):
+                    self._fanout.tell(user, text)
+                case proto.Pause(seconds):
+                    self.paced += 1
+                    with user.member.hold_idle():  # slowed by us: not idle
+                        await trio.sleep(seconds)
+                case (
+                    proto.Rename()
+                    | proto.Move()
+                    | proto.Lookup()
+                    | proto.ListUsers()
+                    | proto.ListRooms()
+                ):
+                    answer = await self._ask_directory(user, effect)
+                case proto.Close():
+                    return effect
+            pending.extendleft(reversed(answer))
+        return None
+
+    # -- the directory's effects -------------------------------------------------------
+
+    async def _ask_directory(self, user: User, effect: proto.Effect) -> list[proto.Effect]:
+        try:
+            return await self._run_effect(user, effect)
+        except DirectoryUnavailable as exc:
+            LOGGER.warning("%s: %s", user.core.nick, exc)
+            return [proto.Tell(DIRECTORY_DOWN)]
+
+    async def _run_effect(self, user: User, effect: proto.Effect) -> list[proto.Effect]:
+        """What asking the directory for ``effect`` answers (see :meth:`_carry_out`)."""
+        core, directory = user.core, self.directory
+        match effect:
+            case proto.Rename(nick):
+                return core.renamed(nick, await directory.rename(core.session, nick))
+            case proto.Move(room):
+                await self._move(user, room)
+                return core.moved(room)
+            case proto.Lookup(nick):
+                return core.found(effect, await directory.lookup(nick))
+            case proto.ListUsers(room):
+                return core.listed_users(room, await directory.nicks(room))
+            case proto.ListRooms():
+                return core.listed_rooms(await directory.rooms())
+        raise TypeError(f"not a directory effect: {effect!r}")
+
+    async def _move(self, user: User, room: str) -> None:
+        """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
+        room's subscription with what it still holds delivered."""
+        old, new = user.core.topic, proto.room_topic(room)
+        if new == old:
+            await self.directory.move(user.core.session, room)
+            return
+        await self._fanout.subscribe(user, new)
+        try:
+            await self.directory.move(user.core.session, room)
+        except BaseException:
+            await self._fanout.unsubscribe(user, new)  # still in the old room
+            raise
+        await self._fanout.unsubscribe(user, old)
+
+    # -- the end -----------------------------------------------------------------------
+
+    async def _finish(self, user: User) -> None:
+        """The end of a session: what was queued, then the farewell, then the close, as
+        the end reason's record says (see :mod:`._ending`)."""
+        await self._pacer.turn()  # a thousand peers that close at once end a few a batch
+        member, outbox = user.member, user.outbox
+        user.end("stopping" if member.stopping else "eof")  # unless ended already
+        ending = user.ending
+        assert ending is not None
+        for topic in list(user.subs):  # first, so that it does not see its own leaving
+            await self._fanout.unsubscribe(user, topic)
+        await self._leave(user)
+        if not ending.writes or outbox.error is not None:
+            return
+        stall_timeout, deadline = self._settings.stall_timeout, math.inf
+        if ending.goodbye_deadline:
+            stall_timeout, deadline = None, trio.current_time() + self._settings.goodbye_timeout
+        if ending.drops_waiting:
+            outbox.drop_waiting()  # what it could not take; the line under way is finished
+        farewell = member.farewell(ending.reason, user.detail)
+        if farewell:
+            outbox.put(farewell)
+        with trio.move_on_at(deadline), contextlib.suppress(*_GONE):
+            await outbox.flush(stall_timeout=stall_timeout)
+            await member.linger()
+
+    async def _leave(self, user: User) -> None:
+        """Tell the room and the directory that ``user`` is gone, once.
+
+        The step to LEFT comes last: a leaving cut short by a cancellation (the end of
+        the grace period during a stop) is done again by the session's ``finally``,
+        shielded, so that the room is told and the log says why.
+        """
+        if user.phase is LEFT:
+            return
+        core = user.core
+        try:
+            await self.directory.unregister(core.session)  # idempotent
+        except DirectoryUnavailable as exc:  # nobody renews its lease: it runs out
+            LOGGER.warning("%s left, but %s", core.nick, exc)
+        for effect in core.leave():
+            assert isinstance(effect, proto.Publish)
+            with contextlib.suppress(trio.ClosedResourceError):
+                await self._presence.announce(user.member, effect.topic, effect.event)
+        user.leave()
+        if not core.started:  # never joined: nobody was told it came (see _admit)
+            return
+        ending = user.ending
+        if ending is not None:
+            why = ending.describe(user.detail)
+        else:  # cancelled from outside: the member says by what
+            cause = user.member.cancelled_by()
+            why = "cancelled" if cause is None else f"cancelled: {cause}"
+        LOGGER.info("%s left (%s)", core.nick, why)
+
+    # -- every session -----------------------------------------------------------------
+
+    def tell_everyone(self, text: str) -> None:
+        """A notice to every LIVE user, after what is queued for each already."""
+        for user in list(self.users.values()):
+            if user.phase is LIVE:
+                self._fanout.tell(user, text)
+
+    def end_everyone(self) -> None:
+        """End every session: the server is stopping (nobody feeds them any more)."""
+        for user in list(self.users.values()):
+            user.end("stopping")
+
+    async def reap_forever(self, interval: float) -> None:
+        """Tell the rooms of users whose server died (their leases ran out) they left."""
+        while True:
+            await trio.sleep(interval)
+            try:
+                ghosts = await self.directory.reap()
+            except DirectoryUnavailable:
+                continue
+            for ghost in ghosts:
+                LOGGER.info("%s left (its server stopped renewing its lease)", ghost.nick)
+                left = proto.Left(ghost.room, ghost.nick)
+                with contextlib.suppress(trio.ClosedResourceError):
+                    await self._presence.announce(None, proto.room_topic(ghost.room), left)

@@ -1,0 +1,191 @@
+"""One session as the service runs it: its record, and its state as data.
+
+A user's state is two small machines. Both change only through the tables below (h11's
+``_state.py`` is the model: the rules in a table, not in branches), and the service
+asks the state rather than a set of flags.
+
+The phase of the session (:class:`Phase`)::
+
+    phase     step           next     what it means
+    --------  -------------  -------  ---------------------------------------------------
+    ARRIVING  arrive         LIVE     its member let it in: it is greeted, its room told
+    ARRIVING  end(reason)    ENDING   refused by its member (or the server stopped)
+                                      before it began: it never joins
+    ENDING    arrive         ENDING   ended while its member screened it: it never joins
+    LIVE      end(reason)    ENDING   the first reason is kept (see :mod:`._ending`) and
+                                      the input side is cancelled
+    ENDING    end(reason)    ENDING   a later reason changes nothing: the first one wins
+    LEFT      end(reason)    LEFT     nothing: it is over
+    ARRIVING  leave          LEFT     cancelled from outside before it began
+    LIVE      leave          LEFT     cancelled from outside: no reason was given, the
+                                      member says what cancelled it
+    ENDING    leave          LEFT     the directory (and the room, if it was told of the
+                                      arrival) were told
+    LEFT      leave          LEFT     nothing: that was done once
+
+An ARRIVING user has its nick and its subscriptions (taken in the order clients
+arrive), but nothing was said to it or of it yet. Only a LIVE user is disconnected for
+being slow (and told why, once) and gets the server's notices (the hub's health);
+leaving happens once, and a session whose leaving has begun is not paced again on its
+way out.
+
+The flow of its output under ``policy="block"`` (:class:`Flow`)::
+
+    flow      step           next      what it means
+    --------  -------------  --------  ---------------------------------------------------
+    FLOWING   over_backlog   BLOCKED   the fan-out stops feeding it: its subscriptions
+                                       fill, and the publishers wait for it
+    BLOCKED   over_backlog   BLOCKED
+    BLOCKED   caught_up      FLOWING   half the backlog is written: it is fed again
+    FLOWING   caught_up      FLOWING
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from typing import Final, Literal, TypeAlias
+
+import trio
+
+from ..._hub import Subscription
+from ..._sansio import chat as proto
+from ._ending import ENDINGS, Ending, EndReason
+from ._member import Member, Renderer
+
+__all__ = [
+    "ARRIVING",
+    "BLOCKED",
+    "ENDING",
+    "FLOWING",
+    "LEFT",
+    "LIVE",
+    "Flow",
+    "Phase",
+    "User",
+]
+
+
+class Phase(enum.Enum):
+    """Where a session is in its life (see the module docstring)."""
+
+    ARRIVING = "arriving"
+    LIVE = "live"
+    ENDING = "ending"
+    LEFT = "left"
+
+
+class Flow(enum.Enum):
+    """Whether the fan-out feeds a member (see the module docstring)."""
+
+    FLOWING = "flowing"
+    BLOCKED = "blocked"
+
+
+ARRIVING, LIVE, ENDING, LEFT = Phase.ARRIVING, Phase.LIVE, Phase.ENDING, Phase.LEFT
+FLOWING, BLOCKED = Flow.FLOWING, Flow.BLOCKED
+
+PhaseStep: TypeAlias = Literal["arrive", "end", "leave"]
+FlowStep: TypeAlias = Literal["over_backlog", "caught_up"]
+
+#: (phase, step) -> the next phase. A step missing here is a bug, not a rule.
+PHASES: Final[dict[tuple[Phase, PhaseStep], Phase]] = {
+    (ARRIVING, "arrive"): LIVE,
+    (ARRIVING, "end"): ENDING,
+    (ENDING, "arrive"): ENDING,
+    (ARRIVING, "leave"): LEFT,
+    (LIVE, "end"): ENDING,
+    (ENDING, "end"): ENDING,
+    (LEFT, "end"): LEFT,
+    (LIVE, "leave"): LEFT,
+    (ENDING, "leave"): LEFT,
+    (LEFT, "leave"): LEFT,
+}
+#: (flow, step) -> the next flow.
+FLOWS: Final[dict[tuple[Flow, FlowStep], Flow]] = {
+    (FLOWING, "over_backlog"): BLOCKED,
+    (BLOCKED, "over_backlog"): BLOCKED,
+    (BLOCKED, "caught_up"): FLOWING,
+    (FLOWING, "caught_up"): FLOWING,
+}
+
+Subscribing: TypeAlias = contextlib.AbstractAsyncContextManager[Subscription[bytes]]
+
+
+class User:
+    """One session, as the service runs it.
+
+    Attributes:
+      member: the member adapter.
+      core: the session's rules and state (nick, room, rate limit).
+      outbox: the member's outbox; renderer: its renderer (both the member's, at hand).
+      subs: topic -> (the subscription's context manager, the subscription).
+      scope: the input side; cancelled to end the session.
+      phase: see :class:`Phase`; ending: the record of the first end reason (None while
+        ARRIVING or LIVE, or when cancelled from outside); detail: that end's detail.
+      flow: see :class:`Flow`; unblocked: where a subscription's own feeding task
+        (a hub the fan-out cannot watch) waits while BLOCKED.
+      missed: lines dropped and not reported to the member yet.
+      nursery: the session's nursery (its writer, and feeding tasks if any).
+    """
+
+    __slots__ = (
+        "core",
+        "detail",
+        "ending",
+        "flow",
+        "member",
+        "missed",
+        "nursery",
+        "outbox",
+        "phase",
+        "renderer",
+        "scope",
+        "subs",
+        "unblocked",
+    )
+
+    def __init__(self, member: Member, core: proto.ChatSession) -> None:
+        self.member = member
+        self.core = core
+        self.outbox = member.outbox
+        self.renderer: Renderer = member.renderer
+        self.subs: dict[str, tuple[Subscribing, Subscription[bytes]]] = {}
+        self.scope = trio.CancelScope()
+        self.phase = ARRIVING
+        self.ending: Ending | None = None
+        self.detail = ""
+        self.flow = FLOWING
+        self.unblocked = trio.lowlevel.ParkingLot()
+        self.missed = 0
+        self.nursery: trio.Nursery | None = None
+
+    def end(self, reason: EndReason, detail: str = "") -> None:
+        """End the session for ``reason``: the input side is cancelled, and the rest
+        follows the record of the first reason given (a later one changes nothing)."""
+        if self._step("end"):
+            self.ending = ENDINGS[reason]
+            self.detail = detail
+        self.scope.cancel()
+
+    def arrive(self) -> bool:
+        """Step from ARRIVING to LIVE; whether it did (not if it ended meanwhile)."""
+        return self._step("arrive")
+
+    def leave(self) -> bool:
+        """Step to LEFT, once the room and the directory were told; whether this call
+        did (the leaving is done once)."""
+        return self._step("leave")
+
+    def _step(self, step: PhaseStep) -> bool:
+        phase = PHASES[self.phase, step]
+        changed = phase is not self.phase
+        self.phase = phase
+        return changed
+
+    def step_flow(self, step: FlowStep) -> bool:
+        """Take a step of the flow machine; whether the flow changed."""
+        flow = FLOWS[self.flow, step]
+        changed = flow is not self.flow
+        self.flow = flow
+        return changed
