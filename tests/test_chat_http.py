@@ -81,7 +81,9 @@ async def status_command(port: int) -> None:
     address = f"127.0.0.1:{port}"
     got = await run([PYTHON, "-m", "triosock", "chat", "status", address])
     assert got.returncode != 0
-    assert f"{address} answered 400: not a triosock status port?".encode() in got.stderr
+    assert (
+        f"{address} is not a status port: it answered 400 Bad Request: this is a chat port"
+    ).encode() in got.stderr
 
 
 @pytest.mark.parametrize("client", [curl, posting_page, status_command])

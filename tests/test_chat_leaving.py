@@ -32,18 +32,35 @@ def leavings(caplog: pytest.LogCaptureFixture) -> Leavings:
     return Leavings(caplog)
 
 
-async def test_an_idle_timeout_is_named_with_its_seconds(
+async def test_an_idle_user_is_told_why_and_the_log_names_its_seconds(
     autojump_clock: trio.testing.MockClock, leavings: Leavings
 ) -> None:
+    # The idle timeout ends the session's input through its stop scope: the session says
+    # goodbye (what was queued, then why) as for any other end, and the room is told.
     with trio.fail_after(100):
-        async with chat_servers(ChatServer(), tcp_options={"idle_timeout": 5}) as (tcp, _, _):
+        async with (
+            chat_servers(ChatServer(), tcp_options={"idle_timeout": 5}) as (tcp, _, _),
+            trio.open_nursery() as nursery,
+        ):
+            witness = await lobby_user(tcp.port)
+
+            async def keep_talking() -> None:
+                while True:  # an empty line: not said, but life
+                    await trio.sleep(2)
+                    await witness.send(b"")
+
+            nursery.start_soon(keep_talking)
             silent = await LineSocket.connect(tcp.port)
-            await silent.read_until(b"* guest1 joined #lobby")
             start = trio.current_time()
+            await silent.read_until(b"* guest2 joined #lobby")
             await silent.read_to_eof()  # the server closes it once the session has left
-            assert trio.current_time() - start <= 5
+            assert trio.current_time() - start == pytest.approx(5)
+            assert silent.lines[-1] == b"-!- disconnected: idle for 5 s"
+            await expect(witness, b"* guest2 left #lobby")
             silent.close()
-    assert leavings() == ["guest1 left (cancelled: idle for 5 s)"]
+            nursery.cancel_scope.cancel()
+            await witness.aclose()
+    assert leavings()[0] == "guest2 left (idle for 5 s)"
 
 
 async def test_a_udp_peers_expiry_is_named(

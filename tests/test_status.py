@@ -7,8 +7,12 @@ import json
 import re
 from typing import Any
 
+import pytest
 import trio
 from websockets.trio.client import connect
+
+from triosock import Request, Response, TCPServer, serve_http
+from triosock._cli._status_ask import NotAStatusPort, fetch_status
 
 from .chattools import LineSocket
 from .clitools import PYTHON, cli_server, run
@@ -133,8 +137,8 @@ async def test_status_of_a_wrong_port_or_service_is_one_line() -> None:
             not_chat = await run([*CLI, "chat", "status", f"127.0.0.1:{status_port}", "--once"])
         nobody = await run([*CLI, "echo", "status", f"127.0.0.1:{status_port}"])
     for result, expected in [
-        (not_status, f"127.0.0.1:{echo_port} does not answer HTTP: not a status port"),
-        (not_chat, "is a echo server, not chat: try python -m triosock echo status"),
+        (not_status, f"127.0.0.1:{echo_port} is not a status port: it does not answer HTTP"),
+        (not_chat, "is an echo server, not chat: try python -m triosock echo status"),
         (nobody, "connection refused"),
     ]:
         assert result.returncode == 1
@@ -144,8 +148,8 @@ async def test_status_of_a_wrong_port_or_service_is_one_line() -> None:
 
 
 async def test_status_of_a_chat_port_says_at_once_it_is_no_status_port() -> None:
-    # The chat's TCP port greets first and then waits for lines: the first bytes say it
-    # is not HTTP, and the command says so without waiting for its 5 s.
+    # The chat's TCP port answers an HTTP request with a 400 that says it is a chat port;
+    # the command repeats it, names the status port, and does not wait for its 5 s.
     with trio.fail_after(GUARD):
         async with cli_server(
             [*CHAT, "--web", "none", "--status", "none"], ready_lines=2
@@ -157,7 +161,26 @@ async def test_status_of_a_chat_port_says_at_once_it_is_no_status_port() -> None
     assert result.returncode == 1
     (line,) = result.stderr.decode().strip().splitlines()
     assert line == (
-        f"triosock: error: 127.0.0.1:{tcp} does not answer HTTP: not a status port (chat "
-        "servers answer status on 127.0.0.1:7079 unless --status moved it)"
+        f"triosock: error: 127.0.0.1:{tcp} is not a status port: it answered 400 Bad "
+        "Request: this is a chat port (nc, telnet); it does not speak HTTP (chat servers "
+        "answer status on 127.0.0.1:7079 unless --status moved it)"
     )
     assert took < 4  # an interpreter's start and a greeting, not the 5 s wait
+
+
+async def test_what_another_http_server_says_is_repeated_without_its_control_characters() -> None:
+    async def refuse(request: Request) -> Response:
+        await trio.lowlevel.checkpoint()
+        return Response.text(403, "\x1b[2J\x1b[31mforbidden here\x07\nsecond line\n")
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(
+                lambda task_status: serve_http(refuse, 0, task_status=task_status)
+            )
+            with pytest.raises(NotAStatusPort) as refused:
+                await fetch_status(("127.0.0.1", server.port))
+            nursery.cancel_scope.cancel()
+    assert str(refused.value) == (
+        f"127.0.0.1:{server.port} is not a status port: it answered 403: [2J[31mforbidden here"
+    )

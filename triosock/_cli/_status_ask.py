@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from .._sansio.addresses import format_address
+from .._transport.http import Response
 from .._transport.http_client import NotHTTPError, fetch
 from ._console import CLIError
 from ._parser import Parser, record
@@ -27,6 +28,26 @@ __all__ = ["fetch_status", "register_status", "render"]
 Figures = dict[str, Any]
 #: Seconds the status command waits for an answer.
 STATUS_WAIT = 5.0
+#: The most of a refusal's first line the command repeats.
+_REASON_LIMIT = 120
+
+
+class NotAStatusPort(CLIError):
+    """The address answered, but is no status port (another protocol's, or another
+    HTTP server's)."""
+
+
+def _said(answer: Response) -> str:
+    """What an HTTP answer that is not a status says: its status, and the first line of
+    a short plain-text body (a chat port says it is one), printable characters only."""
+    said = str(answer.status)
+    content_type = next((v for k, v in answer.headers if k.lower() == "content-type"), "")
+    if content_type.startswith("text/plain") and len(answer.body) <= 4096:
+        first = answer.body.decode("utf-8", "replace").partition("\n")[0]
+        first = "".join(c for c in first if c.isprintable())[:_REASON_LIMIT].strip()
+        if first:
+            said = first if first.startswith(said) else f"{said}: {first}"
+    return said
 
 
 async def fetch_status(address: Address) -> Figures:
@@ -35,14 +56,18 @@ async def fetch_status(address: Address) -> Figures:
 
     Raises:
       ConnectError: nothing listens there.
-      NotHTTPError: something listens there, and does not speak HTTP.
+      NotAStatusPort: something listens there that does not answer HTTP, or answers
+        with something else than 200.
       HTTPResponseError: a bad HTTP answer.
-      CLIError: an HTTP answer that is not a triosock status.
+      CLIError: an answer of 200 that is not a triosock status.
     """
     where = format_address(address)
-    answer = await fetch(f"http://{where}/status")
+    try:
+        answer = await fetch(f"http://{where}/status")
+    except NotHTTPError:
+        raise NotAStatusPort(f"{where} is not a status port: it does not answer HTTP") from None
     if answer.status != 200:
-        raise CLIError(f"{where} answered {answer.status}: not a triosock status port?")
+        raise NotAStatusPort(f"{where} is not a status port: it answered {_said(answer)}")
     try:
         figures = json.loads(answer.body)
     except ValueError:
@@ -160,11 +185,10 @@ async def _ask(query: StatusQuery) -> Figures:
     with trio.move_on_after(STATUS_WAIT):
         try:
             return await fetch_status(query.address)
-        except NotHTTPError:
+        except NotAStatusPort as exc:
             raise CLIError(
-                f"{where} does not answer HTTP: not a status port ({query.service} "
-                f"servers answer status on 127.0.0.1:{query.default_port} unless --status "
-                "moved it)"
+                f"{exc} ({query.service} servers answer status on "
+                f"127.0.0.1:{query.default_port} unless --status moved it)"
             ) from None
     raise CLIError(f"no answer from {where} within {STATUS_WAIT:g} s")
 
@@ -172,9 +196,11 @@ async def _ask(query: StatusQuery) -> Figures:
 async def _status_command(query: StatusQuery) -> None:
     first = await _ask(query)
     if first["service"] != query.service:
+        service = str(first["service"])
+        article = "an" if service[:1] in ("a", "e", "i", "o", "u") else "a"
         raise CLIError(
-            f"{format_address(query.address)} is a {first['service']} server, not "
-            f"{query.service}: try {query.prog} {first['service']} status"
+            f"{format_address(query.address)} is {article} {service} server, not "
+            f"{query.service}: try {query.prog} {service} status"
         )
     if query.json or query.once:
         print(json.dumps(first, indent=1) if query.json else render(first), flush=True)

@@ -7,16 +7,18 @@ the log says. The service looks the reason up and follows the record; a member a
 renders the farewell (or says goodbye in its own protocol's terms: a WebSocket close
 code, the UDP dialect's ``Bye!``).
 
-==========  ======  ========  ==========  ===============================  ==========
-reason      writes  drops     bounded by  farewell                         log detail
-==========  ======  ========  ==========  ===============================  ==========
-eof         yes     no        stall rule  none                             no
-quit        yes     no        stall rule  notice ``bye``                   no
-stopping    yes     no        stall rule  ``server closing: goodbye``      no
-slow        yes     yes       goodbye     notice ``disconnected: <why>``   no
-broken      no      --        --          none                             yes
-refused     yes     yes       goodbye     none (the member's own answer)   yes
-==========  ======  ========  ==========  ===============================  ==========
+==========  ======  ========  ==========  ===============================  ===============
+reason      writes  drops     bounded by  farewell                         log
+==========  ======  ========  ==========  ===============================  ===============
+eof         yes     no        stall rule  none                             ``eof``
+quit        yes     no        stall rule  notice ``bye``                   ``quit``
+stopping    yes     no        stall rule  ``server closing: goodbye``      ``stopping``
+idle        yes     no        goodbye     notice ``disconnected: idle      ``idle for 30 s``
+                                          for 30 s``
+slow        yes     yes       goodbye     notice ``disconnected: <why>``   ``slow``
+broken      no      --        --          none                             ``broken: <why>``
+refused     yes     yes       goodbye     none (the member's own answer)   ``refused: <why>``
+==========  ======  ========  ==========  ===============================  ===============
 
 * **writes**: a broken connection gets nothing more; every other end writes the lines
   already queued for the member, then the farewell, then closes gracefully.
@@ -25,8 +27,12 @@ refused     yes     yes       goodbye     none (the member's own answer)   yes
 * **bounded by**: the stall rule (the member drains at its own pace, disconnected only
   if its socket takes nothing for ``stall_timeout`` seconds), or the goodbye deadline
   (``goodbye_timeout`` seconds for everything, whatever it drains).
-* **log detail**: the log line of the leaving says the detail (a WebSocket's close
-  code, what the client was taken for); a slow member's warning said why already.
+* **log**: what the log line of the leaving says in its brackets; some give the detail
+  (a WebSocket's close code, what the client was taken for, how long it was idle); a
+  slow member's warning said why already.
+* **idle**: the transport's idle timeout (``serve_tcp``'s ``idle_timeout``) cancelled
+  the member's stop scope: what is queued and the farewell go out within
+  ``goodbye_timeout`` (the server's grace period cuts it anyway).
 * **refused**: the member found its client is no chat client (an HTTP request on the
   TCP line port, see :mod:`._tcp`), before its session began (then the room is told
   nothing at all) or after. Nothing queued for it is of use to it; the member answers
@@ -44,9 +50,9 @@ from ..._sansio import chat as proto
 __all__ = ["ENDINGS", "EndReason", "Ending", "farewell_event"]
 
 #: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
-#: the member's socket stopped draining, its connection failed, or the member refused
-#: its client (no chat client).
-EndReason: TypeAlias = Literal["eof", "quit", "stopping", "slow", "broken", "refused"]
+#: the user sent nothing for the transport's idle timeout, the member's socket stopped
+#: draining, its connection failed, or the member refused its client (no chat client).
+EndReason: TypeAlias = Literal["eof", "quit", "stopping", "idle", "slow", "broken", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,8 @@ class Ending:
       goodbye_deadline: whether the last writes get ``goodbye_timeout`` seconds in all
         (True) or go at the member's pace under the stall rule (False).
       farewell: makes the chat's farewell event from the end's detail; None for none.
-      logs_detail: whether the log line of the leaving gives the detail.
+      log: what the log line of the leaving says, ``{detail}`` standing for the detail
+        (the reason alone when there is none).
     """
 
     reason: EndReason
@@ -69,11 +76,13 @@ class Ending:
     drops_waiting: bool
     goodbye_deadline: bool
     farewell: Callable[[str], proto.Event] | None
-    logs_detail: bool = False
+    log: str = "{reason}"
 
     def describe(self, detail: str) -> str:
-        """What the log says of this end: the reason, and the detail if it gives it."""
-        return f"{self.reason}: {detail}" if self.logs_detail and detail else self.reason
+        """What the log says of this end (see :attr:`log`)."""
+        if not detail:
+            return self.reason
+        return self.log.format(reason=self.reason, detail=detail)
 
 
 def _bye(detail: str) -> proto.Event:
@@ -88,6 +97,10 @@ def _told_why(detail: str) -> proto.Event:
     return proto.Notice(f"disconnected: {detail}")
 
 
+def _idle(detail: str) -> proto.Event:
+    return proto.Notice(f"disconnected: idle for {detail}")
+
+
 #: The record of each end reason.
 ENDINGS: Final[dict[EndReason, Ending]] = {
     ending.reason: ending
@@ -97,6 +110,14 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
         Ending(
             "stopping", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=_closing
         ),
+        Ending(
+            "idle",
+            writes=True,
+            drops_waiting=False,
+            goodbye_deadline=True,
+            farewell=_idle,
+            log="idle for {detail}",
+        ),
         Ending("slow", writes=True, drops_waiting=True, goodbye_deadline=True, farewell=_told_why),
         Ending(
             "broken",
@@ -104,7 +125,7 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             drops_waiting=False,
             goodbye_deadline=False,
             farewell=None,
-            logs_detail=True,
+            log="{reason}: {detail}",
         ),
         Ending(
             "refused",
@@ -112,7 +133,7 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             drops_waiting=True,
             goodbye_deadline=True,
             farewell=None,
-            logs_detail=True,
+            log="{reason}: {detail}",
         ),
     )
 }

@@ -175,6 +175,11 @@ class Member(abc.ABC):
         """After the farewell: close gracefully. Nothing to do by default."""
         await trio.lowlevel.checkpoint()
 
+    def idled(self) -> str | None:
+        """How long the user sent nothing when the transport's idle timeout ended its
+        input (through the stop scope), as text (``"30 s"``); None when it did not."""
+        return None
+
     def cancelled_by(self) -> str | None:
         """What cancelled the session from outside, for the log line of its leaving, or
         None when the member cannot tell (its caller cancelled it).

@@ -279,7 +279,13 @@ class Sessions:
         the end reason's record says (see :mod:`._ending`)."""
         await self._pacer.turn()  # a thousand peers that close at once end a few a batch
         member, outbox = user.member, user.outbox
-        user.end("stopping" if member.stopping else "eof")  # unless ended already
+        idle = member.idled()
+        if member.stopping:  # (each end below: unless ended already)
+            user.end("stopping")
+        elif idle is not None:  # the transport's idle timeout ended the input
+            user.end("idle", idle)
+        else:
+            user.end("eof")
         ending = user.ending
         assert ending is not None
         for topic in list(user.subs):  # first, so that it does not see its own leaving

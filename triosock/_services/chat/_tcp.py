@@ -177,10 +177,14 @@ class TCPLineMember(Member):
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.conn.hold_idle()
 
-    def cancelled_by(self) -> str | None:
+    def idled(self) -> str | None:
         if self.conn.idle_expired:
-            return f"idle for {self.conn.server.idle_timeout:g} s"
-        return super().cancelled_by()
+            return f"{self.conn.server.idle_timeout:g} s"
+        return None
+
+    def cancelled_by(self) -> str | None:
+        idle = self.idled()
+        return f"idle for {idle}" if idle is not None else super().cancelled_by()
 
     def stop_scope(self) -> trio.CancelScope:
         return self.conn.stop_scope()
