@@ -24,6 +24,7 @@ from ._errors import (
 from ._liveness import DEFAULT_EXPIRY_FACTOR, IdleTimer, expiry_after, send_heartbeats
 from ._sansio.addresses import format_address
 from ._sansio.framing import DEFAULT_MAX_MESSAGE, Framer, LengthPrefixFramer, LineFramer
+from ._transport._lifecycle import ConnectionStatistics
 from ._transport.channel import FramedChannel
 from ._transport.http import Request, Response, serve_http
 from ._transport.http_client import (
@@ -65,6 +66,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "BindError",
     "ConnectError",
+    "ConnectionStatistics",
     "DatagramSink",
     "DatagramTooLargeError",
     "FramedChannel",

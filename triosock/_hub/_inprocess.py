@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Final, Generic
 
 import trio
@@ -281,12 +280,7 @@ class _Subscribing(Generic[T]):
         self._subscription = self._hub._attach(self._topic, self._buffer, self._policy)
         return self._subscription
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._subscription is not None:
             self._subscription.close()
 

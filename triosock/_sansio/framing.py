@@ -103,6 +103,16 @@ class _FramerState(Framer):
             data, self._rest = self._rest + data, b""
         return data
 
+    def _end_rest(self) -> list[bytes] | None:
+        """At the end of the stream: the messages what a refusal kept completes (None
+        when the end was said already). A refusal among them keeps the rest again."""
+        if self._eof:
+            return None
+        data, self._rest = self._rest, b""
+        messages = self.feed(data) if data else []
+        self._eof = True
+        return messages
+
     def _refuse(self, size: int, messages: list[bytes], rest: bytes) -> MessageTooLargeError:
         """The error for a refused message of ``size`` bytes (or more); ``rest`` is what
         followed it, kept for the next call."""
@@ -180,11 +190,9 @@ class LineFramer(_FramerState):
         return messages
 
     def feed_eof(self) -> list[bytes]:
-        if self._eof:
+        messages = self._end_rest()
+        if messages is None:
             return []
-        data, self._rest = self._rest, b""
-        messages = self.feed(data) if data else []  # a refusal here keeps the rest again
-        self._eof = True
         self._skipping = False  # a refused last line was said already
         if not self._buffer:
             return messages
@@ -283,11 +291,9 @@ class LengthPrefixFramer(_FramerState):
         return self._refuse(size, messages, after[dropped:])
 
     def feed_eof(self) -> list[bytes]:
-        if self._eof:
+        messages = self._end_rest()
+        if messages is None:
             return []
-        data, self._rest = self._rest, b""
-        messages = self.feed(data) if data else []  # a refusal here keeps the rest again
-        self._eof = True
         self._skip = 0  # a refused message cut short was said already
         if self._buffer:
             pending = len(self._buffer)

@@ -26,6 +26,7 @@ import logging
 import weakref
 from abc import ABCMeta
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import trio
@@ -34,6 +35,7 @@ from .._errors import BindError, describe_oserror
 from .._sansio.addresses import format_address
 
 __all__ = [
+    "ConnectionStatistics",
     "ListeningServer",
     "NoPublicConstructor",
     "ServerLifecycle",
@@ -87,6 +89,24 @@ def _connection_ended(exc: Exception) -> bool:
     if isinstance(exc, ExceptionGroup):
         return exc.split(ended)[1] is None
     return isinstance(exc, ended)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionStatistics:
+    """What every connection server counts (the TCP and WebSocket servers' records
+    extend it).
+
+    Attributes:
+      open_connections: connections whose handler runs now.
+      total_connections: connections served since the server started.
+      handler_errors: handlers that raised (each closed its connection only).
+      stopping: whether the server has begun to stop.
+    """
+
+    open_connections: int
+    total_connections: int
+    handler_errors: int
+    stopping: bool
 
 
 class ServerLifecycle:

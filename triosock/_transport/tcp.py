@@ -44,7 +44,14 @@ from .._errors import ConnectError, TriosockError, describe_oserror
 from .._liveness import IdleTimer
 from .._sansio.addresses import format_address
 from .._sansio.framing import Framer
-from ._lifecycle import ListeningServer, NoPublicConstructor, binding, check_port, run_server
+from ._lifecycle import (
+    ConnectionStatistics,
+    ListeningServer,
+    NoPublicConstructor,
+    binding,
+    check_port,
+    run_server,
+)
 from .channel import FramedChannel
 from .rawsocket import RawSocketListener, RawSocketStream
 
@@ -67,22 +74,15 @@ Handler = Callable[["TCPConnection"], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
-class TCPServerStatistics:
-    """A snapshot of a TCP server's connections.
+class TCPServerStatistics(ConnectionStatistics):
+    """A snapshot of a TCP server's connections: :class:`ConnectionStatistics`' figures,
+    and:
 
     Attributes:
-      open_connections: connections whose handler runs now.
-      total_connections: connections accepted since the server started.
       idle_timeouts: connections closed by the idle timeout.
-      handler_errors: handlers that raised (each closed its connection only).
-      stopping: whether the server has begun to stop.
     """
 
-    open_connections: int
-    total_connections: int
     idle_timeouts: int
-    handler_errors: int
-    stopping: bool
 
 
 @final

@@ -48,7 +48,14 @@ from websockets.trio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
 from .._sansio.addresses import format_address
-from ._lifecycle import ListeningServer, NoPublicConstructor, binding, check_port, run_server
+from ._lifecycle import (
+    ConnectionStatistics,
+    ListeningServer,
+    NoPublicConstructor,
+    binding,
+    check_port,
+    run_server,
+)
 from .outbox import Outbox, StreamSink
 from .rawsocket import RawSocketListener, RawSocketStream
 from .tcp import open_listeners
@@ -90,20 +97,9 @@ OPEN_TIMEOUT_JITTER = 2.0
 
 
 @dataclass(frozen=True, slots=True)
-class WebSocketServerStatistics:
-    """A snapshot of a WebSocket server's connections.
-
-    Attributes:
-      open_connections: connections whose handler runs now.
-      total_connections: connections whose handler ran, since the server started.
-      handler_errors: handlers that raised (each closed its connection only).
-      stopping: whether the server has begun to stop.
-    """
-
-    open_connections: int
-    total_connections: int
-    handler_errors: int
-    stopping: bool
+class WebSocketServerStatistics(ConnectionStatistics):
+    """A snapshot of a WebSocket server's connections (the figures of
+    :class:`ConnectionStatistics`; a connection counts once its handshake is done)."""
 
 
 @final
