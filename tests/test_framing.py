@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from triosock import FramingError, LengthPrefixFramer, LineFramer, MessageTooLargeError
+from triosock._sansio.chat import LineReader, Overlong
 
 
 def feed_in_pieces(
@@ -355,3 +356,39 @@ def test_encode_many_refuses_what_encode_refuses_and_returns_nothing(
     # the framer is not left broken by the refusal
     assert framer.encode_many([b"ok"]) == framer.encode(b"ok")
     assert framer.feed(framer.encode(b"ok")) == [b"ok"]
+
+
+@given(
+    lines=st.lists(
+        st.tuples(
+            st.binary(max_size=30).filter(lambda b: not set(b) & set(b"\r\n\x00\xff")),
+            st.booleans(),
+        ),
+        max_size=20,
+    ),
+    cuts=st.lists(st.integers(min_value=0, max_value=1000), max_size=8),
+)
+def test_the_chats_line_reader_refuses_and_goes_on_by_the_same_rule(
+    lines: list[tuple[bytes, bool]], cuts: list[int]
+) -> None:
+    # The chat reads nc and telnet users with its own reader (telnet's line ends and
+    # commands are not a framer's), by the rule FramedChannel follows: a line over the
+    # limit is refused whole, once, and the next line comes. Where both apply (LF and
+    # CRLF ends, no telnet), they agree line for line; the reader names the whole size.
+    limit = 12
+    data = b"".join(content + (b"\r\n" if crlf else b"\n") for content, crlf in lines)
+    points = sorted(c % (len(data) + 1) for c in cuts)
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    reader = LineReader(limit)
+    read: list[bytes | None] = []
+    for chunk in chunks:
+        for item in reader.feed(chunk):
+            assert isinstance(item, bytes | Overlong)
+            read.append(item if isinstance(item, bytes) else None)
+        assert reader.buffered <= limit
+    assert reader.feed_eof() == []
+    assert read == feed_like_a_channel(LineFramer(max_line_length=limit), chunks)
+    sizes = [len(content) for content, _ in lines if len(content) > limit]
+    assert [item.size for item in LineReader(limit).feed(data) if isinstance(item, Overlong)] == (
+        sizes
+    )
