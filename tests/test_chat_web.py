@@ -221,6 +221,15 @@ async def test_json_events_in_and_out_and_the_hello_comes_first() -> None:
             await ws.send('{"type": "msg", "to": "two words", "text": "x"}')
             refused = await expect_event(ws, type="notice")
             assert refused["text"] == "refused: the 'to' of a msg event is one word"
+            # A nick with a space is the chat's to refuse, with the reason a TCP user gets.
+            await ws.send(json.dumps({"type": "nick", "nick": "two words"}))
+            refused = await expect_event(ws, type="notice")
+            assert refused["text"].startswith(
+                "nick 'two words' contains ' ': nicks cannot contain spaces"
+            ), refused
+            await ws.send(json.dumps({"type": "join", "room": "a\nb"}))
+            refused = await expect_event(ws, type="notice")
+            assert refused["text"] == "refused: the 'room' of a join event is a name on one line"
             await ws.send(b"\x00binary")
             refused = await expect_event(ws, type="notice")
             assert refused["text"].startswith("refused: binary messages are not accepted")

@@ -106,8 +106,10 @@ _EVENTS_IN: dict[str, tuple[tuple[str, ...], str]] = {
     "help": ((), "/help"),
     "quit": ((), "/quit"),
 }
-# Fields that are one word on a command line.
-_WORDS = frozenset({"to", "nick", "room"})
+# Fields that are one word on a command line (/msg TO TEXT). A nick or a room is the rest
+# of its line: the chat's rules say why one with a space is refused, as for a TCP user.
+_WORDS = frozenset({"to"})
+_NAMES = frozenset({"nick", "room"})
 
 
 def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent]:
@@ -159,6 +161,8 @@ def _event_line(obj: dict[str, Any]) -> bytes | BadEvent:
             return BadEvent(f"a {kind} event needs a string field {name!r}")
         if name in _WORDS and (not value or value != value.strip() or len(value.split()) != 1):
             return BadEvent(f"the {name!r} of a {kind} event is one word")
+        if name in _NAMES and (not value.strip() or "\n" in value or "\r" in value):
+            return BadEvent(f"the {name!r} of a {kind} event is a name on one line")
         values[name] = value
     if kind == "say" and values["text"].startswith("/"):
         values["text"] = "/" + values["text"]  # // says /something
