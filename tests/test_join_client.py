@@ -326,14 +326,17 @@ async def test_sigint_to_a_piped_client_says_quit_and_exits_0(transport: str) ->
 
 async def test_a_server_that_drops_us_ends_the_session_with_exit_1() -> None:
     with trio.fail_after(GUARD):
-        # The idle timeout closes a TCP user that says nothing.
+        # The idle timeout closes a TCP user that says nothing, and says why.
         async with (
             chat_server("--idle-timeout", "0.5") as server,
             piped_client(join_args(server, "tcp")) as idle,
         ):
             assert await idle.process.wait() == 1
             assert await stderr_of(idle) == b"triosock: the server closed the connection\n"
-            assert (await idle.read_to_eof())[-1] == b"* guest1 joined #lobby"
+            assert (await idle.read_to_eof())[-2:] == [
+                b"* guest1 joined #lobby",
+                b"-!- disconnected: idle for 0.5 s",
+            ]
 
 
 async def test_a_server_that_stops_ends_the_session_with_exit_1() -> None:
