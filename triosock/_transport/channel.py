@@ -97,6 +97,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
         self._pending: deque[bytes] = deque()
         self._error: FramingError | None = None  # to raise once what precedes it is taken
         self._resume = False  # after a raised framing error: frame what the framer kept
+        self._refusal = False  # either of the two: one test on the hot path
         self._eof = False
         self._closed = False
         self._receiving = False
@@ -162,12 +163,14 @@ class FramedChannel(trio.abc.Channel[bytes]):
             self._pending.extend(self._framer.feed_eof() if self._eof else self._feed(b""))
         except FramingError as exc:
             self._refused(exc)
+        self._refusal = self._error is not None
 
     def _refused(self, exc: FramingError) -> None:
         """Keep ``exc`` to raise after the messages that preceded it."""
         if isinstance(exc, MessageTooLargeError):
             self._pending.extend(exc.messages)
         self._error = exc
+        self._refusal = True
 
     async def _receive(self, end: type[Exception]) -> bytes:
         """The next message; at the stream's end, raise ``end``.
@@ -186,7 +189,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
                 await trio.lowlevel.checkpoint()
                 return pending.popleft()
             while True:
-                if self._error is not None or self._resume:  # after a refusal
+                if self._refusal:
                     await trio.lowlevel.checkpoint()
                     message = self._next_buffered()
                     if message is not None:
