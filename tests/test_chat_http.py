@@ -9,6 +9,7 @@ an ``nc`` witness in the room sees nothing of it: no join, no leave, no line.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -86,9 +87,52 @@ async def status_command(port: int) -> None:
     ).encode() in got.stderr
 
 
-@pytest.mark.parametrize("client", [curl, posting_page, status_command])
-async def test_an_http_client_on_the_chat_port_gets_a_400_and_the_room_sees_nothing(
-    client: Callable[[int], Awaitable[None]], caplog: pytest.LogCaptureFixture
+async def tls_client(port: int) -> None:
+    """A browser a page sent to ``https://`` on the chat port: its ClientHello carries
+    a server name of the page's choosing, which the room must not see."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    stream = trio.SSLStream(
+        await trio.open_tcp_stream("127.0.0.1", port),
+        context,
+        server_hostname="visit-evil-example-for-free-coins.example",
+    )
+    with pytest.raises(trio.BrokenResourceError) as failed:
+        await stream.do_handshake()
+    assert "HANDSHAKE_FAILURE" in str(failed.value.__cause__)  # the server's TLS alert
+    await trio.aclose_forcefully(stream)
+
+
+async def curl_https(port: int) -> None:
+    url = f"https://visit-evil-example-for-free-coins.example:{port}/"
+    got = await run(
+        [
+            need("curl"),
+            "-sSk",
+            "--max-time",
+            "5",
+            "--resolve",
+            f"visit-evil-example-for-free-coins.example:{port}:127.0.0.1",
+            url,
+        ]
+    )
+    assert got.returncode == 35  # curl: the TLS handshake failed
+    assert got.stdout == b""
+
+
+@pytest.mark.parametrize(
+    ("client", "refusal"),
+    [
+        (curl, "an HTTP request"),
+        (posting_page, "an HTTP request"),
+        (status_command, "an HTTP request"),
+        (tls_client, "a TLS handshake"),
+        (curl_https, "a TLS handshake"),
+    ],
+)
+async def test_a_web_client_on_the_chat_port_is_refused_and_the_room_sees_nothing(
+    client: Callable[[int], Awaitable[None]], refusal: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="triosock.chat")
     chat = ChatServer()
@@ -100,7 +144,7 @@ async def test_an_http_client_on_the_chat_port_gets_a_400_and_the_room_sees_noth
             nc.close()
     (refused,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert refused.startswith("refused tcp 127.0.0.1:")
-    assert refused.endswith(": an HTTP request on the chat port")
+    assert refused.endswith(f": {refusal} on the chat port")
 
 
 async def test_a_request_after_the_first_line_wait_is_refused_and_says_nothing(

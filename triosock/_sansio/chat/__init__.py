@@ -66,7 +66,7 @@ from ._events import (
     encode_event,
     render_line,
 )
-from ._lines import AreYouThere, HttpRequest, LineReader, Overlong
+from ._lines import AreYouThere, HttpRequest, LineReader, Overlong, TlsHello
 from ._names import (
     DEFAULT_ROOM,
     MAX_NICK_LENGTH,
@@ -142,6 +142,7 @@ __all__ = [
     "Say",
     "ServerClosing",
     "Tell",
+    "TlsHello",
     "UdpQuit",
     "UdpText",
     "Who",

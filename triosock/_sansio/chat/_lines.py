@@ -35,7 +35,10 @@
   verdict comes at the latest with the line's end, before the line is an item: either
   an :class:`HttpRequest`, or the first line read as any other. Only the first line is
   screened (a request line always comes first), and a user whose first line has that
-  shape (``GET / HTTP/1.1``) is taken for a browser.
+  shape (``GET / HTTP/1.1``) is taken for a browser. The same page can send a browser to
+  ``https://`` on the port: a first byte 0x16, a TLS record's (a ClientHello, whose
+  server name the page chooses), gives a :class:`TlsHello` item and nothing more; no
+  one types Ctrl-V as their first character.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["AreYouThere", "HttpRequest", "LineReader", "Overlong"]
+__all__ = ["AreYouThere", "HttpRequest", "LineReader", "Overlong", "TlsHello"]
 
 IAC, DONT, DO, WONT, WILL, SB = 255, 254, 253, 252, 251, 250
 SE, NOP, DM, BRK, IP, AO, AYT, EC, EL, GA = 240, 241, 242, 243, 244, 245, 246, 247, 248, 249
@@ -56,6 +59,7 @@ _METHOD, _TARGET, _VERSION, _REFUSED = range(5, 9)
 _SPECIAL = re.compile(rb"[\r\n\xff]")
 _SUB_END = re.compile(rb"[\r\n\xff]")
 _SP = 32
+_TLS_HANDSHAKE = b"\x16"  # the content type of a TLS handshake record
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")  # RFC 9110's tchar
 _VISIBLE = re.compile(rb"[\x21-\x7e]*")
 _HTTP_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
@@ -92,8 +96,14 @@ class HttpRequest:
     the module docstring). The reader takes nothing after it."""
 
 
+@dataclass(frozen=True, slots=True)
+class TlsHello:
+    """The first byte began a TLS handshake (a browser sent to ``https://`` on the
+    port): the client is not a chat client. The reader takes nothing after it."""
+
+
 #: What the reader gives.
-Item: TypeAlias = bytes | Overlong | AreYouThere | HttpRequest
+Item: TypeAlias = bytes | Overlong | AreYouThere | HttpRequest | TlsHello
 
 
 class LineReader:
@@ -139,7 +149,8 @@ class LineReader:
 
     @property
     def refused(self) -> bool:
-        """True once the first line was an HTTP request line."""
+        """True once the first line was an HTTP request line, or the first byte began a
+        TLS handshake."""
         return self._state == _REFUSED
 
     @property
@@ -154,8 +165,8 @@ class LineReader:
         return replies
 
     def feed(self, data: bytes) -> list[Item]:
-        """Every line (or :class:`Overlong`, :class:`AreYouThere`, :class:`HttpRequest`)
-        that ``data`` completes."""
+        """Every line (or :class:`Overlong`, :class:`AreYouThere`, :class:`HttpRequest`,
+        :class:`TlsHello`) that ``data`` completes."""
         out: list[Item] = []
         if (
             self._state == _DATA
@@ -193,6 +204,10 @@ class LineReader:
         """Screen the first line (see :data:`_SCREEN`); where ordinary reading goes on
         (the end of ``data`` when the screen took all of it, or refused the line)."""
         position, end = 0, len(data)
+        if self._state == _METHOD and not self._line and data[:1] == _TLS_HANDSHAKE:
+            out.append(TlsHello())
+            self._state = _REFUSED
+            return end
         while self._state != _REFUSED:
             chars, after = _SCREEN[self._state]
             match = chars.match(data, position)

@@ -11,7 +11,9 @@ the page (a cross-protocol attack; Redis closes a connection that sends ``POST``
 ``Host:`` for the same reason), and a status probe pointed at the wrong port sends one
 too. A connection whose first line is an HTTP request line (see
 :class:`~triosock._sansio.chat.LineReader`) gets a short plain ``400 Bad Request`` that
-says this is a chat port, and is closed; nothing of the request reaches a room.
+says this is a chat port, and is closed; nothing of the request reaches a room. One
+whose first byte begins a TLS handshake (the page sent the browser to ``https://``, with
+a server name of its choice) gets a fatal TLS alert and is closed the same way.
 
 An HTTP client sends its request the moment it has connected, so a session waits for
 the first line at most :data:`FIRST_LINE_WAIT` seconds before it begins
@@ -61,6 +63,10 @@ BAD_REQUEST: Final = (
     b"\r\n%s" % (len(_HTTP_BODY), _HTTP_BODY)
 )
 _REFUSED = "an HTTP request on the chat port"
+_REFUSED_TLS = "a TLS handshake on the chat port"
+#: What a client whose first byte began a TLS handshake gets: a fatal TLS alert
+#: (handshake_failure), so that the browser says the handshake failed.
+TLS_ALERT: Final = b"\x15\x03\x01\x00\x02\x02\x28"
 
 
 class TCPRenderer(Renderer):
@@ -115,8 +121,8 @@ class TCPLineMember(Member):
                 if not data:
                     break  # the end of input: receive() reads it again
                 early += reader.feed(bytes(data))
-        if reader.refused:
-            return _REFUSED  # its farewell is the answer: see farewell()
+        if reader.refused:  # its farewell is the answer: see farewell()
+            return _REFUSED_TLS if any(isinstance(i, proto.TlsHello) for i in early) else _REFUSED
         replies = reader.take_replies()
         if replies:  # telnet's negotiation, answered before the welcome
             self.outbox.put(replies, 0)
@@ -154,11 +160,13 @@ class TCPLineMember(Member):
             return [proto.Tell("yes, the server is here")]
         if isinstance(item, proto.HttpRequest):  # after the first-line wait
             return [proto.Close("refused", _REFUSED)]
+        if isinstance(item, proto.TlsHello):
+            return [proto.Close("refused", _REFUSED_TLS)]
         raise TypeError(f"not a TCP input item: {item!r}")
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
-        if reason == "refused":  # an HTTP client: answered in HTTP
-            return BAD_REQUEST
+        if reason == "refused":  # answered in its own protocol
+            return TLS_ALERT if detail == _REFUSED_TLS else BAD_REQUEST
         return super().farewell(reason, detail)
 
     async def linger(self) -> None:
