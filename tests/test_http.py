@@ -326,3 +326,19 @@ async def test_a_stop_answers_the_request_in_flight_and_closes_the_idle_ones() -
             assert (response.status_code, body) == (200, b"finished\n")
             assert header(response, "connection") == "close"
             assert await busy.closed()
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/a%20b?x=1&y=2", "/a b", "x=1&y=2"),
+        ("//evil.com/x?q", "//evil.com/x", "q"),  # origin form: a path, not a host
+        ("/p#frag", "/p", ""),
+        ("http://host:8/abs?z", "/abs", "z"),  # absolute form
+    ],
+)
+def test_a_requests_path_and_query_come_from_its_target_as_http_reads_it(
+    target: str, path: str, query: str
+) -> None:
+    request = Request("GET", target, [], b"", "1.1", "127.0.0.1:1")
+    assert (request.path, request.query) == (path, query)

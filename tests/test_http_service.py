@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from functools import partial
@@ -73,8 +74,9 @@ async def exchange(port: int, method: str, target: str) -> tuple[bytes, dict[str
         ("GET", "/./sub", "/sub/"),
         ("GET", "/we%3Frd%20%23dir", "/we%3Frd%20%23dir/"),  # re-encoded
         ("GET", "/we%3Frd%20%23dir?a", "/we%3Frd%20%23dir/?a"),
-        # Never a Location another host: "//evil.com" is an authority in a URL.
-        ("GET", "//evil.com", "/"),  # its path is empty: the root
+        # Never a Location another host: an origin-form target "//evil.com" is a path
+        # (the directory evil.com), and the Location is rebuilt with one slash.
+        ("GET", "//evil.com", "/evil.com/"),
         ("GET", "///evil.com", "/evil.com/"),
         ("GET", "/%2Fevil.com", "/evil.com/"),
         ("HEAD", "/%2F%2Fevil.com", "/evil.com/"),
@@ -290,3 +292,28 @@ async def test_bad_root_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.stderr.startswith(b"triosock: error: --root ")
     assert done.stderr.count(b"\n") == 1
     assert os.fspath(tmp_path / "no").encode() in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("/docs/index.html/x", 404),  # a path under a file: ENOTDIR
+        ("/" + "n" * 300, 414),  # a name longer than the file system takes
+        ("/docs/" + "d" * 300 + "/x", 414),
+        ("//docs/", 200),  # a path, not a host
+    ],
+)
+async def test_what_the_file_system_refuses_is_a_plain_status_without_a_traceback(
+    site: Path, target: str, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(
+                partial(serve_http, StaticFiles(site), 0, grace_period=1)
+            )
+            got, _, body = await exchange(server.port, "GET", target)
+            nursery.cancel_scope.cancel()
+    assert got.split(b" ")[1] == str(status).encode()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    if status == 200:
+        assert body == b"<p>the docs</p>\n"

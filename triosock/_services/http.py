@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import html
 import logging
 import mimetypes
@@ -106,9 +107,13 @@ class StaticFiles:
             if not stat.S_ISREG(info.st_mode):
                 return Response.text(404, "not found\n")
             return self._file(request, path, info)
-        except FileNotFoundError:
-            return Response.text(404, "not found\n")
-        except PermissionError:
+        except OSError as exc:
+            # Missing, forbidden, a path under a file (ENOTDIR), a name too long for the
+            # file system: whatever the file system says, a prober learns nothing more
+            # than that there is nothing here, and the log gets no traceback.
+            LOGGER.debug("%s %s: %s", request.method, request.target, exc)
+            if exc.errno == errno.ENAMETOOLONG:
+                return Response.text(414, "request target too long\n")
             return Response.text(404, "not found\n")
 
     def _file(self, request: Request, path: Path, info: os.stat_result) -> Response:

@@ -73,13 +73,24 @@ class Request:
 
     @property
     def path(self) -> str:
-        """The target's path, percent-decoded (``/a%20b?x=1`` gives ``/a b``)."""
-        return unquote(urlsplit(self.target).path)
+        """The target's path, percent-decoded (``/a%20b?x=1`` gives ``/a b``).
+
+        A target in origin form (``/...``) is a path, even when it starts with ``//``
+        (which a URL parser would take for a host); an absolute URL gives its path."""
+        return unquote(self._split()[0])
 
     @property
     def query(self) -> str:
         """The target's query, as sent (``/a?x=1&y=2`` gives ``x=1&y=2``)."""
-        return urlsplit(self.target).query
+        return self._split()[1]
+
+    def _split(self) -> tuple[str, str]:
+        target = self.target
+        if target.startswith("/"):  # origin form (RFC 9112): the path, then the query
+            path, _, query = target.partition("?")
+            return path.partition("#")[0], query.partition("#")[0]
+        parts = urlsplit(target)
+        return parts.path, parts.query
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first header called ``name`` (any case), or ``default``."""
