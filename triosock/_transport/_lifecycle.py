@@ -40,7 +40,9 @@ __all__ = [
     "NoPublicConstructor",
     "ServerLifecycle",
     "binding",
+    "check_grace",
     "check_port",
+    "check_timeout",
     "run_server",
 ]
 
@@ -59,6 +61,32 @@ class NoPublicConstructor(ABCMeta):
 
     def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
         return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+
+def check_timeout(name: str, seconds: float | None) -> None:
+    """Refuse a timeout that is not a positive number of seconds (None: no timeout), when
+    the server starts rather than when its first peer arrives.
+
+    Raises:
+      TypeError: ``seconds`` is not a number.
+      ValueError: it is not positive (or is NaN).
+    """
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{name} must be a number of seconds or None, not {seconds!r}")
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds: {seconds}")
+
+
+def check_grace(grace_period: float) -> None:
+    """Refuse a grace period that is negative (or NaN), before anything is bound.
+
+    Raises:
+      ValueError: ``grace_period`` is not zero or more.
+    """
+    if not grace_period >= 0:
+        raise ValueError(f"grace_period must not be negative: {grace_period}")
 
 
 def check_port(port: int) -> None:
@@ -118,8 +146,7 @@ class ServerLifecycle:
     """
 
     def __init__(self, *, grace_period: float, logger: logging.Logger) -> None:
-        if not grace_period >= 0:
-            raise ValueError(f"grace_period must not be negative: {grace_period}")
+        check_grace(grace_period)
         self.grace_period = grace_period
         self._logger = logger
         self._stop_requested = trio.Event()

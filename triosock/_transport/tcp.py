@@ -49,7 +49,9 @@ from ._lifecycle import (
     ListeningServer,
     NoPublicConstructor,
     binding,
+    check_grace,
     check_port,
+    check_timeout,
     run_server,
 )
 from .channel import FramedChannel
@@ -353,6 +355,8 @@ async def serve_tcp(
       BindError: the address could not be bound (in use, not local, unknown host).
     """
     check_port(port)
+    check_timeout("idle_timeout", idle_timeout)
+    check_grace(grace_period)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     with binding(host, port):

@@ -53,7 +53,9 @@ from ._lifecycle import (
     ListeningServer,
     NoPublicConstructor,
     binding,
+    check_grace,
     check_port,
+    check_timeout,
     run_server,
 )
 from .outbox import Outbox, StreamSink
@@ -383,6 +385,9 @@ async def serve_websocket(
       BindError: the address could not be bound.
     """
     check_port(port)
+    check_grace(grace_period)
+    check_timeout("ping_interval", ping_interval)
+    check_timeout("ping_timeout", ping_timeout)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     limiter = None if max_connections is None else trio.CapacityLimiter(max_connections)

@@ -50,7 +50,14 @@ import trio
 
 from ..._liveness import IdleTimer
 from ..._sansio.addresses import format_address
-from .._lifecycle import NoPublicConstructor, ServerLifecycle, check_port, run_server
+from .._lifecycle import (
+    NoPublicConstructor,
+    ServerLifecycle,
+    check_grace,
+    check_port,
+    check_timeout,
+    run_server,
+)
 from .peer import UDPPeer
 from .sockets import (
     DEFAULT_RECEIVE_BUFFER,
@@ -396,6 +403,8 @@ async def serve_udp(
       BindError: the address could not be bound.
     """
     check_port(port)
+    check_timeout("peer_idle_timeout", peer_idle_timeout)
+    check_grace(grace_period)
     if max_peers < 1:
         raise ValueError(f"max_peers must be at least 1, not {max_peers}")
     if queue_size < 1:
