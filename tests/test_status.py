@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -184,3 +185,64 @@ async def test_what_another_http_server_says_is_repeated_without_its_control_cha
     assert str(refused.value) == (
         f"127.0.0.1:{server.port} is not a status port: it answered 403: [2J[31mforbidden here"
     )
+
+
+def _status_answer(figures: dict[str, Any]) -> Callable[[Request], Awaitable[Response]]:
+    async def answer(request: Request) -> Response:
+        await trio.lowlevel.checkpoint()
+        body = json.dumps(figures).encode()
+        return Response(200, [("content-type", "application/json")], body)
+
+    return answer
+
+
+HOSTILE = {
+    "service": "chat",
+    "version": "0.1\x1b]0;owned\x07",
+    "pid": 7,
+    "worker": None,
+    "started": 0,
+    "uptime": 5,
+    "listeners": [
+        {
+            "name": "chat\x1b[2J",
+            "transport": "tcp",
+            "address": "x\x1b[H",
+            "connections": 1,
+            "connections_total": 2,
+        }
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        (HOSTILE, None),  # printed, without its escape sequences
+        ({**HOSTILE, "pid": None, "uptime": "soon"}, "ValueError"),
+        ({k: v for k, v in HOSTILE.items() if k != "listeners"} | {"listeners": [{}]}, "KeyError"),
+        ({**HOSTILE, "uptime": 1e999}, "OverflowError"),
+        ({**HOSTILE, "service": "evil\x1b[31m"}, "is an evil[31m server, not chat"),
+    ],
+)
+async def test_another_hosts_status_cannot_drive_the_terminal_or_raise_a_traceback(
+    figures: dict[str, Any], expected: str | None
+) -> None:
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(
+                lambda task_status: serve_http(_status_answer(figures), 0, task_status=task_status)
+            )
+            got = await run([*CLI, "chat", "status", f"127.0.0.1:{server.port}", "--once"])
+            nursery.cancel_scope.cancel()
+    assert b"\x1b" not in got.stdout + got.stderr
+    assert b"\x07" not in got.stdout + got.stderr
+    assert b"Traceback" not in got.stderr
+    if expected is None:
+        assert got.returncode == 0
+        assert got.stdout.startswith(b"chat: pid 7, up 0:00:05, triosock 0.1]0;owned\n")
+        assert b"  chat[2J (tcp) x[H: 1 connection (2 since start)" in got.stdout
+    else:
+        assert got.returncode == 1
+        (line,) = got.stderr.decode().splitlines()
+        assert expected in line

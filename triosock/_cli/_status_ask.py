@@ -193,22 +193,43 @@ async def _ask(query: StatusQuery) -> Figures:
     raise CLIError(f"no answer from {where} within {STATUS_WAIT:g} s")
 
 
+def _printable(text: str) -> str:
+    """``text`` without control characters (but its line ends): what another host's
+    status says must not drive this terminal (escape sequences, a title, a clear)."""
+    return "".join(c for c in text if c == "\n" or c.isprintable())
+
+
+def _readable(
+    query: StatusQuery, figures: Figures, before: Figures | None = None, seconds: float = 0.0
+) -> str:
+    """:func:`render` of the readings, or a one-line error for a status this version
+    cannot read (a field missing or of another type: another version, or not ours)."""
+    try:
+        return _printable(render(figures, before, seconds))
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        raise CLIError(
+            f"{format_address(query.address)} answered a status this triosock cannot read "
+            f"({type(exc).__name__}: {_printable(str(exc))[:80]})"
+        ) from None
+
+
 async def _status_command(query: StatusQuery) -> None:
     first = await _ask(query)
     if first["service"] != query.service:
-        service = str(first["service"])
+        service = _printable(str(first["service"]))[:40]
         article = "an" if service[:1] in ("a", "e", "i", "o", "u") else "a"
         raise CLIError(
             f"{format_address(query.address)} is {article} {service} server, not "
             f"{query.service}: try {query.prog} {service} status"
         )
     if query.json or query.once:
-        print(json.dumps(first, indent=1) if query.json else render(first), flush=True)
+        # (json.dumps writes control characters as \u escapes.)
+        print(json.dumps(first, indent=1) if query.json else _readable(query, first), flush=True)
         return
     began = trio.current_time()
     await trio.sleep(query.interval)
     second = await _ask(query)
-    print(render(second, first, trio.current_time() - began), flush=True)
+    print(_readable(query, second, first, trio.current_time() - began), flush=True)
 
 
 def _job(service: str, port: int, args: argparse.Namespace) -> Job:
