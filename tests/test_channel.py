@@ -450,3 +450,15 @@ async def test_a_tcp_connection_can_try_send_only_without_tls(tls: bool, report:
             )
             assert await chan.receive() == report
             await chan.aclose()
+
+
+async def test_a_refusal_carries_no_message_the_channel_delivered_already() -> None:
+    # MessageTooLargeError.messages is for a framer's caller; a channel delivers them
+    # from receive(), so a handler that followed the attribute would deliver them twice.
+    left, right = trio.testing.memory_stream_pair()
+    receiver = FramedChannel(right, LineFramer(max_line_length=4))
+    await left.send_all(b"a\nb\n" + b"x" * 9 + b"\n")
+    assert [await receiver.receive(), await receiver.receive()] == [b"a", b"b"]
+    with pytest.raises(MessageTooLargeError) as refused:
+        await receiver.receive()
+    assert refused.value.messages == []

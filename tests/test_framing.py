@@ -100,6 +100,7 @@ def test_a_huge_chunk_without_newline_is_refused_without_buffering() -> None:
 def test_crlf_split_at_the_limit() -> None:
     framer = LineFramer(max_line_length=3)
     assert framer.feed(b"abc\r") == []
+    assert framer.feed(b"") == []  # nothing new (as after a refusal): the CR still waits
     assert framer.feed(b"\n") == [b"abc"]
 
 
@@ -218,7 +219,10 @@ def feed_like_a_channel(
                 data = b"" if data is not None else None
                 continue
             break
-        assert framer.buffered <= framer.max_size + 1  # (a CR may wait for its LF)
+        # The most one message under way holds: a line and a CR waiting for its LF; a
+        # payload and its header.
+        slack = LengthPrefixFramer.HEADER if isinstance(framer, LengthPrefixFramer) else 1
+        assert framer.buffered <= framer.max_size + slack
     return out
 
 
@@ -392,3 +396,15 @@ def test_the_chats_line_reader_refuses_and_goes_on_by_the_same_rule(
     assert [item.size for item in LineReader(limit).feed(data) if isinstance(item, Overlong)] == (
         sizes
     )
+
+
+def test_the_refusal_says_at_least_when_the_end_has_not_come_and_exactly_otherwise() -> None:
+    framer = LineFramer(max_line_length=4)
+    with pytest.raises(MessageTooLargeError, match=r"^message of 6 bytes exceeds the limit"):
+        framer.feed(b"123456\n")  # a whole line: its size
+    with pytest.raises(MessageTooLargeError, match=r"^message of 7 bytes or more exceeds"):
+        framer.feed(b"1234567")  # refused before its end came
+    with pytest.raises(MessageTooLargeError, match=r"^message of 5 bytes exceeds the limit"):
+        framer.encode(b"12345")  # a message to send: its size
+    with pytest.raises(MessageTooLargeError, match=r"^message of 9 bytes exceeds the limit"):
+        LengthPrefixFramer(max_size=4).feed(b"\x00\x00\x00\x09")  # its header says

@@ -29,13 +29,19 @@ class MessageTooLargeError(FramingError):
 
     Attributes:
       limit: the configured maximum, in bytes.
-      size: how large the offending message is (or at least was seen to be).
-      messages: the complete messages that preceded the oversized one in the same
-        ``feed()`` call, so that a caller can still deliver them.
+      size: how large the offending message is (or, when ``exact`` is false, at least
+        was seen to be: a message refused before its end arrived).
+      messages: for a framer's caller: the complete messages that preceded the refused
+        one in the same ``feed()`` call, to deliver before it. A
+        :class:`~triosock.FramedChannel` delivers them itself and raises the error
+        with none.
     """
 
-    def __init__(self, limit: int, size: int, messages: list[bytes] | None = None) -> None:
-        super().__init__(f"message of {size} bytes or more exceeds the limit of {limit} bytes")
+    def __init__(
+        self, limit: int, size: int, messages: list[bytes] | None = None, *, exact: bool = False
+    ) -> None:
+        least = "" if exact else " or more"
+        super().__init__(f"message of {size} bytes{least} exceeds the limit of {limit} bytes")
         self.limit = limit
         self.size = size
         self.messages: list[bytes] = messages if messages is not None else []

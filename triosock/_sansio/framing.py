@@ -86,7 +86,10 @@ class _FramerState(Framer):
             raise ValueError(f"the maximum message size must be at least 1, not {max_size}")
         self.max_size = max_size
         self._buffer = bytearray()
-        self._rest = b""  # what followed a refused message in the call that refused it
+        # What followed a refused message in the call that refused it: the call's data and
+        # where it starts (kept as it came: many refusals in one read copy nothing).
+        self._rest = b""
+        self._rest_at = 0
         self._eof = False
         # Anything but the common case (a rest kept, the end said, a refused line being
         # skipped): one test on the hot path instead of three.
@@ -96,34 +99,48 @@ class _FramerState(Framer):
     def buffered(self) -> int:
         """How many bytes wait for the rest of their message (or to be framed again,
         after a refusal)."""
-        return len(self._buffer) + len(self._rest)
+        return len(self._buffer) + len(self._rest) - self._rest_at
 
-    def _take(self, data: bytes) -> bytes:
-        """``data`` after what a refusal kept; refuse to go on after the end."""
+    def _take(self, data: bytes) -> tuple[bytes, int]:
+        """What to frame now and where it starts: ``data`` after what a refusal kept.
+
+        Raises:
+          FramingError: the end of the stream was said already.
+        """
         if self._eof:
             raise FramingError("data fed after feed_eof()")
-        if self._rest:
-            data, self._rest = self._rest + data, b""
+        rest, at = self._rest, self._rest_at
+        self._rest, self._rest_at = b"", 0
         self._unusual = False  # a subclass sets it again if it still skips
-        return data
+        if at < len(rest):
+            return (rest[at:] + data, 0) if data else (rest, at)
+        return data, 0
 
     def _end_rest(self) -> list[bytes] | None:
         """At the end of the stream: the messages what a refusal kept completes (None
         when the end was said already). A refusal among them keeps the rest again."""
         if self._eof:
             return None
-        data, self._rest = self._rest, b""
-        messages = self.feed(data) if data else []
+        messages = self.feed(b"") if self._rest_at < len(self._rest) else []
         self._eof = self._unusual = True
         return messages
 
-    def _refuse(self, size: int, messages: list[bytes], rest: bytes) -> MessageTooLargeError:
-        """The error for a refused message of ``size`` bytes (or more); ``rest`` is what
-        followed it, kept for the next call."""
-        self._rest = rest
-        if rest:
+    def _refuse(
+        self,
+        size: int,
+        messages: list[bytes],
+        data: bytes = b"",
+        at: int = 0,
+        *,
+        exact: bool = True,
+    ) -> MessageTooLargeError:
+        """The error for a refused message of ``size`` bytes (``exact``: not only at
+        least that many); what followed it (``data`` from ``at``) is kept for the next
+        call."""
+        self._rest, self._rest_at = data, at
+        if at < len(data):
             self._unusual = True
-        return MessageTooLargeError(self.max_size, size, messages)
+        return MessageTooLargeError(self.max_size, size, messages, exact=exact)
 
 
 class LineFramer(_FramerState):
@@ -143,57 +160,60 @@ class LineFramer(_FramerState):
         self._skipping = False  # inside a refused line: drop bytes up to its LF
 
     def feed(self, data: bytes) -> list[bytes]:
+        position = 0  # where the bytes to frame start in data (after a refusal: further)
         if self._unusual:
-            data = self._take(data)
+            data, position = self._take(data)
             if self._skipping:
-                newline = data.find(b"\n")
+                newline = data.find(b"\n", position)
                 if newline < 0:
                     self._unusual = True
                     return []  # still inside the refused line: nothing is kept
                 self._skipping = False
-                data = data[newline + 1 :]
+                position = newline + 1
         limit = self.max_size
         buffer = self._buffer
-        newline = data.find(b"\n")
-        if newline == len(data) - 1 and newline >= 0 and not buffer:
+        newline = data.find(b"\n", position)
+        if newline == len(data) - 1 and newline >= 0 and not buffer and not position:
             # The common case (one whole line per read) without the general path's lists.
             line = data[:-2] if data.endswith(b"\r\n") else data[:-1]
             if len(line) > limit:
-                raise self._refuse(len(line), [], b"")
+                raise self._refuse(len(line), [])
             return [line]
         if newline < 0:
             # No line ends here: only grow the buffer if the line can still fit. The
             # limit + 1 allows for the CR of a CRLF that has not arrived whole yet.
-            if len(buffer) + len(data) > limit + (data[-1:] == b"\r"):
-                size = len(buffer) + len(data)
+            size = len(buffer) + len(data) - position
+            last = data[-1:] if len(data) > position else buffer[-1:]  # (nothing new: b"")
+            if size > limit + (last == b"\r"):
                 buffer.clear()
                 self._skipping = self._unusual = True
-                raise self._refuse(size, [], b"")
-            buffer += data
+                raise self._refuse(size, [], exact=False)
+            buffer += data[position:] if position else data
             return []
         if buffer:
-            buffer += data[:newline]
+            buffer += data[position:newline]
             first = bytes(buffer)
             buffer.clear()
         else:
-            first = data[:newline]
+            first = data[position:newline]
         messages: list[bytes] = []
         start, line = newline + 1, first
         while True:
             if line[-1:] == b"\r":
                 line = line[:-1]
             if len(line) > limit:
-                raise self._refuse(len(line), messages, data[start:])
+                raise self._refuse(len(line), messages, data, start)
             messages.append(line)
             newline = data.find(b"\n", start)
             if newline < 0:
                 break
             line, start = data[start:newline], newline + 1
-        rest = data[start:]
-        if len(rest) > limit + (rest[-1:] == b"\r"):
+        rest = len(data) - start  # (when there is any, its last byte is data's)
+        if rest > limit + (data[-1:] == b"\r"):
             self._skipping = self._unusual = True
-            raise self._refuse(len(rest), messages, b"")
-        buffer += rest
+            raise self._refuse(rest, messages, exact=False)
+        if rest:
+            buffer += data[start:]
         return messages
 
     def feed_eof(self) -> list[bytes]:
@@ -208,14 +228,14 @@ class LineFramer(_FramerState):
         if line[-1:] == b"\r":
             line = line[:-1]
         if len(line) > self.max_size:  # a pending CR that turned out not to be a CRLF
-            raise self._refuse(len(line), messages, b"")
+            raise self._refuse(len(line), messages)
         return [*messages, line]
 
     def encode(self, message: bytes) -> bytes:
         if b"\n" in message:
             raise FramingError("a line must not contain LF")
         if len(message) > self.max_size:
-            raise MessageTooLargeError(self.max_size, len(message))
+            raise MessageTooLargeError(self.max_size, len(message), exact=True)
         return message + b"\n"
 
     def encode_many(self, messages: Iterable[bytes]) -> bytes:
@@ -249,28 +269,27 @@ class LengthPrefixFramer(_FramerState):
         self._skip = 0  # payload bytes of a refused message still to drop
 
     def feed(self, data: bytes) -> list[bytes]:
-        data = self._take(data)
+        data, pos = self._take(data)
+        end = len(data)
         if self._skip:
-            dropped = min(self._skip, len(data))
+            dropped = min(self._skip, end - pos)
             self._skip -= dropped
-            data = data[dropped:]
+            pos += dropped
         header = self.HEADER
         buffer = self._buffer
         messages: list[bytes] = []
-        pos = 0
-        end = len(data)
         if buffer:
             # Finish the message that is already under way, taking only what it needs.
             if len(buffer) < header:
-                take = min(header - len(buffer), end)
-                buffer += data[:take]
-                pos = take
+                take = min(header - len(buffer), end - pos)
+                buffer += data[pos : pos + take]
+                pos += take
                 if len(buffer) < header:
                     return messages
                 size = int.from_bytes(buffer[:header], "big")
                 if size > self.max_size:
                     buffer.clear()
-                    raise self._skip_refused(size, messages, data[pos:])
+                    raise self._skip_refused(size, messages, data, pos)
             size = int.from_bytes(buffer[:header], "big")
             take = min(header + size - len(buffer), end - pos)
             buffer += data[pos : pos + take]
@@ -282,7 +301,7 @@ class LengthPrefixFramer(_FramerState):
         while end - pos >= header:
             size = int.from_bytes(data[pos : pos + header], "big")
             if size > self.max_size:
-                raise self._skip_refused(size, messages, data[pos + header :])
+                raise self._skip_refused(size, messages, data, pos + header)
             if end - pos - header < size:
                 break
             messages.append(data[pos + header : pos + header + size])
@@ -290,12 +309,14 @@ class LengthPrefixFramer(_FramerState):
         buffer += data[pos:]
         return messages
 
-    def _skip_refused(self, size: int, messages: list[bytes], after: bytes) -> MessageTooLargeError:
+    def _skip_refused(
+        self, size: int, messages: list[bytes], data: bytes, at: int
+    ) -> MessageTooLargeError:
         """Refuse a message whose header announced ``size`` bytes: drop its payload from
-        ``after`` (what followed the header) and from what comes later."""
-        dropped = min(size, len(after))
+        ``data`` (where its header ended, ``at``) and from what comes later."""
+        dropped = min(size, len(data) - at)
         self._skip = size - dropped
-        return self._refuse(size, messages, after[dropped:])
+        return self._refuse(size, messages, data, at + dropped)
 
     def feed_eof(self) -> list[bytes]:
         messages = self._end_rest()
@@ -310,7 +331,7 @@ class LengthPrefixFramer(_FramerState):
 
     def encode(self, message: bytes) -> bytes:
         if len(message) > self.max_size:
-            raise MessageTooLargeError(self.max_size, len(message))
+            raise MessageTooLargeError(self.max_size, len(message), exact=True)
         return len(message).to_bytes(self.HEADER, "big") + message
 
     def encode_many(self, messages: Iterable[bytes]) -> bytes:

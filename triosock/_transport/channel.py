@@ -169,6 +169,7 @@ class FramedChannel(trio.abc.Channel[bytes]):
         """Keep ``exc`` to raise after the messages that preceded it."""
         if isinstance(exc, MessageTooLargeError):
             self._pending.extend(exc.messages)
+            exc.messages = []  # delivered by receive(): nobody delivers them twice
         self._error = exc
         self._refusal = True
 
