@@ -107,7 +107,9 @@ async def raw_server(answer: bytes) -> AsyncIterator[int]:
 async def test_a_body_without_a_length_over_max_body_is_cut_off() -> None:
     with trio.fail_after(GUARD):
         async with raw_server(b"HTTP/1.1 200 OK\r\n\r\n" + b"y" * 50_000) as port:
-            with pytest.raises(ResponseTooLargeError, match="over 1000 bytes"):
+            with pytest.raises(
+                ResponseTooLargeError, match=r"sent a body, over the limit of 1000 bytes$"
+            ):
                 await fetch(f"http://127.0.0.1:{port}/", max_body=1000)
 
 
@@ -191,3 +193,51 @@ async def test_https_with_a_trusted_certificate_and_a_refusal_without() -> None:
 def test_a_url_that_is_not_http_is_a_value_error(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         trio.run(fetch, url)
+
+
+async def test_a_target_is_one_token_whatever_the_url_holds() -> None:
+    # Spaces and what is not ASCII are percent-encoded, CR and LF dropped (urlsplit's
+    # rule): never a second line.
+    with trio.fail_after(GUARD):
+        async with http_server(_hello) as port:
+            got = await fetch(f"http://127.0.0.1:{port}/a b\r\nX-Injected: 1/é?q=a b")
+    assert got.body == b"GET /a%20bX-Injected:%201/%C3%A9?q=a%20b None b''\n"
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("http://127.0.0.1:1\r\nX: y/", {}, "a space or a control character in the URL's host"),
+        ("http://127.0.0.1:1/", {"method": "GET /x HTTP/1.1\r\n"}, "cannot send that request"),
+        ("http://127.0.0.1:1/", {"headers": [("x-a", "1\r\nx-b: 2")]}, "cannot send that"),
+        ("http://127.0.0.1:1/", {"headers": [("x-é", "1")]}, "cannot send that request"),
+        ("ftp://127.0.0.1/", {}, "not an http:// or https:// URL"),
+    ],
+)
+async def test_a_request_that_cannot_be_sent_is_a_value_error_before_any_connection(
+    url: str, options: dict[str, object], message: str
+) -> None:
+    # (Port 1: nothing listens there; the error comes before anything is connected.)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        await fetch(url, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        # 1xx answers without end: headers without end, over the limit in all.
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 2000, "sent headers over 1024 bytes"),
+        # A chunk header that never ends (its extension): said as what it is.
+        (
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;" + b"x" * 5000,
+            "sent a chunk header over 1024 bytes",
+        ),
+    ],
+)
+async def test_what_a_server_sends_without_end_is_bounded_by_the_header_limit(
+    answer: bytes, message: str
+) -> None:
+    with trio.fail_after(GUARD):
+        async with raw_server(answer) as port:
+            with pytest.raises(ResponseTooLargeError, match=message):
+                await fetch(f"http://127.0.0.1:{port}/", max_header_bytes=1024)

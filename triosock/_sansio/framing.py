@@ -44,9 +44,15 @@ DEFAULT_MAX_MESSAGE = 64 * 1024
 
 
 class Framer(Protocol):
-    """What a framed channel needs of a framer (see the module docstring for the rules:
-    after a :class:`~triosock.MessageTooLargeError`, ``feed(b"")`` returns the messages
-    that followed the refused one)."""
+    """What a framed channel needs of a framer.
+
+    ``feed(data)`` returns the messages ``data`` completes; ``feed_eof()`` what the end
+    completes; ``encode(message)`` the bytes to write. A message over the limit is refused
+    whole: ``feed`` raises :class:`~triosock.MessageTooLargeError` once, skips the
+    message as it arrives without keeping it, and keeps what followed it in that call,
+    which the next ``feed`` (``feed(b"")`` when there is nothing new) frames. ``encode``
+    refuses what the other side would refuse.
+    """
 
     def feed(self, data: bytes) -> list[bytes]:
         """Every message ``data`` completes, in order.
@@ -148,7 +154,7 @@ class LineFramer(_FramerState):
 
     Messages are the lines without their terminator (one CR before the LF is removed too,
     so ``nc`` and ``telnet`` users look the same). The limit counts the line's content,
-    not its terminator. A longer line is refused (see the module docstring) and the next
+    not its terminator. A longer line is refused (see :class:`Framer`) and the next
     line is framed as usual.
 
     Args:

@@ -65,10 +65,21 @@ async def tutorial_handler(request: Request) -> Response:
 
 
 class StaticFiles:
-    """A handler serving the files under ``root`` (see the module notes).
+    """A :func:`~triosock.serve_http` handler serving the files under ``root``.
+
+    ``GET`` and ``HEAD`` only (405 otherwise). A path that would leave the root (``..``,
+    its percent-encoded forms, a symlink pointing out), anything missing, and whatever
+    the file system refuses are 404, so a prober learns nothing; a directory asked for
+    without its trailing slash is moved (301) to it, and serves its ``index.html`` or an
+    index page. ``Content-Type`` comes from :mod:`mimetypes`; ``ETag`` and
+    ``Last-Modified`` make ``If-None-Match`` / ``If-Modified-Since`` answer 304. Files
+    are read whole, in a worker thread, up to :data:`MAX_FILE_SIZE`.
 
     Args:
       root: the directory served; it must exist.
+
+    Raises:
+      NotADirectoryError: ``root`` is not a directory.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:

@@ -56,7 +56,8 @@ class NoPublicConstructor(ABCMeta):
 
     def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
         raise TypeError(
-            f"{cls.__module__}.{cls.__qualname__} has no public constructor: the server makes them"
+            f"triosock.{cls.__qualname__} has no public constructor: a serve_* function "
+            "makes it (its handler, or nursery.start, gets it)"
         )
 
     def _create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:

@@ -17,11 +17,12 @@ scripts, not for a crawl, and a connection pool would be a second cache of state
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import h11
 import trio
@@ -46,6 +47,9 @@ _RECEIVE_SIZE: Final = 64 * 1024
 #: How every HTTP/1.x answer begins: anything else is not HTTP, known from its first byte.
 _HTTP_PREFIX: Final = b"HTTP/"
 _PORTS: Final = {"http": 80, "https": 443}
+#: What a request target may hold as it is: visible ASCII (the rest is percent-encoded).
+_VISIBLE: Final = "".join(chr(c) for c in range(0x21, 0x7F))
+_UNSAFE_IN_HOST: Final = re.compile(r"[\x00-\x20\x7f]")
 
 
 class HTTPResponseError(TriosockError):
@@ -111,7 +115,9 @@ async def fetch(
     """
     parts = urlsplit(url)
     if parts.scheme not in _PORTS or not parts.hostname:
-        raise ValueError(f"not an http:// or https:// URL: {url}")
+        raise ValueError(f"not an http:// or https:// URL: {url!r}")
+    if _UNSAFE_IN_HOST.search(parts.netloc):
+        raise ValueError(f"a space or a control character in the URL's host: {url!r}")
     try:
         port = parts.port or _PORTS[parts.scheme]
     except ValueError as exc:
@@ -119,13 +125,20 @@ async def fetch(
     where = parts.netloc.rpartition("@")[2]
     if parts.scheme == "https" and ssl_context is None:
         ssl_context = ssl.create_default_context()
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    # Spaces, control characters and what is not ASCII, percent-encoded: a target is one
+    # token of the request line (never a way to write a second line).
+    target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _VISIBLE)
+    headers = list(headers)
+    try:  # h11 checks the request line and the headers as it builds them: before connecting
+        h11.Request(method=method, target=target, headers=[("host", where), *headers])
+    except (h11.LocalProtocolError, UnicodeError) as exc:  # a bad method or header
+        raise ValueError(f"cannot send that request: {exc}") from None
     stream = await open_tcp_stream(
         parts.hostname, port, ssl_context=ssl_context if parts.scheme == "https" else None
     )
     async with stream:
         exchange = _Exchange(stream, where, max_header_bytes=max_header_bytes, max_body=max_body)
-        return await exchange.run(method, target, list(headers), body)
+        return await exchange.run(method, target, headers, body)
 
 
 @dataclass
@@ -180,32 +193,38 @@ class _Exchange:
         self._received += len(data)
         self._h11.receive_data(data)  # b"": the server closed
 
-    def _next(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+    def _next(self, part: str = "headers") -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
         try:
             return self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             if exc.error_status_hint == 431:  # h11's "Receive buffer too long"
                 raise ResponseTooLargeError(
-                    self.where,
-                    f"{self.where} sent headers over {self.max_header_bytes} bytes",
+                    self.where, f"{self.where} sent {part} over {self.max_header_bytes} bytes"
                 ) from exc
             raise self._error(str(exc)) from exc
 
     async def _head(self) -> h11.Response:
+        informational = 0  # bytes of 1xx answers so far: they count towards the limit
         while True:
             event = self._next()
             if event is h11.NEED_DATA:
                 await self._receive()
             elif isinstance(event, h11.InformationalResponse):
-                continue  # a 100 Continue, or a 103: the answer comes after
+                # A 100 Continue, or a 103: the answer comes after; an endless run of them
+                # is headers without end.
+                informational += _size(event)
+                if informational > self.max_header_bytes:
+                    raise ResponseTooLargeError(
+                        self.where,
+                        f"{self.where} sent headers over {self.max_header_bytes} bytes",
+                    )
             elif isinstance(event, h11.Response):
                 break
             elif isinstance(event, h11.ConnectionClosed):
                 raise self._error("the connection closed without an answer")
             else:
                 raise self._error(f"unexpected {type(event).__name__}")
-        size = len(event.reason) + sum(len(n) + len(v) + 4 for n, v in event.headers)
-        if size > self.max_header_bytes:
+        if informational + _size(event) > self.max_header_bytes:
             raise ResponseTooLargeError(
                 self.where, f"{self.where} sent headers over {self.max_header_bytes} bytes"
             )
@@ -214,26 +233,32 @@ class _Exchange:
     async def _body(self, head: h11.Response) -> bytes:
         length = dict(_decoded(head.headers)).get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
-            raise self._too_large(f"{length} bytes")
+            raise self._too_large(int(length))
         body = bytearray()
         while True:
-            event = self._next()
+            event = self._next("a chunk header")  # (the only header left: chunked bodies')
             if event is h11.NEED_DATA:
                 await self._receive()
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > self.max_body:
-                    raise self._too_large(f"over {self.max_body} bytes")
+                    raise self._too_large(None)
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 return bytes(body)
             else:
                 raise self._error(f"unexpected {type(event).__name__} in the body")
 
-    def _too_large(self, size: str) -> ResponseTooLargeError:
+    def _too_large(self, size: int | None) -> ResponseTooLargeError:
+        """A body of ``size`` bytes (None: it did not say, and went past the limit)."""
+        sent = "a body" if size is None else f"a body of {size} bytes"
         return ResponseTooLargeError(
-            self.where,
-            f"{self.where} sent a body of {size}, over the limit of {self.max_body} bytes",
+            self.where, f"{self.where} sent {sent}, over the limit of {self.max_body} bytes"
         )
+
+
+def _size(head: h11.InformationalResponse | h11.Response) -> int:
+    """What a status line and header block take, about (16 bytes at least)."""
+    return 16 + len(head.reason) + sum(len(n) + len(v) + 4 for n, v in head.headers)
 
 
 def _could_be_http(data: bytes) -> bool:
