@@ -115,13 +115,13 @@ async def fetch(
     """
     parts = urlsplit(url)
     if parts.scheme not in _PORTS or not parts.hostname:
-        raise ValueError(f"not an http:// or https:// URL: {url!r}")
+        raise ValueError(f"not an http:// or https:// URL: {_shown(url)}")
     if _UNSAFE_IN_HOST.search(parts.netloc):
         raise ValueError(f"a space or a control character in the URL's host: {url!r}")
     try:
         port = parts.port or _PORTS[parts.scheme]
     except ValueError as exc:
-        raise ValueError(f"bad port in {url}: {exc}") from None
+        raise ValueError(f"bad port in {_shown(url)}: {exc}") from None
     where = parts.netloc.rpartition("@")[2]
     if parts.scheme == "https" and ssl_context is None:
         ssl_context = ssl.create_default_context()
@@ -254,6 +254,12 @@ class _Exchange:
         return ResponseTooLargeError(
             self.where, f"{self.where} sent {sent}, over the limit of {self.max_body} bytes"
         )
+
+
+def _shown(url: str) -> str:
+    """``url`` as an error message shows it: as it is, or quoted when it holds what
+    would break the message's line (a CR, an LF, an escape)."""
+    return url if url.isprintable() else repr(url)
 
 
 def _size(head: h11.InformationalResponse | h11.Response) -> int:
