@@ -4,6 +4,7 @@ stopping once, not once per worker. Real processes, real signals, real sockets."
 
 from __future__ import annotations
 
+import re
 import signal
 
 import trio
@@ -73,6 +74,10 @@ async def test_a_second_sigint_ends_a_supervisor_and_its_workers_at_once() -> No
     assert took < AT_ONCE, f"the second SIGINT took {took:.2f} s"
     assert workers_gone < AT_ONCE + 1, f"the workers took {workers_gone:.2f} s"
     assert b"Traceback" not in sup.err
+    # The private redis-server's directory is removed all the same.
+    shared = re.search(rb"a private redis at (\S+)/redis\.sock", sup.err)
+    assert shared is not None, sup.err
+    assert not await trio.Path(shared.group(1).decode()).exists()
 
 
 async def test_a_supervisor_says_it_stops_once_and_its_workers_say_nothing() -> None:

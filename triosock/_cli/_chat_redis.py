@@ -7,6 +7,7 @@ before anything is served: before the workers start, when there are workers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import trio
 
 from .._directory import Directory
 from .._hub import Hub
-from ._console import CLIError
+from ._console import CLIError, undo_at_exit_at_once
 from ._workerenv import die_with_parent
 
 if TYPE_CHECKING:  # imported on first use at run time: see redis_modules
@@ -115,6 +116,8 @@ async def private_redis(stack: contextlib.AsyncExitStack) -> str:
             "package redis-server), or give --redis URL"
         )
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="triosock-redis-"))
+    # A second Ctrl-C skips the stack: the directory goes all the same.
+    undo_at_exit_at_once(functools.partial(shutil.rmtree, folder, ignore_errors=True))
     path = os.path.join(folder, "redis.sock")
     process = subprocess.Popen(  # noqa: ASYNC220 (a fork and exec, from this thread)
         [binary, "--port", "0", "--unixsocket", path, "--unixsocketperm", "700", *_EPHEMERAL],

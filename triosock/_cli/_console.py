@@ -76,9 +76,22 @@ def configure_logging(level: int = logging.INFO, worker: int | None = None) -> N
     logging.getLogger("triosock").setLevel(level)
 
 
+#: What must be undone even by an exit at once (a private directory on disk).
+_AT_ONCE: list[Callable[[], object]] = []
+
+
+def undo_at_exit_at_once(undo: Callable[[], object]) -> None:
+    """Have :func:`exit_at_once` call ``undo()`` (it must not wait, nor raise)."""
+    _AT_ONCE.append(undo)
+
+
 def exit_at_once(status: int = EXIT_INTERRUPTED) -> NoReturn:
     """End the process now, whatever is still running: what was printed is flushed,
-    nothing else waits (no graceful stop, no shielded cleanup)."""
+    nothing else waits (no graceful stop, no shielded cleanup; only what was given to
+    :func:`undo_at_exit_at_once`)."""
+    for undo in _AT_ONCE:
+        with contextlib.suppress(Exception):
+            undo()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe or file: no matter
             stream.flush()
