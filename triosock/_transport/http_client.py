@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote, urlsplit
 
@@ -128,17 +128,42 @@ async def fetch(
     # Spaces, control characters and what is not ASCII, percent-encoded: a target is one
     # token of the request line (never a way to write a second line).
     target = quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _VISIBLE)
-    headers = list(headers)
-    try:  # h11 checks the request line and the headers as it builds them: before connecting
-        h11.Request(method=method, target=target, headers=[("host", where), *headers])
+    # h11 checks the request line and the headers as it frames them: before connecting.
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_header_bytes)
+    try:
+        request = _request(conn, where, method, target, list(headers), body)
     except (h11.LocalProtocolError, UnicodeError) as exc:  # a bad method or header
         raise ValueError(f"cannot send that request: {exc}") from None
     stream = await open_tcp_stream(
         parts.hostname, port, ssl_context=ssl_context if parts.scheme == "https" else None
     )
     async with stream:
-        exchange = _Exchange(stream, where, max_header_bytes=max_header_bytes, max_body=max_body)
-        return await exchange.run(method, target, headers, body)
+        exchange = _Exchange(stream, where, conn, max_header_bytes, max_body)
+        return await exchange.run(request)
+
+
+def _request(
+    conn: h11.Connection,
+    where: str,
+    method: str,
+    target: str,
+    extra: list[tuple[str, str]],
+    body: bytes,
+) -> bytes:
+    """The request's bytes, framed by ``conn``: ``Host``, ``Connection: close`` and
+    (with a body) ``Content-Length`` added unless given."""
+    names = {name.lower() for name, _ in extra}
+    headers = list(extra)
+    if "host" not in names:
+        headers.insert(0, ("host", where))
+    if "connection" not in names:
+        headers.append(("connection", "close"))
+    if body and "content-length" not in names and "transfer-encoding" not in names:
+        headers.append(("content-length", str(len(body))))
+    data = conn.send(h11.Request(method=method, target=target, headers=headers)) or b""
+    if body:
+        data += conn.send(h11.Data(data=body)) or b""
+    return data + (conn.send(h11.EndOfMessage()) or b"")
 
 
 @dataclass
@@ -147,34 +172,18 @@ class _Exchange:
 
     stream: trio.abc.Stream
     where: str
+    # The connection the request was framed by. h11's own limit is the backstop; it does
+    # not fire on a header block that arrives in one read (h11 issue 182), so _head
+    # counts what it parsed too.
+    _h11: h11.Connection
     max_header_bytes: int
     max_body: int
-    # h11's own limit is the backstop; it does not fire on a header block that arrives
-    # in one read (h11 issue 182), so _head counts what it parsed too.
-    _h11: h11.Connection = field(init=False)
     _received: int = 0
 
-    def __post_init__(self) -> None:
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=self.max_header_bytes)
-
-    async def run(
-        self, method: str, target: str, extra: list[tuple[str, str]], body: bytes
-    ) -> Response:
-        names = {name.lower() for name, _ in extra}
-        headers = list(extra)
-        if "host" not in names:
-            headers.insert(0, ("host", self.where))
-        if "connection" not in names:
-            headers.append(("connection", "close"))
-        if body and "content-length" not in names and "transfer-encoding" not in names:
-            headers.append(("content-length", str(len(body))))
-        request = h11.Request(method=method, target=target, headers=headers)
-        data = self._h11.send(request) or b""
-        if body:
-            data += self._h11.send(h11.Data(data=body)) or b""
-        data += self._h11.send(h11.EndOfMessage()) or b""
+    async def run(self, request: bytes) -> Response:
+        """Send ``request`` (framed by :attr:`_h11`) and read the whole answer."""
         try:
-            await self.stream.send_all(data)
+            await self.stream.send_all(request)
             head = await self._head()
             return Response(head.status_code, _decoded(head.headers), await self._body(head))
         except trio.BrokenResourceError as exc:
