@@ -44,7 +44,7 @@ def _said(answer: Response) -> str:
     content_type = next((v for k, v in answer.headers if k.lower() == "content-type"), "")
     if content_type.startswith("text/plain") and len(answer.body) <= 4096:
         first = answer.body.decode("utf-8", "replace").partition("\n")[0]
-        first = "".join(c for c in first if c.isprintable())[:_REASON_LIMIT].strip()
+        first = _printable(first)[:_REASON_LIMIT].strip()
         if first:
             said = first if first.startswith(said) else f"{said}: {first}"
     return said

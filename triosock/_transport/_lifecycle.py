@@ -234,12 +234,12 @@ async def run_server(
     same way and then raises :class:`trio.Cancelled`.
     """
     async with trio.open_nursery() as nursery:
-        peers: trio.Nursery | None = await nursery.start(server._host_tasks)
+        peers: trio.Nursery = await nursery.start(server._host_tasks)
         task_status.started(server)
         try:
             with server._intake:
                 if not server._stop_requested.is_set():
-                    await intake(peers if peers is not None else nursery)
+                    await intake(peers)
         finally:
             # Reached by stop() and by outside cancellation alike: the host (shielded)
             # now runs the graceful part, and the nursery waits for it.

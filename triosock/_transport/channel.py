@@ -284,9 +284,6 @@ class _SendGate:
         self._busy = False
         self._waiters: trio.lowlevel.ParkingLot | None = None  # made on first contention
 
-    def locked(self) -> bool:
-        return self._busy
-
     async def acquire(self) -> None:
         if not self._busy:
             self._busy = True
