@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -342,3 +343,89 @@ def test_a_requests_path_and_query_come_from_its_target_as_http_reads_it(
 ) -> None:
     request = Request("GET", target, [], b"", "1.1", "127.0.0.1:1")
     assert (request.path, request.query) == (path, query)
+
+
+async def everything_until_closed(sock: trio.socket.SocketType) -> bytes:
+    received = b""
+    while chunk := await sock.recv(65536):
+        received += chunk
+    return received
+
+
+_SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nX-A: b\r\n"
+        b" Transfer-Encoding: chunked\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\tTransfer-Encoding: chunked\r\n",
+        b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n",
+    ],
+    ids=["CL then TE", "TE then CL", "TE in an obs-fold (SP)", "... (HTAB)", "1.0 TE"],
+)
+async def test_ambiguous_framing_is_400_and_a_close_and_the_smuggled_request_is_never_answered(
+    head: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A chunked body that ends at once, then a second request: a Content-Length front end
+    # takes the second request as body; a server that read it as chunked and went on
+    # would answer it (RFC 9112 6.1: answer and close; nginx: 400).
+    with trio.fail_after(GUARD):
+        async with running_http_server() as server:
+            client = await RawClient.connect(server.port)
+            await client.sock.send(head + b"\r\n0\r\n\r\n" + _SMUGGLED)
+            received = await everything_until_closed(client.sock)
+    assert received.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert received.count(b"HTTP/1.") == 1  # one answer, then the close
+    assert b"smuggled" not in received
+    assert b"connection: close" in received.lower()
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+
+
+async def test_a_chunked_request_alone_is_served_and_kept_alive() -> None:
+    # Transfer-Encoding is not refused by itself: only beside Content-Length (or in 1.0)
+    with trio.fail_after(GUARD):
+        async with running_http_server() as server:
+            client = await RawClient.connect(server.port)
+            await client.sock.send(
+                b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n\r\n" + _SMUGGLED
+            )
+            assert (await client.response())[1] == b"POST /c 3\n"
+            assert (await client.response())[1] == b"GET /smuggled 0\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        (b"http://[/", 400),
+        (b"http://[::1/x", 400),
+        (b"http://host:port/x", 400),
+        (b"ftp://host/x", 400),
+        (b"anything", 400),
+        (b"*", 400),  # only for OPTIONS
+        (b"http://host:8/abs", 200),
+        (b"HTTP://host/abs", 200),
+    ],
+)
+async def test_a_malformed_target_is_400_with_one_short_log_line(
+    target: bytes, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "triosock.http")
+    with trio.fail_after(GUARD):
+        async with running_http_server() as server:
+            client = await RawClient.connect(server.port)
+            await client.sock.send(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            response, body = await client.response()
+    assert response.status_code == status
+    if status == 400:
+        assert header(response, "connection") == "close"
+        [record] = [r for r in caplog.records if r.name == "triosock.http"]
+        assert record.levelno == logging.INFO
+        assert record.exc_info is None
+        assert len(record.getMessage()) < 200
+    else:
+        assert body == b"GET /abs 0\n"

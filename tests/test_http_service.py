@@ -317,3 +317,34 @@ async def test_what_the_file_system_refuses_is_a_plain_status_without_a_tracebac
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     if status == 200:
         assert body == b"<p>the docs</p>\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "body"),
+    [
+        ("//anything/admin.txt", b"404", b"not found\n"),  # never /admin.txt
+        ("//sub/p.txt", b"404", b"not found\n"),  # never /p.txt
+        ("//x/a.txt", b"200", b"x/a\n"),  # the path /x/a.txt
+        ("//[x/a.txt", b"404", b"not found\n"),
+        ("http://[/", b"400", b"400 Bad Request\n"),
+    ],
+)
+async def test_targets_are_paths_and_a_malformed_one_is_400_without_a_traceback(
+    tmp_path: Path, target: str, status: bytes, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A path-prefix filter in front (allow /x/, say) must see the path this server serves:
+    # "//anything/admin.txt" is the path /anything/admin.txt, not a host and /admin.txt.
+    (tmp_path / "admin.txt").write_text("secret\n")
+    (tmp_path / "p.txt").write_text("p\n")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.txt").write_text("x/a\n")
+    caplog.set_level(logging.DEBUG, "triosock")
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(partial(serve_http, StaticFiles(tmp_path), 0))
+            line, _, got = await exchange(server.port, "GET", target)
+            nursery.cancel_scope.cancel()
+    assert line.split()[1] == status
+    assert got == body
+    assert all(record.exc_info is None for record in caplog.records)
+    assert all(record.levelno < logging.WARNING for record in caplog.records)

@@ -17,6 +17,19 @@ the TCP server's):
   (431); a body at most ``max_body`` bytes (413, before any of it is read, and also for an
   ``Expect: 100-continue`` request, which otherwise gets its ``100 Continue``); a body must
   arrive within ``body_timeout`` (408); what h11 cannot parse gets 400.
+* Ambiguous framing is refused with 400 and a close, before any body is read (RFC 9112
+  6.1 and 5.2; nginx refuses the same): ``Content-Length`` beside ``Transfer-Encoding``
+  (h11 would read it as chunked and keep the connection, so the bytes a front end took as
+  body would be answered as a request), ``Transfer-Encoding`` in an HTTP/1.0 request, and
+  a header folded onto a second line (obs-fold, which h11 would unfold into the field
+  above, hiding a ``Transfer-Encoding`` from us but not from a front end).
+* Request targets: origin form (``/...``) is a path, even ``//x/a.txt`` (never a host);
+  absolute form (``http://host/path``) needs an authority that parses; ``*`` only for
+  ``OPTIONS``. Anything else is 400 and one log line, never a traceback.
+* Sending: a client that takes nothing for ``send_timeout`` seconds (60, nginx's
+  ``send_timeout``) is closed with a reset, which frees what its kernel queue held (as
+  nginx's ``reset_timedout_connection``). A :attr:`Response.stream` body goes out piece by
+  piece, so a response holds one piece in memory however large it is.
 * ``HEAD`` gets the headers ``GET`` would (with its ``Content-Length``) and no body.
 * A handler's exception is logged and answered with 500; the connection goes on only if
   the request was read whole.
@@ -27,16 +40,24 @@ the TCP server's):
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import h11
 import trio
 
+from .._sansio.http_rules import (
+    absolute_target,
+    framing_refusal_untrusted,
+    target_refusal_untrusted,
+)
 from .tcp import TCPConnection, TCPServer, serve_tcp
 
 __all__ = ["Request", "Response", "serve_http"]
@@ -54,10 +75,13 @@ _REASONS = {
     408: b"Request Timeout",
     413: b"Content Too Large",
     414: b"URI Too Long",
+    421: b"Misdirected Request",
     431: b"Request Header Fields Too Large",
     500: b"Internal Server Error",
 }
 _RECEIVE_SIZE = 64 * 1024
+#: The most of a body handed to the socket in one write (and held for a slow client).
+SEND_PIECE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,7 +100,8 @@ class Request:
         """The target's path, percent-decoded (``/a%20b?x=1`` gives ``/a b``).
 
         A target in origin form (``/...``) is a path, even when it starts with ``//``
-        (which a URL parser would take for a host); an absolute URL gives its path."""
+        (which a URL parser would take for a host); an absolute URL gives its path (the
+        part after its authority, ``/`` when empty)."""
         return unquote(self._split()[0])
 
     @property
@@ -86,11 +111,15 @@ class Request:
 
     def _split(self) -> tuple[str, str]:
         target = self.target
-        if target.startswith("/"):  # origin form (RFC 9112): the path, then the query
-            path, _, query = target.partition("?")
-            return path.partition("#")[0], query.partition("#")[0]
-        parts = urlsplit(target)
-        return parts.path, parts.query
+        if absolute_target.match(target):  # absolute form: what follows the authority
+            rest = target.partition("://")[2]
+            cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+            target = rest[cut:]
+            if not target.startswith("/"):
+                target = "/" + target  # "http://host" and "http://host?q" ask for "/"
+        # origin form (RFC 9112), or "*": the path, then the query
+        path, _, query = target.partition("?")
+        return path.partition("#")[0], query.partition("#")[0]
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """The first header called ``name`` (any case), or ``default``."""
@@ -103,11 +132,21 @@ class Request:
 
 @dataclass
 class Response:
-    """What a handler returns. ``Content-Length`` is set from ``body`` unless given."""
+    """What a handler returns. ``Content-Length`` is set from ``body`` unless given.
+
+    ``stream``, when set, is the body instead of ``body``: pieces of bytes sent one at a
+    time as they come (each of at most :data:`SEND_PIECE` bytes holds memory only while it
+    is written), so a large file need not be read whole. Give its ``Content-Length``
+    among the headers (without one, HTTP/1.1 clients get it chunked, HTTP/1.0 ones up to
+    the close). The server closes it (its ``aclose``, if it has one) once the response is
+    sent or given up, also for ``HEAD``, whose answer has no body; if it ends short of
+    its ``Content-Length``, the connection is closed.
+    """
 
     status: int = 200
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    stream: AsyncIterable[bytes] | None = None
 
     @classmethod
     def text(cls, status: int, text: str, *, content_type: str = "text/plain") -> Response:
@@ -115,6 +154,10 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _SendTimedOut(Exception):
+    """The client took nothing for the send timeout."""
 
 
 class _Refused(Exception):
@@ -134,6 +177,7 @@ class _Limits:
     max_target: int
     max_header_bytes: int
     max_body: int
+    send_timeout: float
 
 
 async def serve_http(
@@ -149,6 +193,7 @@ async def serve_http(
     max_target: int = 8 * 1024,
     max_header_bytes: int = 16 * 1024,
     max_body: int = 1024 * 1024,
+    send_timeout: float = 60.0,
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
     reuse_port: bool = False,
@@ -165,11 +210,14 @@ async def serve_http(
       body_timeout: seconds to receive a request's body.
       max_requests: requests answered on one connection before it is closed.
       max_target, max_header_bytes, max_body: the size limits, in bytes.
+      send_timeout: seconds a client may take nothing of a response before it is closed
+        (with a reset).
     """
     for name, value in (
         ("keep_alive_timeout", keep_alive_timeout),
         ("header_timeout", header_timeout),
         ("body_timeout", body_timeout),
+        ("send_timeout", send_timeout),
     ):
         if not value > 0:
             raise ValueError(f"{name} must be a positive number of seconds: {value}")
@@ -190,6 +238,7 @@ async def serve_http(
         max_target=max_target,
         max_header_bytes=max_header_bytes,
         max_body=max_body,
+        send_timeout=send_timeout,
     )
     await serve_tcp(
         partial(_serve_connection, handler, limits),
@@ -216,6 +265,7 @@ class _HTTPConnection:
         # h11's own limit stays as a backstop; ours is counted in _read_head
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self.answered = 0
+        self.received = False  # a receive came since the last send (it yielded to others)
 
     async def serve(self, handler: Handler) -> None:
         while True:
@@ -232,7 +282,13 @@ class _HTTPConnection:
             except Exception:
                 LOGGER.exception("HTTP handler failed on %s %s", request.method, request.target)
                 response = Response.text(500, "internal server error\n")
-            await self._send_response(request, response)
+            try:
+                await self._send_response(request, response)
+            except _SendTimedOut:
+                timeout = self.limits.send_timeout
+                LOGGER.info("%s: took nothing for %g s: reset", self.conn.peer, timeout)
+                _reset(self.conn)
+                return
             self.answered += 1
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
                 return  # h11 says this connection cannot go on (close, HTTP/1.0, error)
@@ -244,6 +300,7 @@ class _HTTPConnection:
 
     async def _receive(self) -> None:
         data = await self.conn.receive_some(_RECEIVE_SIZE)
+        self.received = True
         self.h11.receive_data(bytes(data))  # b"" tells h11 the client closed
 
     def _next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
@@ -301,6 +358,19 @@ class _HTTPConnection:
             client=self.conn.peer,
         )
 
+    def _head_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:
+        """The next event, a request's head refused if its framing is ambiguous or its
+        target malformed (h11 reads both without a word)."""
+        raw = self.h11.trailing_data[0]  # the head as sent: h11 unfolds obs-folds
+        event = self._next_event()
+        if isinstance(event, h11.Request):
+            why = framing_refusal_untrusted(
+                event.headers, event.http_version, raw
+            ) or target_refusal_untrusted(event.method, event.target)
+            if why is not None:
+                raise _Refused(400, why)
+        return event
+
     async def _read_head(self) -> h11.Request | None:
         """The request line and headers: idle wait, then the header deadline and size.
 
@@ -308,7 +378,7 @@ class _HTTPConnection:
         request in one read, no body) takes one: the wait for the request.
         """
         limits = self.limits
-        event = self._next_event()  # a pipelined request may be complete already
+        event = self._head_event()  # a pipelined request may be complete already
         if event is h11.NEED_DATA and not self.h11.trailing_data[0]:
             # Nothing of the next request yet: wait up to the keep-alive timeout for it,
             # or until the server stops (a request in flight is answered first).
@@ -316,7 +386,7 @@ class _HTTPConnection:
             waiting.deadline = trio.current_time() + limits.keep_alive_timeout
             with waiting:
                 await self._receive()
-                event = self._next_event()
+                event = self._head_event()
             if event is h11.NEED_DATA and not self.h11.trailing_data[0]:
                 return None  # idle, or closed, before a first byte: nothing to answer
         if event is h11.NEED_DATA:  # a head that needs more reads: it gets a deadline
@@ -328,7 +398,7 @@ class _HTTPConnection:
                     before = len(self.h11.trailing_data[0])
                     await self._receive()
                     received += len(self.h11.trailing_data[0]) - before
-                    event = self._next_event()
+                    event = self._head_event()
             if timer.cancelled_caught:
                 raise _Refused(408, f"no whole request head within {limits.header_timeout:g} s")
         if isinstance(event, h11.ConnectionClosed):
@@ -348,7 +418,9 @@ class _HTTPConnection:
         headers = [(name.lower(), value) for name, value in response.headers]
         names = {name for name, _ in headers}
         bodyless = response.status in (204, 304) or response.status < 200
-        if not bodyless and "content-length" not in names and "transfer-encoding" not in names:
+        stream = response.stream
+        framed = "content-length" in names or "transfer-encoding" in names
+        if not bodyless and not framed and stream is None:
             headers.append(("content-length", str(len(response.body))))
         if "server" not in names:
             headers.append(("server", SERVER_NAME))
@@ -361,10 +433,70 @@ class _HTTPConnection:
                 reason=_REASONS.get(response.status, b""),
             )
         )
-        if request.method != "HEAD" and response.body and not bodyless:
-            data = (data or b"") + (self.h11.send(h11.Data(data=response.body)) or b"")
-        data = (data or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
-        await self.conn.send_all(data)
+        with_body = request.method != "HEAD" and not bodyless
+        try:
+            if stream is not None and with_body:
+                await self._send(data or b"")
+                await self._send_stream(request, stream)
+                return
+            if with_body and response.body:
+                data = (data or b"") + (self.h11.send(h11.Data(data=response.body)) or b"")
+            data = (data or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
+            await self._send(data)
+        finally:
+            if stream is not None:
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    with trio.CancelScope(shield=True):
+                        await aclose()
+
+    async def _send_stream(self, request: Request, stream: AsyncIterable[bytes]) -> None:
+        """A streamed body, piece by piece; a failure ends the connection, not the server
+        (its head is out: the client sees the body end short)."""
+        try:
+            async for piece in stream:
+                if piece:
+                    await self._send(self.h11.send(h11.Data(data=piece)) or b"")
+            await self._send(self.h11.send(h11.EndOfMessage()) or b"")
+        except (_SendTimedOut, trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
+        except Exception as exc:  # a file gone short or unreadable: h11 is in ERROR now
+            LOGGER.error("%s %s: the body failed midway: %s", request.method, request.target, exc)
+            if self.h11.our_state is not h11.ERROR:
+                self.h11.send_failed()
+
+    async def _send(self, data: bytes) -> None:
+        """Write ``data``; a client that takes none of it for the send timeout raises
+        :class:`_SendTimedOut`. The clock restarts whenever the kernel takes some (as
+        nginx's ``send_timeout``: between two writes, not for the whole response)."""
+        conn = self.conn
+        timeout = self.limits.send_timeout
+        if not conn.can_try_send:  # TLS: a piece at a time, each within the timeout
+            for start in range(0, len(data), SEND_PIECE):
+                with trio.move_on_after(timeout) as timer:
+                    await conn.send_all(data[start : start + SEND_PIECE])
+                if timer.cancelled_caught:
+                    raise _SendTimedOut
+            return
+        view = memoryview(data)
+        deadline: float | None = None
+        while view:
+            sent = conn.try_send(view)
+            if sent:
+                view, deadline = view[sent:], None
+                continue
+            if deadline is None:
+                deadline = trio.current_time() + timeout
+            with trio.move_on_at(deadline):
+                await conn.wait_send_all_might_not_block()
+            if trio.current_time() >= deadline:
+                raise _SendTimedOut
+            self.received = False  # the wait yielded
+        if self.received:  # a receive just yielded to the others: no second pass needed
+            self.received = False
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def _send_error(self, status: int) -> None:
         """Answer ``status`` and close, if h11 still lets us say anything."""
@@ -400,6 +532,17 @@ class _quietly:
 
     def __exit__(self, kind: object, exc: object, tb: object) -> bool:
         return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError)
+
+
+def _reset(conn: TCPConnection) -> None:
+    """Make the close of ``conn`` a reset (SO_LINGER 0): the kernel drops what it still
+    held for the client at once, instead of trying to deliver it."""
+    stream = conn.stream
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    sock = getattr(inner, "socket", None)
+    if isinstance(sock, socket.socket | trio.socket.SocketType):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
