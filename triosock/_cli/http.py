@@ -37,6 +37,8 @@ HTTP_PORT = 8080
 STATUS_PORT = 8081
 #: Seconds a connection may wait between requests, unless --idle-timeout says.
 KEEP_ALIVE = 5.0
+#: Seconds a client may take nothing of a response (nginx's send_timeout).
+SEND_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class HTTPSettings(ServeSettings):
     host: str = "127.0.0.1"
     port: int = HTTP_PORT
     root: str | None = None
+    send_timeout: float = SEND_TIMEOUT
 
     def port_slots(self) -> list[PortSlot]:
         return [PortSlot("port", self.host, self.port, ("tcp",), False)]
@@ -68,6 +71,7 @@ class HTTPSettings(ServeSettings):
                     max_connections=self.common.max_connections,
                     # "none": wait for the next request as long as the client likes.
                     keep_alive_timeout=self.common.idle_or(KEEP_ALIVE) or math.inf,
+                    send_timeout=self.send_timeout,
                     grace_period=self.common.grace,
                     reuse_port=worker_index() is not None,
                     task_status=task_status,
@@ -137,6 +141,13 @@ def register(top: Parser) -> None:
     )
     add_host_port(serve, HTTP_PORT)
     serve.add_argument("--root", metavar="DIR", help="serve the files under DIR")
+    serve.add_argument(
+        "--send-timeout",
+        type=positive,
+        metavar="SECONDS",
+        default=SEND_TIMEOUT,
+        help=f"reset a client that takes nothing of a response this long ({SEND_TIMEOUT:g})",
+    )
     add_serve_options(serve, status_port=STATUS_PORT, idle_help=_IDLE_HELP, job=_serve_job)
     register_status(service, "http", STATUS_PORT)
     get = service.add_command("get", help="GET a URL and print the body (exit 1 for 4xx/5xx)")

@@ -9,8 +9,11 @@
   ``If-None-Match`` and ``If-Modified-Since``; a directory serves its ``index.html`` or
   an index page at its URL with the trailing slash, where relative links resolve inside
   it; without the slash it answers ``301 Moved Permanently`` to that URL, as nginx,
-  Apache and Python's ``http.server`` do. Files are read whole, in a worker thread;
-  larger than :data:`MAX_FILE_SIZE` they are refused with 500 and a log line.
+  Apache and Python's ``http.server`` do. A file is sent in pieces of
+  :data:`~triosock._transport.http.SEND_PIECE` (64 KiB), each read in a worker thread when
+  the one before has been written, as nginx sends files in bounded pieces: a client that
+  does not read holds one piece, not the file; the server's ``send_timeout`` then closes
+  it.
 """
 
 from __future__ import annotations
@@ -23,18 +26,16 @@ import mimetypes
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 import trio
 
-from .._transport.http import Request, Response
+from .._transport.http import SEND_PIECE, Request, Response
 
-__all__ = ["MAX_FILE_SIZE", "StaticFiles", "tutorial_handler"]
+__all__ = ["StaticFiles", "tutorial_handler"]
 
 LOGGER = logging.getLogger("triosock.http")
-
-#: The largest file served (read into memory whole).
-MAX_FILE_SIZE = 64 * 1024 * 1024
 
 _READ_ONLY = ("GET", "HEAD")
 
@@ -73,7 +74,7 @@ class StaticFiles:
     without its trailing slash is moved (301) to it, and serves its ``index.html`` or an
     index page. ``Content-Type`` comes from :mod:`mimetypes`; ``ETag`` and
     ``Last-Modified`` make ``If-None-Match`` / ``If-Modified-Since`` answer 304. Files
-    are read whole, in a worker thread, up to :data:`MAX_FILE_SIZE`.
+    go out in 64 KiB pieces, each read in a worker thread once the last is written.
 
     Args:
       root: the directory served; it must exist.
@@ -133,16 +134,16 @@ class StaticFiles:
         validators = [("etag", etag), ("last-modified", modified)]
         if _not_modified(request, etag, info.st_mtime):
             return Response(304, validators, b"")
-        if info.st_size > MAX_FILE_SIZE:
-            LOGGER.error("not serving %s: %d bytes, over %d", path, info.st_size, MAX_FILE_SIZE)
-            return Response.text(500, "file too large to serve\n")
         content_type, encoding = mimetypes.guess_type(path.name)
         headers = [("content-type", content_type or "application/octet-stream"), *validators]
         if encoding:
             headers.append(("content-encoding", encoding))
+        headers.append(("content-length", str(info.st_size)))
         if request.method == "HEAD":
-            return Response(200, [*headers, ("content-length", str(info.st_size))], b"")
-        return Response(200, headers, path.read_bytes())
+            return Response(200, headers, b"")
+        # The size said is the size sent: a file that grows meanwhile is cut there, one
+        # that shrinks ends the body short and the server closes the connection.
+        return Response(200, headers, stream=_FileBody(path.open("rb"), info.st_size))
 
     def _listing(self, request: Request, path: Path) -> Response:
         entries = sorted(path.iterdir(), key=lambda entry: entry.name)
@@ -163,6 +164,33 @@ class StaticFiles:
             f"<h1>Index of {title}</h1>\n<ul>\n{listing}\n</ul>\n"
         )
         return Response.text(200, page, content_type="text/html")
+
+
+class _FileBody:
+    """A file's first ``size`` bytes, a piece at a time, each read in a worker thread
+    (``Response.stream``); the server closes it."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self._left = size
+
+    def __aiter__(self) -> _FileBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._left <= 0:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        piece = await trio.to_thread.run_sync(self._file.read, min(SEND_PIECE, self._left))
+        if not piece:
+            raise StopAsyncIteration  # shorter than it was: the server closes the connection
+        self._left -= len(piece)
+        return piece
+
+    async def aclose(self) -> None:
+        """Close the file."""
+        self._file.close()
+        await trio.lowlevel.checkpoint()
 
 
 def _parts(url_path: str) -> list[str]:
