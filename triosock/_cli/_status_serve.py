@@ -6,6 +6,11 @@ status port and answers every worker's figures and their sum (:mod:`._status_sum
 each worker has one of its own on a free loopback port, which only the supervisor
 knows. ``python -m triosock SERVICE status`` reads them (:mod:`._status_ask`).
 
+Only for its own ``Host`` (an IP address, ``localhost``, or the host it was bound to): any
+other name gets ``421 Misdirected Request`` and no figures, so that a page on a name
+pointed at this machine (DNS rebinding) cannot read them. The same rule as the chat
+page's (:mod:`triosock._sansio.http_rules`).
+
 The JSON (documented in the README, "Status"):
 
 * ``service``, ``version``, ``pid``, ``worker`` (its number, or null), ``started``
@@ -30,6 +35,7 @@ The JSON (documented in the README, "Status"):
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +46,7 @@ import trio
 from .. import __version__
 from .._errors import BindError
 from .._sansio.addresses import format_address
+from .._sansio.http_rules import host_refusal_untrusted
 from .._transport.http import Request, Response, serve_http
 from .._transport.tcp import TCPServer
 from .._transport.udp import UDPServer
@@ -51,6 +58,7 @@ __all__ = ["AnyServer", "Figures", "Status", "start_status"]
 
 Figures = dict[str, Any]
 AnyServer = TCPServer | UDPServer | WebSocketServer
+LOGGER = logging.getLogger("triosock.status")
 
 
 class Status:
@@ -140,9 +148,15 @@ def _listener(name: str, transport: str, server: AnyServer) -> Figures:
 
 
 def _handler(
-    figures: Callable[[], Awaitable[Figures]],
+    figures: Callable[[], Awaitable[Figures]], bound: str
 ) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
+        hosts = [value for name, value in request.headers if name == "host"]
+        misdirected = host_refusal_untrusted(hosts, bound)
+        if misdirected is not None:
+            await trio.lowlevel.checkpoint()
+            LOGGER.info("status: refused %s: %s", request.client, misdirected)
+            return Response.text(421, "not this server's host\n")
         if request.path not in ("/status", "/status.json"):
             await trio.lowlevel.checkpoint()
             return Response.text(404, "only /status here\n")
@@ -174,7 +188,7 @@ async def start_status(
     try:
         server: TCPServer = await nursery.start(
             lambda task_status: serve_http(
-                _handler(figures or status.figures),
+                _handler(figures or status.figures, host),
                 port,
                 host=host,
                 max_connections=16,

@@ -186,7 +186,9 @@ class _Listeners:
                 self.chat.serve_websocket_peer,
                 where[1],
                 host=where[0],
-                process_request=ChatPage(self.chat),
+                process_request=ChatPage(
+                    self.chat, host=where[0], origins=self.settings.web_origin
+                ),
                 origins=[*origins, None] if origins else None,
                 max_connections=self.settings.common.max_connections,
                 grace_period=self.settings.common.grace,
