@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import ipaddress
 import logging
 import random
 import re
@@ -48,6 +47,7 @@ from websockets.trio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
 
 from .._sansio.addresses import format_address
+from .._sansio.http_rules import is_own_host
 from ._lifecycle import (
     ConnectionStatistics,
     ListeningServer,
@@ -475,14 +475,7 @@ def _same_origin(request: Request, *, bound: str) -> bool:
     origin, host = origins[0], hosts[0]
     if origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower()):
         return False
-    name = urllib.parse.urlsplit(origin).hostname or ""
-    if name in ("localhost", bound):
-        return True
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+    return is_own_host(urllib.parse.urlsplit(origin).hostname or "", bound)
 
 
 async def _stop(server: WebSocketServer, ws_server: Server) -> None:
