@@ -1,7 +1,10 @@
-"""The Host rule of the status port and the chat's web port: every answer is for the
-server's own host only (an IP address, ``localhost``, the bound host, an allowed origin's
-host), so that a page on a DNS name pointed at the server (DNS rebinding) reads nothing.
-Raw requests over real loopback sockets; the chat's wiring through the command line."""
+"""Plain HTTP on the status port and the chat's web port.
+
+The Host rule: every answer is for the server's own host only (an IP address,
+``localhost``, the bound host, an allowed origin's host), so that a page on a DNS name
+pointed at the server (DNS rebinding) reads nothing. And the web port, whose HTTP is
+websockets' (one request per connection, no body), smuggles nothing. Raw requests over
+real loopback sockets; the chat's wiring through the command line."""
 
 from __future__ import annotations
 
@@ -101,3 +104,29 @@ async def test_the_chat_web_port_takes_its_bound_host_and_allowed_origins_as_its
                 answer = await ask(port, "/rooms", host.format(port=port))
                 assert answer.startswith(MISDIRECTED), (host, answer)
                 assert b"rooms" not in answer
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /rooms HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40\r\n"
+        b"Transfer-Encoding: chunked\r\n",
+        b"GET /rooms HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40\r\n"
+        b"Transfer-Encoding: chunked\r\n",
+        b"GET /rooms HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: b\r\n Transfer-Encoding: chunked\r\n",
+    ],
+    ids=["POST CL+TE", "GET CL+TE", "TE in an obs-fold"],
+)
+async def test_the_web_port_answers_no_smuggled_request(head: bytes) -> None:
+    # websockets refuses a body or a Transfer-Encoding by closing, without an answer
+    with trio.fail_after(GUARD):
+        async with web_chat(ChatServer()) as (_, _, web):
+            with trio.socket.socket() as sock:
+                await sock.connect(("127.0.0.1", web))
+                smuggled = b"GET /smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                await sock.send(head + b"\r\n0\r\n\r\n" + smuggled)
+                received = b""
+                while chunk := await sock.recv(65536):
+                    received += chunk
+    assert b"HTTP/1.1 404" not in received  # /smuggled was never answered
+    assert received.count(b"HTTP/1.1 ") <= 1
