@@ -4,6 +4,7 @@ closes a client taking nothing with a reset (nginx's sendfile pieces, ``send_tim
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -56,6 +57,12 @@ def ends_in_a_reset(sock: socket.socket) -> bool:
     return False
 
 
+def open_files(path: Path) -> list[str]:
+    """This process's descriptors open on ``path``."""
+    fds = Path("/proc/self/fd")
+    return [fd.name for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve())]
+
+
 @pytest.fixture
 def big_file(tmp_path: Path) -> Path:
     path = tmp_path / "big.bin"
@@ -86,6 +93,7 @@ async def test_non_readers_of_a_large_file_hold_a_few_pieces_each_and_are_reset_
                 took = trio.current_time() - began
                 _, peak = tracemalloc.get_traced_memory()
                 assert server.statistics().open_connections == 0
+                assert not open_files(big_file)  # each response's file was closed
                 nursery.cancel_scope.cancel()
     finally:
         tracemalloc.stop()
@@ -188,3 +196,36 @@ async def test_curl_gets_a_large_file_byte_exact_and_a_non_reader_is_reset_per_s
                 assert 1.0 <= trio.current_time() - began < 6
             finally:
                 sock.close()
+
+
+async def test_a_body_that_ends_short_closes_its_connection_and_the_server_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def handler(request: Request) -> Response:
+        await trio.lowlevel.checkpoint()
+        if request.path == "/short":  # says 4 pieces, has 2 (a file that shrank)
+            headers = [("content-length", str(4 * SEND_PIECE))]
+            return Response(200, headers, stream=pieces(2 * SEND_PIECE, []))
+        return Response.text(200, "fine\n")
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(partial(serve_http, handler, 0))
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as client:
+                await client.send_all(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n")
+                received = b""
+                while chunk := await client.receive_some(SEND_PIECE):
+                    received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            assert len(body) == 2 * SEND_PIECE  # what there was, then the close
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as other:
+                await other.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := await other.receive_some():
+                    answer += chunk
+            assert answer.endswith(b"\r\n\r\nfine\n")
+            nursery.cancel_scope.cancel()
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "the body failed midway" in record.getMessage()
+    assert record.exc_info is None

@@ -446,8 +446,8 @@ class _HTTPConnection:
         finally:
             if stream is not None:
                 aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    with trio.CancelScope(shield=True):
+                if aclose is not None:  # even when cancelled (a file to close), briefly
+                    with trio.move_on_after(1.0, shield=True):
                         await aclose()
 
     async def _send_stream(self, request: Request, stream: AsyncIterable[bytes]) -> None:
