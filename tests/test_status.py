@@ -13,6 +13,7 @@ import trio
 from websockets.trio.client import connect
 
 from triosock import Request, Response, TCPServer, serve_http
+from triosock._cli._console import CLIError
 from triosock._cli._status_ask import NotAStatusPort, fetch_status
 
 from .chattools import LineSocket
@@ -184,6 +185,28 @@ async def test_what_another_http_server_says_is_repeated_without_its_control_cha
             nursery.cancel_scope.cancel()
     assert str(refused.value) == (
         f"127.0.0.1:{server.port} is not a status port: it answered 403: [2J[31mforbidden here"
+    )
+
+
+async def test_a_status_port_that_refuses_the_host_says_to_ask_by_address() -> None:
+    # A status port answers only for its own host (421 otherwise): the command says what
+    # to do instead of calling it "not a status port".
+    async def misdirected(request: Request) -> Response:
+        await trio.lowlevel.checkpoint()
+        return Response.text(421, "not this server's host\n")
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(
+                lambda task_status: serve_http(misdirected, 0, task_status=task_status)
+            )
+            with pytest.raises(CLIError) as refused:
+                await fetch_status(("127.0.0.1", server.port))
+            nursery.cancel_scope.cancel()
+    assert not isinstance(refused.value, NotAStatusPort)
+    assert str(refused.value) == (
+        f"127.0.0.1:{server.port} answers its status only to its own address or localhost "
+        "(421 Misdirected Request): ask it by IP address"
     )
 
 

@@ -66,6 +66,11 @@ async def fetch_status(address: Address) -> Figures:
         answer = await fetch(f"http://{where}/status")
     except NotHTTPError:
         raise NotAStatusPort(f"{where} is not a status port: it does not answer HTTP") from None
+    if answer.status == 421:  # the Host rule: see _status_serve
+        raise CLIError(
+            f"{where} answers its status only to its own address or localhost "
+            "(421 Misdirected Request): ask it by IP address"
+        )
     if answer.status != 200:
         raise NotAStatusPort(f"{where} is not a status port: it answered {_said(answer)}")
     try:
