@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import trio
 import trio.testing
 from websockets.trio.client import ClientConnection, connect
@@ -113,3 +114,87 @@ async def test_a_websocket_client_that_stops_answering_is_still_closed_by_the_ke
             assert close is not None
             assert (close.code, close.reason) == (1011, "keepalive ping timeout")
             assert trio.current_time() - start >= 5
+
+
+RATE, BURST, WINDOW = 50, 100, 10.0  # the flood is judged over 10 virtual seconds
+MOST = BURST + RATE * WINDOW  # 600 answers at most; as many at least (the flood is big)
+
+
+async def quiet_pair(tcp_port: int) -> tuple[LineSocket, LineSocket]:
+    """Two TCP users in #quiet, each having seen the other arrive."""
+    talker, listener = await LineSocket.connect(tcp_port), await LineSocket.connect(tcp_port)
+    for user in (talker, listener):
+        await user.send(b"/join #quiet\n")
+        await user.read_until(b"joined #quiet")
+    await talker.read_until(b"joined #quiet")  # the listener's arrival
+    return talker, listener
+
+
+async def round_trips(talker: LineSocket, listener: LineSocket, count: int) -> int:
+    """Say ``count`` lines in #quiet, each after the last one arrived; how many did."""
+    for i in range(count):
+        await talker.send(b"quiet line %d\n" % i)
+        await listener.read_until(b"quiet line %d" % i)
+    return count
+
+
+async def test_a_websocket_flood_of_refused_lines_is_answered_at_the_rate_limits_pace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=RATE, burst=BURST)
+    flood = "{}\n" * 21_845  # 65,535 bytes: as big as a message may be, all refused
+    with trio.fail_after(120):
+        async with web_chat(chat, ping_interval=None) as (tcp_port, _, web_port):
+            talker, listener = await quiet_pair(tcp_port)
+            async with connect(ws_url(web_port), ping_interval=None) as flooder:
+                await until(flooder, "joined guest3")
+                answered: list[float] = []
+
+                async def count_refusals() -> None:
+                    while True:
+                        refused = [t for t in await texts(flooder) if t.startswith("refused")]
+                        answered.extend(trio.current_time() for _ in refused)
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(count_refusals)
+                    start = trio.current_time()
+                    for _ in range(3):  # 65,535 refusals queued, far more than 10 s' worth
+                        await flooder.send(flood)
+                    with trio.move_on_at(start + WINDOW):
+                        done = await round_trips(talker, listener, 50)  # meanwhile, served
+                    await trio.sleep_until(start + WINDOW)
+                    nursery.cancel_scope.cancel()
+            talker.close()
+            listener.close()
+    within = [t for t in answered if t <= start + WINDOW]
+    assert abs(len(within) - MOST) <= 1, f"{len(within)} refusals in {WINDOW} s, not {MOST}"
+    assert done == 50
+    # the pace itself: the burst at once, then one every 1/RATE seconds
+    assert answered[BURST - 1] - start < 0.01
+    assert answered[BURST + RATE - 1] - start == pytest.approx(1.0, abs=0.03)
+
+
+async def test_a_telnet_flood_of_are_you_there_and_options_is_answered_at_the_pace(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=RATE, burst=BURST)
+    with trio.fail_after(120):
+        async with web_chat(chat) as (tcp_port, _, _):
+            talker, listener = await quiet_pair(tcp_port)
+            flooder = await LineSocket.connect(tcp_port)
+            await flooder.read_until(b"welcome")
+            start = trio.current_time()
+            # 20,000 AYT and 10,000 refused options (DO ECHO: answered WONT ECHO).
+            await flooder.send(IAC_AYT * 20_000 + b"\xff\xfd\x01" * 10_000)
+            with trio.move_on_at(start + WINDOW):
+                done = await round_trips(talker, listener, 50)  # meanwhile, served
+            received = b""
+            with trio.move_on_at(start + WINDOW):
+                while True:
+                    received += await flooder.sock.recv(65536)
+            for user in (talker, listener, flooder):
+                user.close()
+    received += b"\n".join(flooder.lines)  # what read_until took already
+    answers = received.count(b"yes, the server is here") + received.count(b"\xff\xfc\x01")
+    assert abs(answers - MOST) <= 1, f"{answers} answers in {WINDOW} s, not {MOST}"
+    assert done == 50

@@ -47,6 +47,7 @@ from ._core import (
     Pause,
     Publish,
     Rename,
+    Reply,
     Tell,
 )
 from ._directory import DirectoryState, Presence, inbox_topic, room_topic
@@ -66,7 +67,7 @@ from ._events import (
     encode_event,
     render_line,
 )
-from ._lines import AreYouThere, HttpRequest, LineReader, Overlong, TlsHello
+from ._lines import AreYouThere, HttpRequest, LineReader, Negotiation, Overlong, TlsHello
 from ._names import (
     DEFAULT_ROOM,
     MAX_NICK_LENGTH,
@@ -129,6 +130,7 @@ __all__ = [
     "Message",
     "Move",
     "Msg",
+    "Negotiation",
     "Nick",
     "NickChanged",
     "Notice",
@@ -138,6 +140,7 @@ __all__ = [
     "Publish",
     "Quit",
     "Rename",
+    "Reply",
     "Rooms",
     "Say",
     "ServerClosing",

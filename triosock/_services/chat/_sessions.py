@@ -185,14 +185,7 @@ class Sessions:
                 user.end("eof")
                 return
             self.lines_received += len(burst)
-            if user.outbox.control > max_backlog:
-                # Notices and telnet answers are never dropped, whatever the policy: one
-                # that asks for them faster than it reads must not grow without end.
-                self._fanout.disconnect(
-                    user,
-                    f"{user.outbox.control} bytes of answers to it were waiting, over the "
-                    f"limit of {max_backlog}",
-                )
+            self._bound_answers(user, max_backlog)
             for item in burst:
                 effects = handle(core, item, trio.current_time())
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
@@ -202,6 +195,20 @@ class Sessions:
                     if close is not None:
                         user.end(close.reason, close.detail)
                         return
+                    self._bound_answers(user, max_backlog)  # a burst may be long, paced
+
+    def _bound_answers(self, user: User, max_backlog: int) -> None:
+        """Disconnect ``user`` once more than ``max_backlog`` bytes of answers wait for it.
+
+        Notices and telnet answers are never dropped, whatever the policy: one that asks
+        for them faster than it reads must not grow without end.
+        """
+        if user.outbox.control > max_backlog:
+            self._fanout.disconnect(
+                user,
+                f"{user.outbox.control} bytes of answers to it were waiting, over the "
+                f"limit of {max_backlog}",
+            )
 
     async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
         """Carry out ``effects`` in order; the one that closes the session, if any."""
@@ -214,6 +221,8 @@ class Sessions:
                     await self._presence.announce(user.member, topic, event, user.core.inbox)
                 case proto.Tell(text):
                     self._fanout.tell(user, text)
+                case proto.Reply(data):
+                    user.outbox.put(data, 0)  # never dropped: bounded by max_backlog
                 case proto.Pause(seconds):
                     self.paced += 1
                     with user.member.hold_idle():  # slowed by us: not idle

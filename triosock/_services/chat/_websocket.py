@@ -115,8 +115,8 @@ class WebSocketMember(Member):
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
         if isinstance(item, bytes):
             return session.receive_line(item, now)
-        if isinstance(item, proto.BadEvent):
-            return [proto.Tell(f"refused: {item.reason}")]
+        if isinstance(item, proto.BadEvent):  # refused: a token all the same
+            return session.receive_other(proto.Tell(f"refused: {item.reason}"), now)
         raise TypeError(f"not a WebSocket input item: {item!r}")
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
