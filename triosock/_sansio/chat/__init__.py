@@ -90,7 +90,14 @@ from ._udp import (
     format_address,
     udp_ack_line,
 )
-from ._web import BadEvent, hello_json, parse_web_message_untrusted, render_json
+from ._web import (
+    BadEvent,
+    hello_json,
+    parse_json_line_untrusted,
+    parse_web_message_untrusted,
+    render_json,
+    split_web_message_untrusted,
+)
 
 __all__ = [
     "BYE",
@@ -159,12 +166,14 @@ __all__ = [
     "inbox_topic",
     "neutralise",
     "nick_key",
+    "parse_json_line_untrusted",
     "parse_line_untrusted",
     "parse_web_message_untrusted",
     "render_json",
     "render_line",
     "room_topic",
     "sanitize_text",
+    "split_web_message_untrusted",
     "udp_ack_line",
     "validate_nick",
     "validate_room",
