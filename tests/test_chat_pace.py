@@ -15,6 +15,7 @@ import json
 import pytest
 import trio
 import trio.testing
+from websockets.frames import Frame, Opcode
 from websockets.trio.client import ClientConnection, connect
 
 from triosock.chat import ChatServer
@@ -114,6 +115,32 @@ async def test_a_websocket_client_that_stops_answering_is_still_closed_by_the_ke
             assert close is not None
             assert (close.code, close.reason) == (1011, "keepalive ping timeout")
             assert trio.current_time() - start >= 5
+
+
+async def test_a_websocket_client_whose_frames_keep_coming_is_alive_until_they_stop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A pong may wait behind the client's data on a slow link too: a window of the ping's
+    # timeout in which a frame of its arrived starts another. Once its frames stop, the
+    # next whole window (3 s) without one closes it.
+    with trio.fail_after(120):
+        async with web_chat(ChatServer(), ping_interval=2, ping_timeout=3) as (_, _, web_port):
+            client = await RawClient.connect(web_port)  # never reads: answers no ping
+            start = trio.current_time()
+            for i in range(20):  # a line a second for 20 s, ten pings unanswered
+                await client.send_frame(Frame(Opcode.TEXT, b"line %d" % i))
+                await trio.sleep(1)
+            received = b""
+            with trio.fail_after(10):
+                while data := await client.sock.recv(65536):
+                    received += data
+            closed_after = trio.current_time() - start
+            client.sock.close()
+    client.protocol.receive_data(received)
+    close = client.protocol.close_rcvd
+    assert close is not None
+    assert (close.code, close.reason) == (1011, "keepalive ping timeout")
+    assert 20 <= closed_after <= 19 + 3 + 3  # the last frame's window, then one more
 
 
 RATE, BURST, WINDOW = 50, 100, 10.0  # the flood is judged over 10 virtual seconds
