@@ -11,15 +11,18 @@ the directory's effects, ``Pause``, ``Close``). Then it
 finishes the session as its end reason's record says (:mod:`._ending`) and tells the
 room and the directory that the user left.
 
-* **The sender is slowed, never the room.** Each session's input spends tokens of a rate
-  limit (``rate`` lines per second, ``burst`` at once); past it, the session stops
-  reading until the next token, so a paste waits in the sender's own socket, not in the
-  server. Subscriptions are bounded (``buffer`` events) and lossless: when one is full,
-  only because the fan-out has not run yet, the publishing session waits for that pass.
-  Its idle clock stops meanwhile: the server, not the user, is the one waiting.
-* **Answers are bounded too.** Notices and telnet answers are never dropped; a member
-  that asks for them faster than it reads is disconnected once more than
-  ``max_backlog`` bytes of them wait.
+* **The sender is slowed, never the room.** Each item of a session's input spends a
+  token of a rate limit (``rate`` lines per second, ``burst`` at once), refused or not:
+  a line, a refused message, a telnet command that gets an answer; past it, the session
+  stops reading until the next token, so a paste waits in the sender's own socket, not
+  in the server, and a flood of refused input gets its answers at that pace.
+  Subscriptions are bounded (``buffer`` events) and lossless: when one is full, only
+  because the fan-out has not run yet, the publishing session waits for that pass. Its
+  idle clock stops meanwhile: the server, not the user, is the one waiting.
+* **Answers are bounded too.** Notices and telnet answers (``Reply``) are never
+  dropped; a member that asks for them faster than it reads is disconnected once more
+  than ``max_backlog`` bytes of them wait (looked at after each read, and after each
+  item that was answered).
 * **The goodbye follows the lines already queued.** ``/join``, ``/quit``, a stop or a
   disconnect never cuts a line.
 * **Bursts of arrivals and departures are paced**: sessions begin, and end, at most
