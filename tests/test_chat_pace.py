@@ -20,7 +20,8 @@ import trio.testing
 from websockets.frames import Frame, Opcode
 from websockets.trio.client import ClientConnection, connect
 
-from triosock.chat import ChatServer
+from triosock._transport.rawsocket import STREAMING_RECEIVE_SIZE
+from triosock.chat import ChatServer, WebSocketMember
 
 from .chattools import LineSocket, web_chat
 from .test_chat_web import RawClient
@@ -52,9 +53,12 @@ async def test_a_websocket_paste_of_separate_messages_outlasting_the_keepalive_a
     # 1,000 messages at 50 a second after a burst of 100: 18 virtual seconds held back,
     # nine times the keepalive's timeout of 2 s. A browser sends no pings (the client's
     # own keepalive is off, as a browser's): the server's pings are the liveness check.
+    # Each message is 1 KB, so the paste (1 MB) is more than the kernel holds: the server
+    # must leave it there, holding no more than its queue's 16 messages and one read.
     chat = ChatServer(rate=50, burst=100)
     count = 1_000
-    expected = [f"paste line {i:05d}" for i in range(count)]
+    expected = [f"paste line {i:05d} " + "x" * 1000 for i in range(count)]
+    most_queued = 16 + STREAMING_RECEIVE_SIZE // 1000 + 1
     with trio.fail_after(count):  # virtual seconds
         async with web_chat(chat, ping_interval=2, ping_timeout=2) as (tcp_port, _, web_port):
             reader = await LineSocket.connect(tcp_port)
@@ -75,14 +79,28 @@ async def test_a_websocket_paste_of_separate_messages_outlasting_the_keepalive_a
                     while sum(b"guest3: paste" in line for line in reader.lines) < count:
                         await reader.read_some()
 
+                queued = 0  # the most of the paster's messages the server held at once
+
+                async def sample_queue() -> None:
+                    nonlocal queued
+                    (user,) = [u for u in chat._sessions.users.values() if u.core.nick == "guest3"]
+                    assert isinstance(user.member, WebSocketMember)
+                    frames = user.member.connection.recv_messages.recv_frames
+                    while True:
+                        queued = max(queued, frames.statistics().current_buffer_used)
+                        await trio.sleep(0.01)
+
                 start = trio.current_time()
                 with trio.move_on_after(60):  # enough for 18 s of pacing; what came is judged
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(receive_all, "watcher", watcher)
-                        nursery.start_soon(receive_all, "paster", paster)
-                        nursery.start_soon(read_lines)
-                        for line in expected:  # one message each, sent as fast as it can
-                            await paster.send(line)
+                    async with trio.open_nursery() as sampling:
+                        sampling.start_soon(sample_queue)
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(receive_all, "watcher", watcher)
+                            nursery.start_soon(receive_all, "paster", paster)
+                            nursery.start_soon(read_lines)
+                            for line in expected:  # one message each, as fast as it can
+                                await paster.send(line)
+                        sampling.cancel_scope.cancel()
                 took = trio.current_time() - start
                 closed = f"{paster.close_code} {paster.close_reason}"
                 assert paster.close_code is None, f"the paster was closed: {closed}"
@@ -93,8 +111,9 @@ async def test_a_websocket_paste_of_separate_messages_outlasting_the_keepalive_a
     assert [line for line in said if line.startswith("paste line")] == expected
     assert got["watcher"] == expected
     assert got["paster"] == expected
-    assert took >= (count - 100) / 50 * 0.95  # held back by the rate limit all along
+    assert took == pytest.approx((count - 100) / 50, rel=0.05)  # held back all along
     assert chat.statistics().paced > 0
+    assert 16 <= queued <= most_queued, f"{queued} messages held, over {most_queued}"
 
 
 async def test_a_websocket_client_that_stops_answering_is_still_closed_by_the_keepalive(
