@@ -43,6 +43,7 @@ from triosock._sansio.chat import (
     Presence,
     Publish,
     Rename,
+    Reply,
     Say,
     Tell,
     apply_erasures,
@@ -318,10 +319,12 @@ def test_after_a_quiet_period_the_bucket_refills_to_the_burst_only() -> None:
         (lambda s: s.receive_line(b"x" * 20, 0), True),
         (lambda s: s.receive_overlong(None, 0), True),
         (lambda s: s.receive_datagram(b"hi", 0), True),
-        (lambda s: s.receive_line(b"", 0), False),
-        (lambda s: s.receive_line(b"   ", 0), False),
+        (lambda s: s.receive_line(b"", 0), True),  # every line costs, refused or not
+        (lambda s: s.receive_line(b"   ", 0), True),
+        (lambda s: s.receive_other(Tell("yes, the server is here"), 0), True),
+        (lambda s: s.receive_other(Reply(b"\xff\xfc\x06"), 0), True),
         (lambda s: s.receive_datagram(b"^HB^\r\n", 0), False),
-        (lambda s: s.receive_datagram(b" \n", 0), False),
+        (lambda s: s.receive_datagram(b" \n", 0), True),
     ],
 )
 def test_which_inputs_spend_a_token(

@@ -29,6 +29,7 @@ SCENARIOS = {
     "floods": "floods",  # 2: pastes, floods, slowloris, half-open connections
     "cluster": "cluster",  # 3: cluster faults, workers and Redis
     "fuzz": "fuzz",  # 4: hostile input on every listener
+    "pace": "hostile_pace",  # flood pacing: a WebSocket paste, refusal floods
 }
 
 

@@ -18,6 +18,12 @@ closing handshake. triosock adds what its other servers have:
 * A client has :data:`OPEN_TIMEOUT` seconds (10) to finish its opening handshake, plus up
   to :data:`OPEN_TIMEOUT_JITTER` (2) at random: a thousand connections opened together
   (a slowloris attack) then time out over two seconds, not all in one scheduler pass.
+* Keepalive: websockets' pings (every ``ping_interval``; 1011 when no pong comes within
+  ``ping_timeout``), except that time the server is not reading the client does not
+  count against it: a handler held back by a rate limit leaves messages queued, so
+  websockets stops reading, and the client's pong waits behind them. A window in which
+  a frame of the client's arrived, or its reading was paused, starts another; a client
+  that sends nothing and answers nothing is closed as before.
 * Stop: the listeners close, every stop scope is cancelled so handlers can say goodbye,
   and after ``grace_period`` the connections still open are closed with 1001 (going away).
 """
@@ -39,7 +45,7 @@ from typing import Any, cast, final
 
 import trio
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
@@ -236,7 +242,9 @@ class WebSocketStream(trio.abc.HalfCloseableStream):
 
 class _ServerConnection(ServerConnection):
     """websockets' server connection, which tells its :class:`WebSocketStream` the
-    protocol before anything is read or written (the stream looks at its state)."""
+    protocol before anything is read or written (the stream looks at its state), and
+    whose keepalive does not count against the client the time its frames wait for us
+    (see :meth:`keepalive`)."""
 
     def __init__(
         self,
@@ -248,7 +256,58 @@ class _ServerConnection(ServerConnection):
     ) -> None:
         assert isinstance(stream, WebSocketStream)
         stream.protocol = protocol
+        #: Frames received from the client so far (any frame is a sign of life).
+        self.frames_received = 0
         super().__init__(nursery, stream, protocol, server, **options)
+
+    def process_event(self, event: Any) -> None:
+        self.frames_received += 1
+        super().process_event(event)
+
+    async def keepalive(self) -> None:
+        """websockets' keepalive (a ping every ``ping_interval``; no pong within
+        ``ping_timeout``: closed with 1011 "keepalive ping timeout"), except that a
+        client is not found dead while we are the ones not reading it.
+
+        A client held back by its rate limit has more messages queued than its handler
+        takes, so websockets stops reading its socket, and its pong waits unread behind
+        its own messages. A wait for the pong therefore fails only after a whole
+        ``ping_timeout`` in which no frame of the client's arrived and its reading was
+        not paused; any other window of that length starts another. A client that is
+        really gone sends nothing: once its queued messages are taken, its reading
+        resumes, nothing comes, and the next window closes it. (IRC servers do the
+        same: a flooding user's lines are delayed, its PINGs still answered.)
+        """
+        interval, timeout = self.ping_interval, self.ping_timeout
+        assert interval is not None
+        try:
+            while True:
+                with trio.move_on_after(interval - self.latency):
+                    await self.stream_closed.wait()
+                    break
+                try:
+                    pong = await self.ping(ack_on_close=True)
+                except ConnectionClosed:
+                    break
+                if timeout is not None and not await self._answered(pong):
+                    async with self.send_context():
+                        self.protocol.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    break
+        except Exception:
+            self.logger.error("keepalive ping failed", exc_info=True)
+
+    async def _answered(self, pong: trio.Event) -> bool:
+        """Whether ``pong`` is set before a ``ping_timeout`` without the client's frames
+        in which its reading was not paused either (see :meth:`keepalive`)."""
+        timeout = self.ping_timeout
+        assert timeout is not None
+        while True:
+            frames = self.frames_received
+            with trio.move_on_after(timeout):
+                await pong.wait()
+                return True
+            if self.frames_received == frames and self.recv_flow_control is None:
+                return False
 
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
         # websockets' own open_timeout is off: this one is spread (see the module doc).

@@ -47,6 +47,7 @@ from ._core import (
     Pause,
     Publish,
     Rename,
+    Reply,
     Tell,
 )
 from ._directory import DirectoryState, Presence, inbox_topic, room_topic
@@ -66,7 +67,7 @@ from ._events import (
     encode_event,
     render_line,
 )
-from ._lines import AreYouThere, HttpRequest, LineReader, Overlong, TlsHello
+from ._lines import AreYouThere, HttpRequest, LineReader, Negotiation, Overlong, TlsHello
 from ._names import (
     DEFAULT_ROOM,
     MAX_NICK_LENGTH,
@@ -89,7 +90,14 @@ from ._udp import (
     format_address,
     udp_ack_line,
 )
-from ._web import BadEvent, hello_json, parse_web_message_untrusted, render_json
+from ._web import (
+    BadEvent,
+    hello_json,
+    parse_json_line_untrusted,
+    parse_web_message_untrusted,
+    render_json,
+    split_web_message_untrusted,
+)
 
 __all__ = [
     "BYE",
@@ -129,6 +137,7 @@ __all__ = [
     "Message",
     "Move",
     "Msg",
+    "Negotiation",
     "Nick",
     "NickChanged",
     "Notice",
@@ -138,6 +147,7 @@ __all__ = [
     "Publish",
     "Quit",
     "Rename",
+    "Reply",
     "Rooms",
     "Say",
     "ServerClosing",
@@ -156,12 +166,14 @@ __all__ = [
     "inbox_topic",
     "neutralise",
     "nick_key",
+    "parse_json_line_untrusted",
     "parse_line_untrusted",
     "parse_web_message_untrusted",
     "render_json",
     "render_line",
     "room_topic",
     "sanitize_text",
+    "split_web_message_untrusted",
     "udp_ack_line",
     "validate_nick",
     "validate_room",

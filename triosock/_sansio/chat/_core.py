@@ -18,6 +18,8 @@ Effects:
 :class:`Tell`               a notice for this user only, after everything already
                             queued for it (the user sees lines in the order they were
                             produced for it)
+:class:`Reply`              bytes for this user's transport as they are (a telnet
+                            answer), never dropped
 :class:`Rename`             ask the directory for the nick; answer with :meth:`renamed`
 :class:`Move`               move to the room (subscription and directory); then call
                             :meth:`moved`
@@ -35,10 +37,15 @@ Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names
   names the limit; the session goes on. Nothing is ever cut short.
 * **UDP.** ``^hb^`` and ``quit`` are the dialect's (see :mod:`._udp`); any other datagram
   is a line, commands included.
-* **Rate limit.** Every line and datagram except empty lines and heartbeats spends a token
-  of the session's bucket (``rate`` per second, ``burst`` at once); when the bucket is
-  empty the effects start with a :class:`Pause`, so the sender is slowed (its reading
-  waits) and nothing is dropped. ``rate=None`` turns the limit off.
+* **Rate limit.** Every input item spends a token of the session's bucket (``rate`` per
+  second, ``burst`` at once), refused or not, as IRC's fakelag counts every line: a line
+  (an empty one too), a datagram, a line refused for its length, a WebSocket message
+  that is no event, a telnet command that gets an answer (:meth:`receive_other`). Only
+  UDP heartbeats are free. When the bucket is empty the effects start with a
+  :class:`Pause`, so the sender is slowed (its reading waits) and nothing is dropped;
+  a flood of refused input gets at most ``burst`` answers at once and ``rate`` a second
+  after that, and costs the server no more than as many lines. ``rate=None`` turns the
+  limit off.
 * ``/nick`` and ``/join`` with the name the user has already are answered with a notice,
   not carried out. A taken nick is refused with a notice; the directory decides.
 * A direct message reaches the recipient's inbox and a copy reaches the sender's own
@@ -84,6 +91,7 @@ __all__ = [
     "Pause",
     "Publish",
     "Rename",
+    "Reply",
     "Tell",
 ]
 
@@ -108,6 +116,13 @@ class Tell:
     """Show this user the notice ``text``, after what is already queued for it."""
 
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send ``data`` to this user as it is (a telnet answer): never dropped."""
+
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +168,9 @@ class Close:
     detail: str = ""
 
 
-Effect: TypeAlias = Pause | Publish | Tell | Rename | Move | Lookup | ListUsers | ListRooms | Close
+Effect: TypeAlias = (
+    Pause | Publish | Tell | Reply | Rename | Move | Lookup | ListUsers | ListRooms | Close
+)
 
 _QUIT = Close("quit")
 
@@ -235,7 +252,7 @@ class ChatSession:
             return self._pace(now, [self._refuse(len(line))])
         command = parse_line_untrusted(line)
         if isinstance(command, Empty):
-            return []
+            return self._pace(now, [])
         if isinstance(command, Say):  # the hot path
             event = Message(self.room, self.nick, command.text)
             return self._pace(now, [Publish(self.topic, event)])
@@ -244,6 +261,12 @@ class ChatSession:
     def receive_overlong(self, size: int | None, now: float) -> list[Effect]:
         """A line the transport refused for its length (``size`` bytes, if known)."""
         return self._pace(now, [self._refuse(size)])
+
+    def receive_other(self, answer: Tell | Reply, now: float) -> list[Effect]:
+        """An input item that is no line but gets ``answer``: a WebSocket message that is
+        no event (its refusal), telnet's ``AYT`` or option negotiation. It costs a token,
+        as a line does."""
+        return self._pace(now, [answer])
 
     def receive_datagram(self, data: bytes, now: float) -> list[Effect]:
         """A datagram of the UDP dialect: a heartbeat, ``quit``, or a line as on TCP.

@@ -20,7 +20,9 @@
   ``IAC AO`` and ``IAC BRK`` throw the line typed so far away; ``IAC AYT`` (are you
   there?) gives an :class:`AreYouThere` item; every other command is ignored. 0xFF
   followed by a byte that is no telnet command (below 240) is data, both bytes kept. The
-  answers to send are taken with :meth:`LineReader.take_replies`. A client that is not
+  answers to send are taken with :meth:`LineReader.take_replies` (all of them, as bytes)
+  or :meth:`LineReader.take_answers` (one :class:`Negotiation` each, so that a server
+  charges each to its sender's rate limit, as a line). A client that is not
   telnet sends 0xFF only in text that is not UTF-8 (the parser replaces it anyway).
 * **The limit.** A line longer than ``max_line_length`` bytes (terminator not counted)
   is refused whole: it gives an :class:`Overlong` item with its size, and the reader
@@ -47,7 +49,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["AreYouThere", "HttpRequest", "LineReader", "Overlong", "TlsHello"]
+__all__ = ["AreYouThere", "HttpRequest", "LineReader", "Negotiation", "Overlong", "TlsHello"]
 
 IAC, DONT, DO, WONT, WILL, SB = 255, 254, 253, 252, 251, 250
 SE, NOP, DM, BRK, IP, AO, AYT, EC, EL, GA = 240, 241, 242, 243, 244, 245, 246, 247, 248, 249
@@ -88,6 +90,14 @@ class Overlong:
 @dataclass(frozen=True, slots=True)
 class AreYouThere:
     """The telnet user sent ``IAC AYT``: show them the server is there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Negotiation:
+    """The telnet user asked for an option; ``answer`` (``IAC WONT x`` or ``IAC DONT x``)
+    refuses it, to be sent."""
+
+    answer: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +173,12 @@ class LineReader:
         replies = bytes(self._replies)
         self._replies.clear()
         return replies
+
+    def take_answers(self) -> list[Negotiation]:
+        """The telnet answers to send, one per option refused, in order; each is
+        returned once (what :meth:`take_replies` would return, split)."""
+        replies = self.take_replies()
+        return [Negotiation(replies[i : i + 3]) for i in range(0, len(replies), 3)]
 
     def feed(self, data: bytes) -> list[Item]:
         """Every line (or :class:`Overlong`, :class:`AreYouThere`, :class:`HttpRequest`,

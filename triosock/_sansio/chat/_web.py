@@ -58,7 +58,14 @@ from typing import Any
 from ._events import Event, encode_event
 from ._text import neutralise
 
-__all__ = ["BadEvent", "hello_json", "parse_web_message_untrusted", "render_json"]
+__all__ = [
+    "BadEvent",
+    "hello_json",
+    "parse_json_line_untrusted",
+    "parse_web_message_untrusted",
+    "render_json",
+    "split_web_message_untrusted",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,15 +125,33 @@ def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent]:
 
     Never raises, for any input.
     """
+    return [
+        parse_json_line_untrusted(item) if isinstance(item, str) else item
+        for item in split_web_message_untrusted(text)
+    ]
+
+
+def split_web_message_untrusted(text: str) -> list[bytes | str]:
+    """:func:`parse_web_message_untrusted`'s cheap first half: the lines of a plain text
+    message (bytes, done), or the lines of a ``{`` message (str, each for
+    :func:`parse_json_line_untrusted`). A server that paces input parses each JSON
+    line when its turn comes: 64 KiB of ``{}`` lines parsed at once hold it ~0.3 s.
+
+    Never raises, for any input.
+    """
     if text.lstrip().startswith("{"):
-        return [_json_line(line) for line in text.split("\n") if line.strip()]
+        return [line for line in text.split("\n") if line.strip()]
     lines = text.split("\n")
     if len(lines) > 1 and lines[-1] == "":
         lines.pop()  # a message ending in LF is that many lines, not one more empty one
     return [line.removesuffix("\r").encode("utf-8", "replace") for line in lines]
 
 
-def _json_line(line: str) -> bytes | BadEvent:
+def parse_json_line_untrusted(line: str) -> bytes | BadEvent:
+    """One line of a ``{`` message: the line it stands for, or why it is refused.
+
+    Never raises, for any input.
+    """
     try:
         obj: Any = json.loads(line)
     except (ValueError, RecursionError) as exc:

@@ -11,15 +11,18 @@ the directory's effects, ``Pause``, ``Close``). Then it
 finishes the session as its end reason's record says (:mod:`._ending`) and tells the
 room and the directory that the user left.
 
-* **The sender is slowed, never the room.** Each session's input spends tokens of a rate
-  limit (``rate`` lines per second, ``burst`` at once); past it, the session stops
-  reading until the next token, so a paste waits in the sender's own socket, not in the
-  server. Subscriptions are bounded (``buffer`` events) and lossless: when one is full,
-  only because the fan-out has not run yet, the publishing session waits for that pass.
-  Its idle clock stops meanwhile: the server, not the user, is the one waiting.
-* **Answers are bounded too.** Notices and telnet answers are never dropped; a member
-  that asks for them faster than it reads is disconnected once more than
-  ``max_backlog`` bytes of them wait.
+* **The sender is slowed, never the room.** Each item of a session's input spends a
+  token of a rate limit (``rate`` lines per second, ``burst`` at once), refused or not:
+  a line, a refused message, a telnet command that gets an answer; past it, the session
+  stops reading until the next token, so a paste waits in the sender's own socket, not
+  in the server, and a flood of refused input gets its answers at that pace.
+  Subscriptions are bounded (``buffer`` events) and lossless: when one is full, only
+  because the fan-out has not run yet, the publishing session waits for that pass. Its
+  idle clock stops meanwhile: the server, not the user, is the one waiting.
+* **Answers are bounded too.** Notices and telnet answers (``Reply``) are never
+  dropped; a member that asks for them faster than it reads is disconnected once more
+  than ``max_backlog`` bytes of them wait (looked at after each read, and after each
+  item that was answered).
 * **The goodbye follows the lines already queued.** ``/join``, ``/quit``, a stop or a
   disconnect never cuts a line.
 * **Bursts of arrivals and departures are paced**: sessions begin, and end, at most
@@ -185,14 +188,7 @@ class Sessions:
                 user.end("eof")
                 return
             self.lines_received += len(burst)
-            if user.outbox.control > max_backlog:
-                # Notices and telnet answers are never dropped, whatever the policy: one
-                # that asks for them faster than it reads must not grow without end.
-                self._fanout.disconnect(
-                    user,
-                    f"{user.outbox.control} bytes of answers to it were waiting, over the "
-                    f"limit of {max_backlog}",
-                )
+            self._bound_answers(user, max_backlog)
             for item in burst:
                 effects = handle(core, item, trio.current_time())
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
@@ -202,6 +198,20 @@ class Sessions:
                     if close is not None:
                         user.end(close.reason, close.detail)
                         return
+                    self._bound_answers(user, max_backlog)  # a burst may be long, paced
+
+    def _bound_answers(self, user: User, max_backlog: int) -> None:
+        """Disconnect ``user`` once more than ``max_backlog`` bytes of answers wait for it.
+
+        Notices and telnet answers are never dropped, whatever the policy: one that asks
+        for them faster than it reads must not grow without end.
+        """
+        if user.outbox.control > max_backlog:
+            self._fanout.disconnect(
+                user,
+                f"{user.outbox.control} bytes of answers to it were waiting, over the "
+                f"limit of {max_backlog}",
+            )
 
     async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
         """Carry out ``effects`` in order; the one that closes the session, if any."""
@@ -214,6 +224,8 @@ class Sessions:
                     await self._presence.announce(user.member, topic, event, user.core.inbox)
                 case proto.Tell(text):
                     self._fanout.tell(user, text)
+                case proto.Reply(data):
+                    user.outbox.put(data, 0)  # never dropped: bounded by max_backlog
                 case proto.Pause(seconds):
                     self.paced += 1
                     with user.member.hold_idle():  # slowed by us: not idle

@@ -123,10 +123,7 @@ class TCPLineMember(Member):
                 early += reader.feed(bytes(data))
         if reader.refused:  # its farewell is the answer: see farewell()
             return _REFUSED_TLS if any(isinstance(i, proto.TlsHello) for i in early) else _REFUSED
-        replies = reader.take_replies()
-        if replies:  # telnet's negotiation, answered before the welcome
-            self.outbox.put(replies, 0)
-        self._early = early
+        self._early = early + reader.take_answers()  # answered, each paced as a line
         return None
 
     async def receive(self) -> Sequence[object] | None:
@@ -139,14 +136,12 @@ class TCPLineMember(Member):
         while not self._ended:
             data = await self.conn.receive_some(RECEIVE_SIZE)
             if data:
-                items = reader.feed(bytes(data))
+                lines = reader.feed(bytes(data))
             else:
                 self._ended = True
-                items = reader.feed_eof()
-            replies = reader.take_replies()
-            if replies:
-                self.outbox.put(replies, 0)  # never dropped: the server bounds these
-                return items  # even if empty: the server looks at the outbox after each
+                lines = reader.feed_eof()
+            answers = reader.take_answers()  # items too: each paced as a line is
+            items: Sequence[object] = [*lines, *answers] if answers else lines
             if items:
                 return items
         return None
@@ -157,7 +152,9 @@ class TCPLineMember(Member):
         if isinstance(item, proto.Overlong):
             return session.receive_overlong(item.size, now)
         if isinstance(item, proto.AreYouThere):
-            return [proto.Tell("yes, the server is here")]
+            return session.receive_other(proto.Tell("yes, the server is here"), now)
+        if isinstance(item, proto.Negotiation):
+            return session.receive_other(proto.Reply(item.answer), now)
         if isinstance(item, proto.HttpRequest):  # after the first-line wait
             return [proto.Close("refused", _REFUSED)]
         if isinstance(item, proto.TlsHello):

@@ -1,10 +1,12 @@
 """The WebSocket member: the chat page in a browser, ``websocat``, ``python -m websockets``.
 
-Input is one WebSocket message at a time, parsed by
-:func:`~triosock._sansio.chat.parse_web_message_untrusted` (a JSON event, or plain text
-lines as on TCP). Output is JSON lines (see :mod:`triosock._sansio.chat._web`): what a
-fan-out pass puts into the member's outbox leaves as one text message, so a busy room
-costs one WebSocket write per member per pass, not one per line.
+Input is one WebSocket message at a time, read as
+:func:`~triosock._sansio.chat.parse_web_message_untrusted` says (JSON events, or plain
+text lines as on TCP); each JSON line is parsed when its turn comes, so a big message
+of them costs the server no more at once than its pacing lets through. Output is JSON
+lines (see :mod:`triosock._sansio.chat._web`): what a fan-out pass puts into the
+member's outbox leaves as one text message, so a busy room costs one WebSocket write
+per member per pass, not one per line.
 
 The member gets the same bounded outbox and the same rules as a TCP member (more than
 ``max_backlog`` bytes waiting, or a socket that takes nothing for ``stall_timeout``
@@ -108,15 +110,17 @@ class WebSocketMember(Member):
             return None
         except ConnectionClosed as exc:  # a protocol error (1007, 1009) or a lost peer
             raise trio.BrokenResourceError(f"the WebSocket closed: {exc}") from exc
-        if isinstance(message, str):
-            return proto.parse_web_message_untrusted(message)
+        if isinstance(message, str):  # a JSON line is parsed when its turn comes
+            return proto.split_web_message_untrusted(message)
         return [proto.BadEvent(_BINARY_REFUSED)]
 
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
+        if isinstance(item, str):
+            item = proto.parse_json_line_untrusted(item)
         if isinstance(item, bytes):
             return session.receive_line(item, now)
-        if isinstance(item, proto.BadEvent):
-            return [proto.Tell(f"refused: {item.reason}")]
+        if isinstance(item, proto.BadEvent):  # refused: a token all the same
+            return session.receive_other(proto.Tell(f"refused: {item.reason}"), now)
         raise TypeError(f"not a WebSocket input item: {item!r}")
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
