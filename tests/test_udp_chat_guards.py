@@ -11,12 +11,14 @@ import trio
 import trio.testing
 
 from triosock._cli.chat import PER_ADDRESS_DEFAULT
-from triosock._sansio.chat import notice_token_untrusted
+from triosock._sansio.chat import REFLECTION_FACTOR, address_token, notice_token_untrusted
 from triosock._services.chat import ChatServer
+from triosock._services.chat._udp import _SECRET as SECRET
+from triosock._services.chat._udp import NOTICE_INTERVAL
 from triosock._transport.udp.server import ADDRESS_NOTICE_INTERVAL
 
-from .chattools import LineSocket, chat_servers, validate_udp_socket
-from .clitools import cli_server
+from .chattools import LineSocket, chat_servers, join_over_udp, validate_udp_socket
+from .clitools import PYTHON, cli_server, line_process
 from .conftest import GUARD
 
 #: What one address over its limit is told (when its datagram is big enough).
@@ -146,3 +148,156 @@ async def test_an_address_over_its_limit_is_told_once_every_ten_seconds(
             assert udp.statistics().dropped_address_limit == 26
             for sock in [*crowd, late]:
                 sock.close()
+
+
+# -- finding 7: an address is validated before it hears anything -----------------------
+
+
+async def _busy_room(port: int, until: float) -> None:
+    """A TCP user saying 20 lines a second in #lobby until ``until``."""
+    speaker = await LineSocket.connect(port)
+    try:
+        await speaker.read_until(b"welcome")
+        n = 0
+        while trio.current_time() < until:
+            await speaker.send(b"busy line %d\n" % n)
+            n += 1
+            await trio.sleep(0.05)
+    finally:
+        speaker.close()
+
+
+async def test_a_first_datagram_gets_at_most_three_times_its_bytes_and_no_room_traffic(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each of these is an address the server has never heard from, sending once while the
+    room is busy at 20 lines a second; in 10 s each gets back at most three times what it
+    sent: nothing to ``^hb^``, ``/who``, ``/help`` or 9 bytes (the notice is 30), exactly
+    the notice to 10 bytes; a validated member meanwhile hears the room."""
+    assert REFLECTION_FACTOR == 3
+    firsts = [b"^hb^", b"/who", b"/help", b"x" * 9, b"y" * 10, b"/help me, I am new"]
+    with trio.fail_after(100):
+        async with chat_servers(ChatServer(rate=None), peer_idle_timeout=30) as (tcp, udp, n):
+            member = await join_over_udp(udp.port)
+            start = trio.current_time()
+            n.start_soon(_busy_room, tcp.port, start + 10)
+            strangers = [await udp_socket(udp.port) for _ in firsts]
+            for sock, first in zip(strangers, firsts, strict=True):
+                await sock.send(first)
+            heard: list[bytes] = []
+            replies: list[list[tuple[float, bytes]]] = [[] for _ in strangers]
+
+            async def listen(i: int) -> None:
+                replies[i] = await replies_until(strangers[i], start + 10)
+
+            async with trio.open_nursery() as listeners:
+                for i in range(len(strangers)):
+                    listeners.start_soon(listen, i)
+                with trio.move_on_at(start + 10):
+                    while True:
+                        heard.append(await member.receive())
+            got = [[data for _, data in pairs] for pairs in replies]
+            assert sum(b"busy line" in line for line in heard) >= 190  # the room was busy
+            for first, answers in zip(firsts, got, strict=True):
+                assert sum(map(len, answers)) <= 3 * len(first), (first, answers)
+            assert got[:4] == [[], [], [], []]
+            for sock, answer in zip(strangers[4:], got[4:], strict=True):
+                port = sock.getsockname()[1]
+                token = address_token(SECRET, "127.0.0.1", port)
+                assert answer == [b"send " + token + b" to join\n"]
+                assert len(answer[0]) == 30 == 3 * 10
+            for sock in strangers:
+                sock.close()
+            await member.aclose()
+
+
+async def test_repeated_commands_from_an_unvalidated_address_get_a_paced_notice_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A ``/who`` every half second for 10 s (80 bytes) earns 240 bytes; it gets the
+    30-byte notice twice (5 s apart: one may have been lost), never the answer."""
+    assert NOTICE_INTERVAL == 5
+    with trio.fail_after(100):
+        async with chat_servers(ChatServer(rate=None), peer_idle_timeout=30) as (tcp, udp, n):
+            n.start_soon(_busy_room, tcp.port, trio.current_time() + 10)
+            stranger = await udp_socket(udp.port)
+            start = trio.current_time()
+            got = []
+            for _ in range(20):
+                await stranger.send(b"/who")
+                got += await replies_until(stranger, trio.current_time() + 0.5)
+            # The third /who (36 bytes of budget) is the first that pays for the notice.
+            assert [when - start for when, _ in got] == pytest.approx([1.0, 6.0])
+            token = address_token(SECRET, "127.0.0.1", stranger.getsockname()[1])
+            assert [data for _, data in got] == [b"send " + token + b" to join\n"] * 2
+            assert sum(len(data) for _, data in got) <= 3 * 4 * 20
+            stranger.close()
+
+
+async def test_an_echoed_notice_or_a_wrong_token_never_validates_the_token_does() -> None:
+    """An echo server at a spoofed source returns the notice whole: not the token.
+    Another address's token is not this one's. The token itself makes a member."""
+    with trio.fail_after(GUARD):
+        async with chat_servers(ChatServer()) as (tcp, udp, _):
+            watcher = await LineSocket.connect(tcp.port)
+            await watcher.read_until(b"welcome")
+            peer = await udp_socket(udp.port)
+            name = b"127.0.0.1:%d" % peer.getsockname()[1]
+            await peer.send(b"hello, may I join?")
+            notice = await peer.recv(2048)
+            token = notice_token_untrusted(notice)
+            assert token is not None
+            await peer.send(notice)  # an echo: no answer (it could be another server's)
+            await peer.send(notice.rstrip())
+            other = address_token(SECRET, "127.0.0.1", peer.getsockname()[1] ^ 1)
+            await peer.send(other)
+            await peer.send(token[:-1])
+            await peer.send(b"said before the token")
+            await peer.send(token.upper() + b"\r\n")  # as a terminal may type it
+            assert await peer.recv(2048) == b"* " + name + b" joined #lobby\n"
+            await peer.send(b"said after the token")
+            await watcher.read_until(name + b": said after the token")
+            said = [line for line in watcher.lines if name in line]
+            assert said == [
+                b"* " + name + b" joined #lobby",
+                b"[#lobby] " + name + b": said after the token",
+            ]
+            peer.close()
+            watcher.close()
+
+
+async def test_a_join_notice_from_another_server_is_never_answered() -> None:
+    """Two chat servers, each the other's spoofed source, would pass notices back and
+    forth: a datagram that is a join notice earns nothing."""
+    with trio.fail_after(GUARD):
+        async with chat_servers(ChatServer()) as (_, udp, _):
+            peer = await udp_socket(udp.port)
+            foreign = b"send ^ok^0123456789ab to join\n"
+            assert notice_token_untrusted(foreign) == b"^ok^0123456789ab"
+            for _ in range(3):
+                await peer.send(foreign)  # 90 bytes: 3x would pay for the notice
+            await peer.send(b"0123456789")  # 30 bytes of budget: the notice's own due
+            notice = await peer.recv(2048)
+            assert notice_token_untrusted(notice) is not None
+            assert udp.statistics().datagrams_out == 1
+            peer.close()
+
+
+async def test_chat_join_validates_by_itself_and_the_user_never_sees_the_notice() -> None:
+    with trio.fail_after(GUARD):
+        args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--web", "none"]
+        async with cli_server(args, ready_lines=2) as server:
+            tcp, udp = server.port("chat (tcp)"), server.port("chat (udp)")
+            watcher = await LineSocket.connect(tcp)
+            await watcher.read_until(b"welcome")
+            join = [PYTHON, "-m", "triosock", "chat", "join", f"127.0.0.1:{udp}", "--udp"]
+            async with line_process([*join, "--nick", "dave"]) as dave:
+                await watcher.read_until(b"is now known as dave")
+                await dave.send(b"hi from dave")
+                await watcher.read_until(b"[#lobby] dave: hi from dave")
+                await dave.expect(b"[#lobby] dave: hi from dave")
+                await dave.send(b"/quit")
+                await dave.expect(b"Bye!")
+                assert await dave.process.wait() == 0
+            assert not any(b"^ok^" in line or b"to join" in line for line in dave.seen)
+            watcher.close()
