@@ -18,7 +18,7 @@ from triosock._services.chat._udp import NOTICE_INTERVAL
 from triosock._transport.udp.server import ADDRESS_NOTICE_INTERVAL
 
 from .chattools import LineSocket, chat_servers, join_over_udp, validate_udp_socket
-from .clitools import PYTHON, cli_server, line_process
+from .clitools import PYTHON, cli_server, line_process, run
 from .conftest import GUARD
 
 #: What one address over its limit is told (when its datagram is big enough).
@@ -304,3 +304,22 @@ async def test_chat_join_validates_by_itself_and_the_user_never_sees_the_notice(
                 assert await dave.process.wait() == 0
             assert not any(b"^ok^" in line or b"to join" in line for line in dave.seen)
             watcher.close()
+
+
+async def test_per_address_reaches_the_udp_listener_and_bad_values_are_refused() -> None:
+    with trio.fail_after(GUARD):
+        serve = ["chat", "serve", "--tcp", "none", "--udp", "127.0.0.1:0", "--web", "none"]
+        for value, message in [("0", b"must be at least 1"), ("x", b"not a whole number")]:
+            refused = await run([PYTHON, "-m", "triosock", *serve, "--per-address", value])
+            assert refused.returncode == 2
+            assert message in refused.stderr
+        async with cli_server([*serve, "--per-address", "2"]) as server:
+            port = server.port("chat (udp)")
+            crowd = [plain_socket(port, "127.0.0.7") for _ in range(3)]
+            for sock in crowd:
+                sock.send(b"hello, may I join please?")
+                sock.settimeout(GUARD)
+            assert all(notice_token_untrusted(sock.recv(2048)) for sock in crowd[:2])
+            assert crowd[2].recv(2048) == REFUSAL.replace(b"16", b"2")
+            for sock in crowd:
+                sock.close()
