@@ -15,7 +15,7 @@ from triosock._sansio.chat import REFLECTION_FACTOR, address_token, notice_token
 from triosock._services.chat import ChatServer
 from triosock._services.chat._udp import _SECRET as SECRET
 from triosock._services.chat._udp import NOTICE_INTERVAL
-from triosock._transport.udp.server import ADDRESS_NOTICE_INTERVAL
+from triosock._transport.udp.server import ADDRESS_NOTICE_INTERVAL, source_key
 
 from .chattools import LineSocket, chat_servers, join_over_udp, validate_udp_socket
 from .clitools import PYTHON, cli_server, line_process, run
@@ -323,3 +323,42 @@ async def test_per_address_reaches_the_udp_listener_and_bad_values_are_refused()
             assert crowd[2].recv(2048) == REFUSAL.replace(b"16", b"2")
             for sock in crowd:
                 sock.close()
+
+
+async def test_an_address_gets_its_slots_back_as_its_peers_expire(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(100):
+        async with chat_servers(ChatServer(), max_peers_per_address=2, peer_idle_timeout=10) as (
+            _,
+            udp,
+            _,
+        ):
+            first = [await udp_socket(udp.port, "127.0.0.9") for _ in range(3)]
+            for sock in first:
+                await sock.send(b"hello, may I join please?")
+            answers = [await replies_until(sock, trio.current_time() + 1) for sock in first]
+            assert [len(answer) for answer in answers] == [1, 1, 1]
+            assert answers[2][0][1] == REFUSAL.replace(b"16", b"2")
+            assert udp.statistics().peers == 2
+            await trio.sleep(10)  # both expire, silent since they asked
+            assert udp.statistics().peers == 0
+            again = await udp_socket(udp.port, "127.0.0.9")
+            await validate_udp_socket(again)
+            assert udp.statistics().peers == 1
+            for sock in [*first, again]:
+                sock.close()
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::9", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+    ],
+)
+def test_ipv6_sources_count_by_their_64(ip: str, key: str) -> None:
+    assert source_key(ip) == key

@@ -18,18 +18,15 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   idle timeout; ``reply_each`` (echo, time; :mod:`triosock.services`) frees it
   10-12.5 s after the peer's last datagram, and the command line's echo and time
   servers evict, so a flood of new addresses never locks new clients out.
-* ``max_peers_per_address``: the most peers one source IP address may hold (ports
-  aside), so that one host cannot take the whole table (Ergo, an IRC server, allows 16
-  connections per IP by default). A datagram that would start one more is dropped and
-  counted (``dropped_address_limit``); the address is told at most once every
+* ``max_peers_per_address``: the most peers one source may hold, ports aside (an IP
+  address; for IPv6 its /64, see :func:`source_key`), so that one host cannot take the
+  whole table (Ergo, an IRC server, allows 16 connections per IP by default). A
+  datagram that would start one more is dropped and counted
+  (``dropped_address_limit``); the address is told at most once every
   :data:`ADDRESS_NOTICE_INTERVAL` seconds, and only when the notice is at most three
   times the datagram's size (QUIC's bound for an address that has not proved itself).
   The addresses in ``per_address_exempt`` (by default this machine's own, ``127.0.0.1``
   and ``::1``, as Ergo's default configuration exempts localhost) have no such limit.
-* A flood cannot starve the server: the receive loop lets the other tasks run after every
-  :data:`RECEIVE_BATCH` datagrams, so peers are answered and a stop gets through. A socket
-  error that persists is logged and retried with a growing pause (up to 1 s), never in a
-  busy loop; ICMP errors for one earlier datagram are skipped.
 * ``peer_idle_timeout``: a peer silent that long has its task cancelled through its
   cancel scope and its entry freed; if the address comes back, a fresh task starts.
 * ``receive_buffer``: the bytes the kernel may hold for the socket while the server is
@@ -48,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections import OrderedDict
@@ -78,7 +76,7 @@ from .sockets import (
     set_receive_buffer,
 )
 
-__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp"]
+__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp", "source_key"]
 
 LOGGER = logging.getLogger("triosock.udp")
 
@@ -92,6 +90,25 @@ LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 _REPLY_FACTOR: Final = 3
 
 Handler = Callable[[UDPPeer], Awaitable[object]]
+
+
+def source_key(ip: str) -> str:
+    """What ``max_peers_per_address`` counts a peer under: its IPv4 address (an
+    IPv4-mapped IPv6 one included), or the /64 of its IPv6 address, as Ergo counts by
+    default (a host is often given a whole /64).
+
+    Args:
+      ip: the address as the socket reports it.
+    """
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,32 +284,42 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
             del self._peers[peer.address]
             self._uncount(peer.address)
 
+    def _count(self, address: Address) -> None:
+        """A peer of ``address`` joined the table: one more for its source."""
+        if self.max_peers_per_address is not None and address[0] not in self.per_address_exempt:
+            source = source_key(address[0])
+            self._by_ip[source] = self._by_ip.get(source, 0) + 1
+
     def _uncount(self, address: Address) -> None:
-        """A peer of ``address`` left the table: one fewer for its IP."""
-        ip = address[0]
-        held = self._by_ip.get(ip)
+        """A peer of ``address`` left the table: one fewer for its source."""
+        if self.max_peers_per_address is None or address[0] in self.per_address_exempt:
+            return  # not counted
+        source = source_key(address[0])
+        held = self._by_ip.get(source)
         if held is None:
             return
         if held > 1:
-            self._by_ip[ip] = held - 1
+            self._by_ip[source] = held - 1
         else:
-            del self._by_ip[ip]
-            self._ip_told.pop(ip, None)
+            del self._by_ip[source]
+            self._ip_told.pop(source, None)
 
     def _over_address_limit(self, data: bytes, address: Address, now: float) -> bool:
         """Whether a new peer of ``address`` would pass its IP's limit; if so, the
         datagram is counted, and the address told when it may be."""
         limit = self.max_peers_per_address
-        ip = address[0]
-        if limit is None or self._by_ip.get(ip, 0) < limit or ip in self.per_address_exempt:
+        if limit is None or address[0] in self.per_address_exempt:
+            return False
+        source = source_key(address[0])
+        if self._by_ip.get(source, 0) < limit:
             return False
         self._dropped_address_limit += 1
-        told = self._ip_told.get(ip)
+        told = self._ip_told.get(source)
         notice = b"refused: %d UDP peers from your address already (the most)\n" % limit
         if len(notice) <= _REPLY_FACTOR * len(data) and (
             told is None or now - told >= ADDRESS_NOTICE_INTERVAL
         ):
-            self._ip_told[ip] = now
+            self._ip_told[source] = now
             with contextlib.suppress(trio.WouldBlock):
                 self.sendto_nowait(notice, address)
         return True
@@ -315,7 +342,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
             peer = UDPPeer._create(self, address)
             peer._seen = now
             self._peers[address] = peer
-            self._by_ip[address[0]] = self._by_ip.get(address[0], 0) + 1
+            self._count(address)
             self._peers_total += 1
             nursery.start_soon(self._run_peer, handler, peer, name=f"udp peer {peer.peer}")
         else:
