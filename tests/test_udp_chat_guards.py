@@ -136,7 +136,7 @@ async def test_an_address_over_its_limit_is_told_once_every_ten_seconds(
             start = trio.current_time()
             told = []
             for _ in range(25):  # one a second: told at 0, 10 and 20 s
-                await late.send(b"x" * 20)  # 60 bytes of budget: the 60-byte refusal
+                await late.send(b"x" * 20)  # 60 bytes of budget: the 59-byte refusal fits
                 replies = await replies_until(late, trio.current_time() + 1)
                 told += [(when - start, data) for when, data in replies]
             assert [when for when, _ in told] == pytest.approx([0, 10, 20])
