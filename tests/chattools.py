@@ -14,14 +14,16 @@ from triosock import (
     FramedChannel,
     Outbox,
     TCPServer,
+    UDPChannel,
     UDPServer,
     WebSocketServer,
     open_tcp_channel,
+    open_udp_channel,
     serve_tcp,
     serve_udp,
     serve_websocket,
 )
-from triosock._sansio.chat import ChatSession, Effect
+from triosock._sansio.chat import ChatSession, Effect, notice_token_untrusted
 from triosock.chat import ChatPage, ChatServer, EndReason, Member, TCPLineMember
 
 
@@ -71,6 +73,45 @@ async def lobby_user(port: int) -> FramedChannel:
     user = await open_tcp_channel("127.0.0.1", port)
     await expect(user, b"joined #lobby")
     return user
+
+
+#: A UDP peer's first datagram in the tests: a heartbeat padded so that its three times
+#: cover the server's join notice (as ``chat join --udp`` does).
+UDP_HELLO = b"^hb^".ljust(32)
+
+
+async def validate_udp(chan: trio.abc.Channel[bytes], hello: bytes = UDP_HELLO) -> bytes:
+    """Validate a UDP peer's address as the project's clients do: the padded hello, the
+    server's join notice, its token sent back. Returns the token."""
+    await chan.send(hello)
+    token = notice_token_untrusted(await chan.receive())
+    assert token is not None
+    await chan.send(token)
+    return token
+
+
+async def validate_udp_socket(sock: trio.socket.SocketType) -> None:
+    """:func:`validate_udp` for a connected trio UDP socket."""
+    await sock.send(UDP_HELLO)
+    token = notice_token_untrusted(await sock.recv(2048))
+    assert token is not None
+    await sock.send(token)
+
+
+async def join_over_udp(port: int) -> UDPChannel:
+    """A UDP peer of the chat on ``port``, its address validated."""
+    chan = await open_udp_channel("127.0.0.1", port)
+    await validate_udp(chan)
+    return chan
+
+
+async def socat_join(peer: Any) -> None:
+    """A ``socat`` user (a line process) does what the join notice says, by hand: a line
+    long enough to earn the notice, then the token it names."""
+    await peer.send(b"hello, may I join?")
+    token = notice_token_untrusted(await peer.expect(b" to join"))
+    assert token is not None
+    await peer.send(token)
 
 
 async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:

@@ -14,14 +14,19 @@ from triosock import (
     UDPServer,
     open_tcp_channel,
     open_tcp_stream,
-    open_udp_channel,
     serve_tcp,
     serve_udp,
 )
 from triosock._services.chat import ChatServer
 from triosock._services.chat._tcp import LINGER
 
-from .chattools import chat_servers, expect, lobby_user
+from .chattools import (
+    chat_servers,
+    expect,
+    join_over_udp,
+    lobby_user,
+    socat_join,
+)
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD, reset_on_close
 
@@ -46,7 +51,7 @@ async def test_two_nc_clients_and_a_socat_udp_peer_share_a_room() -> None:
                 await bob.expect(b"welcome")
                 await bob.send(b"/nick bob\r")  # CRLF, as telnet sends it
                 await alice.expect(b"is now known as bob")
-                await udp.send(b"^hb^")  # a heartbeat: joins, says nothing
+                await socat_join(udp)  # a line, the notice, its token: joins, says nothing
                 peer = await alice.expect(b"joined #lobby")
                 udp_name = peer.split()[1]
                 await bob.send(b"hello room")
@@ -125,8 +130,7 @@ async def test_udp_peer_expires_at_exactly_twice_the_heartbeat(
         async with chat_servers(chat, peer_idle_timeout=10) as (tcp, udp, _):
             watcher = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(watcher, b"joined #lobby")
-            peer = await open_udp_channel("127.0.0.1", udp.port)
-            await peer.send(b"^hb^")
+            peer = await join_over_udp(udp.port)
             await expect(watcher, b"joined #lobby")
             start = trio.current_time()
             for _ in range(3):  # heartbeats every 5 s keep it alive
@@ -156,7 +160,7 @@ async def test_shutdown_says_bye_to_udp_peers_and_goodbye_to_tcp_users(
             )
             user = await open_tcp_channel("127.0.0.1", tcp.port)
             await expect(user, b"joined #lobby")
-            peers = [await open_udp_channel("127.0.0.1", udp.port) for _ in range(3)]
+            peers = [await join_over_udp(udp.port) for _ in range(3)]
             for peer in peers:
                 await peer.send(b"hello")
             for _ in peers:
@@ -196,7 +200,7 @@ async def test_oversized_and_invalid_lines_get_a_notice_and_the_connection_stays
             assert await expect(bad, b"zzz") == b"[#lobby] guest2: " + b"z" * 100
             assert await chat.users() == ["guest1", "guest2"]
             # A datagram over the limit gets the same notice; the peer stays.
-            peer = await open_udp_channel("127.0.0.1", udp.port)
+            peer = await join_over_udp(udp.port)
             await peer.send(b"w" * 101)
             assert await expect(peer, b"refused") == refused + b"\n"
             await peer.send(b"w" * 100)
@@ -221,7 +225,7 @@ async def test_a_nick_or_room_with_a_space_is_refused_with_why_and_the_user_stay
                 b"-!- room 'my  room' contains ' ': room names cannot contain spaces; " + chars
             )
             # A UDP peer's commands are lines too: the same answer.
-            peer = await open_udp_channel("127.0.0.1", udp.port)
+            peer = await join_over_udp(udp.port)
             await peer.send(b"/nick bad nick")
             assert await expect(peer, b"nick") == (
                 b"-!- nick 'bad nick' contains ' ': nicks cannot contain spaces; " + chars + b"\n"

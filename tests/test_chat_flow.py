@@ -22,7 +22,7 @@ from triosock._services.chat._sessions import SESSIONS_PER_BATCH
 from triosock.chat import ChatServer, InProcessDirectory
 from triosock.hub import InProcessHub, Policy
 
-from .chattools import LineSocket, chat_servers
+from .chattools import LineSocket, chat_servers, validate_udp_socket
 from .conftest import GUARD, Batches, rss
 
 
@@ -360,6 +360,7 @@ async def test_a_room_flooded_for_its_udp_peers_does_not_hold_another_rooms_line
             for _ in range(peers):
                 sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
                 await sock.connect(("127.0.0.1", udp.port))
+                await validate_udp_socket(sock)
                 await sock.send(b"/join #a")
                 while b"joined #a" not in await sock.recv(65536):
                     pass
@@ -464,7 +465,7 @@ async def test_two_hundred_udp_peers_that_expire_together_end_a_few_a_batch(
             for _ in range(200):
                 sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
                 await sock.connect(("127.0.0.1", udp.port))
-                await sock.send(b"^hb^")
+                await validate_udp_socket(sock)
                 socks.append(sock)
             with _logged_leaves(nursery, 200) as leaves:
                 await leaves.all_left.wait()  # 10 s of virtual time on

@@ -10,10 +10,17 @@ import pytest
 import trio
 import trio.testing
 
-from triosock import TCPServer, open_udp_channel, serve_tcp
+from triosock import TCPServer, serve_tcp
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket, MemoryMember, chat_servers, expect, lobby_user
+from .chattools import (
+    LineSocket,
+    MemoryMember,
+    chat_servers,
+    expect,
+    join_over_udp,
+    lobby_user,
+)
 
 
 class Leavings:
@@ -69,7 +76,7 @@ async def test_a_udp_peers_expiry_is_named(
     with trio.fail_after(100):
         async with chat_servers(ChatServer(), peer_idle_timeout=10) as (tcp, udp, _):
             watcher = await lobby_user(tcp.port)
-            peer = await open_udp_channel("127.0.0.1", udp.port)
+            peer = await join_over_udp(udp.port)
             await peer.send(b"hello")
             name = b"127.0.0.1:%d" % peer.socket.getsockname()[1]
             await expect(watcher, name + b": hello")

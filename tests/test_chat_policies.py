@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from triosock import TCPServer, open_udp_channel, serve_tcp
+from triosock import TCPServer, serve_tcp
 from triosock.chat import ChatServer, InProcessDirectory
 from triosock.hub import (
     Hub,
@@ -24,7 +24,7 @@ from triosock.hub import (
     Subscription,
 )
 
-from .chattools import LineSocket, chat_servers, expect
+from .chattools import LineSocket, chat_servers, expect, join_over_udp
 from .conftest import GUARD
 from .test_chat_flow import CountingHub
 
@@ -364,8 +364,7 @@ async def test_a_udp_peer_can_use_the_commands_and_is_told_of_what_it_sent_too_f
             alice = await LineSocket.connect(tcp.port)
             await alice.send(b"/nick alice\n")
             await alice.read_until(b"is now known as alice")
-            peer = await open_udp_channel("127.0.0.1", udp.port)
-            await peer.send(b"^hb^")
+            peer = await join_over_udp(udp.port)
             name = (await alice.read_until(b"joined #lobby")).split()[1]
             await peer.send(b"/msg alice psst\n")
             assert await alice.read_until(b"psst") == b"[dm from " + name + b"] psst"

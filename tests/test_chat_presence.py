@@ -19,7 +19,7 @@ from triosock import serve_websocket
 from triosock._sansio import chat as proto
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket, chat_servers
+from .chattools import LineSocket, chat_servers, validate_udp_socket
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD
 
@@ -47,7 +47,7 @@ async def test_a_crowded_room_gets_counts_and_a_small_one_a_line_each(
             # The joiners saw their own join lines (_member waited for them) ...
             peer = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
             await peer.connect(("127.0.0.1", udp.port))
-            await peer.send(b"^hb^")  # a sixth, over UDP
+            await validate_udp_socket(peer)  # a sixth, over UDP
             # ... and the room one count, one interval after the first of them.
             line = await first.read_until(b" joined, ")
             assert line == b"* 3 joined, 0 left #lobby"

@@ -18,6 +18,8 @@ from triosock._sansio.chat import (
     HELP_TEXT,
     MAX_NICK_LENGTH,
     MAX_ROOM_LENGTH,
+    REFLECTION_FACTOR,
+    TOKEN_MARK,
     UDP_QUIT,
     Action,
     ChatError,
@@ -44,12 +46,16 @@ from triosock._sansio.chat import (
     UdpQuit,
     UdpText,
     Who,
+    address_token,
     classify_datagram_untrusted,
     decode_event_untrusted,
     default_nick,
     encode_event,
     format_address,
+    is_address_token,
+    join_notice,
     nick_key,
+    notice_token_untrusted,
     parse_line_untrusted,
     render_line,
     sanitize_text,
@@ -623,6 +629,44 @@ def test_classify_datagram_never_raises(data: bytes) -> None:
 )
 def test_udp_ack_line(ip: str, port: int, text: str, line: bytes) -> None:
     assert udp_ack_line(ip, port, text) == line
+
+
+def test_address_tokens_are_per_address_and_per_secret() -> None:
+    assert REFLECTION_FACTOR == 3
+    assert TOKEN_MARK == b"^ok^"
+    token = address_token(b"k" * 32, "192.0.2.7", 5000)
+    assert token == address_token(b"k" * 32, "192.0.2.7", 5000)
+    assert len(token) == 16
+    assert token.startswith(b"^ok^")
+    others = {
+        address_token(b"k" * 32, "192.0.2.7", 5001),
+        address_token(b"k" * 32, "192.0.2.8", 5000),
+        address_token(b"j" * 32, "192.0.2.7", 5000),
+        address_token(b"k" * 32, "2001:db8::1", 5000),
+    }
+    assert token not in others
+    assert len(others) == 4
+
+
+def test_only_the_token_itself_validates_and_a_client_finds_it_in_the_notice() -> None:
+    token = address_token(b"k" * 32, "192.0.2.7", 5000)
+    notice = join_notice(token)
+    assert notice == b"send " + token + b" to join"
+    assert len(notice + b"\n") == 30
+    for same in (token, token + b"\n", b" " + token.upper() + b"\r\n"):
+        assert is_address_token(same, token)
+    for not_it in (notice, notice + b"\n", token[:-1], token + b"x", b"x" + token, b""):
+        assert not is_address_token(not_it, token)
+    assert notice_token_untrusted(notice) == token
+    assert notice_token_untrusted(notice + b"\n") == token
+    for junk in (token, b"send ^ok^xyz to join", b"send ^ok^0123456789abc to join", b""):
+        assert notice_token_untrusted(junk) is None
+
+
+@given(st.binary())
+def test_notice_token_never_raises(data: bytes) -> None:
+    token = notice_token_untrusted(data)
+    assert token is None or (token.startswith(TOKEN_MARK) and len(token) == 16)
 
 
 def test_format_address() -> None:

@@ -29,7 +29,7 @@ from websockets.uri import parse_uri
 from triosock import WebSocketServer, serve_websocket
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket, web_chat
+from .chattools import LineSocket, socat_join, web_chat
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD
 
@@ -120,7 +120,7 @@ async def test_a_websockets_client_talks_with_an_nc_user_and_a_udp_peer() -> Non
                 await carol.expect(b'"type":"hello"')
                 await carol.send(b"/nick carol")  # typed as in nc: plain text lines
                 await alice.expect(b"* guest2 is now known as carol")
-                await peer.send(b"^hb^")
+                await socat_join(peer)
                 udp_name = (await alice.expect(b"joined #lobby")).split()[1]
                 await carol.send(b"hello from the web <b>")
                 assert await alice.expect(b"hello from the web") == (

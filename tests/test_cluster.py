@@ -21,7 +21,7 @@ from triosock._hub._redis import RedisHub
 from triosock._services.chat._server import HUB_BACK, HUB_DEGRADED
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket
+from .chattools import LineSocket, socat_join
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD
 from .redistools import free_port, redis_server
@@ -53,7 +53,7 @@ async def test_two_servers_share_rooms_nicks_and_direct_messages_through_redis()
                     assert await bob.expect(b"taken") == b"-!- nick alice is taken"
                     await bob.send(b"/nick bob")
                     await alice.expect(b"is now known as bob")  # from the other machine
-                    await peer.send(b"^hb^")
+                    await socat_join(peer)
                     # The peer's own join line (bob's own may come late: not that one).
                     udp_name = (await bob.expect(b"* 127.0.0.1:")).split()[1]
                     assert udp_name.startswith(b"127.0.0.1:")

@@ -16,7 +16,7 @@ from triosock import Request, Response, TCPServer, serve_http
 from triosock._cli._console import CLIError
 from triosock._cli._status_ask import NotAStatusPort, fetch_status
 
-from .chattools import LineSocket
+from .chattools import LineSocket, validate_udp_socket
 from .clitools import PYTHON, cli_server, run
 
 GUARD = 60
@@ -56,7 +56,7 @@ async def test_chat_status_counts_tcp_udp_and_web_users_rooms_and_lines() -> Non
             await bob.read_until(b"joined #dev")
             udp = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
             await udp.connect(("127.0.0.1", server.port("chat (udp)")))
-            await udp.send(b"^hb^")  # arrives, says nothing
+            await validate_udp_socket(udp)  # arrives, says nothing
             await alice.read_until(b"joined #lobby")
             web_port = server.port("chat (web)")
             async with connect(f"ws://127.0.0.1:{web_port}/ws") as web:

@@ -43,6 +43,11 @@ from websockets.trio.client import connect as ws_connect
 
 LINE = re.compile(rb"\b([md]) ([a-z]+\d+[mc]\d+) (\d+) (\d+)")
 HEARTBEAT_EVERY = 3.0
+#: The UDP hello: a heartbeat padded so that three times it pays for the server's join
+#: notice (the server sends an address it has not validated at most 3x what it got).
+UDP_HELLO = b"^hb^".ljust(32)
+#: The server's join notice to a new UDP address, and the token to send back.
+JOIN_NOTICE = re.compile(rb"send (\^ok\^[0-9a-f]+) to join\n?")
 
 
 def roster(spec: str, rooms: int) -> dict[str, str]:
@@ -171,6 +176,15 @@ class TCPMember(Member):
         await self.stream.aclose()
 
 
+async def validate_address(sock: trio.socket.SocketType) -> None:
+    """Validate a UDP member's address as ``chat join --udp`` does: a padded heartbeat
+    (three times it pays for the server's join notice), then the notice's token back."""
+    await sock.send(UDP_HELLO)
+    while (notice := JOIN_NOTICE.fullmatch(await sock.recv(65536))) is None:
+        pass
+    await sock.send(notice[1])
+
+
 class UDPMember(Member):
     def __init__(self, nick: str, room: str, sock: trio.socket.SocketType) -> None:
         super().__init__(nick, room)
@@ -258,6 +272,7 @@ async def run_member(
     # client would do the same, or lose them).
     sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
     await sock.connect((host, port))
+    await validate_address(sock)
     udp = UDPMember(nick, room, sock)
     task_status.started(udp)
     with sock:

@@ -11,10 +11,11 @@ attackers. ``python -m benchmarks.soak.floods_load MODE ...``; every mode prints
 * ``paste``: members that each, on ``go``, paste ``--lines`` lines in one write into
   their room, read everything, and stop when their own last line came back.
 * ``udp``: ``--sources`` UDP sockets, each bound to its own 127.x.y.z address, each
-  sending ``--per-source`` datagrams (``--payload line``: a chat line, said in the
-  lobby; ``heartbeat``: ``^hb^``) to the chat's UDP port, ``--batch`` sockets at a time
-  (so the descriptors stay bounded), each closed ``--pause`` s after its batch was sent;
-  answers are counted per source.
+  sending ``--per-source`` datagrams (``--payload line``: a chat line; ``heartbeat``:
+  ``^hb^``) to the chat's UDP port, ``--batch`` sockets at a time (so the descriptors
+  stay bounded), each closed ``--pause`` s after its batch was sent; answers are counted
+  per source. The sources never validate their addresses: the chat says nothing of
+  theirs in a room and answers each with at most its join notice.
 * ``slowloris``: ``--connections`` connections to an HTTP port, each trickling a
   request's header bytes (one every ``--every`` s) until the server closes it or
   ``--seconds`` pass.

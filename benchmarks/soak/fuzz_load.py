@@ -372,7 +372,8 @@ async def udp_burst(
 ) -> None:
     """A new peer (a fresh socket) sends a few datagrams, paced, and counts replies.
 
-    ``answers``: ``one`` (every datagram gets one), ``maybe`` (the chat's dialect).
+    ``answers``: ``one`` (every datagram gets one), ``maybe`` (the chat's dialect: an
+    address it has not validated gets at most 3x the bytes it sent, QUIC's rule).
     """
     with trio.socket.socket(type=trio.socket.SOCK_DGRAM) as sock:
         await sock.connect((HOST, port))
@@ -402,6 +403,8 @@ async def udp_burst(
             await trio.sleep(UDP_WAIT)
             nursery.cancel_scope.cancel()
     tally.answers["replies"] += len(replies)
+    if answers == "maybe" and sum(map(len, replies)) > 3 * sum(map(len, sent)):
+        tally.finding(f"{sum(map(len, replies))} bytes back for {sum(map(len, sent))}")
     if answers == "one":
         tally.answers["unanswered"] += max(0, len(sent) - len(replies))
         if len(replies) > len(sent):

@@ -182,6 +182,14 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
         help="UDP peers expire after this many heartbeat intervals of silence "
         f"({DEFAULTS.expiry_factor:g})",
     )
+    add(
+        "--per-address",
+        type=count_or_none,
+        default=DEFAULTS.per_address,
+        metavar="N|none",
+        help="the most connections or UDP peers one source address may hold on one "
+        f"listener ({DEFAULTS.per_address}; 127.0.0.1 and ::1 are exempt)",
+    )
     add_serve_options(
         parser, status_port=STATUS_PORT, idle_help=_IDLE_HELP, job=_serve_job, defaults=defaults
     )

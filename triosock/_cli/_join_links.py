@@ -1,10 +1,19 @@
 """The chat client's two ways of talking to the server: TCP lines, and the UDP dialect
-(a heartbeat that keeps the peer known, ``quit`` to leave, the server's ``BYE``)."""
+(a heartbeat that keeps the peer known, ``quit`` to leave, the server's ``BYE``).
+
+Over UDP the client validates its address by itself: the server answers a new address
+with a join notice (``send ^ok^TOKEN to join``) and counts it a member once the token
+comes back. The hello, and the heartbeats until then, are padded with spaces (still a
+heartbeat to the server) so that the server, which sends an address it does not know
+at most three times what it received, can afford the notice. The client sends the
+token and, if asked, its ``/nick``; the user's lines wait for that, and the notice is
+never shown. A notice after that (a server restarted, with a new secret) is answered
+the same way."""
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -15,6 +24,10 @@ from .._transport.channel import FramedChannel
 from .._transport.udp import UDPChannel
 
 __all__ = ["Link", "TCPLink", "UDPLink"]
+
+#: The UDP hello: a heartbeat padded to 32 bytes, so that the server may answer with
+#: its 30-byte join notice.
+UDP_HELLO: Final = proto.HEARTBEAT.ljust(32)
 
 
 class Link(Protocol):
@@ -86,17 +99,21 @@ class UDPLink:
         self._chan = chan
         self._heartbeat = heartbeat
         self._over = False
+        self._wanted_nick: str | None = None
+        self._validated = trio.Event()
         # The server names a UDP peer by its address (right unless a NAT is in between).
         self.nick = format_address(chan.socket.getsockname())
 
     async def hello(self, nick: str | None) -> None:
-        await self._chan.send(proto.HEARTBEAT)  # the server learns our address
-        if nick:
-            await self._chan.send(b"/nick " + os.fsencode(nick))
+        self._wanted_nick = nick  # sent once the address is validated
+        await self._chan.send(UDP_HELLO)  # the server learns our address
 
     async def send(self, line: bytes) -> None:
-        if line.strip():  # an empty datagram says nothing
-            await self._chan.send(line)
+        if not line.strip():
+            return  # an empty datagram says nothing
+        if line != self.quit:  # leaving must not wait for the validation
+            await self._validated.wait()
+        await self._chan.send(line)
 
     def is_quit(self, line: bytes) -> bool:
         if isinstance(proto.classify_datagram_untrusted(line), proto.UdpQuit):
@@ -104,14 +121,23 @@ class UDPLink:
         return proto.parse_line_untrusted(line) == proto.Quit()
 
     async def receive(self) -> bytes | None:
-        if self._over:
-            return None
-        datagram = (await self._chan.receive()).rstrip(b"\n")
-        self._over = datagram == proto.BYE  # the server's last word, asked for or not
-        return datagram
+        while not self._over:
+            datagram = (await self._chan.receive()).rstrip(b"\n")
+            token = proto.notice_token_untrusted(datagram)
+            if token is None:
+                self._over = datagram == proto.BYE  # the server's last word, asked for or not
+                return datagram
+            await self._chan.send(token)
+            if self._wanted_nick and not self._validated.is_set():
+                await self._chan.send(b"/nick " + os.fsencode(self._wanted_nick))
+            self._validated.set()
+        return None
 
     async def keep_alive(self) -> None:
-        await send_heartbeats(lambda: self._chan.send(proto.HEARTBEAT), self._heartbeat)
+        async def beat() -> None:
+            await self._chan.send(proto.HEARTBEAT if self._validated.is_set() else UDP_HELLO)
+
+        await send_heartbeats(beat, self._heartbeat)
 
     async def aclose(self) -> None:
         await self._chan.aclose()

@@ -118,7 +118,7 @@ def _listener(name: str, transport: str, server: AnyServer) -> Figures:
             "peers_total": udp.peers_total,
             "datagrams_in": udp.datagrams_in,
             "datagrams_out": udp.datagrams_out,
-            "dropped": udp.dropped_queue_full + udp.dropped_peer_limit + udp.dropped_oversize,
+            "dropped": udp.dropped,
             "expired": udp.expired,
             "errors": udp.handler_errors,
             "receive_buffer": server.receive_buffer,

@@ -53,6 +53,9 @@ STATUS_PORT = 7079
 HEARTBEAT_DEFAULT = 5.0
 #: Datagrams queued per UDP peer: UDP cannot slow a sender, so room for a paste.
 UDP_QUEUE = 1024
+#: The most UDP peers one source address may hold (Ergo's per-IP default); this
+#: machine's own addresses are exempt (see serve_udp).
+PER_ADDRESS_DEFAULT = 16
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class ChatSettings(ServeSettings):
     presence_interval: float = DEFAULT_PRESENCE_INTERVAL
     heartbeat: float = HEARTBEAT_DEFAULT
     expiry_factor: float = 2.0
+    per_address: int | None = PER_ADDRESS_DEFAULT
 
     def port_slots(self) -> list[PortSlot]:
         slots = [("tcp", self.tcp, ("tcp",)), ("udp", self.udp, ("udp",))]
@@ -170,6 +174,7 @@ class _Listeners:
                 host=where[0],
                 peer_idle_timeout=expiry,
                 queue_size=UDP_QUEUE,
+                max_peers_per_address=self.settings.per_address,
                 grace_period=self.settings.common.grace,
                 reuse_port=self.reuse,
                 task_status=task_status,

@@ -52,7 +52,7 @@ from ._presence import Presence
 from ._sessions import DIRECTORY_DOWN, SESSIONS_PER_BATCH, Sessions
 from ._settings import ChatSettings
 from ._tcp import TCPLineMember
-from ._udp import UDPDialectMember
+from ._udp import UDPDialectMember, admit
 from ._websocket import WebSocketMember
 
 __all__ = [
@@ -268,8 +268,10 @@ class ChatServer(Running):
         await self.serve_member(TCPLineMember(conn, self.max_line_length))
 
     async def serve_udp_peer(self, peer: UDPPeer) -> None:
-        """The ``serve_udp`` handler: one chat user per peer address, tutorial dialect."""
-        await self.serve_member(UDPDialectMember(peer))
+        """The ``serve_udp`` handler: one chat user per peer address, tutorial dialect,
+        once the address is validated (:func:`~._udp.admit`)."""
+        if await admit(peer):
+            await self.serve_member(UDPDialectMember(peer))
 
     async def serve_websocket_peer(self, peer: WebSocketPeer) -> None:
         """The ``serve_websocket`` handler: one chat user per connection, JSON lines out,

@@ -6,13 +6,23 @@ hold is dropped by the transport, and the peer is told how many. Each event reac
 peer as one datagram ending in LF; a UDP peer's room messages reach UDP peers in the
 dialect's form ``[ip:port] text`` (its own, as the acknowledgement). The last datagram
 is ``Bye!``, on ``quit`` and when the server stops.
+
+Before any of that, :func:`admit` validates the address (see :mod:`triosock._sansio.chat._udp`):
+until the peer sends back the token of its first reply, it is no member, hears no room
+traffic, and gets at most :data:`~triosock._sansio.chat.REFLECTION_FACTOR` times the bytes
+it sent: the notice ``send ^ok^TOKEN to join`` (30 bytes, so once the peer has sent 10),
+at most once every :data:`NOTICE_INTERVAL` seconds, and ``Bye!`` to its ``quit``. Its
+datagrams until then are dropped. A datagram that is itself a join notice (another chat
+server's) earns no answer: two servers never talk to each other in a loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import trio
 
@@ -21,7 +31,12 @@ from ..._transport.outbox import DatagramSink, Outbox
 from ..._transport.udp import UDPPeer
 from ._member import EndReason, Member, Renderer
 
-__all__ = ["UDPDialectMember", "UDPRenderer"]
+__all__ = ["NOTICE_INTERVAL", "UDPDialectMember", "UDPRenderer", "admit"]
+
+#: Seconds between two join notices to one address not validated yet (one may be lost).
+NOTICE_INTERVAL: Final = 5.0
+#: The per-process secret of the address tokens.
+_SECRET: Final = secrets.token_bytes(32)
 
 
 class UDPRenderer(Renderer):
@@ -108,3 +123,36 @@ class UDPDialectMember(Member):
     @property
     def stopping(self) -> bool:
         return self.peer.stopping
+
+
+async def admit(peer: UDPPeer, secret: bytes = _SECRET) -> bool:
+    """Validate the peer's address: True once it sent its token back, False when it said
+    ``quit`` or the server stopped first (see the module notes for what it is sent).
+
+    Args:
+      peer: a peer the server has just met.
+      secret: the key of the tokens (the process's own by default).
+    """
+    token = proto.address_token(secret, *peer.address)
+    notice = proto.join_notice(token) + b"\n"
+    budget = 0  # REFLECTION_FACTOR times what it sent, less what it was sent
+    told_at: float | None = None
+    while True:
+        try:
+            data = await peer.receive()
+        except trio.EndOfChannel:
+            return False
+        if proto.is_address_token(data, token):
+            return True
+        if proto.notice_token_untrusted(data) is not None:
+            continue  # another server's notice: answering it could start a loop
+        budget += proto.REFLECTION_FACTOR * len(data)
+        if isinstance(proto.classify_datagram_untrusted(data), proto.UdpQuit):
+            if budget >= len(_BYE):
+                await peer.send(_BYE)
+            return False
+        now = trio.current_time()
+        if budget >= len(notice) and (told_at is None or now - told_at >= NOTICE_INTERVAL):
+            await peer.send(notice)
+            budget -= len(notice)
+            told_at = now

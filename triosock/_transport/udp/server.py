@@ -18,10 +18,15 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   idle timeout; ``reply_each`` (echo, time; :mod:`triosock.services`) frees it
   10-12.5 s after the peer's last datagram, and the command line's echo and time
   servers evict, so a flood of new addresses never locks new clients out.
-* A flood cannot starve the server: the receive loop lets the other tasks run after every
-  :data:`RECEIVE_BATCH` datagrams, so peers are answered and a stop gets through. A socket
-  error that persists is logged and retried with a growing pause (up to 1 s), never in a
-  busy loop; ICMP errors for one earlier datagram are skipped.
+* ``max_peers_per_address``: the most peers one source may hold, ports aside (an IP
+  address; for IPv6 its /64, see :func:`source_key`), so that one host cannot take the
+  whole table (Ergo, an IRC server, allows 16 connections per IP by default). A
+  datagram that would start one more is dropped and counted
+  (``dropped_address_limit``); the address is told at most once every
+  :data:`ADDRESS_NOTICE_INTERVAL` seconds, and only when the notice is at most three
+  times the datagram's size (QUIC's bound for an address that has not proved itself).
+  The addresses in ``per_address_exempt`` (by default this machine's own, ``127.0.0.1``
+  and ``::1``, as Ergo's default configuration exempts localhost) have no such limit.
 * ``peer_idle_timeout``: a peer silent that long has its task cancelled through its
   cancel scope and its entry freed; if the address comes back, a fresh task starts.
 * ``receive_buffer``: the bytes the kernel may hold for the socket while the server is
@@ -38,11 +43,13 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Final, Literal, final
 
@@ -69,14 +76,39 @@ from .sockets import (
     set_receive_buffer,
 )
 
-__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp"]
+__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp", "source_key"]
 
 LOGGER = logging.getLogger("triosock.udp")
 
 #: The most datagrams the receive loop takes before it lets other tasks run.
 RECEIVE_BATCH: Final = 64
+#: Seconds between two notices to an address over ``max_peers_per_address``.
+ADDRESS_NOTICE_INTERVAL: Final = 10.0
+#: The addresses without a per-address limit unless told otherwise: this machine's own.
+LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+#: A refusal's size over which the refused datagram's own is too small to answer.
+_REPLY_FACTOR: Final = 3
 
 Handler = Callable[[UDPPeer], Awaitable[object]]
+
+
+def source_key(ip: str) -> str:
+    """What ``max_peers_per_address`` counts a peer under: its IPv4 address (an
+    IPv4-mapped IPv6 one included), or the /64 of its IPv6 address, as Ergo counts by
+    default (a host is often given a whole /64).
+
+    Args:
+      ip: the address as the socket reports it.
+    """
+    if ":" not in ip:
+        return ip
+    try:
+        address = ipaddress.IPv6Address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +120,8 @@ class UDPServerStatistics:
       datagrams_in, datagrams_out: datagrams received and sent.
       dropped_queue_full: datagrams dropped because their peer's queue was full.
       dropped_peer_limit: datagrams from new addresses refused with ``max_peers`` known.
+      dropped_address_limit: datagrams from new ports of an IP address that held
+        ``max_peers_per_address`` peers already.
       dropped_oversize: datagrams over ``max_datagram``.
       evicted: peers ended to make room (``when_full="evict"``).
       expired: peers ended for their silence.
@@ -101,14 +135,16 @@ class UDPServerStatistics:
     dropped_queue_full: int
     dropped_peer_limit: int
     dropped_oversize: int
+    dropped_address_limit: int
     evicted: int
     expired: int
     handler_errors: int
 
     @property
     def dropped(self) -> int:
-        """Every datagram the server dropped, for any of the three reasons."""
-        return self.dropped_queue_full + self.dropped_peer_limit + self.dropped_oversize
+        """Every datagram the server dropped, for any of the four reasons."""
+        limits = self.dropped_peer_limit + self.dropped_address_limit
+        return self.dropped_queue_full + limits + self.dropped_oversize
 
 
 @final
@@ -126,6 +162,8 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         queue_size: int,
         peer_idle_timeout: float | None,
         max_datagram: int,
+        max_peers_per_address: int | None,
+        per_address_exempt: frozenset[str],
     ) -> None:
         super().__init__(grace_period=grace_period, logger=LOGGER)
         self._sock = sock
@@ -136,6 +174,12 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         self.queue_size = queue_size
         self.peer_idle_timeout = peer_idle_timeout
         self.max_datagram = max_datagram
+        self.max_peers_per_address = max_peers_per_address
+        self.per_address_exempt = per_address_exempt
+        # Per IP address with peers: how many, and when it was last told it has too many.
+        self._by_ip: dict[str, int] = {}
+        self._ip_told: dict[str, float] = {}
+        self._dropped_address_limit = 0
         #: The socket's receive buffer as the kernel reports it (Linux counts its own
         #: bookkeeping in it: about twice what was asked).
         self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -185,6 +229,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
             dropped_queue_full=self._dropped_queue_full,
             dropped_peer_limit=self._dropped_peer_limit,
             dropped_oversize=self._dropped_oversize,
+            dropped_address_limit=self._dropped_address_limit,
             evicted=self._evicted,
             expired=self._expired,
             handler_errors=self._handler_errors,
@@ -237,22 +282,67 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
     def _forget(self, peer: UDPPeer) -> None:
         if self._peers.get(peer.address) is peer:
             del self._peers[peer.address]
+            self._uncount(peer.address)
+
+    def _count(self, address: Address) -> None:
+        """A peer of ``address`` joined the table: one more for its source."""
+        if self.max_peers_per_address is not None and address[0] not in self.per_address_exempt:
+            source = source_key(address[0])
+            self._by_ip[source] = self._by_ip.get(source, 0) + 1
+
+    def _uncount(self, address: Address) -> None:
+        """A peer of ``address`` left the table: one fewer for its source."""
+        if self.max_peers_per_address is None or address[0] in self.per_address_exempt:
+            return  # not counted
+        source = source_key(address[0])
+        held = self._by_ip.get(source)
+        if held is None:
+            return
+        if held > 1:
+            self._by_ip[source] = held - 1
+        else:
+            del self._by_ip[source]
+            self._ip_told.pop(source, None)
+
+    def _over_address_limit(self, data: bytes, address: Address, now: float) -> bool:
+        """Whether a new peer of ``address`` would pass its IP's limit; if so, the
+        datagram is counted, and the address told when it may be."""
+        limit = self.max_peers_per_address
+        if limit is None or address[0] in self.per_address_exempt:
+            return False
+        source = source_key(address[0])
+        if self._by_ip.get(source, 0) < limit:
+            return False
+        self._dropped_address_limit += 1
+        told = self._ip_told.get(source)
+        notice = b"refused: %d UDP peers from your address already (the most)\n" % limit
+        if len(notice) <= _REPLY_FACTOR * len(data) and (
+            told is None or now - told >= ADDRESS_NOTICE_INTERVAL
+        ):
+            self._ip_told[source] = now
+            with contextlib.suppress(trio.WouldBlock):
+                self.sendto_nowait(notice, address)
+        return True
 
     def _route(
         self, data: bytes, address: Address, nursery: trio.Nursery, handler: Handler, now: float
     ) -> None:
         peer = self._peers.get(address)
         if peer is None:
+            if self._over_address_limit(data, address, now):
+                return
             if len(self._peers) >= self.max_peers:
                 if self.when_full == "refuse":
                     self._dropped_peer_limit += 1
                     return
-                _, oldest = self._peers.popitem(last=False)
+                gone, oldest = self._peers.popitem(last=False)
+                self._uncount(gone)
                 self._evicted += 1
                 oldest._cancel()
             peer = UDPPeer._create(self, address)
             peer._seen = now
             self._peers[address] = peer
+            self._count(address)
             self._peers_total += 1
             nursery.start_soon(self._run_peer, handler, peer, name=f"udp peer {peer.peer}")
         else:
@@ -373,6 +463,8 @@ async def serve_udp(
     queue_size: int = 64,
     peer_idle_timeout: float | None = None,
     max_datagram: int = MAX_UDP_PAYLOAD,
+    max_peers_per_address: int | None = None,
+    per_address_exempt: Collection[str] = LOCAL_ADDRESSES,
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     grace_period: float = 5.0,
     reuse_port: bool = False,
@@ -394,6 +486,9 @@ async def serve_udp(
       queue_size: datagrams buffered per peer before new ones are dropped.
       peer_idle_timeout: seconds of silence after which a peer's task is cancelled.
       max_datagram: larger datagrams are dropped and counted.
+      max_peers_per_address: the most peers one IP address may hold (None: no limit);
+        see the module docstring.
+      per_address_exempt: IP addresses (as the socket reports them) without that limit.
       receive_buffer: bytes the kernel may hold for the socket while the server is busy
         (see the module docstring); None keeps the system's default.
       grace_period: seconds handlers get to finish once the stop begins.
@@ -413,6 +508,8 @@ async def serve_udp(
         raise ValueError(f"when_full must be 'refuse' or 'evict', not {when_full!r}")
     if not 0 < max_datagram <= MAX_UDP_PAYLOAD:
         raise ValueError(f"max_datagram must be from 1 to {MAX_UDP_PAYLOAD}: {max_datagram}")
+    if max_peers_per_address is not None and max_peers_per_address < 1:
+        raise ValueError(f"max_peers_per_address must be at least 1, not {max_peers_per_address}")
     if receive_buffer is not None and receive_buffer < 1:
         raise ValueError(f"receive_buffer must be at least 1 byte, not {receive_buffer}")
     sock = await bind_udp(host, port, reuse_port)
@@ -427,6 +524,8 @@ async def serve_udp(
             queue_size=queue_size,
             peer_idle_timeout=peer_idle_timeout,
             max_datagram=max_datagram,
+            max_peers_per_address=max_peers_per_address,
+            per_address_exempt=frozenset(per_address_exempt),
         )
 
         async def receive(peers: trio.Nursery) -> None:
