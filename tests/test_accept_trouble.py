@@ -187,9 +187,12 @@ async def test_a_server_out_of_descriptors_logs_the_episode_once_and_serves_agai
     )
     assert [line for line in log.lines if "accepting again" in line] == [ended]
     assert not any("Traceback" in line for line in log.lines), log.lines
-    found = re.search(r"WARNING triosock\.tcp: accepting again after (\d+) failed accepts", ended)
+    found = re.search(
+        r"WARNING triosock\.tcp: accepting again after (\d+) failed accepts over ([\d.]+) s$", ended
+    )
     assert found is not None, ended
-    # One failure a retry (0.1 s) while the clients were held, and a few more until the
-    # server had closed theirs.
-    failures = int(found.group(1))
-    assert HOLD / ACCEPT_RETRY <= failures <= held_for / ACCEPT_RETRY + 5
+    failures, lasted = int(found.group(1)), float(found.group(2))
+    # It lasted while the clients were held, and until the server had closed theirs; one
+    # failure a retry (0.1 s), never more often (a loaded machine may retry less often).
+    assert HOLD <= lasted <= held_for + 0.5
+    assert lasted / ACCEPT_RETRY / 2 <= failures <= lasted / ACCEPT_RETRY + 1
