@@ -29,6 +29,7 @@ SCENARIOS = {
     "floods": "floods",  # 2: pastes, floods, slowloris, half-open connections
     "cluster": "cluster",  # 3: cluster faults, workers and Redis
     "fuzz": "fuzz",  # 4: hostile input on every listener
+    "kernel": "hostile_kernel",  # 5: non-readers dropped, their kernel memory freed
 }
 
 
