@@ -21,7 +21,8 @@ refused   yes     yes    goodbye     none (the member's own answer)  ``refused: 
 ========  ======  =====  ==========  ==============================  ==================  =====
 
 * **writes**: a broken connection gets nothing more; every other end writes the lines
-  already queued for the member, then the farewell, then closes gracefully.
+  already queued for the member, then the farewell, then closes gracefully (a
+  member dropped for not reading: see **reset**).
 * **drops**: a member that stopped reading loses what waits for it (the line under
   way is finished first): it would never take it, and the notice must reach it soon.
 * **bounded by**: the stall rule (the member drains at its own pace, disconnected only
