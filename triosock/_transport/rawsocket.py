@@ -326,8 +326,9 @@ class AcceptTrouble:
     memory), shared by a server's listeners: one log line (ERROR) when an episode
     begins, with the error (``accept() failed (24: Too many open files); retrying every
     0.1 s``), and one (WARNING) when an accept succeeds again, with how many failed and
-    for how long. nginx logs the same error once per failure; a traceback every retry
-    (trio's ``serve_listeners``) is 10 a second for as long as it lasts.
+    for how long. nginx says it in one line, without a traceback; trio's
+    ``serve_listeners`` logs a traceback every retry, 10 a second for as long as it
+    lasts.
 
     Args:
       logger: where the two lines go.
