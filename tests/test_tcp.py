@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import socket
 import ssl
 import tracemalloc
-import types
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -25,7 +23,7 @@ from triosock import (
     open_tcp_stream,
     serve_tcp,
 )
-from triosock._transport.rawsocket import RawSocketListener, RawSocketStream
+from triosock._transport.rawsocket import RawSocketStream
 from triosock.services import echo_handler
 
 from .conftest import GUARD, reset_on_close, running_tcp_server, tls_contexts
@@ -553,45 +551,3 @@ async def test_bind_and_connect_errors_are_triosock_errors() -> None:
             await open_tcp_stream("127.0.0.1", server.port)  # nobody listens any more
         with pytest.raises(ValueError, match="port must be"):
             await open_tcp_stream("127.0.0.1", 70000)
-
-
-class _FlakySocket:
-    """A listening socket whose first accept fails with EMFILE (out of descriptors)."""
-
-    def __init__(self, real: trio.socket.SocketType) -> None:
-        self._real = real
-        self.failures = 0
-
-    async def accept(self) -> tuple[trio.socket.SocketType, object]:
-        if self.failures == 0:
-            self.failures += 1
-            await trio.lowlevel.checkpoint()
-            raise OSError(errno.EMFILE, "Too many open files")
-        return await self._real.accept()
-
-
-async def test_overload_accept_errors_are_logged_and_retried(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    flaky = _FlakySocket(listeners[0].socket)
-    raw = RawSocketListener(listeners[0])
-    raw._listener = types.SimpleNamespace(socket=flaky, aclose=listeners[0].aclose)  # type: ignore[assignment]
-    port = listeners[0].socket.getsockname()[1]
-    served = trio.Event()
-
-    async def handler(stream: trio.abc.Stream) -> None:
-        await stream.send_all(b"served")
-        await stream.aclose()
-        served.set()
-
-    with trio.fail_after(100):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, handler, [raw])
-            client = await open_tcp_stream("127.0.0.1", port)
-            await served.wait()
-            assert await client.receive_some() == b"served"
-            await client.aclose()
-            nursery.cancel_scope.cancel()
-    assert flaky.failures == 1
-    assert "Too many open files" in caplog.text

@@ -29,7 +29,8 @@ SCENARIOS = {
     "floods": "floods",  # 2: pastes, floods, slowloris, half-open connections
     "cluster": "cluster",  # 3: cluster faults, workers and Redis
     "fuzz": "fuzz",  # 4: hostile input on every listener
-    "pace": "hostile_pace",  # flood pacing: a WebSocket paste, refusal floods
+    "pace": "hostile_pace",  # 5: flood pacing: a WebSocket paste, refusal floods
+    "kernel": "hostile_kernel",  # 6: non-readers dropped, their kernel memory freed
 }
 
 

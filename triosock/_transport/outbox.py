@@ -20,6 +20,8 @@ that peer's output queue:
   decides what a full one means (drop, disconnect, or stop feeding it).
 * A failing socket does not raise in ``put``: the outbox remembers the error, drops
   what it holds, and the writer's next ``flush`` raises it.
+* :meth:`Outbox.reset_on_close`: the peer was given up for not reading; its connection
+  will close with a reset if the kernel still holds bytes for it, which frees them.
 
 Sinks (see :class:`Sink`): a stream whose frames may share a write (TCP, TLS) or a
 datagram socket whose frames are sent one by one (a UDP peer). A sink that cannot write
@@ -33,7 +35,7 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import trio
 
@@ -43,7 +45,14 @@ from .channel import TrySendStream
 if TYPE_CHECKING:
     from .udp import UDPPeer
 
-__all__ = ["DatagramSink", "Outbox", "OutboxStalled", "Sink", "StreamSink"]
+__all__ = [
+    "DatagramSink",
+    "Outbox",
+    "OutboxStalled",
+    "ResettableStream",
+    "Sink",
+    "StreamSink",
+]
 
 #: The most bytes joined into one write of a stream sink.
 JOIN_LIMIT = 256 * 1024
@@ -64,6 +73,15 @@ class OutboxStalled(TriosockError):
         super().__init__(f"the socket took nothing for {seconds:g} s ({queued} bytes waiting)")
         self.queued = queued
         self.seconds = seconds
+
+
+@runtime_checkable
+class ResettableStream(Protocol):
+    """A stream that can be closed with a reset (``RawSocketStream``, ``TCPConnection``)."""
+
+    def reset_on_close(self) -> None:
+        """Close with a reset if the kernel still holds bytes the peer has not taken."""
+        ...
 
 
 class Sink(Protocol):
@@ -197,6 +215,15 @@ class Outbox:
             self.control += len(frame)
         if first:
             self._lot.unpark_all()
+
+    def reset_on_close(self) -> None:
+        """The peer was given up for not reading: when its connection closes, reset it
+        if the kernel still holds bytes for it (a stream sink's stream that can; see
+        :meth:`~triosock._transport.rawsocket.RawSocketStream.reset_on_close`). What
+        waits here is still written as the caller decides. Not a checkpoint."""
+        reset = getattr(self._sink, "reset_on_close", None)
+        if reset is not None:
+            reset()
 
     def seal(self) -> None:
         """Drop every frame put from now on; what is queued already is still written.
@@ -482,6 +509,11 @@ class StreamSink:
     async def send(self, data: bytes) -> None:
         """Write all of ``data`` (``send_all``)."""
         await self._stream.send_all(data)
+
+    def reset_on_close(self) -> None:
+        """Have the stream close with a reset, if it can (see :meth:`Outbox.reset_on_close`)."""
+        if isinstance(self._stream, ResettableStream):
+            self._stream.reset_on_close()
 
 
 class DatagramSink:

@@ -23,19 +23,36 @@ the same contract — trio's ``HalfCloseableStream`` checks pass on it (tests/te
 * an :class:`OSError` becomes :class:`trio.BrokenResourceError`, never leaks out.
 
 It also offers :meth:`RawSocketStream.try_send`, a write that never waits (the chat
-fan-out), and :attr:`RawSocketStream.on_receive`, a hook for an idle timer.
+fan-out), :attr:`RawSocketStream.on_receive`, a hook for an idle timer, and
+:meth:`RawSocketStream.reset_on_close`, for a peer given up for not reading.
+
+:class:`RawSocketListener` retries accepts that fail for want of resources (EMFILE,
+ENFILE, ENOBUFS, ENOMEM) every :data:`ACCEPT_RETRY` seconds, as trio's
+``serve_listeners`` would, but logs one line when such an episode begins (the error, as
+nginx's ``accept4() failed (24: Too many open files)``) and one when it ends (how many
+accepts failed, for how long): no traceback every retry (see :class:`AcceptTrouble`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
+import os
 import socket
+import struct
+import sys
 from collections.abc import Callable
 
 import trio
 
-__all__ = ["RawSocketListener", "RawSocketStream"]
+if sys.platform == "linux":
+    import fcntl
+    import termios
+
+__all__ = ["ACCEPT_RETRY", "AcceptTrouble", "RawSocketListener", "RawSocketStream"]
+
+LOGGER = logging.getLogger("triosock.tcp")
 
 #: How many bytes one read asks for when the caller does not say (a stream's and a
 #: framed channel's default), until a read fills it: then :data:`STREAMING_RECEIVE_SIZE`.
@@ -49,6 +66,12 @@ STREAMING_RECEIVE_SIZE = 256 * 1024
 
 # Accept errors that concern only the connection being accepted (trio's list too).
 _IGNORED_ACCEPT_ERRNOS = {errno.ECONNABORTED, errno.EPROTO, errno.EPERM}
+# Accept errors that say the process (or the machine) is out of something: retried.
+_CAPACITY_ACCEPT_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+#: Seconds between two accepts while they fail for want of resources (trio's pause).
+ACCEPT_RETRY = 0.1
+# SO_LINGER on, for 0 seconds: close() sends a reset and frees the send queue at once.
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 # EAGAIN is caught in this helper (and in RawSocketStream._send_now), never in a frame
@@ -78,6 +101,7 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
         "_eof_sent",
         "_read_size",
         "_receiving",
+        "_reset",
         "_sending",
         "_sock",
         "on_receive",
@@ -93,6 +117,7 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
         self._sending = False
         self._closed = False
         self._eof_sent = False
+        self._reset = False  # reset_on_close() was called
         # True from a receive_some until the next send: that send skips its schedule point
         self._answering = False
         self._read_size = DEFAULT_RECEIVE_SIZE  # what receive_some() asks for
@@ -260,23 +285,107 @@ class RawSocketStream(trio.abc.HalfCloseableStream):
             if exc.errno != errno.ENOTCONN:  # the peer is gone already: nothing to say
                 raise trio.BrokenResourceError(f"half-close failed: {exc}") from exc
 
+    def reset_on_close(self) -> None:
+        """Have :meth:`aclose` reset the connection (``SO_LINGER`` {1, 0}) if the kernel
+        still holds bytes the peer has not acknowledged; otherwise it closes gracefully.
+
+        For a peer given up for not reading: a graceful close leaves what it did not take
+        in the kernel (a socket in FIN-WAIT-1 with its send queue, megabytes each, until
+        the peer reads or closes, even after the server exits); a reset frees it at once,
+        as nginx's ``reset_timedout_connection`` does. A peer that took everything, the
+        farewell included, still gets the graceful close. Not a checkpoint.
+        """
+        self._reset = True
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
             trio.lowlevel.notify_closing(self._sock)
+            if self._reset and _unacknowledged(self._sock):
+                with contextlib.suppress(OSError):  # closed by the peer already: no matter
+                    self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             self._sock.close()
         await trio.lowlevel.checkpoint()
+
+
+def _unacknowledged(sock: socket.socket) -> bool:
+    """Whether the kernel holds bytes of ``sock``'s that the peer has not acknowledged
+    (Linux's ``SIOCOUTQ``); True where that cannot be asked: then a reset is the safe side."""
+    if sys.platform != "linux":
+        return True
+    try:
+        answer = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return True
+    queued: int = struct.unpack("i", answer)[0]
+    return queued > 0
+
+
+class AcceptTrouble:
+    """Episodes of accepts failing for want of resources (out of file descriptors, of
+    memory), shared by a server's listeners: one log line (ERROR) when an episode
+    begins, with the error (``accept() failed (24: Too many open files); retrying every
+    0.1 s``), and one (WARNING) when an accept succeeds again, with how many failed and
+    for how long. nginx says it in one line, without a traceback; trio's
+    ``serve_listeners`` logs a traceback every retry, 10 a second for as long as it
+    lasts.
+
+    Args:
+      logger: where the two lines go.
+
+    Attributes:
+      failures: accepts failed in the episode under way (0 outside one).
+      episodes: episodes begun since the server started.
+    """
+
+    def __init__(self, logger: logging.Logger = LOGGER) -> None:
+        self._logger = logger
+        self.failures = 0
+        self.episodes = 0
+        self._began = 0.0
+
+    def failed(self, exc: OSError) -> None:
+        """An accept failed with ``exc`` (one of the capacity errors)."""
+        if not self.failures:
+            self.episodes += 1
+            self._began = trio.current_time()
+            self._logger.error(
+                "accept() failed (%d: %s); retrying every %g s, logged once until it succeeds",
+                exc.errno,
+                os.strerror(exc.errno or 0),
+                ACCEPT_RETRY,
+            )
+        self.failures += 1
+
+    def ended(self, how: str = "accepting again") -> None:
+        """An accept succeeded (or the listener closed): the episode, if any, is over."""
+        if self.failures:
+            self._logger.warning(
+                "%s after %d failed accepts over %.1f s",
+                how,
+                self.failures,
+                trio.current_time() - self._began,
+            )
+            self.failures = 0
 
 
 class RawSocketListener(trio.abc.Listener[RawSocketStream]):
     """Accepts on a ``trio.SocketListener``'s socket and yields :class:`RawSocketStream`.
 
-    Overload errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) propagate as :class:`OSError`, so
-    that ``trio.serve_listeners`` logs them and retries after a pause.
+    Overload errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) never leave :meth:`accept`: it
+    retries every :data:`ACCEPT_RETRY` seconds (the connection waits in the listen
+    backlog meanwhile), and ``trouble`` logs the episode once (see
+    :class:`AcceptTrouble`).
+
+    Args:
+      listener: the listening socket.
+      trouble: the episodes' record, shared by the listeners of a server (its own
+        otherwise).
     """
 
-    def __init__(self, listener: trio.SocketListener) -> None:
+    def __init__(self, listener: trio.SocketListener, trouble: AcceptTrouble | None = None) -> None:
         self._listener = listener
+        self.trouble = trouble if trouble is not None else AcceptTrouble()
 
     async def accept(self) -> RawSocketStream:
         while True:
@@ -287,9 +396,15 @@ class RawSocketListener(trio.abc.Listener[RawSocketStream]):
                     continue
                 if exc.errno == errno.EBADF:
                     raise trio.ClosedResourceError("the listener was closed") from exc
-                raise
+                if exc.errno not in _CAPACITY_ACCEPT_ERRNOS:
+                    raise
+                self.trouble.failed(exc)
+                await trio.sleep(ACCEPT_RETRY)
+                continue
+            self.trouble.ended()
             plain = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
             return RawSocketStream(plain)
 
     async def aclose(self) -> None:
+        self.trouble.ended("stopped accepting")
         await self._listener.aclose()

@@ -22,8 +22,15 @@ Server shape (trio's ``serve_listeners`` does the accepting):
   (3) handlers still running after ``grace_period`` seconds are cancelled and their
   connections closed. ``serve_tcp`` returns (or raises ``Cancelled``) when every
   connection task has ended, so no task outlives it.
-* Accept errors that mean overload (EMFILE, ENFILE, ENOBUFS, ENOMEM) are logged and
-  retried by ``serve_listeners``; binding errors become :class:`~triosock.BindError`.
+* Accept errors that mean overload (EMFILE, ENFILE, ENOBUFS, ENOMEM) are retried every
+  0.1 s, the connection waiting in the backlog; the log gets one line when such an
+  episode begins (``accept() failed (24: Too many open files)``, as nginx says it) and
+  one when accepts work again, with how many failed and for how long (see
+  :class:`~triosock._transport.rawsocket.AcceptTrouble`). Binding errors become
+  :class:`~triosock.BindError`.
+* :meth:`TCPConnection.reset_on_close`: a peer given up for not reading is closed with a
+  reset, which frees what the kernel still holds for it (nginx's
+  ``reset_timedout_connection``); every other close is graceful.
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from ._lifecycle import (
     run_server,
 )
 from .channel import FramedChannel
-from .rawsocket import RawSocketListener, RawSocketStream
+from .rawsocket import AcceptTrouble, RawSocketListener, RawSocketStream
 
 __all__ = [
     "TCPConnection",
@@ -263,6 +270,18 @@ class TCPConnection(trio.abc.HalfCloseableStream, metaclass=NoPublicConstructor)
             raise TriosockError(f"{type(self._stream).__name__} cannot half-close")
         await self._stream.send_eof()
 
+    def reset_on_close(self) -> None:
+        """Close this connection with a reset (``SO_LINGER`` {1, 0}) if the kernel still
+        holds bytes the peer has not acknowledged: for a peer given up for not reading,
+        whose unread bytes would otherwise pin kernel memory until it closes (see
+        :meth:`~triosock._transport.rawsocket.RawSocketStream.reset_on_close`). Under TLS
+        the close_notify is still attempted first (bounded). Not a checkpoint."""
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        if isinstance(stream, RawSocketStream):
+            stream.reset_on_close()
+
     async def aclose(self) -> None:
         await self._stream.aclose()
 
@@ -362,7 +381,10 @@ async def serve_tcp(
     with binding(host, port):
         listeners = await open_listeners(port, host, backlog, reuse_port=reuse_port)
     server = TCPServer._create(listeners, grace_period=grace_period, idle_timeout=idle_timeout)
-    served: list[trio.abc.Listener[trio.abc.Stream]] = [RawSocketListener(lis) for lis in listeners]
+    trouble = AcceptTrouble(LOGGER)  # one episode for every listener of the server
+    served: list[trio.abc.Listener[trio.abc.Stream]] = [
+        RawSocketListener(lis, trouble) for lis in listeners
+    ]
     if ssl_context is not None:
         served = [trio.SSLListener(lis, ssl_context, https_compatible=False) for lis in served]
     if max_connections is not None:

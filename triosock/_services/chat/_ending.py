@@ -7,21 +7,22 @@ the log says. The service looks the reason up and follows the record; a member a
 renders the farewell (or says goodbye in its own protocol's terms: a WebSocket close
 code, the UDP dialect's ``Bye!``).
 
-==========  ======  ========  ==========  ===============================  ===============
-reason      writes  drops     bounded by  farewell                         log
-==========  ======  ========  ==========  ===============================  ===============
-eof         yes     no        stall rule  none                             ``eof``
-quit        yes     no        stall rule  notice ``bye``                   ``quit``
-stopping    yes     no        stall rule  ``server closing: goodbye``      ``stopping``
-idle        yes     no        goodbye     notice ``disconnected: idle      ``idle for 30 s``
-                                          for 30 s``
-slow        yes     yes       goodbye     notice ``disconnected: <why>``   ``slow``
-broken      no      --        --          none                             ``broken: <why>``
-refused     yes     yes       goodbye     none (the member's own answer)   ``refused: <why>``
-==========  ======  ========  ==========  ===============================  ===============
+========  ======  =====  ==========  ==============================  ==================  =====
+reason    writes  drops  bounded by  farewell                        log                 reset
+========  ======  =====  ==========  ==============================  ==================  =====
+eof       yes     no     stall rule  none                            ``eof``             no
+quit      yes     no     stall rule  notice ``bye``                  ``quit``            no
+stopping  yes     no     stall rule  ``server closing: goodbye``     ``stopping``        no
+idle      yes     no     goodbye     notice ``disconnected: idle     ``idle for 30 s``   no
+                                     for 30 s``
+slow      yes     yes    goodbye     notice ``disconnected: <why>``  ``slow``            yes
+broken    no      --     --          none                            ``broken: <why>``   no
+refused   yes     yes    goodbye     none (the member's own answer)  ``refused: <why>``  no
+========  ======  =====  ==========  ==============================  ==================  =====
 
 * **writes**: a broken connection gets nothing more; every other end writes the lines
-  already queued for the member, then the farewell, then closes gracefully.
+  already queued for the member, then the farewell, then closes gracefully (a
+  member dropped for not reading: see **reset**).
 * **drops**: a member that stopped reading loses what waits for it (the line under
   way is finished first): it would never take it, and the notice must reach it soon.
 * **bounded by**: the stall rule (the member drains at its own pace, disconnected only
@@ -30,6 +31,13 @@ refused     yes     yes       goodbye     none (the member's own answer)   ``ref
 * **log**: what the log line of the leaving says in its brackets; some give the detail
   (a WebSocket's close code, what the client was taken for, how long it was idle); a
   slow member's warning said why already.
+* **reset**: a member disconnected for not reading (a stalled socket, too many bytes
+  waiting, too many answers waiting) is closed with a reset (``SO_LINGER`` {1, 0}) if,
+  once its goodbye is over, the kernel still holds bytes it has not taken: a graceful
+  close would leave them pinned in a FIN-WAIT-1 socket (megabytes each, for every
+  dropped reader, until its client closes, even after the server exits), and the
+  reset frees them at once, as nginx's ``reset_timedout_connection`` does. A member
+  that took everything, its notice included, is closed gracefully like the others.
 * **idle**: the transport's idle timeout (``serve_tcp``'s ``idle_timeout``) cancelled
   the member's stop scope: what is queued and the farewell go out within
   ``goodbye_timeout`` (the server's grace period cuts it anyway).
@@ -69,6 +77,8 @@ class Ending:
       farewell: makes the chat's farewell event from the end's detail; None for none.
       log: what the log line of the leaving says, ``{detail}`` standing for the detail
         (the reason alone when there is none).
+      resets: whether the connection is closed with a reset when the kernel still holds
+        bytes the member has not taken (see the module docstring).
     """
 
     reason: EndReason
@@ -77,6 +87,7 @@ class Ending:
     goodbye_deadline: bool
     farewell: Callable[[str], proto.Event] | None
     log: str = "{reason}"
+    resets: bool = False
 
     def describe(self, detail: str) -> str:
         """What the log says of this end (see :attr:`log`)."""
@@ -118,7 +129,14 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             farewell=_idle,
             log="idle for {detail}",
         ),
-        Ending("slow", writes=True, drops_waiting=True, goodbye_deadline=True, farewell=_told_why),
+        Ending(
+            "slow",
+            writes=True,
+            drops_waiting=True,
+            goodbye_deadline=True,
+            farewell=_told_why,
+            resets=True,
+        ),
         Ending(
             "broken",
             writes=False,

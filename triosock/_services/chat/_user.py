@@ -164,8 +164,10 @@ class User:
         """End the session for ``reason``: the input side is cancelled, and the rest
         follows the record of the first reason given (a later one changes nothing)."""
         if self._step("end"):
-            self.ending = ENDINGS[reason]
+            ending = self.ending = ENDINGS[reason]
             self.detail = detail
+            if ending.resets:  # it stopped reading: what it did not take is freed on close
+                self.outbox.reset_on_close()
         self.scope.cancel()
 
     def arrive(self) -> bool:
