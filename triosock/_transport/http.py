@@ -40,11 +40,8 @@ the TCP server's):
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import ssl
-import struct
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -287,7 +284,7 @@ class _HTTPConnection:
             except _SendTimedOut:
                 timeout = self.limits.send_timeout
                 LOGGER.info("%s: took nothing for %g s: reset", self.conn.peer, timeout)
-                _reset(self.conn)
+                self.conn.reset_on_close()
                 return
             self.answered += 1
             if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
@@ -532,17 +529,6 @@ class _quietly:
 
     def __exit__(self, kind: object, exc: object, tb: object) -> bool:
         return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError)
-
-
-def _reset(conn: TCPConnection) -> None:
-    """Make the close of ``conn`` a reset (SO_LINGER 0): the kernel drops what it still
-    held for the client at once, instead of trying to deliver it."""
-    stream = conn.stream
-    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    sock = getattr(inner, "socket", None)
-    if isinstance(sock, socket.socket | trio.socket.SocketType):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 def _content_length(headers: list[tuple[str, str]]) -> int | None:
