@@ -32,6 +32,17 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   (``SO_RCVBUFFORCE``). :attr:`UDPServer.receive_buffer` is what the kernel granted.
 * Datagrams larger than ``max_datagram`` are dropped and counted; empty datagrams are
   delivered like any other. A handler's exception is logged and ends that peer only.
+* The loop rule: a datagram that can only be a loop is refused before it reaches a
+  handler (dropped, counted in ``refused_source``, logged once per address per
+  :data:`REFUSAL_QUIET` episode, never a traceback). Always refused: a source port that
+  is the server's own port, from its own address (any address when bound to all
+  interfaces): no client sends from the server's port, and an answer to it would be a
+  datagram to ourselves, answered again forever. ``refuse_source`` adds a service's own
+  rule (for the request/reply services: source ports that only servers use, see
+  :func:`triosock.services.refuse_server_ports`). This is the BSD inetd's
+  ``check_loop`` ("loop request REFUSED"), which compares the source port, whatever
+  the host, with the ports of its built-in datagram services. Known peers are not
+  checked again: an address refused never becomes one.
 * Stopping works as for TCP: the socket stops being read, stop scopes are cancelled
   (handlers may send goodbyes), and the rest is cancelled after ``grace_period``.
 """
@@ -76,7 +87,16 @@ LOGGER = logging.getLogger("triosock.udp")
 #: The most datagrams the receive loop takes before it lets other tasks run.
 RECEIVE_BATCH: Final = 64
 
+#: Seconds without a refused datagram from an address that end its refusal episode: the
+#: next refusal from it is logged again. At most :data:`REFUSALS_REMEMBERED` addresses
+#: are remembered for this (the least recently refused are forgotten first).
+REFUSAL_QUIET: Final = 60.0
+REFUSALS_REMEMBERED: Final = 1024
+
 Handler = Callable[[UDPPeer], Awaitable[object]]
+_ALL_INTERFACES: Final = frozenset({"0.0.0.0", "::", ""})
+#: A service's own loop rule: why a source address cannot be a client, or None.
+SourceRule = Callable[[Address], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +112,8 @@ class UDPServerStatistics:
       evicted: peers ended to make room (``when_full="evict"``).
       expired: peers ended for their silence.
       handler_errors: handlers that raised (each ended its peer only).
+      refused_source: datagrams refused by the loop rule (see the module docstring);
+        not counted in :attr:`dropped`.
     """
 
     peers: int
@@ -104,6 +126,7 @@ class UDPServerStatistics:
     evicted: int
     expired: int
     handler_errors: int
+    refused_source: int
 
     @property
     def dropped(self) -> int:
@@ -126,6 +149,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         queue_size: int,
         peer_idle_timeout: float | None,
         max_datagram: int,
+        refuse_source: SourceRule | None,
     ) -> None:
         super().__init__(grace_period=grace_period, logger=LOGGER)
         self._sock = sock
@@ -154,6 +178,10 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         self._expired = 0
         self._peer_nursery: trio.Nursery | None = None
         self._sweep_period: float | None = None
+        self._refuse_source = refuse_source
+        self._refused_source = 0
+        # the address refused -> when it was last refused, least recently refused first
+        self._refusals: OrderedDict[Address, float] = OrderedDict()
 
     @property
     def address(self) -> Address:
@@ -188,6 +216,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
             evicted=self._evicted,
             expired=self._expired,
             handler_errors=self._handler_errors,
+            refused_source=self._refused_source,
         )
 
     # -- sending -----------------------------------------------------------------------
@@ -321,11 +350,42 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
                 if len(data) > self.max_datagram:
                     self._dropped_oversize += 1
                     continue
-                self._route(data, address[:2], nursery, handler, now)
+                address = address[:2]
+                if address not in self._peers and self._refused(address, now):
+                    continue
+                self._route(data, address, nursery, handler, now)
             else:
                 await trio.lowlevel.checkpoint()  # a full batch: let the others run
             # Otherwise no checkpoint here: wait_readable above is one, and a pass per
             # burst is a large part of a UDP round trip.
+
+    def _refused(self, address: Address, now: float) -> bool:
+        """The loop rule, for a datagram from an address that is not a peer: True (and
+        counted, and logged once an episode) if it cannot be from a client."""
+        host, port = self._address
+        why: str | None = None
+        if address[1] == port and (address[0] == host or host in _ALL_INTERFACES):
+            why = f"source port {port} is this server's own port"
+        elif self._refuse_source is not None:
+            why = self._refuse_source(address)
+        if why is None:
+            return False
+        self._refused_source += 1
+        refusals = self._refusals
+        last = refusals.pop(address, None)
+        if last is None or now - last >= REFUSAL_QUIET:
+            LOGGER.warning(
+                "UDP port %d: loop request refused from %s: %s (logged once until it has "
+                "been quiet for %g s)",
+                port,
+                format_address(address),
+                why,
+                REFUSAL_QUIET,
+            )
+        refusals[address] = now
+        if len(refusals) > REFUSALS_REMEMBERED:
+            refusals.popitem(last=False)
+        return True
 
     def _sweep_for(self, lifetime: float) -> None:
         """Make sure peers with a ``limit_idle`` lifetime this short are looked for."""
@@ -376,6 +436,7 @@ async def serve_udp(
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     grace_period: float = 5.0,
     reuse_port: bool = False,
+    refuse_source: SourceRule | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` on a UDP port with one task per peer address, until stopped.
@@ -397,6 +458,10 @@ async def serve_udp(
       receive_buffer: bytes the kernel may hold for the socket while the server is busy
         (see the module docstring); None keeps the system's default.
       grace_period: seconds handlers get to finish once the stop begins.
+      refuse_source: the service's own loop rule, on top of the server's (see the module
+        docstring): called with the address of each datagram from an address that is
+        not a peer, it returns why such a source cannot be a client (the datagram is
+        refused), or None.
       task_status: ``nursery.start`` receives the :class:`UDPServer` once bound.
 
     Raises:
@@ -427,6 +492,7 @@ async def serve_udp(
             queue_size=queue_size,
             peer_idle_timeout=peer_idle_timeout,
             max_datagram=max_datagram,
+            refuse_source=refuse_source,
         )
 
         async def receive(peers: trio.Nursery) -> None:
