@@ -5,8 +5,9 @@ answers everything) used to start an exchange that ran at tens of thousands of
 datagrams a second until the servers were killed. Forging a source address needs a raw
 socket, so these tests build the IPv4 and UDP headers by hand and need root; they skip
 otherwise. Timing runs on trio's virtual clock where the servers are in the test's own
-process: a datagram over loopback is in the receiving socket before ``sendto`` returns,
-so the clock only jumps when every task waits for time.
+process and a client waits for them: a datagram over loopback is in the receiving
+socket before ``sendto`` returns, so the clock only jumps when every task waits for
+time.
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ async def test_a_datagram_forged_from_the_servers_own_port_is_refused_and_starts
             await client.send(b"")
             await client.receive()
             first = server.statistics()
+            # checked before the clock moves: a loop would keep it from jumping
+            assert (first.datagrams_in, first.refused_source, first.datagrams_out) == (2, 1, 1)
             await trio.sleep(1.0)  # a loop would have sent tens of thousands by now
             forge(itself, itself)  # same episode: counted, not logged again
             await client.send(b"")
@@ -121,7 +124,6 @@ async def test_a_datagram_forged_from_the_servers_own_port_is_refused_and_starts
             await client.send(b"")
             await client.receive()
             third = server.statistics()
-    assert (first.datagrams_in, first.refused_source, first.datagrams_out) == (2, 1, 1)
     assert (first.peers_total, first.dropped) == (1, 0)  # the forged address is no peer
     assert (second.refused_source, second.datagrams_out) == (2, 2)
     assert (third.refused_source, third.datagrams_out) == (3, 3)
@@ -200,25 +202,25 @@ async def test_sntp_answers_a_request_from_port_123_and_daytime_does_not() -> No
 # --- the reply rate ---------------------------------------------------------------------
 
 
-async def test_echo_and_daytime_answering_each_other_slow_to_the_reply_rate(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
+async def test_echo_and_daytime_answering_each_other_slow_to_the_reply_rate() -> None:
     """Two services on ordinary ports, which no port rule can tell from clients, set off
-    by one forged datagram: each sends at most REPLY_BURST + REPLY_RATE * t in t s."""
-    window = 10.0
+    by one forged datagram: each sends at most REPLY_BURST + REPLY_RATE * t in t s.
+
+    On the real clock: unpaced, the two would never leave the clock time to jump."""
+    assert (REPLY_BURST, REPLY_RATE) == (100, 100.0)  # the numbers the README gives
+    window = 1.0
     with trio.fail_after(GUARD):
         async with running(udp_echo_handler) as echo, running(daytime_udp_handler) as daytime:
             begun = trio.current_time()
             forge((LOCAL, echo.port), (LOCAL, daytime.port))
             await trio.sleep(window)
-            elapsed = trio.current_time() - begun
             sent = [echo.statistics().datagrams_out, daytime.statistics().datagrams_out]
-    assert elapsed == pytest.approx(window)
+            elapsed = trio.current_time() - begun
     for count in sent:
-        # 100 at once, then 100 a second (a datagram in flight at either end, at most)
-        assert (
-            REPLY_BURST + REPLY_RATE * window - 2 <= count <= REPLY_BURST + REPLY_RATE * window + 1
-        )
+        # 100 at once, then 100 a second (and a datagram in flight at either end); a slow
+        # machine may fall behind the rate a little, never ahead of it
+        assert REPLY_BURST + REPLY_RATE * window * 0.8 <= count
+        assert count <= REPLY_BURST + REPLY_RATE * elapsed + 1
 
 
 async def test_a_burst_is_answered_at_once_and_the_rest_at_the_rate(
