@@ -30,8 +30,8 @@ from triosock._cli._ports import DAYTIME_PORT
 from triosock._sansio.time import parse_ntp_packet_untrusted, sntp_request
 from triosock._services.replies import REPLY_BURST, REPLY_RATE
 from triosock._services.timeservice import daytime_udp_handler
-from triosock._transport.udp.server import REFUSAL_QUIET
-from triosock.services import udp_echo_handler
+from triosock._transport.udp.server import REFUSAL_QUIET, REFUSALS_REMEMBERED
+from triosock.services import refuse_server_ports, udp_echo_handler
 
 from .clitools import cli_server
 from .conftest import GUARD
@@ -276,3 +276,48 @@ async def test_the_reply_rate_can_be_lifted(autojump_clock: trio.testing.MockClo
             for n in range(REPLY_BURST + 50):
                 assert await client.receive() == b"%d" % n
             assert trio.current_time() == 0
+
+
+async def test_the_echo_commands_reply_rate_option_paces_one_address() -> None:
+    """``echo serve --udp --reply-rate 20`` (a real process): the burst at once, then 20
+    echoes a second, so the fifth past the burst comes a quarter of a second late."""
+    extra, rate = 5, 20
+    args = ["echo", "serve", "--udp", "--port", "0", "--reply-rate", str(rate)]
+    with trio.fail_after(GUARD):
+        async with (
+            cli_server(args) as server,
+            await open_udp_channel(LOCAL, server.port("echo (udp)")) as client,
+        ):
+            begun = trio.current_time()
+            for n in range(REPLY_BURST + extra):
+                await client.send(b"%d" % n)
+            for n in range(REPLY_BURST + extra):
+                assert await client.receive() == b"%d" % n
+            took = trio.current_time() - begun
+    assert took >= extra / rate - 0.01
+
+
+async def test_refusals_remembered_for_the_log_are_bounded(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of forged sources costs a log line each, and the server remembers at most
+    REFUSALS_REMEMBERED of them."""
+    caplog.set_level(logging.WARNING, "triosock.udp")
+    sources = REFUSALS_REMEMBERED + 10
+    with trio.fail_after(GUARD):
+        async with (
+            running(
+                udp_echo_handler, refuse_source=refuse_server_ports(range(2000, 10000))
+            ) as server,
+            await open_udp_channel(LOCAL, server.port) as client,
+        ):
+            for port in range(2000, 2000 + sources):
+                forge((LOCAL, port), (LOCAL, server.port))
+            await client.send(b"after")
+            assert await client.receive() == b"after"
+            stats = server.statistics()
+            remembered = len(server._refusals)
+    assert (stats.refused_source, stats.datagrams_out, stats.peers_total) == (sources, 1, 1)
+    assert remembered == REFUSALS_REMEMBERED == 1024
+    assert len(refusals(caplog)) == sources
+    assert "source port 2000 is a port of our own UDP services" in refusals(caplog)[0].getMessage()
