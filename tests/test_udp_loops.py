@@ -27,6 +27,7 @@ import trio.testing
 
 from triosock import UDPPeer, UDPServer, open_udp_channel, serve_udp
 from triosock._cli._ports import DAYTIME_PORT
+from triosock._cli._status_ask import fetch_status
 from triosock._sansio.time import parse_ntp_packet_untrusted, sntp_request
 from triosock._services.replies import REPLY_BURST, REPLY_RATE
 from triosock._services.timeservice import daytime_udp_handler
@@ -133,6 +134,31 @@ async def test_a_datagram_forged_from_the_servers_own_port_is_refused_and_starts
     assert f"from 127.0.0.1:{server.port}: source port {server.port} is this server's own port" in (
         logged[0].getMessage()
     )
+
+
+async def test_time_serve_refuses_rfc868_and_daytime_forged_to_themselves() -> None:
+    """The finding's shape, on ``time serve`` as users run it: one datagram from the
+    daytime port to the daytime port (and the same for RFC 868) once made the process
+    answer itself at tens of thousands of datagrams a second until it was killed."""
+    args = ["time", "serve", "--sntp-port", "none", "--strftime-port", "none"]
+    args += ["--rfc868-port", "0", "--daytime-port", "0", "--status", "127.0.0.1:0"]
+    services = ["rfc868-time (udp)", "daytime (udp)"]
+    with trio.fail_after(GUARD):
+        async with cli_server(args, ready_lines=5) as server:
+            status = (LOCAL, server.port("status (http)"))
+            for service in services:
+                itself = (LOCAL, server.port(service))
+                forge(itself, itself)
+                async with await open_udp_channel(*itself) as client:
+                    await client.send(b"")  # answered after the forged one was handled
+                    await client.receive()
+            await trio.sleep(0.5)  # the window a loop would fill
+            figures = await fetch_status(status)
+    udp_listeners = [x for x in figures["listeners"] if x["transport"] == "udp"]
+    assert len(udp_listeners) == 2
+    for listener in udp_listeners:
+        counts = (listener["datagrams_in"], listener["refused_source"], listener["datagrams_out"])
+        assert counts == (2, 1, 1), listener
 
 
 async def test_a_client_may_use_the_servers_port_number_on_another_address(
