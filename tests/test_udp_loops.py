@@ -28,6 +28,7 @@ import trio.testing
 from triosock import UDPPeer, UDPServer, open_udp_channel, serve_udp
 from triosock._cli._ports import DAYTIME_PORT
 from triosock._cli._status_ask import fetch_status
+from triosock._cli.chat import UDP_DEFAULT
 from triosock._sansio.time import parse_ntp_packet_untrusted, sntp_request
 from triosock._services.replies import REPLY_BURST, REPLY_RATE
 from triosock._services.timeservice import daytime_udp_handler
@@ -39,6 +40,7 @@ from .conftest import GUARD
 
 Address = tuple[str, int]
 LOCAL = "127.0.0.1"
+CHAT_PORT = UDP_DEFAULT[1]
 
 
 def forge(source: Address, destination: Address, payload: bytes = b"") -> None:
@@ -181,8 +183,9 @@ async def test_a_client_may_use_the_servers_port_number_on_another_address(
 
 async def test_the_echo_command_refuses_privileged_ports_and_our_services_ports() -> None:
     """``echo serve --udp`` (a real process) adds the request/reply services' rule: no
-    answer goes to a source port below 1024 or to the port of one of our services, and
-    an ordinary client is served as before."""
+    answer goes to a source port below 1024 or to the port of one of our services (the
+    chat's: chat and echo once filled a room with an ever longer ``[ip:port] ...``
+    line), and an ordinary client is served as before."""
     privileged = bound_socket(13)
     with privileged, trio.fail_after(GUARD):
         async with (
@@ -192,16 +195,20 @@ async def test_the_echo_command_refuses_privileged_ports_and_our_services_ports(
             echo = (LOCAL, server.port("echo (udp)"))
             privileged.sendto(b"from a server's port", echo)
             forge((LOCAL, DAYTIME_PORT), echo, b"from our daytime port")
+            forge((LOCAL, CHAT_PORT), echo, b"[127.0.0.1:7007] from our chat's port")
             await client.send(b"an ordinary client")
             assert await client.receive() == b"an ordinary client"
             with pytest.raises(BlockingIOError):  # its datagram came before the client's
                 privileged.recv(64)
             assert server.process.stderr is not None
             log = b""
-            while log.count(b"loop request refused") < 2:
-                log += await server.process.stderr.receive_some()
+            # logged before the client's echo was sent: in the pipe by now, or never
+            with trio.move_on_after(2):
+                while log.count(b"loop request refused") < 3:
+                    log += await server.process.stderr.receive_some()
     assert b"from 127.0.0.1:13: source port 13 is below 1024" in log
-    assert f"from 127.0.0.1:{DAYTIME_PORT}: source port {DAYTIME_PORT} is a port".encode() in log
+    for port in (DAYTIME_PORT, CHAT_PORT):
+        assert f"from 127.0.0.1:{port}: source port {port} is a port".encode() in log
     assert b"Traceback" not in log
 
 
