@@ -19,7 +19,8 @@ The JSON (documented in the README, "Status"):
   ``udp`` or ``web``) and ``address``; TCP and web listeners add ``connections`` (now)
   and ``connections_total``; UDP listeners add ``peers``, ``peers_total``,
   ``datagrams_in``, ``datagrams_out``, ``dropped`` (by the server: full queues, the peer
-  limit, oversize), ``receive_buffer`` (bytes, as the kernel reports it) and
+  limit, oversize), ``refused_source`` (by the loop rule), ``receive_buffer`` (bytes, as
+  the kernel reports it) and
   ``kernel_drops`` (datagrams the kernel dropped on a full receive buffer before the
   server saw them; null where the system does not say); all add ``errors`` (handler
   failures).
@@ -120,6 +121,7 @@ def _listener(name: str, transport: str, server: AnyServer) -> Figures:
             "datagrams_out": udp.datagrams_out,
             "dropped": udp.dropped,
             "expired": udp.expired,
+            "refused_source": udp.refused_source,
             "errors": udp.handler_errors,
             "receive_buffer": server.receive_buffer,
             "kernel_drops": server.kernel_drops(),

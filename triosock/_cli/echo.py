@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import trio
 
 from .._services.echo import echo_handler, udp_echo_handler
+from .._services.replies import REPLY_BURST, REPLY_RATE
 from .._transport.tcp import TCPServer, open_tcp_stream, serve_tcp
 from .._transport.udp import UDPServer, open_udp_channel, serve_udp
 from ._console import CLIError, read_stdin_chunk
 from ._parser import Parser, record
+from ._ports import ECHO_PORT, loop_rule
 from ._run import Job
 from ._serve_settings import (
     PortSlot,
@@ -26,11 +28,9 @@ from ._serve_settings import (
 from ._serving import run_serve, run_servers, tcp_line, udp_line
 from ._status_ask import register_status
 from ._status_serve import Status
-from ._values import Address, address_help, parse_hostport, positive
+from ._values import Address, address_help, parse_hostport, positive, positive_or_none
 from ._workerenv import worker_index
 
-#: The default port: an unprivileged stand-in for the well-known 7.
-ECHO_PORT = 7007
 STATUS_PORT = 7009
 #: UDP peers known at once when --max-connections does not say (serve_udp's default).
 UDP_PEERS = 1024
@@ -43,6 +43,7 @@ class EchoSettings(ServeSettings):
     host: str = "127.0.0.1"
     port: int = ECHO_PORT
     udp: bool = False
+    reply_rate: float | None = REPLY_RATE
 
     def port_slots(self) -> list[PortSlot]:
         return [PortSlot("port", self.host, self.port, ("udp",) if self.udp else ("tcp",), False)]
@@ -56,10 +57,11 @@ class EchoSettings(ServeSettings):
             # rather than be refused (and reply_each forgets a peer after 10 s).
             serve = functools.partial(
                 serve_udp,
-                udp_echo_handler,
+                functools.partial(udp_echo_handler, rate=self.reply_rate),
                 max_peers=common.max_connections or UDP_PEERS,
                 when_full="evict",
                 peer_idle_timeout=common.idle_or(None),
+                refuse_source=loop_rule(self.port),
             )
         else:
             serve = functools.partial(
@@ -146,6 +148,14 @@ def register(top: Parser) -> None:
     serve = echo.add_command("serve", help="run an echo server")
     add_host_port(serve, ECHO_PORT)
     serve.add_argument("--udp", action="store_true", help="serve UDP instead of TCP")
+    serve.add_argument(
+        "--reply-rate",
+        type=positive_or_none,
+        default=REPLY_RATE,
+        metavar="DATAGRAMS/S|none",
+        help=f"UDP echoes per second to one address after the first {REPLY_BURST} "
+        f"({REPLY_RATE:g}); faster requests wait, then are dropped",
+    )
     add_serve_options(
         serve,
         status_port=STATUS_PORT,

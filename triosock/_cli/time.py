@@ -26,6 +26,7 @@ from .._transport.tcp import TCPConnection, TCPServer, serve_tcp
 from .._transport.udp import UDPPeer, UDPServer, open_udp_channel, serve_udp
 from ._console import CLIError, UsageError
 from ._parser import Parser, record
+from ._ports import DAYTIME_PORT, RFC868_PORT, SNTP_PORT, STRFTIME_PORT, loop_rule
 from ._run import Job
 from ._serve_settings import PortSlot, ServeSettings, add_serve_options, serve_common
 from ._serving import ServerStarter, run_serve, run_servers, tcp_line, udp_line
@@ -34,13 +35,6 @@ from ._status_serve import Status
 from ._values import Address, address_help, parse_hostport, parse_port, positive
 from ._workerenv import worker_index
 
-# The defaults: unprivileged stand-ins for the well-known ports (37, 13, 123), as 7007
-# stands in for echo's 7. The seed tutorial's strftime service has no well-known port; it
-# sits next to the time service.
-RFC868_PORT = 7037
-DAYTIME_PORT = 7013
-SNTP_PORT = 7123
-STRFTIME_PORT = 7038
 STATUS_PORT = 7039
 
 #: Seconds a strftime TCP connection may stay silent before it is closed (unless
@@ -82,7 +76,15 @@ class TimeSettings(ServeSettings):
 
     async def serve(self, status: Status) -> None:
         tcp = functools.partial(self._tcp, status)
-        udp = functools.partial(self._udp, status)
+        # The loop rule of the services that answer every datagram. SNTP refuses only its
+        # own port: it answers client requests (mode 3) alone, with server replies (mode
+        # 4) that no NTP server answers, so it cannot loop; and ntpd sends its requests
+        # from port 123, which ntpd and chronyd, as servers, answer too.
+        udp = functools.partial(
+            self._udp,
+            status,
+            rule=loop_rule(self.rfc868_port, self.daytime_port, self.sntp_port, self.strftime_port),
+        )
         starters: list[ServerStarter] = []
         if self.rfc868_port is not None:
             starters.append(tcp("rfc868-time", rfc868_tcp_handler, self.rfc868_port))
@@ -91,7 +93,7 @@ class TimeSettings(ServeSettings):
             starters.append(tcp("daytime", daytime_tcp_handler, self.daytime_port))
             starters.append(udp("daytime", daytime_udp_handler, self.daytime_port))
         if self.sntp_port is not None:
-            starters.append(udp("sntp", sntp_udp_handler, self.sntp_port))
+            starters.append(udp("sntp", sntp_udp_handler, self.sntp_port, rule=None))
         if self.strftime_port is not None:
             starters.append(udp("strftime", strftime_udp_handler, self.strftime_port))
             starters.append(
@@ -120,7 +122,15 @@ class TimeSettings(ServeSettings):
 
         return start
 
-    def _udp(self, status: Status, name: str, handler: UDPHandler, port: int) -> ServerStarter:
+    def _udp(
+        self,
+        status: Status,
+        name: str,
+        handler: UDPHandler,
+        port: int,
+        *,
+        rule: Callable[[tuple[str, int]], str | None] | None,
+    ) -> ServerStarter:
         async def start(nursery: trio.Nursery) -> str:
             # Time clients ask once and go: forget them soon, and let a new address push
             # out the least recently active one rather than be refused.
@@ -134,6 +144,7 @@ class TimeSettings(ServeSettings):
                     peer_idle_timeout=UDP_PEER_IDLE_TIMEOUT,
                     grace_period=self.common.grace,
                     reuse_port=worker_index() is not None,
+                    refuse_source=rule,
                 )
             )
             status.add(name, "udp", server)

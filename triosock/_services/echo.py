@@ -9,7 +9,7 @@ import trio
 from .._errors import TriosockError
 from .._transport.tcp import TCPConnection
 from .._transport.udp import UDPPeer
-from .replies import reply_each
+from .replies import REPLY_RATE, reply_each
 
 __all__ = ["echo_handler", "udp_echo_handler"]
 
@@ -32,13 +32,17 @@ async def echo_handler(conn: TCPConnection) -> None:
         pass  # TLS cannot half-close; the server closes the connection right after this
 
 
-def udp_echo_handler(peer: UDPPeer) -> Coroutine[object, None, None]:
+def udp_echo_handler(
+    peer: UDPPeer, *, rate: float | None = REPLY_RATE
+) -> Coroutine[object, None, None]:
     """Send every datagram of ``peer`` back to it, one datagram for one datagram.
 
-    Not ``async def`` itself: it returns :func:`reply_each`'s coroutine, which the
-    server awaits, so a waiting peer holds one frame less (a few hundred bytes).
+    At most :data:`~triosock.services.REPLY_BURST` echoes at once and ``rate`` a second
+    after that go to one address (None: no limit); see :func:`reply_each`. Not
+    ``async def`` itself: it returns :func:`reply_each`'s coroutine, which the server
+    awaits, so a waiting peer holds one frame less (a few hundred bytes).
     """
-    return reply_each(peer, _same)
+    return reply_each(peer, _same, rate=rate)
 
 
 def _same(datagram: bytes) -> bytes:

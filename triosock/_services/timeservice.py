@@ -21,9 +21,16 @@ a keyword argument (``clock``, :func:`time.time` by default), so a test fixes "n
   answers with more than a few times what it was sent.
 
 Every UDP handler answers a burst already queued for its peer without a scheduler pass
-per datagram, as :func:`~triosock.services.udp_echo_handler` does. Serve them with a
-``peer_idle_timeout`` (:data:`UDP_PEER_IDLE_TIMEOUT`): time clients ask once and leave,
-and each remembered address holds a task until it expires.
+per datagram, as :func:`~triosock.services.udp_echo_handler` does, and answers one
+address at most :data:`~triosock.services.REPLY_BURST` times at once and
+:data:`~triosock.services.REPLY_RATE` times a second after that (see
+:func:`~triosock.services.reply_each`). Serve them with a ``peer_idle_timeout``
+(:data:`UDP_PEER_IDLE_TIMEOUT`): time clients ask once and leave, and each remembered
+address holds a task until it expires. Serve RFC 868, daytime and strftime with
+``refuse_source=refuse_server_ports(...)``, as the command line does: they answer
+anything, so a datagram from another server's port could start a loop. SNTP needs no
+such rule: it answers client requests only, with server replies that no NTP server
+answers, and ntpd sends its requests from port 123.
 """
 
 from __future__ import annotations

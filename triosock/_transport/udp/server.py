@@ -19,14 +19,15 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   10-12.5 s after the peer's last datagram, and the command line's echo and time
   servers evict, so a flood of new addresses never locks new clients out.
 * ``max_peers_per_address``: the most peers one source may hold, ports aside (an IP
-  address; for IPv6 its /64, see :func:`source_key`), so that one host cannot take the
-  whole table (Ergo, an IRC server, allows 16 connections per IP by default). A
-  datagram that would start one more is dropped and counted
+  address; for IPv6 its /64, see :func:`~.guards.source_key`), so that one host cannot
+  take the whole table (Ergo, an IRC server, allows 16 connections per IP by default).
+  A datagram that would start one more is dropped and counted
   (``dropped_address_limit``); the address is told at most once every
-  :data:`ADDRESS_NOTICE_INTERVAL` seconds, and only when the notice is at most three
-  times the datagram's size (QUIC's bound for an address that has not proved itself).
-  The addresses in ``per_address_exempt`` (by default this machine's own, ``127.0.0.1``
-  and ``::1``, as Ergo's default configuration exempts localhost) have no such limit.
+  :data:`~.guards.ADDRESS_NOTICE_INTERVAL` seconds, and only when the notice is at most
+  three times the datagram's size (QUIC's bound for an address that has not proved
+  itself). The addresses in ``per_address_exempt`` (by default this machine's own,
+  ``127.0.0.1`` and ``::1``, as Ergo's default configuration exempts localhost) have no
+  such limit.
 * ``peer_idle_timeout``: a peer silent that long has its task cancelled through its
   cancel scope and its entry freed; if the address comes back, a fresh task starts.
 * ``receive_buffer``: the bytes the kernel may hold for the socket while the server is
@@ -37,6 +38,17 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   (``SO_RCVBUFFORCE``). :attr:`UDPServer.receive_buffer` is what the kernel granted.
 * Datagrams larger than ``max_datagram`` are dropped and counted; empty datagrams are
   delivered like any other. A handler's exception is logged and ends that peer only.
+* The loop rule: a datagram that can only be a loop is refused before it reaches a
+  handler (dropped, counted in ``refused_source``, logged once per address per
+  :data:`~.guards.REFUSAL_QUIET` episode, never a traceback). Always refused: a source port that
+  is the server's own port, from its own address (any address when bound to all
+  interfaces): no client sends from the server's port, and an answer to it would be a
+  datagram to ourselves, answered again forever. ``refuse_source`` adds a service's own
+  rule (for the request/reply services: source ports that only servers use, see
+  :func:`triosock.services.refuse_server_ports`). This is the BSD inetd's
+  ``check_loop`` ("loop request REFUSED"), which compares the source port, whatever
+  the host, with the ports of its built-in datagram services. Known peers are not
+  checked again: an address refused never becomes one.
 * Stopping works as for TCP: the socket stops being read, stop scopes are cancelled
   (handlers may send goodbyes), and the rest is cancelled after ``grace_period``.
 """
@@ -45,7 +57,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import socket
 from collections import OrderedDict
@@ -65,6 +76,7 @@ from .._lifecycle import (
     check_timeout,
     run_server,
 )
+from .guards import LOCAL_ADDRESSES, AddressLimit, LoopRule, SourceRule
 from .peer import UDPPeer
 from .sockets import (
     DEFAULT_RECEIVE_BUFFER,
@@ -76,39 +88,13 @@ from .sockets import (
     set_receive_buffer,
 )
 
-__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp", "source_key"]
+__all__ = ["UDPServer", "UDPServerStatistics", "serve_udp"]
 
 LOGGER = logging.getLogger("triosock.udp")
 
 #: The most datagrams the receive loop takes before it lets other tasks run.
 RECEIVE_BATCH: Final = 64
-#: Seconds between two notices to an address over ``max_peers_per_address``.
-ADDRESS_NOTICE_INTERVAL: Final = 10.0
-#: The addresses without a per-address limit unless told otherwise: this machine's own.
-LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
-#: A refusal's size over which the refused datagram's own is too small to answer.
-_REPLY_FACTOR: Final = 3
-
 Handler = Callable[[UDPPeer], Awaitable[object]]
-
-
-def source_key(ip: str) -> str:
-    """What ``max_peers_per_address`` counts a peer under: its IPv4 address (an
-    IPv4-mapped IPv6 one included), or the /64 of its IPv6 address, as Ergo counts by
-    default (a host is often given a whole /64).
-
-    Args:
-      ip: the address as the socket reports it.
-    """
-    if ":" not in ip:
-        return ip
-    try:
-        address = ipaddress.IPv6Address(ip.partition("%")[0])
-    except ValueError:
-        return ip
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +112,8 @@ class UDPServerStatistics:
       evicted: peers ended to make room (``when_full="evict"``).
       expired: peers ended for their silence.
       handler_errors: handlers that raised (each ended its peer only).
+      refused_source: datagrams refused by the loop rule (see the module docstring);
+        not counted in :attr:`dropped`.
     """
 
     peers: int
@@ -139,6 +127,7 @@ class UDPServerStatistics:
     evicted: int
     expired: int
     handler_errors: int
+    refused_source: int
 
     @property
     def dropped(self) -> int:
@@ -164,6 +153,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         max_datagram: int,
         max_peers_per_address: int | None,
         per_address_exempt: frozenset[str],
+        refuse_source: SourceRule | None,
     ) -> None:
         super().__init__(grace_period=grace_period, logger=LOGGER)
         self._sock = sock
@@ -174,12 +164,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         self.queue_size = queue_size
         self.peer_idle_timeout = peer_idle_timeout
         self.max_datagram = max_datagram
-        self.max_peers_per_address = max_peers_per_address
-        self.per_address_exempt = per_address_exempt
-        # Per IP address with peers: how many, and when it was last told it has too many.
-        self._by_ip: dict[str, int] = {}
-        self._ip_told: dict[str, float] = {}
-        self._dropped_address_limit = 0
+        self._address_limit = AddressLimit(max_peers_per_address, per_address_exempt)
         #: The socket's receive buffer as the kernel reports it (Linux counts its own
         #: bookkeeping in it: about twice what was asked).
         self.receive_buffer = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -198,6 +183,7 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
         self._expired = 0
         self._peer_nursery: trio.Nursery | None = None
         self._sweep_period: float | None = None
+        self._loop_rule = LoopRule(self._address, refuse_source)
 
     @property
     def address(self) -> Address:
@@ -229,10 +215,11 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
             dropped_queue_full=self._dropped_queue_full,
             dropped_peer_limit=self._dropped_peer_limit,
             dropped_oversize=self._dropped_oversize,
-            dropped_address_limit=self._dropped_address_limit,
+            dropped_address_limit=self._address_limit.dropped,
             evicted=self._evicted,
             expired=self._expired,
             handler_errors=self._handler_errors,
+            refused_source=self._loop_rule.refused,
         )
 
     # -- sending -----------------------------------------------------------------------
@@ -282,44 +269,15 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
     def _forget(self, peer: UDPPeer) -> None:
         if self._peers.get(peer.address) is peer:
             del self._peers[peer.address]
-            self._uncount(peer.address)
-
-    def _count(self, address: Address) -> None:
-        """A peer of ``address`` joined the table: one more for its source."""
-        if self.max_peers_per_address is not None and address[0] not in self.per_address_exempt:
-            source = source_key(address[0])
-            self._by_ip[source] = self._by_ip.get(source, 0) + 1
-
-    def _uncount(self, address: Address) -> None:
-        """A peer of ``address`` left the table: one fewer for its source."""
-        if self.max_peers_per_address is None or address[0] in self.per_address_exempt:
-            return  # not counted
-        source = source_key(address[0])
-        held = self._by_ip.get(source)
-        if held is None:
-            return
-        if held > 1:
-            self._by_ip[source] = held - 1
-        else:
-            del self._by_ip[source]
-            self._ip_told.pop(source, None)
+            self._address_limit.uncount(peer.address)
 
     def _over_address_limit(self, data: bytes, address: Address, now: float) -> bool:
-        """Whether a new peer of ``address`` would pass its IP's limit; if so, the
-        datagram is counted, and the address told when it may be."""
-        limit = self.max_peers_per_address
-        if limit is None or address[0] in self.per_address_exempt:
+        """Whether a new peer of ``address`` would pass its source's limit (if so, it
+        is told when it may be)."""
+        notice = self._address_limit.refusal(data, address, now)
+        if notice is None:
             return False
-        source = source_key(address[0])
-        if self._by_ip.get(source, 0) < limit:
-            return False
-        self._dropped_address_limit += 1
-        told = self._ip_told.get(source)
-        notice = b"refused: %d UDP peers from your address already (the most)\n" % limit
-        if len(notice) <= _REPLY_FACTOR * len(data) and (
-            told is None or now - told >= ADDRESS_NOTICE_INTERVAL
-        ):
-            self._ip_told[source] = now
+        if notice:
             with contextlib.suppress(trio.WouldBlock):
                 self.sendto_nowait(notice, address)
         return True
@@ -336,13 +294,13 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
                     self._dropped_peer_limit += 1
                     return
                 gone, oldest = self._peers.popitem(last=False)
-                self._uncount(gone)
+                self._address_limit.uncount(gone)
                 self._evicted += 1
                 oldest._cancel()
             peer = UDPPeer._create(self, address)
             peer._seen = now
             self._peers[address] = peer
-            self._count(address)
+            self._address_limit.count(address)
             self._peers_total += 1
             nursery.start_soon(self._run_peer, handler, peer, name=f"udp peer {peer.peer}")
         else:
@@ -411,7 +369,10 @@ class UDPServer(ServerLifecycle, metaclass=NoPublicConstructor):
                 if len(data) > self.max_datagram:
                     self._dropped_oversize += 1
                     continue
-                self._route(data, address[:2], nursery, handler, now)
+                address = address[:2]
+                if address not in self._peers and self._loop_rule.refuses(address, now):
+                    continue
+                self._route(data, address, nursery, handler, now)
             else:
                 await trio.lowlevel.checkpoint()  # a full batch: let the others run
             # Otherwise no checkpoint here: wait_readable above is one, and a pass per
@@ -468,6 +429,7 @@ async def serve_udp(
     receive_buffer: int | None = DEFAULT_RECEIVE_BUFFER,
     grace_period: float = 5.0,
     reuse_port: bool = False,
+    refuse_source: SourceRule | None = None,
     task_status: trio.TaskStatus[UDPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` on a UDP port with one task per peer address, until stopped.
@@ -492,6 +454,10 @@ async def serve_udp(
       receive_buffer: bytes the kernel may hold for the socket while the server is busy
         (see the module docstring); None keeps the system's default.
       grace_period: seconds handlers get to finish once the stop begins.
+      refuse_source: the service's own loop rule, on top of the server's (see the module
+        docstring): called with the address of each datagram from an address that is
+        not a peer, it returns why such a source cannot be a client (the datagram is
+        refused), or None.
       task_status: ``nursery.start`` receives the :class:`UDPServer` once bound.
 
     Raises:
@@ -526,6 +492,7 @@ async def serve_udp(
             max_datagram=max_datagram,
             max_peers_per_address=max_peers_per_address,
             per_address_exempt=frozenset(per_address_exempt),
+            refuse_source=refuse_source,
         )
 
         async def receive(peers: trio.Nursery) -> None:
