@@ -15,7 +15,8 @@ from triosock._sansio.chat import REFLECTION_FACTOR, address_token, notice_token
 from triosock._services.chat import ChatServer
 from triosock._services.chat._udp import _SECRET as SECRET
 from triosock._services.chat._udp import NOTICE_INTERVAL
-from triosock._transport.udp.guards import ADDRESS_NOTICE_INTERVAL, source_key
+from triosock._transport.peraddress import source_key
+from triosock._transport.udp.guards import ADDRESS_NOTICE_INTERVAL
 
 from .chattools import LineSocket, chat_servers, join_over_udp, validate_udp_socket
 from .clitools import PYTHON, cli_server, line_process, run

@@ -1,43 +1,39 @@
 """What a UDP server refuses before a datagram reaches a peer: the per-address limit and
 the loop rule (both described in :mod:`.server`'s docstring).
 
-* :class:`AddressLimit` counts the peers of each source (an IPv4 address, or an IPv6 /64:
-  :func:`source_key`) and refuses a new peer past ``max_peers_per_address``; the refused
-  address is told at most once every :data:`ADDRESS_NOTICE_INTERVAL` seconds, and only
-  when the notice is at most three times the refused datagram (QUIC's bound for an
-  address that has not proved itself).
+* :class:`AddressLimit` counts the peers of each source (an IPv4 address, or an IPv6
+  /64: :func:`~..peraddress.source_key`) and refuses a new peer past
+  ``max_peers_per_address``; the refused address is told at most once every
+  :data:`ADDRESS_NOTICE_INTERVAL` seconds, and only when the notice is at most three
+  times the refused datagram (QUIC's bound for an address that has not proved itself).
 * :class:`LoopRule` refuses a datagram that can only be a loop (the server's own port, or
   a service's own rule) and logs it once per address per :data:`REFUSAL_QUIET` episode.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
 from ..._sansio.addresses import format_address
+from ..peraddress import PerAddress, source_key
 from .sockets import Address
 
 __all__ = [
     "ADDRESS_NOTICE_INTERVAL",
-    "LOCAL_ADDRESSES",
     "REFUSALS_REMEMBERED",
     "REFUSAL_QUIET",
     "AddressLimit",
     "LoopRule",
     "SourceRule",
-    "source_key",
 ]
 
 LOGGER = logging.getLogger("triosock.udp")
 
 #: Seconds between two notices to an address over ``max_peers_per_address``.
 ADDRESS_NOTICE_INTERVAL: Final = 10.0
-#: The addresses without a per-address limit unless told otherwise: this machine's own.
-LOCAL_ADDRESSES: Final = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
 #: A refusal's size over which the refused datagram's own is too small to answer.
 _REPLY_FACTOR: Final = 3
 
@@ -52,78 +48,50 @@ _ALL_INTERFACES: Final = frozenset({"0.0.0.0", "::", ""})
 SourceRule = Callable[[Address], "str | None"]
 
 
-def source_key(ip: str) -> str:
-    """What ``max_peers_per_address`` counts a peer under: its IPv4 address (an
-    IPv4-mapped IPv6 one included), or the /64 of its IPv6 address, as Ergo counts by
-    default (a host is often given a whole /64).
-
-    Args:
-      ip: the address as the socket reports it.
-    """
-    if ":" not in ip:
-        return ip
-    try:
-        address = ipaddress.IPv6Address(ip.partition("%")[0])
-    except ValueError:
-        return ip
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((address, 64), strict=False))
-
-
 class AddressLimit:
-    """The peers each source holds, and the refusal of one more past ``limit``.
+    """The peers each source holds (:class:`~..peraddress.PerAddress`), and
+    what an address refused one more is told.
 
     Args:
       limit: the most peers of one source (None: no limit).
       exempt: addresses without a limit.
     """
 
-    __slots__ = ("_by_ip", "_told", "dropped", "exempt", "limit")
+    __slots__ = ("_told", "peers")
 
     def __init__(self, limit: int | None, exempt: frozenset[str]) -> None:
-        self.limit = limit
-        self.exempt = exempt
-        #: Datagrams refused for the limit.
-        self.dropped = 0
-        # Per source with peers: how many, and when it was last told it has too many.
-        self._by_ip: dict[str, int] = {}
-        self._told: dict[str, float] = {}
+        self.peers = PerAddress(limit, exempt)
+        self._told: dict[str, float] = {}  # source -> when it was last told
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams refused for the limit."""
+        return self.peers.refused
 
     def count(self, address: Address) -> None:
         """A peer of ``address`` joined the table: one more for its source."""
-        if self.limit is not None and address[0] not in self.exempt:
-            source = source_key(address[0])
-            self._by_ip[source] = self._by_ip.get(source, 0) + 1
+        self.peers.count(address[0])
 
     def uncount(self, address: Address) -> None:
         """A peer of ``address`` left the table: one fewer for its source."""
-        if self.limit is None or address[0] in self.exempt:
-            return  # not counted
-        source = source_key(address[0])
-        held = self._by_ip.get(source)
-        if held is None:
-            return
-        if held > 1:
-            self._by_ip[source] = held - 1
-        else:
-            del self._by_ip[source]
-            self._told.pop(source, None)
+        self.peers.uncount(address[0])
+        if self._told and not self.peers.held(address[0]):
+            self._told.pop(source_key(address[0]), None)
 
     def refusal(self, data: bytes, address: Address, now: float) -> bytes | None:
         """None when a new peer of ``address`` is within its source's limit; otherwise
         the datagram is counted as dropped, and the answer is what to tell the address
         (empty when it is not told: told too recently, or ``data`` too small to earn it).
         """
-        limit = self.limit
-        if limit is None or address[0] in self.exempt:
+        peers = self.peers
+        if not peers.full(address[0]):
             return None
+        peers.refused += 1
         source = source_key(address[0])
-        if self._by_ip.get(source, 0) < limit:
-            return None
-        self.dropped += 1
         told = self._told.get(source)
-        notice = b"refused: %d UDP peers from your address already (the most)\n" % limit
+        notice = b"refused: %d UDP peers from your address already (the most)\n" % (
+            peers.limit or 0
+        )
         if len(notice) > _REPLY_FACTOR * len(data) or (
             told is not None and now - told < ADDRESS_NOTICE_INTERVAL
         ):

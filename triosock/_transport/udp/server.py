@@ -19,7 +19,7 @@ Server shape (trio's ``DTLSEndpoint.serve`` is the precedent):
   10-12.5 s after the peer's last datagram, and the command line's echo and time
   servers evict, so a flood of new addresses never locks new clients out.
 * ``max_peers_per_address``: the most peers one source may hold, ports aside (an IP
-  address; for IPv6 its /64, see :func:`~.guards.source_key`), so that one host cannot
+  address; for IPv6 its /64, see :func:`~..peraddress.source_key`), so that one host cannot
   take the whole table (Ergo, an IRC server, allows 16 connections per IP by default).
   A datagram that would start one more is dropped and counted
   (``dropped_address_limit``); the address is told at most once every
@@ -76,7 +76,8 @@ from .._lifecycle import (
     check_timeout,
     run_server,
 )
-from .guards import LOCAL_ADDRESSES, AddressLimit, LoopRule, SourceRule
+from ..peraddress import LOCAL_ADDRESSES, check_per_address
+from .guards import AddressLimit, LoopRule, SourceRule
 from .peer import UDPPeer
 from .sockets import (
     DEFAULT_RECEIVE_BUFFER,
@@ -474,8 +475,7 @@ async def serve_udp(
         raise ValueError(f"when_full must be 'refuse' or 'evict', not {when_full!r}")
     if not 0 < max_datagram <= MAX_UDP_PAYLOAD:
         raise ValueError(f"max_datagram must be from 1 to {MAX_UDP_PAYLOAD}: {max_datagram}")
-    if max_peers_per_address is not None and max_peers_per_address < 1:
-        raise ValueError(f"max_peers_per_address must be at least 1, not {max_peers_per_address}")
+    check_per_address("max_peers_per_address", max_peers_per_address)
     if receive_buffer is not None and receive_buffer < 1:
         raise ValueError(f"receive_buffer must be at least 1 byte, not {receive_buffer}")
     sock = await bind_udp(host, port, reuse_port)
