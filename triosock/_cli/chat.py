@@ -53,9 +53,15 @@ STATUS_PORT = 7079
 HEARTBEAT_DEFAULT = 5.0
 #: Datagrams queued per UDP peer: UDP cannot slow a sender, so room for a paste.
 UDP_QUEUE = 1024
-#: The most UDP peers one source address may hold (Ergo's per-IP default); this
-#: machine's own addresses are exempt (see serve_udp).
+#: The most connections (TCP, WebSocket) or UDP peers one source address may hold on one
+#: listener (Ergo's per-IP default); this machine's own addresses are exempt (see
+#: triosock._transport.peraddress).
 PER_ADDRESS_DEFAULT = 16
+
+
+def per_address_refusal(limit: int | None) -> bytes:
+    """The line a TCP client past the per-address limit gets before its close."""
+    return b"-!- refused: %d connections from your address already (the most)\r\n" % (limit or 0)
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,8 @@ class _Listeners:
                 where[1],
                 host=where[0],
                 max_connections=common.max_connections,
+                max_per_address=self.settings.per_address,
+                per_address_refusal=per_address_refusal(self.settings.per_address),
                 idle_timeout=common.idle_or(None),
                 grace_period=common.grace,
                 reuse_port=self.reuse,
@@ -196,6 +204,7 @@ class _Listeners:
                 ),
                 origins=[*origins, None] if origins else None,
                 max_connections=self.settings.common.max_connections,
+                max_per_address=self.settings.per_address,
                 grace_period=self.settings.common.grace,
                 reuse_port=self.reuse,
                 task_status=task_status,

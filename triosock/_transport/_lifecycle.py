@@ -130,12 +130,15 @@ class ConnectionStatistics:
       total_connections: connections served since the server started.
       handler_errors: handlers that raised (each closed its connection only).
       stopping: whether the server has begun to stop.
+      refused_per_address: connections refused because their source held the most
+        connections one address may (``max_per_address``); not in the totals.
     """
 
     open_connections: int
     total_connections: int
     handler_errors: int
     stopping: bool
+    refused_per_address: int
 
 
 class ServerLifecycle:

@@ -28,6 +28,13 @@ Server shape (trio's ``serve_listeners`` does the accepting):
   one when accepts work again, with how many failed and for how long (see
   :class:`~triosock._transport.rawsocket.AcceptTrouble`). Binding errors become
   :class:`~triosock.BindError`.
+* ``max_per_address``: the most connections one source (an IPv4 address, an IPv6 /64)
+  may hold at once, so that one host cannot take every slot (see
+  :mod:`~triosock._transport.peraddress`: this machine's own addresses are exempt by
+  default). A connection past it is accepted, sent ``per_address_refusal`` if the
+  socket takes it at once (a line that says why, in the service's protocol), and
+  closed; its handler never runs. Counted in ``refused_per_address``; the log gets one
+  line when a source's refusals begin, none again until it is under its limit.
 * :meth:`TCPConnection.reset_on_close`: a peer given up for not reading is closed with a
   reset, which frees what the kernel still holds for it (nginx's
   ``reset_timedout_connection``); every other close is graceful.
@@ -41,7 +48,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import final
 
@@ -62,6 +69,7 @@ from ._lifecycle import (
     run_server,
 )
 from .channel import FramedChannel
+from .peraddress import LOCAL_ADDRESSES, PerAddress, check_per_address
 from .rawsocket import AcceptTrouble, RawSocketListener, RawSocketStream
 
 __all__ = [
@@ -114,6 +122,8 @@ class TCPServer(ListeningServer, metaclass=NoPublicConstructor):
         self._open = 0
         self._total = 0
         self._idle_timeouts = 0
+        self._per_address = PerAddress(None)
+        self._per_address_refusal = b""
 
     def statistics(self) -> TCPServerStatistics:
         """A snapshot of the server's connections."""
@@ -123,6 +133,7 @@ class TCPServer(ListeningServer, metaclass=NoPublicConstructor):
             idle_timeouts=self._idle_timeouts,
             handler_errors=self._handler_errors,
             stopping=self.stopping,
+            refused_per_address=self._per_address.refused,
         )
 
 
@@ -346,6 +357,9 @@ async def serve_tcp(
     host: str | None = "127.0.0.1",
     backlog: int | None = None,
     max_connections: int | None = None,
+    max_per_address: int | None = None,
+    per_address_exempt: Collection[str] = LOCAL_ADDRESSES,
+    per_address_refusal: bytes = b"",
     idle_timeout: float | None = None,
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
@@ -363,6 +377,11 @@ async def serve_tcp(
       backlog: the listen backlog (trio's default when None).
       max_connections: how many connections are served at once; see the module notes
         for what the next one gets. None: no limit.
+      max_per_address: the most connections one source may hold at once (None: no
+        limit); see the module notes for what the next one gets.
+      per_address_exempt: addresses (as sockets report them) without that limit.
+      per_address_refusal: what a connection refused for that limit is sent before it
+        is closed (nothing by default).
       idle_timeout: seconds without received data before a connection is closed.
       grace_period: seconds handlers get to finish after the stop begins.
       ssl_context: serve TLS with this server context.
@@ -378,9 +397,12 @@ async def serve_tcp(
     check_grace(grace_period)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+    check_per_address("max_per_address", max_per_address)
     with binding(host, port):
         listeners = await open_listeners(port, host, backlog, reuse_port=reuse_port)
     server = TCPServer._create(listeners, grace_period=grace_period, idle_timeout=idle_timeout)
+    server._per_address = PerAddress(max_per_address, per_address_exempt)
+    server._per_address_refusal = per_address_refusal
     trouble = AcceptTrouble(LOGGER)  # one episode for every listener of the server
     served: list[trio.abc.Listener[trio.abc.Stream]] = [
         RawSocketListener(lis, trouble) for lis in listeners
@@ -405,8 +427,6 @@ async def serve_tcp(
 async def _run_connection(
     handler: Handler, server: TCPServer, slots: trio.Semaphore | None, stream: trio.abc.Stream
 ) -> None:
-    server._open += 1
-    server._total += 1
     remote: object = None
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
     if isinstance(inner, RawSocketStream | trio.SocketStream):
@@ -414,6 +434,58 @@ async def _run_connection(
             remote = inner.socket.getpeername()
         except OSError:
             remote = None
+    ip = str(remote[0]) if isinstance(remote, tuple) else None
+    limit = server._per_address
+    if ip is not None and limit.limit is not None:
+        taken = limit.take(ip)
+        if not taken:
+            if taken is False:  # this source's first refusal since it was under
+                LOGGER.warning(
+                    "%s holds %d connections, the most one address may: refusing more "
+                    "until one closes",
+                    ip,
+                    limit.limit,
+                )
+            await _refuse(stream, inner, server._per_address_refusal, slots)
+            return
+    try:
+        await _serve_connection(handler, server, stream, inner, remote)
+    finally:
+        if ip is not None and limit.limit is not None:
+            limit.uncount(ip)
+        if slots is not None:
+            slots.release()
+
+
+async def _refuse(
+    stream: trio.abc.Stream,
+    inner: trio.abc.Stream,
+    refusal: bytes,
+    slots: trio.Semaphore | None,
+) -> None:
+    """Close a connection its handler will not see: ``refusal`` first if the socket takes
+    it at once (never over TLS, which would need a handshake first)."""
+    try:
+        if refusal and stream is inner and isinstance(inner, RawSocketStream):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                inner.try_send(refusal)
+        with trio.move_on_after(_CLOSE_TIMEOUT) as close_scope:
+            close_scope.shield = True
+            await stream.aclose()
+    finally:
+        if slots is not None:
+            slots.release()
+
+
+async def _serve_connection(
+    handler: Handler,
+    server: TCPServer,
+    stream: trio.abc.Stream,
+    inner: trio.abc.Stream,
+    remote: object,
+) -> None:
+    server._open += 1
+    server._total += 1
     if server.idle_timeout is None:
         idle = server._no_idle  # never entered, never fires: one for all connections
     else:
@@ -440,10 +512,8 @@ async def _run_connection(
             with trio.move_on_after(_CLOSE_TIMEOUT) as close_scope:
                 close_scope.shield = True
                 await stream.aclose()
-        finally:  # the slot frees once the socket is closed
+        finally:  # the slot frees once the socket is closed (see _run_connection)
             server._open -= 1
-            if slots is not None:
-                slots.release()
             if verbose:
                 LOGGER.debug("%s disconnected after %.1f s", conn.peer, trio.current_time() - began)
 

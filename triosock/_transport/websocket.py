@@ -24,6 +24,9 @@ closing handshake. triosock adds what its other servers have:
   websockets stops reading, and the client's pong waits behind them. A window in which
   a frame of the client's arrived, or its reading was paused, starts another; a client
   that sends nothing and answers nothing is closed as before.
+* ``max_per_address``: the most connections one source may hold at once (see
+  :mod:`~triosock._transport.peraddress`); a connection past it is answered
+  ``429 Too Many Requests`` instead of its handshake, and closed.
 * Stop: the listeners close, every stop scope is cancelled so handlers can say goodbye,
   and after ``grace_period`` the connections still open are closed with 1001 (going away).
 """
@@ -35,10 +38,9 @@ import inspect
 import logging
 import random
 import re
-import socket
 import traceback
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast, final
@@ -47,7 +49,6 @@ import trio
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
 from websockets.trio.server import Server, ServerConnection, serve
 from websockets.typing import Origin
@@ -64,9 +65,10 @@ from ._lifecycle import (
     check_timeout,
     run_server,
 )
-from .outbox import Outbox, StreamSink
-from .rawsocket import RawSocketListener, RawSocketStream
+from .outbox import Outbox
+from .peraddress import LOCAL_ADDRESSES, PerAddress, check_per_address
 from .tcp import open_listeners
+from .websocket_stream import WebSocketListener, WebSocketStream
 
 __all__ = [
     "WebSocketPeer",
@@ -121,11 +123,13 @@ class WebSocketServer(ListeningServer, metaclass=NoPublicConstructor):
         *,
         grace_period: float,
         run_websockets: Callable[[trio.TaskStatus[Server]], Awaitable[object]],
+        per_address: PerAddress,
     ) -> None:
         super().__init__(listeners, grace_period=grace_period, logger=LOGGER)
         self._run_websockets = run_websockets
         self._open = 0
         self._total = 0
+        self._per_address = per_address
 
     async def _host_tasks(
         self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
@@ -147,97 +151,8 @@ class WebSocketServer(ListeningServer, metaclass=NoPublicConstructor):
             total_connections=self._total,
             handler_errors=self._handler_errors,
             stopping=self.stopping,
+            refused_per_address=self._per_address.refused,
         )
-
-
-class WebSocketStream(trio.abc.HalfCloseableStream):
-    """The TCP stream under one websockets connection, whose writes all go through one
-    :class:`~triosock.Outbox`: websockets' own (the handshake, pings, pongs, the close)
-    and whole frames (:func:`text_frame`) put there without waiting by a fan-out (see
-    :attr:`WebSocketPeer.outbox`). They share one queue, so they never interleave, and
-    a frame is never torn. Once websockets has sent its close frame the outbox is
-    sealed: nothing is sent after it. Once closed, ``send_all`` raises trio's
-    ``ClosedResourceError``, as a trio stream does, so that websockets' reader stops.
-
-    What the client sends after the 101 waits until the connection's handler runs
-    (:meth:`handler_started`). websockets' server writes the 101, waits for trio's next
-    pass (the write's checkpoint), and runs the handler only if the connection is still
-    OPEN then. Had its reader taken in a close frame or a protocol error meanwhile, the
-    server would close the TCP connection before the close frame the reader was about to
-    send, and a data frame read with them would go to a message queue closed already
-    (websockets logs "unexpected internal error ... EOFError"). Held, the frames reach
-    websockets with the handler there to read them, as on any later read.
-    """
-
-    __slots__ = ("_closed", "_handling", "_raw", "_release", "outbox", "protocol")
-
-    def __init__(self, raw: RawSocketStream, release: Callable[[], object] | None = None) -> None:
-        self._raw = raw
-        self._release = release  # gives the connection's max_connections slot back
-        self._closed = False
-        self._handling = trio.Event()  # the handler runs (or the stream closed)
-        self.outbox = Outbox(StreamSink(raw))
-        #: websockets' protocol object, once the connection exists (for its state).
-        self.protocol: Protocol | None = None
-
-    @property
-    def socket(self) -> socket.socket:
-        """The stdlib socket (non-blocking)."""
-        return self._raw.socket
-
-    def handler_started(self) -> None:
-        """The connection's handler runs: what the client sent goes to websockets now."""
-        self._handling.set()
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("the WebSocket stream was closed")
-        outbox = self.outbox
-        if outbox.error is None:
-            outbox.put(bytes(data), 0)  # never dropped by a drop policy
-            protocol = self.protocol
-            if protocol is not None and protocol.state in (State.CLOSING, State.CLOSED):
-                outbox.seal()  # that was the close frame
-        await self._drain()
-
-    async def _drain(self) -> None:
-        outbox = self.outbox
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while outbox.frames:
-            await outbox.write_some()
-        if outbox.error is not None:
-            raise trio.BrokenResourceError(f"the socket failed: {outbox.error}")
-        await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._drain()
-
-    async def send_eof(self) -> None:
-        await self._drain()
-        # Not the raw stream's send_eof: the outbox's writer (a fan-out member's) may be
-        # waiting for room on it, which send_eof would take for a concurrent send.
-        self._raw.half_close_nowait()
-        await trio.lowlevel.checkpoint()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        data = await self._raw.receive_some(max_bytes)
-        protocol = self.protocol
-        if not self._handling.is_set() and protocol is not None and protocol.state is State.OPEN:
-            # The 101 is sent and the handler not started yet: hold this (see the class
-            # docstring). Before the 101 (CONNECTING) the request and any rejection flow.
-            await self._handling.wait()
-            if self._closed:
-                raise trio.ClosedResourceError("the WebSocket closed before its handler ran")
-        return data
-
-    async def aclose(self) -> None:
-        self._closed = True
-        self._handling.set()  # a held read ends (ClosedResourceError)
-        self.outbox.seal()
-        release, self._release = self._release, None
-        if release is not None:
-            release()
-        await self._raw.aclose()
 
 
 class _ServerConnection(ServerConnection):
@@ -323,32 +238,6 @@ class _ServerConnection(ServerConnection):
                 raise
 
 
-class _WebSocketListener(trio.abc.Listener[WebSocketStream]):
-    """A listener for websockets' server that accepts :class:`WebSocketStream`, at most
-    as many at once as ``limiter`` has tokens (the rest wait in the listen backlog)."""
-
-    def __init__(self, listener: trio.SocketListener, limiter: trio.CapacityLimiter | None) -> None:
-        self._raw = RawSocketListener(listener)
-        self._limiter = limiter
-        self.socket = listener.socket  # websockets logs where it listens
-
-    async def accept(self) -> WebSocketStream:
-        limiter = self._limiter
-        if limiter is None:
-            return WebSocketStream(await self._raw.accept())
-        token = object()
-        await limiter.acquire_on_behalf_of(token)
-        try:
-            raw = await self._raw.accept()
-        except BaseException:
-            limiter.release_on_behalf_of(token)
-            raise
-        return WebSocketStream(raw, lambda: limiter.release_on_behalf_of(token))
-
-    async def aclose(self) -> None:
-        await self._raw.aclose()
-
-
 def text_frame(payload: bytes) -> bytes:
     """A whole unmasked text frame carrying ``payload`` (UTF-8), as a server sends it
     without extensions: websockets' own serialisation. The same bytes for every
@@ -419,6 +308,8 @@ async def serve_websocket(
     ping_timeout: float | None = 20.0,
     grace_period: float = 5.0,
     max_connections: int | None = None,
+    max_per_address: int | None = None,
+    per_address_exempt: Collection[str] = LOCAL_ADDRESSES,
     reuse_port: bool = False,
     process_request: Any = None,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
@@ -435,6 +326,10 @@ async def serve_websocket(
       ping_interval, ping_timeout: websockets' keepalive, in seconds (None: off).
       max_connections: connections served at once; the next wait in the listen backlog
         (None: no limit).
+      max_per_address, per_address_exempt: the most connections one source may hold
+        at once (None: no limit), and the addresses without that limit, as for
+        :func:`~triosock.serve_tcp`; a connection past it gets ``429 Too Many
+        Requests`` instead of its handshake.
       reuse_port: as for :func:`~triosock.serve_tcp`.
       process_request: websockets' hook to answer plain HTTP (serve a page) or refuse:
         ``(connection, request) -> Response | None``, maybe async; None goes on with the
@@ -450,6 +345,8 @@ async def serve_websocket(
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     limiter = None if max_connections is None else trio.CapacityLimiter(max_connections)
+    check_per_address("max_per_address", max_per_address)
+    per_address = PerAddress(max_per_address, per_address_exempt)
     with binding(host, port):
         listeners = await open_listeners(port, host, reuse_port=reuse_port)
     check = None
@@ -458,6 +355,12 @@ async def serve_websocket(
     answer = process_request
 
     async def on_request(connection: ServerConnection, request: Request) -> Response | None:
+        stream = connection.stream
+        if isinstance(stream, WebSocketStream) and stream.refused_per_address:
+            return connection.respond(
+                HTTPStatus.TOO_MANY_REQUESTS,
+                f"{max_per_address} connections from your address already (the most)\n",
+            )
         if answer is not None:
             response = answer(connection, request)
             if inspect.isawaitable(response):
@@ -488,7 +391,7 @@ async def serve_websocket(
             server._open -= 1
             LOGGER.debug("websocket %s disconnected", peer.peer)
 
-    ws_listeners = [_WebSocketListener(listener, limiter) for listener in listeners]
+    ws_listeners = [WebSocketListener(lis, limiter, per_address) for lis in listeners]
 
     async def run_websockets(task_status: trio.TaskStatus[Server]) -> None:
         # (Started in the server's shielded host: only its graceful stop ends it.)
@@ -512,7 +415,10 @@ async def serve_websocket(
         )
 
     server = WebSocketServer._create(
-        listeners, grace_period=grace_period, run_websockets=run_websockets
+        listeners,
+        grace_period=grace_period,
+        run_websockets=run_websockets,
+        per_address=per_address,
     )
     await run_server(server, _wait_for_the_stop, task_status)
 
