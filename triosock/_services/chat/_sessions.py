@@ -39,13 +39,14 @@ from typing import Final
 import trio
 
 from ..._directory import Directory
+from ..._directory._abc import NickLost, Repair, Returned
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
 from ._fanout import FanOut
 from ._member import Member
-from ._presence import Presence, publish
+from ._presence import NICK_LOST, Presence, publish
 from ._settings import ChatSettings
 from ._user import LEFT, LIVE, User
 
@@ -348,9 +349,11 @@ class Sessions:
             user.end("stopping")
 
     async def reap_forever(self, interval: float) -> None:
-        """Tell the rooms of users whose server died (their leases ran out) they left."""
+        """Tell the rooms of users whose server died (their leases ran out) they left;
+        and carry out what the directory repaired of this server's users meanwhile."""
         while True:
             await trio.sleep(interval)
+            await self.repair(self.directory.repairs())
             try:
                 ghosts = await self.directory.reap()
             except DirectoryUnavailable:
@@ -360,3 +363,24 @@ class Sessions:
                 left = proto.Left(ghost.room, ghost.nick)
                 with contextlib.suppress(trio.ClosedResourceError):
                     await self._presence.announce(None, proto.room_topic(ghost.room), left)
+
+    async def repair(self, repairs: list[Repair]) -> None:
+        """Carry out what the directory changed of this server's users on its own: a user
+        whose nick went to an earlier claim is told why and renamed (its room sees the
+        change); a user reaped while this server was cut off is announced again."""
+        for repair in repairs:
+            user = self.users.get(repair.session)
+            if user is None or user.phase is LEFT:
+                continue
+            core = user.core
+            match repair:
+                case NickLost(_, nick, guest) if core.owns(nick):
+                    LOGGER.info("%s is %s now (%s)", nick, guest, "an earlier claim won")
+                    effects = core.renamed(guest, True)
+                    if user.phase is LIVE:
+                        self._fanout.tell(user, NICK_LOST.format(nick=nick, guest=guest))
+                        await self._carry_out(user, effects)
+                case Returned(presence) if user.phase is LIVE:
+                    joined = proto.Joined(presence.room, core.nick)
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await self._presence.announce(None, proto.room_topic(presence.room), joined)
