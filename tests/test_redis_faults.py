@@ -26,12 +26,15 @@ from .redistools import (
     chat_users,
     redis_proxy,
     redis_server,
+    watch_log,
 )
 
 pytest.importorskip("coredis")
 
 #: The lease of these tests' servers: renewed every 0.5 s, reaped 1.5 s after the last.
 LEASE = 1.5
+#: How long Redis is paused: four leases, and past the timeout of a command.
+PAUSE = 4 * LEASE
 #: The reaping pass of the Redis directory, every second.
 REAP_INTERVAL = 1.0
 
@@ -171,7 +174,7 @@ def presence_lines(user: LineSocket, nick: bytes) -> list[bytes]:
 
 
 async def test_redis_paused_past_the_lease_announces_nobody_as_gone() -> None:
-    """Redis stopped (SIGSTOP) for twice the lease: every lease ran out in Redis, but
+    """Redis stopped (SIGSTOP) for four times the lease: every lease ran out in Redis, but
     because Redis was away, not the servers. Nobody is reaped: no room hears a single
     "left" line, every user is still listed and still talks."""
     per_server = 3
@@ -188,7 +191,9 @@ async def test_redis_paused_past_the_lease_announces_nobody_as_gone() -> None:
                 await nick(user, b"u%d" % i)
             assert await redis.pttl("triosock:seen") == -1  # Redis's clock is kept
             redis.pause()
-            await trio.sleep(2 * LEASE)  # the fault itself: Redis stopped past the lease
+            # The fault itself: Redis stopped past the lease, and past the commands' timeout
+            # (the servers' reapers ask again meanwhile, on new connections).
+            await trio.sleep(PAUSE)
             redis.resume()
             # Past a lease and two reaping passes after the return: any reaping is done.
             await trio.sleep(LEASE + 2 * REAP_INTERVAL)
@@ -241,4 +246,40 @@ async def test_a_server_cut_off_alone_past_the_lease_leaves_then_joins_each_once
                     ]
                     assert presence_lines(user, name).count(b"* " + name + b" left #lobby") == 1
             for user in (alice, amy, bob, bea):
+                user.close()
+
+
+async def test_servers_back_one_after_the_other_within_a_lease_of_redis_are_not_reaped() -> None:
+    """Redis hears from nobody past the lease (both servers cut off, as when Redis itself
+    is away), then server a reaches it again, then b, within a lease of a: a's reaper
+    must not take b's users for gone, since Redis was away, not b. Nobody is reaped."""
+    lease = 3.0  # a lease of grace from Redis's return: 3 s
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            redis_proxy(redis) as to_a,
+            redis_proxy(redis) as to_b,
+            chat_node(redis.url, "127.0.0.2", lease=lease, directory_url=to_a.url) as (_, a),
+            chat_node(redis.url, "127.0.0.3", lease=lease, directory_url=to_b.url) as (_, b),
+        ):
+            (ann,) = await chat_users(a, "127.0.0.2", 1)
+            (ben,) = await chat_users(b, "127.0.0.3", 1)
+            await nick(ann, b"ann", ben)
+            await nick(ben, b"ben", ann)
+            with watch_log("triosock.directory", "re-asserting its users") as back:
+                to_a.cut()
+                to_b.cut()
+                await trio.sleep(lease + 1)  # Redis hears from nobody past the lease
+                to_a.heal()
+                await back.wait(1)  # a is back, and reaps once a second from now on
+                await trio.sleep(REAP_INTERVAL + 0.5)  # b stays away meanwhile
+                to_b.heal()
+                await back.wait(2)
+            await trio.sleep(lease)  # the grace ends: any reaping would be done by now
+            await ben.send(b"/who\n")
+            assert await ben.read_until(b"in #lobby:") == b"-!- in #lobby: ann, ben"
+            await ben.send(b"marker\n")
+            for user in (ann, ben):
+                await user.read_until(b"ben: marker")
+                assert not any(b" left #lobby" in line for line in user.lines)
                 user.close()

@@ -366,8 +366,8 @@ class RedisDirectory(Running, Directory):
                 self._repairs.append(Returned(presence))
         if returned:
             LOGGER.warning(
-                "%d users of this process had been reaped (it was cut off from the "
-                "directory past its lease); they are back (process %s)",
+                "users of this process reaped while it was cut off from the directory past "
+                "its lease, now back: %d (process %s)",
                 len(returned),
                 self.origin,
             )
