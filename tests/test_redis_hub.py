@@ -205,3 +205,35 @@ async def test_statistics_count_what_a_slow_block_subscriber_here_cost() -> None
             assert [await slow.receive() for _ in range(3)] == [b"line 0", b"line 2", b"line 3"]
             assert receiver.statistics().published == 3
     assert warned.messages() == ["1 messages from redis dropped: subscribers here fell 2 behind"]
+
+
+async def test_a_batch_sent_again_after_a_timeout_redis_ran_anyway_arrives_once() -> None:
+    """Redis paused past the commands' timeout: the sender's PUBLISH times out and its
+    batch goes again on a new connection, and when Redis resumes it runs both. Each
+    message carries its number in its sender's sequence: the receiver skips the second
+    copy, and counts it."""
+    lines = 20
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as sender,
+            RedisHub(redis.url) as receiver,
+            receiver.subscribe("lobby", buffer=100, policy="block") as there,
+        ):
+            await sender.wait_connected()
+            await receiver.wait_connected()
+            sender.publish_nowait("lobby", b"before")
+            assert await there.receive() == b"before"
+            redis.pause()
+            for n in range(lines):
+                sender.publish_nowait("lobby", b"line %d" % n)
+            with watch_log("triosock.hub", "unreachable") as degraded:
+                await degraded.wait()  # the PUBLISH timed out (after COMMAND_TIMEOUT)
+            redis.resume()
+            got = [await there.receive() for _ in range(lines)]
+            sender.publish_nowait("lobby", b"after")
+            assert await there.receive() == b"after"  # (after any second copy)
+            figures = receiver.statistics()
+    assert got == [b"line %d" % n for n in range(lines)]
+    assert figures.received == lines + 2
+    assert figures.duplicates == lines  # the whole batch, once more
