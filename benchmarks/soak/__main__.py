@@ -29,6 +29,7 @@ SCENARIOS = {
     "floods": "floods",  # 2: pastes, floods, slowloris, half-open connections
     "cluster": "cluster",  # 3: cluster faults, workers and Redis
     "fuzz": "fuzz",  # 4: hostile input on every listener
+    "redis": "hostile_redis",  # Redis paused past the lease, a nick race across a restart
 }
 
 
