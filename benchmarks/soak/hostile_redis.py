@@ -239,6 +239,7 @@ async def _races(
     """Part 2: a nick claimed by another server's user right after Redis restarted."""
     two_owners = dm_lost = renamed = taken = 0
     settled: list[float] = []
+    doubled: list[str] = []  # the /who answers that listed a raced nick twice
     for race in range(shape.races):
         holder = await _join(nursery, members, f"held{race}", 0, ports)
         claimer = await _join(nursery, members, f"claim{race}", 1, ports)
@@ -256,15 +257,14 @@ async def _races(
             renamed += await claimer.wait("", ONE_OWNER, has="went back to") is not None
         elif answer is not None:
             taken += 1
-        listed: list[str] | None = None
         with trio.move_on_at(trio.current_time() + ONE_OWNER - (now_ns() - restarted) / 1e9):
-            while listed is None or listed.count(wanted) != 1:
-                listed = await claimer.who()
+            while (await claimer.who() or []).count(wanted) != 1:
                 await trio.sleep(0.25)
-        if listed is None or listed.count(wanted) != 1:
-            two_owners += listed is not None and listed.count(wanted) > 1
-        else:
             settled.append((now_ns() - restarted) / 1e9)
+        listed = await claimer.who()  # past the bound, or once settled
+        if listed is not None and listed.count(wanted) > 1:
+            two_owners += 1
+            doubled.append(", ".join(listed))
         start = len(holder.lines)
         await claimer.say(f"/msg {wanted} to the first {wanted}")
         reached = await holder.wait(f"to the first {wanted}", 5, start)
@@ -274,6 +274,7 @@ async def _races(
         "claims_renamed_back": renamed,
         "claims_refused": taken,
         "nicks_with_two_owners": two_owners,
+        "who_with_two_owners": doubled,
         "dm_lost": dm_lost,
         "one_owner_after_s": max(settled, default=None),
     }
