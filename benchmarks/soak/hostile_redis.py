@@ -88,14 +88,19 @@ class Member:
         await self.stream.send_all(line.encode() + b"\n")
 
     async def wait(
-        self, ends: str | tuple[str, ...], limit: float, start: int = 0, *, has: str = ""
+        self,
+        ends: str | tuple[str, ...],
+        limit: float,
+        start: int = 0,
+        *,
+        has: tuple[str, ...] = ("",),
     ) -> str | None:
         """The first line from index ``start`` on that ends with ``ends`` (one of them)
-        and contains ``has``, waiting up to ``limit`` seconds; None if none came."""
+        and contains one of ``has``, waiting up to ``limit`` seconds; None if none came."""
         with trio.move_on_after(limit):
             while True:
                 for line in self.lines[start:]:
-                    if line.endswith(ends) and has in line:
+                    if line.endswith(ends) and any(text in line for text in has):
                         return line
                 start = len(self.lines)
                 await self._changed.wait()
@@ -105,8 +110,10 @@ class Member:
         """``/who`` in its room, as listed (a nick listed twice is there twice)."""
         start = len(self.lines)
         await self.say("/who")
-        line = await self.wait("", 5, start, has="-!- in #lobby: ")
-        return None if line is None else line.split(": ", 1)[1].split(", ")
+        line = await self.wait("", 5, start, has=("-!- in #lobby: ", "directory is unreachable"))
+        if line is None or not line.startswith("-!- in #lobby: "):
+            return None
+        return line.split(": ", 1)[1].split(", ")
 
     async def aclose(self) -> None:
         if self.stream is not None:
@@ -240,6 +247,7 @@ async def _races(
     two_owners = dm_lost = renamed = taken = 0
     settled: list[float] = []
     doubled: list[str] = []  # the /who answers that listed a raced nick twice
+    told: list[float] = []  # seconds from the restart to the renamed member's notice
     for race in range(shape.races):
         holder = await _join(nursery, members, f"held{race}", 0, ports)
         claimer = await _join(nursery, members, f"claim{race}", 1, ports)
@@ -253,10 +261,6 @@ async def _races(
                 start = len(claimer.lines)
                 await claimer.say(f"/nick {wanted}")
                 answer = await claimer.wait((f"is now known as {wanted}", "is taken"), 0.1, start)
-        if answer is not None and answer.endswith(wanted):
-            renamed += await claimer.wait("", ONE_OWNER, has="went back to") is not None
-        elif answer is not None:
-            taken += 1
         with trio.move_on_at(trio.current_time() + ONE_OWNER - (now_ns() - restarted) / 1e9):
             while (await claimer.who() or []).count(wanted) != 1:
                 await trio.sleep(0.25)
@@ -265,6 +269,12 @@ async def _races(
         if listed is not None and listed.count(wanted) > 1:
             two_owners += 1
             doubled.append(", ".join(listed))
+        if answer is not None and answer.endswith(wanted):  # his claim landed first
+            if await claimer.wait("", ONE_OWNER, has=("went back to",)) is not None:
+                renamed += 1
+                told.append((now_ns() - restarted) / 1e9)
+        elif answer is not None:
+            taken += 1
         start = len(holder.lines)
         await claimer.say(f"/msg {wanted} to the first {wanted}")
         reached = await holder.wait(f"to the first {wanted}", 5, start)
@@ -277,6 +287,7 @@ async def _races(
         "who_with_two_owners": doubled,
         "dm_lost": dm_lost,
         "one_owner_after_s": max(settled, default=None),
+        "renamed_told_after_s": max(told, default=None),
     }
     bounds = [
         (f"no nick with two owners {ONE_OWNER:g} s after the restart", two_owners == 0),
