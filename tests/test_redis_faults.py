@@ -211,7 +211,8 @@ async def test_redis_paused_past_the_lease_announces_nobody_as_gone() -> None:
 async def test_a_server_cut_off_alone_past_the_lease_leaves_then_joins_each_once() -> None:
     """Only server a's directory is cut off from Redis, past the lease: b's reaper takes
     a's users out and their room hears they left, once. When a reaches Redis again it
-    writes them back, and the room hears they joined, once: left then joined."""
+    writes them back, and the room hears they joined, once: left then joined. A nick
+    taken meanwhile goes back to its first owner, as after a Redis restart."""
     with trio.fail_after(GUARD):
         async with behind_a_proxy() as (_, proxy, a, b):
             alice, amy = await chat_users(a, "127.0.0.2", 2)
@@ -228,16 +229,23 @@ async def test_a_server_cut_off_alone_past_the_lease_leaves_then_joins_each_once
             assert LEASE - LEASE / 3 <= trio.current_time() - cut <= LEASE + REAP_INTERVAL + 1
             await bob.send(b"/who\n")
             assert await bob.read_until(b"in #lobby:") == b"-!- in #lobby: bea, bob"
+            await nick(bea, b"amy", bob)  # free, since amy left
             proxy.heal()
             healed = trio.current_time()
             joined = [await bob.read_until(b" joined #lobby") for _ in range(2)]
             assert sorted(joined) == [b"* alice joined #lobby", b"* amy joined #lobby"]
             assert trio.current_time() - healed <= LEASE / 3 + REAP_INTERVAL + 1
+            # amy's claim is the earlier one: she keeps her nick, bea is renamed and told.
+            told = await bea.read_until(b"went back to")
+            assert told.startswith(b"-!- your nick amy went back to another server's user")
+            guest = told.rsplit(b" ", 1)[1]
             await bob.send(b"/who\n")
-            assert await bob.read_until(b"in #lobby:") == b"-!- in #lobby: alice, amy, bea, bob"
+            who = await bob.read_until(b"in #lobby:")
+            assert who == b"-!- in #lobby: " + b", ".join(sorted([b"alice", b"amy", b"bob", guest]))
             await alice.send(b"marker\n")
             for user in (alice, amy, bob, bea):
                 await user.read_until(b"alice: marker")
+            assert b"* amy is now known as " + guest in bob.lines  # (before or after joins)
             for user in (bob, bea):
                 for name in (b"alice", b"amy"):
                     assert presence_lines(user, name)[-2:] == [
