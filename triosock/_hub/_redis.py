@@ -31,8 +31,10 @@ plus Redis for everyone else's:
   ``retry_interval`` seconds, resubscribes every channel it needs, and sends what waited.
   Listeners added with :meth:`RedisHub.add_health_listener` hear of each change. What
   other processes published while this one was cut off is lost (Redis pub/sub keeps
-  nothing); a Redis that is only paused (``SIGSTOP``) keeps its subscribers'
-  connections, and then nothing is lost or duplicated, however long the pause.
+  nothing); a Redis that is only paused (``SIGSTOP``) keeps the subscribers'
+  connections, and then nothing is lost or duplicated, as long as the pause ends before
+  coredis's pub/sub keepalive gives up (a ``PING`` after 15 s without a message, then the
+  5 s timeout): past that, the subscriber reconnects as after a lost connection.
 """
 
 from __future__ import annotations
