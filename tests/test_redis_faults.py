@@ -33,6 +33,8 @@ pytest.importorskip("coredis")
 
 #: The lease of these tests' servers: renewed every 0.5 s, reaped 1.5 s after the last.
 LEASE = 1.5
+#: Seconds after a Redis restart by which a nick claimed meanwhile has one owner again.
+ONE_OWNER = 1.5
 #: How long Redis is paused: four leases, and past the timeout of a command.
 PAUSE = 4 * LEASE
 #: The reaping pass of the Redis directory, every second.
@@ -127,12 +129,14 @@ async def test_a_nick_taken_while_its_owner_was_lost_goes_back_to_the_earlier_cl
 async def test_a_nick_claimed_right_after_a_restart_ends_with_one_owner_the_first() -> None:
     """No proxy: Redis killed and restarted empty, bob claims carol's nick as soon as his
     server is back. Whether his claim lands before carol's server re-asserts her (he is
-    renamed and told) or after (the nick is taken), carol keeps it: one owner."""
+    renamed) or after (the nick is taken), carol keeps it: one owner, within
+    :data:`ONE_OWNER` of the restart, though no renewal comes in that time."""
+    lease = 60.0  # renewed every 20 s: not while the test runs
     with trio.fail_after(GUARD):
         async with (
             redis_server() as redis,
-            chat_node(redis.url, "127.0.0.2", lease=LEASE) as (_, a),
-            chat_node(redis.url, "127.0.0.3", lease=LEASE) as (_, b),
+            chat_node(redis.url, "127.0.0.2", lease=lease) as (_, a),
+            chat_node(redis.url, "127.0.0.3", lease=lease) as (_, b),
         ):
             (carol,) = await chat_users(a, "127.0.0.2", 1)
             (bob,) = await chat_users(b, "127.0.0.3", 1)
@@ -146,15 +150,20 @@ async def test_a_nick_claimed_right_after_a_restart_ends_with_one_owner_the_firs
                 if b"is now known as carol" in said or b"is taken" in said:
                     break
                 await trio.sleep(0.05)  # polling b's reconnection
-            if b"is now known as carol" in said:  # first: renamed back once carol returns
-                await bob.read_until(b"went back to")
             while True:
                 await bob.send(b"/who\n")
                 who = await answer(bob, b"in #lobby:", b"-!- the chat's directory")
                 if who.count(b"carol") == 1 and who.count(b"guest") == 1:
                     break
                 await trio.sleep(0.1)  # polling a's re-assertion
-            assert trio.current_time() - restarted <= LEASE / 3 + REAP_INTERVAL + 2
+            # Carol's server re-asserts her as soon as its hub finds Redis back (it
+            # retries every 0.25 s), not at its next renewal (20 s from its start).
+            assert trio.current_time() - restarted <= ONE_OWNER
+            # If his claim landed first, he is renamed and told: after its loss, his
+            # server renews every 0.25 s for a lease, and so learns it at once.
+            if b"is now known as carol" in said:
+                await bob.read_until(b"went back to")
+                assert trio.current_time() - restarted <= ONE_OWNER
             (guest,) = [n for n in who.split(b": ", 1)[1].split(b", ") if n != b"carol"]
             await bob.send(b"/msg carol to the one carol\n")
             assert await carol.read_until(b"to the one") == (

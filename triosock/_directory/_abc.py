@@ -146,11 +146,16 @@ class Directory(trio.abc.AsyncResource):
         await trio.lowlevel.checkpoint()
         return []
 
-    def repairs(self) -> list[Repair]:
-        """What the directory changed of this process's sessions on its own since the
-        last call, in order (see the module docstring); the in-process directory
-        changes nothing. Not a checkpoint."""
-        return []
+    def check_soon(self) -> None:
+        """Check with the broker soon what it holds of this process, as after an outage
+        of the broker (the chat calls it when its hub finds the broker back). The
+        in-process directory has no broker. Not a checkpoint."""
+
+    async def repairs(self) -> list[Repair]:
+        """Wait until the directory has changed sessions of this process on its own,
+        and return what it changed since the last call, in order (see the module
+        docstring). The in-process directory changes nothing: it waits forever."""
+        await trio.sleep_forever()
 
     async def aclose(self) -> None:
         """Stop what the directory runs; the in-process one runs nothing. A broker-backed

@@ -60,7 +60,13 @@ the two claims' stamps: the earlier claim keeps the nick (ties: the smaller sess
 as an IRC network resolves a nick collision after a netsplit by the nick's timestamp,
 the older one kept; the other session gets the next guest nick in the same script, so
 ``/who`` and ``/msg`` never see two owners, and its process learns it at its next
-renewal (:class:`~._abc.NickLost`, within ``lease / 3``); the chat tells that user why.
+renewal (:class:`~._abc.NickLost`, from :meth:`RedisDirectory.repairs`); the chat tells
+that user why at once. A process that found its lease lost renews every
+:data:`RETRY_INTERVAL` for a lease afterwards, since that is when the others re-assert
+too, so it learns within a quarter of a second; one that lost nothing, within
+``lease / 3``. The window in which a nick looks free is kept short as well: the chat
+calls :meth:`RedisDirectory.check_soon` when its hub finds Redis back, and the process
+re-asserts then rather than at its next renewal.
 
 When Redis cannot be reached, each call raises :class:`DirectoryUnavailable` (the chat
 tells the user and goes on); the renewal retries until it can.
@@ -71,6 +77,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -132,6 +139,9 @@ class RedisDirectory(Running, Directory):
         self._repairs: deque[Repair] = deque(maxlen=MAX_REPAIRS)
         self._client: coredis.Redis[bytes] | None = None
         self._leased = False  # this process's lease was written at least once
+        self._check = trio.Event()  # set: re-assert now (see check_soon)
+        self._repaired = trio.Event()  # set: repairs wait
+        self._watchful_until = -math.inf  # renewing every RETRY_INTERVAL until then
 
     def __repr__(self) -> str:
         return f"<RedisDirectory {self.url} sessions={len(self._mine)}>"
@@ -297,8 +307,19 @@ class RedisDirectory(Running, Directory):
         lease_ms = int(self.lease * 1000)
         return [str(lease_ms), str(_wall_ms() + lease_ms), self.prefix, self.origin]
 
-    def repairs(self) -> list[Repair]:
-        """Renames and returns made since the last call (see :meth:`_apply`)."""
+    def check_soon(self) -> None:
+        """Re-assert this process's lease and sessions now, rather than at the next
+        renewal (the chat calls it when its hub finds Redis back after losing it: a
+        Redis that restarted empty has lost them, and until they are back their nicks
+        look free to other processes)."""
+        self._check.set()
+
+    async def repairs(self) -> list[Repair]:
+        """Wait for renames and returns (see :meth:`_apply`); those made since the last
+        call."""
+        while not self._repairs:
+            await self._repaired.wait()
+            self._repaired = trio.Event()
         taken = list(self._repairs)
         self._repairs.clear()
         return taken
@@ -320,6 +341,7 @@ class RedisDirectory(Running, Directory):
         mine = list(self._mine.values())
         held = await self._write(client, mine if presences is None else presences)
         if not held and self._leased:
+            self._watchful_until = trio.current_time() + self.lease
             LOGGER.warning(
                 "the directory had lost this process's lease; re-asserting its users "
                 "(%d, process %s)",
@@ -360,10 +382,12 @@ class RedisDirectory(Running, Directory):
             self._mine[session] = Presence(session, guest, presence.room, presence.kind)
             self._stamps[session] = stamp
             self._repairs.append(NickLost(session, presence.nick, guest))
+            self._repaired.set()
         returned = [self._mine.get(_text(item)) for item in back] if isinstance(back, list) else []
         for presence in returned:
             if presence is not None:
                 self._repairs.append(Returned(presence))
+                self._repaired.set()
         if returned:
             LOGGER.warning(
                 "users of this process reaped while it was cut off from the directory past "
@@ -396,8 +420,15 @@ class RedisDirectory(Running, Directory):
         task_status.started()
         while True:
             # After a failure, again soon: a Redis that restarted empty gets our users
-            # back within RETRY_INTERVAL of its return.
-            await trio.sleep(RETRY_INTERVAL if reassert else self.lease / 3)
+            # back within RETRY_INTERVAL of its return. Sooner still when told that
+            # Redis is back (check_soon): a connection lost while idle shows only then.
+            # And for a lease after a loss: what the others re-assert meanwhile may take
+            # a nick from a session here, which the renewal is how this process learns.
+            soon = reassert or trio.current_time() < self._watchful_until
+            with trio.move_on_after(RETRY_INTERVAL if soon else self.lease / 3):
+                await self._check.wait()
+            if self._check.is_set():
+                self._check, reassert = trio.Event(), True
             reassert = await self._renew_once(client, reassert)
 
     async def _renew_once(self, client: coredis.Redis[bytes], reassert: bool) -> bool:

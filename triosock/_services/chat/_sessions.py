@@ -349,11 +349,9 @@ class Sessions:
             user.end("stopping")
 
     async def reap_forever(self, interval: float) -> None:
-        """Tell the rooms of users whose server died (their leases ran out) they left;
-        and carry out what the directory repaired of this server's users meanwhile."""
+        """Tell the rooms of users whose server died (their leases ran out) they left."""
         while True:
             await trio.sleep(interval)
-            await self.repair(self.directory.repairs())
             try:
                 ghosts = await self.directory.reap()
             except DirectoryUnavailable:
@@ -364,10 +362,15 @@ class Sessions:
                 with contextlib.suppress(trio.ClosedResourceError):
                     await self._presence.announce(None, proto.room_topic(ghost.room), left)
 
-    async def repair(self, repairs: list[Repair]) -> None:
-        """Carry out what the directory changed of this server's users on its own: a user
-        whose nick went to an earlier claim is told why and renamed (its room sees the
-        change); a user reaped while this server was cut off is announced again."""
+    async def repair_forever(self) -> None:
+        """Carry out what the directory changes of this server's users on its own, as
+        it changes it: a user whose nick went to an earlier claim is told why and
+        renamed (its room sees the change); a user reaped while this server was cut
+        off is announced again."""
+        while True:
+            await self._repair(await self.directory.repairs())
+
+    async def _repair(self, repairs: list[Repair]) -> None:
         for repair in repairs:
             user = self.users.get(repair.session)
             if user is None or user.phase is LEFT:
