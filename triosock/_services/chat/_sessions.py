@@ -25,7 +25,10 @@ room and the directory that the user left.
 * **Bursts of arrivals and departures are paced**: sessions begin, and end, at most
   :data:`SESSIONS_PER_BATCH` a scheduler batch.
 * **Ghosts.** With a directory that has leases, users whose server stopped renewing
-  them are reaped, and their rooms told they left.
+  them are reaped, and their rooms told they left. What such a directory changes of
+  this server's users on its own (a nick gone to an earlier claim, users reaped while
+  this server was cut off and now back) is carried out as it comes: the user is told
+  and renamed, the room told they joined.
 """
 
 from __future__ import annotations
@@ -38,8 +41,7 @@ from typing import Final
 
 import trio
 
-from ..._directory import Directory
-from ..._directory._abc import NickLost, Repair, Returned
+from ..._directory import Directory, NickLost, Repair, Returned
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
@@ -378,7 +380,7 @@ class Sessions:
             core = user.core
             match repair:
                 case NickLost(_, nick, guest) if core.owns(nick):
-                    LOGGER.info("%s is %s now (%s)", nick, guest, "an earlier claim won")
+                    LOGGER.info("%s is %s now: an earlier claim on the nick won", nick, guest)
                     effects = core.renamed(guest, True)
                     if user.phase is LIVE:
                         self._fanout.tell(user, NICK_LOST.format(nick=nick, guest=guest))
