@@ -300,3 +300,36 @@ async def test_servers_back_one_after_the_other_within_a_lease_of_redis_are_not_
                 await user.read_until(b"ben: marker")
                 assert not any(b" left #lobby" in line for line in user.lines)
                 user.close()
+
+
+async def test_a_server_still_away_a_lease_after_redis_returned_is_reaped_then() -> None:
+    """Redis hears from nobody past the lease, then server a reaches it again and b does
+    not: b's users are reaped a lease after a's return (the grace), not at once; when b
+    comes back, they join again."""
+    lease = 2.0
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            redis_proxy(redis) as to_a,
+            redis_proxy(redis) as to_b,
+            chat_node(redis.url, "127.0.0.2", lease=lease, directory_url=to_a.url) as (_, a),
+            chat_node(redis.url, "127.0.0.3", lease=lease, directory_url=to_b.url) as (_, b),
+        ):
+            (ann,) = await chat_users(a, "127.0.0.2", 1)
+            (ben,) = await chat_users(b, "127.0.0.3", 1)
+            await nick(ann, b"ann", ben)
+            await nick(ben, b"ben", ann)
+            with watch_log("triosock.directory", "re-asserting its users") as back:
+                to_a.cut()
+                to_b.cut()
+                await trio.sleep(lease + 1)  # Redis hears from nobody past the lease
+                to_a.heal()
+                await back.wait(1)
+            returned = trio.current_time()  # (a's first script marked Redis back)
+            assert await ann.read_until(b" left #lobby") == b"* ben left #lobby"
+            waited = trio.current_time() - returned
+            assert lease - 0.3 <= waited <= lease + REAP_INTERVAL + 0.5, waited
+            to_b.heal()
+            assert await ann.read_until(b" joined #lobby") == b"* ben joined #lobby"
+            for user in (ann, ben):
+                user.close()
