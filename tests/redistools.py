@@ -1,7 +1,9 @@
-"""A private ``redis-server`` (Debian's package) on a free loopback port, for a test."""
+"""A private ``redis-server`` (Debian's package) on a free loopback port, for a test; a
+proxy in front of it that can cut one client off; chat servers sharing it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -12,8 +14,13 @@ from contextlib import asynccontextmanager, contextmanager
 
 import trio
 
+from triosock import TCPServer, serve_tcp
+from triosock._directory._redis import DEFAULT_LEASE, RedisDirectory
+from triosock._hub._redis import RedisHub
 from triosock._redis import redis_client
+from triosock.chat import ChatServer
 
+from .chattools import LineSocket
 from .clitools import need
 
 
@@ -144,3 +151,88 @@ def watch_log(logger: str, text: str) -> Iterator[LogWatch]:
         yield watch
     finally:
         target.removeHandler(watch)
+
+
+class RedisProxy:
+    """A TCP proxy in front of a redis-server that can stop carrying bytes: the clients
+    behind it are cut off from Redis (their commands wait, then time out), the others
+    are not. What waited is carried on when it heals."""
+
+    def __init__(self, upstream: int, listener: trio.SocketListener) -> None:
+        self.upstream = upstream
+        self.listener = listener
+        port = listener.socket.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{port}"
+        self._open = trio.Event()
+        self._open.set()
+
+    def cut(self) -> None:
+        """Stop carrying bytes, both ways."""
+        self._open = trio.Event()
+
+    def heal(self) -> None:
+        """Carry bytes again, what waited first."""
+        self._open.set()
+
+    async def _pump(self, source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while data := await source.receive_some():
+                await self._open.wait()
+                await sink.send_all(data)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await sink.aclose()
+
+    async def _carry(self, client: trio.SocketStream) -> None:
+        try:
+            server = await trio.open_tcp_stream("127.0.0.1", self.upstream)
+        except OSError:
+            await client.aclose()
+            return
+        async with client, server, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, client, server)
+            nursery.start_soon(self._pump, server, client)
+
+
+@asynccontextmanager
+async def redis_proxy(redis: RedisProcess) -> AsyncIterator[RedisProxy]:
+    """A :class:`RedisProxy` on a free loopback port in front of ``redis``."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    proxy = RedisProxy(redis.port, listener)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, proxy._carry, [listener])
+        yield proxy
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def chat_node(
+    url: str, host: str, *, lease: float = DEFAULT_LEASE, directory_url: str | None = None
+) -> AsyncIterator[tuple[ChatServer, TCPServer]]:
+    """One chat server sharing its rooms through Redis at ``url`` (its directory through
+    ``directory_url``, if given: a proxy), TCP on ``host``."""
+    async with (
+        RedisHub(url) as hub,
+        RedisDirectory(directory_url or url, lease=lease) as directory,
+        ChatServer(hub, directory, rate=None, policy="block") as chat,
+        trio.open_nursery() as nursery,
+    ):
+        await hub.wait_connected()
+        server: TCPServer = await nursery.start(
+            lambda task_status: serve_tcp(
+                chat.serve_tcp_client, 0, host=host, grace_period=1, task_status=task_status
+            )
+        )
+        yield chat, server
+        nursery.cancel_scope.cancel()
+
+
+async def chat_users(server: TCPServer, host: str, count: int) -> list[LineSocket]:
+    """``count`` users of ``server``'s TCP listener on ``host``, each welcomed."""
+    joined = []
+    for _ in range(count):
+        sock = trio.socket.socket()
+        await sock.connect((host, server.port))
+        user = LineSocket(sock)
+        await user.read_until(b"welcome")
+        joined.append(user)
+    return joined

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
-from triosock import TCPServer, serve_tcp
-from triosock._directory._redis import RedisDirectory
-from triosock._hub._redis import RedisHub
 from triosock._services.chat._server import HUB_BACK, HUB_DEGRADED
-from triosock.chat import ChatServer
 
-from .chattools import LineSocket, socat_join
+from .chattools import socat_join
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .conftest import GUARD
-from .redistools import free_port, redis_server
+from .redistools import chat_node, chat_users, free_port, redis_server
 
 pytest.importorskip("coredis")
 
@@ -121,46 +115,16 @@ async def test_a_killed_server_frees_its_users_nicks_within_the_lease() -> None:
 # -- faults, on the API ----------------------------------------------------------------
 
 
-@asynccontextmanager
-async def node(url: str, host: str) -> AsyncIterator[tuple[ChatServer, TCPServer]]:
-    """One chat server sharing its rooms through Redis, TCP on ``host``."""
-    async with (
-        RedisHub(url) as hub,
-        RedisDirectory(url) as directory,
-        ChatServer(hub, directory, rate=None, policy="block") as chat,
-        trio.open_nursery() as nursery,
-    ):
-        await hub.wait_connected()
-        server: TCPServer = await nursery.start(
-            lambda task_status: serve_tcp(
-                chat.serve_tcp_client, 0, host=host, grace_period=1, task_status=task_status
-            )
-        )
-        yield chat, server
-        nursery.cancel_scope.cancel()
-
-
-async def users(server: TCPServer, host: str, count: int) -> list[LineSocket]:
-    joined = []
-    for _ in range(count):
-        sock = trio.socket.socket()
-        await sock.connect((host, server.port))
-        user = LineSocket(sock)
-        await user.read_until(b"welcome")
-        joined.append(user)
-    return joined
-
-
 async def test_redis_paused_for_2_s_loses_and_duplicates_nothing() -> None:
     lines = 200
     with trio.fail_after(GUARD):
         async with (
             redis_server() as redis,
-            node(redis.url, "127.0.0.2") as (_, a),
-            node(redis.url, "127.0.0.3") as (_, b),
+            chat_node(redis.url, "127.0.0.2") as (_, a),
+            chat_node(redis.url, "127.0.0.3") as (_, b),
         ):
-            here = await users(a, "127.0.0.2", 50)
-            there = await users(b, "127.0.0.3", 50)
+            here = await chat_users(a, "127.0.0.2", 50)
+            there = await chat_users(b, "127.0.0.3", 50)
             sender = here[0]
             await sender.send(b"/nick sender\n")
             for user in there:
@@ -189,11 +153,11 @@ async def test_redis_killed_and_restarted_users_stay_are_told_and_delivery_resum
     with trio.fail_after(GUARD):
         async with (
             redis_server() as redis,
-            node(redis.url, "127.0.0.2") as (_, a),
-            node(redis.url, "127.0.0.3") as (_, b),
+            chat_node(redis.url, "127.0.0.2") as (_, a),
+            chat_node(redis.url, "127.0.0.3") as (_, b),
         ):
-            (alice,) = await users(a, "127.0.0.2", 1)
-            (bob,) = await users(b, "127.0.0.3", 1)
+            (alice,) = await chat_users(a, "127.0.0.2", 1)
+            (bob,) = await chat_users(b, "127.0.0.3", 1)
             await alice.send(b"/nick alice\n")
             await bob.read_until(b"is now known as alice")
             await bob.send(b"/nick bob\n")

@@ -17,6 +17,7 @@ import trio
 import triosock.hub
 from triosock._hub import HubStatistics, ReadyQueue
 from triosock._hub._redis import RedisHub, RedisHubStatistics
+from triosock._redis import COMMAND_TIMEOUT
 
 from .conftest import GUARD
 from .redistools import free_port, redis_server, watch_log
@@ -205,3 +206,37 @@ async def test_statistics_count_what_a_slow_block_subscriber_here_cost() -> None
             assert [await slow.receive() for _ in range(3)] == [b"line 0", b"line 2", b"line 3"]
             assert receiver.statistics().published == 3
     assert warned.messages() == ["1 messages from redis dropped: subscribers here fell 2 behind"]
+
+
+async def test_a_batch_sent_again_after_a_timeout_redis_ran_anyway_arrives_once() -> None:
+    """Redis paused past the commands' timeout: the sender's PUBLISH times out and its
+    batch goes again on a new connection, and when Redis resumes it runs both. Each
+    message carries its number in its sender's sequence: the receiver skips the second
+    copy, and counts it."""
+    lines = 20
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as sender,
+            RedisHub(redis.url) as receiver,
+            receiver.subscribe("lobby", buffer=100, policy="block") as there,
+        ):
+            await sender.wait_connected()
+            await receiver.wait_connected()
+            sender.publish_nowait("lobby", b"before")
+            assert await there.receive() == b"before"
+            redis.pause()
+            for n in range(lines):  # one batch, sent once the publisher runs
+                sender.publish_nowait("lobby", b"line %d" % n)
+            # The fault: Redis stopped past the commands' timeout, not past the pub/sub
+            # keepalive (a PING after 15 s without a message): the receiver's subscription
+            # stays, the sender's PUBLISH times out and its batch goes again.
+            await trio.sleep(COMMAND_TIMEOUT + 1)
+            redis.resume()
+            got = [await there.receive() for _ in range(lines)]
+            sender.publish_nowait("lobby", b"after")
+            assert await there.receive() == b"after"  # (after any second copy)
+            figures = receiver.statistics()
+    assert got == [b"line %d" % n for n in range(lines)]
+    assert figures.received == lines + 2
+    assert figures.duplicates == lines  # the whole batch, once more

@@ -31,6 +31,7 @@ SCENARIOS = {
     "fuzz": "fuzz",  # 4: hostile input on every listener
     "pace": "hostile_pace",  # 5: flood pacing: a WebSocket paste, refusal floods
     "kernel": "hostile_kernel",  # 6: non-readers dropped, their kernel memory freed
+    "redis": "hostile_redis",  # 7: Redis paused past the lease, a nick race across a restart
 }
 
 

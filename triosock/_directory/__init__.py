@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from ._abc import Directory
+from ._abc import Directory, NickLost, Repair, Returned
 from ._inprocess import InProcessDirectory
 
-__all__ = ["Directory", "InProcessDirectory"]
+__all__ = ["Directory", "InProcessDirectory", "NickLost", "Repair", "Returned"]

@@ -24,18 +24,62 @@ What a broker-backed directory promises instead: listings (``nicks``, ``rooms``)
 process that stopped refreshing its lease disappear once the lease runs out (the
 implementation documents the lease), so a direct message sent in that window goes to an
 inbox nobody reads.
+
+A broker-backed directory may also change this process's sessions on its own, when the
+broker lost them and got them back (:meth:`Directory.repairs`): a nick two sessions
+ended up holding stays with the earlier claim, the other session gets a guest nick
+(:class:`NickLost`); and sessions reaped while their process was cut off come back
+(:class:`Returned`), so that their rooms hear they joined again.
 """
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import ClassVar
 
 import trio
 
 from .._sansio.chat import DEFAULT_ROOM, Presence
 
-__all__ = ["Directory"]
+__all__ = ["Directory", "NickLost", "Repair", "Returned"]
+
+
+@dataclass(frozen=True, slots=True)
+class NickLost:
+    """A session of this process lost its nick to an earlier claim and now has a guest
+    nick: two sessions came to hold the nick while the broker had lost one of them.
+
+    Attributes:
+      session: the session id.
+      nick: the nick it lost.
+      guest: the nick it has now.
+    """
+
+    session: str
+    nick: str
+    guest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Returned:
+    """A session of this process that had been reaped (its room told it left) while
+    the process was cut off from the broker, written back: its room is to hear it joined.
+
+    Attributes:
+      presence: the session as it is now.
+    """
+
+    presence: Presence
+
+    @property
+    def session(self) -> str:
+        """The session id."""
+        return self.presence.session
+
+
+#: What :meth:`Directory.repairs` reports.
+Repair = NickLost | Returned
 
 
 class Directory(trio.abc.AsyncResource):
@@ -101,6 +145,17 @@ class Directory(trio.abc.AsyncResource):
         hears of its leaving once. The in-process directory has none."""
         await trio.lowlevel.checkpoint()
         return []
+
+    def check_soon(self) -> None:
+        """Check with the broker soon what it holds of this process, as after an outage
+        of the broker (the chat calls it when its hub finds the broker back). The
+        in-process directory has no broker. Not a checkpoint."""
+
+    async def repairs(self) -> list[Repair]:
+        """Wait until the directory has changed sessions of this process on its own,
+        and return what it changed since the last call, in order (see the module
+        docstring). The in-process directory changes nothing: it waits forever."""
+        await trio.sleep_forever()
 
     async def aclose(self) -> None:
         """Stop what the directory runs; the in-process one runs nothing. A broker-backed

@@ -15,28 +15,58 @@ What lives in Redis (``P`` is the prefix, ``triosock:`` by default):
   cluster.
 
 Claiming a nick is one Lua script (check the owner and its process's lease, set, drop the
-old nick): atomic, so of two processes racing for a nick exactly one gets it. The lease is
-one per process, not one per session, written when the directory starts (so a process
-with no users is known alive too): every ``lease / 3`` seconds a process renews it with
-one ``SET ... PX`` and one ``ZADD``, whatever its number of users (10,000 users on 10
-processes cost Redis about 10 commands a second, not 35,000). A process that dies stops
-renewing; once its lease ends (at most ``lease`` seconds after its last renewal: 6 s by
-default) its users' nicks are free, ``/who`` and ``/msg`` stop finding them, and the next
-reaping pass (every process reaps once a second, :meth:`RedisDirectory.reap`, in one
-script, so each ghost goes to one process) removes them, and the chat tells their rooms
-they left; ``/rooms`` counts them until then. A process that cannot renew for a whole
-lease counts as gone the same way.
+old nick; the scripts are in :mod:`._scripts`): atomic, so of two processes racing for a
+nick exactly one gets it. Each claim is stamped with Redis's clock (``ts`` in the
+session's hash, and kept by its process). The lease is one per process, not one per
+session, written when the directory starts (so a process with no users is known alive
+too): every ``lease / 3`` seconds a process renews it with one script of a few O(1)
+commands, whatever its number of users (10,000 users on 10 processes cost Redis about
+10 scripts a second, not 35,000). A process that dies stops renewing; once its lease
+ends (at most ``lease`` seconds after its last renewal: 6 s by default) its users' nicks
+are free, ``/who`` and ``/msg`` stop finding them, and the next reaping pass (every
+process reaps once a second, :meth:`RedisDirectory.reap`, in one script, so each ghost
+goes to one process and its rooms are told once) removes them, and the chat tells their
+rooms they left; ``/rooms`` counts them until then. A process that cannot renew for a
+whole lease while others can counts as gone the same way.
+
+**A Redis that was away is not a dead process.** When Redis itself was paused or cut
+off from everyone past the lease, every lease ran out at once, and none of those
+processes died: the scripts note, on Redis's clock, when Redis last heard from anyone
+(``P seen``) and when it came back after half a lease of silence (``P back``), and no
+one is reaped until a whole lease after that return. Every live process renews within
+that lease and nobody's rooms are told anything; a process that really died meanwhile
+is reaped a lease later than otherwise.
+
+**A process reaped while it was cut off alone comes back visibly.** Reaping leaves a
+tombstone of each session (``P reaped:<origin>``, for an hour); when the process
+reaches Redis again, re-asserting finds its tombstones and :meth:`RedisDirectory.repairs`
+reports those sessions as :class:`~._abc.Returned`: the chat tells their rooms they
+joined, so each room hears "left" then "joined", each once.
 
 When a renewal finds the lease gone (a Redis that restarted empty, or a process that was
 cut off so long that others reaped its users), or after a renewal failed, the process
 re-asserts everything it holds (lease, nicks, hashes, rooms) in one script, so its users
 are back within one renewal of Redis's return (``lease / 3`` when the connection
-survived, as through a ``FLUSHALL``; :data:`RETRY_INTERVAL` after a failure); a nick
-another process took meanwhile stays theirs, and the log says so. A registration or a
-move that finds the lease gone re-asserts everyone at once, rather than bring the lease
-back for one session and leave the others out. The log warns of a lost lease once per
-loss, and only when a lease this process had written was gone: never at start, never
-after an outage that Redis survived with its keys.
+survived, as through a ``FLUSHALL``; :data:`RETRY_INTERVAL` after a failure). A
+registration or a move that finds the lease gone re-asserts everyone at once, rather
+than bring the lease back for one session and leave the others out. The log warns of a
+lost lease once per loss, and only when a lease this process had written was gone:
+never at start, never after an outage that Redis survived with its keys.
+
+**A nick two sessions came to hold keeps the earlier claim.** While Redis has lost a
+session (restarted empty, or the lease ran out), its nick looks free, and another
+process's user may claim it. When the first session is re-asserted, the script compares
+the two claims' stamps: the earlier claim keeps the nick (ties: the smaller session id),
+as an IRC network resolves a nick collision after a netsplit by the nick's timestamp,
+the older one kept; the other session gets the next guest nick in the same script, so
+``/who`` and ``/msg`` never see two owners, and its process learns it at its next
+renewal (:class:`~._abc.NickLost`, from :meth:`RedisDirectory.repairs`); the chat tells
+that user why at once. A process that found its lease lost renews every
+:data:`RETRY_INTERVAL` for a lease afterwards, since that is when the others re-assert
+too, so it learns within a quarter of a second; one that lost nothing, within
+``lease / 3``. The window in which a nick looks free is kept short as well: the chat
+calls :meth:`RedisDirectory.check_soon` when its hub finds Redis back, and the process
+re-asserts then rather than at its next renewal.
 
 When Redis cannot be reached, each call raises :class:`DirectoryUnavailable` (the chat
 tells the user and goes on); the renewal retries until it can.
@@ -47,8 +77,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -59,7 +91,8 @@ from .._errors import DirectoryUnavailable
 from .._redis import is_redis_failure, redis_client
 from .._running import Running
 from .._sansio.chat import DEFAULT_ROOM, Presence, default_nick, nick_key
-from ._abc import Directory
+from . import _scripts as lua
+from ._abc import Directory, NickLost, Repair, Returned
 
 __all__ = ["DirectoryUnavailable", "RedisDirectory"]
 
@@ -69,105 +102,9 @@ LOGGER = logging.getLogger("triosock.directory")
 DEFAULT_LEASE: Final = 6.0
 #: Seconds between two renewals while Redis cannot be reached.
 RETRY_INTERVAL: Final = 0.25
-
-# Whether session id s (``<origin>.<n>``) belongs to a process with a lease; p: prefix.
-_ALIVE: Final = """
-local function alive(p, s)
-  local origin = string.match(s, '^([^.]+)%.')
-  return origin ~= nil and redis.call('EXISTS', p .. 'proc:' .. origin) == 1
-end
-"""
-# KEYS: the new nick's key, the old one's (or the same); ARGV: session id, prefix.
-_CLAIM: Final = (
-    _ALIVE
-    + """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] and alive(ARGV[2], owner) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-if KEYS[2] ~= KEYS[1] and redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
-end
-return 1
-"""
-)
-# KEYS: a nick's key; ARGV: the session id.
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-# Renew this process's lease; 0 if it was gone (the caller re-asserts everything).
-# ARGV: lease ms, lease end ms, the prefix, the origin.
-_RENEW: Final = """
-local p, origin = ARGV[3], ARGV[4]
-local held = redis.call('SET', p .. 'proc:' .. origin, '1', 'PX', ARGV[1], 'XX')
-redis.call('ZADD', p .. 'procs', ARGV[2], origin)
-if held then return 1 end
-return 0
-"""
-# Write the lease and sessions; return whether the lease was there before (1 or 0), and
-# the ids whose nick another live session owns now (taken while this process could not
-# reach Redis). ARGV: lease ms, lease end ms, the prefix, the origin, then five per
-# session: id, nick key, nick, room, kind.
-_ASSERT: Final = (
-    _ALIVE
-    + """
-local p, origin = ARGV[3], ARGV[4]
-local held = redis.call('EXISTS', p .. 'proc:' .. origin)
-redis.call('SET', p .. 'proc:' .. origin, '1', 'PX', ARGV[1])
-redis.call('ZADD', p .. 'procs', ARGV[2], origin)
-local lost = {}
-for i = 5, #ARGV, 5 do
-  local s, nk, nick, room, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local key = p .. 'nick:' .. nk
-  local owner = redis.call('GET', key)
-  if owner and owner ~= s and alive(p, owner) then
-    table.insert(lost, s)
-  else
-    redis.call('SET', key, s)
-  end
-  redis.call('HSET', p .. 'session:' .. s, 'nick', nick, 'nk', nk, 'room', room, 'kind', kind)
-  redis.call('SADD', p .. 'in:' .. room, s)
-  redis.call('SADD', p .. 'everyone', s)
-  redis.call('SADD', p .. 'rooms', room)
-  redis.call('SADD', p .. 'owned:' .. origin, s)
-end
-return {held, lost}
-"""
-)
-# Take up to 100 sessions of processes whose lease ended out of the directory, atomically
-# (so each is reaped by one caller), and return id, nick, room, kind for each.
-# ARGV: prefix, now ms.
-_REAP: Final = """
-local p, now = ARGV[1], ARGV[2]
-local dead = redis.call('ZRANGEBYSCORE', p .. 'procs', '-inf', '(' .. now, 'LIMIT', 0, 10)
-local out, budget = {}, 100
-for _, origin in ipairs(dead) do
-  if budget <= 0 then break end
-  if redis.call('EXISTS', p .. 'proc:' .. origin) == 0 then
-    local ids = redis.call('SPOP', p .. 'owned:' .. origin, budget)
-    if #ids < budget then redis.call('ZREM', p .. 'procs', origin) end
-    budget = budget - #ids
-    for _, s in ipairs(ids) do
-      local sk = p .. 'session:' .. s
-      local h = redis.call('HMGET', sk, 'nick', 'room', 'kind', 'nk')
-      redis.call('SREM', p .. 'everyone', s)
-      if h[1] and h[2] then
-        redis.call('SREM', p .. 'in:' .. h[2], s)
-        table.insert(out, s)
-        table.insert(out, h[1])
-        table.insert(out, h[2])
-        table.insert(out, h[3] or '')
-      end
-      if h[4] then
-        local key = p .. 'nick:' .. h[4]
-        if redis.call('GET', key) == s then redis.call('DEL', key) end
-      end
-      redis.call('DEL', sk)
-    end
-  end
-end
-return out
-"""
+#: The most repairs kept for :meth:`RedisDirectory.repairs` (the chat takes them every
+#: reaping pass); the oldest go first.
+MAX_REPAIRS: Final = 10_000
 
 
 class RedisDirectory(Running, Directory):
@@ -198,8 +135,13 @@ class RedisDirectory(Running, Directory):
         self.origin = origin or os.urandom(8).hex()
         self._ids = itertools.count(1)
         self._mine: dict[str, Presence] = {}  # this process's sessions
+        self._stamps: dict[str, str] = {}  # session -> when Redis saw its nick claimed
+        self._repairs: deque[Repair] = deque(maxlen=MAX_REPAIRS)
         self._client: coredis.Redis[bytes] | None = None
         self._leased = False  # this process's lease was written at least once
+        self._check = trio.Event()  # set: re-assert now (see check_soon)
+        self._repaired = trio.Event()  # set: repairs wait
+        self._watchful_until = -math.inf  # renewing every RETRY_INTERVAL until then
 
     def __repr__(self) -> str:
         return f"<RedisDirectory {self.url} sessions={len(self._mine)}>"
@@ -258,11 +200,16 @@ class RedisDirectory(Running, Directory):
             presence = Presence(session, owned, room, kind)
             self._mine[session] = presence
             await self._assert(client, [presence])
-        return presence
+        return self._mine[session]  # (renamed, if an earlier claim on its nick came back)
 
     async def _claim(self, session: str, nick: str, old: str) -> bool:
+        """Claim ``nick`` for ``session`` (dropping ``old``); keep the claim's stamp."""
         keys = [self._nick_key(nick), self._nick_key(old)]
-        return bool(await self._redis().eval(_CLAIM, keys=keys, args=[session, self.prefix]))
+        stamp = await self._redis().eval(lua.CLAIM, keys=keys, args=[session, self.prefix])
+        if not isinstance(stamp, bytes | str):
+            return False
+        self._stamps[session] = _text(stamp)
+        return True
 
     async def rename(self, session: str, nick: str) -> bool:
         presence = self._mine[session]
@@ -270,7 +217,7 @@ class RedisDirectory(Running, Directory):
             if not await self._claim(session, nick, presence.nick):
                 return False
             self._mine[session] = Presence(session, nick, presence.room, presence.kind)
-            fields = {"nick": nick, "nk": nick_key(nick)}
+            fields = {"nick": nick, "nk": nick_key(nick), "ts": self._stamps[session]}
             await self._redis().hset(self._key("session", session), fields)
         return True
 
@@ -285,12 +232,13 @@ class RedisDirectory(Running, Directory):
 
     async def unregister(self, session: str) -> None:
         presence = self._mine.pop(session, None)
+        self._stamps.pop(session, None)
         if presence is None:
             await trio.lowlevel.checkpoint()
             return
         client = self._redis()
         with self._unavailable():  # if it fails, the lease runs out: nobody renews it
-            await client.eval(_RELEASE, keys=[self._nick_key(presence.nick)], args=[session])
+            await client.eval(lua.RELEASE, keys=[self._nick_key(presence.nick)], args=[session])
             async with client.pipeline(transaction=False) as pipe:
                 pipe.delete([self._key("session", session)])
                 pipe.srem(self._key("in", presence.room), [session])
@@ -345,7 +293,8 @@ class RedisDirectory(Running, Directory):
 
     async def reap(self) -> list[Presence]:
         with self._unavailable():
-            found = await self._redis().eval(_REAP, keys=[], args=[self.prefix, str(_wall_ms())])
+            args = [self.prefix, str(_wall_ms()), str(int(self.lease * 1000))]
+            found = await self._redis().eval(lua.REAP, keys=[], args=args)
         items = [_text(item) for item in found] if isinstance(found, list) else []
         return [
             Presence(items[i], items[i + 1], items[i + 2], items[i + 3])
@@ -358,9 +307,26 @@ class RedisDirectory(Running, Directory):
         lease_ms = int(self.lease * 1000)
         return [str(lease_ms), str(_wall_ms() + lease_ms), self.prefix, self.origin]
 
+    def check_soon(self) -> None:
+        """Re-assert this process's lease and sessions now, rather than at the next
+        renewal (the chat calls it when its hub finds Redis back after losing it: a
+        Redis that restarted empty has lost them, and until they are back their nicks
+        look free to other processes)."""
+        self._check.set()
+
+    async def repairs(self) -> list[Repair]:
+        """Wait for renames and returns (see :meth:`_apply`); those made since the last
+        call."""
+        while not self._repairs:
+            await self._repaired.wait()
+            self._repaired = trio.Event()
+        taken = list(self._repairs)
+        self._repairs.clear()
+        return taken
+
     async def _assert(
         self, client: coredis.Redis[bytes], presences: list[Presence] | None = None
-    ) -> list[str]:
+    ) -> None:
         """Write what Redis holds of ``presences`` (None: of every session here) and renew
         the lease, in one script.
 
@@ -369,15 +335,13 @@ class RedisDirectory(Running, Directory):
         logged, and every session here is written again; the lease back with one session
         would keep the renewal from noticing that the others are missing.
 
-        Returns:
-          The sessions whose nick another session owns now.
-
         Raises:
           What coredis raises when Redis cannot be reached (see ``is_redis_failure``).
         """
         mine = list(self._mine.values())
-        held, lost = await self._write(client, mine if presences is None else presences)
+        held = await self._write(client, mine if presences is None else presences)
         if not held and self._leased:
+            self._watchful_until = trio.current_time() + self.lease
             LOGGER.warning(
                 "the directory had lost this process's lease; re-asserting its users "
                 "(%d, process %s)",
@@ -385,27 +349,63 @@ class RedisDirectory(Running, Directory):
                 self.origin,
             )
             if presences is not None:
-                _, lost = await self._write(client, list(self._mine.values()))
+                await self._write(client, list(self._mine.values()))
         self._leased = True
-        return lost
 
-    async def _write(
-        self, client: coredis.Redis[bytes], presences: list[Presence]
-    ) -> tuple[bool, list[str]]:
-        """Run the assert script: whether the lease was there, and the lost nicks' sessions."""
+    async def _write(self, client: coredis.Redis[bytes], presences: list[Presence]) -> bool:
+        """Run the assert script and apply what it says; whether the lease was there."""
         args = self._lease_args()
         for p in presences:
-            args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind]
-        reply = await client.eval(_ASSERT, keys=[], args=args)
-        held, lost = reply if isinstance(reply, list) else (0, [])
-        return bool(held), [_text(item) for item in lost] if isinstance(lost, list) else []
+            stamp = self._stamps.get(p.session, "")  # (none: the newest claim of all)
+            args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind, stamp]
+        reply = await client.eval(lua.ASSERT, keys=[], args=args)
+        held, evicted, back = reply if isinstance(reply, list) else (0, [], [])
+        self._apply(evicted, back)
+        return bool(held)
 
-    async def _renew(self, client: coredis.Redis[bytes], reassert: bool) -> list[str]:
+    def _apply(self, evicted: object, back: object = ()) -> None:
+        """Take in the renames Redis queued for this process (``<id> <guest> <stamp>``:
+        an earlier claim on the session's nick won) and the sessions that had been
+        reaped, and queue both for :meth:`repairs`."""
+        for entry in evicted if isinstance(evicted, list) else []:
+            session, guest, stamp = _text(entry).split(" ")
+            presence = self._mine.get(session)
+            if presence is None or presence.nick == guest:
+                continue
+            LOGGER.warning(
+                "%s lost its nick %r to an earlier claim of another session, taken while "
+                "the directory had lost one of them; it is %s now",
+                session,
+                presence.nick,
+                guest,
+            )
+            self._mine[session] = Presence(session, guest, presence.room, presence.kind)
+            self._stamps[session] = stamp
+            self._repairs.append(NickLost(session, presence.nick, guest))
+            self._repaired.set()
+        returned = [self._mine.get(_text(item)) for item in back] if isinstance(back, list) else []
+        for presence in returned:
+            if presence is not None:
+                self._repairs.append(Returned(presence))
+                self._repaired.set()
+        if returned:
+            LOGGER.warning(
+                "users of this process reaped while it was cut off from the directory past "
+                "its lease, now back: %d (process %s)",
+                len(returned),
+                self.origin,
+            )
+
+    async def _renew(self, client: coredis.Redis[bytes], reassert: bool) -> None:
         """Renew the lease (O(1)); re-assert every session when asked, or when the lease
-        was gone. The sessions whose nick another session owns now."""
-        if not reassert and await client.eval(_RENEW, keys=[], args=self._lease_args()):
-            return []
-        return await self._assert(client)
+        was gone."""
+        if not reassert:
+            reply = await client.eval(lua.RENEW, keys=[], args=self._lease_args())
+            held, evicted = reply if isinstance(reply, list) else (0, [])
+            self._apply(evicted)
+            if held:
+                return
+        await self._assert(client)
 
     async def _renew_forever(
         self,
@@ -420,26 +420,26 @@ class RedisDirectory(Running, Directory):
         task_status.started()
         while True:
             # After a failure, again soon: a Redis that restarted empty gets our users
-            # back within RETRY_INTERVAL of its return.
-            await trio.sleep(RETRY_INTERVAL if reassert else self.lease / 3)
+            # back within RETRY_INTERVAL of its return. Sooner still when told that
+            # Redis is back (check_soon): a connection lost while idle shows only then.
+            # And for a lease after a loss: what the others re-assert meanwhile may take
+            # a nick from a session here, which the renewal is how this process learns.
+            soon = reassert or trio.current_time() < self._watchful_until
+            with trio.move_on_after(RETRY_INTERVAL if soon else self.lease / 3):
+                await self._check.wait()
+            if self._check.is_set():
+                self._check, reassert = trio.Event(), True
             reassert = await self._renew_once(client, reassert)
 
     async def _renew_once(self, client: coredis.Redis[bytes], reassert: bool) -> bool:
         """One renewal; whether the next must re-assert (this one failed)."""
         try:
-            lost = await self._renew(client, reassert=reassert)
+            await self._renew(client, reassert=reassert)
         except BaseException as exc:
             if not is_redis_failure(exc):
                 raise
             LOGGER.debug("lease renewal failed: %r", exc)
             return True
-        for session in lost:
-            presence = self._mine.get(session)
-            LOGGER.warning(
-                "%s lost its nick %r to another process while the directory was unreachable",
-                session,
-                presence.nick if presence else "?",
-            )
         return False
 
 

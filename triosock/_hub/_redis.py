@@ -10,7 +10,11 @@ plus Redis for everyone else's:
   most one Redis ``PUBLISH`` per message whatever its number of subscribers (under load
   far fewer: a chat pass's lines for a room travel together), and each process's
   messages keep their order. Each ``PUBLISH`` carries the hub's random origin id; a
-  process skips its own when Redis echoes them, so nobody gets a message twice.
+  process skips its own when Redis echoes them, so nobody gets a message twice. Each
+  message carries its number in its origin's sequence, and a receiver skips a number
+  it has had (counted in :attr:`RedisHubStatistics.duplicates`): a batch whose
+  ``PUBLISH`` timed out is sent again, and when Redis was only slow (paused past the
+  commands' timeout), it runs both the first sending and the second.
 * **Subscribing** to a topic subscribes this process to its Redis channel
   (``<prefix><topic>``) once, for all its local subscribers, and waits for Redis to
   confirm, so that what another process publishes after ``subscribe`` returns arrives.
@@ -27,12 +31,15 @@ plus Redis for everyone else's:
   ``retry_interval`` seconds, resubscribes every channel it needs, and sends what waited.
   Listeners added with :meth:`RedisHub.add_health_listener` hear of each change. What
   other processes published while this one was cut off is lost (Redis pub/sub keeps
-  nothing); a Redis that is only paused (``SIGSTOP``) keeps its connections, and then
-  nothing is lost or duplicated.
+  nothing); a Redis that is only paused (``SIGSTOP``) keeps the subscribers'
+  connections, and then nothing is lost or duplicated, as long as the pause ends before
+  coredis's pub/sub keepalive gives up (a ``PING`` after 15 s without a message, then the
+  5 s timeout): past that, the subscriber reconnects as after a lost connection.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import deque
@@ -58,10 +65,14 @@ LOGGER = logging.getLogger("triosock.hub")
 DEFAULT_MAX_PENDING: Final = 10_000
 #: Seconds between two attempts to reach Redis while it is unreachable.
 DEFAULT_RETRY_INTERVAL: Final = 0.25
-#: After the origin id: one message follows, or several, each after its length.
+#: After the origin id: one message follows, or several, each after its length; each
+#: message begins with its number in its origin's sequence (_SEQ bytes, big-endian).
 _ONE: Final = b"|"
 _PACKED: Final = b"#"
 _LENGTH: Final = 4  # bytes, big-endian
+_SEQ: Final = 8
+#: The most origins whose last message number a hub remembers (the oldest go first).
+_MAX_ORIGINS: Final = 10_000
 #: How many queued messages one pipelined batch sends at most.
 _BATCH: Final = 512
 
@@ -84,6 +95,8 @@ class RedisHubStatistics(HubStatistics):
         ``max_pending`` messages behind (the oldest go).
       dropped_outgoing: messages for Redis lost because it was unreachable while
         ``max_pending`` waited (the oldest go).
+      duplicates: messages from Redis skipped because they had come already (a batch
+        sent again after its ``PUBLISH`` timed out, which Redis had run after all).
     """
 
     healthy: bool
@@ -91,6 +104,7 @@ class RedisHubStatistics(HubStatistics):
     received: int
     dropped_remote: int
     dropped_outgoing: int
+    duplicates: int = 0
 
 
 class RedisHub(Running, Hub[bytes]):
@@ -124,7 +138,9 @@ class RedisHub(Running, Hub[bytes]):
         #: This hub's id in every message it sends.
         self.origin = os.urandom(8).hex().encode("ascii")
         self._local: InProcessHub[bytes] = InProcessHub()
-        self._outgoing: deque[tuple[bytes, bytes]] = deque()  # channel, tagged message
+        self._outgoing: deque[tuple[bytes, bytes]] = deque()  # channel, numbered message
+        self._numbers = itertools.count(1)  # this hub's message sequence
+        self._heard: dict[bytes, int] = {}  # origin -> the last number it sent here
         self._outgoing_lot = trio.lowlevel.ParkingLot()
         self._incoming: deque[tuple[str, bytes]] = deque()  # waiting for full subscribers
         self._incoming_lot = trio.lowlevel.ParkingLot()
@@ -141,6 +157,7 @@ class RedisHub(Running, Hub[bytes]):
         self._received = 0
         self._dropped_remote = 0
         self._dropped_outgoing = 0
+        self._duplicates = 0
 
     # -- running ---------------------------------------------------------------------
 
@@ -268,6 +285,7 @@ class RedisHub(Running, Hub[bytes]):
             received=self._received,
             dropped_remote=self._dropped_remote,
             dropped_outgoing=self._dropped_outgoing,
+            duplicates=self._duplicates,
         )
 
     def topics(self) -> frozenset[str]:
@@ -296,7 +314,8 @@ class RedisHub(Running, Hub[bytes]):
                     self._dropped_outgoing,
                     self.max_pending,
                 )
-        outgoing.append((self._channel(topic), message))
+        number = next(self._numbers).to_bytes(_SEQ, "big")
+        outgoing.append((self._channel(topic), number + message))
         if len(outgoing) == 1:
             self._outgoing_lot.unpark_all()
 
@@ -403,19 +422,33 @@ class RedisHub(Running, Hub[bytes]):
         size = len(self.origin)  # every hub's origin id has the same length
         if data[:size] == self.origin:
             return  # our own, delivered locally already
-        kind = data[size : size + 1]
+        origin, kind = data[:size], data[size : size + 1]
         topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
         if kind == _ONE:
-            self._received_one(topic, data[size + 1 :])
+            self._numbered(origin, topic, data[size + 1 :])
         elif kind == _PACKED:
             view, at = memoryview(data), size + 1
             while at + _LENGTH <= len(data):
                 length = int.from_bytes(view[at : at + _LENGTH], "big")
                 at += _LENGTH
-                self._received_one(topic, bytes(view[at : at + length]))
+                self._numbered(origin, topic, bytes(view[at : at + length]))
                 at += length
         else:
             LOGGER.warning("skipped a message on %r that no triosock hub sent", channel)
+
+    def _numbered(self, origin: bytes, topic: str, item: bytes) -> None:
+        """Hand on a message (after its number) unless its origin sent that number here
+        already: one origin's messages come in order, on one connection or, after a
+        timeout, a second one whose batch may repeat the first's."""
+        number = int.from_bytes(item[:_SEQ], "big")
+        heard = self._heard
+        if number <= heard.get(origin, 0):
+            self._duplicates += 1
+            return
+        if origin not in heard and len(heard) >= _MAX_ORIGINS:
+            del heard[next(iter(heard))]
+        heard[origin] = number
+        self._received_one(topic, item[_SEQ:])
 
     def _received_one(self, topic: str, message: bytes) -> None:
         self._received += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from typing import Final
 
 import trio
 
@@ -27,7 +28,14 @@ from ..._sansio import chat as proto
 from ._member import Member
 from ._settings import ChatSettings
 
-__all__ = ["Presence", "publish"]
+__all__ = ["NICK_LOST", "Presence", "publish"]
+
+#: What a user whose nick went to an earlier claim is told (see ``Sessions.repair``).
+NICK_LOST: Final = (
+    "your nick {nick} went back to another server's user who had it before you (the "
+    "chat's directory had lost them for a while: it restarted or they were cut off); "
+    "you are now {guest}"
+)
 
 
 async def publish(hub: Hub[bytes], member: Member | None, topic: str, event: proto.Event) -> None:

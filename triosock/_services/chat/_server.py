@@ -222,6 +222,7 @@ class ChatServer(Running):
             nursery.start_soon(self._presence.count_forever)
             if self.directory.reap_interval is not None:
                 nursery.start_soon(self._sessions.reap_forever, self.directory.reap_interval)
+                nursery.start_soon(self._sessions.repair_forever)
             self._fanout.ready = ready
             try:
                 yield
@@ -231,8 +232,11 @@ class ChatServer(Running):
                 nursery.cancel_scope.cancel()
 
     def _hub_health(self, healthy: bool, detail: str) -> None:
-        """Tell every user when the rooms stop (or start again) reaching other servers."""
+        """Tell every user when the rooms stop (or start again) reaching other servers;
+        when the broker is back, have the directory check what it still holds."""
         self._sessions.tell_everyone(HUB_BACK if healthy else HUB_DEGRADED)
+        if healthy:
+            self.directory.check_soon()
 
     # -- the directory, as the API sees it -----------------------------------------------
 

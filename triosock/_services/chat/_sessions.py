@@ -28,7 +28,10 @@ room and the directory that the user left.
 * **Bursts of arrivals and departures are paced**: sessions begin, and end, at most
   :data:`SESSIONS_PER_BATCH` a scheduler batch.
 * **Ghosts.** With a directory that has leases, users whose server stopped renewing
-  them are reaped, and their rooms told they left.
+  them are reaped, and their rooms told they left. What such a directory changes of
+  this server's users on its own (a nick gone to an earlier claim, users reaped while
+  this server was cut off and now back) is carried out as it comes: the user is told
+  and renamed, the room told they joined.
 """
 
 from __future__ import annotations
@@ -41,14 +44,14 @@ from typing import Final
 
 import trio
 
-from ..._directory import Directory
+from ..._directory import Directory, NickLost, Repair, Returned
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
 from ._fanout import FanOut
 from ._member import Member
-from ._presence import Presence, publish
+from ._presence import NICK_LOST, Presence, publish
 from ._settings import ChatSettings
 from ._user import LEFT, LIVE, User
 
@@ -372,3 +375,29 @@ class Sessions:
                 left = proto.Left(ghost.room, ghost.nick)
                 with contextlib.suppress(trio.ClosedResourceError):
                     await self._presence.announce(None, proto.room_topic(ghost.room), left)
+
+    async def repair_forever(self) -> None:
+        """Carry out what the directory changes of this server's users on its own, as
+        it changes it: a user whose nick went to an earlier claim is told why and
+        renamed (its room sees the change); a user reaped while this server was cut
+        off is announced again."""
+        while True:
+            await self._repair(await self.directory.repairs())
+
+    async def _repair(self, repairs: list[Repair]) -> None:
+        for repair in repairs:
+            user = self.users.get(repair.session)
+            if user is None or user.phase is LEFT:
+                continue
+            core = user.core
+            match repair:
+                case NickLost(_, nick, guest) if core.owns(nick):
+                    LOGGER.info("%s is %s now: an earlier claim on the nick won", nick, guest)
+                    effects = core.renamed(guest, True)
+                    if user.phase is LIVE:
+                        self._fanout.tell(user, NICK_LOST.format(nick=nick, guest=guest))
+                        await self._carry_out(user, effects)
+                case Returned(presence) if user.phase is LIVE:
+                    joined = proto.Joined(presence.room, core.nick)
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await self._presence.announce(None, proto.room_topic(presence.room), joined)
