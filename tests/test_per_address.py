@@ -114,7 +114,7 @@ async def _handshake(port: int, source: str) -> LineSocket:
 
 async def test_a_websocket_past_its_sources_limit_gets_429_instead_of_its_handshake() -> None:
     serve = functools.partial(
-        serve_websocket, _hold_ws, 0, max_per_address=2, per_address_exempt=()
+        serve_websocket, _hold_ws, 0, max_per_address=2, per_address_exempt=(), grace_period=0.1
     )
     with trio.fail_after(GUARD):
         async with trio.open_nursery() as nursery:
