@@ -20,10 +20,13 @@ import trio.testing
 from websockets.frames import Frame, Opcode
 from websockets.trio.client import ClientConnection, connect
 
+from triosock import TCPConnection, TCPServer, serve_tcp
+from triosock._services.chat._tcp import FEED_SLICE, TCPLineMember
 from triosock._transport.rawsocket import STREAMING_RECEIVE_SIZE
 from triosock.chat import ChatServer, WebSocketMember
 
 from .chattools import LineSocket, web_chat
+from .conftest import GUARD
 from .test_chat_web import RawClient
 
 IAC_AYT = b"\xff\xf6"
@@ -261,3 +264,30 @@ async def test_telnet_floods_of_are_you_there_and_options_are_answered_at_the_pa
     answers = received[options].count(b"\xff\xfc\x01")
     assert abs(answers - MOST) <= 1, f"{answers} WONT answers in {WINDOW} s, not {MOST}"
     assert done == 50
+
+
+async def test_a_64_kib_read_of_telnet_commands_is_parsed_4_kib_at_a_time() -> None:
+    # 32,768 `IAC AYT` in one write: the member hands the session 2,048 items at a time
+    # (FEED_SLICE, 4 KiB), the next slice parsed only once these were carried out, so
+    # the parsing never holds the server for the whole read, nor the items its memory.
+    assert FEED_SLICE == 4096
+    bursts: list[int] = []
+
+    async def handler(conn: TCPConnection) -> None:
+        member = TCPLineMember(conn, 4096)
+        assert await member.screen() is None
+        while (burst := await member.receive()) is not None:
+            bursts.append(len(burst))
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            server: TCPServer = await nursery.start(serve_tcp, handler, 0)
+            client = await LineSocket.connect(server.port)
+            await client.send(b"\xff\xf6" * 32768)
+            client.sock.shutdown(trio.socket.SHUT_WR)
+            while await client.receive():
+                pass  # nothing is answered here: the session is not running
+            client.close()
+            nursery.cancel_scope.cancel()
+    assert sum(bursts) == 32768
+    assert max(bursts) == 2048
