@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._stacks import CLUSTER_IN_PROCESS, CLUSTER_REDIS, CLUSTER_WORKERS
+from benchmarks._stacks import (
+    CHAT_NO_HISTORY,
+    CHAT_WITH_HISTORY,
+    CLUSTER_IN_PROCESS,
+    CLUSTER_REDIS,
+    CLUSTER_WORKERS,
+)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,14 @@ WORKLOADS: dict[str, Workload] = {
             "deliveries/s",
             True,
             CLUSTER_COLUMNS,
+        ),
+        Workload(
+            "resume",
+            "4d. A session that missed 1,000 lines resumes: /resume to the end of the catch-up",
+            "resume_ms",
+            "ms",
+            False,
+            (_c("ms", "resume_ms", "{:.1f}"), _c("lines caught up", "lines", "{:,.0f}")),
         ),
         Workload(
             "hub",
@@ -262,7 +276,12 @@ class Results:
     # ------------------------------------------------------------ targets
 
     def targets(self, workload: str) -> list[tuple[str, str, str]]:
-        """(target, this run, met?) rows for a workload that has targets (``cluster``)."""
+        """(target, this run, met?) rows for a workload that has targets (``chat``,
+        ``cluster``, ``resume``)."""
+        if workload == "chat":
+            return self._history_targets()
+        if workload == "resume":
+            return self._resume_targets()
         if workload != "cluster":
             return []
         configs: list[str] = []
@@ -344,6 +363,38 @@ class Results:
             )
         )
         return rows
+
+    def _history_targets(self) -> list[tuple[str, str, str]]:
+        """The chat's fan-out with its history (the default) against ``--history 0``."""
+        seen: list[str] = []
+        checks: list[bool] = []
+        for cell in self.rows("chat"):
+            if cell.stack != CHAT_WITH_HISTORY:
+                continue
+            other = self.cells.get(("chat", cell.config, CHAT_NO_HISTORY))
+            with_history = cell.median("deliveries_per_s")
+            without = other.median("deliveries_per_s") if other else None
+            if with_history is None or not without:
+                continue
+            seen.append(f"{cell.config}: {with_history / without:.2f}x")
+            checks.append(with_history / without >= 0.9)
+        met = "not measured" if not checks else ("yes" if all(checks) else "no")
+        return [
+            (
+                "the fan-out with the history on (kept in --data's SQLite file) >= 0.9x "
+                "the same with --history 0, in deliveries/s",
+                "; ".join(seen) or "-",
+                met,
+            )
+        ]
+
+    def _resume_targets(self) -> list[tuple[str, str, str]]:
+        """A resume of a session that missed 1,000 lines: under 100 ms."""
+        rows = self.rows("resume")
+        values = [m for cell in rows if (m := cell.median("resume_ms")) is not None]
+        met = "not measured" if not values else ("yes" if max(values) < 100 else "no")
+        shown = "; ".join(f"{v:.1f} ms (median)" for v in values) or "-"
+        return [("a resume of a session that missed 1,000 lines < 100 ms", shown, met)]
 
     # ------------------------------------------------------------ tables
 

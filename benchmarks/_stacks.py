@@ -79,14 +79,32 @@ _TRIOSOCK_CHAT = ("-m", "triosock", "chat", "serve", "--tcp", "127.0.0.1:0", "--
 _NO_WEB = ("--web", "none")  # two rows cannot both bind the web page's default port, 7072
 _TCP_LINE = r"tcp\b[^\n]*?127\.0\.0\.1:(\d+)"  # the line naming the TCP listener
 
+CHAT_WITH_HISTORY = "triosock"
+CHAT_NO_HISTORY = "triosock --history 0"
 CHAT = [
     Stack("trio chat", _peer("trio_chat"), role="baseline"),
     Stack("asyncio streams chat", _peer("asyncio_chat"), role="reference"),
     Stack("uvloop streams chat", _peer("asyncio_chat", "--uvloop")),
-    Stack("triosock", (*_TRIOSOCK_CHAT, *_NO_WEB, *LOSSLESS, *UNLIMITED), port_pattern=_TCP_LINE),
+    Stack(
+        CHAT_WITH_HISTORY,
+        (*_TRIOSOCK_CHAT, *_NO_WEB, *LOSSLESS, *UNLIMITED),
+        port_pattern=_TCP_LINE,
+    ),
     Stack(
         "triosock default policy", (*_TRIOSOCK_CHAT, *_NO_WEB, *UNLIMITED), port_pattern=_TCP_LINE
     ),
+    # the same as "triosock" without the history (every other row keeps it, in --data's
+    # SQLite file: the runner gives each run a state directory of its own)
+    Stack(
+        CHAT_NO_HISTORY,
+        (*_TRIOSOCK_CHAT, *_NO_WEB, *LOSSLESS, *UNLIMITED, "--history", "0"),
+        port_pattern=_TCP_LINE,
+    ),
+]
+
+# how long a resume of a session that missed 1,000 lines takes (benchmarks/resumebench.py)
+RESUME = [
+    Stack("triosock chat serve", (*_TRIOSOCK_CHAT, *_NO_WEB, *UNLIMITED), port_pattern=_TCP_LINE),
 ]
 
 # the chat over WebSocket; the ratio column "x asyncio" divides by websockets' asyncio server

@@ -51,10 +51,12 @@ ALL_WORKLOADS = (
     "chat",
     "wsfanout",
     "cluster",
+    "resume",
     "hub",
     "memory",
     "http",
 )
+RESUME_MISSED = 1000
 CHAT_SETUP_TIMEOUT = 90.0
 # the cluster's load client keeps its connections open after its result (until the runner
 # has read Redis's counters and the workers' connections), at most this long
@@ -80,6 +82,7 @@ class Settings:
     hub_deliveries: int
     memory_conns: int
     http_conns: tuple[int, ...]
+    resume_rounds: int = 5
 
 
 QUICK = Settings(
@@ -99,6 +102,7 @@ QUICK = Settings(
     hub_deliveries=100_000,
     memory_conns=1000,
     http_conns=(10,),
+    resume_rounds=2,
 )
 FULL = Settings(
     repeat=3,
@@ -606,6 +610,41 @@ class Runner:
                     tail = " | ".join(err.strip().splitlines()[-2:]) or f"exit {proc.returncode}"
                     self.fail(cell, f"hubbench: {tail}", rep)
 
+    # ------------------------------------------------------------ workload 4d
+
+    def resume(self, rep: int) -> None:
+        """A session that missed 1,000 lines resumes: ``benchmarks/resumebench.py``'s
+        rounds against ``chat serve``, each from ``/resume`` to the end of the catch-up."""
+        config = f"{RESUME_MISSED} missed"
+        for stack in self.stacks(_stacks.RESUME):
+            cell = self.results.cell("resume", config, RESUME_MISSED, stack.name, stack.role)
+            with self.serve(stack, "resume", [cell]) as server:
+                if server is None:
+                    continue
+                argv = [sys.executable, "-m", "benchmarks.resumebench", "--port"]
+                argv += [str(server.port), "--missed", str(RESUME_MISSED)]
+                argv += ["--rounds", str(self.settings.resume_rounds)]
+                proc = self.procs.start(
+                    argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+                )
+                self.pinning.pin(proc.pid, "client")
+                try:
+                    out, err = proc.communicate(timeout=30 + 30 * self.settings.resume_rounds)
+                except subprocess.TimeoutExpired:
+                    out, err = "", "timed out"
+                finally:
+                    self.procs.stop(proc)
+                rows = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+                for row in rows:
+                    if row["event"] == "error":
+                        self.fail(cell, row["error"], rep)
+                        continue
+                    metrics = {"resume_ms": row["resume_ms"], "lines": float(row["lines"])}
+                    cell.reps.append(metrics)
+                    self.progress(cell, rep, metrics)
+                if not rows:
+                    self.fail(cell, " | ".join(err.strip().splitlines()[-2:]) or "no output", rep)
+
     # ------------------------------------------------------------ workload 6
 
     def memory(self, rep: int) -> None:
@@ -668,6 +707,7 @@ class Runner:
             ("chat", self.chat),
             ("wsfanout", self.wsfanout),
             ("cluster", self.cluster),
+            ("resume", self.resume),
             ("hub", self.hub),
             ("memory", self.memory),
             ("http", self.http),
@@ -816,6 +856,11 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:  # 1000 connections need more than the usual 1024 descriptors
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # chat servers keep their history where --data says by default (the user's state
+    # directory): this run's go into its own folder, a new one each run
+    state = out_dir / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    os.environ["XDG_STATE_HOME"] = str(state)
     runner = Runner(settings, out_dir, args.only, args.stacks, args.client, not args.no_pin)
     started = time.monotonic()
     for sig in (signal.SIGTERM, signal.SIGHUP):  # stop like Ctrl-C, so the finally below runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import AsyncIterator
@@ -114,6 +115,15 @@ async def socat_join(peer: Any) -> None:
     await peer.send(token)
 
 
+#: The notice that tells a TCP user its resume token (right after the welcome).
+TOKEN_NOTICE = re.compile(rb"-!- your resume token: [A-Za-z0-9_-]{32} \(secret; .*\)")
+
+
+def without_token(lines: list[bytes]) -> list[bytes]:
+    """``lines`` without the resume token's notice (for tests about something else)."""
+    return [line for line in lines if not TOKEN_NOTICE.fullmatch(line)]
+
+
 async def expect(chan: trio.abc.ReceiveChannel[bytes], wanted: bytes) -> bytes:
     while True:
         line = await chan.receive()
@@ -131,7 +141,27 @@ RENDERED = re.compile(
     rb"|\* [A-Za-z0-9_.\-:\[\]]+ is now known as [A-Za-z0-9_.\-]+"
     rb"|\[dm (from|to) [A-Za-z0-9_.\-:\[\]]+\] .*"
     rb"|-!- .*"
+    rb"|\[\d\d:\d\d:\d\d\] .*"  # an earlier line, stamped with its time
 )
+
+
+class Events:
+    """A WebSocket client's events, one at a time (a message may hold several)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.waiting: list[dict[str, object]] = []
+
+    async def next(self, **wanted: object) -> dict[str, object]:
+        """The next event with the fields ``wanted``."""
+        while True:
+            while not self.waiting:
+                message = await self.ws.recv()
+                assert isinstance(message, str)
+                self.waiting = [json.loads(line) for line in message.splitlines()]
+            event = self.waiting.pop(0)
+            if all(event.get(k) == v for k, v in wanted.items()):
+                return event
 
 
 class LineReader:
@@ -176,6 +206,15 @@ class LineReader:
             if self.eof:
                 raise AssertionError(f"EOF before {wanted!r}; last lines {self.lines[-5:]}")
             await self.read_some()
+
+    async def next_line(self) -> bytes:
+        """The next line after the last one :meth:`read_until` or this method returned."""
+        while self._cursor >= len(self.lines):
+            if self.eof:
+                raise AssertionError(f"EOF; last lines {self.lines[-5:]}")
+            await self.read_some()
+        self._cursor += 1
+        return self.lines[self._cursor - 1]
 
     async def read_to_eof(self) -> list[bytes]:
         while not self.eof:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trustme
 from hypothesis import settings
@@ -23,6 +24,15 @@ settings.register_profile("triosock", deadline=None)
 settings.load_profile("triosock")
 
 GUARD = 30
+
+
+@pytest.fixture(autouse=True)
+def _own_state_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test's servers keep their history (``chat serve``'s default ``--data``) in
+    a directory of its own, never in the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
 
 
 class Batches:

@@ -125,7 +125,7 @@ async def test_five_hundred_clients_lossless_each_gets_every_message_once_in_ord
 async def test_udp_peer_expires_at_exactly_twice_the_heartbeat(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    chat = ChatServer()
+    chat = ChatServer(resume_window=0)  # it leaves at expiry (detaching: test_chat_resume)
     with trio.fail_after(1000):
         async with chat_servers(chat, peer_idle_timeout=10) as (tcp, udp, _):
             watcher = await open_tcp_channel("127.0.0.1", tcp.port)
@@ -287,7 +287,7 @@ async def test_a_line_said_just_before_quit_still_reaches_its_sender_and_the_roo
 async def test_lines_said_between_replies_before_eof_all_reach_their_sender() -> None:
     # Each /who reply holds the connection's send gate while the room lines fan out, so
     # the fan-out hands them to the session's writer; none may be lost at the EOF.
-    chat = ChatServer()
+    chat = ChatServer(history_on_join=0)  # each connection sees only its own lines
     said = [b"line %d" % i for i in range(20)]
     with trio.fail_after(GUARD):
         async with chat_servers(chat) as (tcp, _udp, _):
@@ -326,7 +326,7 @@ async def test_join_moves_a_user_between_rooms() -> None:
 
 
 async def test_a_user_whose_connection_resets_leaves_and_the_room_goes_on() -> None:
-    chat = ChatServer()
+    chat = ChatServer(resume_window=0)  # it leaves at once (detaching: test_chat_resume)
     with trio.fail_after(GUARD):
         async with chat_servers(chat) as (tcp, _udp, _):
             talker = await open_tcp_channel("127.0.0.1", tcp.port)
@@ -379,7 +379,7 @@ async def test_the_command_line_limits_reach_nc_users_and_bad_values_are_refused
             port = server.port("chat (tcp)")
             typed = b"short\n0123456789ab\n0123456789\n/quit\n"
             result = await run([nc, "-N", "127.0.0.1", str(port)], stdin=typed)
-        assert result.stdout.splitlines()[2:] == [
+        assert result.stdout.splitlines()[3:] == [  # after the welcome, token and join
             b"[#lobby] guest1: short",
             b"-!- line refused (12 bytes): lines may be at most 10 bytes",
             b"[#lobby] guest1: 0123456789",

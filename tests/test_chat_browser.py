@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -16,6 +17,9 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
+from triosock.chat import ChatServer
+
+from .chattools import web_chat
 from .clitools import cli_server, line_process, need
 from .conftest import GUARD
 
@@ -178,3 +182,70 @@ async def test_a_browser_and_an_nc_user_talk_and_markup_stays_text() -> None:
                     await in_thread(wait_for, driver, shows("disconnected (1000: bye)"))
                     say = driver.find_element(By.ID, "say")
                     assert not say.is_enabled()  # nothing typed is silently lost
+
+
+def status(driver: WebDriver) -> str:
+    return str(driver.find_element(By.ID, "status").text)
+
+
+def count(driver: WebDriver, text: str) -> int:
+    return sum(text in line for line in log_lines(driver))
+
+
+async def test_the_page_reconnects_and_resumes_by_itself_and_after_a_reload(
+    tmp_path: Any,
+) -> None:
+    """The page's connection is cut from the server side: the page reconnects by
+    itself, resumes, and shows once each line an nc user said meanwhile; reloaded, it
+    shows the conversation again (history) under the same nick; the room saw nothing."""
+    nc = need("nc")
+    chat = ChatServer()
+    with trio.fail_after(GUARD * 2):
+        async with (
+            web_chat(chat) as (tcp, _, web),
+            line_process([nc, "127.0.0.1", str(tcp)]) as alice,
+        ):
+            await alice.send(b"/nick alice")
+            await alice.expect(b"is now known as alice")
+            with browser() as driver:
+                await in_thread(driver.get, f"http://127.0.0.1:{web}/")
+                await in_thread(wait_for, driver, shows("welcome to triosock chat"))
+                nick = await in_thread(me, driver)
+                await alice.expect(nick.encode() + b" joined #lobby")
+                mark = len(alice.seen)
+                await alice.send(b"before the cut")
+                await in_thread(wait_for, driver, shows("alice: before the cut"))
+                # Cut the page's TCP connection from the server's side.
+                (page,) = [u for u in chat._sessions.users.values() if u.member.kind == "ws"]
+                page.member.peer.connection.stream._raw.socket.shutdown(  # type: ignore[attr-defined]
+                    socket.SHUT_RDWR
+                )
+                while True:  # its session waits, detached
+                    await alice.send(b"/who")
+                    if b"(away)" in await alice.expect(b"-!- in #lobby"):
+                        break
+                await alice.send(b"while away 1")
+                await alice.send(b"while away 2")
+                await in_thread(wait_for, driver, shows("alice: while away 2"))
+                await in_thread(wait_for, driver, lambda d: status(d) == "connected")
+                assert await in_thread(me, driver) == nick
+                await alice.send(b"live again")
+                await in_thread(wait_for, driver, shows("alice: live again"))
+                for said in ("before the cut", "while away 1", "while away 2", "live again"):
+                    assert await in_thread(count, driver, "alice: " + said) == 1, said
+                # A reload: a new page, the same tab's session, and the conversation.
+                await in_thread(driver.refresh)
+                await in_thread(wait_for, driver, shows("alice: live again"))
+                await in_thread(wait_for, driver, lambda d: me(d) == nick)
+                await alice.send(b"after the reload")
+                await in_thread(wait_for, driver, shows("alice: after the reload"))
+                said_all = ("before the cut", "while away 1", "while away 2", "live again")
+                for said in (*said_all, "after the reload"):
+                    assert await in_thread(count, driver, "alice: " + said) == 1, said
+                shot = tmp_path / "page-resumed.png"
+                await in_thread(driver.save_screenshot, str(shot))
+                assert shot.stat().st_size > 10_000
+                await in_thread(type_line, driver, "/quit")
+                await alice.expect(nick.encode() + b" left #lobby")
+            room_saw = [x for x in alice.seen[mark:] if x.startswith(b"* " + nick.encode())]
+            assert room_saw == [b"* " + nick.encode() + b" left #lobby"]  # at /quit only

@@ -43,6 +43,7 @@ from triosock._sansio.chat import (
     Presence,
     Publish,
     Rename,
+    Replay,
     Reply,
     Say,
     Tell,
@@ -88,7 +89,9 @@ def said(text: str, nick: str = "alice") -> Publish:
 def test_start_welcomes_if_wanted_then_announces_the_join(welcome: bool) -> None:
     hello = Tell("welcome to triosock chat, alice; /help lists commands")
     joined = Publish(LOBBY, Joined(DEFAULT_ROOM, "alice"))
-    assert make_session().start(welcome=welcome) == ([hello] if welcome else []) + [joined]
+    replay = Replay(DEFAULT_ROOM)  # the room's earlier lines, then its live ones
+    expected = ([hello] if welcome else []) + [replay, joined]
+    assert make_session().start(welcome=welcome) == expected
 
 
 def test_leave_tells_the_room_it_joined_and_nobody_before_it_started() -> None:
@@ -191,6 +194,7 @@ def test_moved_tells_the_old_room_then_the_new_one() -> None:
     session.start()
     assert session.moved("#dev") == [
         Publish(LOBBY, Left(DEFAULT_ROOM, "alice")),
+        Replay("#dev"),
         Publish("room:#dev", Joined("#dev", "alice")),
     ]
     assert (session.room, session.topic) == ("#dev", "room:#dev")

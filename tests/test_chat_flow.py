@@ -22,7 +22,7 @@ from triosock._services.chat._sessions import SESSIONS_PER_BATCH
 from triosock.chat import ChatServer, InProcessDirectory
 from triosock.hub import InProcessHub, Policy
 
-from .chattools import LineSocket, chat_servers, validate_udp_socket
+from .chattools import LineSocket, chat_servers, validate_udp_socket, without_token
 from .conftest import GUARD, Batches, rss
 
 
@@ -98,7 +98,7 @@ async def test_a_member_that_never_reads_is_dropped_under_the_rule_and_nobody_wa
 ) -> None:
     caplog.set_level(logging.WARNING, logger="triosock.chat")
     hub = CountingHub()
-    chat = ChatServer(hub)  # otherwise every default
+    chat = ChatServer(hub, resume_window=0)  # otherwise every default; it leaves at once
     text = b"x" * 900
     most = 20_000  # ~18 MB, a bound: the kernel holds a few MB for a reader that stops
     with trio.fail_after(most):
@@ -165,7 +165,7 @@ async def test_a_member_whose_socket_takes_nothing_is_dropped_after_the_stall_ti
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="triosock.chat")
-    chat = ChatServer()
+    chat = ChatServer(resume_window=0)  # it leaves at once (detaching: test_chat_resume)
     with trio.fail_after(1000):
         async with chat_servers(chat) as (tcp, _, _):
             sleeper = await LineSocket.connect(tcp.port, rcvbuf=4096)
@@ -192,10 +192,14 @@ async def test_a_member_whose_socket_takes_nothing_is_dropped_after_the_stall_ti
 THE_TEXT = b"z" * 600
 #: A talker's line and every other line the members of this test may see, whole.
 WHOLE = re.compile(
-    rb"\[#(a|b)\] guest[12]: \d+ "
+    rb"(\[\d\d:\d\d:\d\d\] )?\[#(a|b)\] guest[12]: \d+ "  # live, or an earlier line
     + THE_TEXT
+    + rb"|-!- #(a|b): \d+ earlier lines \(times UTC, \d{4}-\d\d-\d\d\)"
+    + rb"|-!- end of earlier lines of #(a|b)(; /history N shows more)?"
+    + rb"|-!- day changed to \d{4}-\d\d-\d\d"
     + rb"|\* guest\d+ (joined|left) #(a|b|lobby)"
     + rb"|-!- (welcome to triosock chat, guest\d+; /help lists commands|server closing: goodbye)"
+    + rb"|-!- your resume token: [A-Za-z0-9_-]{32} \(secret; .*\)"
 )
 
 
@@ -259,7 +263,7 @@ async def test_joins_between_busy_rooms_and_a_stop_mid_burst_never_tear_a_line()
 
 
 async def test_notices_come_after_the_room_lines_produced_before_them() -> None:
-    chat = ChatServer(max_line_length=100)
+    chat = ChatServer(max_line_length=100, history_on_join=0)
     with trio.fail_after(GUARD):
         async with chat_servers(chat) as (tcp, _, _):
             alice = await LineSocket.connect(tcp.port)
@@ -268,7 +272,7 @@ async def test_notices_come_after_the_room_lines_produced_before_them() -> None:
             for _ in range(20):  # the join and the notice race every time
                 late = await LineSocket.connect(tcp.port)
                 await late.send(b"/nick alice\nhello\n" + b"y" * 200 + b"\n/quit\n")
-                lines = await late.read_to_eof()
+                lines = without_token(await late.read_to_eof())
                 nick = lines[0].split(b", ")[1].split(b";")[0]
                 assert lines == [
                     b"-!- welcome to triosock chat, " + nick + b"; /help lists commands",
@@ -441,7 +445,7 @@ async def test_two_hundred_members_that_close_at_once_end_a_few_a_batch() -> Non
     scheduler batches, SESSIONS_PER_BATCH or so a batch, so that the rest of the server
     runs between (without it: 200 in two batches); all of them end."""
     with trio.fail_after(GUARD):
-        async with chat_servers(ChatServer(rate=None)) as (tcp, _, nursery):
+        async with chat_servers(ChatServer(rate=None, resume_window=0)) as (tcp, _, nursery):
             members = []
             for _ in range(200):
                 member = await LineSocket.connect(tcp.port)
@@ -460,7 +464,8 @@ async def test_two_hundred_udp_peers_that_expire_together_end_a_few_a_batch(
     """UDP peers silent since the same moment expire at the same moment: their idle timers
     fall due together, and their ends are spread like the closes above."""
     with trio.fail_after(GUARD):
-        async with chat_servers(ChatServer(rate=None), peer_idle_timeout=10) as (_, udp, nursery):
+        chat = ChatServer(rate=None, resume_window=0)  # expired peers leave at once
+        async with chat_servers(chat, peer_idle_timeout=10) as (_, udp, nursery):
             socks = []
             for _ in range(200):
                 sock = trio.socket.socket(type=trio.socket.SOCK_DGRAM)

@@ -43,8 +43,9 @@ async def test_an_idle_user_is_told_why_and_the_log_names_its_seconds(
     autojump_clock: trio.testing.MockClock, leavings: Leavings
 ) -> None:
     # The idle timeout ends the session's input through its stop scope: the session says
-    # goodbye (what was queued, then why) as for any other end, and the room is told.
-    with trio.fail_after(100):
+    # goodbye (what was queued, then why) as for any other end; it is detached for the
+    # resume window (120 s), and then the room is told.
+    with trio.fail_after(300):
         async with (
             chat_servers(ChatServer(), tcp_options={"idle_timeout": 5}) as (tcp, _, _),
             trio.open_nursery() as nursery,
@@ -64,17 +65,18 @@ async def test_an_idle_user_is_told_why_and_the_log_names_its_seconds(
             assert trio.current_time() - start == pytest.approx(5)
             assert silent.lines[-1] == b"-!- disconnected: idle for 5 s"
             await expect(witness, b"* guest2 left #lobby")
+            assert trio.current_time() - start == pytest.approx(5 + 120)
             silent.close()
             nursery.cancel_scope.cancel()
             await witness.aclose()
-    assert leavings()[0] == "guest2 left (idle for 5 s)"
+    assert leavings()[0] == "guest2 left (idle for 5 s, then no resume within 120 s)"
 
 
 async def test_a_udp_peers_expiry_is_named(
     autojump_clock: trio.testing.MockClock, leavings: Leavings
 ) -> None:
     with trio.fail_after(100):
-        async with chat_servers(ChatServer(), peer_idle_timeout=10) as (tcp, udp, _):
+        async with chat_servers(ChatServer(resume_window=0), peer_idle_timeout=10) as (tcp, udp, _):
             watcher = await lobby_user(tcp.port)
             peer = await join_over_udp(udp.port)
             await peer.send(b"hello")

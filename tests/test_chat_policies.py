@@ -67,7 +67,7 @@ def room_lines(member: LineSocket, nick: bytes) -> list[bytes]:
 async def test_a_member_that_falls_behind_loses_whole_lines_and_is_told(
     autojump_clock: trio.testing.MockClock, policy: Policy
 ) -> None:
-    chat = ChatServer(policy=policy, max_backlog=16 * 1024, stall_timeout=None)
+    chat = ChatServer(policy=policy, max_backlog=16 * 1024, stall_timeout=None, resume_window=0)
     count = 8000  # ~4 MB: more than the kernel holds for a reader that stops
     with trio.fail_after(10 * count):
         async with chat_servers(chat) as (tcp, _, _):
@@ -106,7 +106,7 @@ async def test_block_delivers_everything_at_the_pace_of_the_slowest_reader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     hub = CountingHub()
-    chat = ChatServer(hub, policy="block", max_backlog=16 * 1024, rate=None)
+    chat = ChatServer(hub, policy="block", max_backlog=16 * 1024, rate=None, resume_window=0)
     count = 8000
     with trio.fail_after(10 * count):
         async with chat_servers(chat) as (tcp, _, _):
@@ -269,7 +269,9 @@ async def test_a_client_asking_for_answers_it_never_reads_is_dropped_whatever_th
     # rate limit, each answer costs a token and they come 50 a second: off here, so
     # that the bound is reached at once.)
     caplog.set_level(logging.WARNING, logger="triosock.chat")
-    chat = ChatServer(policy="drop_oldest", max_backlog=16 * 1024, stall_timeout=None, rate=None)
+    chat = ChatServer(
+        policy="drop_oldest", max_backlog=16 * 1024, stall_timeout=None, rate=None, resume_window=0
+    )
     with trio.fail_after(GUARD):
         async with chat_servers(chat) as (tcp, _, _):
             watcher = await LineSocket.connect(tcp.port)
@@ -328,7 +330,7 @@ async def test_a_member_closed_while_the_room_waits_for_it_never_freezes_the_roo
 ) -> None:
     # Under "block" the room waits for a member that falls behind; closed then (here by
     # the idle timeout), it must leave the hub at once, or nobody would get anything again.
-    chat = ChatServer(policy="block", max_backlog=16 * 1024, rate=None)
+    chat = ChatServer(policy="block", max_backlog=16 * 1024, rate=None, resume_window=0)
     count = 8000  # ~4 MB: more than the kernel holds for the member that does not read
     with trio.fail_after(100 * count):
         async with chat_servers(chat, tcp_options={"idle_timeout": 5}) as (tcp, _, _):

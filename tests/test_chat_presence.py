@@ -34,7 +34,8 @@ async def _member(port: int) -> tuple[LineSocket, bytes]:
 async def test_a_crowded_room_gets_counts_and_a_small_one_a_line_each(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    chat = ChatServer(presence_limit=3, presence_interval=5)
+    # closing leaves at once (detaching and resuming: test_chat_resume)
+    chat = ChatServer(presence_limit=3, presence_interval=5, resume_window=0)
     with trio.fail_after(100):
         async with chat_servers(chat) as (tcp, udp, _):
             first, _nick = await _member(tcp.port)
@@ -140,6 +141,7 @@ async def test_the_command_line_presence_options_reach_nc_users() -> None:
             assert result.returncode == 2, result
             assert len(result.stderr.decode().strip().splitlines()) == 1, result.stderr
         options = ["--presence-limit", "1", "--presence-interval", "0.5", "--status", "none"]
+        options += ["--resume-window", "0"]  # a closed connection leaves at once
         args = [*serve[3:], "--udp", "none", "--web", "none", *options]
         async with cli_server(args) as server:
             port = server.port("chat (tcp)")

@@ -499,8 +499,9 @@ def test_render_is_clean_for_any_event(event: Event, viewer: str | None) -> None
 
 
 def test_encoding_format() -> None:
-    assert encode_event(Message("#lobby", "alice", "hi")) == (
-        b'{"room":"#lobby","sender":"alice","text":"hi","type":"message"}'
+    assert encode_event(Message("#lobby", "alice", "hi", 7, 1796645823123)) == (
+        b'{"id":7,"room":"#lobby","sender":"alice","text":"hi","time":1796645823123,'
+        b'"type":"message"}'
     )
     assert json.loads(encode_event(NickChanged("a", "b"))) == {
         "type": "nick",

@@ -83,7 +83,7 @@ async def flood_until_dropped(talker: LineSocket, said: list[bytes], sleeper: by
 async def test_a_tcp_member_dropped_for_not_reading_is_reset_and_its_kernel_queue_freed(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    chat = ChatServer(rate=None, max_backlog=MAX_BACKLOG)
+    chat = ChatServer(rate=None, max_backlog=MAX_BACKLOG, resume_window=0)
     closed = trio.Event()
     seen: dict[str, list[tuple[str, int]]] = {}
     server_port = 0
@@ -134,7 +134,7 @@ async def test_a_tcp_member_dropped_for_not_reading_is_reset_and_its_kernel_queu
 async def test_a_slow_member_that_takes_everything_during_its_goodbye_is_closed_gracefully(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    chat = ChatServer(rate=None, max_backlog=MAX_BACKLOG)
+    chat = ChatServer(rate=None, max_backlog=MAX_BACKLOG, resume_window=0)
     with trio.fail_after(300):
         async with chat, trio.open_nursery() as nursery:
             tcp = await nursery.start(
@@ -177,7 +177,7 @@ class _WebSocketSleeper:
 async def test_a_websocket_member_dropped_for_not_reading_is_reset_too(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    chat = ChatServer(rate=None, max_backlog=MAX_BACKLOG)
+    chat = ChatServer(rate=None, max_backlog=MAX_BACKLOG, resume_window=0)
     closed = trio.Event()
     seen: dict[str, list[tuple[str, int]]] = {}
     web_port = 0

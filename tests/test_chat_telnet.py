@@ -23,7 +23,7 @@ ESCAPE = b"\x1d"  # Ctrl-]: telnet's own prompt
 async def test_telnet_in_line_and_character_mode_reaches_the_room_as_typed() -> None:
     telnet = need("telnet")
     with trio.fail_after(GUARD):
-        async with chat_servers(ChatServer()) as (tcp, _, _):
+        async with chat_servers(ChatServer(resume_window=0)) as (tcp, _, _):  # leaves at once
             observer = await LineSocket.connect(tcp.port)
             await observer.read_until(b"guest1 joined")
             async with open_terminal([telnet, "127.0.0.1", str(tcp.port)]) as term:

@@ -27,6 +27,8 @@ from websockets.typing import Origin
 from websockets.uri import parse_uri
 
 from triosock import WebSocketServer, serve_websocket
+from triosock._sansio import chat as proto
+from triosock._services.chat._websocket import FIRST_MESSAGE_WAIT
 from triosock.chat import ChatServer
 
 from .chattools import LineSocket, socat_join, web_chat
@@ -128,11 +130,11 @@ async def test_a_websockets_client_talks_with_an_nc_user_and_a_udp_peer() -> Non
                 )
                 await peer.expect(b"[#lobby] carol: hello from the web <b>")
                 await alice.send(b"hi carol")
-                await carol.expect(b'{"room":"#lobby","sender":"alice","text":"hi carol"')
+                await carol.expect(b'"room":"#lobby","sender":"alice","text":"hi carol"')
                 await peer.send(b"hi from udp")
                 await carol.expect(b'"sender":"' + udp_name + b'","text":"hi from udp"')
                 await alice.send(b"/msg carol psst")
-                await carol.expect(b'{"recipient":"carol","sender":"alice","text":"psst"')
+                await carol.expect(b'"recipient":"carol","sender":"alice","text":"psst"')
                 await carol.send(b'{"type":"msg","to":"alice","text":"psst back"}')
                 assert await alice.expect(b"psst back") == b"[dm from carol] psst back"
                 await carol.send(b"/who")
@@ -198,10 +200,19 @@ async def test_the_page_the_room_list_and_404_over_curl() -> None:
 
 
 async def test_json_events_in_and_out_and_the_hello_comes_first() -> None:
+    chat = ChatServer()
     with trio.fail_after(GUARD):
-        async with web_chat(ChatServer()) as (tcp, _, web), connect(ws_url(web)) as ws:
+        async with web_chat(chat) as (tcp, _, web), connect(ws_url(web)) as ws:
             first = await events(ws)
-            assert first[0] == {"nick": "guest1", "room": "#lobby", "type": "hello"}
+            hello = dict(first[0])
+            token = hello.pop("token")
+            assert proto.check_token_untrusted(token) is None
+            assert hello == {
+                "epoch": chat.store.epoch,
+                "nick": "guest1",
+                "room": "#lobby",
+                "type": "hello",
+            }
             await expect_event(ws, type="joined", nick="guest1", room="#lobby")
             nc = await LineSocket.connect(tcp)
             await nc.read_until(b"welcome")
@@ -381,7 +392,10 @@ class RawClient:
 
 async def test_invalid_utf8_gets_1007_and_a_huge_message_1009_and_the_room_goes_on() -> None:
     with trio.fail_after(GUARD):
-        async with web_chat(ChatServer()) as (tcp, _, web), connect(ws_url(web)) as other:
+        async with (
+            web_chat(ChatServer(resume_window=0)) as (tcp, _, web),  # a close leaves at once
+            connect(ws_url(web)) as other,
+        ):
             await expect_event(other, type="joined")
             bad = await RawClient.connect(web)
             await expect_event(other, type="joined", nick="guest2")
@@ -406,7 +420,8 @@ async def test_a_websocket_member_that_never_reads_is_dropped_and_the_room_gets_
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="triosock.chat")
-    chat = ChatServer(rate=None)  # the default rule: 256 KiB waiting, or 30 s taking nothing
+    # the default rule: 256 KiB waiting, or 30 s taking nothing; it leaves at once
+    chat = ChatServer(rate=None, resume_window=0)
     text = "x" * 900
     most = 20_000  # ~18 MB, a bound: the kernel holds a few MB for a reader that stops
     messages: list[str] = []  # what the sleeper gets when it reads at last
@@ -513,7 +528,8 @@ async def test_slowloris_on_the_web_port_holds_up_nobody(
                 asked = trio.current_time()
                 async with connect(ws_url(web)) as ws:
                     await expect_event(ws, type="joined")
-                assert trio.current_time() == asked
+                # only the wait for a first message (a resume) before the session begins
+                assert trio.current_time() - asked == pytest.approx(FIRST_MESSAGE_WAIT)
             assert len(ended) == len(slow)
             assert all(10 <= t <= 13 for t in ended), (min(ended), max(ended))
             # Each deadline has up to 2 s added at random: opened together, the slow ones
@@ -564,7 +580,10 @@ async def test_a_client_that_never_answers_pings_is_closed_by_the_keepalive(
     # closing handshake: the session ends, the room is told, and what the client finds at
     # last is a close saying why.
     with trio.fail_after(1000):
-        async with web_chat(ChatServer()) as (_, _, web), connect(ws_url(web)) as other:
+        async with (
+            web_chat(ChatServer(resume_window=0)) as (_, _, web),  # a close leaves at once
+            connect(ws_url(web)) as other,
+        ):
             await expect_event(other, type="joined")
             mute = await RawClient.connect(web)  # reads nothing, so never answers a ping
             await expect_event(other, type="joined", nick="guest2")

@@ -27,7 +27,7 @@ import trio
 
 from triosock._cli._join_screen import colour_wanted, paint
 
-from .chattools import LineSocket
+from .chattools import TOKEN_NOTICE, LineSocket, without_token
 from .clitools import PYTHON, LineProcess, ServerProcess, cli_server, run
 from .conftest import GUARD
 from .ptytools import Terminal, open_terminal, visible_lines
@@ -284,7 +284,8 @@ async def test_piped_output_is_the_servers_plain_lines_even_with_a_terminal_type
                 lines = await client.read_to_eof()
                 assert await client.process.wait() == 0
                 assert await stderr_of(client) == b""
-            assert lines == [
+            assert TOKEN_NOTICE.fullmatch(lines[1])  # as the server sent it
+            assert without_token(lines) == [
                 b"-!- welcome to triosock chat, guest1; /help lists commands",
                 b"* guest1 joined #lobby",
                 b"* guest1 is now known as ann",
@@ -303,9 +304,11 @@ async def test_timestamps_come_before_each_line() -> None:
                 await client.close_stdin()
                 lines = await client.read_to_eof()
                 assert await client.process.wait() == 0
-            assert len(lines) == 3
+            assert len(lines) == 4
             for line, said in zip(
-                lines, [b"-!- welcome", b"* guest1 joined", b"-!- bye"], strict=True
+                lines,
+                [b"-!- welcome", b"-!- your resume token", b"* guest1 joined", b"-!- bye"],
+                strict=True,
             ):
                 assert re.fullmatch(rb"\d\d:\d\d:\d\d " + re.escape(said) + rb".*", line), line
 

@@ -42,7 +42,7 @@ async def test_chat_status_counts_tcp_udp_and_web_users_rooms_and_lines() -> Non
     with trio.fail_after(GUARD):
         async with cli_server(
             [*CHAT, "--web", "127.0.0.1:0", "--status", "127.0.0.1:0", "--rate", "none"],
-            ready_lines=7,
+            ready_lines=8,  # with the history line
         ) as server:
             status_line = next(x for x in server.lines if x.startswith("status (http)"))
             where = re.search(r"127\.0\.0\.1:\d+", status_line)

@@ -29,6 +29,7 @@ from ._services.chat import (
     WebSocketMember,
     WebSocketRenderer,
 )
+from ._store import MemoryStore, SqliteStore, Store
 
 if TYPE_CHECKING:  # imported on first use at run time: see __getattr__ below
     from ._directory._redis import RedisDirectory as RedisDirectory
@@ -42,8 +43,11 @@ __all__ = [
     "EndReason",
     "InProcessDirectory",
     "Member",
+    "MemoryStore",
     "RedisDirectory",
     "Renderer",
+    "SqliteStore",
+    "Store",
     "TCPLineMember",
     "TCPRenderer",
     "UDPDialectMember",

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -113,6 +115,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    # the chat servers' history (--data's default: the user's state directory) goes into
+    # this run's folder, a new one each run
+    state = args.out / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    os.environ["XDG_STATE_HOME"] = str(state)
     began = time.monotonic()
     rows: list[Row] = []
     for name in SCENARIOS:

@@ -14,6 +14,7 @@ from typing import Any, get_args
 
 from .._hub import Policy
 from . import join
+from ._chat_store import NO_DATA, default_data_dir
 from ._console import UsageError
 from ._parser import Parser, record
 from ._run import Job
@@ -25,8 +26,10 @@ from ._values import (
     count,
     count_or_none,
     factor,
+    not_negative,
     positive,
     positive_or_none,
+    whole,
 )
 from .chat import STATUS_PORT, TCP_DEFAULT, UDP_DEFAULT, WEB_DEFAULT, ChatSettings
 
@@ -46,6 +49,15 @@ def _redis_url(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not a redis URL: {text!r} (redis://HOST:PORT/DB or unix://PATH)"
         )
+    return text
+
+
+def _data_dir(text: str) -> str:
+    """``--data``: a directory, or ``none`` (memory only)."""
+    if text.lower() == NO_DATA:
+        return NO_DATA
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a directory, or none")
     return text
 
 
@@ -166,6 +178,36 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
         metavar="SECONDS",
         help=f"seconds between two counts of a crowded room's joins and leaves "
         f"({DEFAULTS.presence_interval:g})",
+    )
+    add(
+        "--data",
+        type=_data_dir,
+        default=None,
+        metavar="DIR|none",
+        help="keep the history in DIR/chat.sqlite3, so that it outlives a restart "
+        f"(default: {default_data_dir()}); none: in memory only",
+    )
+    add(
+        "--history",
+        type=whole,
+        default=DEFAULTS.history,
+        metavar="N",
+        help=f"lines kept per room, with ids ({DEFAULTS.history}; 0: none, /history is off)",
+    )
+    add(
+        "--history-on-join",
+        type=whole,
+        default=DEFAULTS.history_on_join,
+        metavar="N",
+        help=f"earlier lines a user is shown on entering a room ({DEFAULTS.history_on_join})",
+    )
+    add(
+        "--resume-window",
+        type=not_negative,
+        default=DEFAULTS.resume_window,
+        metavar="SECONDS",
+        help="a session whose connection ends without /quit waits this long for "
+        f"/resume TOKEN on a new one ({DEFAULTS.resume_window:g}; 0: it ends at once)",
     )
     add(
         "--heartbeat",

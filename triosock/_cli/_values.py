@@ -128,6 +128,14 @@ def count(text: str) -> int:
     return _at_least_1(_converted(int, text, "whole number"), text)
 
 
+def whole(text: str) -> int:
+    """A whole number, 0 or more."""
+    value = _converted(int, text, "whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
 def count_or_none(text: str) -> int | None:
     return None if text.lower() == "none" else count(text)
 

@@ -27,17 +27,21 @@ from .._services.chat import ChatServer
 from .._services.chat._page import ChatPage
 from .._services.chat._server import (
     DEFAULT_BURST,
+    DEFAULT_HISTORY,
+    DEFAULT_HISTORY_ON_JOIN,
     DEFAULT_MAX_BACKLOG,
     DEFAULT_MAX_LINE_LENGTH,
     DEFAULT_PRESENCE_INTERVAL,
     DEFAULT_PRESENCE_LIMIT,
     DEFAULT_RATE,
+    DEFAULT_RESUME_WINDOW,
     DEFAULT_STALL_TIMEOUT,
 )
 from .._transport.tcp import TCPServer, serve_tcp
 from .._transport.udp import UDPServer, serve_udp
 from .._transport.websocket import WebSocketServer, serve_websocket
 from ._chat_redis import check_reachable, open_shared_state, private_redis
+from ._chat_store import open_store
 from ._serve_settings import PortSlot, ServeSettings
 from ._serving import ServerStarter, run_servers, tcp_line, udp_line
 from ._status_serve import Figures, Status
@@ -73,6 +77,7 @@ class ChatSettings(ServeSettings):
     web: Address | None = WEB_DEFAULT
     web_origin: tuple[str, ...] = ()
     redis: str | None = None
+    data: str | None = None
     policy: Policy = "disconnect"
     buffer: int = 256
     max_line_length: int = DEFAULT_MAX_LINE_LENGTH
@@ -82,6 +87,9 @@ class ChatSettings(ServeSettings):
     stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
     presence_limit: int | None = DEFAULT_PRESENCE_LIMIT
     presence_interval: float = DEFAULT_PRESENCE_INTERVAL
+    history: int = DEFAULT_HISTORY
+    history_on_join: int = DEFAULT_HISTORY_ON_JOIN
+    resume_window: float = DEFAULT_RESUME_WINDOW
     heartbeat: float = HEARTBEAT_DEFAULT
     expiry_factor: float = 2.0
     per_address: int | None = PER_ADDRESS_DEFAULT
@@ -103,9 +111,12 @@ class ChatSettings(ServeSettings):
         logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
         async with contextlib.AsyncExitStack() as stack:
             hub, directory = await open_shared_state(self.redis, stack)
+            shared = self.redis is not None
+            store, kept = await open_store(self.data, self.history, stack, shared=shared)
             chat = ChatServer(
                 hub,
                 directory,
+                store=store,
                 policy=self.policy,
                 buffer=self.buffer,
                 max_line_length=self.max_line_length,
@@ -115,6 +126,9 @@ class ChatSettings(ServeSettings):
                 stall_timeout=self.stall_timeout,
                 presence_limit=self.presence_limit,
                 presence_interval=self.presence_interval,
+                history=self.history,
+                history_on_join=self.history_on_join,
+                resume_window=self.resume_window,
             )
             status.extra = functools.partial(_chat_figures, chat)
             listening: list[tuple[str, Address]] = []  # (kind, bound address), as each starts
@@ -122,7 +136,7 @@ class ChatSettings(ServeSettings):
 
             async def hint(nursery: trio.Nursery) -> str:
                 await trio.lowlevel.checkpoint()
-                return "\n".join(_join_hints(self.common.prog, listening))
+                return "\n".join([*_join_hints(self.common.prog, listening), kept])
 
             async with chat:  # runs the fan-out task
                 await run_servers([*starters, hint], status)
@@ -256,4 +270,7 @@ async def _chat_figures(chat: ChatServer) -> Figures:
         "paced": figures.paced,
         "dropped": figures.dropped,
         "disconnected_slow": figures.disconnected_slow,
+        "detached": figures.detached,
+        "resumed": figures.resumed,
+        "resume_refused": figures.resume_refused,
     }

@@ -27,6 +27,11 @@ truncated: the server refuses lines over its limit before they are parsed.
   ``/me TEXT``          :class:`Me`, an action in the current room
   ``/who``              :class:`Who`, who is in the current room
   ``/rooms``            :class:`Rooms`
+  ``/resume TOKEN``     :class:`Resume`, take back a session whose connection was
+                        lost (``TOKEN`` is not checked here)
+  ``/history [N]``      :class:`History`, the last ``N`` lines of the current room
+                        (``N`` from 1 to :data:`MAX_RECALL`; more is capped there;
+                        20 without ``N``)
   ``/help``             :class:`Help` (arguments are ignored)
   ``/quit``             :class:`Quit` (arguments, e.g. a quit message, are ignored)
   ====================  ==================================================
@@ -48,16 +53,20 @@ from typing import Final, TypeAlias
 from ._text import apply_erasures, neutralise, sanitize_text
 
 __all__ = [
+    "DEFAULT_RECALL",
     "HELP_TEXT",
+    "MAX_RECALL",
     "Command",
     "Empty",
     "Help",
+    "History",
     "Invalid",
     "Join",
     "Me",
     "Msg",
     "Nick",
     "Quit",
+    "Resume",
     "Rooms",
     "Say",
     "Who",
@@ -73,7 +82,10 @@ HELP_TEXT: Final[tuple[str, ...]] = (
     "  /me TEXT         act in your room: * you TEXT",
     "  /who             list who is in your room",
     "  /rooms           list the rooms",
+    "  /history [N]     show the last N lines of your room again (20; at most 200)",
     "  /help            show this help",
+    "  /resume TOKEN    take back your session after a lost connection (as the first",
+    "                   line of a new connection; the welcome tells your token)",
     "  /quit            leave",
     "anything else is said to your room; start a line with // to say /something",
 )
@@ -136,6 +148,22 @@ class Help:
 
 
 @dataclass(frozen=True, slots=True)
+class History:
+    """``/history [N]``: show the last ``count`` lines of the current room again;
+    ``capped`` when the user asked for more than :data:`MAX_RECALL`."""
+
+    count: int
+    capped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """``/resume TOKEN``: take back a detached session. ``token`` is not checked yet."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Empty:
     """An empty or whitespace-only line, to be ignored."""
 
@@ -147,7 +175,14 @@ class Invalid:
     reason: str
 
 
-Command: TypeAlias = Say | Nick | Join | Msg | Me | Who | Rooms | Quit | Help | Empty | Invalid
+Command: TypeAlias = (
+    Say | Nick | Join | Msg | Me | Who | Rooms | Quit | Help | History | Resume | Empty | Invalid
+)
+
+#: The most lines one ``/history N`` shows, and how many without ``N``.
+MAX_RECALL: Final = 200
+DEFAULT_RECALL: Final = 20
+_HISTORY_USAGE = f"usage: /history [N], N a number of lines from 1 to {MAX_RECALL}"
 
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 _NAME_AND_TEXT = re.compile(r"(\S+)\s+(.+)", re.DOTALL)
@@ -196,4 +231,13 @@ def parse_line_untrusted(line: bytes) -> Command:
         return Msg(parts[1], parts[2])
     if name == "me":
         return Me(args) if args else Invalid("usage: /me TEXT")
+    if name == "resume":
+        return Resume(args.strip()) if args.strip() else Invalid("usage: /resume TOKEN")
+    if name == "history":
+        if not args:
+            return History(DEFAULT_RECALL)
+        if not (args.isascii() and args.isdigit()) or len(args) > 12 or int(args) < 1:
+            return Invalid(_HISTORY_USAGE)
+        count = int(args)
+        return History(min(count, MAX_RECALL), capped=count > MAX_RECALL)
     return Invalid(f"unknown command /{sanitize_text(name, max_length=20)}; try /help")

@@ -26,6 +26,16 @@ Effects:
 :class:`Lookup`             find the nick's session; answer with :meth:`found`
 :class:`ListUsers`          ask who is in the room; answer with :meth:`listed_users`
 :class:`ListRooms`          ask for the rooms; answer with :meth:`listed_rooms`
+:class:`Replay`             the session is entering the room: subscribe it, show it the
+                            room's last lines (as many as the server shows on joining),
+                            then its live lines, none missing, none twice. It comes
+                            before the session's own join line: until it is carried
+                            out the subscription is held, and a session publishing to
+                            a room it holds would wait for itself
+:class:`Recall`             show the room's last ``count`` lines again (``/history``),
+                            after what is already queued
+:class:`Reattach`           the user asks for a detached session back (``/resume``): the
+                            service checks the token and carries it out
 :class:`Close`              end the session (the user said ``/quit`` or ``quit``, or a
                             member refused its client)
 ==========================  ===========================================================
@@ -54,6 +64,7 @@ Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
@@ -62,12 +73,14 @@ from ._commands import (
     HELP_TEXT,
     Empty,
     Help,
+    History,
     Invalid,
     Join,
     Me,
     Msg,
     Nick,
     Quit,
+    Resume,
     Rooms,
     Say,
     Who,
@@ -77,6 +90,7 @@ from ._directory import Presence, room_topic
 from ._errors import ChatError
 from ._events import Action, Direct, Event, Joined, Left, Message, NickChanged
 from ._names import nick_key, validate_nick, validate_room
+from ._resume import ResumeRequest
 from ._text import sanitize_text
 from ._udp import Heartbeat, UdpQuit, classify_datagram_untrusted
 
@@ -90,7 +104,10 @@ __all__ = [
     "Move",
     "Pause",
     "Publish",
+    "Reattach",
+    "Recall",
     "Rename",
+    "Replay",
     "Reply",
     "Tell",
 ]
@@ -160,6 +177,30 @@ class ListRooms:
 
 
 @dataclass(frozen=True, slots=True)
+class Replay:
+    """The session has just entered ``room``: show it the room's last lines, then its
+    live lines (none missing, none twice)."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recall:
+    """Show the last ``count`` lines of ``room`` again, after what is already queued."""
+
+    room: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reattach:
+    """The user asks for a detached session back: the service checks ``request``'s
+    token and, if it is right, this connection becomes that session's."""
+
+    request: ResumeRequest
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """End the session: ``reason`` is ``"quit"`` (the user asked to leave) or
     ``"refused"`` (a member found its client is no chat client, ``detail`` says why)."""
@@ -169,7 +210,19 @@ class Close:
 
 
 Effect: TypeAlias = (
-    Pause | Publish | Tell | Reply | Rename | Move | Lookup | ListUsers | ListRooms | Close
+    Pause
+    | Publish
+    | Tell
+    | Reply
+    | Rename
+    | Move
+    | Lookup
+    | ListUsers
+    | ListRooms
+    | Replay
+    | Recall
+    | Reattach
+    | Close
 )
 
 _QUIT = Close("quit")
@@ -222,6 +275,9 @@ class ChatSession:
         effects: list[Effect] = []
         if welcome:
             effects.append(Tell(f"welcome to triosock chat, {self.nick}; /help lists commands"))
+        # the room's earlier lines first: the session must publish nothing to the room
+        # between subscribing to it and being fed it (see Replay)
+        effects.append(Replay(self.room))
         effects.append(Publish(self.topic, Joined(self.room, self.nick)))
         return effects
 
@@ -267,6 +323,11 @@ class ChatSession:
         no event (its refusal), telnet's ``AYT`` or option negotiation. It costs a token,
         as a line does."""
         return self._pace(now, [answer])
+
+    def receive_resume(self, request: ResumeRequest, now: float) -> list[Effect]:
+        """A resume asked for by a client that counts ids (a JSON ``resume`` event); it
+        costs a token, as a line does."""
+        return self._pace(now, [Reattach(request)])
 
     def receive_datagram(self, data: bytes, now: float) -> list[Effect]:
         """A datagram of the UDP dialect: a heartbeat, ``quit``, or a line as on TCP.
@@ -315,6 +376,13 @@ class ChatSession:
                         f" (bursts of {self._bucket.burst})"
                     )
                 return [*(Tell(line) for line in HELP_TEXT), Tell(limits)]
+            case History(count, capped):
+                effects: list[Effect] = [Recall(self.room, count)]
+                if capped:
+                    effects.insert(0, Tell(f"/history shows at most {count} lines at a time"))
+                return effects
+            case Resume(token):
+                return [Reattach(ResumeRequest(token))]
             case Invalid(reason):
                 return [Tell(reason)]
             case Quit():
@@ -335,6 +403,7 @@ class ChatSession:
         old, self.room = self.room, room
         return [
             Publish(room_topic(old), Left(old, self.nick)),
+            Replay(room),
             Publish(self.topic, Joined(room, self.nick)),
         ]
 
@@ -348,9 +417,11 @@ class ChatSession:
             effects.append(Publish(self.inbox, direct))
         return effects
 
-    def listed_users(self, room: str, nicks: list[str]) -> list[Effect]:
-        """The directory's answer to :class:`ListUsers`."""
-        return [Tell(f"in {room}: {', '.join(nicks)}")]
+    def listed_users(self, room: str, nicks: list[str], away: Collection[str] = ()) -> list[Effect]:
+        """The directory's answer to :class:`ListUsers`; the nicks whose
+        :func:`nick_key` is in ``away`` are marked so (detached sessions)."""
+        shown = [f"{nick} (away)" if nick_key(nick) in away else nick for nick in nicks]
+        return [Tell(f"in {room}: {', '.join(shown)}")]
 
     def listed_rooms(self, rooms: dict[str, int]) -> list[Effect]:
         """The directory's answer to :class:`ListRooms`."""

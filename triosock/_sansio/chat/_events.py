@@ -19,6 +19,18 @@ These formats are the wire format users and tests rely on::
     ServerClosing(text)               -!- server closing: text  (-!- server closing if
                                                                  text is empty)
 
+Lines said (:class:`Message`, :class:`Action`, :class:`Direct`) carry ``id``, their id in
+their room's (or inbox's) history, and ``time``, when it was said in milliseconds since
+the Unix epoch; both 0 when the line was never recorded. A TCP user does not see them on
+live lines. Lines shown again from the history (:mod:`._recall`) are framed by notices
+and carry their time (UTC)::
+
+    RecallStart(room, count, day)     -!- #lobby: 5 earlier lines (times UTC, 2026-12-07)
+    Recalled(event)                   [12:03:04] [#lobby] alice: hi
+    DayChanged(day)                   -!- day changed to 2026-12-08
+    RecallEnd(room, more)             -!- end of earlier lines of #lobby
+                                      (more: ``...; /history N shows more``)
+
 A :class:`Crowd` stands for the joins and leaves of a while in a room too crowded for a
 line each (see ``presence_limit`` in :class:`~triosock.chat.ChatServer`); it always gives both
 counts, so it cannot be read as one user's line.
@@ -45,7 +57,9 @@ rendering neutralises them anyway. ``decode_event_untrusted(encode_event(e)) == 
 
 from __future__ import annotations
 
+import functools
 import json
+import time as _time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, TypeAlias
@@ -57,6 +71,7 @@ from ._text import neutralise, quote
 __all__ = [
     "Action",
     "Crowd",
+    "DayChanged",
     "Direct",
     "Event",
     "Joined",
@@ -64,9 +79,14 @@ __all__ = [
     "Message",
     "NickChanged",
     "Notice",
+    "RecallEnd",
+    "RecallStart",
+    "Recalled",
     "ServerClosing",
+    "Shown",
     "decode_event_untrusted",
     "encode_event",
+    "event_id",
     "render_line",
 ]
 
@@ -81,6 +101,8 @@ class Message:
     room: str
     sender: str
     text: str
+    id: int = 0
+    time: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +112,8 @@ class Action:
     room: str
     sender: str
     text: str
+    id: int = 0
+    time: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +123,8 @@ class Direct:
     sender: str
     recipient: str
     text: str
+    id: int = 0
+    time: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +180,56 @@ Event: TypeAlias = (
 )
 
 
-def render_line(event: Event, *, viewer: str | None = None) -> bytes:
+# -- lines shown again from the history (they never cross processes) ----------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecallStart:
+    """Earlier lines of ``room`` follow: ``count`` of them, the first said on ``day``
+    (``YYYY-MM-DD``, UTC)."""
+
+    room: str
+    count: int
+    day: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A line said earlier, shown again: ``event`` carries its id and time."""
+
+    event: Message | Action | Direct
+
+
+@dataclass(frozen=True, slots=True)
+class DayChanged:
+    """The earlier lines that follow were said on ``day`` (``YYYY-MM-DD``, UTC)."""
+
+    day: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecallEnd:
+    """The end of the earlier lines of ``room``; ``more`` when older ones are kept."""
+
+    room: str
+    more: bool
+
+
+#: What a user may be shown: the events, and the lines of a recall.
+Shown: TypeAlias = Event | RecallStart | Recalled | DayChanged | RecallEnd
+
+
+def clock(time: int) -> str:
+    """``HH:MM:SS`` (UTC) of a time in milliseconds since the Unix epoch."""
+    return _time.strftime("%H:%M:%S", _time.gmtime(time // 1000))
+
+
+def day(time: int) -> str:
+    """``YYYY-MM-DD`` (UTC) of a time in milliseconds since the Unix epoch."""
+    return _time.strftime("%Y-%m-%d", _time.gmtime(time // 1000))
+
+
+def render_line(event: Shown, *, viewer: str | None = None) -> bytes:
     """The line a TCP user sees for an event.
 
     See "Events and what a TCP user sees" in the module docstring for every format.
@@ -195,6 +270,18 @@ def render_line(event: Event, *, viewer: str | None = None) -> bytes:
             line = f"-!- {n(text)}"
         case ServerClosing(text):
             line = f"-!- server closing: {n(text)}" if text else "-!- server closing"
+        case RecallStart(room, count, first_day):
+            lines = "1 earlier line" if count == 1 else f"{count:d} earlier lines"
+            line = f"-!- {n(room)}: {lines} (times UTC, {n(first_day)})"
+        case Recalled(said):
+            stamp = clock(said.time).encode("ascii")
+            return b"[" + stamp + b"] " + render_line(said, viewer=viewer)
+        case DayChanged(new_day):
+            line = f"-!- day changed to {n(new_day)}"
+        case RecallEnd(room, more):
+            line = f"-!- end of earlier lines of {n(room)}"
+            if more:
+                line += "; /history N shows more"
         case _:
             raise TypeError(f"not a chat event: {event!r}")
     return line.encode("utf-8")
@@ -262,6 +349,19 @@ def encode_event(event: Event) -> bytes:
             raise TypeError(f"{type(event).__name__}.{name} must be {wanted}: {value!r}")
         obj[name] = value
     return _ENCODER.encode(obj).encode("ascii")
+
+
+@functools.lru_cache(maxsize=4096)  # a room's line is asked for once per member
+def event_id(data: bytes) -> int:
+    """The id of an encoded event: a line said's id in its history; 0 for anything else
+    (an event that is no line said, a line never recorded, bytes that are no event)."""
+    if b'"id":' not in data:
+        return 0
+    try:
+        value = json.loads(data).get("id", 0)
+    except (ValueError, AttributeError, RecursionError):
+        return 0
+    return value if type(value) is int and value > 0 else 0
 
 
 def decode_event_untrusted(data: bytes) -> Event:

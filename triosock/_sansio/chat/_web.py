@@ -11,7 +11,7 @@ first event of a session is ``hello``; the others are the events of
 neutralised as for a terminal (no control characters; the text is *text*: a page shows
 it with ``textContent``, never as HTML)::
 
-    {"nick":"guest3","room":"#lobby","type":"hello"}
+    {"epoch":"9f3c...","nick":"guest3","room":"#lobby","token":"...","type":"hello"}
     {"room":"#lobby","sender":"alice","text":"hi","type":"message"}
     {"room":"#lobby","sender":"alice","text":"waves","type":"action"}
     {"recipient":"bob","sender":"alice","text":"hi","type":"direct"}
@@ -22,10 +22,26 @@ it with ``textContent``, never as HTML)::
     {"text":"bob is in #lobby","type":"notice"}
     {"text":"goodbye","type":"closing"}
 
-``hello`` tells the client its nick and room; after it, a ``nick`` event whose ``old``
-is the client's nick and a ``joined`` event whose ``nick`` is the client's are its own
-rename and move. A ``direct`` is the same for both ends: the client compares ``sender``
-and ``recipient`` with its nick.
+Lines said (``message``, ``action``, ``direct``) carry ``id``, their id in their room's
+(or the client's inbox's) history, and ``time``, in milliseconds since the Unix epoch
+(``new Date(time)``)::
+
+    {"id":7,"room":"#lobby","sender":"alice","text":"hi","time":1796645823123,"type":"message"}
+
+Earlier lines, shown when the client joins a room or asks ``/history N``, come between
+a ``history`` and a ``history_end`` event, each with ``"history":true`` (``more``: older
+lines are kept than these)::
+
+    {"count":2,"room":"#lobby","type":"history"}
+    {"history":true,"id":5,"room":"#lobby","sender":"alice","text":"one",...}
+    {"history":true,"id":6,"room":"#lobby","sender":"alice","text":"two",...}
+    {"more":false,"room":"#lobby","type":"history_end"}
+
+``hello`` tells the client its nick and room, its resume token (when the server keeps
+sessions for a resume: see ``resume`` below) and the history's epoch; after it, a
+``nick`` event whose ``old`` is the client's nick and a ``joined`` event whose ``nick``
+is the client's are its own rename and move. A ``direct`` is the same for both ends:
+the client compares ``sender`` and ``recipient`` with its nick.
 
 What the server accepts
 -----------------------
@@ -40,6 +56,9 @@ object, or JSON Lines as the server sends them)::
     {"type":"nick","nick":"bob"}
     {"type":"join","room":"#games"}
     {"type":"who"}  {"type":"rooms"}  {"type":"help"}  {"type":"quit"}
+    {"type":"resume","token":"...","after":{"#lobby":57,"direct":3},"epoch":"..."}
+                                            take back a detached session (``after`` and
+                                            ``epoch`` optional: the last ids seen)
 
 Any other text message is plain text: each of its lines (split on LF, a CR before it
 dropped) is a line as a TCP user types it, so ``websocat`` and ``python -m websockets``
@@ -55,7 +74,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ._events import Event, encode_event
+from ._events import DayChanged, Event, Recalled, RecallEnd, RecallStart, Shown, encode_event
+from ._resume import ResumeRequest, parse_after_untrusted
 from ._text import neutralise
 
 __all__ = [
@@ -75,12 +95,22 @@ class BadEvent:
     reason: str
 
 
-def render_json(event: Event) -> bytes:
-    """The JSON line (ending in LF) a WebSocket client receives for ``event``.
+def render_json(event: Shown) -> bytes:
+    """The JSON line (ending in LF) a WebSocket client receives for ``event``; empty for
+    what a WebSocket client is not shown (a day change: it has every line's time).
 
     Raises:
       TypeError: ``event`` is not an event.
     """
+    match event:
+        case RecallStart(room, count, _):
+            return _encode_any({"count": count, "room": neutralise(room), "type": "history"})
+        case RecallEnd(room, more):
+            return _encode_any({"more": more, "room": neutralise(room), "type": "history_end"})
+        case DayChanged():
+            return b""
+        case Recalled(said):
+            return _encode_any({**json.loads(render_json(said)), "history": True})
     values: dict[str, Any] = {}
     for f in fields(event):
         value = getattr(event, f.name)
@@ -89,9 +119,20 @@ def render_json(event: Event) -> bytes:
     return encode_event(cleaned) + b"\n"
 
 
-def hello_json(nick: str, room: str) -> bytes:
-    """The first event of a session: who and where the client is."""
-    return encode_json({"nick": neutralise(nick), "room": neutralise(room), "type": "hello"})
+def _encode_any(obj: dict[str, Any]) -> bytes:
+    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    return text.encode("ascii") + b"\n"
+
+
+def hello_json(nick: str, room: str, token: str = "", epoch: str = "") -> bytes:
+    """The first event of a session: who and where the client is; its resume token and
+    the history's epoch, when given."""
+    hello = {"nick": neutralise(nick), "room": neutralise(room), "type": "hello"}
+    if token:
+        hello["token"] = token
+    if epoch:
+        hello["epoch"] = epoch
+    return encode_json(hello)
 
 
 def encode_json(obj: dict[str, str]) -> bytes:
@@ -119,7 +160,7 @@ _WORDS = frozenset({"to"})
 _NAMES = frozenset({"nick", "room"})
 
 
-def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent]:
+def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent | ResumeRequest]:
     """What one WebSocket text message says: lines as a TCP user types them (UTF-8, no
     terminator, maybe empty), or a :class:`BadEvent`. See the module docstring.
 
@@ -147,7 +188,7 @@ def split_web_message_untrusted(text: str) -> list[bytes | str]:
     return [line.removesuffix("\r").encode("utf-8", "replace") for line in lines]
 
 
-def parse_json_line_untrusted(line: str) -> bytes | BadEvent:
+def parse_json_line_untrusted(line: str) -> bytes | BadEvent | ResumeRequest:
     """One line of a ``{`` message: the line it stands for, or why it is refused.
 
     Never raises, for any input.
@@ -168,13 +209,32 @@ def _brief(exc: BaseException) -> str:
     return str(exc).split(":")[0][:60] if isinstance(exc, ValueError) else "nested too deep"
 
 
-def _event_line(obj: dict[str, Any]) -> bytes | BadEvent:
+def _resume_event(obj: dict[str, Any]) -> ResumeRequest | BadEvent:
+    extra = set(obj) - {"type", "token", "after", "epoch"}
+    if extra:
+        return BadEvent(f"a resume event has no field {json.dumps(sorted(extra)[0])[:40]}")
+    token, epoch = obj.get("token"), obj.get("epoch")
+    if not isinstance(token, str):
+        return BadEvent("a resume event needs a string field 'token'")
+    if epoch is not None and (not isinstance(epoch, str) or len(epoch) > 64):
+        return BadEvent("the 'epoch' of a resume event is the string the hello told")
+    after = None
+    if "after" in obj:
+        parsed = parse_after_untrusted(obj["after"])
+        if isinstance(parsed, str):
+            return BadEvent(parsed)
+        after = parsed
+    return ResumeRequest(token, after, epoch)
+
+
+def _event_line(obj: dict[str, Any]) -> bytes | BadEvent | ResumeRequest:
     kind = obj.get("type")
+    if kind == "resume":
+        return _resume_event(obj)
     if not isinstance(kind, str) or kind not in _EVENTS_IN:
         shown = json.dumps(kind)[:40]
-        return BadEvent(
-            f"unknown event type {shown}: expected one of {', '.join(sorted(_EVENTS_IN))}"
-        )
+        expected = ", ".join(sorted([*_EVENTS_IN, "resume"]))
+        return BadEvent(f"unknown event type {shown}: expected one of {expected}")
     needed, template = _EVENTS_IN[kind]
     extra = set(obj) - {"type", *needed}
     if extra:

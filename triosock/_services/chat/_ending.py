@@ -7,18 +7,22 @@ the log says. The service looks the reason up and follows the record; a member a
 renders the farewell (or says goodbye in its own protocol's terms: a WebSocket close
 code, the UDP dialect's ``Bye!``).
 
-========  ======  =====  ==========  ==============================  ==================  =====
-reason    writes  drops  bounded by  farewell                        log                 reset
-========  ======  =====  ==========  ==============================  ==================  =====
-eof       yes     no     stall rule  none                            ``eof``             no
-quit      yes     no     stall rule  notice ``bye``                  ``quit``            no
-stopping  yes     no     stall rule  ``server closing: goodbye``     ``stopping``        no
-idle      yes     no     goodbye     notice ``disconnected: idle     ``idle for 30 s``   no
-                                     for 30 s``
-slow      yes     yes    goodbye     notice ``disconnected: <why>``  ``slow``            yes
-broken    no      --     --          none                            ``broken: <why>``   no
-refused   yes     yes    goodbye     none (the member's own answer)  ``refused: <why>``  no
-========  ======  =====  ==========  ==============================  ==================  =====
+======== ====== ===== ========== =========================== ================= ===== ======
+reason   writes drops bounded by farewell                    log               reset detach
+======== ====== ===== ========== =========================== ================= ===== ======
+eof      yes    no    stall rule none                        ``eof``           no    yes
+quit     yes    no    stall rule notice ``bye``              ``quit``          no    no
+stopping yes    no    stall rule ``server closing: goodbye`` ``stopping``      no    no
+idle     yes    no    goodbye    notice ``disconnected:      ``idle for 30 s`` no    yes
+                                 idle for 30 s``
+slow     yes    yes   goodbye    notice ``disconnected:      ``slow``          yes   yes
+                                 <why>``
+broken   no     --    --         none                        ``broken: <why>`` no    yes
+refused  yes    yes   goodbye    none (the member's own      ``refused:        no    no
+                                 answer)                     <why>``
+moved    yes    yes   goodbye    notice ``your session went  ``moved``         no    yes
+                                 on on another connection``
+======== ====== ===== ========== =========================== ================= ===== ======
 
 * **writes**: a broken connection gets nothing more; every other end writes the lines
   already queued for the member, then the farewell, then closes gracefully (a
@@ -41,6 +45,11 @@ refused   yes     yes    goodbye     none (the member's own answer)  ``refused: 
 * **idle**: the transport's idle timeout (``serve_tcp``'s ``idle_timeout``) cancelled
   the member's stop scope: what is queued and the farewell go out within
   ``goodbye_timeout`` (the server's grace period cuts it anyway).
+* **detach**: with a resume window (``resume_window``), a session that ends without
+  ``/quit`` (the connection was closed or lost, idle, too slow, or taken over by a
+  resume on another connection: **moved**) is detached rather than ended: its nick and
+  room stay, nobody is told it left, and a resume within the window takes it back (see
+  :mod:`._resume`). The server's stop and ``/quit`` end it.
 * **refused**: the member found its client is no chat client (an HTTP request on the
   TCP line port, see :mod:`._tcp`), before its session began (then the room is told
   nothing at all) or after. Nothing queued for it is of use to it; the member answers
@@ -60,7 +69,9 @@ __all__ = ["ENDINGS", "EndReason", "Ending", "farewell_event"]
 #: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
 #: the user sent nothing for the transport's idle timeout, the member's socket stopped
 #: draining, its connection failed, or the member refused its client (no chat client).
-EndReason: TypeAlias = Literal["eof", "quit", "stopping", "idle", "slow", "broken", "refused"]
+EndReason: TypeAlias = Literal[
+    "eof", "quit", "stopping", "idle", "slow", "broken", "refused", "moved"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,8 @@ class Ending:
         (the reason alone when there is none).
       resets: whether the connection is closed with a reset when the kernel still holds
         bytes the member has not taken (see the module docstring).
+      detaches: whether the session is detached (kept for a resume) rather than ended,
+        when the server has a resume window.
     """
 
     reason: EndReason
@@ -88,6 +101,7 @@ class Ending:
     farewell: Callable[[str], proto.Event] | None
     log: str = "{reason}"
     resets: bool = False
+    detaches: bool = False
 
     def describe(self, detail: str) -> str:
         """What the log says of this end (see :attr:`log`)."""
@@ -108,6 +122,10 @@ def _told_why(detail: str) -> proto.Event:
     return proto.Notice(f"disconnected: {detail}")
 
 
+def _moved(detail: str) -> proto.Event:
+    return proto.Notice("your session went on on another connection (/resume); closing this one")
+
+
 def _idle(detail: str) -> proto.Event:
     return proto.Notice(f"disconnected: idle for {detail}")
 
@@ -116,7 +134,14 @@ def _idle(detail: str) -> proto.Event:
 ENDINGS: Final[dict[EndReason, Ending]] = {
     ending.reason: ending
     for ending in (
-        Ending("eof", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=None),
+        Ending(
+            "eof",
+            writes=True,
+            drops_waiting=False,
+            goodbye_deadline=False,
+            farewell=None,
+            detaches=True,
+        ),
         Ending("quit", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=_bye),
         Ending(
             "stopping", writes=True, drops_waiting=False, goodbye_deadline=False, farewell=_closing
@@ -128,6 +153,7 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             goodbye_deadline=True,
             farewell=_idle,
             log="idle for {detail}",
+            detaches=True,
         ),
         Ending(
             "slow",
@@ -136,6 +162,7 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             goodbye_deadline=True,
             farewell=_told_why,
             resets=True,
+            detaches=True,
         ),
         Ending(
             "broken",
@@ -144,6 +171,7 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             goodbye_deadline=False,
             farewell=None,
             log="{reason}: {detail}",
+            detaches=True,
         ),
         Ending(
             "refused",
@@ -152,6 +180,14 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             goodbye_deadline=True,
             farewell=None,
             log="{reason}: {detail}",
+        ),
+        Ending(
+            "moved",
+            writes=True,
+            drops_waiting=True,
+            goodbye_deadline=True,
+            farewell=_moved,
+            detaches=True,
         ),
     )
 }

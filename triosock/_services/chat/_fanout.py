@@ -36,6 +36,7 @@ from typing import Final
 import trio
 
 from ..._hub import Hub, Policy, ReadyQueue, Subscription
+from ..._sansio import chat as proto
 from ..._transport.outbox import OutboxStalled
 from ._member import Renderer
 from ._settings import ChatSettings
@@ -56,6 +57,15 @@ BACKLOG_SLICE: Final = 0.005
 # A fan-out pass's frames by renderer: (the batch, its frames, the frames joined).
 _Shared = dict[Renderer, tuple[list[bytes], list[bytes], bytes]]
 _ENDED = (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+def _newest_id(batch: list[bytes]) -> int:
+    """The id of the newest line said in ``batch`` (0: none is)."""
+    for data in reversed(batch):
+        line_id = proto.event_id(data)
+        if line_id:
+            return line_id
+    return 0
 
 
 class FanOut:
@@ -151,8 +161,9 @@ class FanOut:
 
     # -- delivery and the backlog rules ------------------------------------------------
 
-    def _deliver(self, user: User, batch: list[bytes], shared: _Shared | None) -> None:
-        """Render ``batch`` for ``user`` and put it into its outbox; apply the bound."""
+    def _deliver(self, user: User, batch: list[bytes], shared: _Shared | None, topic: str) -> None:
+        """Render ``batch`` of ``topic`` for ``user`` and put it into its outbox; apply
+        the bound."""
         renderer, outbox = user.renderer, user.outbox
         if self.policy == "drop_newest" and outbox.queued >= self.max_backlog:
             user.missed += len(batch)
@@ -174,6 +185,8 @@ class FanOut:
         else:
             for frame in frames:
                 outbox.put(frame)
+        if frames:  # for a resume after the last line written
+            user.mark(topic, len(frames), _newest_id(batch))
         self.delivered += len(frames)
         if outbox.queued > self.max_backlog:
             self._over_backlog(user)
@@ -223,8 +236,9 @@ class FanOut:
 
     def collect(self, user: User) -> None:
         """Put what ``user``'s subscriptions hold into its outbox now (for order)."""
-        for _, sub in list(user.subs.values()):
-            self._take(user, sub, None)
+        for topic, (_, sub) in list(user.subs.items()):
+            if topic not in user.held:
+                self._take(user, sub, None)
 
     def _take(
         self,
@@ -239,9 +253,12 @@ class FanOut:
             batch = sub.drain_nowait(limit)
         except _ENDED:
             return None
+        taken = len(batch)
+        if user.seen and sub.topic in user.seen:
+            batch = self._unseen(user, sub.topic, batch)
         if batch:
-            self._deliver(user, batch, shared)
-        return len(batch)
+            self._deliver(user, batch, shared, sub.topic)
+        return taken
 
     def _block(self, user: User) -> None:
         """Stop feeding ``user``: its subscriptions fill and their publishers wait."""
@@ -252,15 +269,17 @@ class FanOut:
     def _unblock(self, user: User) -> None:
         """Feed ``user`` again, beginning with what its subscriptions hold."""
         if user.step_flow("caught_up"):
-            for _, sub in user.subs.values():
-                self._fed[sub] = user
+            for topic, (_, sub) in user.subs.items():
+                if topic not in user.held:
+                    self._fed[sub] = user
             self.collect(user)
             user.unblocked.unpark_all()
 
     # -- subscriptions -----------------------------------------------------------------
 
-    async def subscribe(self, user: User, topic: str) -> None:
-        """Subscribe ``user`` to ``topic`` and feed it from now on.
+    async def subscribe(self, user: User, topic: str, *, held: bool = False) -> None:
+        """Subscribe ``user`` to ``topic`` and feed it from now on, or, if ``held``, from
+        :meth:`release` on (what comes meanwhile waits in the subscription).
 
         With a hub whose subscriptions the fan-out cannot watch, a task of the user's
         nursery feeds the subscription instead.
@@ -268,7 +287,9 @@ class FanOut:
         subscribing = self.hub.subscribe(topic, buffer=self.buffer, policy="block")
         sub = await subscribing.__aenter__()
         user.subs[topic] = (subscribing, sub)
-        if user.flow is FLOWING:
+        if held:
+            user.held.add(topic)
+        elif user.flow is FLOWING:
             self._fed[sub] = user
         if not user.renderer.joinable:
             self._one_by_one[topic] += 1
@@ -279,9 +300,35 @@ class FanOut:
             assert user.nursery is not None
             user.nursery.start_soon(self._pump, user, sub)
 
+    def release(self, user: User, topic: str, seen: int | None) -> None:
+        """Feed ``user``'s held subscription to ``topic`` from now on, beginning with what
+        it holds; of its lines, those with an id up to ``seen`` (the earlier lines the
+        user was just shown) are left out."""
+        if topic not in user.held:
+            return
+        user.held.discard(topic)
+        if seen:
+            user.seen[topic] = seen
+        sub = user.subs[topic][1]
+        if user.flow is FLOWING:
+            self._fed[sub] = user
+            self._take(user, sub, None)
+        user.unblocked.unpark_all()  # its pump, if it has one
+
+    def _unseen(self, user: User, topic: str, batch: list[bytes]) -> list[bytes]:
+        """``batch`` without the lines ``user`` was shown already (see :meth:`release`);
+        once a newer line comes, the rule is over for the topic. What is no line said
+        (a join, a leave) is always shown."""
+        seen = user.seen[topic]
+        for index, data in enumerate(batch):
+            if proto.event_id(data) > seen:
+                del user.seen[topic]
+                return [d for d in batch[:index] if not proto.event_id(d)] + batch[index:]
+        return [d for d in batch if not proto.event_id(d)]
+
     async def _pump(self, user: User, sub: Subscription[bytes]) -> None:
         while True:
-            while user.flow is BLOCKED:
+            while user.flow is BLOCKED or sub.topic in user.held:
                 await user.unblocked.park()
             try:
                 batch = [await sub.receive()]
@@ -289,11 +336,16 @@ class FanOut:
             except _ENDED:
                 return
             if user.subs.get(sub.topic, (None, None))[1] is sub:  # not unsubscribed meanwhile
-                self._deliver(user, batch, None)
+                if user.seen and sub.topic in user.seen:
+                    batch = self._unseen(user, sub.topic, batch)
+                if batch:
+                    self._deliver(user, batch, None, sub.topic)
 
     async def unsubscribe(self, user: User, topic: str) -> None:
         """End ``user``'s subscription to ``topic``, with what it holds delivered."""
         subscribing, sub = user.subs.pop(topic)
+        user.held.discard(topic)
+        user.seen.pop(topic, None)
         sub.unsubscribe()
         if not user.renderer.joinable:
             self._one_by_one[topic] -= 1

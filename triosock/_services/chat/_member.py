@@ -49,7 +49,7 @@ class Renderer(abc.ABC):
     joinable: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def frame(self, event: proto.Event, viewer: str) -> bytes:
+    def frame(self, event: proto.Shown, viewer: str) -> bytes:
         """The frame ``viewer`` (a nick) receives for ``event``."""
 
     def join(self, frames: list[bytes]) -> bytes:
@@ -115,11 +115,15 @@ class Member(abc.ABC):
       preferred_nick: the nick to ask the directory for on arrival (a UDP peer's
         address), or None for a guest nick.
       welcome: whether the session starts with a welcome notice.
+      tells_token: whether the resume token is told in a notice.
     """
 
     kind: ClassVar[str]
     renderer: ClassVar[Renderer]
     welcome: ClassVar[bool] = True
+    #: Whether the session's resume token is told in a notice (the WebSocket's is in its
+    #: greeting; a UDP peer resumes by its address).
+    tells_token: ClassVar[bool] = True
 
     outbox: Outbox
     label: str
@@ -161,10 +165,30 @@ class Member(abc.ABC):
         event = farewell_event(reason, detail)
         return None if event is None else self.renderer.frame(event, "")
 
-    def greeting(self, nick: str, room: str) -> bytes | None:
+    def greeting(self, nick: str, room: str, token: str, epoch: str) -> bytes | None:
         """The first frame of a session, before the welcome (the WebSocket member tells
-        its client who and where it is); None by default."""
+        its client who and where it is, its resume token (empty: none) and the history's
+        epoch); None by default."""
         return None
+
+    def take_resume(self) -> proto.ResumeRequest | None:
+        """After :meth:`screen`: the client's first input, taken, if it asks for a
+        detached session back (``/resume TOKEN``); None otherwise (and by default)."""
+        return None
+
+    #: A member that resumes by who it is rather than by a token (a UDP peer, by its
+    #: validated address): its key, or None (by default: it resumes with a token).
+    resume_key: str | None = None
+
+    def detaches_when_cancelled(self) -> bool:
+        """Whether a session cancelled from outside (not by the server's stop) is kept
+        for a resume: a UDP peer that expired is (it comes back when it speaks); by
+        default a cancelled session ends."""
+        return False
+
+    #: The most missed lines a resume shows this member (the rest are counted); None:
+    #: the chat's own bound.
+    catch_up_limit: ClassVar[int | None] = None
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         """Stop the transport's idle clock for the body: the server is keeping the user

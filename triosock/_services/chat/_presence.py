@@ -25,6 +25,7 @@ import trio
 
 from ..._hub import Hub
 from ..._sansio import chat as proto
+from ..._store import STORED, Store
 from ._member import Member
 from ._settings import ChatSettings
 
@@ -38,8 +39,15 @@ NICK_LOST: Final = (
 )
 
 
-async def publish(hub: Hub[bytes], member: Member | None, topic: str, event: proto.Event) -> None:
-    """Put ``event`` on ``hub``'s ``topic``.
+async def publish(
+    hub: Hub[bytes],
+    member: Member | None,
+    topic: str,
+    event: proto.Event,
+    store: Store | None = None,
+) -> None:
+    """Put ``event`` on ``hub``'s ``topic``; a line said (a message, an action, a direct
+    message) is first recorded in ``store``, which gives it its id and time.
 
     Args:
       hub: the hub.
@@ -47,11 +55,18 @@ async def publish(hub: Hub[bytes], member: Member | None, topic: str, event: pro
         whose idle clock stops while it waits.
       topic: a room's topic, or an inbox.
       event: what to say.
+      store: where lines said are recorded; None records nothing (no id, no time).
 
     Raises:
       trio.ClosedResourceError: the hub is closed.
     """
-    data = proto.encode_event(event)
+    if store is not None and type(event) in _STORED:
+        try:
+            data = store.append_nowait(topic, event)  # type: ignore[arg-type]
+        except trio.WouldBlock:
+            data = await store.append(topic, event)  # type: ignore[arg-type]
+    else:
+        data = proto.encode_event(event)
     try:
         hub.publish_nowait(topic, data)  # no checkpoint: a burst costs one pass, not many
     except trio.WouldBlock:  # a queue is full: wait for the fan-out's pass
@@ -60,19 +75,24 @@ async def publish(hub: Hub[bytes], member: Member | None, topic: str, event: pro
             await hub.publish(topic, data)
 
 
+_STORED = frozenset(STORED)
+
+
 class Presence:
     """Joins and leaves, said in small rooms and counted in crowded ones.
 
     Args:
       hub: where rooms are (its subscriber counts say which rooms are crowded).
+      store: where the lines said are recorded (None: nowhere).
       settings: ``presence_limit``, the most members (of this server) a room may have
         and still get a line per join and leave (None: a line each, always), and
         ``presence_interval``, the seconds between two counts of a crowded room's joins
         and leaves.
     """
 
-    def __init__(self, hub: Hub[bytes], settings: ChatSettings) -> None:
+    def __init__(self, hub: Hub[bytes], settings: ChatSettings, store: Store | None = None) -> None:
         self.hub = hub
+        self.store = store
         self.limit = settings.presence_limit
         self.interval = settings.presence_interval
         # crowded rooms' joins and leaves since the last count, by topic
@@ -86,7 +106,7 @@ class Presence:
         is counted (see :meth:`_counted`). Whoever joins a crowded room still sees its own
         join line, through its ``inbox`` (clients learn their room from it)."""
         if not self._counted(topic, event):
-            await publish(self.hub, member, topic, event)
+            await publish(self.hub, member, topic, event, self.store)
         elif inbox is not None and type(event) is proto.Joined:
             await publish(self.hub, member, inbox, event)
 

@@ -43,12 +43,15 @@ import trio
 from ..._directory import Directory, InProcessDirectory
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue
 from ..._running import Running
+from ..._sansio.history import DEFAULT_HISTORY
+from ..._store import MemoryStore, Store
 from ..._transport.tcp import TCPConnection
 from ..._transport.udp import UDPPeer
 from ..._transport.websocket import WebSocketPeer
 from ._fanout import BACKLOG_SLICE, MIN_FRAMES_PER_PASS, ROOM_WRITES_PER_PASS, FanOut
 from ._member import Member
 from ._presence import Presence
+from ._resume import DEFAULT_MAX_DETACHED, DEFAULT_RESUME_WINDOW
 from ._sessions import DIRECTORY_DOWN, SESSIONS_PER_BATCH, Sessions
 from ._settings import ChatSettings
 from ._tcp import TCPLineMember
@@ -59,11 +62,15 @@ __all__ = [
     "BACKLOG_SLICE",
     "DEFAULT_BURST",
     "DEFAULT_GOODBYE_TIMEOUT",
+    "DEFAULT_HISTORY",
+    "DEFAULT_HISTORY_ON_JOIN",
     "DEFAULT_MAX_BACKLOG",
+    "DEFAULT_MAX_DETACHED",
     "DEFAULT_MAX_LINE_LENGTH",
     "DEFAULT_PRESENCE_INTERVAL",
     "DEFAULT_PRESENCE_LIMIT",
     "DEFAULT_RATE",
+    "DEFAULT_RESUME_WINDOW",
     "DEFAULT_STALL_TIMEOUT",
     "DIRECTORY_DOWN",
     "HUB_BACK",
@@ -75,6 +82,8 @@ __all__ = [
     "ChatStatistics",
 ]
 
+#: Earlier lines a user is shown on entering a room.
+DEFAULT_HISTORY_ON_JOIN: Final = 20
 #: Lines per second a session may send on average, and at once.
 DEFAULT_RATE: Final = 50.0
 DEFAULT_BURST: Final = 100
@@ -114,6 +123,9 @@ class ChatStatistics:
       paced: input items that waited for the rate limit.
       disconnected_slow: members disconnected because their socket stopped draining.
       dropped: lines members lost to a ``drop_oldest`` / ``drop_newest`` policy.
+      detached: sessions waiting now for a resume (their connection was lost).
+      resumed: sessions taken back with their token since the server was made.
+      resume_refused: resumes refused (a wrong or malformed token).
     """
 
     users: int
@@ -124,6 +136,9 @@ class ChatStatistics:
     paced: int
     disconnected_slow: int
     dropped: int
+    detached: int = 0
+    resumed: int = 0
+    resume_refused: int = 0
 
 
 class ChatServer(Running):
@@ -157,6 +172,17 @@ class ChatServer(Running):
         ``presence_interval`` seconds instead (see :mod:`._presence`). None: a line
         each, always.
       presence_interval: seconds between two counts of a crowded room's joins and leaves.
+      store: where the lines said are recorded with their ids (room history, inboxes);
+        a :class:`~triosock.chat.MemoryStore` keeping ``history`` lines a room by
+        default.
+      history: lines kept per room (and per inbox) by the default store; 0 keeps none.
+        Ignored when ``store`` is given (its own bound holds).
+      history_on_join: earlier lines a user is shown on entering a room (0: none).
+      resume_window: seconds a session whose connection ended without ``/quit`` waits,
+        detached, for a resume with its token (0: sessions end with their connection;
+        see :mod:`._resume`).
+      max_detached: the most sessions that may wait at once (past it, the one detached
+        longest ago ends).
 
     Raises:
       ValueError: a policy that does not exist, or a number out of its range.
@@ -177,6 +203,11 @@ class ChatServer(Running):
         goodbye_timeout: float = DEFAULT_GOODBYE_TIMEOUT,
         presence_limit: int | None = DEFAULT_PRESENCE_LIMIT,
         presence_interval: float = DEFAULT_PRESENCE_INTERVAL,
+        store: Store | None = None,
+        history: int = DEFAULT_HISTORY,
+        history_on_join: int = DEFAULT_HISTORY_ON_JOIN,
+        resume_window: float = DEFAULT_RESUME_WINDOW,
+        max_detached: int = DEFAULT_MAX_DETACHED,
     ) -> None:
         settings = ChatSettings(
             # what a member that falls behind gets
@@ -192,11 +223,17 @@ class ChatServer(Running):
             # how joins and leaves are said
             presence_limit=presence_limit,
             presence_interval=presence_interval,
+            # what a user is shown of what was said before
+            history_on_join=history_on_join,
+            # how long a session whose connection was lost waits for a resume
+            resume_window=resume_window,
+            max_detached=max_detached,
         )
         #: The settings, checked; each is also an attribute of its own name.
         self.settings = settings
         self.hub: Hub[bytes] = hub if hub is not None else InProcessHub()
         self.directory: Directory = directory if directory is not None else InProcessDirectory()
+        self.store: Store = store if store is not None else MemoryStore(history)
         self.policy: Policy = policy
         self.buffer = buffer
         self.max_line_length = max_line_length
@@ -208,8 +245,11 @@ class ChatServer(Running):
         self.presence_limit = presence_limit
         self.presence_interval = presence_interval
         self._fanout = FanOut(self.hub, settings)
-        self._presence = Presence(self.hub, settings)
-        self._sessions = Sessions(self.directory, self._fanout, self._presence, settings)
+        self.history_on_join = history_on_join
+        self._presence = Presence(self.hub, settings, self.store)
+        self._sessions = Sessions(
+            self.directory, self._fanout, self._presence, settings, self.store
+        )
 
     # -- running -----------------------------------------------------------------------
 
@@ -220,6 +260,7 @@ class ChatServer(Running):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fanout.run, ready)
             nursery.start_soon(self._presence.count_forever)
+            nursery.start_soon(self._sessions.expire_forever)
             if self.directory.reap_interval is not None:
                 nursery.start_soon(self._sessions.reap_forever, self.directory.reap_interval)
                 nursery.start_soon(self._sessions.repair_forever)
@@ -229,6 +270,8 @@ class ChatServer(Running):
             finally:
                 self._fanout.ready = None
                 self._sessions.end_everyone()
+                with trio.CancelScope(shield=True), trio.move_on_after(2):
+                    await self._sessions.expire_all()  # the detached ones leave too
                 nursery.cancel_scope.cancel()
 
     def _hub_health(self, healthy: bool, detail: str) -> None:
@@ -263,6 +306,9 @@ class ChatServer(Running):
             paced=sessions.paced,
             disconnected_slow=fanout.disconnected_slow,
             dropped=fanout.dropped,
+            detached=len(sessions.resumes.detached),
+            resumed=sessions.resumes.resumed,
+            resume_refused=sessions.resumes.refused,
         )
 
     # -- the handlers --------------------------------------------------------------------

@@ -48,10 +48,15 @@ from ..._directory import Directory, NickLost, Repair, Returned
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
+from ..._store import Store
 from ..._transport.outbox import OutboxStalled
+from ._ending import Ending
 from ._fanout import FanOut
+from ._history import HistoryViews
 from ._member import Member
 from ._presence import NICK_LOST, Presence, publish
+from ._reattach import Reattaching
+from ._resume import Resumes, token_notice
 from ._settings import ChatSettings
 from ._user import LEFT, LIVE, User
 
@@ -68,7 +73,7 @@ DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try agai
 _GONE = (OutboxStalled, trio.BrokenResourceError)
 
 
-class Sessions:
+class Sessions(Reattaching):
     """Every session of one chat server, from arrival to leaving.
 
     Args:
@@ -76,8 +81,10 @@ class Sessions:
       fanout: what feeds the members' outboxes (from its hub, where lines are published).
       presence: how joins and leaves reach the rooms.
       settings: each session's limits (line length, rate, burst), the bytes of answers
-        that may wait for a member (``max_backlog``), and the stall rule and goodbye
-        deadline of the last writes (see :mod:`._ending`).
+        that may wait for a member (``max_backlog``), the stall rule and goodbye
+        deadline of the last writes (see :mod:`._ending`), and the earlier lines shown
+        on joining a room (``history_on_join``).
+      store: where the lines said are recorded, and read back.
 
     Attributes:
       users: session id -> user, for the sessions running now.
@@ -86,9 +93,17 @@ class Sessions:
     """
 
     def __init__(
-        self, directory: Directory, fanout: FanOut, presence: Presence, settings: ChatSettings
+        self,
+        directory: Directory,
+        fanout: FanOut,
+        presence: Presence,
+        settings: ChatSettings,
+        store: Store,
     ) -> None:
         self.hub = fanout.hub
+        self.store = store
+        self.views = HistoryViews(fanout, store, settings)
+        self.resumes = Resumes(settings.resume_window, settings.max_detached, store)
         self.directory = directory
         self._fanout = fanout
         self._presence = presence
@@ -129,35 +144,66 @@ class Sessions:
             async with trio.open_nursery() as nursery:
                 user.nursery = nursery
                 nursery.start_soon(fanout.write_loop, user)
-                # Its nick taken and its subscriptions made in the order clients arrive,
-                # the user is ARRIVING: its member may still find it is no chat client,
-                # before anything is said to it or of it.
+                # Its nick taken and its inbox subscribed in the order clients arrive, the
+                # user is ARRIVING: its member may still find it is no chat client, before
+                # anything is said to it or of it. Its room is subscribed when it begins
+                # (Replay): a room waits for nobody still being screened.
                 await fanout.subscribe(user, core.inbox)
-                await fanout.subscribe(user, core.topic)
                 if await self._admit(user):
                     with user.scope, member.stop_scope():
-                        greeting = member.greeting(core.nick, core.room)
-                        if greeting:
-                            user.outbox.put(greeting, 0)
-                        await self._carry_out(user, core.start(welcome=member.welcome))
+                        await self._begin(user)
                         await self._read(user)
                 # Stop the writer between two writes (it never tears one): from here on
                 # the outbox is this task's.
                 nursery.cancel_scope.cancel()
             await self._finish(user)
         finally:
+            core = user.core  # another session's, after a resume
             # Cancelled from outside (idle timeout, UDP expiry, the end of the grace
             # period; the member says which), or done: first out of the hub, so that
             # nothing waits for this session any more (nor does it see its own leaving),
             # then the room is told.
             with trio.CancelScope(shield=True):
+                detached = None
                 if user.phase is not LEFT:  # not ended by _finish: a burst of these is paced too
                     await self._pacer.turn()
+                    if user.member.detaches_when_cancelled():  # a UDP peer that expired
+                        detached = self._detach(user, user.member.cancelled_by())
                 for topic in list(user.subs):
                     await fanout.unsubscribe(user, topic)
-                with trio.move_on_after(1):
-                    await self._leave(user)
-            del self.users[core.session]
+                if detached is not None:
+                    self.resumes.connection_over(detached)
+                else:
+                    with trio.move_on_after(1):
+                        await self._leave(user)
+            if self.users.get(core.session) is user:
+                del self.users[core.session]
+
+    async def _begin(self, user: User) -> None:
+        """Greet a session that was let in and tell its room, unless its first line
+        asks for a detached session back and gets it (then the room hears nothing of
+        this connection's own session)."""
+        if await self._reattach_keyed(user):
+            return
+        request = user.member.take_resume()
+        refused = None
+        if request is not None:
+            refused = await self._reattach(user, request)
+            if refused is None:
+                return
+        core, member = user.core, user.member
+        wants = self.resumes.window and member.resume_key is None  # others resume by key
+        token = self.resumes.issue(core.session) if wants else ""
+        greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
+        if greeting:
+            user.outbox.put(greeting, 0)
+        effects = core.start(welcome=member.welcome)
+        if token and member.tells_token:
+            told = proto.Tell(token_notice(token, self.resumes.window))
+            effects.insert(1 if member.welcome else 0, told)
+        if refused is not None:
+            effects.append(proto.Tell(refused))
+        await self._carry_out(user, effects)
 
     async def _admit(self, user: User) -> bool:
         """Let the member screen its client; whether the session begins (LIVE).
@@ -179,7 +225,7 @@ class Sessions:
 
     async def _read(self, user: User) -> None:
         """Carry out the member's input until it ends (or the session is ended)."""
-        member, core, hub = user.member, user.core, self.hub
+        member, hub, store = user.member, self.hub, self.store
         handle, max_backlog = member.handle, self._settings.max_backlog
         while True:
             try:
@@ -193,9 +239,9 @@ class Sessions:
             self.lines_received += len(burst)
             self._bound_answers(user, max_backlog)
             for item in burst:
-                effects = handle(core, item, trio.current_time())
+                effects = handle(user.core, item, trio.current_time())  # a resume changes it
                 if len(effects) == 1 and type(effects[0]) is proto.Publish:  # a line said
-                    await publish(hub, member, effects[0].topic, effects[0].event)
+                    await publish(hub, member, effects[0].topic, effects[0].event, store)
                 elif effects:
                     close = await self._carry_out(user, effects)
                     if close is not None:
@@ -241,6 +287,14 @@ class Sessions:
                     | proto.ListRooms()
                 ):
                     answer = await self._ask_directory(user, effect)
+                case proto.Replay(room):
+                    await self.views.replay(user, room)
+                case proto.Recall(room, count):
+                    await self.views.recall(user, room, count)
+                case proto.Reattach(request):
+                    refused = await self._reattach(user, request)
+                    if refused is not None:
+                        self._fanout.tell(user, refused)
                 case proto.Close():
                     return effect
             pending.extendleft(reversed(answer))
@@ -267,19 +321,22 @@ class Sessions:
             case proto.Lookup(nick):
                 return core.found(effect, await directory.lookup(nick))
             case proto.ListUsers(room):
-                return core.listed_users(room, await directory.nicks(room))
+                nicks = await directory.nicks(room)
+                return core.listed_users(room, nicks, away=self.resumes.away())
             case proto.ListRooms():
                 return core.listed_rooms(await directory.rooms())
         raise TypeError(f"not a directory effect: {effect!r}")
 
     async def _move(self, user: User, room: str) -> None:
-        """Subscribe to ``room`` first (the user sees its own arrival), then leave the old
-        room's subscription with what it still holds delivered."""
+        """Subscribe to ``room`` first (the user sees its own arrival, after the room's
+        earlier lines: the subscription is held until they are shown, see
+        :meth:`_replay`), then leave the old room's subscription with what it still
+        holds delivered."""
         old, new = user.core.topic, proto.room_topic(room)
         if new == old:
             await self.directory.move(user.core.session, room)
             return
-        await self._fanout.subscribe(user, new)
+        await self._fanout.subscribe(user, new, held=True)
         try:
             await self.directory.move(user.core.session, room)
         except BaseException:
@@ -293,7 +350,7 @@ class Sessions:
         """The end of a session: what was queued, then the farewell, then the close, as
         the end reason's record says (see :mod:`._ending`)."""
         await self._pacer.turn()  # a thousand peers that close at once end a few a batch
-        member, outbox = user.member, user.outbox
+        member = user.member
         idle = member.idled()
         if member.stopping:  # (each end below: unless ended already)
             user.end("stopping")
@@ -305,7 +362,18 @@ class Sessions:
         assert ending is not None
         for topic in list(user.subs):  # first, so that it does not see its own leaving
             await self._fanout.unsubscribe(user, topic)
-        await self._leave(user)
+        detached = self._detach(user) if ending.detaches else None
+        if detached is None:
+            await self._leave(user)
+        try:
+            await self._goodbye(user, ending)
+        finally:
+            if detached is not None:  # what it took is known now
+                self.resumes.connection_over(detached)
+
+    async def _goodbye(self, user: User, ending: Ending) -> None:
+        """What was queued, then the farewell, then the close (see :meth:`_finish`)."""
+        member, outbox = user.member, user.outbox
         if not ending.writes or outbox.error is not None:
             return
         stall_timeout, deadline = self._settings.stall_timeout, math.inf
@@ -330,6 +398,8 @@ class Sessions:
         if user.phase is LEFT:
             return
         core = user.core
+        self.store.forget(core.inbox)  # nobody will read it
+        self.resumes.forget_token(core.session)
         try:
             await self.directory.unregister(core.session)  # idempotent
         except DirectoryUnavailable as exc:  # nobody renews its lease: it runs out

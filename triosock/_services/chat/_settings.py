@@ -30,6 +30,9 @@ class ChatSettings:
     goodbye_timeout: float
     presence_limit: int | None
     presence_interval: float
+    history_on_join: int = 20
+    resume_window: float = 120.0
+    max_detached: int = 10_000
 
     def __post_init__(self) -> None:
         if self.policy not in get_args(Policy):
@@ -51,6 +54,13 @@ class ChatSettings:
             raise ValueError(f"stall_timeout must be a positive number of seconds: {stall}")
         if not self.goodbye_timeout >= 0:
             raise ValueError(f"goodbye_timeout must not be negative: {self.goodbye_timeout}")
+        if self.history_on_join < 0:
+            raise ValueError(f"history_on_join must not be negative: {self.history_on_join}")
+        window = self.resume_window
+        if not (window >= 0 and math.isfinite(window)):
+            raise ValueError(f"resume_window must be 0 or more seconds: {window}")
+        if self.max_detached < 1:
+            raise ValueError(f"max_detached must be at least 1 session, not {self.max_detached}")
         limit = self.presence_limit
         if limit is not None and limit < 1:
             raise ValueError(f"presence_limit must be at least 1 member, not {limit}")

@@ -79,7 +79,7 @@ class TCPRenderer(Renderer):
 
     __slots__ = ()
 
-    def frame(self, event: proto.Event, viewer: str) -> bytes:
+    def frame(self, event: proto.Shown, viewer: str) -> bytes:
         return proto.render_line(event, viewer=viewer or None) + b"\n"
 
 
@@ -130,6 +130,15 @@ class TCPLineMember(Member):
         if reader.refused:  # its farewell is the answer: see farewell()
             return _REFUSED_TLS if any(isinstance(i, proto.TlsHello) for i in early) else _REFUSED
         self._early = early + reader.take_answers()  # answered, each paced as a line
+        return None
+
+    def take_resume(self) -> proto.ResumeRequest | None:
+        early = self._early
+        if early and isinstance(early[0], bytes):
+            command = proto.parse_line_untrusted(early[0])
+            if isinstance(command, proto.Resume):
+                self._early = early[1:]
+                return proto.ResumeRequest(command.token)
         return None
 
     async def receive(self) -> Sequence[object] | None:

@@ -45,7 +45,7 @@ class UDPRenderer(Renderer):
     __slots__ = ()
     joinable = False
 
-    def frame(self, event: proto.Event, viewer: str) -> bytes:
+    def frame(self, event: proto.Shown, viewer: str) -> bytes:
         if isinstance(event, proto.Message) and ":" in event.sender:
             host, _, port = event.sender.rpartition(":")
             if port.isdigit():
@@ -74,11 +74,15 @@ class UDPDialectMember(Member):
     kind = "udp"
     renderer = _RENDERER
     welcome = False
+    tells_token = False  # it resumes by its address
+    #: Missed lines are datagrams: a resume shows at most this many (the rest counted).
+    catch_up_limit = 100
 
     def __init__(self, peer: UDPPeer) -> None:
         self.peer = peer
         self.label = peer.peer
         self.preferred_nick = peer.peer  # named by its address, which no user can take
+        self.resume_key = f"udp {peer.peer}"  # validated: only its owner can speak from it
         self.outbox = Outbox(DatagramSink(peer))
         self._told_dropped = 0
 
@@ -111,6 +115,9 @@ class UDPDialectMember(Member):
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
         return self.peer.hold_idle()
+
+    def detaches_when_cancelled(self) -> bool:
+        return self.peer.idle_expired and not self.stopping
 
     def cancelled_by(self) -> str | None:
         if self.peer.idle_expired:  # its idle timeout, or the expiry of its heartbeats

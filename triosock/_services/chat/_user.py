@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections import deque
 from typing import Final, Literal, TypeAlias
 
 import trio
@@ -120,6 +121,12 @@ class User:
       core: the session's rules and state (nick, room, rate limit).
       outbox: the member's outbox; renderer: its renderer (both the member's, at hand).
       subs: topic -> (the subscription's context manager, the subscription).
+      held: topics whose subscription is not fed yet: the room's earlier lines are
+        being shown first (see ``FanOut.release``).
+      seen: topic -> the newest id of the earlier lines shown: the live lines up to it
+        are not shown again.
+      put_total, marks, written_ids: what was handed to the socket, for a resume
+        after the last line written (see :meth:`mark` and :meth:`written`).
       scope: the input side; cancelled to end the session.
       phase: see :class:`Phase`; ending: the record of the first end reason (None while
         ARRIVING or LIVE, or when cancelled from outside); detail: that end's detail.
@@ -134,15 +141,20 @@ class User:
         "detail",
         "ending",
         "flow",
+        "held",
+        "marks",
         "member",
         "missed",
         "nursery",
         "outbox",
         "phase",
+        "put_total",
         "renderer",
         "scope",
+        "seen",
         "subs",
         "unblocked",
+        "written_ids",
     )
 
     def __init__(self, member: Member, core: proto.ChatSession) -> None:
@@ -151,6 +163,11 @@ class User:
         self.outbox = member.outbox
         self.renderer: Renderer = member.renderer
         self.subs: dict[str, tuple[Subscribing, Subscription[bytes]]] = {}
+        self.held: set[str] = set()
+        self.seen: dict[str, int] = {}
+        self.put_total = 0
+        self.marks: deque[tuple[int, str, int]] = deque()
+        self.written_ids: dict[str, int] = {}
         self.scope = trio.CancelScope()
         self.phase = ARRIVING
         self.ending: Ending | None = None
@@ -159,6 +176,24 @@ class User:
         self.unblocked = trio.lowlevel.ParkingLot()
         self.missed = 0
         self.nursery: trio.Nursery | None = None
+
+    def mark(self, topic: str, count: int, last_id: int = 0) -> None:
+        """``count`` messages were put into the outbox; among them, the newest line of
+        ``topic`` is ``last_id`` (0: none). Not a checkpoint."""
+        self.put_total += count
+        if last_id:
+            self.marks.append((self.put_total, topic, last_id))
+        if len(self.marks) > 64:
+            self.written()
+
+    def written(self) -> dict[str, int]:
+        """Topic -> the id of the newest line of it handed to the socket whole (the
+        outbox counts messages written; a batch counts once all of it is)."""
+        done, marks, ids = self.outbox.written, self.marks, self.written_ids
+        while marks and marks[0][0] <= done:
+            _, topic, last_id = marks.popleft()
+            ids[topic] = last_id
+        return ids
 
     def end(self, reason: EndReason, detail: str = "") -> None:
         """End the session for ``reason``: the input side is cancelled, and the rest

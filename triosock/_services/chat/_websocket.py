@@ -31,6 +31,8 @@ __all__ = ["WebSocketMember", "WebSocketRenderer"]
 
 #: Seconds the closing handshake may take at the end of a session.
 CLOSE_TIMEOUT = 2.0
+#: Seconds a new connection's session waits for its first message before it begins.
+FIRST_MESSAGE_WAIT = 0.1
 #: The most bytes of events joined into one message (a bigger event is one message).
 MESSAGE_LIMIT = 64 * 1024
 
@@ -46,7 +48,7 @@ class WebSocketRenderer(Renderer):
 
     __slots__ = ()
 
-    def frame(self, event: proto.Event, viewer: str) -> bytes:
+    def frame(self, event: proto.Shown, viewer: str) -> bytes:
         return proto.render_json(event)
 
     def join(self, frames: list[bytes]) -> bytes:
@@ -92,6 +94,7 @@ class WebSocketMember(Member):
 
     kind = "ws"
     renderer = _RENDERER
+    tells_token = False  # its hello has it
 
     def __init__(self, peer: WebSocketPeer) -> None:
         self.peer = peer
@@ -99,11 +102,48 @@ class WebSocketMember(Member):
         self.label = peer.peer
         self.outbox = peer.outbox  # websockets' own frames go through it too
         self._close = _NORMAL
+        self._early: Sequence[object] | None = None  # what screen() read, for receive()
+        self._early_error: trio.BrokenResourceError | None = None
 
-    def greeting(self, nick: str, room: str) -> bytes | None:
-        return text_frame(proto.hello_json(nick, room))
+    def greeting(self, nick: str, room: str, token: str, epoch: str) -> bytes | None:
+        return text_frame(proto.hello_json(nick, room, token, epoch))
+
+    async def screen(self) -> str | None:
+        """Wait at most :data:`FIRST_MESSAGE_WAIT` seconds for the first message, so that
+        a client resuming a session (its first message a ``resume``) gets it back before
+        anything is said of this connection's own session. Serves every client."""
+        with trio.move_on_after(FIRST_MESSAGE_WAIT):
+            try:
+                self._early = await self.receive()
+            except trio.BrokenResourceError as exc:
+                self._early_error = exc
+        return None
+
+    def take_resume(self) -> proto.ResumeRequest | None:
+        early = self._early
+        if not early:
+            return None
+        first = early[0]
+        if isinstance(first, str):
+            first = proto.parse_json_line_untrusted(first)
+        elif isinstance(first, bytes):
+            command = proto.parse_line_untrusted(first)
+            first = (
+                proto.ResumeRequest(command.token) if isinstance(command, proto.Resume) else None
+            )
+        if isinstance(first, proto.ResumeRequest):
+            self._early = list(early[1:])
+            return first
+        return None
 
     async def receive(self) -> Sequence[object] | None:
+        early, error = self._early, self._early_error
+        if error is not None:
+            self._early_error = None
+            raise error
+        if early is not None:  # the first burst: what screen() read
+            self._early = None
+            return early
         try:
             message = await self.connection.recv()
         except ConnectionClosedOK:
@@ -119,6 +159,8 @@ class WebSocketMember(Member):
             item = proto.parse_json_line_untrusted(item)
         if isinstance(item, bytes):
             return session.receive_line(item, now)
+        if isinstance(item, proto.ResumeRequest):
+            return session.receive_resume(item, now)
         if isinstance(item, proto.BadEvent):  # refused: a token all the same
             return session.receive_other(proto.Tell(f"refused: {item.reason}"), now)
         raise TypeError(f"not a WebSocket input item: {item!r}")

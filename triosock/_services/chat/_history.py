@@ -1,0 +1,86 @@
+"""What a user is shown of what was said before: a room's earlier lines on entering it,
+``/history N``, and (for :mod:`._resume`) what a resumed session missed.
+
+Every line said in a room (and every direct message, in the recipient's inbox) is
+recorded in the chat's store when it is published (see :func:`~._presence.publish`),
+which gives it its id and time. On entering a room a user's subscription to it is
+*held* (:meth:`~._fanout.FanOut.subscribe`): what the room says meanwhile waits in it.
+Then :meth:`HistoryViews.replay` reads the room's last ``history_on_join`` lines, puts
+them into the user's outbox (between the notices of a recall, see
+:func:`~triosock._sansio.chat.recall`) and releases the subscription, leaving out the
+live lines up to the newest id just shown: the earlier lines, then the live ones,
+nothing missing, nothing twice.
+"""
+
+from __future__ import annotations
+
+from ..._sansio import chat as proto
+from ..._store import Store
+from ._fanout import FanOut
+from ._settings import ChatSettings
+from ._user import User
+
+__all__ = ["HistoryViews"]
+
+
+class HistoryViews:
+    """Earlier lines, shown to one user at a time.
+
+    Args:
+      fanout: what feeds the members' outboxes (and holds their new subscriptions).
+      store: where the lines said are recorded.
+      settings: ``history_on_join``, the earlier lines shown on entering a room.
+    """
+
+    def __init__(self, fanout: FanOut, store: Store, settings: ChatSettings) -> None:
+        self._fanout = fanout
+        self.store = store
+        self.on_join = settings.history_on_join
+
+    async def replay(self, user: User, room: str) -> None:
+        """``user`` is entering ``room``: subscribe it (held), show it the room's last
+        lines (at most ``history_on_join``), then feed it the room's live lines, leaving
+        out those it was just shown (see ``FanOut.release``). The held subscription
+        fills while the history is read (publishers to the room wait if it is full):
+        the session must publish nothing to the room before this is done."""
+        topic, seen = proto.room_topic(room), None
+        if topic not in user.subs:  # on arrival; a move subscribed already
+            await self._fanout.subscribe(user, topic, held=True)
+        if self.on_join and topic in user.held:
+            page = await self.store.last(topic, self.on_join)
+            if page.records:
+                seen = page.newest
+                self.show(user, proto.recall(room, page.records, more=page.more), {topic: seen})
+        self._fanout.release(user, topic, seen)
+
+    async def recall(self, user: User, room: str, count: int) -> None:
+        """Show ``user`` the last ``count`` lines of ``room`` again (``/history``)."""
+        if not self.store.per_key:
+            self._fanout.tell(user, "this server keeps no history (--history 0)")
+            return
+        page = await self.store.last(proto.room_topic(room), count)
+        shown = proto.recall(room, page.records, more=page.more)
+        if not shown:
+            self._fanout.tell(user, f"nothing was said in {room} yet")
+            return
+        self.show(user, shown)
+
+    def show(
+        self, user: User, shown: list[proto.Shown], newest: dict[str, int] | None = None
+    ) -> None:
+        """Put ``shown`` into ``user``'s outbox, after what is queued for it already;
+        ``newest``: topic -> the newest id among them (what a resume starts after, once
+        they are written)."""
+        self._fanout.collect(user)
+        renderer, nick, outbox = user.renderer, user.core.nick, user.outbox
+        frames = [frame for event in shown if (frame := renderer.frame(event, nick))]
+        if not frames:
+            return
+        if renderer.joinable:
+            outbox.put(renderer.join(frames), len(frames))
+        else:
+            for frame in frames:
+                outbox.put(frame)
+        user.mark("", len(frames))  # counted, so that a resume knows what was written
+        for topic, line_id in (newest or {}).items():
+            user.mark(topic, 0, line_id)

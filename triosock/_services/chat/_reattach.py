@@ -1,0 +1,218 @@
+"""The service's side of a resume: detaching a session, taking it back on a new
+connection, and ending it when its window runs out (the rules are told in
+:mod:`._resume`).
+
+:class:`Reattaching` is a part of :class:`~._sessions.Sessions` (its base), kept apart
+for size: it works on the same users, directory, store and fan-out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import trio
+
+from ..._directory import Directory
+from ..._errors import DirectoryUnavailable
+from ..._pacer import Pacer
+from ..._sansio import chat as proto
+from ..._store import Store
+from ._fanout import FanOut
+from ._history import HistoryViews
+from ._presence import Presence
+from ._resume import MAX_CATCH_UP, Detached, Resumes, token_notice
+from ._settings import ChatSettings
+from ._user import LEFT, User
+
+__all__ = ["Reattaching"]
+
+LOGGER = logging.getLogger("triosock.chat")
+
+
+def _address(label: str) -> str:
+    """The host part of a member's label (``ip:port``, ``[v6]:port``)."""
+    host, _, port = label.rpartition(":")
+    return host if host and port.isdigit() else label
+
+
+class Reattaching:
+    """Detaching, resuming and expiring sessions (a base of ``Sessions``)."""
+
+    users: dict[str, User]
+    directory: Directory
+    store: Store
+    resumes: Resumes
+    views: HistoryViews
+    _fanout: FanOut
+    _presence: Presence
+    _settings: ChatSettings
+    _pacer: Pacer
+
+    def _detach(self, user: User, why: str | None = None) -> Detached | None:
+        """Keep ``user``'s session for a resume, if the server has a window and the
+        session had begun (and the server is not stopping); None: it ends. ``why``: what
+        ended it, when no end reason was given (cancelled from outside)."""
+        resumes, ending = self.resumes, user.ending
+        if not resumes.window or not user.core.started:
+            return None
+        if user.member.stopping or user.phase is LEFT:
+            return None
+        if why is None:
+            if ending is None:
+                return None
+            why = ending.describe(user.detail)
+        detached = resumes.detach(user, why)
+        user.leave()  # nobody is told: it is away, not gone
+        LOGGER.info(
+            "%s detached (%s); its session waits %g s for a resume",
+            user.core.nick,
+            why,
+            resumes.window,
+        )
+        return detached
+
+    async def _reattach(self, user: User, request: proto.ResumeRequest) -> str | None:
+        """Make ``user``'s connection the session ``request`` asks for; None when it
+        did, else why not (a notice for the user)."""
+        resumes, member = self.resumes, user.member
+        if not resumes.window:
+            return "this server keeps no session for a resume (--resume-window 0)"
+        why = proto.check_token_untrusted(request.token)
+        if why is not None:
+            resumes.refused += 1
+            return f"resume refused: {why}"
+        session = resumes.owner(request.token)
+        if session is None:
+            resumes.refused += 1
+            delay = resumes.wrong.wrong(_address(member.label), trio.current_time())
+            with member.hold_idle():  # slowed by us: not idle
+                await trio.sleep(delay)
+            if request.epoch is not None and request.epoch != self.store.epoch:
+                return (
+                    "resume refused: the server restarted and kept neither the sessions nor "
+                    "the history (its epoch changed): what was said while you were away is "
+                    "lost; you are a new session"
+                )
+            return (
+                "resume refused: no session has that token (a session waits "
+                f"{resumes.window:g} s after its connection is lost; /quit ends it)"
+            )
+        if session == user.core.session:
+            return "this is that session already"
+        other = self.users.get(session)
+        if other is not None and session not in resumes.detached:
+            other.end("moved")  # attached elsewhere: that connection is told and closed
+            with trio.move_on_after(self._settings.goodbye_timeout + 1):
+                await resumes.wait_detached(session)
+        detached = resumes.take(session)
+        if detached is None:
+            return "resume refused: that session has just ended"
+        await self._drop_own(user)
+        await self._take_back(user, detached, request)
+        return None
+
+    async def _reattach_keyed(self, user: User) -> bool:
+        """A member that resumes by its key (a UDP peer, by its validated address) gets
+        back its detached session, if it has one; whether it did."""
+        session = self.resumes.keyed(user.member.resume_key)
+        detached = None if session is None else self.resumes.take(session)
+        if detached is None:
+            return False
+        await self._drop_own(user)
+        await self._take_back(user, detached, proto.ResumeRequest(""))
+        return True
+
+    async def _drop_own(self, user: User) -> None:
+        """The connection's own session goes, its connection staying: unannounced if
+        its room was never told of it."""
+        core = user.core
+        for topic in list(user.subs):
+            await self._fanout.unsubscribe(user, topic)
+        self.store.forget(core.inbox)
+        self.resumes.forget_token(core.session)
+        if self.users.get(core.session) is user:
+            del self.users[core.session]
+        try:
+            await self.directory.unregister(core.session)
+        except DirectoryUnavailable as exc:  # its lease runs out
+            LOGGER.warning("%s left, but %s", core.nick, exc)
+        if core.started:
+            for effect in core.leave():
+                assert isinstance(effect, proto.Publish)
+                with contextlib.suppress(trio.ClosedResourceError):
+                    await self._presence.announce(user.member, effect.topic, effect.event)
+            LOGGER.info("%s left (its connection took back another session)", core.nick)
+
+    async def _take_back(
+        self, user: User, detached: Detached, request: proto.ResumeRequest
+    ) -> None:
+        """``detached`` goes on on ``user``'s connection: a new token, what it missed,
+        then its live lines."""
+        resumes, member, fanout = self.resumes, user.member, self._fanout
+        away = trio.current_time() - detached.since
+        core = user.core = detached.core
+        self.users[core.session] = user
+        token = resumes.issue(core.session)
+        await fanout.subscribe(user, core.inbox, held=True)  # what comes meanwhile waits
+        await fanout.subscribe(user, core.topic, held=True)
+        limit = member.catch_up_limit or MAX_CATCH_UP
+        told, shown, shown_ids = await resumes.missed(detached, request, limit)
+        greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
+        if greeting:
+            user.outbox.put(greeting, 0)
+        lines = sum(isinstance(event, proto.Recalled) for event in shown)
+        fanout.tell(
+            user,
+            f"welcome back, {core.nick}: you were away {away:.0f} s; "
+            f"{lines} line{'' if lines == 1 else 's'} came meanwhile",
+        )
+        for text in told:
+            fanout.tell(user, text)
+        if member.tells_token:
+            fanout.tell(user, token_notice(token, resumes.window))
+        elif member.resume_key is not None:  # it resumes by its key: no token at all
+            resumes.forget_token(core.session)
+        self.views.show(user, shown, shown_ids)
+        for topic in (core.inbox, core.topic):
+            fanout.release(user, topic, shown_ids.get(topic))
+        resumes.resumed += 1
+        LOGGER.info(
+            "%s resumed (%s %s) after %.0f s away", core.nick, member.kind, member.label, away
+        )
+
+    # -- the end of the window -----------------------------------------------------------
+
+    async def expire_forever(self) -> None:
+        """End each detached session whose window runs out (its room sees it leave)."""
+        while True:
+            await self.resumes.wait_due()
+            for detached in self.resumes.due():
+                await self._pacer.turn()
+                await self._expire(detached)
+
+    async def expire_all(self) -> None:
+        """End every detached session now (the server stops)."""
+        for session in list(self.resumes.detached):
+            detached = self.resumes.take(session)
+            if detached is not None:
+                await self._expire(detached)
+
+    async def _expire(self, detached: Detached) -> None:
+        core = detached.core
+        self.store.forget(core.inbox)
+        self.resumes.forget_token(core.session)
+        try:
+            await self.directory.unregister(core.session)
+        except DirectoryUnavailable as exc:  # its lease runs out
+            LOGGER.warning("%s left, but %s", core.nick, exc)
+        for effect in core.leave():
+            assert isinstance(effect, proto.Publish)
+            with contextlib.suppress(trio.ClosedResourceError):
+                await self._presence.announce(None, effect.topic, effect.event)
+        LOGGER.info(
+            "%s left (%s, then no resume within %g s)",
+            core.nick,
+            detached.why,
+            self.resumes.window,
+        )
