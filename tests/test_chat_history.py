@@ -273,7 +273,7 @@ async def test_history_command_over_tcp_and_the_history_bound() -> None:
             alice = await LineSocket.connect(tcp.port)
             await alice.send(b"said\n/history\n")
             assert await alice.read_until(b"history") == (
-                b"-!- this server keeps no history (--history 0)"
+                b"-!- this server keeps no history (--history 0, or rooms shared through Redis)"
             )
             alice.close()
 
@@ -417,3 +417,47 @@ def test_memory_store_is_the_default() -> None:
     chat = ChatServer(history=7)
     assert isinstance(chat.store, MemoryStore)
     assert chat.store.per_key == 7
+
+
+def test_keys_past_the_most_go_and_their_ids_are_never_given_again() -> None:
+    log = HistoryLog(per_key=10, max_keys=3)
+    for room in ("a", "b", "c"):
+        for _ in range(5):
+            log.add(room, 0, b"x")
+    log.add("a", 0, b"x")  # a is the most recent now; b the oldest
+    assert log.add("d", 0, b"x").id == 1  # no key evicted yet when d was made...
+    assert log.keys() == ["c", "a", "d"]  # ...then b went (written longest ago)
+    assert log.last("b", 10).records == ()
+    assert len(log) == 5 + 6 + 1
+    # b comes back: above every id an evicted key gave (b's 5), never 1 again
+    assert log.add("b", 0, b"x").id == 6
+    assert log.keys() == ["a", "d", "b"]  # c went
+    assert log.next_id("c") == 6  # c had given 5: the floor is 5 still
+    with pytest.raises(ValueError, match="at least 1 key"):
+        HistoryLog(max_keys=0)
+
+
+async def test_a_history_asked_for_faster_than_it_is_read_hits_the_backlog_rule() -> None:
+    chat = ChatServer(rate=None, max_backlog=64 * 1024, resume_window=0)
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _, _):
+            talker = await LineSocket.connect(tcp.port)
+            long_line = b"y" * 1000
+            await talker.send(b"".join(b"%d %s\n" % (i, long_line) for i in range(200)))
+            await talker.read_until(b"199 y")
+            # 200 lines of ~1,090 bytes as kept: /history shows the 29 that fit in half the
+            # backlog (32 KiB)
+            await talker.send(b"/history 200\n")
+            told = await talker.read_until(b"/history shows the")
+            assert told == (
+                b"-!- /history shows the 29 newest of those 200 lines: the rest would be "
+                b"more than 32768 bytes at once"
+            )
+            # a client that asks again and again and never reads is disconnected
+            sleeper = await LineSocket.connect(tcp.port, rcvbuf=4096)
+            await sleeper.send(b"/history 200\n" * 100)
+            left = await talker.read_until(b"guest2 left")
+            assert left == b"* guest2 left #lobby"
+            assert chat.statistics().disconnected_slow == 1
+            talker.close()
+            sleeper.close()

@@ -67,7 +67,7 @@ def room_lines(member: LineSocket, nick: bytes) -> list[bytes]:
 async def test_a_member_that_falls_behind_loses_whole_lines_and_is_told(
     autojump_clock: trio.testing.MockClock, policy: Policy
 ) -> None:
-    chat = ChatServer(policy=policy, max_backlog=16 * 1024, stall_timeout=None, resume_window=0)
+    chat = ChatServer(policy=policy, max_backlog=16 * 1024, stall_timeout=None)
     count = 8000  # ~4 MB: more than the kernel holds for a reader that stops
     with trio.fail_after(10 * count):
         async with chat_servers(chat) as (tcp, _, _):
@@ -106,7 +106,7 @@ async def test_block_delivers_everything_at_the_pace_of_the_slowest_reader(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     hub = CountingHub()
-    chat = ChatServer(hub, policy="block", max_backlog=16 * 1024, rate=None, resume_window=0)
+    chat = ChatServer(hub, policy="block", max_backlog=16 * 1024, rate=None)
     count = 8000
     with trio.fail_after(10 * count):
         async with chat_servers(chat) as (tcp, _, _):

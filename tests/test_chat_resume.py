@@ -378,3 +378,83 @@ async def test_a_udp_peer_silent_past_its_expiry_comes_back_with_what_it_missed(
             assert room_saw == []
             await peer.aclose()
             alice.close()
+
+
+async def test_a_resume_after_seeing_no_history_starts_after_what_was_said_before() -> None:
+    chat = ChatServer(history_on_join=0)
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _, _):
+            alice = await LineSocket.connect(tcp.port)
+            await alice.send(b"".join(b"before %d\n" % i for i in range(30)))
+            await alice.read_until(b"before 29")
+            bob = await LineSocket.connect(tcp.port)
+            token = await token_of(bob)
+            await bob.read_until(b"guest2 joined")
+            bob.close()
+            await wait_away(alice, b"guest2")
+            await alice.send(b"while away\n")
+            await alice.read_until(b"while away")
+            back = await LineSocket.connect(tcp.port)
+            await back.send(b"/resume " + token + b"\n")
+            assert await back.read_until(b"welcome back") == (
+                b"-!- welcome back, guest2: you were away 0 s; 1 line came meanwhile"
+            )
+            await back.read_until(b"1 earlier line")
+            assert STAMPED.fullmatch(await back.next_line())[1] == b"[#lobby] guest1: while away"  # type: ignore[index]
+            alice.close()
+            back.close()
+
+
+async def test_one_address_holds_at_most_sixteen_detached_sessions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Connections from one host (127.0.0.2: only 127.0.0.1 and ::1 are exempt) that
+    close without /quit: its seventeenth detached session ends its own oldest, never
+    somebody else's (a user of another address keeps its own)."""
+    chat = ChatServer()
+    with trio.fail_after(300):
+        async with chat_servers(chat) as (tcp, _, _):
+            watcher = await LineSocket.connect(tcp.port)
+            other = await LineSocket.connect(tcp.port, source="127.0.0.3")
+            await other.read_until(b"your resume token")
+            other.close()
+            await wait_away(watcher, b"guest2")
+            for n in range(20):
+                user = await LineSocket.connect(tcp.port, source="127.0.0.2")
+                await user.read_until(b"joined #lobby")
+                user.close()
+                await wait_away(watcher, b"guest%d" % (n + 3))
+            await watcher.send(b"/who\n")
+            who = await watcher.read_until(b"-!- in #lobby")
+            left = [x for x in watcher.lines if x.endswith(b" left #lobby")]
+            assert left == [b"* guest%d left #lobby" % n for n in range(3, 7)]  # the oldest 4
+            assert who.count(b"(away)") == 17  # 16 of 127.0.0.2, and 127.0.0.3's one
+            assert b"guest2 (away)" in who
+            watcher.close()
+
+
+async def test_a_client_that_says_it_resumes_is_waited_for_two_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``/ws?resume=1`` (the page's URL when it holds a token): a resume that comes a
+    second after connecting (a slow link) still comes before anything is said of the
+    connection's own session; without it, the wait is 0.1 s."""
+    chat = ChatServer()
+    with trio.fail_after(100):
+        async with web_chat(chat) as (tcp, _, web):
+            alice = await LineSocket.connect(tcp)
+            await alice.read_until(b"guest1 joined")
+            async with connect(ws_url(web)) as ws:
+                token = (await Events(ws).next(type="hello"))["token"]
+                await alice.read_until(b"guest2 joined")
+            await wait_away(alice, b"guest2")
+            mark = len(alice.lines)
+            async with connect(ws_url(web) + "?resume=1") as ws:
+                await trio.sleep(1.9)
+                await ws.send(json.dumps({"type": "resume", "token": token}))
+                hello = await Events(ws).next(type="hello")
+                assert hello["nick"] == "guest2"
+            await alice.send(b"/who\n")
+            await alice.read_until(b"-!- in #lobby")
+            assert [x for x in alice.lines[mark:] if x.startswith(b"* ")] == []
+            alice.close()

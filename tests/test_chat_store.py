@@ -158,3 +158,32 @@ async def test_a_restarted_server_with_data_has_its_history_and_without_says_it_
                 "lost; you are a new session"
             )
     assert not (tmp_path / "none").exists()
+
+
+async def test_two_servers_cannot_share_one_history_file(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    async with SqliteStore(path):
+        with pytest.raises(OSError, match="another chat server keeps its history in"):
+            async with SqliteStore(path):
+                pass  # pragma: no cover
+    async with SqliteStore(path):  # free again once the first is closed
+        pass
+
+
+async def test_rooms_shared_by_processes_get_no_ids_from_a_store_of_their_own() -> None:
+    from triosock.chat import ChatServer, NullStore
+
+    from .test_chat_policies import OpaqueHub
+
+    chat = ChatServer(OpaqueHub())  # a hub that is not the in-process one
+    assert isinstance(chat.store, NullStore)
+    data = chat.store.append_nowait("room:#lobby", said(1))
+    assert json.loads(data) == {
+        "id": 0,
+        "room": "#lobby",
+        "sender": "alice",
+        "text": "line 1",
+        "time": 0,
+        "type": "message",
+    }
+    assert (await chat.store.last("room:#lobby", 5)).records == ()

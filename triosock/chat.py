@@ -29,7 +29,7 @@ from ._services.chat import (
     WebSocketMember,
     WebSocketRenderer,
 )
-from ._store import MemoryStore, SqliteStore, Store
+from ._store import MemoryStore, NullStore, SqliteStore, Store
 
 if TYPE_CHECKING:  # imported on first use at run time: see __getattr__ below
     from ._directory._redis import RedisDirectory as RedisDirectory
@@ -44,6 +44,7 @@ __all__ = [
     "InProcessDirectory",
     "Member",
     "MemoryStore",
+    "NullStore",
     "RedisDirectory",
     "Renderer",
     "SqliteStore",

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from .._errors import TriosockError
-from .._store import MemoryStore, SqliteStore, Store
+from .._store import MemoryStore, NullStore, SqliteStore, Store
 
 __all__ = ["DATA_FILE", "NO_DATA", "default_data_dir", "open_store"]
 
@@ -43,9 +43,9 @@ async def open_store(
       TriosockError: the file cannot be made or read, or is no SQLite database.
     """
     if shared:
-        return MemoryStore(history), (
-            "history: in this process's memory (with --redis each server keeps its own; "
-            "--data applies to one server alone)"
+        return NullStore(), (
+            "history: off with --redis (a history shared by every server is not there "
+            "yet; --data applies to one server alone)"
         )
     if data == NO_DATA:
         return MemoryStore(

@@ -19,6 +19,10 @@ Rules:
   its data and :data:`RECORD_OVERHEAD`), dropping the oldest records of the whole log
   first, whatever their key. A key whose records are all gone keeps its count (the next
   id follows the last one given), so ids never go back.
+* **Keys.** At most ``max_keys`` keys are kept: past it the key written longest ago
+  goes, records and all. Its ids are not forgotten for that: a key that comes back (or
+  a new one) starts above every id an evicted key had given, so an id still never
+  means two lines within one epoch.
 * **Reading.** :meth:`HistoryLog.last` gives a key's newest records,
   :meth:`HistoryLog.after` the records after an id (what a resuming client missed),
   :meth:`HistoryLog.before` the records before one (older lines, for a scrolling page);
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -38,6 +42,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_HISTORY_BYTES",
+    "DEFAULT_MAX_KEYS",
     "RECORD_OVERHEAD",
     "HistoryLog",
     "Page",
@@ -49,6 +54,8 @@ __all__ = [
 DEFAULT_HISTORY: Final = 1000
 #: Bytes of records kept in all by default.
 DEFAULT_HISTORY_BYTES: Final = 64 * 1024 * 1024
+#: Keys kept at most (rooms and inboxes with lines).
+DEFAULT_MAX_KEYS: Final = 100_000
 #: What one record costs beyond its data, counted against ``max_bytes`` (the record
 #: object, its place in two queues): about what CPython spends on it.
 RECORD_OVERHEAD: Final = 160
@@ -115,29 +122,45 @@ class HistoryLog:
     Args:
       per_key: records kept per key (0 keeps none, but ids are still given).
       max_bytes: bytes of records kept in all.
+      max_keys: keys kept in all (see the module docstring).
       epoch: the epoch (a new random one by default).
 
     Raises:
       ValueError: a negative ``per_key``, or ``max_bytes`` under one record.
     """
 
-    __slots__ = ("_kept", "_keys", "_order", "bytes", "epoch", "max_bytes", "per_key")
+    __slots__ = (
+        "_floor",
+        "_kept",
+        "_keys",
+        "_order",
+        "bytes",
+        "epoch",
+        "max_bytes",
+        "max_keys",
+        "per_key",
+    )
 
     def __init__(
         self,
         per_key: int = DEFAULT_HISTORY,
         max_bytes: int = DEFAULT_HISTORY_BYTES,
         *,
+        max_keys: int = DEFAULT_MAX_KEYS,
         epoch: str | None = None,
     ) -> None:
         if per_key < 0:
             raise ValueError(f"the history must keep 0 or more lines per room, not {per_key}")
         if max_bytes < RECORD_OVERHEAD:
             raise ValueError(f"the history needs at least {RECORD_OVERHEAD} bytes, not {max_bytes}")
+        if max_keys < 1:
+            raise ValueError(f"the history must keep at least 1 key, not {max_keys}")
         self.per_key = per_key
         self.max_bytes = max_bytes
+        self.max_keys = max_keys
+        self._floor = 0  # the highest id an evicted key had given
         self.epoch = epoch if epoch is not None else new_epoch()
-        self._keys: dict[str, _Key] = {}
+        self._keys: OrderedDict[str, _Key] = OrderedDict()  # the written longest ago first
         # every record kept, in the order taken: (key, record), for the bound on bytes
         self._order: deque[tuple[_Key, Record]] = deque()
         self._kept = 0
@@ -153,13 +176,11 @@ class HistoryLog:
     def next_id(self, key: str) -> int:
         """The id the next record of ``key`` gets."""
         entry = self._keys.get(key)
-        return 1 if entry is None else entry.last + 1
+        return (self._floor if entry is None else entry.last) + 1
 
     def add(self, key: str, time: int, data: bytes) -> Record:
         """Take ``data`` under ``key`` with the next id; return its record."""
-        entry = self._keys.get(key)
-        if entry is None:
-            entry = self._keys[key] = _Key()
+        entry = self._entry(key)
         entry.last += 1
         record = Record(entry.last, time, data)
         self._keep(entry, record)
@@ -168,12 +189,25 @@ class HistoryLog:
     def restore(self, key: str, records: Iterable[Record], last: int) -> None:
         """Put back what a store read from disk: ``records`` of ``key`` (ids increasing)
         and the last id it gave. The bounds apply as for new records."""
-        entry = self._keys.get(key)
-        if entry is None:
-            entry = self._keys[key] = _Key(last)
+        entry = self._entry(key)
         for record in records:
             self._keep(entry, record)
         entry.last = max(entry.last, last)
+
+    def _entry(self, key: str) -> _Key:
+        """``key``'s entry, made if need be, now the most recently written."""
+        keys = self._keys
+        entry = keys.get(key)
+        if entry is not None:
+            keys.move_to_end(key)
+            return entry
+        entry = keys[key] = _Key(self._floor)
+        while len(keys) > self.max_keys:
+            _, old = keys.popitem(last=False)
+            self._floor = max(self._floor, old.last)
+            while old.records:
+                self._dropped(old.records.popleft())
+        return entry
 
     def _keep(self, entry: _Key, record: Record) -> None:
         if not self.per_key:
@@ -201,7 +235,8 @@ class HistoryLog:
             self._order = deque(item for item in self._order if id(item[1]) in kept)
 
     def forget(self, key: str) -> None:
-        """Drop ``key`` and its records (an inbox nobody will read)."""
+        """Drop ``key`` and its records (an inbox nobody will read, whose key is never
+        used again)."""
         entry = self._keys.pop(key, None)
         if entry is not None:
             while entry.records:

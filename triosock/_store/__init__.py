@@ -6,7 +6,7 @@ and in a SQLite file (:class:`SqliteStore`, :mod:`._sqlite`).
 from __future__ import annotations
 
 from ._abc import STORED, Store, Stored
-from ._memory import MemoryStore, now_ms
+from ._memory import MemoryStore, NullStore, now_ms
 from ._sqlite import SqliteStore
 
-__all__ = ["STORED", "MemoryStore", "SqliteStore", "Store", "Stored", "now_ms"]
+__all__ = ["STORED", "MemoryStore", "NullStore", "SqliteStore", "Store", "Stored", "now_ms"]

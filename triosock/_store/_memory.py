@@ -9,10 +9,16 @@ import time
 import trio
 
 from .._sansio import chat as proto
-from .._sansio.history import DEFAULT_HISTORY, DEFAULT_HISTORY_BYTES, HistoryLog, Page
+from .._sansio.history import (
+    DEFAULT_HISTORY,
+    DEFAULT_HISTORY_BYTES,
+    HistoryLog,
+    Page,
+    new_epoch,
+)
 from ._abc import Store, Stored
 
-__all__ = ["MemoryStore", "now_ms"]
+__all__ = ["MemoryStore", "NullStore", "now_ms"]
 
 
 def now_ms() -> int:
@@ -76,3 +82,41 @@ class MemoryStore(Store):
 
     def forget(self, key: str) -> None:
         self.log.forget(key)
+
+
+class NullStore(Store):
+    """No history at all: lines get no id and no time, and every read is empty.
+
+    For rooms shared by several processes (a broker-backed hub) while the history is
+    not shared: each process's own store would give the same ids to different lines.
+    """
+
+    __slots__ = ("_epoch",)
+
+    per_key = 0
+
+    def __init__(self) -> None:
+        self._epoch = new_epoch()
+
+    def __repr__(self) -> str:
+        return "<NullStore>"
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    def append_nowait(self, key: str, event: Stored) -> bytes:
+        return proto.encode_event(event)
+
+    async def last(self, key: str, count: int) -> Page:
+        await trio.lowlevel.checkpoint()
+        return Page(self._epoch, (), 0, 0)
+
+    async def after(self, key: str, after: int, limit: int) -> Page:
+        return await self.last(key, 0)
+
+    async def before(self, key: str, before: int, limit: int) -> Page:
+        return await self.last(key, 0)
+
+    def forget(self, key: str) -> None:
+        """Nothing to forget."""

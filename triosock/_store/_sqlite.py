@@ -22,6 +22,7 @@ The file is made readable by its owner only (mode 0600). What was appended in th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -72,7 +73,7 @@ class SqliteStore(Running, MemoryStore):
       sqlite3.DatabaseError: the file is not a SQLite database (on entering).
     """
 
-    __slots__ = ("_db", "_failing", "_pending", "_wake", "path")
+    __slots__ = ("_db", "_failing", "_lock", "_pending", "_wake", "path")
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class SqliteStore(Running, MemoryStore):
         super().__init__(history, history_bytes)
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        self._lock: int | None = None
         self._pending: list[_Row] = []
         self._wake = trio.Event()
         self._failing = False
@@ -106,6 +108,9 @@ class SqliteStore(Running, MemoryStore):
                 db, self._db = self._db, None
                 if db is not None:
                     await trio.to_thread.run_sync(db.close)
+                lock, self._lock = self._lock, None
+                if lock is not None:
+                    os.close(lock)  # and with it the lock
 
     async def aclose(self) -> None:
         """Write what waits to be written now (leaving the ``async with`` block also
@@ -116,6 +121,25 @@ class SqliteStore(Running, MemoryStore):
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # One server a file: two would give the same ids to different lines.
+        lock = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            raise OSError(
+                f"another chat server keeps its history in {self.path} (give each its own "
+                "--data DIR, or --data none)"
+            ) from None
+        try:
+            db = self._read_back()
+        except BaseException:
+            os.close(lock)
+            raise
+        self._lock = lock
+        return db
+
+    def _read_back(self) -> sqlite3.Connection:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # its owner's only
         os.close(fd)
         os.chmod(self.path, 0o600)

@@ -137,6 +137,7 @@ class Outbox:
         "_try_send",
         "_writing",
         "control",
+        "discarded",
         "queued",
         "waiting_since",
         "written",
@@ -169,6 +170,9 @@ class Outbox:
         self.waiting_since = 0.0
         #: Messages handed to the socket whole.
         self.written = 0
+        #: Messages dropped by :meth:`drop_waiting` and :meth:`drop_oldest`: with
+        #: :attr:`written`, every message put is one or the other once it has left.
+        self.discarded = 0
 
     def __repr__(self) -> str:
         return f"<Outbox frames={len(self._frames)} queued={self.queued}>"
@@ -290,6 +294,7 @@ class Outbox:
                 kept_frames.append(frame)
                 kept_counts.append(count)
         self._frames, self._counts, self.queued = kept_frames, kept_counts, queued
+        self.discarded += dropped
         return dropped
 
     # -- writing ----------------------------------------------------------------------

@@ -191,6 +191,12 @@ class FanOut:
         if outbox.queued > self.max_backlog:
             self._over_backlog(user)
 
+    def bound(self, user: User) -> None:
+        """Apply the backlog rule to ``user`` now (after something was put into its
+        outbox other than by a fan-out pass: earlier lines it asked for)."""
+        if user.outbox.queued > self.max_backlog:
+            self._over_backlog(user)
+
     def _over_backlog(self, user: User) -> None:
         outbox = user.outbox
         match self.policy:

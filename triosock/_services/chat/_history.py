@@ -14,13 +14,26 @@ nothing missing, nothing twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..._sansio import chat as proto
+from ..._sansio.history import Record
 from ..._store import Store
 from ._fanout import FanOut
 from ._settings import ChatSettings
 from ._user import User
 
 __all__ = ["HistoryViews"]
+
+
+def within(records: Sequence[Record], budget: int) -> tuple[Sequence[Record], int]:
+    """The newest of ``records`` whose data fits in ``budget`` bytes (the newest one at
+    least), and how many older ones were left out."""
+    size, start = 0, len(records)
+    while start > 0 and (start == len(records) or size + len(records[start - 1].data) <= budget):
+        start -= 1
+        size += len(records[start].data)
+    return records[start:], start
 
 
 class HistoryViews:
@@ -36,6 +49,9 @@ class HistoryViews:
         self._fanout = fanout
         self.store = store
         self.on_join = settings.history_on_join
+        #: The most bytes of earlier lines shown at once: half what may wait for a
+        #: member's socket, so that showing them never disconnects a member that reads.
+        self.budget = settings.max_backlog // 2
 
     async def replay(self, user: User, room: str) -> None:
         """``user`` is entering ``room``: subscribe it (held), show it the room's last
@@ -46,23 +62,36 @@ class HistoryViews:
         topic, seen = proto.room_topic(room), None
         if topic not in user.subs:  # on arrival; a move subscribed already
             await self._fanout.subscribe(user, topic, held=True)
-        if self.on_join and topic in user.held:
+        if topic in user.held:
             page = await self.store.last(topic, self.on_join)
-            if page.records:
+            records, left_out = within(page.records, self.budget)
+            if records:
                 seen = page.newest
-                self.show(user, proto.recall(room, page.records, more=page.more), {topic: seen})
+                more = page.more or left_out > 0
+                self.show(user, proto.recall(room, records, more=more), {topic: seen})
+            else:  # a resume starts after what was said before it came, not from 0
+                user.mark(topic, 0, page.last)
         self._fanout.release(user, topic, seen)
 
     async def recall(self, user: User, room: str, count: int) -> None:
         """Show ``user`` the last ``count`` lines of ``room`` again (``/history``)."""
         if not self.store.per_key:
-            self._fanout.tell(user, "this server keeps no history (--history 0)")
+            self._fanout.tell(
+                user, "this server keeps no history (--history 0, or rooms shared through Redis)"
+            )
             return
         page = await self.store.last(proto.room_topic(room), count)
-        shown = proto.recall(room, page.records, more=page.more)
+        records, left_out = within(page.records, self.budget)
+        shown = proto.recall(room, records, more=page.more or left_out > 0)
         if not shown:
             self._fanout.tell(user, f"nothing was said in {room} yet")
             return
+        if left_out:
+            self._fanout.tell(
+                user,
+                f"/history shows the {len(records)} newest of those {len(page.records)} "
+                f"lines: the rest would be more than {self.budget} bytes at once",
+            )
         self.show(user, shown)
 
     def show(
@@ -74,13 +103,13 @@ class HistoryViews:
         self._fanout.collect(user)
         renderer, nick, outbox = user.renderer, user.core.nick, user.outbox
         frames = [frame for event in shown if (frame := renderer.frame(event, nick))]
-        if not frames:
-            return
         if renderer.joinable:
-            outbox.put(renderer.join(frames), len(frames))
+            if frames:
+                outbox.put(renderer.join(frames), len(frames))
         else:
             for frame in frames:
                 outbox.put(frame)
         user.mark("", len(frames))  # counted, so that a resume knows what was written
         for topic, line_id in (newest or {}).items():
             user.mark(topic, 0, line_id)
+        self._fanout.bound(user)  # asked for faster than it reads: the backlog rule

@@ -85,15 +85,18 @@ class Reattaching:
         session = resumes.owner(request.token)
         if session is None:
             resumes.refused += 1
-            delay = resumes.wrong.wrong(_address(member.label), trio.current_time())
-            with member.hold_idle():  # slowed by us: not idle
-                await trio.sleep(delay)
             if request.epoch is not None and request.epoch != self.store.epoch:
+                # a token of the server before its restart (every page of it comes back
+                # at once): no guess, so not slowed
+                await trio.lowlevel.checkpoint()
                 return (
                     "resume refused: the server restarted and kept neither the sessions nor "
                     "the history (its epoch changed): what was said while you were away is "
                     "lost; you are a new session"
                 )
+            delay = resumes.wrong.wrong(_address(member.label), trio.current_time())
+            with member.hold_idle():  # slowed by us: not idle
+                await trio.sleep(delay)
             return (
                 "resume refused: no session has that token (a session waits "
                 f"{resumes.window:g} s after its connection is lost; /quit ends it)"
@@ -157,7 +160,8 @@ class Reattaching:
         await fanout.subscribe(user, core.inbox, held=True)  # what comes meanwhile waits
         await fanout.subscribe(user, core.topic, held=True)
         limit = member.catch_up_limit or MAX_CATCH_UP
-        told, shown, shown_ids = await resumes.missed(detached, request, limit)
+        budget = self._settings.max_backlog // 2  # shown at once, like any earlier lines
+        told, shown, shown_ids = await resumes.missed(detached, request, limit, budget)
         greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
         if greeting:
             user.outbox.put(greeting, 0)

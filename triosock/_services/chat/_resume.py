@@ -30,9 +30,11 @@ history that was reset, is told with a count where one is known, never silent.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import hmac
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -41,11 +43,14 @@ import trio
 from ..._sansio import chat as proto
 from ..._sansio.history import Page, Record
 from ..._store import Store
+from ..._transport.peraddress import LOCAL_ADDRESSES, source_key
+from ._history import within
 from ._user import User
 
 __all__ = [
     "DEFAULT_MAX_DETACHED",
     "DEFAULT_RESUME_WINDOW",
+    "DETACHED_PER_ADDRESS",
     "MAX_CATCH_UP",
     "Detached",
     "Resumes",
@@ -61,6 +66,9 @@ DEFAULT_MAX_DETACHED: Final = 10_000
 #: The most lines of one room (or of direct messages) a resume shows; older missed
 #: lines are counted, not shown.
 MAX_CATCH_UP: Final = 1000
+#: The most detached sessions of one source address (an IPv6 /64; loopback exempt, as
+#: for connections): past it, that address's own oldest ends, not somebody else's.
+DETACHED_PER_ADDRESS: Final = 16
 
 
 def token_notice(token: str, window: float) -> str:
@@ -87,6 +95,7 @@ class Detached:
       last: topic -> the newest id handed to its last connection whole.
       gone: set once its last connection is over.
       key: its member's resume key (a UDP peer's address), if it resumes by that.
+      source: its source address as the per-address count sees it (None: exempt).
     """
 
     deadline: float
@@ -98,6 +107,7 @@ class Detached:
     last: dict[str, int] = field(compare=False, default_factory=dict)
     gone: trio.Event = field(compare=False, default_factory=trio.Event)
     key: str | None = field(compare=False, default=None)
+    source: str | None = field(compare=False, default=None)
 
     def written(self) -> dict[str, int]:
         """Topic -> the newest id its last connection took whole."""
@@ -122,6 +132,8 @@ class Resumes:
         self._queue: list[Detached] = []  # a heap by deadline (entries may be stale)
         self._by_digest: dict[bytes, str] = {}
         self._by_key: dict[str, str] = {}  # a member's resume key (a UDP address) -> session
+        self._by_source: dict[str, deque[str]] = {}  # source address -> its detached, oldest first
+        self._evict: list[str] = []  # sessions to end now (their address has too many)
         self._digest: dict[str, bytes] = {}
         self._changed = trio.Event()
         self._arrivals = trio.lowlevel.ParkingLot()
@@ -168,6 +180,13 @@ class Resumes:
         self.detached[core.session] = detached
         if key is not None:
             self._by_key[key] = core.session
+        source = _source(user.member.label)
+        if source is not None:
+            detached.source = source
+            mine = self._by_source.setdefault(source, deque())
+            mine.append(core.session)
+            while len(mine) > DETACHED_PER_ADDRESS:
+                self._evict.append(mine.popleft())
         heapq.heappush(self._queue, detached)
         self._changed.set()
         self._arrivals.unpark_all()
@@ -188,9 +207,13 @@ class Resumes:
         detached.gone.set()
 
     def due(self) -> list[Detached]:
-        """The sessions to end now: those whose window ran out, and the oldest ones
-        past ``max_detached``."""
+        """The sessions to end now: those whose window ran out, the oldest of an address
+        past :data:`DETACHED_PER_ADDRESS`, and the oldest past ``max_detached``."""
         now, queue, out = trio.current_time(), self._queue, []
+        evict, self._evict = self._evict, []
+        for session in evict:
+            if (detached := self.take(session)) is not None:
+                out.append(detached)
         while queue and (queue[0].deadline <= now or len(self.detached) > self.max_detached):
             detached = heapq.heappop(queue)
             if self.detached.get(detached.session) is detached:
@@ -206,7 +229,7 @@ class Resumes:
             queue = self._queue
             while queue and self.detached.get(queue[0].session) is not queue[0]:
                 heapq.heappop(queue)  # resumed, or ended: stale
-            if len(self.detached) > self.max_detached:
+            if len(self.detached) > self.max_detached or self._evict:
                 await trio.lowlevel.checkpoint()
                 return
             deadline = queue[0].deadline if queue else float("inf")
@@ -230,6 +253,12 @@ class Resumes:
     def _forget_key(self, detached: Detached) -> None:
         if detached.key is not None and self._by_key.get(detached.key) == detached.session:
             del self._by_key[detached.key]
+        mine = self._by_source.get(detached.source or "")
+        if mine is not None:
+            with contextlib.suppress(ValueError):
+                mine.remove(detached.session)
+            if not mine:
+                del self._by_source[detached.source or ""]
 
     def away(self) -> set[str]:
         """The nick keys of the detached sessions (``/who`` marks them away)."""
@@ -238,11 +267,16 @@ class Resumes:
     # -- the catch-up ------------------------------------------------------------------
 
     async def missed(
-        self, detached: Detached, request: proto.ResumeRequest, limit: int = MAX_CATCH_UP
+        self,
+        detached: Detached,
+        request: proto.ResumeRequest,
+        limit: int = MAX_CATCH_UP,
+        budget: int = 2**62,
     ) -> tuple[list[str], list[proto.Shown], dict[str, int]]:
-        """What the resumed session missed: the notices to tell first, what to show,
-        and topic -> the newest id shown (the live lines up to it are not shown
-        again)."""
+        """What the resumed session missed (at most ``limit`` lines of its room and as
+        many of its direct messages, the newest, each at most ``budget / 2`` bytes): the
+        notices to tell first, what to show, and topic -> the newest id it has (the live
+        lines up to it are not shown again)."""
         core, store = detached.core, self.store
         written = detached.written()
         topics = {core.topic: core.room, core.inbox: proto.DIRECT}
@@ -254,6 +288,10 @@ class Resumes:
             told.append(
                 f"ignored the last id of {proto.sanitize_text(name, max_length=40)}: "
                 f"you were in {core.room}"
+            )
+        if not store.per_key:
+            told.append(
+                "this server keeps no history: what was said while you were away is not shown"
             )
         epoch_lost = request.epoch is not None and request.epoch != store.epoch
         if epoch_lost:
@@ -274,7 +312,9 @@ class Resumes:
                 continue
             if page.last - after > len(page.records) and page.last - after > limit:
                 page = await store.last(topic, limit)  # the newest: older ones are counted
-            trimmed, skipped = _not_shown(page, after)
+            kept, _ = within(page.records, budget // 2)
+            first_shown = kept[0].id if kept else page.last + 1
+            trimmed, skipped = _not_shown(page, after, first_shown)
             where = "direct messages" if key == proto.DIRECT else f"lines of {key}"
             if trimmed:
                 told.append(
@@ -285,20 +325,28 @@ class Resumes:
                     f"{skipped} earlier {where} came while you were away than are shown "
                     "here (/history N shows them)"
                 )
-            records += page.records
-            if page.records:
-                shown_ids[topic] = page.newest
+            records += kept
+            shown_ids[topic] = page.last  # what it has now, shown or told
         records.sort(key=lambda r: r.time)  # the room's lines and the direct ones, in order
         return told, proto.recall(core.room, records, more=False), shown_ids
 
 
-def _not_shown(page: Page, after: int) -> tuple[int, int]:
-    """Of the ids after ``after``, how many the page does not show: those older than
-    what the history keeps, and those it keeps but the page leaves out (the catch-up's
-    limit)."""
+def _source(label: str) -> str | None:
+    """The per-address key of a member's label (``ip:port``), None for loopback (exempt,
+    as for connections: on a loopback listener every user is 127.0.0.1)."""
+    host, _, port = label.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or host in LOCAL_ADDRESSES:
+        return None
+    return source_key(host)
+
+
+def _not_shown(page: Page, after: int, first_shown: int) -> tuple[int, int]:
+    """Of the ids after ``after``, how many are not shown (the first shown is
+    ``first_shown``): those older than what the history keeps, and those it keeps but
+    the catch-up leaves out (its limits)."""
     if not page.last or page.last <= after:
         return 0, 0
-    first_shown = page.records[0].id if page.records else page.last + 1
     missing = max(0, first_shown - after - 1)
     if not page.first:  # it keeps nothing
         return missing, 0

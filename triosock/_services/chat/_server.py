@@ -44,7 +44,7 @@ from ..._directory import Directory, InProcessDirectory
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue
 from ..._running import Running
 from ..._sansio.history import DEFAULT_HISTORY
-from ..._store import MemoryStore, Store
+from ..._store import MemoryStore, NullStore, Store
 from ..._transport.tcp import TCPConnection
 from ..._transport.udp import UDPPeer
 from ..._transport.websocket import WebSocketPeer
@@ -173,8 +173,10 @@ class ChatServer(Running):
         each, always.
       presence_interval: seconds between two counts of a crowded room's joins and leaves.
       store: where the lines said are recorded with their ids (room history, inboxes);
-        a :class:`~triosock.chat.MemoryStore` keeping ``history`` lines a room by
-        default.
+        by default a :class:`~triosock.chat.MemoryStore` keeping ``history`` lines a
+        room, or, when the hub is not the in-process one (rooms shared by several
+        processes, which a store of each process's own would give clashing ids), no
+        history at all (:class:`~triosock.chat.NullStore`).
       history: lines kept per room (and per inbox) by the default store; 0 keeps none.
         Ignored when ``store`` is given (its own bound holds).
       history_on_join: earlier lines a user is shown on entering a room (0: none).
@@ -233,7 +235,9 @@ class ChatServer(Running):
         self.settings = settings
         self.hub: Hub[bytes] = hub if hub is not None else InProcessHub()
         self.directory: Directory = directory if directory is not None else InProcessDirectory()
-        self.store: Store = store if store is not None else MemoryStore(history)
+        if store is None:  # with rooms shared by processes, a store of its own would clash
+            store = MemoryStore(history) if isinstance(self.hub, InProcessHub) else NullStore()
+        self.store: Store = store
         self.policy: Policy = policy
         self.buffer = buffer
         self.max_line_length = max_line_length

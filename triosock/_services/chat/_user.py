@@ -113,6 +113,11 @@ FLOWS: Final[dict[tuple[Flow, FlowStep], Flow]] = {
 Subscribing: TypeAlias = contextlib.AbstractAsyncContextManager[Subscription[bytes]]
 
 
+#: The most marks a user keeps (what waits for its socket, a batch each): past it the
+#: oldest go, and a resume may repeat a few lines rather than hold more.
+MAX_MARKS: Final = 4096
+
+
 class User:
     """One session, as the service runs it.
 
@@ -166,7 +171,7 @@ class User:
         self.held: set[str] = set()
         self.seen: dict[str, int] = {}
         self.put_total = 0
-        self.marks: deque[tuple[int, str, int]] = deque()
+        self.marks: deque[tuple[int, str, int]] = deque(maxlen=MAX_MARKS)
         self.written_ids: dict[str, int] = {}
         self.scope = trio.CancelScope()
         self.phase = ARRIVING
@@ -187,9 +192,11 @@ class User:
             self.written()
 
     def written(self) -> dict[str, int]:
-        """Topic -> the id of the newest line of it handed to the socket whole (the
-        outbox counts messages written; a batch counts once all of it is)."""
-        done, marks, ids = self.outbox.written, self.marks, self.written_ids
+        """Topic -> the id of the newest line of it handed to the socket whole, or
+        dropped by the backlog policy (the outbox counts both; a batch counts once all of
+        it has left)."""
+        outbox, marks, ids = self.outbox, self.marks, self.written_ids
+        done = outbox.written + outbox.discarded  # a dropped line is not waited for
         while marks and marks[0][0] <= done:
             _, topic, last_id = marks.popleft()
             ids[topic] = last_id

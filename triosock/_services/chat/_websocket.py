@@ -31,8 +31,11 @@ __all__ = ["WebSocketMember", "WebSocketRenderer"]
 
 #: Seconds the closing handshake may take at the end of a session.
 CLOSE_TIMEOUT = 2.0
-#: Seconds a new connection's session waits for its first message before it begins.
+#: Seconds a new connection's session waits for its first message before it begins; and
+#: when its URL says it comes to resume (``/ws?resume=1``, as the page's does), so that
+#: a slow link's resume still comes before anything is said of the connection's own.
 FIRST_MESSAGE_WAIT = 0.1
+RESUMING_WAIT = 2.0
 #: The most bytes of events joined into one message (a bigger event is one message).
 MESSAGE_LIMIT = 64 * 1024
 
@@ -109,10 +112,12 @@ class WebSocketMember(Member):
         return text_frame(proto.hello_json(nick, room, token, epoch))
 
     async def screen(self) -> str | None:
-        """Wait at most :data:`FIRST_MESSAGE_WAIT` seconds for the first message, so that
-        a client resuming a session (its first message a ``resume``) gets it back before
-        anything is said of this connection's own session. Serves every client."""
-        with trio.move_on_after(FIRST_MESSAGE_WAIT):
+        """Wait at most :data:`FIRST_MESSAGE_WAIT` seconds (:data:`RESUMING_WAIT` when the
+        URL has ``resume=1``) for the first message, so that a client resuming a session
+        (its first message a ``resume``) gets it back before anything is said of this
+        connection's own session. Serves every client."""
+        query = self.peer.path.partition("?")[2].split("&")
+        with trio.move_on_after(RESUMING_WAIT if "resume=1" in query else FIRST_MESSAGE_WAIT):
             try:
                 self._early = await self.receive()
             except trio.BrokenResourceError as exc:

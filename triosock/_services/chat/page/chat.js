@@ -180,7 +180,9 @@ function setStatus(textValue, down) {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-  ws = new WebSocket(scheme + location.host + "/ws");
+  // "resume=1": the server waits for our resume (2 s at most) before it greets us
+  const resuming = saved.getItem("triosock.token") ? "?resume=1" : "";
+  ws = new WebSocket(scheme + location.host + "/ws" + resuming);
   let opened = false;
   ws.addEventListener("open", () => {
     opened = true;
@@ -196,7 +198,10 @@ function connect() {
       if (!line) continue;
       const ev = JSON.parse(line);
       if (ev.type === "hello" && ev.token) {
-        if (saved.getItem("triosock.epoch") !== ev.epoch) lastIds = {}; // ids of another history
+        if (saved.getItem("triosock.epoch") !== ev.epoch) { // ids of another history
+          lastIds = {};
+          for (const key of Object.keys(shown)) delete shown[key];
+        }
         saved.setItem("triosock.token", ev.token);
         saved.setItem("triosock.epoch", ev.epoch || "");
       }
