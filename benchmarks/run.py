@@ -200,6 +200,10 @@ class Runner:
     def serve(self, stack: Stack, workload: str, cells: list[Cell]) -> Iterator[Server | None]:
         """The stack's server, or None (and the cells marked) when it cannot start."""
         argv = tuple(stack.command())
+        if "chat" in argv and "serve" in argv and "--data" not in argv:
+            # side by side, each chat server keeps its history in a file of its own (one
+            # server a file), in this run's folder
+            argv += ("--data", str(self.out_dir / "state" / f"{workload}-{stack.slug}"))
         if argv in self.unavailable:
             for cell in cells:
                 cell.errors.append(self.unavailable[argv])

@@ -18,7 +18,15 @@ from triosock import open_udp_channel
 from triosock._sansio import chat as proto
 from triosock.chat import ChatServer
 
-from .chattools import Events, LineSocket, chat_servers, validate_udp, web_chat
+from .chattools import (
+    Events,
+    LineSocket,
+    MemoryMember,
+    MemorySink,
+    chat_servers,
+    validate_udp,
+    web_chat,
+)
 from .clitools import line_process, need
 from .conftest import GUARD
 from .test_chat_web import ws_url
@@ -458,3 +466,29 @@ async def test_a_client_that_says_it_resumes_is_waited_for_two_seconds(
             await alice.read_until(b"-!- in #lobby")
             assert [x for x in alice.lines[mark:] if x.startswith(b"* ")] == []
             alice.close()
+
+
+async def test_the_resume_watermark_is_what_the_socket_took_and_what_a_policy_dropped() -> None:
+    """``User.written``: a batch counts once all of it left the outbox, taken by the
+    socket or dropped by a backlog policy (the user was told); what the end of a session
+    drops (``drop_waiting``) is still owed, so a resume shows it."""
+    from triosock._sansio.chat import DirectoryState
+    from triosock._services.chat._user import User
+
+    sink = MemorySink()
+    member = MemoryMember("tester", sink)
+    core = proto.ChatSession(DirectoryState().register("tcp"))
+    user = User(member, core)
+    user.outbox.put(b"a\nb\n", 2)
+    user.mark("room:#lobby", 2, 2)  # lines 1 and 2: taken at once
+    assert user.written() == {"room:#lobby": 2}
+    sink.taking = False
+    user.outbox.put(b"c\n", 1)
+    user.mark("room:#lobby", 1, 3)
+    user.outbox.put(b"d\n", 1)
+    user.mark("room:#lobby", 1, 4)
+    assert user.written() == {"room:#lobby": 2}  # 3 and 4 wait
+    user.outbox.drop_oldest(2)  # a policy drops 3 (the peer is told)
+    assert user.written() == {"room:#lobby": 3}
+    user.outbox.drop_waiting()  # the end: 4 never left, and is owed
+    assert user.written() == {"room:#lobby": 3}

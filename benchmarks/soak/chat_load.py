@@ -42,6 +42,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect as ws_connect
 
 LINE = re.compile(rb"\b([md]) ([a-z]+\d+[mc]\d+) (\d+) (\d+)")
+#: An earlier line the server shows again (on entering a room, a resume): not a delivery.
+#: TCP and UDP: stamped with its time; WebSocket: an event with the history flag.
+EARLIER = re.compile(rb'^\[\d\d:\d\d:\d\d\] |"history":true')
 HEARTBEAT_EVERY = 3.0
 #: The UDP hello: a heartbeat padded so that three times it pays for the server's join
 #: notice (the server sends an address it has not validated at most 3x what it got).
@@ -111,6 +114,9 @@ class Member:
         self.said = 0
 
     def seen(self, data: bytes) -> None:
+        """What one read gave: whole lines (a TCP line, a datagram, a WebSocket message
+        of JSON lines)."""
+        data = b"\n".join(line for line in data.split(b"\n") if not EARLIER.search(line))
         if (
             not self.joined.is_set()
             and b"joined" in data

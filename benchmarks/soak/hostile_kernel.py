@@ -72,6 +72,8 @@ async def _drive(port: int, shape: Shape) -> dict[str, object]:
         await sock.connect(("127.0.0.1", port))
         sleepers.append(sock)
     readers = [await _Client.connect(port) for _ in range(shape.readers)]
+    for reader in readers:  # in the room: a session gets the room from its join on
+        await reader.joined()
     talker = await _Client.connect(port)
     said = 0
     dropped = 0
@@ -161,6 +163,11 @@ class _Client:
         *whole, self._rest = (self._rest + data).split(b"\n")
         return whole
 
+    async def joined(self) -> None:
+        """Read until the client's own join line (the first one it is sent)."""
+        while not any(line.endswith(b" joined #lobby") for line in await self.lines()):
+            pass
+
     async def read_all(self) -> None:
         while True:
             for line in await self.lines():
@@ -183,6 +190,9 @@ def run(out: Path, quick: bool) -> list[Row]:
     shape = QUICK if quick else FULL
     args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
     args += ["--status", "127.0.0.1:0", "--rate", "none"]
+    # the drops are counted by their leave lines: a dropped reader leaves at once rather
+    # than wait for a resume (its reset, this scenario's point, is the same either way)
+    args += ["--resume-window", "0"]
     began = time.monotonic()
     with CLIServer(args, out / "logs" / "kernel-server.log") as server:
         port = server.port("chat (tcp)")

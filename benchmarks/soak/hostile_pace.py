@@ -132,6 +132,8 @@ async def _paste(tcp: int, web: int, shape: Shape, result: dict[str, dict[str, A
         connect(url, ping_interval=None) as watcher,
         connect(url, ping_interval=None) as paster,
     ):
+        while '"type":"joined"' not in str(await watcher.recv()):
+            pass  # in the room: a session gets the room's lines from its join on
 
         async def ws_reader(name: str, ws: ClientConnection) -> None:
             while len(got[name]) < shape.paste:
@@ -183,6 +185,7 @@ async def _floods(tcp: int, web: int, shape: Shape, result: dict[str, dict[str, 
     await telnet.stream.send_all(b"/join #flood\n")
     latencies: dict[float, int] = {}
     counts = {"ws": 0, "ayt": 0, "sent": 0, "received": 0}
+    pair_done = trio.Event()  # the pair stops talking: what it said still arrives
     async with connect(f"ws://127.0.0.1:{web}/ws", ping_interval=None) as flooder:
         await flooder.send("/join #flood")
 
@@ -209,6 +212,8 @@ async def _floods(tcp: int, web: int, shape: Shape, result: dict[str, dict[str, 
             async with trio.open_nursery() as inner:
                 inner.start_soon(listen)
                 for i in range(10**9):
+                    if pair_done.is_set():
+                        await trio.sleep_forever()  # listening on
                     key = b"q%d" % i
                     sent[key] = time.monotonic()
                     counts["sent"] += 1
@@ -226,6 +231,7 @@ async def _floods(tcp: int, web: int, shape: Shape, result: dict[str, dict[str, 
             await telnet.stream.send_all(AYT * 30_000)
             await trio.sleep(shape.flood_s)
             ws_answers, ayt_answers = counts["ws"], counts["ayt"]
+            pair_done.set()
             await trio.sleep(0.5)  # the pair's last lines arrive
             nursery.cancel_scope.cancel()
     for user in (talker, listener, telnet):

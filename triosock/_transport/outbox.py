@@ -170,8 +170,8 @@ class Outbox:
         self.waiting_since = 0.0
         #: Messages handed to the socket whole.
         self.written = 0
-        #: Messages dropped by :meth:`drop_waiting` and :meth:`drop_oldest`: with
-        #: :attr:`written`, every message put is one or the other once it has left.
+        #: Messages dropped by :meth:`drop_oldest` (a backlog policy: the peer is told),
+        #: not by :meth:`drop_waiting` (at the end: what it never got is still owed).
         self.discarded = 0
 
     def __repr__(self) -> str:
@@ -271,7 +271,9 @@ class Outbox:
         Returns how many messages the dropped frames held. Frames holding no message and
         a partly written head stay, as in :meth:`drop_waiting`.
         """
-        return self._drop_until(limit)
+        dropped = self._drop_until(limit)
+        self.discarded += dropped
+        return dropped
 
     def _drop_until(self, limit: int) -> int:
         queued = self.queued
@@ -294,7 +296,6 @@ class Outbox:
                 kept_frames.append(frame)
                 kept_counts.append(count)
         self._frames, self._counts, self.queued = kept_frames, kept_counts, queued
-        self.discarded += dropped
         return dropped
 
     # -- writing ----------------------------------------------------------------------

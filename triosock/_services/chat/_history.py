@@ -26,14 +26,33 @@ from ._user import User
 __all__ = ["HistoryViews"]
 
 
-def within(records: Sequence[Record], budget: int) -> tuple[Sequence[Record], int]:
-    """The newest of ``records`` whose data fits in ``budget`` bytes (the newest one at
-    least), and how many older ones were left out."""
+def within(
+    records: Sequence[Record], budget: int, user: User | None = None
+) -> tuple[Sequence[Record], int]:
+    """The newest of ``records`` that fit in ``budget`` bytes (the newest one at least),
+    as ``user`` would be sent them (as stored, without a user), and how many older ones
+    were left out."""
     size, start = 0, len(records)
-    while start > 0 and (start == len(records) or size + len(records[start - 1].data) <= budget):
+    while start > 0:
+        cost = _cost(records[start - 1], user)
+        if start < len(records) and size + cost > budget:
+            break
         start -= 1
-        size += len(records[start].data)
+        size += cost
     return records[start:], start
+
+
+def _cost(record: Record, user: User | None) -> int:
+    """The bytes ``record`` costs ``user``'s outbox as an earlier line."""
+    if user is None:
+        return len(record.data)
+    try:
+        event = proto.decode_event_untrusted(record.data)
+    except proto.ChatError:
+        return 0
+    if not isinstance(event, proto.Message | proto.Action | proto.Direct):
+        return 0
+    return len(user.renderer.frame(proto.Recalled(event), user.core.nick))
 
 
 class HistoryViews:
@@ -64,7 +83,7 @@ class HistoryViews:
             await self._fanout.subscribe(user, topic, held=True)
         if topic in user.held:
             page = await self.store.last(topic, self.on_join)
-            records, left_out = within(page.records, self.budget)
+            records, left_out = within(page.records, self.budget, user)
             if records:
                 seen = page.newest
                 more = page.more or left_out > 0
@@ -81,7 +100,7 @@ class HistoryViews:
             )
             return
         page = await self.store.last(proto.room_topic(room), count)
-        records, left_out = within(page.records, self.budget)
+        records, left_out = within(page.records, self.budget, user)
         shown = proto.recall(room, records, more=page.more or left_out > 0)
         if not shown:
             self._fanout.tell(user, f"nothing was said in {room} yet")

@@ -161,7 +161,7 @@ class Reattaching:
         await fanout.subscribe(user, core.topic, held=True)
         limit = member.catch_up_limit or MAX_CATCH_UP
         budget = self._settings.max_backlog // 2  # shown at once, like any earlier lines
-        told, shown, shown_ids = await resumes.missed(detached, request, limit, budget)
+        told, shown, shown_ids = await resumes.missed(detached, request, limit, budget, user)
         greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
         if greeting:
             user.outbox.put(greeting, 0)

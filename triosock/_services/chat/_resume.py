@@ -272,11 +272,13 @@ class Resumes:
         request: proto.ResumeRequest,
         limit: int = MAX_CATCH_UP,
         budget: int = 2**62,
+        user: User | None = None,
     ) -> tuple[list[str], list[proto.Shown], dict[str, int]]:
         """What the resumed session missed (at most ``limit`` lines of its room and as
         many of its direct messages, the newest, each at most ``budget / 2`` bytes): the
         notices to tell first, what to show, and topic -> the newest id it has (the live
-        lines up to it are not shown again)."""
+        lines up to it are not shown again). The bytes are counted as ``user`` (the
+        connection it resumes on) is sent them."""
         core, store = detached.core, self.store
         written = detached.written()
         topics = {core.topic: core.room, core.inbox: proto.DIRECT}
@@ -312,7 +314,7 @@ class Resumes:
                 continue
             if page.last - after > len(page.records) and page.last - after > limit:
                 page = await store.last(topic, limit)  # the newest: older ones are counted
-            kept, _ = within(page.records, budget // 2)
+            kept, _ = within(page.records, budget // 2, user)
             first_shown = kept[0].id if kept else page.last + 1
             trimmed, skipped = _not_shown(page, after, first_shown)
             where = "direct messages" if key == proto.DIRECT else f"lines of {key}"
