@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -47,6 +47,7 @@ from triosock._sansio.chat import (
     Reply,
     Say,
     Tell,
+    TlsHello,
     apply_erasures,
     inbox_topic,
     nick_key,
@@ -844,6 +845,7 @@ def test_any_other_first_line_is_read_as_without_the_screen(
 
 
 @given(data=telnet_bytes | plain_bytes, cuts=cuts, limit=st.integers(1, 12))
+@example(data=b"\x16", cuts=[], limit=1)  # a TLS handshake's first byte, found by hypothesis
 def test_the_screen_changes_nothing_but_a_request_line(
     data: bytes, cuts: list[int], limit: int
 ) -> None:
@@ -854,5 +856,7 @@ def test_the_screen_changes_nothing_but_a_request_line(
     if items == [HttpRequest()]:
         first = data.replace(b"\r", b"\n").split(b"\n")[0]
         assert re.fullmatch(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]", first)
+    elif items == [TlsHello()]:  # and nothing more: the screen's other refusal
+        assert data.startswith(b"\x16")
     else:
         assert (items, screened.take_replies()) == expected
