@@ -435,3 +435,17 @@ def test_colour_is_wanted_only_on_a_terminal_without_no_color(
     monkeypatch.delenv("NO_COLOR")
     monkeypatch.setenv("TERM", "dumb")
     assert not colour_wanted(True)
+
+
+async def test_a_terminal_shows_the_resume_token_on_one_short_line() -> None:
+    with trio.fail_after(GUARD):
+        async with chat_server() as server, joined_terminal(server) as term:
+            lines = visible_lines(term.output)
+            (told,) = [line for line in lines if b"resume token" in line]
+            assert re.fullmatch(
+                rb"-!- resume token [A-Za-z0-9_-]{32}: send /resume and it after a drop",
+                told.strip(),
+            ), told
+            assert b"(secret;" not in term.output  # the server's long form, not shown
+            await term.type(b"/quit\r")
+            assert await term.wait() == 0

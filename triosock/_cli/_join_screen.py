@@ -28,6 +28,8 @@ _NICK_COLOURS: Final = tuple(f"\x1b[{code}m" for code in (31, 32, 36, 35, 91, 92
 _ACTION = re.compile(r"(\[#\S+\]) \* (\S+)( .*)?")
 _MESSAGE = re.compile(r"(\[#\S+\]) (\S+?): (.*)")
 _RENAMED = re.compile(r"\* (\S+) is now known as (\S+)")
+#: The server's notice of the resume token: a terminal shows it on one short line.
+_TOKEN = re.compile(r"-!- your resume token: ([A-Za-z0-9_-]+) \(secret; .*\)")
 _PRESENCE = re.compile(r"\* (\S+) (joined|left) (\S+)")
 _DIRECT_LINE = re.compile(r"(\[dm (?:from \S+|to \S+|\S+ -> \S+)\]) (.*)")
 _UDP_SAID = re.compile(r"(\[\S+\]) (.*)")  # a UDP peer's message: [ip:port] text
@@ -107,6 +109,8 @@ class Screen:
         for part in line.split(b"\n"):
             text = proto.neutralise(part.decode("utf-8", errors="replace"))
             self._follow_nick(text)
+            if token := _TOKEN.fullmatch(text):  # its secret on one short line
+                text = f"-!- resume token {token[1]}: send /resume and it after a drop"
             if self._colour:
                 text = paint(text, self.nick)
             if self._timestamps:
