@@ -41,6 +41,20 @@ async def token_of(user: LineSocket) -> bytes:
     return match[1]
 
 
+async def cut_and_resume(port: int) -> tuple[bytes, LineSocket, LineSocket]:
+    """guest1 connects and drops without /quit; once a watcher sees it away, a new
+    connection resumes it. Its first token, the watcher, and the resumed connection."""
+    bob = await LineSocket.connect(port)
+    token = await token_of(bob)
+    bob.close()
+    watcher = await LineSocket.connect(port)
+    await wait_away(watcher, b"guest1")
+    back = await LineSocket.connect(port)
+    await back.send(b"/resume " + token + b"\n")
+    await back.read_until(b"welcome back, guest1")
+    return token, watcher, back
+
+
 async def wait_away(watcher: LineSocket, nick: bytes) -> None:
     """Until ``/who`` lists ``nick`` as away (its session is detached)."""
     while True:
@@ -110,14 +124,7 @@ async def test_the_old_token_is_refused_and_wrong_tokens_are_slowed_per_address(
     chat = ChatServer()
     with trio.fail_after(300):
         async with chat_servers(chat) as (tcp, _, _):
-            bob = await LineSocket.connect(tcp.port)
-            token = await token_of(bob)
-            bob.close()
-            watcher = await LineSocket.connect(tcp.port)
-            await wait_away(watcher, b"guest1")
-            back = await LineSocket.connect(tcp.port)
-            await back.send(b"/resume " + token + b"\n")
-            await back.read_until(b"welcome back, guest1")
+            token, watcher, back = await cut_and_resume(tcp.port)
             back.close()
             waits = []
             for attempt in range(6):
@@ -317,14 +324,7 @@ async def test_the_token_is_never_logged(caplog: pytest.LogCaptureFixture) -> No
     chat = ChatServer()
     with trio.fail_after(GUARD):
         async with chat_servers(chat) as (tcp, _, _):
-            bob = await LineSocket.connect(tcp.port)
-            token = await token_of(bob)
-            bob.close()
-            watcher = await LineSocket.connect(tcp.port)
-            await wait_away(watcher, b"guest1")
-            back = await LineSocket.connect(tcp.port)
-            await back.send(b"/resume " + token + b"\n")
-            await back.read_until(b"welcome back")
+            token, watcher, back = await cut_and_resume(tcp.port)
             new = await token_of(back)
             back.close()
             watcher.close()

@@ -21,19 +21,13 @@ from ..._store import Store
 from ._fanout import FanOut
 from ._history import HistoryViews
 from ._presence import Presence
-from ._resume import MAX_CATCH_UP, Detached, Resumes, token_notice
+from ._resume import MAX_CATCH_UP, Detached, Resumes, host_of, token_notice
 from ._settings import ChatSettings
 from ._user import LEFT, User
 
 __all__ = ["Reattaching"]
 
 LOGGER = logging.getLogger("triosock.chat")
-
-
-def _address(label: str) -> str:
-    """The host part of a member's label (``ip:port``, ``[v6]:port``)."""
-    host, _, port = label.rpartition(":")
-    return host if host and port.isdigit() else label
 
 
 class Reattaching:
@@ -94,7 +88,7 @@ class Reattaching:
                     "the history (its epoch changed): what was said while you were away is "
                     "lost; you are a new session"
                 )
-            delay = resumes.wrong.wrong(_address(member.label), trio.current_time())
+            delay = resumes.wrong.wrong(host_of(member.label), trio.current_time())
             with member.hold_idle():  # slowed by us: not idle
                 await trio.sleep(delay)
             return (

@@ -54,6 +54,7 @@ __all__ = [
     "MAX_CATCH_UP",
     "Detached",
     "Resumes",
+    "host_of",
     "token_notice",
 ]
 
@@ -333,12 +334,18 @@ class Resumes:
         return told, proto.recall(core.room, records, more=False), shown_ids
 
 
-def _source(label: str) -> str | None:
-    """The per-address key of a member's label (``ip:port``), None for loopback (exempt,
-    as for connections: on a loopback listener every user is 127.0.0.1)."""
+def host_of(label: str) -> str:
+    """The host part of a member's label (``ip:port``, ``[v6]:port``); the label itself
+    when it has no port."""
     host, _, port = label.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or host in LOCAL_ADDRESSES:
+    return host.strip("[]") if host and port.isdigit() else label
+
+
+def _source(label: str) -> str | None:
+    """The per-address key of a member's label, None for loopback (exempt, as for
+    connections: on a loopback listener every user is 127.0.0.1)."""
+    host = host_of(label)
+    if host == label or host in LOCAL_ADDRESSES:
         return None
     return source_key(host)
 
