@@ -11,6 +11,8 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -18,6 +20,7 @@ from triosock import TCPServer, serve_tcp
 from triosock._directory._redis import DEFAULT_LEASE, RedisDirectory
 from triosock._hub._redis import RedisHub
 from triosock._redis import redis_client
+from triosock._store._redis import RedisStore
 from triosock.chat import ChatServer
 
 from .chattools import LineSocket
@@ -38,14 +41,20 @@ _EPHEMERAL = ("--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daem
 class RedisProcess:
     """A running redis-server: its URL, and ways to pause, kill and restart it."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, persist: Path | None = None) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}"
         self.process: trio.Process | None = None
+        #: Where it keeps an append-only file (``appendonly yes``); None: nothing kept.
+        self.persist = persist
 
     async def start(self) -> None:
+        config = list(_EPHEMERAL)
+        if self.persist is not None:
+            config[config.index("--appendonly") + 1] = "yes"
+            config += ["--dir", str(self.persist), "--appendfsync", "always"]
         process = await trio.lowlevel.open_process(
-            [need("redis-server"), "--port", str(self.port), *_EPHEMERAL],
+            [need("redis-server"), "--port", str(self.port), *config],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -103,8 +112,8 @@ class RedisProcess:
 
 
 @asynccontextmanager
-async def redis_server() -> AsyncIterator[RedisProcess]:
-    redis = RedisProcess(free_port())
+async def redis_server(persist: Path | None = None) -> AsyncIterator[RedisProcess]:
+    redis = RedisProcess(free_port(), persist)
     await redis.start()
     try:
         yield redis
@@ -206,16 +215,28 @@ async def redis_proxy(redis: RedisProcess) -> AsyncIterator[RedisProxy]:
 
 @asynccontextmanager
 async def chat_node(
-    url: str, host: str, *, lease: float = DEFAULT_LEASE, directory_url: str | None = None
+    url: str,
+    host: str,
+    *,
+    lease: float = DEFAULT_LEASE,
+    directory_url: str | None = None,
+    history: int | None = None,
+    **options: Any,
 ) -> AsyncIterator[tuple[ChatServer, TCPServer]]:
     """One chat server sharing its rooms through Redis at ``url`` (its directory through
-    ``directory_url``, if given: a proxy), TCP on ``host``."""
+    ``directory_url``, if given: a proxy), TCP on ``host``; with ``history``, its
+    history in Redis streams (a :class:`RedisStore`), as ``chat serve --redis`` has."""
     async with (
         RedisHub(url) as hub,
         RedisDirectory(directory_url or url, lease=lease) as directory,
-        ChatServer(hub, directory, rate=None, policy="block") as chat,
-        trio.open_nursery() as nursery,
+        contextlib.AsyncExitStack() as stack,
     ):
+        if history is not None:
+            options["store"] = await stack.enter_async_context(RedisStore(hub, history))
+        chat = await stack.enter_async_context(
+            ChatServer(hub, directory, rate=None, policy="block", **options)
+        )
+        nursery = await stack.enter_async_context(trio.open_nursery())
         await hub.wait_connected()
         server: TCPServer = await nursery.start(
             lambda task_status: serve_tcp(

@@ -76,19 +76,19 @@ def test_pack_sends_each_run_of_one_channel_in_one_publish_in_the_queues_order()
     hub = RedisHub("redis://127.0.0.1:1")  # not running: _pack is plain computation
     hub.origin = ORIGIN
     batch = [
-        (b"t:a", b"a0"),
-        (b"t:b", b"b1"),
-        (b"t:a", b"a2"),
-        (b"t:a", b"a33"),
-        (b"t:a", b""),
-        (b"t:b", b"b5"),
+        (b"t:a", b"a0", None),
+        (b"t:b", b"b1", None),
+        (b"t:a", b"a2", None),
+        (b"t:a", b"a33", None),
+        (b"t:a", b"", None),
+        (b"t:b", b"b5", None),
     ]
     assert hub._pack(batch) == [
-        (b"t:a", ORIGIN + b"|a0"),
-        (b"t:b", ORIGIN + b"|b1"),
+        (b"t:a", ORIGIN + b"|a0", None),
+        (b"t:b", ORIGIN + b"|b1", None),
         # A run: each message after its length, 4 bytes big-endian (an empty one too).
-        (b"t:a", ORIGIN + b"#\0\0\0\x02a2\0\0\0\x03a33\0\0\0\0"),
-        (b"t:b", ORIGIN + b"|b5"),
+        (b"t:a", ORIGIN + b"#\0\0\0\x02a2\0\0\0\x03a33\0\0\0\0", None),
+        (b"t:b", ORIGIN + b"|b5", None),
     ]
     assert hub._pack([]) == []
 

@@ -9,7 +9,8 @@ import sqlite3
 from pathlib import Path
 
 from .._errors import TriosockError
-from .._store import MemoryStore, NullStore, SqliteStore, Store
+from .._hub import Hub
+from .._store import MemoryStore, SqliteStore, Store
 
 __all__ = ["DATA_FILE", "NO_DATA", "default_data_dir", "open_store"]
 
@@ -28,7 +29,7 @@ def default_data_dir() -> Path:
 
 
 async def open_store(
-    data: str | None, history: int, stack: contextlib.AsyncExitStack, *, shared: bool
+    data: str | None, history: int, stack: contextlib.AsyncExitStack, *, hub: Hub[bytes] | None
 ) -> tuple[Store, str]:
     """The chat's store, opened in ``stack``, and the start-up line that says where the
     history is.
@@ -37,15 +38,20 @@ async def open_store(
       data: the data directory; None for the default one, :data:`NO_DATA` for none.
       history: lines kept per room.
       stack: where an opened file is closed when the server stops.
-      shared: the rooms are shared through Redis (each process keeps its own history).
+      hub: the Redis hub when the rooms are shared through Redis (the history is
+        then in Redis Streams, shared too), else None.
 
     Raises:
       TriosockError: the file cannot be made or read, or is no SQLite database.
     """
-    if shared:
-        return NullStore(), (
-            "history: off with --redis (a history shared by every server is not there "
-            "yet; --data applies to one server alone)"
+    if hub is not None:
+        from .._store._redis import RedisStore  # imports coredis: only with --redis
+
+        shared = RedisStore(hub, history)  # type: ignore[arg-type]
+        await stack.enter_async_context(shared)
+        return shared, (
+            f"history: in Redis streams, {history} lines per room, shared by every server"
+            " (--data is not used with --redis)"
         )
     if data == NO_DATA:
         return MemoryStore(

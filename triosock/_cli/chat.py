@@ -111,8 +111,8 @@ class ChatSettings(ServeSettings):
         logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per request
         async with contextlib.AsyncExitStack() as stack:
             hub, directory = await open_shared_state(self.redis, stack)
-            shared = self.redis is not None
-            store, kept = await open_store(self.data, self.history, stack, shared=shared)
+            shared = hub if self.redis is not None else None
+            store, kept = await open_store(self.data, self.history, stack, hub=shared)
             chat = ChatServer(
                 hub,
                 directory,

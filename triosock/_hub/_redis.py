@@ -35,6 +35,16 @@ plus Redis for everyone else's:
   connections, and then nothing is lost or duplicated, as long as the pause ends before
   coredis's pub/sub keepalive gives up (a ``PING`` after 15 s without a message, then the
   5 s timeout): past that, the subscriber reconnects as after a lost connection.
+* **Relayed messages** (:meth:`RedisHub.relay_nowait`): a message that Redis must see
+  first, because a script of the caller's there gives it something (the chat's history
+  store gives each line said its id in the room's stream, atomically with the
+  ``PUBLISH``), goes to Redis only, through the caller's :class:`Relay`, and comes back
+  to this process's subscribers as to every other's: in Redis's order, the same order
+  everywhere. Relayed messages carry their id; a receiver that finds ids missing on a
+  topic (a stretch it missed while its subscriber connection was down) asks the relay
+  for them and delivers them first, in order (counted in
+  :attr:`RedisHubStatistics.repaired`). While Redis is unreachable they wait, as
+  everything for Redis does: late, never out of order.
 """
 
 from __future__ import annotations
@@ -43,10 +53,10 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import coredis
 import trio
@@ -57,7 +67,7 @@ from .._running import Running
 from ._abc import DEFAULT_BUFFER, Hub, HubStatistics, Policy, Subscription
 from ._inprocess import InProcessHub
 
-__all__ = ["RedisHub", "RedisHubStatistics"]
+__all__ = ["RedisHub", "RedisHubStatistics", "Relay"]
 
 LOGGER = logging.getLogger("triosock.hub")
 
@@ -69,6 +79,9 @@ DEFAULT_RETRY_INTERVAL: Final = 0.25
 #: message begins with its number in its origin's sequence (_SEQ bytes, big-endian).
 _ONE: Final = b"|"
 _PACKED: Final = b"#"
+#: Packed as _PACKED, relayed (for every process, its own too): each message begins with
+#: its number (_SEQ bytes), then its id (_SEQ bytes), both big-endian.
+_RELAYED: Final = b"*"
 _LENGTH: Final = 4  # bytes, big-endian
 _SEQ: Final = 8
 #: The most origins whose last message number a hub remembers (the oldest go first).
@@ -77,6 +90,32 @@ _MAX_ORIGINS: Final = 10_000
 _BATCH: Final = 512
 
 HealthListener = Callable[[bool, str], object]
+
+
+class Relay(Protocol):
+    """How relayed messages go to Redis and how missed ones are read back: see
+    :meth:`RedisHub.relay_nowait`."""
+
+    def queue(
+        self, pipe: Any, channel: bytes, topic: str, prefix: bytes, items: list[bytes]
+    ) -> None:
+        """Add to ``pipe`` (a coredis pipeline) what publishes ``items`` on ``channel``.
+
+        Each item is a message after its number in the hub's sequence (8 bytes,
+        big-endian). The commands must, atomically, give each message its id (increasing
+        by one per topic, from 1) and ``PUBLISH`` on ``channel``: ``prefix`` (the hub's
+        origin and :data:`_RELAYED`), then for each message its length (4 bytes), its
+        number, its id (8 bytes each) and the message; and never publish a number of this
+        origin twice (a batch sent again after a timeout).
+        """
+
+    async def missed(self, topic: str, after: int, before: int) -> list[tuple[int, bytes]]:
+        """The messages of ``topic`` with ids between ``after`` and ``before`` (both
+        excluded), oldest first, as delivered; those no longer kept are left out.
+
+        Raises:
+          What coredis raises when Redis fails: the hub then delivers without them.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +136,9 @@ class RedisHubStatistics(HubStatistics):
         ``max_pending`` waited (the oldest go).
       duplicates: messages from Redis skipped because they had come already (a batch
         sent again after its ``PUBLISH`` timed out, which Redis had run after all).
+      repaired: relayed messages this process had missed (its subscriber connection was
+        down) and read back from their relay, delivered in order.
+      unrepaired: relayed messages missed and no longer kept (or unreadable) when asked.
     """
 
     healthy: bool
@@ -105,6 +147,8 @@ class RedisHubStatistics(HubStatistics):
     dropped_remote: int
     dropped_outgoing: int
     duplicates: int = 0
+    repaired: int = 0
+    unrepaired: int = 0
 
 
 class RedisHub(Running, Hub[bytes]):
@@ -138,11 +182,15 @@ class RedisHub(Running, Hub[bytes]):
         #: This hub's id in every message it sends.
         self.origin = os.urandom(8).hex().encode("ascii")
         self._local: InProcessHub[bytes] = InProcessHub()
-        self._outgoing: deque[tuple[bytes, bytes]] = deque()  # channel, numbered message
+        # channel, numbered message, and the relay of a relayed one
+        self._outgoing: deque[tuple[bytes, bytes, Relay | None]] = deque()
         self._numbers = itertools.count(1)  # this hub's message sequence
         self._heard: dict[bytes, int] = {}  # origin -> the last number it sent here
         self._outgoing_lot = trio.lowlevel.ParkingLot()
-        self._incoming: deque[tuple[str, bytes]] = deque()  # waiting for full subscribers
+        # waiting for full subscribers, or behind a gap being repaired: topic, message;
+        # a gap is (topic, None, relay, after, before), delivered by the deliverer
+        self._incoming: deque[tuple[str, bytes | None, Relay | None, int, int]] = deque()
+        self._ids: dict[str, int] = {}  # topic -> the last relayed id heard
         self._incoming_lot = trio.lowlevel.ParkingLot()
         self._channels: dict[str, int] = {}  # topic -> local subscriptions
         self._pubsub: Any = None  # coredis's PubSub while connected
@@ -158,6 +206,11 @@ class RedisHub(Running, Hub[bytes]):
         self._dropped_remote = 0
         self._dropped_outgoing = 0
         self._duplicates = 0
+        self._repaired = 0
+        self._unrepaired = 0
+        #: What reads back the relayed messages this process missed (the last relay
+        #: given to :meth:`relay_nowait`, or set by its owner, such as the chat's store).
+        self.relay: Relay | None = None
 
     # -- running ---------------------------------------------------------------------
 
@@ -238,6 +291,7 @@ class RedisHub(Running, Hub[bytes]):
             self._channels[topic] -= 1
             if not self._channels[topic]:
                 del self._channels[topic]
+                self._ids.pop(topic, None)  # nobody here to repair it for
                 if self._pubsub is not None and self._nursery is not None:
                     self._nursery.start_soon(self._redis_unsubscribe, topic)
 
@@ -271,6 +325,16 @@ class RedisHub(Running, Hub[bytes]):
         self._send(topic, message)
         return count
 
+    def relay_nowait(self, topic: str, message: bytes, relay: Relay) -> None:
+        """Publish ``message`` through Redis only, by ``relay``'s commands, which give it
+        an id there; it reaches this process's subscribers as every other's do, from
+        Redis, in Redis's order (see the module docstring). Never blocks: it waits in
+        the queue for Redis (``max_pending``) like any message while Redis is away.
+        Not a checkpoint.
+        """
+        self.relay = relay
+        self._send(topic, message, relay)
+
     def statistics(self) -> RedisHubStatistics:
         """A snapshot of this process's hub and its traffic with Redis."""
         local = self._local.statistics()
@@ -286,6 +350,8 @@ class RedisHub(Running, Hub[bytes]):
             dropped_remote=self._dropped_remote,
             dropped_outgoing=self._dropped_outgoing,
             duplicates=self._duplicates,
+            repaired=self._repaired,
+            unrepaired=self._unrepaired,
         )
 
     def topics(self) -> frozenset[str]:
@@ -303,7 +369,7 @@ class RedisHub(Running, Hub[bytes]):
     def _channel(self, topic: str) -> bytes:
         return (self.prefix + topic).encode("utf-8")
 
-    def _send(self, topic: str, message: bytes) -> None:
+    def _send(self, topic: str, message: bytes, relay: Relay | None = None) -> None:
         outgoing = self._outgoing
         if len(outgoing) >= self.max_pending:
             outgoing.popleft()
@@ -315,7 +381,7 @@ class RedisHub(Running, Hub[bytes]):
                     self.max_pending,
                 )
         number = next(self._numbers).to_bytes(_SEQ, "big")
-        outgoing.append((self._channel(topic), number + message))
+        outgoing.append((self._channel(topic), number + message, relay))
         if len(outgoing) == 1:
             self._outgoing_lot.unpark_all()
 
@@ -340,8 +406,12 @@ class RedisHub(Running, Hub[bytes]):
             batch = [outgoing.popleft() for _ in range(min(len(outgoing), _BATCH))]
             try:
                 async with client.pipeline(transaction=False) as pipe:
-                    for channel, data in self._pack(batch):
-                        pipe.publish(channel, data)
+                    for channel, data, relay in self._pack(batch):
+                        if relay is None:
+                            pipe.publish(channel, data)
+                        else:
+                            topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
+                            relay.queue(pipe, channel, topic, self.origin + _RELAYED, data)
             except BaseException:
                 # In order, before what was queued meanwhile; the oldest go past the bound.
                 outgoing.extendleft(reversed(batch))
@@ -351,24 +421,29 @@ class RedisHub(Running, Hub[bytes]):
                 raise
             self._sent += len(batch)
 
-    def _pack(self, batch: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    def _pack(
+        self, batch: Sequence[tuple[bytes, bytes, Relay | None]]
+    ) -> list[tuple[bytes, Any, Relay | None]]:
         """One ``PUBLISH`` per run of messages for one channel: order is kept, also
-        across channels (Redis delivers one connection's publishes in order)."""
+        across channels (Redis delivers one connection's publishes in order). A run of
+        relayed messages goes to its relay, as a list."""
         origin = self.origin
-        packed: list[tuple[bytes, bytes]] = []
+        packed: list[tuple[bytes, Any, Relay | None]] = []
         start = 0
         while start < len(batch):
-            channel = batch[start][0]
+            channel, _, relay = batch[start]
             end = start + 1
-            while end < len(batch) and batch[end][0] == channel:
+            while end < len(batch) and batch[end][0] == channel and batch[end][2] is relay:
                 end += 1
-            if end - start == 1:
-                packed.append((channel, origin + _ONE + batch[start][1]))
+            if relay is not None:
+                packed.append((channel, [item for _, item, _ in batch[start:end]], relay))
+            elif end - start == 1:
+                packed.append((channel, origin + _ONE + batch[start][1], None))
             else:
                 parts = [origin, _PACKED]
-                for _, message in batch[start:end]:
+                for _, message, _ in batch[start:end]:
                     parts += (len(message).to_bytes(_LENGTH, "big"), message)
-                packed.append((channel, b"".join(parts)))
+                packed.append((channel, b"".join(parts), None))
             start = end
         return packed
 
@@ -420,11 +495,20 @@ class RedisHub(Running, Hub[bytes]):
 
     def _arrived(self, channel: bytes, data: bytes) -> None:
         size = len(self.origin)  # every hub's origin id has the same length
-        if data[:size] == self.origin:
-            return  # our own, delivered locally already
         origin, kind = data[:size], data[size : size + 1]
+        if origin == self.origin and kind != _RELAYED:
+            return  # our own, delivered locally already
         topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
-        if kind == _ONE:
+        if kind == _RELAYED:
+            view, at = memoryview(data), size + 1
+            while at + _LENGTH <= len(data):
+                length = int.from_bytes(view[at : at + _LENGTH], "big")
+                at += _LENGTH
+                item = bytes(view[at : at + length])
+                at += length
+                if self._fresh(origin, item):
+                    self._relayed(topic, int.from_bytes(item[_SEQ : 2 * _SEQ], "big"), item)
+        elif kind == _ONE:
             self._numbered(origin, topic, data[size + 1 :])
         elif kind == _PACKED:
             view, at = memoryview(data), size + 1
@@ -438,17 +522,33 @@ class RedisHub(Running, Hub[bytes]):
 
     def _numbered(self, origin: bytes, topic: str, item: bytes) -> None:
         """Hand on a message (after its number) unless its origin sent that number here
-        already: one origin's messages come in order, on one connection or, after a
-        timeout, a second one whose batch may repeat the first's."""
+        already."""
+        if self._fresh(origin, item):
+            self._received_one(topic, item[_SEQ:])
+
+    def _fresh(self, origin: bytes, item: bytes) -> bool:
+        """Whether ``item``'s number is new from its origin: one origin's messages come
+        in order, on one connection or, after a timeout, a second one whose batch may
+        repeat the first's."""
         number = int.from_bytes(item[:_SEQ], "big")
         heard = self._heard
         if number <= heard.get(origin, 0):
             self._duplicates += 1
-            return
+            return False
         if origin not in heard and len(heard) >= _MAX_ORIGINS:
             del heard[next(iter(heard))]
         heard[origin] = number
-        self._received_one(topic, item[_SEQ:])
+        return True
+
+    def _relayed(self, topic: str, line_id: int, item: bytes) -> None:
+        """A relayed message arrived: after the ones its topic missed, if any."""
+        last = self._ids.get(topic, 0)
+        self._ids[topic] = line_id
+        relay = self.relay
+        if 0 < last < line_id - 1 and relay is not None:  # a stretch this process missed
+            self._queue_incoming((topic, None, relay, last, line_id))
+        # (line_id <= last: the ids began again, a Redis that lost its keys: no repair)
+        self._received_one(topic, item[2 * _SEQ :])
 
     def _received_one(self, topic: str, message: bytes) -> None:
         self._received += 1
@@ -459,6 +559,10 @@ class RedisHub(Running, Hub[bytes]):
                 return
             except trio.WouldBlock:
                 pass  # a "block" subscriber is full: queue, in order
+        self._queue_incoming((topic, message, None, 0, 0))
+
+    def _queue_incoming(self, entry: tuple[str, bytes | None, Relay | None, int, int]) -> None:
+        incoming = self._incoming
         if len(incoming) >= self.max_pending:
             incoming.popleft()
             self._dropped_remote += 1
@@ -468,7 +572,7 @@ class RedisHub(Running, Hub[bytes]):
                     self._dropped_remote,
                     self.max_pending,
                 )
-        incoming.append((topic, message))
+        incoming.append(entry)
         if len(incoming) == 1:
             self._incoming_lot.unpark_all()
 
@@ -478,13 +582,32 @@ class RedisHub(Running, Hub[bytes]):
         while True:
             while not incoming:
                 await self._incoming_lot.park()
-            topic, message = incoming[0]
+            entry = incoming[0]
+            topic, message, relay, after, before = entry
             try:
-                await self._local.publish(topic, message)
+                if message is not None:
+                    await self._local.publish(topic, message)
+                elif relay is not None:
+                    await self._repair(topic, relay, after, before)
             except trio.ClosedResourceError:
                 return
-            if incoming and incoming[0][1] is message:
+            if incoming and incoming[0] is entry:
                 incoming.popleft()
+
+    async def _repair(self, topic: str, relay: Relay, after: int, before: int) -> None:
+        """Deliver what ``topic`` missed between two ids, read back from its relay."""
+        try:
+            with trio.fail_after(COMMAND_TIMEOUT):
+                found = await relay.missed(topic, after, before)
+        except BaseException as exc:
+            if not (is_redis_failure(exc) or isinstance(exc, trio.TooSlowError)):
+                raise
+            LOGGER.warning("could not read back what %r missed: %s", topic, exc)
+            found = []
+        self._unrepaired += before - after - 1 - len(found)
+        for _, message in found:
+            await self._local.publish(topic, message)
+            self._repaired += 1
 
 
 def _as_bytes(value: str | bytes) -> bytes:

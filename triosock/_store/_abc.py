@@ -44,11 +44,15 @@ class Store(trio.abc.AsyncResource):
 
     Attributes:
       per_key: the most lines kept per key (0: ids are given, nothing is kept).
+      delivers: whether lines are recorded where they are published (a broker that
+        gives ids in the order it delivers): then a line said goes through
+        :meth:`deliver_nowait`, not :meth:`append` and the hub.
     """
 
     __slots__ = ()
 
     per_key: int
+    delivers: bool = False
 
     @property
     @abc.abstractmethod
@@ -74,6 +78,15 @@ class Store(trio.abc.AsyncResource):
         data = self.append_nowait(key, event)
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
+
+    def deliver_nowait(self, key: str, event: Stored) -> None:
+        """Record ``event`` under ``key`` and publish it on the topic ``key`` at once, for
+        a store that :attr:`delivers`. Not a checkpoint.
+
+        Raises:
+          NotImplementedError: the store does not deliver (the default).
+        """
+        raise NotImplementedError(f"{type(self).__name__} records; the hub delivers")
 
     @abc.abstractmethod
     async def last(self, key: str, count: int) -> Page:

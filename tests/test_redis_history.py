@@ -1,0 +1,165 @@
+"""The history in Redis Streams (:class:`RedisStore`) with a real redis-server: ids given
+atomically with the publish, the same everywhere; a stretch missed by one server read back
+in order; the epoch kept by a Redis with its data and changed by one without.
+
+Redis keeps time in real seconds, so these tests run on real time, each under an absolute
+guard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import trio
+from coredis.tokens import PureToken
+
+from triosock._hub._redis import RedisHub
+from triosock._redis import redis_client
+from triosock._sansio import chat as proto
+from triosock._store._redis import RedisStore
+
+from .conftest import GUARD
+from .redistools import chat_node, chat_users, redis_proxy, redis_server
+
+pytest.importorskip("coredis")
+
+TOPIC = "room:#t"
+#: A line shown as history: its time first.
+EARLIER = re.compile(rb"^\[\d\d:\d\d:\d\d\] \[#lobby\] ")
+
+
+def _said(i: int) -> proto.Message:
+    return proto.Message("#t", "alice", f"line {i}")
+
+
+async def _ids(sub: object, count: int) -> list[tuple[int, str]]:
+    got = []
+    for _ in range(count):
+        event = json.loads(await sub.receive())  # type: ignore[attr-defined]
+        got.append((event["id"], event["text"]))
+    return got
+
+
+async def test_lines_get_ids_in_redis_in_the_order_every_server_delivers_them() -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as hub_a,
+            RedisHub(redis.url) as hub_b,
+            RedisStore(hub_a, 3) as a,
+            RedisStore(hub_b, 3) as b,
+            hub_a.subscribe(TOPIC) as here,
+            hub_b.subscribe(TOPIC) as there,
+        ):
+            for i in range(5):  # from both servers, interleaved
+                (a if i % 2 else b).deliver_nowait(TOPIC, _said(i))
+            # Each server, the sender's own too, in one order: the ids'.
+            got_here, got_there = await _ids(here, 5), await _ids(there, 5)
+            assert got_here == got_there
+            assert [i for i, _ in got_here] == [1, 2, 3, 4, 5]
+            # The stream keeps about the last 3 (MAXLEN ~: whole nodes), with their times.
+            page = await a.last(TOPIC, 3)
+            assert [(r.id, json.loads(r.data)["text"]) for r in page.records] == got_here[2:]
+            assert page.last == 5
+            assert page.epoch == b.epoch == a.epoch
+            assert all(json.loads(r.data)["time"] == r.time > 0 for r in page.records)
+            after = await b.after(TOPIC, 3, 10)
+            assert [r.id for r in after.records] == [4, 5]
+            before = await b.before(TOPIC, 5, 1)
+            assert [r.id for r in before.records] == [4]
+
+
+async def test_a_batch_sent_again_after_a_timeout_is_recorded_once() -> None:
+    with trio.fail_after(GUARD):
+        async with redis_server() as redis, RedisHub(redis.url) as hub, RedisStore(hub) as store:
+            item = (7).to_bytes(8, "big") + b'"room":"#t",\0"type":"message"}'
+            async with redis_client(redis.url) as client:
+                for _ in range(2):  # Redis ran the first sending after all
+                    async with client.pipeline(transaction=False) as pipe:
+                        store.queue(pipe, b"triosock:" + TOPIC.encode(), TOPIC, b"o*", [item])
+                assert await client.xlen("triosock:history:" + TOPIC) == 1
+            assert (await store.last(TOPIC, 5)).last == 1
+
+
+async def test_a_server_that_missed_a_stretch_reads_it_back_in_order() -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            redis_proxy(redis) as proxy,
+            RedisHub(redis.url) as hub_a,
+            RedisHub(proxy.url) as hub_b,  # its subscriber connection can be cut off
+            RedisStore(hub_a) as a,
+            RedisStore(hub_b),
+            hub_b.subscribe(TOPIC) as there,
+        ):
+            a.deliver_nowait(TOPIC, _said(1))
+            assert await _ids(there, 1) == [(1, "line 1")]
+            back = trio.Event()
+            hub_b.add_health_listener(lambda healthy, _: healthy and back.set())
+            proxy.cut()
+            async with redis_client(redis.url) as client:
+                await client.client_kill(type_=PureToken.PUBSUB)  # every subscriber connection
+                for i in (2, 3, 4):  # said while server b cannot hear
+                    a.deliver_nowait(TOPIC, _said(i))
+                while True:  # until Redis has them (the hub sends in the background)
+                    if await client.xlen("triosock:history:" + TOPIC) == 4:
+                        break
+                    await trio.sleep(0.01)
+            proxy.heal()
+            await back.wait()
+            a.deliver_nowait(TOPIC, _said(5))
+            assert await _ids(there, 4) == [(i, f"line {i}") for i in (2, 3, 4, 5)]
+            assert hub_b.statistics().repaired == 3
+            assert hub_b.statistics().unrepaired == 0
+
+
+@pytest.mark.parametrize("persist", [False, True])
+async def test_the_epoch_and_history_outlive_a_restart_only_with_persistence(
+    persist: bool, tmp_path: Path
+) -> None:
+    with trio.fail_after(GUARD):
+        async with redis_server(tmp_path if persist else None) as redis:
+            async with RedisHub(redis.url) as hub, RedisStore(hub) as store:
+                async with hub.subscribe(TOPIC) as sub:
+                    store.deliver_nowait(TOPIC, _said(1))
+                    await sub.receive()
+                before = store.epoch
+            await redis.kill()
+            await redis.start()
+            async with RedisHub(redis.url) as hub, RedisStore(hub) as store:
+                page = await store.last(TOPIC, 5)
+                if persist:
+                    assert store.epoch == before
+                    assert [r.id for r in page.records] == [1]
+                else:
+                    assert store.epoch != before
+                    assert page.records == ()
+                    assert page.last == 0
+
+
+async def test_a_newcomer_on_another_server_sees_the_rooms_history() -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            chat_node(redis.url, "127.0.0.2", history=100) as (_, a),
+            chat_node(redis.url, "127.0.0.3", history=100) as (_, b),
+        ):
+            (alice,) = await chat_users(a, "127.0.0.2", 1)
+            await alice.send(b"/nick alice\n")
+            await alice.read_until(b"is now known as alice")
+            for i in range(5):
+                await alice.send(b"line %d\n" % i)
+            await alice.read_until(b"alice: line 4")
+            (bob,) = await chat_users(b, "127.0.0.3", 1)
+            await bob.read_until(b"alice: line 4")
+            earlier = [line for line in bob.lines if EARLIER.search(line)]
+            assert [line.rsplit(b": ", 1)[1] for line in earlier] == [
+                b"line %d" % i for i in range(5)
+            ]
+            await alice.send(b"live\n")
+            assert (await bob.read_until(b"live")).endswith(b"alice: live")
+            alice.close()
+            bob.close()
