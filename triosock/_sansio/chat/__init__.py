@@ -12,6 +12,7 @@ rooms, commands and events.
 * :mod:`._names` — valid nicks and rooms.
 * :mod:`._text` — neutralising user text for other people's terminals.
 * :mod:`._events` — what users see, rendered and encoded to cross processes.
+* :mod:`._tags` — ids on TCP lines for clients that count them (``/tags on``).
 * :mod:`._udp` — the UDP tutorial dialect.
 * :mod:`._web` — the WebSocket page's protocol: JSON lines out, JSON events or text in.
 * :mod:`._directory` — who owns which nick and is in which room (:class:`DirectoryState`).
@@ -37,6 +38,7 @@ from ._commands import (
     Resume,
     Rooms,
     Say,
+    Tags,
     Who,
     parse_line_untrusted,
 )
@@ -102,6 +104,15 @@ from ._resume import (
     new_token,
     token_digest,
 )
+from ._tags import (
+    TAGS_OFF,
+    TAGS_ON,
+    epoch_line,
+    line_tags,
+    render_tagged_line,
+    resume_line,
+    split_tags_untrusted,
+)
 from ._text import MAX_TEXT_LENGTH, apply_erasures, neutralise, sanitize_text
 from ._udp import (
     BYE,
@@ -142,6 +153,8 @@ __all__ = [
     "MAX_ROOM_LENGTH",
     "MAX_TEXT_LENGTH",
     "REFLECTION_FACTOR",
+    "TAGS_OFF",
+    "TAGS_ON",
     "TOKEN_LENGTH",
     "TOKEN_MARK",
     "UDP_QUIT",
@@ -199,6 +212,7 @@ __all__ = [
     "Say",
     "ServerClosing",
     "Shown",
+    "Tags",
     "Tell",
     "TlsHello",
     "UdpQuit",
@@ -214,12 +228,14 @@ __all__ = [
     "decode_event_untrusted",
     "default_nick",
     "encode_event",
+    "epoch_line",
     "event_id",
     "format_address",
     "hello_json",
     "inbox_topic",
     "is_address_token",
     "join_notice",
+    "line_tags",
     "neutralise",
     "new_token",
     "nick_key",
@@ -230,8 +246,11 @@ __all__ = [
     "recall",
     "render_json",
     "render_line",
+    "render_tagged_line",
+    "resume_line",
     "room_topic",
     "sanitize_text",
+    "split_tags_untrusted",
     "split_web_message_untrusted",
     "token_digest",
     "udp_ack_line",

@@ -27,8 +27,14 @@ truncated: the server refuses lines over its limit before they are parsed.
   ``/me TEXT``          :class:`Me`, an action in the current room
   ``/who``              :class:`Who`, who is in the current room
   ``/rooms``            :class:`Rooms`
-  ``/resume TOKEN``     :class:`Resume`, take back a session whose connection was
-                        lost (``TOKEN`` is not checked here)
+  ``/resume TOKEN [EPOCH] [KEY=ID ...]``
+                        :class:`Resume`, take back a session whose connection was
+                        lost (``TOKEN`` is not checked here), after the last ids
+                        seen if given: ``KEY`` a room or ``direct`` (see
+                        :mod:`._tags`), ``ID`` a whole number, ``EPOCH`` the
+                        history's (a word without ``=``)
+  ``/tags on|off``      :class:`Tags`, lines said carry their ids (TCP; see
+                        :mod:`._tags`)
   ``/history [N]``      :class:`History`, the last ``N`` lines of the current room
                         (``N`` from 1 to :data:`MAX_RECALL`; more is capped there;
                         20 without ``N``)
@@ -50,6 +56,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from ._resume import parse_after_untrusted
 from ._text import apply_erasures, neutralise, sanitize_text
 
 __all__ = [
@@ -69,6 +76,7 @@ __all__ = [
     "Resume",
     "Rooms",
     "Say",
+    "Tags",
     "Who",
     "parse_line_untrusted",
 ]
@@ -86,6 +94,8 @@ HELP_TEXT: Final[tuple[str, ...]] = (
     "  /help            show this help",
     "  /resume TOKEN    take back your session after a lost connection (as the first",
     "                   line of a new connection; the welcome tells your token)",
+    "  /resume TOKEN EPOCH ROOM=ID direct=ID   the same, after the last ids you saw",
+    "  /tags on|off     lines said start with their ids: @id=N;key=ROOM (TCP)",
     "  /quit            leave",
     "anything else is said to your room; start a line with // to say /something",
 )
@@ -158,9 +168,21 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class Resume:
-    """``/resume TOKEN``: take back a detached session. ``token`` is not checked yet."""
+    """``/resume TOKEN [EPOCH] [KEY=ID ...]``: take back a detached session. ``token``
+    is not checked yet; ``after`` (key -> the last id seen, checked as
+    :func:`~._resume.parse_after_untrusted` checks a JSON resume's) and ``epoch`` are
+    None when not given."""
 
     token: str
+    after: dict[str, int] | None = None
+    epoch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """``/tags on`` or ``/tags off``: whether lines said carry their ids (TCP)."""
+
+    on: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +198,30 @@ class Invalid:
 
 
 Command: TypeAlias = (
-    Say | Nick | Join | Msg | Me | Who | Rooms | Quit | Help | History | Resume | Empty | Invalid
+    Say
+    | Nick
+    | Join
+    | Msg
+    | Me
+    | Who
+    | Rooms
+    | Quit
+    | Help
+    | History
+    | Resume
+    | Tags
+    | Empty
+    | Invalid
 )
 
 #: The most lines one ``/history N`` shows, and how many without ``N``.
 MAX_RECALL: Final = 200
 DEFAULT_RECALL: Final = 20
 _HISTORY_USAGE = f"usage: /history [N], N a number of lines from 1 to {MAX_RECALL}"
+_RESUME_USAGE = "usage: /resume TOKEN [EPOCH] [ROOM=ID ...] [direct=ID]"
+#: The longest epoch a resume may name (as a JSON resume's) and the most digits of an id.
+_MAX_EPOCH = 64
+_MAX_DIGITS = 16
 
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 _NAME_AND_TEXT = re.compile(r"(\S+)\s+(.+)", re.DOTALL)
@@ -232,7 +271,10 @@ def parse_line_untrusted(line: bytes) -> Command:
     if name == "me":
         return Me(args) if args else Invalid("usage: /me TEXT")
     if name == "resume":
-        return Resume(args.strip()) if args.strip() else Invalid("usage: /resume TOKEN")
+        return _resume(args.split())
+    if name == "tags":
+        switch = args.strip().lower()
+        return Tags(switch == "on") if switch in ("on", "off") else Invalid("usage: /tags on|off")
     if name == "history":
         if not args:
             return History(DEFAULT_RECALL)
@@ -241,3 +283,32 @@ def parse_line_untrusted(line: bytes) -> Command:
         count = int(args)
         return History(min(count, MAX_RECALL), capped=count > MAX_RECALL)
     return Invalid(f"unknown command /{sanitize_text(name, max_length=20)}; try /help")
+
+
+def _resume(words: list[str]) -> Resume | Invalid:
+    """The words after ``/resume``: ``TOKEN [EPOCH] [KEY=ID ...]``."""
+    if not words:
+        return Invalid(_RESUME_USAGE)
+    token, rest = words[0], words[1:]
+    epoch = None
+    if rest and "=" not in rest[0]:
+        epoch, rest = rest[0], rest[1:]
+        if len(epoch) > _MAX_EPOCH:
+            return Invalid(f"{_RESUME_USAGE}: EPOCH is the one /tags on told")
+    given: dict[str, int] = {}
+    for word in rest:
+        key, equals, number = word.rpartition("=")
+        shown = sanitize_text(word, max_length=40)
+        if not equals or not key:
+            return Invalid(f"{_RESUME_USAGE}: {shown} is not ROOM=ID")
+        if not (number.isascii() and number.isdigit()) or len(number) > _MAX_DIGITS:
+            return Invalid(f"{_RESUME_USAGE}: {shown}: an ID is a whole number, 0 or more")
+        if key in given:
+            return Invalid(f"{_RESUME_USAGE}: {sanitize_text(key, max_length=40)} comes twice")
+        given[key] = int(number)
+    if not rest:
+        return Resume(token, None, epoch)
+    after = parse_after_untrusted(given)
+    if isinstance(after, str):
+        return Invalid(f"{_RESUME_USAGE}: {after} (the ROOM=ID words)")
+    return Resume(token, after, epoch)

@@ -83,6 +83,7 @@ from ._commands import (
     Resume,
     Rooms,
     Say,
+    Tags,
     Who,
     parse_line_untrusted,
 )
@@ -226,6 +227,8 @@ Effect: TypeAlias = (
 )
 
 _QUIT = Close("quit")
+#: What ``/tags`` gets where lines carry no tags (a WebSocket's events have ids anyway).
+TAGS_ELSEWHERE = "/tags is for TCP lines (nc, telnet, chat join); WebSocket events carry ids"
 
 
 class ChatSession:
@@ -381,8 +384,10 @@ class ChatSession:
                 if capped:
                     effects.insert(0, Tell(f"/history shows at most {count} lines at a time"))
                 return effects
-            case Resume(token):
-                return [Reattach(ResumeRequest(token))]
+            case Resume(token, after, epoch):
+                return [Reattach(ResumeRequest(token, after, epoch))]
+            case Tags():  # a TCP member takes it first (see _tags)
+                return [Tell(TAGS_ELSEWHERE)]
             case Invalid(reason):
                 return [Tell(reason)]
             case Quit():

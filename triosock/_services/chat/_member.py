@@ -109,7 +109,8 @@ class Member(abc.ABC):
 
     Attributes:
       kind: the transport's name (``"tcp"``, ``"udp"``, ``"ws"``), for the directory.
-      renderer: how this transport shows events.
+      renderer: how this transport shows events; a member may change its own (a TCP
+        user's ``/tags on``), to another shared renderer.
       outbox: the member's output queue (see :mod:`triosock._transport.outbox`).
       label: the peer's address, for log lines.
       preferred_nick: the nick to ask the directory for on arrival (a UDP peer's
@@ -119,7 +120,7 @@ class Member(abc.ABC):
     """
 
     kind: ClassVar[str]
-    renderer: ClassVar[Renderer]
+    renderer: Renderer
     welcome: ClassVar[bool] = True
     #: Whether the session's resume token is told in a notice (the WebSocket's is in its
     #: greeting; a UDP peer resumes by its address).

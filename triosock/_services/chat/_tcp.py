@@ -28,6 +28,16 @@ gets its welcome a tenth of a second later, which nobody notices, and the wait c
 connection one timer while it lasts and nothing after. A request that comes later (a
 browser that opened the connection ahead of time) is refused all the same, after the
 session has begun: the room sees that guest join and leave, and nothing it sent.
+
+**Tags.** ``/tags on`` makes the connection's lines said carry their ids
+(:class:`TaggedTCPRenderer`, see :mod:`triosock._sansio.chat._tags`); ``/tags off``
+ends them. The member takes the command before the session's rules do, and switches
+its renderer (the fan-out renders a batch once per renderer, so both kinds stay shared).
+It is answered at once, in order with what is queued, with the history's epoch
+(:func:`~triosock._sansio.chat.epoch_line`), which also comes first in every session
+begun or resumed on the connection while its tags are on. ``/tags on`` may come before
+``/resume`` among a new connection's first lines (both in the first-line wait): the
+catch-up is then tagged too, so that a client resumes after what it saw, exactly.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from ..._transport.tcp import TCPConnection
 from ._ending import EndReason
 from ._member import Member, Renderer
 
-__all__ = ["TCPLineMember", "TCPRenderer"]
+__all__ = ["TCPLineMember", "TCPRenderer", "TaggedTCPRenderer"]
 
 #: How many bytes one read asks for.
 RECEIVE_SIZE = 64 * 1024
@@ -83,7 +93,24 @@ class TCPRenderer(Renderer):
         return proto.render_line(event, viewer=viewer or None) + b"\n"
 
 
+class TaggedTCPRenderer(Renderer):
+    """Lines as :func:`~triosock._sansio.chat.render_tagged_line` makes them (a line
+    said starts with its id and key), each ending in LF: after ``/tags on``."""
+
+    __slots__ = ()
+
+    def frame(self, event: proto.Shown, viewer: str) -> bytes:
+        return proto.render_tagged_line(event, viewer=viewer or None) + b"\n"
+
+
 _RENDERER = TCPRenderer()
+_TAGGED = TaggedTCPRenderer()
+_TAGS_OFF = proto.render_line(proto.Notice(proto.TAGS_OFF)) + b"\n"
+
+
+def _tags_on(item: object) -> bool:
+    """Whether ``item`` is the line ``/tags on``."""
+    return isinstance(item, bytes) and proto.parse_line_untrusted(item) == proto.Tags(True)
 
 
 class TCPLineMember(Member):
@@ -95,7 +122,7 @@ class TCPLineMember(Member):
     """
 
     kind = "tcp"
-    renderer = _RENDERER
+    renderer: Renderer = _RENDERER
 
     def __init__(self, conn: TCPConnection, max_line_length: int) -> None:
         self.conn = conn
@@ -105,6 +132,7 @@ class TCPLineMember(Member):
         self._ended = False
         self._early: list[object] | None = None  # what screen() read, for receive()
         self._unfed = b""  # what was read and not fed to the reader yet (FEED_SLICE)
+        self._epoch = ""  # the history's, as the last greeting was told it
 
     async def screen(self) -> str | None:
         """Wait at most :data:`FIRST_LINE_WAIT` seconds for the first line; refuse the
@@ -122,7 +150,8 @@ class TCPLineMember(Member):
         reader = self._reader
         early: list[object] = []
         with trio.move_on_after(FIRST_LINE_WAIT):
-            while reader.screening:
+            # a /tags on first: the /resume that may follow it is a first line too
+            while reader.screening or (early and all(map(_tags_on, early))):
                 data = await self._next_slice()
                 if not data:
                     break  # the end of input: receive() reads it again
@@ -133,13 +162,31 @@ class TCPLineMember(Member):
         return None
 
     def take_resume(self) -> proto.ResumeRequest | None:
+        """The first lines' ``/resume``, if any; a ``/tags on`` before it is carried
+        out first (its answer is the greeting)."""
         early = self._early
+        while early and _tags_on(early[0]):
+            self.renderer = _TAGGED
+            early = self._early = early[1:]
         if early and isinstance(early[0], bytes):
             command = proto.parse_line_untrusted(early[0])
             if isinstance(command, proto.Resume):
                 self._early = early[1:]
-                return proto.ResumeRequest(command.token)
+                return proto.ResumeRequest(command.token, command.after, command.epoch)
         return None
+
+    def greeting(self, nick: str, room: str, token: str, epoch: str) -> bytes | None:
+        """With tags on, the history's epoch (see the module docstring); else none."""
+        self._epoch = epoch
+        return self._epoch_line() if self.renderer is _TAGGED else None
+
+    def history_reset(self, epoch: str) -> bytes | None:
+        """With tags on, the new epoch (the ids the client holds mean nothing now)."""
+        self._epoch = epoch
+        return self._epoch_line() if self.renderer is _TAGGED else None
+
+    def _epoch_line(self) -> bytes:
+        return proto.epoch_line(self._epoch) + b"\n"
 
     async def receive(self) -> Sequence[object] | None:
         early = self._early
@@ -172,6 +219,11 @@ class TCPLineMember(Member):
 
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
         if isinstance(item, bytes):
+            tags = proto.parse_line_untrusted(item) if item[:1] == b"/" else None
+            if isinstance(tags, proto.Tags):  # the member's, not the session's
+                self.renderer = _TAGGED if tags.on else _RENDERER
+                answer = self._epoch_line() if tags.on else _TAGS_OFF
+                return session.receive_other(proto.Reply(answer), now)
             return session.receive_line(item, now)
         if isinstance(item, proto.Overlong):
             return session.receive_overlong(item.size, now)

@@ -124,7 +124,8 @@ class User:
     Attributes:
       member: the member adapter.
       core: the session's rules and state (nick, room, rate limit).
-      outbox: the member's outbox; renderer: its renderer (both the member's, at hand).
+      outbox: the member's outbox (at hand); renderer: its renderer, the member's
+        as it is now (a TCP member's ``/tags`` changes it).
       subs: topic -> (the subscription's context manager, the subscription).
       held: topics whose subscription is not fed yet: the room's earlier lines are
         being shown first (see ``FanOut.release``).
@@ -154,7 +155,6 @@ class User:
         "outbox",
         "phase",
         "put_total",
-        "renderer",
         "scope",
         "seen",
         "subs",
@@ -166,7 +166,6 @@ class User:
         self.member = member
         self.core = core
         self.outbox = member.outbox
-        self.renderer: Renderer = member.renderer
         self.subs: dict[str, tuple[Subscribing, Subscription[bytes]]] = {}
         self.held: set[str] = set()
         self.seen: dict[str, int] = {}
@@ -181,6 +180,11 @@ class User:
         self.unblocked = trio.lowlevel.ParkingLot()
         self.missed = 0
         self.nursery: trio.Nursery | None = None
+
+    @property
+    def renderer(self) -> Renderer:
+        """How the member shows events now."""
+        return self.member.renderer
 
     def mark(self, topic: str, count: int, last_id: int = 0) -> None:
         """``count`` messages were put into the outbox; among them, the newest line of
