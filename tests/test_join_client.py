@@ -226,20 +226,29 @@ async def test_quit_typed_leaves_with_the_servers_goodbye_and_exit_0(transport: 
 
 
 @pytest.mark.parametrize(
-    ("transport", "last_line"),
+    ("transport", "option", "last_line"),
     [
-        ("tcp", rb"triosock: the server closed the connection"),
-        ("udp", rb"triosock: the server is gone \(nothing listens at 127\.0\.0\.1:\d+\)"),
+        ("tcp", "--no-reconnect", rb"triosock: the server closed the connection"),
+        (
+            "tcp",
+            "--reconnect-for=1",
+            rb"triosock: the server closed the connection; gave up reconnecting after 1 s",
+        ),
+        (
+            "udp",
+            "--heartbeat=0.2",
+            rb"triosock: the server is gone \(nothing listens at 127\.0\.0\.1:\d+\)",
+        ),
     ],
 )
 async def test_a_killed_server_ends_the_session_with_a_last_line_and_exit_1(
-    transport: str, last_line: bytes
+    transport: str, option: str, last_line: bytes
 ) -> None:
     with trio.fail_after(GUARD):
         # Over UDP only a heartbeat's ICMP answer tells: beat often.
         async with (
             chat_server() as server,
-            joined_terminal(server, transport, "--heartbeat", "0.2") as term,
+            joined_terminal(server, transport, option) as term,
         ):
             server.process.kill()
             await server.process.wait()
@@ -347,7 +356,7 @@ async def test_a_server_that_stops_ends_the_session_with_exit_1() -> None:
         async with (
             chat_server() as server,
             piped_client(join_args(server, "udp")) as udp,
-            piped_client(join_args(server, "tcp")) as tcp,
+            piped_client(join_args(server, "tcp", "--no-reconnect")) as tcp,
         ):
             await udp.expect(b"joined #lobby")
             await tcp.expect(b"welcome")

@@ -8,7 +8,12 @@ heartbeat to the server) so that the server, which sends an address it does not 
 at most three times what it received, can afford the notice. The client sends the
 token and, if asked, its ``/nick``; the user's lines wait for that, and the notice is
 never shown. A notice after that (a server restarted, with a new secret) is answered
-the same way."""
+the same way.
+
+Over TCP a link may have a :class:`~._join_resume.Resumer` (a client that reconnects by
+itself): it begins with tags on and, when it holds a token, a resume; the lines it
+returns are the server's without their tags, once each; and when the server refused
+the resume (a new session), it asks again for the user's nick."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from .._sansio import chat as proto
 from .._sansio.addresses import format_address
 from .._transport.channel import FramedChannel
 from .._transport.udp import UDPChannel
+from ._join_resume import Resumer, is_final
 
 __all__ = ["Link", "TCPLink", "UDPLink"]
 
@@ -39,6 +45,14 @@ class Link(Protocol):
     closed: str
     #: The user's nick as far as the client knows before the server says it ("": unknown).
     nick: str
+
+    @property
+    def final(self) -> bool:
+        """Whether the server's last line said not to come back (see ``is_final``)."""
+
+    @property
+    def welcomed(self) -> bool:
+        """Whether a session began or resumed on this connection (it got in)."""
 
     async def hello(self, nick: str | None) -> None:
         """Announce the client (and take ``nick``)."""
@@ -59,30 +73,58 @@ class Link(Protocol):
 
 
 class TCPLink:
+    """TCP lines; with ``resumer``, tagged and resumed (see the module docstring)."""
+
     quit = b"/quit"
     closed = "the server closed the connection"
     nick = ""
 
-    def __init__(self, chan: FramedChannel) -> None:
+    def __init__(self, chan: FramedChannel, resumer: Resumer | None = None) -> None:
         self._chan = chan
+        self._resumer = resumer
+        self._last = b""
+        self._renamed = False
+
+    @property
+    def final(self) -> bool:
+        return is_final(self._last)
+
+    @property
+    def welcomed(self) -> bool:
+        return self._resumer is None or self._resumer.welcomed
 
     async def hello(self, nick: str | None) -> None:
-        if nick:
+        if self._resumer is not None:
+            await self._chan.send_many(self._resumer.hello())  # one write: first lines
+        elif nick:
             await self._chan.send(b"/nick " + os.fsencode(nick))
         else:
             await trio.lowlevel.checkpoint()
 
     async def send(self, line: bytes) -> None:
+        if self._resumer is not None:
+            self._resumer.sent(line)
         await self._chan.send(line)
 
     def is_quit(self, line: bytes) -> bool:
         return proto.parse_line_untrusted(line) == proto.Quit()
 
     async def receive(self) -> bytes | None:
-        try:
-            return await self._chan.receive()
-        except trio.EndOfChannel:
-            return None
+        resumer = self._resumer
+        while True:
+            try:
+                line = self._last = await self._chan.receive()
+            except trio.EndOfChannel:
+                return None
+            if resumer is None:
+                return line
+            shown = resumer.receive(line)
+            if resumer.resumed is False and not self._renamed:  # a new session
+                self._renamed = True
+                if nick := resumer.nick_lines():
+                    await self._chan.send_many(nick)
+            if shown is not None:
+                return shown
 
     async def keep_alive(self) -> None:
         await trio.lowlevel.checkpoint()  # TCP needs nothing
@@ -94,6 +136,8 @@ class TCPLink:
 class UDPLink:
     quit = proto.UDP_QUIT
     closed = "the server closed the session"
+    final = True  # it does not reconnect
+    welcomed = True
 
     def __init__(self, chan: UDPChannel, heartbeat: float) -> None:
         self._chan = chan
