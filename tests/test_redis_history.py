@@ -15,14 +15,20 @@ from pathlib import Path
 import pytest
 import trio
 from coredis.tokens import PureToken
+from websockets.trio.client import connect
 
+from triosock._directory._redis import RedisDirectory
 from triosock._hub._redis import RedisHub
 from triosock._redis import redis_client
 from triosock._sansio import chat as proto
+from triosock._services.chat._server import HISTORY_RESET, HUB_BACK, HUB_HELD
 from triosock._store._redis import RedisStore
+from triosock.chat import ChatServer
 
+from .chattools import Events, LineSocket, web_chat
 from .conftest import GUARD
-from .redistools import chat_node, chat_users, redis_proxy, redis_server
+from .redistools import RedisProcess, chat_node, chat_users, redis_proxy, redis_server
+from .test_chat_web import ws_url
 
 pytest.importorskip("coredis")
 
@@ -163,3 +169,48 @@ async def test_a_newcomer_on_another_server_sees_the_rooms_history() -> None:
             assert (await bob.read_until(b"live")).endswith(b"alice: live")
             alice.close()
             bob.close()
+
+
+async def test_users_are_told_when_redis_comes_back_without_the_history() -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as hub,
+            RedisDirectory(redis.url) as directory,
+            RedisStore(hub) as store,
+        ):
+            chat = ChatServer(hub, directory, store=store, rate=None)
+            await _told_of_the_reset(redis, chat)
+
+
+async def _told_of_the_reset(redis: RedisProcess, chat: ChatServer) -> None:
+    async with (
+        web_chat(chat) as (tcp, _, web),
+        connect(ws_url(web)) as ws,
+    ):
+        events = Events(ws)
+        hello = await events.next(type="hello")
+        alice = await LineSocket.connect(tcp)
+        await alice.read_until(b"welcome")
+        await alice.send(b"before\n")
+        said = await events.next(type="message")
+        assert said["text"] == "before"
+        await redis.kill()
+        assert await alice.read_until(b"degraded") == b"-!- " + HUB_HELD.encode()
+        await redis.start()  # the same port, empty
+        assert await alice.read_until(b"reset") == b"-!- " + HISTORY_RESET.encode()
+        # The page's cue to forget the ids it holds, before the notice, and before any
+        # line of the new history.
+        before_reset = [await events.next()]
+        while before_reset[-1]["type"] != "epoch":
+            before_reset.append(await events.next())
+        assert [e["type"] for e in before_reset] == ["notice", "notice", "epoch"]
+        assert before_reset[1] == {"text": HUB_BACK, "type": "notice"}
+        reset = before_reset[-1]
+        assert reset == {"epoch": chat.store.epoch, "type": "epoch"}
+        assert reset["epoch"] != hello["epoch"]
+        assert await events.next() == {"text": HISTORY_RESET, "type": "notice"}
+        await alice.send(b"after\n")
+        again = await events.next(type="message")
+        assert (again["text"], again["id"]) == ("after", 1)
+        alice.close()

@@ -88,6 +88,13 @@ class Store(trio.abc.AsyncResource):
         """
         raise NotImplementedError(f"{type(self).__name__} records; the hub delivers")
 
+    async def refresh_epoch(self) -> str:
+        """The epoch as the store's keeper has it now (a broker that restarted empty has
+        a new one). A checkpoint; the default is :attr:`epoch`, which changes only with
+        the process."""
+        await trio.lowlevel.checkpoint()
+        return self.epoch
+
     @abc.abstractmethod
     async def last(self, key: str, count: int) -> Page:
         """The newest ``count`` lines of ``key``."""

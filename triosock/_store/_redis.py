@@ -167,8 +167,7 @@ class RedisStore(Store):
 
     async def __aenter__(self) -> RedisStore:
         self._client = await self._stack.enter_async_context(redis_client(self.hub.url))
-        await self.last("room:", 0)  # learns the epoch (making one if Redis has none)
-        self.hub.add_health_listener(self._health)
+        await self.refresh_epoch()
         return self
 
     async def aclose(self) -> None:
@@ -179,21 +178,13 @@ class RedisStore(Store):
 
     @property
     def epoch(self) -> str:
-        """The epoch last read from Redis (each read and each return of Redis reads it)."""
+        """The epoch last read from Redis (by every read, and :meth:`refresh_epoch`)."""
         return self._epoch
 
-    def _health(self, healthy: bool, detail: str) -> None:
-        """Redis is back: it may have come back empty, with a new epoch; learn it."""
-        nursery = self.hub._nursery
-        if healthy and nursery is not None and self._client is not None:
-            nursery.start_soon(self._learn_epoch)
-
-    async def _learn_epoch(self) -> None:
-        try:
-            with trio.fail_after(5):
-                await self.last("room:", 0)
-        except Exception:
-            return
+    async def refresh_epoch(self) -> str:
+        """Read the epoch (making one if Redis has none: it restarted empty)."""
+        await self.last("room:", 0)
+        return self._epoch
 
     # -- writing ------------------------------------------------------------------------
 

@@ -78,6 +78,8 @@ class FanOut:
 
     Attributes:
       ready: what :meth:`run` watches, while it runs; None otherwise.
+      hold: while an unset event is here, passes wait for it (the chat learns whether
+        a broker that came back lost the history before it shows a line it delivered).
       delivered, dropped, disconnected_slow: the counters of
         :class:`~._server.ChatStatistics`.
     """
@@ -90,6 +92,7 @@ class FanOut:
         self.buffer = settings.buffer
         self.stall_timeout = settings.stall_timeout
         self.ready: ReadyQueue[bytes] | None = None
+        self.hold: trio.Event | None = None
         # the subscriptions the fan-out feeds: those of FLOWING users
         self._fed: dict[Subscription[bytes], User] = {}
         # topic -> its subscribers here that write a frame each (UDP peers)
@@ -142,6 +145,8 @@ class FanOut:
                 fresh = ready.ready_nowait()
             else:
                 fresh = await ready.wait()
+            if self.hold is not None:  # (what was ready waits with us)
+                await self.hold.wait()
             # Members of a room mostly get the same batch: render it once per transport.
             shared: _Shared = {}
             shares.clear()

@@ -172,6 +172,12 @@ class Member(abc.ABC):
         epoch); None by default."""
         return None
 
+    def history_reset(self, epoch: str) -> bytes | None:
+        """The frame that tells the client the history began again with a new ``epoch``
+        (ids it holds mean nothing any more), before the notice that says so; None by
+        default (the notice is all)."""
+        return None
+
     def take_resume(self) -> proto.ResumeRequest | None:
         """After :meth:`screen`: the client's first input, taken, if it asks for a
         detached session back (``/resume TOKEN``); None otherwise (and by default)."""

@@ -34,6 +34,7 @@ each end does in :mod:`._ending`. When the hub loses its broker every user is to
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
@@ -73,14 +74,18 @@ __all__ = [
     "DEFAULT_RESUME_WINDOW",
     "DEFAULT_STALL_TIMEOUT",
     "DIRECTORY_DOWN",
+    "HISTORY_RESET",
     "HUB_BACK",
     "HUB_DEGRADED",
+    "HUB_HELD",
     "MIN_FRAMES_PER_PASS",
     "ROOM_WRITES_PER_PASS",
     "SESSIONS_PER_BATCH",
     "ChatServer",
     "ChatStatistics",
 ]
+
+LOGGER = logging.getLogger("triosock.chat")
 
 #: Earlier lines a user is shown on entering a room.
 DEFAULT_HISTORY_ON_JOIN: Final = 20
@@ -105,6 +110,20 @@ HUB_DEGRADED: Final = (
     "the users of this server; reconnecting"
 )
 HUB_BACK: Final = "the rooms are back: what is said reaches every server again"
+#: What users are told when the hub loses its broker and the history is kept there (a
+#: line said waits for the broker, which gives it its id).
+HUB_HELD: Final = (
+    "the rooms are degraded: the broker is unreachable, so what is said waits, and is "
+    "delivered in order when it is back; reconnecting"
+)
+#: How often, and how many times, the epoch is asked for when the broker is back.
+EPOCH_RETRY: Final = 0.25
+EPOCH_ATTEMPTS: Final = 20
+#: What users are told when the history began again (a broker that restarted empty).
+HISTORY_RESET: Final = (
+    "the history was reset (the broker restarted without its data): earlier lines are "
+    "gone, and ids begin again"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +257,7 @@ class ChatServer(Running):
         if store is None:  # with rooms shared by processes, a store of its own would clash
             store = MemoryStore(history) if isinstance(self.hub, InProcessHub) else NullStore()
         self.store: Store = store
+        self._nursery: trio.Nursery | None = None
         self.policy: Policy = policy
         self.buffer = buffer
         self.max_line_length = max_line_length
@@ -262,6 +282,7 @@ class ChatServer(Running):
         ready: ReadyQueue[bytes] = ReadyQueue()
         self.hub.add_health_listener(self._hub_health)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._fanout.run, ready)
             nursery.start_soon(self._presence.count_forever)
             nursery.start_soon(self._sessions.expire_forever)
@@ -281,9 +302,41 @@ class ChatServer(Running):
     def _hub_health(self, healthy: bool, detail: str) -> None:
         """Tell every user when the rooms stop (or start again) reaching other servers;
         when the broker is back, have the directory check what it still holds."""
-        self._sessions.tell_everyone(HUB_BACK if healthy else HUB_DEGRADED)
+        degraded = HUB_HELD if self.store.delivers else HUB_DEGRADED
+        self._sessions.tell_everyone(HUB_BACK if healthy else degraded)
         if healthy:
             self.directory.check_soon()
+            if self._nursery is not None and self.store.delivers:
+                # what the broker delivers now waits until we know its epoch
+                self._fanout.hold = trio.Event()
+                self._nursery.start_soon(self._check_epoch)
+
+    async def _check_epoch(self) -> None:
+        """The broker is back: if it lost the history, tell everyone (their ids are
+        of the old epoch). Its first answer may be a failure (the store's own connection
+        learns of the loss then): asked again every :data:`EPOCH_RETRY` s, a few times."""
+        try:
+            await self._learn_epoch()
+        finally:
+            if self._fanout.hold is not None:
+                self._fanout.hold.set()
+                self._fanout.hold = None
+
+    async def _learn_epoch(self) -> None:
+        before = self.store.epoch
+        for _ in range(EPOCH_ATTEMPTS):
+            try:
+                with trio.fail_after(5):
+                    epoch = await self.store.refresh_epoch()
+                break
+            except Exception as exc:  # the broker's client's errors: away again
+                LOGGER.debug("could not read the history's epoch: %r", exc)
+                await trio.sleep(EPOCH_RETRY)
+        else:
+            return  # its next return asks again
+        if epoch != before:
+            LOGGER.warning("the history was reset: its epoch is now %s", epoch)
+            self._sessions.tell_history_reset(epoch, HISTORY_RESET)
 
     # -- the directory, as the API sees it -----------------------------------------------
 

@@ -427,6 +427,17 @@ class Sessions(Reattaching):
             if user.phase is LIVE:
                 self._fanout.tell(user, text)
 
+    def tell_history_reset(self, epoch: str, text: str) -> None:
+        """Tell every LIVE user the history began again (its ids with it): the
+        member's own frame (a WebSocket event), then the notice."""
+        for user in list(self.users.values()):
+            if user.phase is LIVE:
+                self._fanout.collect(user)
+                frame = user.member.history_reset(epoch)
+                if frame:
+                    user.outbox.put(frame, 0)
+                self._fanout.tell(user, text)
+
     def end_everyone(self) -> None:
         """End every session: the server is stopping (nobody feeds them any more)."""
         for user in list(self.users.values()):

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.frames import CloseCode
 
 from ..._sansio import chat as proto
+from ..._sansio.chat._web import encode_json
 from ..._transport.websocket import WebSocketPeer, text_frame
 from ._member import EndReason, Member, Renderer
 
@@ -110,6 +111,9 @@ class WebSocketMember(Member):
 
     def greeting(self, nick: str, room: str, token: str, epoch: str) -> bytes | None:
         return text_frame(proto.hello_json(nick, room, token, epoch))
+
+    def history_reset(self, epoch: str) -> bytes | None:
+        return text_frame(encode_json({"epoch": epoch, "type": "epoch"}))
 
     async def screen(self) -> str | None:
         """Wait at most :data:`FIRST_MESSAGE_WAIT` seconds (:data:`RESUMING_WAIT` when the

@@ -205,6 +205,13 @@ function connect() {
         saved.setItem("triosock.token", ev.token);
         saved.setItem("triosock.epoch", ev.epoch || "");
       }
+      if (ev.type === "epoch") { // the history began again: the ids seen mean nothing
+        lastIds = {};
+        for (const key of Object.keys(shown)) delete shown[key];
+        saved.setItem("triosock.last", "{}");
+        saved.setItem("triosock.epoch", ev.epoch || "");
+        continue; // the notice that follows says it
+      }
       if (fresh(ev)) show(ev);
     }
   });
