@@ -34,6 +34,7 @@ SCENARIOS = {
     "pace": "hostile_pace",  # 5: flood pacing: a WebSocket paste, refusal floods
     "kernel": "hostile_kernel",  # 6: non-readers dropped, their kernel memory freed
     "redis": "hostile_redis",  # 7: Redis paused past the lease, a nick race across a restart
+    "storm": "storm",  # 8: 500 members on every transport dropping and resuming at random
 }
 
 
