@@ -6,7 +6,7 @@ from __future__ import annotations
 from ._member import EndReason, Member, Renderer
 from ._page import ChatPage
 from ._server import ChatServer, ChatStatistics
-from ._tcp import TCPLineMember, TCPRenderer
+from ._tcp import TaggedTCPRenderer, TCPLineMember, TCPRenderer
 from ._udp import UDPDialectMember, UDPRenderer
 from ._websocket import WebSocketMember, WebSocketRenderer
 
@@ -19,6 +19,7 @@ __all__ = [
     "Renderer",
     "TCPLineMember",
     "TCPRenderer",
+    "TaggedTCPRenderer",
     "UDPDialectMember",
     "UDPRenderer",
     "WebSocketMember",
