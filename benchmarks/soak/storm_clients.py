@@ -114,6 +114,7 @@ class Conn:
     reader_done: trio.Event = field(default_factory=trio.Event)
     closed: trio.Event = field(default_factory=trio.Event)
     armed: str = ""  # a drop to make right after the next talker's line (mid-burst)
+    fired: bool = False  # the armed drop was asked for by the line just read
     stall: float = 0.0  # seconds it stops reading before the drop (a stalled link)
 
     def drop(self, mode: str) -> None:
@@ -172,6 +173,7 @@ class Client:
             self.run.live(stamp)
         conn = self.conn
         if conn is not None and conn.armed and sender.rstrip("0123456789").endswith("t"):
+            conn.fired = not conn.request.is_set()
             conn.drop(conn.armed)  # mid-burst: right after a talker's line
 
     def direct(self, sender: str, seq: int, live: bool = True) -> None:
@@ -381,12 +383,12 @@ class TCPClient(Client):
             self._take(data, conn, stop=False)
 
     def _take(self, data: bytes, conn: Conn, stop: bool) -> bool:
-        """The whole lines of what was read; True when it stopped at a drop asked for
-        by the line just read (the lines after it are dropped with the socket)."""
+        """The whole lines of what was read; True when it stopped at the mid-burst drop
+        the line just read asked for (the lines after it are lost with the socket)."""
         *lines, self.rest = (self.rest + data).split(b"\n")
         for line in lines:
             self.tcp_line(line)
-            if stop and conn.request.is_set() and not conn.mode.startswith("clean"):
+            if stop and conn.fired and not conn.mode.startswith("clean"):
                 return True
         return False
 
@@ -463,8 +465,8 @@ class WSClient(Client):
             async for message in ws:
                 for line in message.splitlines():
                     self.event(json.loads(line))
-                    if conn.request.is_set() and not conn.mode.startswith("clean"):
-                        return
+                    if conn.fired and not conn.mode.startswith("clean"):
+                        return  # mid-burst: the rest is lost with the connection
         except ConnectionClosed:
             pass
         finally:

@@ -274,6 +274,7 @@ def check(clients: list[Client], path: Path, run: Run) -> dict[str, Any]:
         allowed = allowance(client.kind, run.expiry)
         cut = tally.gave_up_ns
         room = Counter[str]()
+        mine: list[dict[str, Any]] = []  # examples of its lost lines
         for sender in by_room.get(client.room, []):
             if sender == client.nick:
                 continue
@@ -288,8 +289,7 @@ def check(clients: list[Client], path: Path, run: Run) -> dict[str, Any]:
             room += judge(expected, set(range(len(info["stamps"]))), tally.rooms.get(sender),
                           tally.drops, allowed, lost)  # fmt: skip
             for seq, stamp, before, after in lost[:2]:
-                if len(examples) < 12:
-                    examples.append(_example(client, sender, seq, stamp, before, after))
+                mine.append(_example(client, sender, seq, stamp, before, after))
         direct = Counter[str]()
         for talker, targets in dm_sent.items():
             pairs = targets.get(client.nick, [])
@@ -298,14 +298,15 @@ def check(clients: list[Client], path: Path, run: Run) -> dict[str, Any]:
             lost = []
             direct += judge(expected, optional, tally.dms.get(talker), tally.drops, allowed, lost)
             for seq, stamp, before, after in lost[:2]:
-                if len(examples) < 12:
-                    examples.append(_example(client, "dm " + talker, seq, stamp, before, after))
+                mine.append(_example(client, "dm " + talker, seq, stamp, before, after))
         if client.kind == "udp":  # the lines the server said it could not show
             excused = min(tally.told, room["lost"] + direct["lost"])
             from_room = min(excused, room["lost"])
             room["lost"] -= from_room
             direct["lost"] -= excused - from_room
             totals["told_excused"] += excused
+        if room["lost"] + direct["lost"]:  # (UDP: those the server's notices left)
+            examples += mine[: max(0, 12 - len(examples))]
         totals += room
         totals.update({f"dm_{key}": n for key, n in direct.items()})
         totals["told"] += tally.told
