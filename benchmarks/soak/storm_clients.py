@@ -417,6 +417,7 @@ class WSClient(Client):
         if self.small:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
         url = f"ws://{self.host}:{self.port}/ws" + ("?resume=1" if resume else "")
+        self.late = False
         try:
             await sock.connect((self.host, self.port))
             connecting = ws_connect(
@@ -446,9 +447,13 @@ class WSClient(Client):
                         inner.cancel_scope.cancel()
                     if conn.stall:  # a stalled link: the server's writes pile up
                         await trio.sleep(conn.stall)
-                        if clean:
-                            with trio.move_on_after(5):
-                                await ws.aclose()
+                        self.late = True
+                        if clean:  # reading on while closing, or the close times out
+                            async with trio.open_nursery() as closing:
+                                closing.start_soon(self._read, ws, conn)
+                                with trio.move_on_after(5):
+                                    await ws.aclose()
+                                closing.cancel_scope.cancel()
                     if conn.mode.startswith("reset"):
                         sock.setsockopt(
                             socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
