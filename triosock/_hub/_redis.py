@@ -56,7 +56,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import coredis
 import trio
@@ -66,6 +66,7 @@ from .._redis import COMMAND_TIMEOUT, REDIS_ERRORS, describe_failure, is_redis_f
 from .._running import Running
 from ._abc import DEFAULT_BUFFER, Hub, HubStatistics, Policy, Subscription
 from ._inprocess import InProcessHub
+from ._relay import Relay
 
 __all__ = ["RedisHub", "RedisHubStatistics", "Relay"]
 
@@ -90,32 +91,6 @@ _MAX_ORIGINS: Final = 10_000
 _BATCH: Final = 512
 
 HealthListener = Callable[[bool, str], object]
-
-
-class Relay(Protocol):
-    """How relayed messages go to Redis and how missed ones are read back: see
-    :meth:`RedisHub.relay_nowait`."""
-
-    def queue(
-        self, pipe: Any, channel: bytes, topic: str, prefix: bytes, items: list[bytes]
-    ) -> None:
-        """Add to ``pipe`` (a coredis pipeline) what publishes ``items`` on ``channel``.
-
-        Each item is a message after its number in the hub's sequence (8 bytes,
-        big-endian). The commands must, atomically, give each message its id (increasing
-        by one per topic, from 1) and ``PUBLISH`` on ``channel``: ``prefix`` (the hub's
-        origin and :data:`_RELAYED`), then for each message its length (4 bytes), its
-        number, its id (8 bytes each) and the message; and never publish a number of this
-        origin twice (a batch sent again after a timeout).
-        """
-
-    async def missed(self, topic: str, after: int, before: int) -> list[tuple[int, bytes]]:
-        """The messages of ``topic`` with ids between ``after`` and ``before`` (both
-        excluded), oldest first, as delivered; those no longer kept are left out.
-
-        Raises:
-          What coredis raises when Redis fails: the hub then delivers without them.
-        """
 
 
 @dataclass(frozen=True, slots=True)
