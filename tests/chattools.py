@@ -231,16 +231,21 @@ class LineSocket(LineReader):
 
     @classmethod
     async def connect(
-        cls, port: int, *, rcvbuf: int | None = None, source: str | None = None
+        cls,
+        port: int,
+        *,
+        rcvbuf: int | None = None,
+        source: str | None = None,
+        host: str = "127.0.0.1",
     ) -> LineSocket:
-        """Connect to ``port`` on 127.0.0.1, from ``source`` (another loopback address,
+        """Connect to ``port`` on ``host``, from ``source`` (another loopback address,
         as another host would) if given."""
         sock = trio.socket.socket()
         if rcvbuf is not None:  # before connecting, so that the window starts small
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
         if source is not None:
             await sock.bind((source, 0))
-        await sock.connect(("127.0.0.1", port))
+        await sock.connect((host, port))
         return cls(sock)
 
     async def receive(self) -> bytes:

@@ -80,10 +80,13 @@ async def test_two_servers_share_rooms_nicks_and_direct_messages_through_redis()
 
 
 async def test_a_killed_server_frees_its_users_nicks_within_the_lease() -> None:
+    """Without resumes (a session with a token waits for its resume instead: see
+    test_cluster_resume)."""
     nc = need("nc")
     with trio.fail_after(GUARD):
         async with redis_server() as redis:
             serve = ["chat", "serve", "--redis", redis.url, "--web", "none", "--udp", "none"]
+            serve += ["--resume-window", "0"]
             async with (
                 cli_server([*serve, "--tcp", "127.0.0.2:0"], 2) as a,
                 cli_server([*serve, "--tcp", "127.0.0.3:0"], 2) as b,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -42,14 +43,20 @@ REAP_INTERVAL = 1.0
 
 
 @asynccontextmanager
-async def behind_a_proxy() -> AsyncIterator[tuple[RedisProcess, RedisProxy, TCPServer, TCPServer]]:
-    """A redis-server, two chat servers on it (TCP on 127.0.0.2 and 127.0.0.3), the first
-    one's directory through a proxy that can cut it off alone."""
+async def behind_a_proxy(
+    **options: Any,
+) -> AsyncIterator[tuple[RedisProcess, RedisProxy, TCPServer, TCPServer]]:
+    """A redis-server, two chat servers on it (TCP on 127.0.0.2 and 127.0.0.3; more
+    ChatServer ``options``), the first one's directory through a proxy that can cut it
+    off alone."""
     async with (
         redis_server() as redis,
         redis_proxy(redis) as proxy,
-        chat_node(redis.url, "127.0.0.2", lease=LEASE, directory_url=proxy.url) as (_, a),
-        chat_node(redis.url, "127.0.0.3", lease=LEASE) as (_, b),
+        chat_node(redis.url, "127.0.0.2", lease=LEASE, directory_url=proxy.url, **options) as (
+            _,
+            a,
+        ),
+        chat_node(redis.url, "127.0.0.3", lease=LEASE, **options) as (_, b),
     ):
         yield redis, proxy, a, b
 
@@ -221,9 +228,10 @@ async def test_a_server_cut_off_alone_past_the_lease_leaves_then_joins_each_once
     """Only server a's directory is cut off from Redis, past the lease: b's reaper takes
     a's users out and their room hears they left, once. When a reaches Redis again it
     writes them back, and the room hears they joined, once: left then joined. A nick
-    taken meanwhile goes back to its first owner, as after a Redis restart."""
+    taken meanwhile goes back to its first owner, as after a Redis restart. (Without
+    resumes: sessions that can resume are adopted instead, see test_cluster_resume.)"""
     with trio.fail_after(GUARD):
-        async with behind_a_proxy() as (_, proxy, a, b):
+        async with behind_a_proxy(resume_window=0) as (_, proxy, a, b):
             alice, amy = await chat_users(a, "127.0.0.2", 2)
             bob, bea = await chat_users(b, "127.0.0.3", 2)
             await nick(alice, b"alice", bob, bea)
@@ -276,8 +284,12 @@ async def test_servers_back_one_after_the_other_within_a_lease_of_redis_are_not_
             redis_server() as redis,
             redis_proxy(redis) as to_a,
             redis_proxy(redis) as to_b,
-            chat_node(redis.url, "127.0.0.2", lease=lease, directory_url=to_a.url) as (_, a),
-            chat_node(redis.url, "127.0.0.3", lease=lease, directory_url=to_b.url) as (_, b),
+            chat_node(
+                redis.url, "127.0.0.2", lease=lease, directory_url=to_a.url, resume_window=0
+            ) as (_, a),
+            chat_node(
+                redis.url, "127.0.0.3", lease=lease, directory_url=to_b.url, resume_window=0
+            ) as (_, b),
         ):
             (ann,) = await chat_users(a, "127.0.0.2", 1)
             (ben,) = await chat_users(b, "127.0.0.3", 1)
@@ -312,8 +324,12 @@ async def test_a_server_still_away_a_lease_after_redis_returned_is_reaped_then()
             redis_server() as redis,
             redis_proxy(redis) as to_a,
             redis_proxy(redis) as to_b,
-            chat_node(redis.url, "127.0.0.2", lease=lease, directory_url=to_a.url) as (_, a),
-            chat_node(redis.url, "127.0.0.3", lease=lease, directory_url=to_b.url) as (_, b),
+            chat_node(
+                redis.url, "127.0.0.2", lease=lease, directory_url=to_a.url, resume_window=0
+            ) as (_, a),
+            chat_node(
+                redis.url, "127.0.0.3", lease=lease, directory_url=to_b.url, resume_window=0
+            ) as (_, b),
         ):
             (ann,) = await chat_users(a, "127.0.0.2", 1)
             (ben,) = await chat_users(b, "127.0.0.3", 1)

@@ -183,6 +183,7 @@ async def test_a_killed_chat_worker_its_users_leave_the_rest_stay_and_a_new_one_
     need("redis-server")
     with trio.fail_after(GUARD * 2):
         args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+        args += ["--resume-window", "0"]  # (else the dead worker's sessions wait: resumes)
         async with supervisor([*args, "--workers", "2"]) as sup:
             port = sup.port("chat (tcp)")
             users = [await LineSocket.connect(port) for _ in range(12)]

@@ -4,7 +4,15 @@
 
 from __future__ import annotations
 
-from ._abc import Directory, NickLost, Repair, Returned
+from ._abc import Adopted, Directory, HandedOver, NickLost, Repair, Returned
 from ._inprocess import InProcessDirectory
 
-__all__ = ["Directory", "InProcessDirectory", "NickLost", "Repair", "Returned"]
+__all__ = [
+    "Adopted",
+    "Directory",
+    "HandedOver",
+    "InProcessDirectory",
+    "NickLost",
+    "Repair",
+    "Returned",
+]

@@ -42,7 +42,7 @@ import trio
 
 from .._sansio.chat import DEFAULT_ROOM, Presence
 
-__all__ = ["Directory", "NickLost", "Repair", "Returned"]
+__all__ = ["Adopted", "Directory", "HandedOver", "NickLost", "Repair", "Returned"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +78,41 @@ class Returned:
         return self.presence.session
 
 
+@dataclass(frozen=True, slots=True)
+class HandedOver:
+    """A session of this process was resumed on another process (its token was
+    presented there, :meth:`Directory.take_session`): it goes from here without a word
+    to its room, which still has it.
+
+    Attributes:
+      session: the session id.
+    """
+
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A session of a process that died, taken into this process's care by
+    :meth:`Directory.reap` rather than reaped: it waits, detached, for its resume (here
+    or anywhere), and its room hears it left only when its window runs out.
+
+    Attributes:
+      presence: the session (its id keeps its first process's prefix).
+      digest: the SHA-256 of its resume token.
+    """
+
+    presence: Presence
+    digest: bytes
+
+    @property
+    def session(self) -> str:
+        """The session id."""
+        return self.presence.session
+
+
 #: What :meth:`Directory.repairs` reports.
-Repair = NickLost | Returned
+Repair = NickLost | Returned | HandedOver | Adopted
 
 
 class Directory(trio.abc.AsyncResource):
@@ -121,8 +154,13 @@ class Directory(trio.abc.AsyncResource):
         """
 
     @abc.abstractmethod
-    async def unregister(self, session: str) -> None:
-        """Remove ``session`` and free its nick. Idempotent."""
+    async def unregister(self, session: str) -> bool:
+        """Remove ``session`` and free its nick. Idempotent.
+
+        Returns:
+          Whether it was this process's to remove: False for a session another process
+          took (:class:`HandedOver`), which is left as it is.
+        """
 
     @abc.abstractmethod
     async def lookup(self, nick: str) -> Presence | None:
@@ -139,12 +177,33 @@ class Directory(trio.abc.AsyncResource):
     #: Seconds between two calls of :meth:`reap` by the chat; None: no ghosts to reap.
     reap_interval: ClassVar[float | None] = None
 
-    async def reap(self) -> list[Presence]:
+    async def reap(self, *, adopt: bool = False) -> list[Presence]:
         """Sessions whose process stopped renewing them (it died), taken out of the
         directory: each is handed to one caller in the cluster, once, so that the room
-        hears of its leaving once. The in-process directory has none."""
+        hears of its leaving once. The in-process directory has none.
+
+        Args:
+          adopt: take the dead process's sessions that could resume (they have a token,
+            :meth:`keep_token`) into this process's care instead, reported by
+            :meth:`repairs` as :class:`Adopted`; only the others are returned.
+        """
         await trio.lowlevel.checkpoint()
         return []
+
+    async def keep_token(self, session: str, digest: bytes) -> None:
+        """Let any process take ``session`` (:meth:`take_session`) by the resume token
+        whose SHA-256 is ``digest``; its previous token no longer works. The in-process
+        directory keeps nothing: its own process holds the tokens."""
+        await trio.lowlevel.checkpoint()
+
+    async def take_session(self, digest: bytes) -> Presence | None:
+        """Take the session of another process whose token's SHA-256 is ``digest``: it is
+        this process's from now on (its token is used up), and the process that held it
+        is told (:class:`HandedOver`), atomically, so that of two takers one gets it.
+        None: no session of another process has that token (the in-process directory
+        knows no other process)."""
+        await trio.lowlevel.checkpoint()
+        return None
 
     def check_soon(self) -> None:
         """Check with the broker soon what it holds of this process, as after an outage

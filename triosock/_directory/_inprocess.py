@@ -49,8 +49,9 @@ class InProcessDirectory(Directory):
     async def move(self, session: str, room: str) -> Presence:
         return await _step(self.state.move, session, room)
 
-    async def unregister(self, session: str) -> None:
+    async def unregister(self, session: str) -> bool:
         await _step(self.state.unregister, session)
+        return True
 
     async def lookup(self, nick: str) -> Presence | None:
         return await _step(self.state.lookup, nick)

@@ -92,7 +92,7 @@ from .._redis import is_redis_failure, redis_client
 from .._running import Running
 from .._sansio.chat import DEFAULT_ROOM, Presence, default_nick, nick_key
 from . import _scripts as lua
-from ._abc import Directory, NickLost, Repair, Returned
+from ._abc import Adopted, Directory, HandedOver, NickLost, Repair, Returned
 
 __all__ = ["DirectoryUnavailable", "RedisDirectory"]
 
@@ -230,20 +230,17 @@ class RedisDirectory(Running, Directory):
             await self._assert(self._redis(), [moved])
         return moved
 
-    async def unregister(self, session: str) -> None:
+    async def unregister(self, session: str) -> bool:
         presence = self._mine.pop(session, None)
         self._stamps.pop(session, None)
         if presence is None:
             await trio.lowlevel.checkpoint()
-            return
+            return False  # not this process's (any more)
         client = self._redis()
         with self._unavailable():  # if it fails, the lease runs out: nobody renews it
-            await client.eval(lua.RELEASE, keys=[self._nick_key(presence.nick)], args=[session])
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.delete([self._key("session", session)])
-                pipe.srem(self._key("in", presence.room), [session])
-                pipe.srem(self._key("everyone"), [session])
-                pipe.srem(self._key("owned", self.origin), [session])
+            args = [self.prefix, session, self.origin, presence.room]
+            keys = [self._nick_key(presence.nick)]
+            return bool(await client.eval(lua.UNREGISTER, keys=keys, args=args))
 
     async def lookup(self, nick: str) -> Presence | None:
         client = self._redis()
@@ -252,15 +249,12 @@ class RedisDirectory(Running, Directory):
             if owner is None:
                 return None
             session = owner.decode()
-            async with client.pipeline(transaction=False) as pipe:
-                alive = pipe.exists([self._key("proc", _origin(session))])
-                hash_ = pipe.hgetall(self._key("session", session))
-            leased, fields = await alive, await hash_
-        if not leased:
-            return None  # its process is gone, and it is not reaped yet
-        if not fields:
-            return None
-        values = {k.decode(): v.decode() for k, v in fields.items()}
+            fields = await client.hgetall(self._key("session", session))
+            values = {_text(k): _text(v) for k, v in fields.items()}
+            home = values.get("home") or _origin(session)
+            leased = await client.exists([self._key("proc", home)])
+        if not leased or "nick" not in values:
+            return None  # its process is gone, and it is not reaped (or adopted) yet
         return Presence(session, values["nick"], values["room"], values["kind"])
 
     async def nicks(self, room: str | None = None) -> list[str]:
@@ -270,13 +264,17 @@ class RedisDirectory(Running, Directory):
             ids = [_text(i) for i in await client.smembers(index)]
             if not ids:
                 return []
-            origins = sorted({_origin(i) for i in ids})
+            async with client.pipeline(transaction=False) as pipe:
+                asked = [pipe.hmget(self._key("session", i), ["nick", "home"]) for i in ids]
+            found = [(i, await fields) for i, fields in zip(ids, asked, strict=True)]
+            homes = {i: _text(home) if home else _origin(i) for i, (_, home) in found}
+            origins = sorted(set(homes.values()))
             async with client.pipeline(transaction=False) as pipe:
                 leases = [pipe.exists([self._key("proc", o)]) for o in origins]
-                asked = [pipe.hget(self._key("session", i), "nick") for i in ids]
             alive = {o for o, lease in zip(origins, leases, strict=True) if await lease}
-            found = [(i, await nick) for i, nick in zip(ids, asked, strict=True)]
-        return sorted(n.decode() for i, n in found if n is not None and _origin(i) in alive)
+        return sorted(
+            _text(nick) for i, (nick, _) in found if nick is not None and homes[i] in alive
+        )
 
     async def rooms(self) -> dict[str, int]:
         client = self._redis()
@@ -291,15 +289,41 @@ class RedisDirectory(Running, Directory):
 
     reap_interval = 1.0
 
-    async def reap(self) -> list[Presence]:
+    async def reap(self, *, adopt: bool = False) -> list[Presence]:
         with self._unavailable():
             args = [self.prefix, str(_wall_ms()), str(int(self.lease * 1000))]
+            args.append(self.origin if adopt else "")
             found = await self._redis().eval(lua.REAP, keys=[], args=args)
         items = [_text(item) for item in found] if isinstance(found, list) else []
-        return [
-            Presence(items[i], items[i + 1], items[i + 2], items[i + 3])
-            for i in range(0, len(items) - 3, 4)
-        ]
+        reaped = []
+        for i in range(0, len(items) - 5, 6):
+            presence = Presence(items[i], items[i + 1], items[i + 2], items[i + 3])
+            if items[i + 4] == "a":  # in this process's care now
+                self._mine[presence.session] = presence
+                self._repairs.append(Adopted(presence, bytes.fromhex(items[i + 5])))
+                self._repaired.set()
+            else:
+                reaped.append(presence)
+        return reaped
+
+    async def keep_token(self, session: str, digest: bytes) -> None:
+        with self._unavailable():
+            args = [self.prefix, session, digest.hex()]
+            await self._redis().eval(lua.KEEP_TOKEN, keys=[], args=args)
+
+    async def take_session(self, digest: bytes) -> Presence | None:
+        with self._unavailable():
+            args = [self.prefix, digest.hex(), self.origin]
+            found = await self._redis().eval(lua.TAKE, keys=[], args=args)
+        if not isinstance(found, list):
+            return None
+        session, nick, room, kind, stamp, came_from = (_text(item) for item in found)
+        presence = Presence(session, nick, room, kind)
+        self._mine[session] = presence
+        if stamp:
+            self._stamps[session] = stamp
+        LOGGER.info("session %s (%s) taken over from process %s", session, nick, came_from)
+        return presence
 
     # -- leases -------------------------------------------------------------------------
 
@@ -359,14 +383,20 @@ class RedisDirectory(Running, Directory):
             stamp = self._stamps.get(p.session, "")  # (none: the newest claim of all)
             args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind, stamp]
         reply = await client.eval(lua.ASSERT, keys=[], args=args)
-        held, evicted, back = reply if isinstance(reply, list) else (0, [], [])
-        self._apply(evicted, back)
+        held, evicted, back, handed = reply if isinstance(reply, list) else (0, [], [], [])
+        self._apply(evicted, back, handed)
         return bool(held)
 
-    def _apply(self, evicted: object, back: object = ()) -> None:
+    def _apply(self, evicted: object, back: object = (), handed: object = ()) -> None:
         """Take in the renames Redis queued for this process (``<id> <guest> <stamp>``:
-        an earlier claim on the session's nick won) and the sessions that had been
-        reaped, and queue both for :meth:`repairs`."""
+        an earlier claim on the session's nick won), the sessions that had been reaped
+        and those other processes took, and queue them for :meth:`repairs`."""
+        for item in handed if isinstance(handed, list) else []:
+            session = _text(item)
+            if self._mine.pop(session, None) is not None:
+                self._stamps.pop(session, None)
+                self._repairs.append(HandedOver(session))
+                self._repaired.set()
         for entry in evicted if isinstance(evicted, list) else []:
             session, guest, stamp = _text(entry).split(" ")
             presence = self._mine.get(session)
@@ -401,8 +431,8 @@ class RedisDirectory(Running, Directory):
         was gone."""
         if not reassert:
             reply = await client.eval(lua.RENEW, keys=[], args=self._lease_args())
-            held, evicted = reply if isinstance(reply, list) else (0, [])
-            self._apply(evicted)
+            held, evicted, handed = reply if isinstance(reply, list) else (0, [], [])
+            self._apply(evicted, (), handed)
             if held:
                 return
         await self._assert(client)

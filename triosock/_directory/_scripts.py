@@ -12,18 +12,33 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ASSERT", "CLAIM", "REAP", "RELEASE", "RENEW", "TOMBSTONE_MS"]
+__all__ = [
+    "ASSERT",
+    "CLAIM",
+    "KEEP_TOKEN",
+    "REAP",
+    "RELEASE",
+    "RENEW",
+    "TAKE",
+    "TOMBSTONE_MS",
+    "UNREGISTER",
+]
 
 #: Milliseconds a reaped session's tombstone (``P reaped:<origin>``) lives: a process cut
 #: off for less than this that comes back has its users' rooms told they joined again.
 TOMBSTONE_MS: Final = 3_600_000
 
-# alive(p, s): whether session s (``<origin>.<n>``) belongs to a process with a lease.
+# home(p, s): the process holding session s: its ``home`` (a process that took it over,
+# by its token or from a dead process), else the prefix of its id (``<origin>.<n>``).
+# alive(p, s): whether session s belongs to a process with a lease.
 # stamp(): Redis's time in microseconds, a 16-digit string: when a nick was claimed.
 # clock(p, gap): Redis's time in ms; marks Redis as back when nobody spoke for ``gap`` ms.
 _COMMON: Final = """
+local function home(p, s)
+  return redis.call('HGET', p .. 'session:' .. s, 'home') or string.match(s, '^([^.]+)%.')
+end
 local function alive(p, s)
-  local origin = string.match(s, '^([^.]+)%.')
+  local origin = home(p, s)
   return origin ~= nil and redis.call('EXISTS', p .. 'proc:' .. origin) == 1
 end
 local function stamp()
@@ -83,11 +98,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
 """
 
-# What renewing and asserting return last: the renames queued for this process.
+# What renewing and asserting return last: the renames queued for this process, and
+# its sessions that other processes took by their tokens.
 _EVICTED: Final = """
 local queue = p .. 'evicted:' .. origin
 local evicted = redis.call('LRANGE', queue, 0, -1)
 if #evicted > 0 then redis.call('DEL', queue) end
+local hq = p .. 'handed:' .. origin
+local handed = redis.call('LRANGE', hq, 0, -1)
+if #handed > 0 then redis.call('DEL', hq) end
 """
 
 # Renew this process's lease: {1 or 0 (it was gone: the caller re-asserts everything),
@@ -102,15 +121,17 @@ redis.call('ZADD', p .. 'procs', ARGV[2], origin)
 """
     + _EVICTED
     + """
-if held then return {1, evicted} end
-return {0, evicted}
+if held then return {1, evicted, handed} end
+return {0, evicted, handed}
 """
 )
 
 # Write the lease and sessions. Returns {whether the lease was there before (1 or 0), the
 # renames queued for this process, the ids that had been reaped (their rooms were told
-# they left)}. Of two live sessions with the same nick (one claimed it while Redis had
-# lost the other's), the earlier claim keeps it and the other gets a guest nick.
+# they left), the ids other processes took}. A session another process holds now (its
+# ``home``) is left alone; one this process took over gets its ``home`` written. Of two
+# live sessions with the same nick (one claimed it while Redis had lost the other's), the
+# earlier claim keeps it and the other gets a guest nick.
 # ARGV: lease ms, lease end ms, the prefix, the origin, then six per session: id, nick
 # key, nick, room, kind, claim stamp.
 ASSERT: Final = (
@@ -127,45 +148,68 @@ for i = 5, #ARGV, 6 do
   local s, nk, nick, room, kind, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
     ARGV[i + 4], ARGV[i + 5]
   local sk, key = p .. 'session:' .. s, p .. 'nick:' .. nk
-  if redis.call('SREM', p .. 'reaped:' .. origin, s) == 1 then table.insert(back, s) end
-  redis.call('HSET', sk, 'room', room, 'kind', kind)
-  local owner = redis.call('GET', key)
-  local keep = true
-  if owner and owner ~= s and alive(p, owner) then
-    local theirs = tonumber(redis.call('HGET', p .. 'session:' .. owner, 'ts')) or math.huge
-    local mine = tonumber(ts) or math.huge
-    if mine < theirs or (mine == theirs and s < owner) then
-      guest(p, owner)
+  local hm = redis.call('HGET', sk, 'home')
+  if hm and hm ~= origin and redis.call('HGET', sk, 'adopted') == hm then
+    -- adopted while this process was cut off, not resumed: it is ours again
+    redis.call('HDEL', sk, 'adopted')
+    redis.call('SREM', p .. 'owned:' .. hm, s)
+    redis.call('RPUSH', p .. 'handed:' .. hm, s)
+    redis.call('PEXPIRE', p .. 'handed:' .. hm, """
+    + str(TOMBSTONE_MS)
+    + """)
+    hm = false
+  end
+  if not (hm and hm ~= origin) then
+    if string.match(s, '^([^.]+)%.') ~= origin then
+      redis.call('HSET', sk, 'home', origin)
     else
-      keep = false
-      local cur = redis.call('HGET', sk, 'nk')
-      if not (cur and redis.call('GET', p .. 'nick:' .. cur) == s) then guest(p, s) end
+      redis.call('HDEL', sk, 'home')
     end
+    if redis.call('SREM', p .. 'reaped:' .. origin, s) == 1 then table.insert(back, s) end
+    redis.call('HSET', sk, 'room', room, 'kind', kind)
+    local owner = redis.call('GET', key)
+    local keep = true
+    if owner and owner ~= s and alive(p, owner) then
+      local theirs = tonumber(redis.call('HGET', p .. 'session:' .. owner, 'ts')) or math.huge
+      local mine = tonumber(ts) or math.huge
+      if mine < theirs or (mine == theirs and s < owner) then
+        guest(p, owner)
+      else
+        keep = false
+        local cur = redis.call('HGET', sk, 'nk')
+        if not (cur and redis.call('GET', p .. 'nick:' .. cur) == s) then guest(p, s) end
+      end
+    end
+    if keep then
+      redis.call('SET', key, s)
+      redis.call('HSET', sk, 'nick', nick, 'nk', nk, 'ts', ts)
+    end
+    redis.call('SADD', p .. 'in:' .. room, s)
+    redis.call('SADD', p .. 'everyone', s)
+    redis.call('SADD', p .. 'rooms', room)
+    redis.call('SADD', p .. 'owned:' .. origin, s)
   end
-  if keep then
-    redis.call('SET', key, s)
-    redis.call('HSET', sk, 'nick', nick, 'nk', nk, 'ts', ts)
-  end
-  redis.call('SADD', p .. 'in:' .. room, s)
-  redis.call('SADD', p .. 'everyone', s)
-  redis.call('SADD', p .. 'rooms', room)
-  redis.call('SADD', p .. 'owned:' .. origin, s)
 end
 """
     + _EVICTED
     + """
-return {held, evicted, back}
+return {held, evicted, back, handed}
 """
 )
 
 # Take up to 100 sessions of processes whose lease ended out of the directory, atomically
 # (so each is reaped by one caller), leave a tombstone of each, and return id, nick,
-# room, kind for each. Nothing while Redis is back for less than a lease: every lease
-# ran out because Redis was away, not their processes. ARGV: prefix, now ms, lease ms.
+# room, kind, ``r`` and '' for each. Nothing while Redis is back for less than a lease:
+# every lease ran out because Redis was away, not their processes. ARGV: prefix, now ms,
+# lease ms, the adopter: when not empty, a session with a token (``rd``) is not reaped
+# but taken into that process's care (``home`` and ``adopted``; returned with ``a`` and
+# its token's digest), its room told nothing. Should its first process come back (it was
+# only cut off), its re-assertion takes the session back, and the adopter finds it in
+# its ``handed`` queue.
 REAP: Final = (
     _COMMON
     + """
-local p, now, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local p, now, lease, adopter = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] or ''
 local clock_now = clock(p, lease / 2)
 if clock_now - (tonumber(redis.call('GET', p .. 'back')) or 0) < lease then return {} end
 local dead = redis.call('ZRANGEBYSCORE', p .. 'procs', '-inf', '(' .. now, 'LIMIT', 0, 10)
@@ -179,21 +223,30 @@ for _, origin in ipairs(dead) do
     local tomb = p .. 'reaped:' .. origin
     for _, s in ipairs(ids) do
       local sk = p .. 'session:' .. s
-      local h = redis.call('HMGET', sk, 'nick', 'room', 'kind', 'nk')
-      redis.call('SREM', p .. 'everyone', s)
-      if h[1] and h[2] then
-        redis.call('SREM', p .. 'in:' .. h[2], s)
-        redis.call('SADD', tomb, s)
-        table.insert(out, s)
-        table.insert(out, h[1])
-        table.insert(out, h[2])
-        table.insert(out, h[3] or '')
+      local h = redis.call('HMGET', sk, 'nick', 'room', 'kind', 'nk', 'rd')
+      if adopter ~= '' and h[1] and h[2] and h[5] then
+        redis.call('HSET', sk, 'home', adopter, 'adopted', adopter)
+        redis.call('SADD', p .. 'owned:' .. adopter, s)
+        for _, v in ipairs({s, h[1], h[2], h[3] or '', 'a', h[5]}) do table.insert(out, v) end
+      else
+        redis.call('SREM', p .. 'everyone', s)
+        if h[1] and h[2] then
+          redis.call('SREM', p .. 'in:' .. h[2], s)
+          redis.call('SADD', tomb, s)
+          table.insert(out, s)
+          table.insert(out, h[1])
+          table.insert(out, h[2])
+          table.insert(out, h[3] or '')
+          table.insert(out, 'r')
+          table.insert(out, '')
+        end
+        if h[4] then
+          local key = p .. 'nick:' .. h[4]
+          if redis.call('GET', key) == s then redis.call('DEL', key) end
+        end
+        if h[5] then redis.call('DEL', p .. 'token:' .. h[5]) end
+        redis.call('DEL', sk)
       end
-      if h[4] then
-        local key = p .. 'nick:' .. h[4]
-        if redis.call('GET', key) == s then redis.call('DEL', key) end
-      end
-      redis.call('DEL', sk)
     end
     if #ids > 0 then redis.call('PEXPIRE', tomb, """
     + str(TOMBSTONE_MS)
@@ -201,5 +254,70 @@ for _, origin in ipairs(dead) do
   end
 end
 return out
+"""
+)
+
+# Let session ARGV[2] be taken by the token whose digest (hex) is ARGV[3]; its previous
+# token no longer works. ARGV: prefix, session, digest.
+KEEP_TOKEN: Final = """
+local p, s = ARGV[1], ARGV[2]
+local sk = p .. 'session:' .. s
+if redis.call('EXISTS', sk) == 0 then return 0 end
+local old = redis.call('HGET', sk, 'rd')
+if old then redis.call('DEL', p .. 'token:' .. old) end
+redis.call('SET', p .. 'token:' .. ARGV[3], s)
+redis.call('HSET', sk, 'rd', ARGV[3])
+return 1
+"""
+
+# Take the session whose token's digest is ARGV[2] for process ARGV[3]: {id, nick, room,
+# kind, claim stamp, the process it came from}; false when no session has that token,
+# or this process holds it. Its token is used up; the process it came from finds it in
+# its ``handed`` queue at its next renewal. ARGV: prefix, digest, this process.
+TAKE: Final = (
+    _COMMON
+    + """
+local p, me = ARGV[1], ARGV[3]
+local tk = p .. 'token:' .. ARGV[2]
+local s = redis.call('GET', tk)
+if not s then return false end
+local sk = p .. 'session:' .. s
+local h = redis.call('HMGET', sk, 'nick', 'room', 'kind', 'ts')
+if not (h[1] and h[2]) then
+  redis.call('DEL', tk)
+  return false
+end
+local from = home(p, s)
+if from == me then return false end
+redis.call('DEL', tk)
+redis.call('HDEL', sk, 'rd', 'adopted')
+redis.call('HSET', sk, 'home', me)
+redis.call('SREM', p .. 'owned:' .. from, s)
+redis.call('SADD', p .. 'owned:' .. me, s)
+redis.call('RPUSH', p .. 'handed:' .. from, s)
+redis.call('PEXPIRE', p .. 'handed:' .. from, """
+    + str(TOMBSTONE_MS)
+    + """)
+return {s, h[1], h[2], h[3] or '', h[4] or '', from}
+"""
+)
+
+# Remove session ARGV[2] if process ARGV[3] holds it: 1, else 0 (another process took
+# it). KEYS: its nick's key; ARGV: prefix, session, this process, its room here.
+UNREGISTER: Final = (
+    _COMMON
+    + """
+local p, s, me = ARGV[1], ARGV[2], ARGV[3]
+if home(p, s) ~= me then return 0 end
+local sk = p .. 'session:' .. s
+local h = redis.call('HMGET', sk, 'room', 'rd')
+if redis.call('GET', KEYS[1]) == s then redis.call('DEL', KEYS[1]) end
+if h[2] then redis.call('DEL', p .. 'token:' .. h[2]) end
+redis.call('DEL', sk)
+redis.call('SREM', p .. 'in:' .. ARGV[4], s)
+if h[1] then redis.call('SREM', p .. 'in:' .. h[1], s) end
+redis.call('SREM', p .. 'everyone', s)
+redis.call('SREM', p .. 'owned:' .. me, s)
+return 1
 """
 )

@@ -77,6 +77,10 @@ class Reattaching:
             resumes.refused += 1
             return f"resume refused: {why}"
         session = resumes.owner(request.token)
+        if session is None and (detached := await self._take_over(request.token)) is not None:
+            await self._drop_own(user)
+            await self._take_back(user, detached, request)
+            return None
         if session is None:
             resumes.refused += 1
             if request.epoch is not None and request.epoch != self.store.epoch:
@@ -108,6 +112,47 @@ class Reattaching:
         await self._drop_own(user)
         await self._take_back(user, detached, request)
         return None
+
+    async def _take_over(self, token: str) -> Detached | None:
+        """The session of another server with this token, taken over (the directory
+        shares sessions across servers), as a detached session of this one; None when
+        no other server has it."""
+        try:
+            presence = await self.directory.take_session(proto.token_digest(token))
+        except DirectoryUnavailable as exc:
+            LOGGER.warning("a resume could not ask the directory: %s", exc)
+            return None
+        if presence is None:
+            return None
+        now = trio.current_time()
+        core = self._core(presence)
+        detached = Detached(now, core.session, core, now, "resumed here", remote=True)
+        detached.gone.set()
+        return detached
+
+    def _new_core(self, presence: proto.Presence) -> proto.ChatSession:
+        """A session's state, under this server's limits."""
+        settings = self._settings
+        return proto.ChatSession(
+            presence,
+            max_line_length=settings.max_line_length,
+            rate=settings.rate,
+            burst=settings.burst,
+            now=trio.current_time(),
+        )
+
+    def _core(self, presence: proto.Presence) -> proto.ChatSession:
+        """The state of a session that began on another server (its room has it)."""
+        core = self._new_core(presence)
+        core.started = True
+        return core
+
+    async def _keep_token(self, session: str, token: str) -> None:
+        """Let other servers take ``session`` by ``token`` (when the directory is shared)."""
+        try:
+            await self.directory.keep_token(session, proto.token_digest(token))
+        except DirectoryUnavailable as exc:  # it resumes here only, then
+            LOGGER.debug("the token of %s is not shared: %s", session, exc)
 
     async def _reattach_keyed(self, user: User) -> bool:
         """A member that resumes by its key (a UDP peer, by its validated address) gets
@@ -151,6 +196,8 @@ class Reattaching:
         core = user.core = detached.core
         self.users[core.session] = user
         token = resumes.issue(core.session)
+        if member.resume_key is None:
+            await self._keep_token(core.session, token)
         await fanout.subscribe(user, core.inbox, held=True)  # what comes meanwhile waits
         await fanout.subscribe(user, core.topic, held=True)
         limit = member.catch_up_limit or MAX_CATCH_UP
@@ -189,6 +236,30 @@ class Reattaching:
                 await self._pacer.turn()
                 await self._expire(detached)
 
+    async def hand_over(self, session: str) -> None:
+        """``session`` resumed on another server: it goes from here without a word (its
+        room still has it); a connection still attached to it here is told and closed."""
+        resumes = self.resumes
+        user = self.users.get(session)
+        if user is not None and session not in resumes.detached:
+            user.end("moved")
+            with trio.move_on_after(self._settings.goodbye_timeout + 1):
+                await resumes.wait_detached(session)
+        if resumes.take(session) is not None or user is not None:
+            LOGGER.info("session %s resumed on another server", session)
+        resumes.forget_token(session)
+
+    def adopt(self, presence: proto.Presence, digest: bytes) -> None:
+        """A dead server's session, in this server's care: it waits for its resume."""
+        if not self.resumes.window:
+            return
+        self.resumes.adopt(self._core(presence), digest, "its server died")
+        LOGGER.info(
+            "%s detached (its server died); its session waits %g s for a resume here",
+            presence.nick,
+            self.resumes.window,
+        )
+
     async def expire_all(self) -> None:
         """End every detached session now (the server stops)."""
         for session in list(self.resumes.detached):
@@ -198,12 +269,13 @@ class Reattaching:
 
     async def _expire(self, detached: Detached) -> None:
         core = detached.core
-        self.store.forget(core.inbox)
         self.resumes.forget_token(core.session)
         try:
-            await self.directory.unregister(core.session)
+            if not await self.directory.unregister(core.session):
+                return  # another server took it (a resume there): it goes on there
         except DirectoryUnavailable as exc:  # its lease runs out
             LOGGER.warning("%s left, but %s", core.nick, exc)
+        self.store.forget(core.inbox)
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):

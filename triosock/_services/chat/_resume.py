@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_RESUME_WINDOW",
     "DETACHED_PER_ADDRESS",
     "MAX_CATCH_UP",
+    "REMOTE_CONTEXT",
     "Detached",
     "Resumes",
     "host_of",
@@ -67,6 +68,9 @@ DEFAULT_MAX_DETACHED: Final = 10_000
 #: The most lines of one room (or of direct messages) a resume shows; older missed
 #: lines are counted, not shown.
 MAX_CATCH_UP: Final = 1000
+#: The lines of each room shown to a session that resumes from another server without
+#: saying the ids it saw (that server did not say what it had written to it).
+REMOTE_CONTEXT: Final = 20
 #: The most detached sessions of one source address (an IPv6 /64; loopback exempt, as
 #: for connections): past it, that address's own oldest ends, not somebody else's.
 DETACHED_PER_ADDRESS: Final = 16
@@ -97,6 +101,8 @@ class Detached:
       gone: set once its last connection is over.
       key: its member's resume key (a UDP peer's address), if it resumes by that.
       source: its source address as the per-address count sees it (None: exempt).
+      remote: it came from another server (taken by its token, or adopted from a dead
+        one), which did not say what it had written to it.
     """
 
     deadline: float
@@ -109,6 +115,7 @@ class Detached:
     gone: trio.Event = field(compare=False, default_factory=trio.Event)
     key: str | None = field(compare=False, default=None)
     source: str | None = field(compare=False, default=None)
+    remote: bool = field(compare=False, default=False)
 
     def written(self) -> dict[str, int]:
         """Topic -> the newest id its last connection took whole."""
@@ -191,6 +198,20 @@ class Resumes:
         heapq.heappush(self._queue, detached)
         self._changed.set()
         self._arrivals.unpark_all()
+        return detached
+
+    def adopt(self, core: proto.ChatSession, digest: bytes, why: str) -> Detached:
+        """Keep a session that came from another server (a dead one's, adopted by the
+        directory) for its resume here, by the token whose SHA-256 is ``digest``."""
+        now = trio.current_time()
+        detached = Detached(now + self.window, core.session, core, now, why, remote=True)
+        detached.gone.set()
+        self.detached[core.session] = detached
+        self.forget_token(core.session)
+        self._by_digest[digest] = core.session
+        self._digest[core.session] = digest
+        heapq.heappush(self._queue, detached)
+        self._changed.set()
         return detached
 
     async def wait_detached(self, session: str) -> None:
@@ -304,6 +325,16 @@ class Resumes:
             )
         for topic, key in topics.items():
             after = after_given.get(key) if request.after is not None else None
+            if after is None and detached.remote and not epoch_lost:
+                # its last server did not say what it wrote: some context, maybe again
+                newest = (await store.last(topic, 0)).last
+                after = max(0, newest - REMOTE_CONTEXT)
+                if newest:
+                    what = "direct messages" if key == proto.DIRECT else f"lines of {key}"
+                    told.append(
+                        f"your session comes from another server, which did not say what "
+                        f"it had shown you: the last {what} follow, some maybe again"
+                    )
             if after is None or epoch_lost:
                 after = written.get(topic, 0) if not epoch_lost else 0
             page = await store.after(topic, after, limit)

@@ -44,7 +44,7 @@ from typing import Final
 
 import trio
 
-from ..._directory import Directory, NickLost, Repair, Returned
+from ..._directory import Adopted, Directory, HandedOver, NickLost, Repair, Returned
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
@@ -129,14 +129,7 @@ class Sessions(Reattaching):
                 await member.outbox.flush(stall_timeout=goodbye)
                 await member.linger()
             return
-        settings = self._settings
-        core = proto.ChatSession(
-            presence,
-            max_line_length=settings.max_line_length,
-            rate=settings.rate,
-            burst=settings.burst,
-            now=trio.current_time(),
-        )
+        core = self._new_core(presence)
         user = User(member, core)
         self.users[core.session] = user
         fanout = self._fanout
@@ -194,6 +187,8 @@ class Sessions(Reattaching):
         core, member = user.core, user.member
         wants = self.resumes.window and member.resume_key is None  # others resume by key
         token = self.resumes.issue(core.session) if wants else ""
+        if token:
+            await self._keep_token(core.session, token)
         greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
         if greeting:
             user.outbox.put(greeting, 0)
@@ -400,10 +395,15 @@ class Sessions(Reattaching):
         core = user.core
         self.store.forget(core.inbox)  # nobody will read it
         self.resumes.forget_token(core.session)
+        mine = True
         try:
-            await self.directory.unregister(core.session)  # idempotent
+            mine = await self.directory.unregister(core.session)  # idempotent
         except DirectoryUnavailable as exc:  # nobody renews its lease: it runs out
             LOGGER.warning("%s left, but %s", core.nick, exc)
+        if not mine and core.started:  # it resumed on another server: it goes on there
+            user.leave()
+            LOGGER.info("%s left here (its session resumed on another server)", core.nick)
+            return
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
@@ -448,7 +448,7 @@ class Sessions(Reattaching):
         while True:
             await trio.sleep(interval)
             try:
-                ghosts = await self.directory.reap()
+                ghosts = await self.directory.reap(adopt=bool(self.resumes.window))
             except DirectoryUnavailable:
                 continue
             for ghost in ghosts:
@@ -467,6 +467,12 @@ class Sessions(Reattaching):
 
     async def _repair(self, repairs: list[Repair]) -> None:
         for repair in repairs:
+            if isinstance(repair, HandedOver):
+                await self.hand_over(repair.session)
+                continue
+            if isinstance(repair, Adopted):
+                self.adopt(repair.presence, repair.digest)
+                continue
             user = self.users.get(repair.session)
             if user is None or user.phase is LEFT:
                 continue
