@@ -28,7 +28,7 @@ from .chattools import (
     web_chat,
 )
 from .clitools import line_process, need
-from .conftest import GUARD
+from .conftest import GUARD, reset_on_close
 from .test_chat_web import ws_url
 
 TOKEN = re.compile(rb"your resume token: ([A-Za-z0-9_-]{32}) ")
@@ -492,3 +492,43 @@ async def test_the_resume_watermark_is_what_the_socket_took_and_what_a_policy_dr
     assert user.written() == {"room:#lobby": 3}
     user.outbox.drop_waiting()  # the end: 4 never left, and is owed
     assert user.written() == {"room:#lobby": 3}
+
+
+async def test_a_resume_whose_connection_dies_unread_leaves_the_old_token_working() -> None:
+    """The new token of a resume is told on the new connection; if that one dies before
+    its client read it, the token it presented still works, until the client speaks on
+    a resumed connection (then only the newest does)."""
+    chat = ChatServer(rate=None)
+    with trio.fail_after(GUARD):
+        async with chat_servers(chat) as (tcp, _, _):
+            bob = await LineSocket.connect(tcp.port)
+            first = await token_of(bob)
+            bob.close()
+            watcher = await LineSocket.connect(tcp.port)
+            await wait_away(watcher, b"guest1")
+            lost = await LineSocket.connect(tcp.port)
+            await lost.send(b"/resume " + first + b"\n")
+            second = await token_of(lost)  # (as if it had not reached its client)
+            reset_on_close(lost.sock)
+            lost.close()  # reset: it said nothing on the resumed connection
+            await wait_away(watcher, b"guest1")
+            back = await LineSocket.connect(tcp.port)
+            await back.send(b"/resume " + first + b"\n")  # still works
+            await back.read_until(b"welcome back, guest1")
+            third = await token_of(back)
+            await back.send(b"hello\n")  # it speaks: it has the newest token
+            await watcher.read_until(b"guest1: hello")
+            back.close()
+            await wait_away(watcher, b"guest1")
+            for old in (first, second):  # neither works any more
+                again = await LineSocket.connect(tcp.port)
+                await again.send(b"/resume " + old + b"\n")
+                assert (await again.read_until(b"resume refused")).startswith(
+                    b"-!- resume refused: no session has that token"
+                )
+                again.close()
+            last = await LineSocket.connect(tcp.port)
+            await last.send(b"/resume " + third + b"\n")
+            await last.read_until(b"welcome back, guest1")
+            for user in (watcher, last):
+                user.close()

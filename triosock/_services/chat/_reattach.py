@@ -195,7 +195,7 @@ class Reattaching:
         away = trio.current_time() - detached.since
         core = user.core = detached.core
         self.users[core.session] = user
-        token = resumes.issue(core.session)
+        token = resumes.issue(core.session, keep_previous=True)
         if member.resume_key is None:
             await self._keep_token(core.session, token)
         await fanout.subscribe(user, core.inbox, held=True)  # what comes meanwhile waits

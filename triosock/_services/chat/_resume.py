@@ -143,6 +143,7 @@ class Resumes:
         self._by_source: dict[str, deque[str]] = {}  # source address -> its detached, oldest first
         self._evict: list[str] = []  # sessions to end now (their address has too many)
         self._digest: dict[str, bytes] = {}
+        self._previous: dict[str, bytes] = {}  # session -> its token before a resume
         self._changed = trio.Event()
         self._arrivals = trio.lowlevel.ParkingLot()
         self.wrong = proto.WrongTokens()
@@ -152,9 +153,15 @@ class Resumes:
 
     # -- tokens --------------------------------------------------------------------------
 
-    def issue(self, session: str) -> str:
-        """A new token for ``session`` (its old one, if any, no longer works)."""
+    def issue(self, session: str, *, keep_previous: bool = False) -> str:
+        """A new token for ``session``; its old one, if any, no longer works, unless
+        ``keep_previous``: then it works until :meth:`confirm` (a resume's new token is
+        told on a connection that may die before its client reads it)."""
+        previous = self._digest.get(session) if keep_previous else None
         self.forget_token(session)
+        if previous is not None:
+            self._by_digest[previous] = session
+            self._previous[session] = previous
         token = proto.new_token()
         digest = proto.token_digest(token)
         self._by_digest[digest] = session
@@ -169,13 +176,24 @@ class Resumes:
         if session is None:
             hmac.compare_digest(digest, digest)  # the same work either way
             return None
-        return session if hmac.compare_digest(self._digest[session], digest) else None
+        current = hmac.compare_digest(self._digest.get(session, b""), digest)
+        previous = hmac.compare_digest(self._previous.get(session, b""), digest)
+        return session if current or previous else None
+
+    def confirm(self, session: str) -> None:
+        """``session``'s client spoke on its new connection, so it has its new token:
+        the one before no longer works. Not a checkpoint; cheap when nothing waits."""
+        if self._previous:
+            previous = self._previous.pop(session, None)
+            if previous is not None:
+                self._by_digest.pop(previous, None)
 
     def forget_token(self, session: str) -> None:
-        """``session``'s token no longer works."""
+        """``session``'s tokens no longer work."""
         digest = self._digest.pop(session, None)
         if digest is not None:
             self._by_digest.pop(digest, None)
+        self.confirm(session)
 
     # -- detaching and expiring ------------------------------------------------------------
 

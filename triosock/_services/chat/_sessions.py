@@ -232,6 +232,7 @@ class Sessions(Reattaching):
                 user.end("eof")
                 return
             self.lines_received += len(burst)
+            self.resumes.confirm(user.core.session)  # it has its new token, if resumed
             self._bound_answers(user, max_backlog)
             for item in burst:
                 effects = handle(user.core, item, trio.current_time())  # a resume changes it
