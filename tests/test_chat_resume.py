@@ -16,6 +16,7 @@ from websockets.trio.client import connect
 
 from triosock import open_udp_channel
 from triosock._sansio import chat as proto
+from triosock._services.chat._resume import PREVIOUS_TOKEN_GRACE
 from triosock.chat import ChatServer
 
 from .chattools import (
@@ -125,6 +126,8 @@ async def test_the_old_token_is_refused_and_wrong_tokens_are_slowed_per_address(
     with trio.fail_after(300):
         async with chat_servers(chat) as (tcp, _, _):
             token, watcher, back = await cut_and_resume(tcp.port)
+            await back.send(b"hi\n")  # it speaks: it has its new token, the old one goes
+            await watcher.read_until(b"guest1: hi")
             back.close()
             waits = []
             for attempt in range(6):
@@ -531,4 +534,24 @@ async def test_a_resume_whose_connection_dies_unread_leaves_the_old_token_workin
             await last.send(b"/resume " + third + b"\n")
             await last.read_until(b"welcome back, guest1")
             for user in (watcher, last):
+                user.close()
+
+
+async def test_the_token_a_resume_was_made_with_stops_working_after_30_s(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer()
+    with trio.fail_after(300):
+        async with chat_servers(chat) as (tcp, _, _):
+            token, watcher, back = await cut_and_resume(tcp.port)
+            resumed = trio.current_time()
+            back.close()  # silent: it may not have read its new token
+            await wait_away(watcher, b"guest1")
+            await trio.sleep(PREVIOUS_TOKEN_GRACE - (trio.current_time() - resumed))
+            late = await LineSocket.connect(tcp.port)
+            await late.send(b"/resume " + token + b"\n")
+            assert (await late.read_until(b"resume refused")).startswith(
+                b"-!- resume refused: no session has that token"
+            )
+            for user in (late, watcher):
                 user.close()

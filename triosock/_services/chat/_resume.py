@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_RESUME_WINDOW",
     "DETACHED_PER_ADDRESS",
     "MAX_CATCH_UP",
+    "PREVIOUS_TOKEN_GRACE",
     "REMOTE_CONTEXT",
     "Detached",
     "Resumes",
@@ -68,6 +69,9 @@ DEFAULT_MAX_DETACHED: Final = 10_000
 #: The most lines of one room (or of direct messages) a resume shows; older missed
 #: lines are counted, not shown.
 MAX_CATCH_UP: Final = 1000
+#: Seconds the token a resume was made with keeps working, unless the client speaks on
+#: the resumed connection first (then it has the new one).
+PREVIOUS_TOKEN_GRACE: Final = 30.0
 #: The lines of each room shown to a session that resumes from another server without
 #: saying the ids it saw (that server did not say what it had written to it).
 REMOTE_CONTEXT: Final = 20
@@ -143,7 +147,8 @@ class Resumes:
         self._by_source: dict[str, deque[str]] = {}  # source address -> its detached, oldest first
         self._evict: list[str] = []  # sessions to end now (their address has too many)
         self._digest: dict[str, bytes] = {}
-        self._previous: dict[str, bytes] = {}  # session -> its token before a resume
+        # session -> its token before a resume, and until when it works
+        self._previous: dict[str, tuple[bytes, float]] = {}
         self._changed = trio.Event()
         self._arrivals = trio.lowlevel.ParkingLot()
         self.wrong = proto.WrongTokens()
@@ -155,13 +160,14 @@ class Resumes:
 
     def issue(self, session: str, *, keep_previous: bool = False) -> str:
         """A new token for ``session``; its old one, if any, no longer works, unless
-        ``keep_previous``: then it works until :meth:`confirm` (a resume's new token is
-        told on a connection that may die before its client reads it)."""
+        ``keep_previous``: then it works until :meth:`confirm`, for at most
+        :data:`PREVIOUS_TOKEN_GRACE` seconds (a resume's new token is told on a
+        connection that may die before its client reads it)."""
         previous = self._digest.get(session) if keep_previous else None
         self.forget_token(session)
         if previous is not None:
             self._by_digest[previous] = session
-            self._previous[session] = previous
+            self._previous[session] = (previous, trio.current_time() + PREVIOUS_TOKEN_GRACE)
         token = proto.new_token()
         digest = proto.token_digest(token)
         self._by_digest[digest] = session
@@ -177,7 +183,8 @@ class Resumes:
             hmac.compare_digest(digest, digest)  # the same work either way
             return None
         current = hmac.compare_digest(self._digest.get(session, b""), digest)
-        previous = hmac.compare_digest(self._previous.get(session, b""), digest)
+        kept, until = self._previous.get(session, (b"", 0.0))
+        previous = hmac.compare_digest(kept, digest) and trio.current_time() < until
         return session if current or previous else None
 
     def confirm(self, session: str) -> None:
@@ -186,7 +193,7 @@ class Resumes:
         if self._previous:
             previous = self._previous.pop(session, None)
             if previous is not None:
-                self._by_digest.pop(previous, None)
+                self._by_digest.pop(previous[0], None)
 
     def forget_token(self, session: str) -> None:
         """``session``'s tokens no longer work."""
