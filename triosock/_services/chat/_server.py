@@ -116,9 +116,12 @@ HUB_HELD: Final = (
     "the rooms are degraded: the broker is unreachable, so what is said waits, and is "
     "delivered in order when it is back; reconnecting"
 )
-#: How often, and how many times, the epoch is asked for when the broker is back.
+#: How often, and how many times, the epoch is asked for when the broker is back; the
+#: longest wait for one answer; how long the fan-out waits for it at most.
 EPOCH_RETRY: Final = 0.25
 EPOCH_ATTEMPTS: Final = 20
+EPOCH_WAIT: Final = 2.0
+EPOCH_HOLD: Final = 2.0
 #: What users are told when the history began again (a broker that restarted empty).
 HISTORY_RESET: Final = (
     "the history was reset (the broker restarted without its data): earlier lines are "
@@ -258,6 +261,7 @@ class ChatServer(Running):
             store = MemoryStore(history) if isinstance(self.hub, InProcessHub) else NullStore()
         self.store: Store = store
         self._nursery: trio.Nursery | None = None
+        self._told_epoch = store.epoch  # the epoch users were told of
         self.policy: Policy = policy
         self.buffer = buffer
         self.max_line_length = max_line_length
@@ -306,37 +310,48 @@ class ChatServer(Running):
         self._sessions.tell_everyone(HUB_BACK if healthy else degraded)
         if healthy:
             self.directory.check_soon()
-            if self._nursery is not None and self.store.delivers:
-                # what the broker delivers now waits until we know its epoch
-                self._fanout.hold = trio.Event()
-                self._nursery.start_soon(self._check_epoch)
+            if self._nursery is not None and self.store.delivers and self._fanout.hold is None:
+                # what the broker delivers now waits (a little) until we know its epoch
+                hold = self._fanout.hold = trio.Event()
+                self._nursery.start_soon(self._check_epoch, hold)
 
-    async def _check_epoch(self) -> None:
+    async def _check_epoch(self, hold: trio.Event) -> None:
         """The broker is back: if it lost the history, tell everyone (their ids are
-        of the old epoch). Its first answer may be a failure (the store's own connection
-        learns of the loss then): asked again every :data:`EPOCH_RETRY` s, a few times."""
+        of the old epoch). Its first answers may be failures (the store's own connection
+        learns of the loss then): asked again every :data:`EPOCH_RETRY` s, at most
+        :data:`EPOCH_ATTEMPTS` times; the fan-out waits :data:`EPOCH_HOLD` s at most."""
         try:
-            await self._learn_epoch()
+            with trio.move_on_after(EPOCH_HOLD):
+                if await self._learn_epoch():
+                    return
+            self._release(hold)  # too slow to answer: deliver, and keep asking
+            await self._learn_epoch(EPOCH_ATTEMPTS)
         finally:
-            if self._fanout.hold is not None:
-                self._fanout.hold.set()
-                self._fanout.hold = None
+            self._release(hold)
 
-    async def _learn_epoch(self) -> None:
-        before = self.store.epoch
-        for _ in range(EPOCH_ATTEMPTS):
+    def _release(self, hold: trio.Event) -> None:
+        hold.set()
+        if self._fanout.hold is hold:
+            self._fanout.hold = None
+
+    async def _learn_epoch(self, attempts: int = 2**62) -> bool:
+        """Read the broker's epoch and tell everyone if it is not the one they were
+        told; whether it was read."""
+        for _ in range(attempts):
             try:
-                with trio.fail_after(5):
+                with trio.fail_after(EPOCH_WAIT):
                     epoch = await self.store.refresh_epoch()
                 break
             except Exception as exc:  # the broker's client's errors: away again
                 LOGGER.debug("could not read the history's epoch: %r", exc)
                 await trio.sleep(EPOCH_RETRY)
         else:
-            return  # its next return asks again
-        if epoch != before:
+            return False  # its next return asks again
+        if epoch != self._told_epoch:
             LOGGER.warning("the history was reset: its epoch is now %s", epoch)
+            self._told_epoch = epoch
             self._sessions.tell_history_reset(epoch, HISTORY_RESET)
+        return True
 
     # -- the directory, as the API sees it -----------------------------------------------
 

@@ -430,14 +430,15 @@ class Sessions(Reattaching):
 
     def tell_history_reset(self, epoch: str, text: str) -> None:
         """Tell every LIVE user the history began again (its ids with it): the
-        member's own frame (a WebSocket event), then the notice."""
+        member's own frame (a WebSocket event), then the notice, before what its
+        subscriptions hold (the new history's lines)."""
         for user in list(self.users.values()):
             if user.phase is LIVE:
-                self._fanout.collect(user)
+                user.seen.clear()  # ids of the old history: they filter nothing now
                 frame = user.member.history_reset(epoch)
                 if frame:
                     user.outbox.put(frame, 0)
-                self._fanout.tell(user, text)
+                user.outbox.put(user.renderer.notice(text), 0)
 
     def end_everyone(self) -> None:
         """End every session: the server is stopping (nobody feeds them any more)."""
