@@ -273,7 +273,7 @@ async def test_history_command_over_tcp_and_the_history_bound() -> None:
             alice = await LineSocket.connect(tcp.port)
             await alice.send(b"said\n/history\n")
             assert await alice.read_until(b"history") == (
-                b"-!- this server keeps no history (--history 0, or rooms shared through Redis)"
+                b"-!- this server keeps no history (--history 0)"
             )
             alice.close()
 

@@ -136,6 +136,7 @@ class RedisDirectory(Running, Directory):
         self._ids = itertools.count(1)
         self._mine: dict[str, Presence] = {}  # this process's sessions
         self._stamps: dict[str, str] = {}  # session -> when Redis saw its nick claimed
+        self._tokens: dict[str, str] = {}  # session -> its token's digest (hex)
         self._repairs: deque[Repair] = deque(maxlen=MAX_REPAIRS)
         self._client: coredis.Redis[bytes] | None = None
         self._leased = False  # this process's lease was written at least once
@@ -233,6 +234,7 @@ class RedisDirectory(Running, Directory):
     async def unregister(self, session: str) -> bool:
         presence = self._mine.pop(session, None)
         self._stamps.pop(session, None)
+        self._tokens.pop(session, None)
         if presence is None:
             await trio.lowlevel.checkpoint()
             return False  # not this process's (any more)
@@ -300,6 +302,7 @@ class RedisDirectory(Running, Directory):
             presence = Presence(items[i], items[i + 1], items[i + 2], items[i + 3])
             if items[i + 4] == "a":  # in this process's care now
                 self._mine[presence.session] = presence
+                self._tokens[presence.session] = items[i + 5]
                 self._repairs.append(Adopted(presence, bytes.fromhex(items[i + 5])))
                 self._repaired.set()
             else:
@@ -307,6 +310,7 @@ class RedisDirectory(Running, Directory):
         return reaped
 
     async def keep_token(self, session: str, digest: bytes) -> None:
+        self._tokens[session] = digest.hex()
         with self._unavailable():
             args = [self.prefix, session, digest.hex()]
             await self._redis().eval(lua.KEEP_TOKEN, keys=[], args=args)
@@ -320,6 +324,7 @@ class RedisDirectory(Running, Directory):
         session, nick, room, kind, stamp, came_from = (_text(item) for item in found)
         presence = Presence(session, nick, room, kind)
         self._mine[session] = presence
+        self._tokens.pop(session, None)  # used up: the taker keeps a new one
         if stamp:
             self._stamps[session] = stamp
         LOGGER.info("session %s (%s) taken over from process %s", session, nick, came_from)
@@ -381,7 +386,8 @@ class RedisDirectory(Running, Directory):
         args = self._lease_args()
         for p in presences:
             stamp = self._stamps.get(p.session, "")  # (none: the newest claim of all)
-            args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind, stamp]
+            token = self._tokens.get(p.session, "")
+            args += [p.session, nick_key(p.nick), p.nick, p.room, p.kind, stamp, token]
         reply = await client.eval(lua.ASSERT, keys=[], args=args)
         held, evicted, back, handed = reply if isinstance(reply, list) else (0, [], [], [])
         self._apply(evicted, back, handed)
@@ -395,6 +401,7 @@ class RedisDirectory(Running, Directory):
             session = _text(item)
             if self._mine.pop(session, None) is not None:
                 self._stamps.pop(session, None)
+                self._tokens.pop(session, None)
                 self._repairs.append(HandedOver(session))
                 self._repaired.set()
         for entry in evicted if isinstance(evicted, list) else []:

@@ -69,7 +69,7 @@ local function guest(p, s)
       local ts = stamp()
       redis.call('SET', key, s)
       redis.call('HSET', p .. 'session:' .. s, 'nick', nick, 'nk', nick, 'ts', ts)
-      local origin = string.match(s, '^([^.]+)%.')
+      local origin = home(p, s)
       redis.call('RPUSH', p .. 'evicted:' .. origin, s .. ' ' .. nick .. ' ' .. ts)
       return nick
     end
@@ -132,8 +132,9 @@ return {0, evicted, handed}
 # ``home``) is left alone; one this process took over gets its ``home`` written. Of two
 # live sessions with the same nick (one claimed it while Redis had lost the other's), the
 # earlier claim keeps it and the other gets a guest nick.
-# ARGV: lease ms, lease end ms, the prefix, the origin, then six per session: id, nick
-# key, nick, room, kind, claim stamp.
+# ARGV: lease ms, lease end ms, the prefix, the origin, then seven per session: id, nick
+# key, nick, room, kind, claim stamp, its token's digest ('': none; written when Redis
+# lost it, so that a session still resumes on another process after a Redis restart).
 ASSERT: Final = (
     _COMMON
     + _GUEST
@@ -144,9 +145,9 @@ local held = redis.call('EXISTS', p .. 'proc:' .. origin)
 redis.call('SET', p .. 'proc:' .. origin, '1', 'PX', ARGV[1])
 redis.call('ZADD', p .. 'procs', ARGV[2], origin)
 local back = {}
-for i = 5, #ARGV, 6 do
-  local s, nk, nick, room, kind, ts = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-    ARGV[i + 4], ARGV[i + 5]
+for i = 5, #ARGV, 7 do
+  local s, nk, nick, room, kind, ts, rd = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+    ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
   local sk, key = p .. 'session:' .. s, p .. 'nick:' .. nk
   local hm = redis.call('HGET', sk, 'home')
   if hm and hm ~= origin and redis.call('HGET', sk, 'adopted') == hm then
@@ -184,6 +185,10 @@ for i = 5, #ARGV, 6 do
       redis.call('SET', key, s)
       redis.call('HSET', sk, 'nick', nick, 'nk', nk, 'ts', ts)
     end
+    if rd ~= '' and not redis.call('HGET', sk, 'rd') then
+      redis.call('SET', p .. 'token:' .. rd, s)
+      redis.call('HSET', sk, 'rd', rd)
+    end
     redis.call('SADD', p .. 'in:' .. room, s)
     redis.call('SADD', p .. 'everyone', s)
     redis.call('SADD', p .. 'rooms', room)
@@ -216,7 +221,7 @@ local dead = redis.call('ZRANGEBYSCORE', p .. 'procs', '-inf', '(' .. now, 'LIMI
 local out, budget = {}, 100
 for _, origin in ipairs(dead) do
   if budget <= 0 then break end
-  if redis.call('EXISTS', p .. 'proc:' .. origin) == 0 then
+  if origin ~= adopter and redis.call('EXISTS', p .. 'proc:' .. origin) == 0 then
     local ids = redis.call('SPOP', p .. 'owned:' .. origin, budget)
     if #ids < budget then redis.call('ZREM', p .. 'procs', origin) end
     budget = budget - #ids
@@ -224,7 +229,9 @@ for _, origin in ipairs(dead) do
     for _, s in ipairs(ids) do
       local sk = p .. 'session:' .. s
       local h = redis.call('HMGET', sk, 'nick', 'room', 'kind', 'nk', 'rd')
-      if adopter ~= '' and h[1] and h[2] and h[5] then
+      if home(p, s) ~= origin then
+        -- another process holds it now (a stale entry of this one's): not reaped
+      elseif adopter ~= '' and h[1] and h[2] and h[5] then
         redis.call('HSET', sk, 'home', adopter, 'adopted', adopter)
         redis.call('SADD', p .. 'owned:' .. adopter, s)
         for _, v in ipairs({s, h[1], h[2], h[3] or '', 'a', h[5]}) do table.insert(out, v) end
@@ -267,13 +274,15 @@ local old = redis.call('HGET', sk, 'rd')
 if old then redis.call('DEL', p .. 'token:' .. old) end
 redis.call('SET', p .. 'token:' .. ARGV[3], s)
 redis.call('HSET', sk, 'rd', ARGV[3])
+redis.call('HDEL', sk, 'adopted')  -- resumed: no longer a dead process's to take back
 return 1
 """
 
 # Take the session whose token's digest is ARGV[2] for process ARGV[3]: {id, nick, room,
-# kind, claim stamp, the process it came from}; false when no session has that token,
-# or this process holds it. Its token is used up; the process it came from finds it in
-# its ``handed`` queue at its next renewal. ARGV: prefix, digest, this process.
+# kind, claim stamp, the process it came from (this one, when it holds it already)};
+# false when no session has that token. Its token is used up; the process it came from
+# finds it in its ``handed`` queue at its next renewal (and this one forgets an earlier
+# hand-over of it). ARGV: prefix, digest, this process.
 TAKE: Final = (
     _COMMON
     + """
@@ -288,12 +297,16 @@ if not (h[1] and h[2]) then
   return false
 end
 local from = home(p, s)
-if from == me then return false end
 redis.call('DEL', tk)
+if from == me then
+  redis.call('HDEL', sk, 'rd', 'adopted')
+  return {s, h[1], h[2], h[3] or '', h[4] or '', me}
+end
 redis.call('HDEL', sk, 'rd', 'adopted')
 redis.call('HSET', sk, 'home', me)
 redis.call('SREM', p .. 'owned:' .. from, s)
 redis.call('SADD', p .. 'owned:' .. me, s)
+redis.call('LREM', p .. 'handed:' .. me, 0, s)
 redis.call('RPUSH', p .. 'handed:' .. from, s)
 redis.call('PEXPIRE', p .. 'handed:' .. from, """
     + str(TOMBSTONE_MS)

@@ -257,6 +257,8 @@ class RedisHub(Running, Hub[bytes]):
         local = self._local.subscribe(topic, buffer=buffer, policy=policy)
         count = self._channels.get(topic, 0)
         self._channels[topic] = count + 1
+        if not count:
+            self._ids.pop(topic, None)  # what came before is not ours to repair
         try:
             if count == 0:
                 await self._redis_subscribe(topic)
@@ -517,6 +519,8 @@ class RedisHub(Running, Hub[bytes]):
 
     def _relayed(self, topic: str, line_id: int, item: bytes) -> None:
         """A relayed message arrived: after the ones its topic missed, if any."""
+        if topic not in self._channels:
+            return  # nobody here any more (it was in flight)
         last = self._ids.get(topic, 0)
         self._ids[topic] = line_id
         relay = self.relay

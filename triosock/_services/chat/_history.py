@@ -14,16 +14,23 @@ nothing missing, nothing twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Final
 
 from ..._sansio import chat as proto
-from ..._sansio.history import Record
+from ..._sansio.history import Page, Record
 from ..._store import Store
 from ._fanout import FanOut
 from ._settings import ChatSettings
 from ._user import User
 
-__all__ = ["HistoryViews"]
+#: What a user is told when the history cannot be read (a broker away).
+HISTORY_UNREADABLE: Final = "the history cannot be read right now: earlier lines are not shown"
+
+__all__ = ["HISTORY_UNREADABLE", "HistoryViews"]
+
+LOGGER = logging.getLogger("triosock.chat")
 
 
 def within(
@@ -81,8 +88,8 @@ class HistoryViews:
         topic, seen = proto.room_topic(room), None
         if topic not in user.subs:  # on arrival; a move subscribed already
             await self._fanout.subscribe(user, topic, held=True)
-        if topic in user.held:
-            page = await self.store.last(topic, self.on_join)
+        page = await self._last(user, topic, self.on_join) if topic in user.held else None
+        if page is not None:
             records, left_out = within(page.records, self.budget, user)
             if records:
                 seen = page.newest
@@ -92,14 +99,24 @@ class HistoryViews:
                 user.mark(topic, 0, page.last)
         self._fanout.release(user, topic, seen)
 
+    async def _last(self, user: User, topic: str, count: int) -> Page | None:
+        """The store's last ``count`` lines of ``topic``; None, ``user`` told why, when
+        the store cannot be read (a broker away)."""
+        try:
+            return await self.store.last(topic, count)
+        except Exception as exc:  # the store's client's errors
+            LOGGER.warning("could not read the history of %s: %r", topic, exc)
+            self._fanout.tell(user, HISTORY_UNREADABLE)
+            return None
+
     async def recall(self, user: User, room: str, count: int) -> None:
         """Show ``user`` the last ``count`` lines of ``room`` again (``/history``)."""
         if not self.store.per_key:
-            self._fanout.tell(
-                user, "this server keeps no history (--history 0, or rooms shared through Redis)"
-            )
+            self._fanout.tell(user, "this server keeps no history (--history 0)")
             return
-        page = await self.store.last(proto.room_topic(room), count)
+        page = await self._last(user, proto.room_topic(room), count)
+        if page is None:
+            return
         records, left_out = within(page.records, self.budget, user)
         shown = proto.recall(room, records, more=page.more or left_out > 0)
         if not shown:

@@ -19,7 +19,7 @@ from ..._pacer import Pacer
 from ..._sansio import chat as proto
 from ..._store import Store
 from ._fanout import FanOut
-from ._history import HistoryViews
+from ._history import HISTORY_UNREADABLE, HistoryViews
 from ._presence import Presence
 from ._resume import MAX_CATCH_UP, Detached, Resumes, host_of, token_notice
 from ._settings import ChatSettings
@@ -124,6 +124,15 @@ class Reattaching:
             return None
         if presence is None:
             return None
+        session, resumes = presence.session, self.resumes
+        other = self.users.get(session)
+        if other is not None and session not in resumes.detached:  # attached here
+            other.end("moved")
+            with trio.move_on_after(self._settings.goodbye_timeout + 1):
+                await resumes.wait_detached(session)
+        mine = resumes.take(session)  # it was here (this server knew another token)
+        if mine is not None:
+            return mine
         now = trio.current_time()
         core = self._core(presence)
         detached = Detached(now, core.session, core, now, "resumed here", remote=True)
@@ -202,7 +211,11 @@ class Reattaching:
         await fanout.subscribe(user, core.topic, held=True)
         limit = member.catch_up_limit or MAX_CATCH_UP
         budget = self._settings.max_backlog // 2  # shown at once, like any earlier lines
-        told, shown, shown_ids = await resumes.missed(detached, request, limit, budget, user)
+        try:
+            told, shown, shown_ids = await resumes.missed(detached, request, limit, budget, user)
+        except Exception as exc:  # the store's client's errors (a broker away)
+            LOGGER.warning("could not read what %s missed: %r", core.nick, exc)
+            told, shown, shown_ids = [HISTORY_UNREADABLE], [], {}
         greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
         if greeting:
             user.outbox.put(greeting, 0)

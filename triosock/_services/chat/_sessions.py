@@ -394,7 +394,6 @@ class Sessions(Reattaching):
         if user.phase is LEFT:
             return
         core = user.core
-        self.store.forget(core.inbox)  # nobody will read it
         self.resumes.forget_token(core.session)
         mine = True
         try:
@@ -405,6 +404,7 @@ class Sessions(Reattaching):
             user.leave()
             LOGGER.info("%s left here (its session resumed on another server)", core.nick)
             return
+        self.store.forget(core.inbox)  # nobody will read it
         for effect in core.leave():
             assert isinstance(effect, proto.Publish)
             with contextlib.suppress(trio.ClosedResourceError):
