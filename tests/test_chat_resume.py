@@ -547,7 +547,7 @@ async def test_the_token_a_resume_was_made_with_stops_working_after_30_s(
             resumed = trio.current_time()
             back.close()  # silent: it may not have read its new token
             await wait_away(watcher, b"guest1")
-            await trio.sleep(PREVIOUS_TOKEN_GRACE - (trio.current_time() - resumed))
+            await trio.sleep_until(resumed + PREVIOUS_TOKEN_GRACE)
             late = await LineSocket.connect(tcp.port)
             await late.send(b"/resume " + token + b"\n")
             assert (await late.read_until(b"resume refused")).startswith(

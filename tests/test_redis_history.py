@@ -214,3 +214,27 @@ async def _told_of_the_reset(redis: RedisProcess, chat: ChatServer) -> None:
         again = await events.next(type="message")
         assert (again["text"], again["id"]) == ("after", 1)
         alice.close()
+
+
+async def test_a_line_and_the_leave_after_it_keep_their_order_on_the_senders_server() -> None:
+    """Lines said go through Redis (it gives their ids); a join or leave on the same room
+    goes the same way, so that a sender's last words come before its leaving, on its
+    own server as on the others."""
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            chat_node(redis.url, "127.0.0.2", history=100) as (_, a),
+            chat_node(redis.url, "127.0.0.3", history=100) as (_, b),
+        ):
+            (bob, here) = await chat_users(a, "127.0.0.2", 2)
+            (there,) = await chat_users(b, "127.0.0.3", 1)
+            await bob.send(b"/nick bob\n")
+            for user in (here, there):
+                await user.read_until(b"is now known as bob")
+            await bob.send(b"bye\n/quit\n")
+            for user in (here, there):
+                await user.read_until(b"bob left")
+                said = [line for line in user.lines if b"bob" in line]
+                assert said[-2:] == [b"[#lobby] bob: bye", b"* bob left #lobby"]
+            for user in (bob, here, there):
+                user.close()

@@ -521,6 +521,9 @@ class RedisHub(Running, Hub[bytes]):
         """A relayed message arrived: after the ones its topic missed, if any."""
         if topic not in self._channels:
             return  # nobody here any more (it was in flight)
+        if not line_id:  # (no id: a message that only keeps its place)
+            self._received_one(topic, item[2 * _SEQ :])
+            return
         last = self._ids.get(topic, 0)
         self._ids[topic] = line_id
         relay = self.relay

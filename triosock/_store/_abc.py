@@ -79,9 +79,9 @@ class Store(trio.abc.AsyncResource):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
-    def deliver_nowait(self, key: str, event: Stored) -> None:
-        """Record ``event`` under ``key`` and publish it on the topic ``key`` at once, for
-        a store that :attr:`delivers`. Not a checkpoint.
+    def deliver_nowait(self, key: str, event: proto.Event) -> None:
+        """Publish ``event`` on the topic ``key`` at once, recording it first if it is a
+        line said (:data:`STORED`), for a store that :attr:`delivers`. Not a checkpoint.
 
         Raises:
           NotImplementedError: the store does not deliver (the default).

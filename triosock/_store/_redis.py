@@ -44,7 +44,7 @@ import trio
 from .._redis import redis_client
 from .._sansio import chat as proto
 from .._sansio.history import DEFAULT_HISTORY, Page, Record
-from ._abc import Store, Stored
+from ._abc import STORED, Store, Stored
 
 if TYPE_CHECKING:
     import coredis
@@ -60,11 +60,14 @@ _RELAYED_TTL: Final = 86_400
 #: What an encoded line begins with before its id is known (the id is its first key).
 _HEAD: Final = b'{"id":0,'
 _TIME: Final = b'"time":0,'
+#: What a relayed message that is no line said begins with (after its number).
+_PLAIN: Final = b"\x01"
 
 # KEYS: channel, stream, counter, epoch, the origin's last number.
 # ARGV: what the published payload begins with, lines kept (0: none), ttl (0: none), a
 # new epoch, then each line: its number (8 bytes), the JSON between the id and the time,
-# a NUL, the JSON after the time.
+# a NUL, the JSON after the time; or, for an event that is no line said, its number,
+# the byte 1 and the event's JSON.
 _RELAY: Final = """
 local keep, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[4]) == 0 then redis.call('SET', KEYS[4], ARGV[4]) end
@@ -84,7 +87,11 @@ for i = 5, #ARGV do
   local m = ARGV[i]
   local n = 0
   for j = 1, 8 do n = n * 256 + string.byte(m, j) end
-  if n > heard then
+  if n > heard and string.byte(m, 9) == 1 then
+    heard = n  -- no line said: published in its place, with id 0, not recorded
+    local item = string.sub(m, 1, 8) .. be(0, 8) .. string.sub(m, 10)
+    out[#out + 1] = be(#item, 4) .. item
+  elseif n > heard then
     heard = n
     local cut = string.find(m, '\\0', 9, true)
     local id = redis.call('INCR', KEYS[3])
@@ -193,9 +200,13 @@ class RedisStore(Store):
         :meth:`deliver_nowait` records it."""
         return proto.encode_event(dataclasses.replace(event, id=0, time=0))
 
-    def deliver_nowait(self, key: str, event: Stored) -> None:
-        """Record ``event`` under ``key`` and publish it, through the hub: Redis gives it
-        its id and time (see the module docstring). Never blocks; not a checkpoint."""
+    def deliver_nowait(self, key: str, event: proto.Event) -> None:
+        """Publish ``event`` through the hub, in Redis's order on its topic; a line
+        said (:data:`~._abc.STORED`) is recorded too, Redis giving it its id and time
+        (see the module docstring). Never blocks; not a checkpoint."""
+        if not isinstance(event, STORED):  # a join, a leave...: no id, its place kept
+            self.hub.relay_nowait(key, _PLAIN + proto.encode_event(event), self)
+            return
         data = self.append_nowait(key, event)
         cut = data.rindex(_TIME)
         if not data.startswith(_HEAD):  # pragma: no cover - the encoder's key order

@@ -60,10 +60,12 @@ async def publish(
     Raises:
       trio.ClosedResourceError: the hub is closed.
     """
+    if store is not None and store.delivers:
+        # the broker gives lines said their ids where it publishes; everything else on
+        # the topic goes the same way, so that it keeps its place among them
+        store.deliver_nowait(topic, event)
+        return  # no checkpoint, as below
     if store is not None and type(event) in _STORED:
-        if store.delivers:  # the broker gives the id where it publishes
-            store.deliver_nowait(topic, event)  # type: ignore[arg-type]
-            return  # no checkpoint, as below
         try:
             data = store.append_nowait(topic, event)  # type: ignore[arg-type]
         except trio.WouldBlock:
