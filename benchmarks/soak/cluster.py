@@ -7,6 +7,11 @@ In one run, with steady load between the faults:
 2. Redis stopped (``SIGSTOP``) for 2 s;
 3. Redis killed (``kill -9``) and started again on its port 2 s later, empty.
 
+The servers run with ``--resume-window 0``: the first fault's bounds are the leave lines
+of the killed worker's users and their nicks freed within the lease. With resumes on
+(the default) those users' sessions wait, adopted by a live worker, for their resume:
+that is scenario 8's ("reconnect storm") and tests/test_cluster_acceptance.py's.
+
 One row per fault, counted over the lines *sent* in that fault's part of the run (from
 1 s before the fault to 1 s before the next), per pair of members of a room as scenario 1
 does, and held to what README.md's guarantee table promises; see benchmarks/SOAK.md.
@@ -100,6 +105,7 @@ async def _scenario(
     for name, host in zip("ab", HOSTS, strict=True):
         args = ["chat", "serve", "--tcp", f"{host}:0", "--udp", "none", "--web", "none"]
         args += ["--status", f"{host}:0", "--workers", "2", "--redis", redis.url]
+        args += ["--resume-window", "0"]  # sessions end with their worker: see above
         supervisors.append(Supervisor(args, logs / f"cluster-server-{name}"))
     async with trio.open_nursery() as starting:
         for supervisor in supervisors:

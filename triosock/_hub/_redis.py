@@ -231,6 +231,7 @@ class RedisHub(Running, Hub[bytes]):
             return
         self._healthy = healthy
         if healthy:
+            self._outgoing_lot.unpark_all()  # relayed messages may go now
             LOGGER.info("redis at %s: connected (%s)", self.url, detail)
         else:
             LOGGER.warning("redis at %s: unreachable (%s); retrying", self.url, detail)
@@ -378,7 +379,9 @@ class RedisHub(Running, Hub[bytes]):
     async def _publish_batches(self, client: coredis.Redis[bytes]) -> None:
         outgoing = self._outgoing
         while True:
-            while not outgoing:
+            # Relayed messages reach this process's own subscribers from Redis too:
+            # they go once this process is subscribed again (after a lost connection).
+            while not outgoing or (self.relay is not None and not self._healthy):
                 await self._outgoing_lot.park()
             batch = [outgoing.popleft() for _ in range(min(len(outgoing), _BATCH))]
             try:
