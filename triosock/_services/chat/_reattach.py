@@ -101,12 +101,7 @@ class Reattaching:
             )
         if session == user.core.session:
             return "this is that session already"
-        other = self.users.get(session)
-        if other is not None and session not in resumes.detached:
-            other.end("moved")  # attached elsewhere: that connection is told and closed
-            with trio.move_on_after(self._settings.goodbye_timeout + 1):
-                await resumes.wait_detached(session)
-        detached = resumes.take(session)
+        detached = await self._take_detached(session)
         if detached is None:
             return "resume refused: that session has just ended"
         await self._drop_own(user)
@@ -124,13 +119,7 @@ class Reattaching:
             return None
         if presence is None:
             return None
-        session, resumes = presence.session, self.resumes
-        other = self.users.get(session)
-        if other is not None and session not in resumes.detached:  # attached here
-            other.end("moved")
-            with trio.move_on_after(self._settings.goodbye_timeout + 1):
-                await resumes.wait_detached(session)
-        mine = resumes.take(session)  # it was here (this server knew another token)
+        mine = await self._take_detached(presence.session)  # (it knew another token)
         if mine is not None:
             return mine
         now = trio.current_time()
@@ -252,15 +241,21 @@ class Reattaching:
     async def hand_over(self, session: str) -> None:
         """``session`` resumed on another server: it goes from here without a word (its
         room still has it); a connection still attached to it here is told and closed."""
+        attached = session in self.users
+        if await self._take_detached(session) is not None or attached:
+            LOGGER.info("session %s resumed on another server", session)
+        self.resumes.forget_token(session)
+
+    async def _take_detached(self, session: str) -> Detached | None:
+        """``session`` out of the detached ones, if it is here; a connection still
+        attached to it here is told why (``moved``) and closed first."""
         resumes = self.resumes
-        user = self.users.get(session)
-        if user is not None and session not in resumes.detached:
-            user.end("moved")
+        other = self.users.get(session)
+        if other is not None and session not in resumes.detached:
+            other.end("moved")
             with trio.move_on_after(self._settings.goodbye_timeout + 1):
                 await resumes.wait_detached(session)
-        if resumes.take(session) is not None or user is not None:
-            LOGGER.info("session %s resumed on another server", session)
-        resumes.forget_token(session)
+        return resumes.take(session)
 
     def adopt(self, presence: proto.Presence, digest: bytes) -> None:
         """A dead server's session, in this server's care: it waits for its resume."""
