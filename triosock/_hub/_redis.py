@@ -53,7 +53,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final
@@ -480,23 +480,14 @@ class RedisHub(Running, Hub[bytes]):
             return  # our own, delivered locally already
         topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
         if kind == _RELAYED:
-            view, at = memoryview(data), size + 1
-            while at + _LENGTH <= len(data):
-                length = int.from_bytes(view[at : at + _LENGTH], "big")
-                at += _LENGTH
-                item = bytes(view[at : at + length])
-                at += length
+            for item in _unpacked(data, size + 1):
                 if self._fresh(origin, item):
                     self._relayed(topic, int.from_bytes(item[_SEQ : 2 * _SEQ], "big"), item)
         elif kind == _ONE:
             self._numbered(origin, topic, data[size + 1 :])
         elif kind == _PACKED:
-            view, at = memoryview(data), size + 1
-            while at + _LENGTH <= len(data):
-                length = int.from_bytes(view[at : at + _LENGTH], "big")
-                at += _LENGTH
-                self._numbered(origin, topic, bytes(view[at : at + length]))
-                at += length
+            for item in _unpacked(data, size + 1):
+                self._numbered(origin, topic, item)
         else:
             LOGGER.warning("skipped a message on %r that no triosock hub sent", channel)
 
@@ -593,6 +584,16 @@ class RedisHub(Running, Hub[bytes]):
         for _, message in found:
             await self._local.publish(topic, message)
             self._repaired += 1
+
+
+def _unpacked(data: bytes, at: int) -> Iterator[bytes]:
+    """The messages of a packed payload from ``at`` on, each after its length."""
+    view = memoryview(data)
+    while at + _LENGTH <= len(data):
+        length = int.from_bytes(view[at : at + _LENGTH], "big")
+        at += _LENGTH
+        yield bytes(view[at : at + length])
+        at += length
 
 
 def _as_bytes(value: str | bytes) -> bytes:
