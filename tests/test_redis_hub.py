@@ -208,6 +208,35 @@ async def test_statistics_count_what_a_slow_block_subscriber_here_cost() -> None
     assert warned.messages() == ["1 messages from redis dropped: subscribers here fell 2 behind"]
 
 
+async def test_messages_waiting_for_a_full_subscriber_refill_it_in_one_pass() -> None:
+    """Behind a full ``block`` subscriber, messages from Redis wait in order; once it has
+    room, as many as fit go in at once, so that its reader takes them as one batch (one
+    write to a chat user), not one message a pass."""
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            RedisHub(redis.url) as sender,
+            RedisHub(redis.url) as receiver,
+            receiver.subscribe("lobby", buffer=8, policy="block") as sub,
+        ):
+            await sender.wait_connected()
+            for n in range(40):
+                sender.publish_nowait("lobby", b"line %d" % n)
+            while True:  # polling Redis's delivery (real time)
+                if receiver.statistics().received == 40:
+                    break
+                await trio.sleep(0.01)
+            got = sub.drain_nowait()  # the buffer-full that waited
+            batches = [len(got)]
+            while len(got) < 40:
+                got.append(await sub.receive())  # woken by the first of the next ones
+                more = sub.drain_nowait()
+                batches.append(1 + len(more))
+                got += more
+            assert got == [b"line %d" % n for n in range(40)]
+            assert batches == [8] * 5  # a full buffer each time, never a message at a time
+
+
 async def test_a_batch_sent_again_after_a_timeout_redis_ran_anyway_arrives_once() -> None:
     """Redis paused past the commands' timeout: the sender's PUBLISH times out and its
     batch goes again on a new connection, and when Redis resumes it runs both. Each

@@ -53,7 +53,7 @@ import itertools
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Final
@@ -67,6 +67,7 @@ from .._running import Running
 from ._abc import DEFAULT_BUFFER, Hub, HubStatistics, Policy, Subscription
 from ._inprocess import InProcessHub
 from ._relay import Relay
+from ._wire import LENGTH, ONE, PACKED, RELAYED, SEQ, as_bytes, unpacked
 
 __all__ = ["RedisHub", "RedisHubStatistics", "Relay"]
 
@@ -76,15 +77,6 @@ LOGGER = logging.getLogger("triosock.hub")
 DEFAULT_MAX_PENDING: Final = 10_000
 #: Seconds between two attempts to reach Redis while it is unreachable.
 DEFAULT_RETRY_INTERVAL: Final = 0.25
-#: After the origin id: one message follows, or several, each after its length; each
-#: message begins with its number in its origin's sequence (_SEQ bytes, big-endian).
-_ONE: Final = b"|"
-_PACKED: Final = b"#"
-#: Packed as _PACKED, relayed (for every process, its own too): each message begins with
-#: its number (_SEQ bytes), then its id (_SEQ bytes), both big-endian.
-_RELAYED: Final = b"*"
-_LENGTH: Final = 4  # bytes, big-endian
-_SEQ: Final = 8
 #: The most origins whose last message number a hub remembers (the oldest go first).
 _MAX_ORIGINS: Final = 10_000
 #: How many queued messages one pipelined batch sends at most.
@@ -358,7 +350,7 @@ class RedisHub(Running, Hub[bytes]):
                     self._dropped_outgoing,
                     self.max_pending,
                 )
-        number = next(self._numbers).to_bytes(_SEQ, "big")
+        number = next(self._numbers).to_bytes(SEQ, "big")
         outgoing.append((self._channel(topic), number + message, relay))
         if len(outgoing) == 1:
             self._outgoing_lot.unpark_all()
@@ -391,7 +383,7 @@ class RedisHub(Running, Hub[bytes]):
                             pipe.publish(channel, data)
                         else:
                             topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
-                            relay.queue(pipe, channel, topic, self.origin + _RELAYED, data)
+                            relay.queue(pipe, channel, topic, self.origin + RELAYED, data)
             except BaseException:
                 # In order, before what was queued meanwhile; the oldest go past the bound.
                 outgoing.extendleft(reversed(batch))
@@ -418,11 +410,11 @@ class RedisHub(Running, Hub[bytes]):
             if relay is not None:
                 packed.append((channel, [item for _, item, _ in batch[start:end]], relay))
             elif end - start == 1:
-                packed.append((channel, origin + _ONE + batch[start][1], None))
+                packed.append((channel, origin + ONE + batch[start][1], None))
             else:
-                parts = [origin, _PACKED]
+                parts = [origin, PACKED]
                 for _, message, _ in batch[start:end]:
-                    parts += (len(message).to_bytes(_LENGTH, "big"), message)
+                    parts += (len(message).to_bytes(LENGTH, "big"), message)
                 packed.append((channel, b"".join(parts), None))
             start = end
         return packed
@@ -471,22 +463,22 @@ class RedisHub(Running, Hub[bytes]):
                 continue
             data = message["data"]
             if isinstance(data, bytes):
-                self._arrived(_as_bytes(message["channel"]), data)
+                self._arrived(as_bytes(message["channel"]), data)
 
     def _arrived(self, channel: bytes, data: bytes) -> None:
         size = len(self.origin)  # every hub's origin id has the same length
         origin, kind = data[:size], data[size : size + 1]
-        if origin == self.origin and kind != _RELAYED:
+        if origin == self.origin and kind != RELAYED:
             return  # our own, delivered locally already
         topic = channel.decode("utf-8", "replace").removeprefix(self.prefix)
-        if kind == _RELAYED:
-            for item in _unpacked(data, size + 1):
+        if kind == RELAYED:
+            for item in unpacked(data, size + 1):
                 if self._fresh(origin, item):
-                    self._relayed(topic, int.from_bytes(item[_SEQ : 2 * _SEQ], "big"), item)
-        elif kind == _ONE:
+                    self._relayed(topic, int.from_bytes(item[SEQ : 2 * SEQ], "big"), item)
+        elif kind == ONE:
             self._numbered(origin, topic, data[size + 1 :])
-        elif kind == _PACKED:
-            for item in _unpacked(data, size + 1):
+        elif kind == PACKED:
+            for item in unpacked(data, size + 1):
                 self._numbered(origin, topic, item)
         else:
             LOGGER.warning("skipped a message on %r that no triosock hub sent", channel)
@@ -495,13 +487,13 @@ class RedisHub(Running, Hub[bytes]):
         """Hand on a message (after its number) unless its origin sent that number here
         already."""
         if self._fresh(origin, item):
-            self._received_one(topic, item[_SEQ:])
+            self._received_one(topic, item[SEQ:])
 
     def _fresh(self, origin: bytes, item: bytes) -> bool:
         """Whether ``item``'s number is new from its origin: one origin's messages come
         in order, on one connection or, after a timeout, a second one whose batch may
         repeat the first's."""
-        number = int.from_bytes(item[:_SEQ], "big")
+        number = int.from_bytes(item[:SEQ], "big")
         heard = self._heard
         if number <= heard.get(origin, 0):
             self._duplicates += 1
@@ -516,7 +508,7 @@ class RedisHub(Running, Hub[bytes]):
         if topic not in self._channels:
             return  # nobody here any more (it was in flight)
         if not line_id:  # (no id: a message that only keeps its place)
-            self._received_one(topic, item[2 * _SEQ :])
+            self._received_one(topic, item[2 * SEQ :])
             return
         last = self._ids.get(topic, 0)
         self._ids[topic] = line_id
@@ -524,7 +516,7 @@ class RedisHub(Running, Hub[bytes]):
         if 0 < last < line_id - 1 and relay is not None:  # a stretch this process missed
             self._queue_incoming((topic, None, relay, last, line_id))
         # (line_id <= last: the ids began again, a Redis that lost its keys: no repair)
-        self._received_one(topic, item[2 * _SEQ :])
+        self._received_one(topic, item[2 * SEQ :])
 
     def _received_one(self, topic: str, message: bytes) -> None:
         self._received += 1
@@ -553,8 +545,10 @@ class RedisHub(Running, Hub[bytes]):
             self._incoming_lot.unpark_all()
 
     async def _deliverer(self) -> None:
-        """Deliver what waits for full subscribers, in order, waiting for room."""
-        incoming = self._incoming
+        """Deliver what waits for full subscribers, in order, waiting for room only when
+        there is none: what fits goes in the same pass (the subscribers' next pass takes
+        it as one batch, not a message a pass)."""
+        incoming, local = self._incoming, self._local
         while True:
             while not incoming:
                 await self._incoming_lot.park()
@@ -562,7 +556,10 @@ class RedisHub(Running, Hub[bytes]):
             topic, message, relay, after, before = entry
             try:
                 if message is not None:
-                    await self._local.publish(topic, message)
+                    try:
+                        local.publish_nowait(topic, message)
+                    except trio.WouldBlock:
+                        await local.publish(topic, message)
                 elif relay is not None:
                     await self._repair(topic, relay, after, before)
             except trio.ClosedResourceError:
@@ -584,17 +581,3 @@ class RedisHub(Running, Hub[bytes]):
         for _, message in found:
             await self._local.publish(topic, message)
             self._repaired += 1
-
-
-def _unpacked(data: bytes, at: int) -> Iterator[bytes]:
-    """The messages of a packed payload from ``at`` on, each after its length."""
-    view = memoryview(data)
-    while at + _LENGTH <= len(data):
-        length = int.from_bytes(view[at : at + _LENGTH], "big")
-        at += _LENGTH
-        yield bytes(view[at : at + length])
-        at += length
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value.encode("utf-8") if isinstance(value, str) else value
