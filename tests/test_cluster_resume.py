@@ -81,6 +81,42 @@ async def test_a_session_detached_on_one_server_resumes_on_another() -> None:
                 user.close()
 
 
+async def test_a_token_taken_on_another_server_is_refused_where_it_was_issued() -> None:
+    """Server b takes bob's session by its token; the same token at server a at once is
+    refused: never two owners. (Server a mostly hears of the handover first and has
+    forgotten the token; when the client is faster, the directory refuses it: see
+    ``test_a_process_resumes_its_own_session_only_while_nobody_took_it``.)"""
+    with trio.fail_after(GUARD):
+        async with (
+            redis_server() as redis,
+            chat_node(redis.url, "127.0.0.2", history=100) as (chat_a, a),
+            chat_node(redis.url, "127.0.0.3", history=100) as (chat_b, b),
+        ):
+            bob, token, epoch = await _tagged_at("127.0.0.2", a.port, b"bob")
+            bob.close()  # no /quit: detached on a
+            while True:  # until server a has noticed
+                if chat_a._sessions.resumes.detached:
+                    break
+                await trio.sleep(0.01)
+            resume = proto.resume_line(token.decode(), epoch.decode(), {"#lobby": 0})
+            back = await LineSocket.connect(b.port, host="127.0.0.3")
+            await back.send(resume + b"\n")
+            await back.read_until(b"welcome back, bob")
+            again = await LineSocket.connect(a.port, host="127.0.0.2")
+            await again.send(resume + b"\n")
+            refused = await again.read_until(b"resume refused")
+            assert refused in (
+                b"-!- resume refused: that session was resumed on another server",
+                b"-!- resume refused: no session has that token (a session waits 120 s "
+                b"after its connection is lost; /quit ends it)",
+            )
+            assert (chat_a.statistics().resumed, chat_b.statistics().resumed) == (0, 1)
+            for user in (again, back):
+                await user.send(b"/quit\n")
+                await user.read_to_eof()
+                user.close()
+
+
 async def test_a_killed_servers_sessions_wait_and_resume_on_another_server() -> None:
     with trio.fail_after(GUARD * 2):
         async with redis_server() as redis:

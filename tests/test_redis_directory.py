@@ -118,3 +118,22 @@ async def test_a_user_arriving_after_the_loss_brings_every_user_back_not_only_hi
             assert await there.nicks() == ["alice", "bob"]
             assert await there.rooms() == {"#lobby": 2}
     assert warned.messages() == [f"{LOST}; re-asserting its users (2, process {here.origin})"]
+
+
+async def test_a_process_resumes_its_own_session_only_while_nobody_took_it() -> None:
+    """``take_own``: a session whose token this process shared (``keep_token``) is its to
+    resume until another process takes it by that token, and then no longer, even
+    before this process has heard (its next renewal); a session never shared is its own."""
+    with trio.fail_after(GUARD):
+        async with two_processes(lease=30) as (_, here, there, _):
+            kept = await here.register("tcp", "bob")
+            await here.keep_token(kept.session, b"\x01" * 32)
+            assert await here.take_own(kept.session)  # its token, used up: a new one
+            await here.keep_token(kept.session, b"\x02" * 32)
+            taken = await there.take_session(b"\x02" * 32)
+            assert taken is not None
+            assert taken.session == kept.session
+            assert not await here.take_own(kept.session)
+            assert await there.take_session(b"\x02" * 32) is None  # used up
+            alone = await here.register("tcp", "carol")
+            assert await here.take_own(alone.session)  # never shared

@@ -327,8 +327,18 @@ class RedisDirectory(Running, Directory):
         self._tokens.pop(session, None)  # used up: the taker keeps a new one
         if stamp:
             self._stamps[session] = stamp
-        LOGGER.info("session %s (%s) taken over from process %s", session, nick, came_from)
+        if came_from != self.origin:
+            LOGGER.info("session %s (%s) taken over from process %s", session, nick, came_from)
         return presence
+
+    async def take_own(self, session: str) -> bool:
+        digest = self._tokens.get(session)
+        if session not in self._mine or digest is None:
+            await trio.lowlevel.checkpoint()  # handed over, or never shared
+            return session in self._mine
+        # by the token Redis knows (the client may have shown the one before it)
+        taken = await self.take_session(bytes.fromhex(digest))
+        return taken is not None and taken.session == session
 
     # -- leases -------------------------------------------------------------------------
 

@@ -101,6 +101,13 @@ class Reattaching:
             )
         if session == user.core.session:
             return "this is that session already"
+        try:
+            own = await self.directory.take_own(session)
+        except DirectoryUnavailable as exc:  # this server's word, then
+            LOGGER.warning("a resume could not ask the directory: %s", exc)
+            own = True
+        if not own:
+            return "resume refused: that session was resumed on another server"
         detached = await self._take_detached(session)
         if detached is None:
             return "resume refused: that session has just ended"
