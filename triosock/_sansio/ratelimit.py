@@ -1,4 +1,4 @@
-"""A token bucket, sans-IO: how long to wait before the next action, given the time.
+"""A token bucket and a doubling delay, sans-IO: how long to wait, given the time.
 
 ``TokenBucket(rate, burst)`` allows ``burst`` actions at once and ``rate`` actions per
 second on average. Each :meth:`~TokenBucket.take` spends one token and returns how many
@@ -9,13 +9,55 @@ in tests) time.
 The bucket never goes into debt by more than one action: a caller that waits the time
 it was told and then acts is exactly on the rate. A burst after a quiet period refills
 up to ``burst`` tokens, never more.
+
+``Backoff(first, most, memory, kept)`` counts failures per key (an address, an account):
+the n-th failure within ``memory`` seconds of the one before waits
+``min(first * 2 ** (n - 1), most)`` seconds; at most ``kept`` keys are remembered (the
+least recently failed go first).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
-__all__ = ["TokenBucket"]
+__all__ = ["Backoff", "TokenBucket"]
+
+
+class Backoff:
+    """A delay that doubles with each failure of a key (see the module docstring)."""
+
+    __slots__ = ("_seen", "first", "kept", "memory", "most")
+
+    def __init__(self, first: float, most: float, memory: float, kept: int) -> None:
+        self.first, self.most, self.memory, self.kept = first, most, memory, kept
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()  # key -> n, when
+
+    def count(self, key: str, now: float) -> int:
+        """One more failure of ``key`` at ``now``: how many in a row, this one included."""
+        count, last = self._seen.pop(key, (0, now))
+        if now - last > self.memory:
+            count = 0
+        count += 1
+        self._seen[key] = (count, now)
+        while len(self._seen) > self.kept:
+            self._seen.popitem(last=False)
+        return count
+
+    def delay(self, count: int) -> float:
+        """The seconds the ``count``-th failure in a row waits."""
+        return float(min(self.first * 2 ** min(count - 1, 16), self.most))
+
+    def failed(self, key: str, now: float) -> float:
+        """One more failure of ``key`` at ``now``: the seconds its answer waits."""
+        return self.delay(self.count(key, now))
+
+    def forget(self, key: str) -> None:
+        """``key`` succeeded: its failures are forgotten."""
+        self._seen.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class TokenBucket:

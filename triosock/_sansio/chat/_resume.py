@@ -25,9 +25,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from ..ratelimit import Backoff
 
 __all__ = [
     "DIRECT",
@@ -114,25 +115,17 @@ def parse_after_untrusted(value: Any) -> dict[str, int] | str:
     return after
 
 
-class WrongTokens:
+class WrongTokens(Backoff):
     """How long the answer to a wrong token from each address waits (see the module
     docstring)."""
 
-    __slots__ = ("_seen",)
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()  # address -> n, when
+        super().__init__(
+            WRONG_TOKEN_FIRST, WRONG_TOKEN_MOST, WRONG_TOKEN_MEMORY, WRONG_TOKEN_ADDRESSES
+        )
 
     def wrong(self, address: str, now: float) -> float:
         """One more wrong token from ``address`` at ``now``: the seconds its answer waits."""
-        count, last = self._seen.pop(address, (0, now))
-        if now - last > WRONG_TOKEN_MEMORY:
-            count = 0
-        count += 1
-        self._seen[address] = (count, now)
-        while len(self._seen) > WRONG_TOKEN_ADDRESSES:
-            self._seen.popitem(last=False)
-        return float(min(WRONG_TOKEN_FIRST * 2 ** min(count - 1, 16), WRONG_TOKEN_MOST))
-
-    def __len__(self) -> int:
-        return len(self._seen)
+        return self.failed(address, now)

@@ -1,0 +1,47 @@
+"""The account store's interface: see :class:`Accounts`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+__all__ = ["Account", "Accounts"]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered nick.
+
+    Attributes:
+      key: the nick's case-folded key (:func:`~triosock._sansio.chat.nick_key`): one
+        account per key, so nicks that differ only in case are one account.
+      nick: the nick as it was registered.
+      record: its password's hash record (:mod:`triosock._sansio.accounts`), never the
+        password.
+      created: when it was registered, in milliseconds since the epoch.
+    """
+
+    key: str
+    nick: str
+    record: str
+    created: int
+
+
+class Accounts(ABC):
+    """Where accounts live. Every method may raise what its backend raises when it
+    cannot be reached (:class:`OSError`, ``sqlite3.Error``, coredis's errors)."""
+
+    @abstractmethod
+    async def get(self, key: str) -> Account | None:
+        """The account of nick key ``key``, or None."""
+
+    @abstractmethod
+    async def create(self, account: Account) -> bool:
+        """Add ``account``; False (and nothing changed) if its key has one already."""
+
+    @abstractmethod
+    async def set_record(self, key: str, record: str) -> bool:
+        """Replace the password hash of ``key``'s account; False if there is none."""
+
+    async def aclose(self) -> None:  # noqa: B027 - most stores hold nothing to close
+        """Release what the store holds."""

@@ -1,0 +1,42 @@
+"""Accounts in memory: the embedded default with ``--data none`` (a restart forgets them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import trio
+
+from ._abc import Account, Accounts
+
+__all__ = ["MemoryAccounts"]
+
+
+class MemoryAccounts(Accounts):
+    """Accounts in a dict of this process."""
+
+    __slots__ = ("_accounts",)
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, Account] = {}
+
+    def __repr__(self) -> str:
+        return f"<MemoryAccounts {len(self._accounts)}>"
+
+    async def get(self, key: str) -> Account | None:
+        await trio.lowlevel.checkpoint()
+        return self._accounts.get(key)
+
+    async def create(self, account: Account) -> bool:
+        await trio.lowlevel.checkpoint()
+        if account.key in self._accounts:
+            return False
+        self._accounts[account.key] = account
+        return True
+
+    async def set_record(self, key: str, record: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        account = self._accounts.get(key)
+        if account is None:
+            return False
+        self._accounts[key] = dataclasses.replace(account, record=record)
+        return True
