@@ -228,7 +228,10 @@ def test_parse_never_raises_on_text(line: bytes) -> None:
 
 
 def vars_of(obj: object) -> list[str]:
-    return [getattr(obj, name) for name in getattr(obj, "__slots__", ())]
+    """The text a command carries (its other fields, a flag or a missing nick, are no
+    text to clean)."""
+    values = [getattr(obj, name) for name in getattr(obj, "__slots__", ())]
+    return [value for value in values if isinstance(value, str)]
 
 
 # -- names --------------------------------------------------------------------------

@@ -145,7 +145,7 @@ async def test_a_restarted_server_with_data_has_its_history_and_without_says_it_
             connect(ws_url(server.port("chat (web)"))) as ws,
         ):
             assert server.lines[4] == (
-                "history: in memory only (--data none): a restart begins it again"
+                "history: in memory only (--data none): a restart begins it again; accounts too"
             )
             events = Events(ws)
             await ws.send(json.dumps({"type": "resume", "token": token, "epoch": epoch}))

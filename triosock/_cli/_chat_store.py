@@ -8,11 +8,12 @@ import os
 import sqlite3
 from pathlib import Path
 
+from .._accounts import Accounts, MemoryAccounts, SqliteAccounts
 from .._errors import TriosockError
 from .._hub import Hub
 from .._store import MemoryStore, SqliteStore, Store
 
-__all__ = ["DATA_FILE", "NO_DATA", "default_data_dir", "open_store"]
+__all__ = ["DATA_FILE", "NO_DATA", "default_data_dir", "open_accounts", "open_store"]
 
 #: The history's file in the data directory.
 DATA_FILE = "chat.sqlite3"
@@ -64,3 +65,31 @@ async def open_store(
     except (OSError, sqlite3.Error) as exc:
         raise TriosockError(f"cannot open the history file {path}: {exc}") from None
     return store, f"history: kept in {path} (--data DIR, or none)"
+
+
+async def open_accounts(
+    data: str | None, stack: contextlib.AsyncExitStack, *, redis: str | None
+) -> tuple[Accounts, str]:
+    """The chat's registered nicks, opened in ``stack``, and the words the history's
+    start-up line ends with to say where they are: in Redis (at the URL ``redis``, as
+    the rooms) for a cluster, in the data directory's SQLite file beside the history,
+    or in memory with ``--data none``.
+
+    Raises:
+      TriosockError: the file cannot be made or read, or is no SQLite database.
+    """
+    if redis is not None:
+        from .._accounts._redis import RedisAccounts  # imports coredis: only with --redis
+
+        shared = RedisAccounts(redis)
+        await stack.enter_async_context(shared)
+        return shared, "accounts in Redis too"
+    if data == NO_DATA:
+        return MemoryAccounts(), "accounts too"
+    path = (Path(data) if data is not None else default_data_dir()) / DATA_FILE
+    accounts = SqliteAccounts(path)
+    try:
+        await stack.enter_async_context(accounts)
+    except (OSError, sqlite3.Error) as exc:
+        raise TriosockError(f"cannot open the accounts in {path}: {exc}") from None
+    return accounts, "accounts there too"

@@ -41,7 +41,7 @@ from .._transport.tcp import TCPServer, serve_tcp
 from .._transport.udp import UDPServer, serve_udp
 from .._transport.websocket import WebSocketServer, serve_websocket
 from ._chat_redis import check_reachable, open_shared_state, private_redis
-from ._chat_store import open_store
+from ._chat_store import open_accounts, open_store
 from ._serve_settings import PortSlot, ServeSettings
 from ._serving import ServerStarter, run_servers, tcp_line, udp_line
 from ._status_serve import Figures, Status
@@ -113,10 +113,12 @@ class ChatSettings(ServeSettings):
             hub, directory = await open_shared_state(self.redis, stack)
             shared = hub if self.redis is not None else None
             store, kept = await open_store(self.data, self.history, stack, hub=shared)
+            accounts, registered = await open_accounts(self.data, stack, redis=self.redis)
             chat = ChatServer(
                 hub,
                 directory,
                 store=store,
+                accounts=accounts,
                 policy=self.policy,
                 buffer=self.buffer,
                 max_line_length=self.max_line_length,
@@ -136,7 +138,9 @@ class ChatSettings(ServeSettings):
 
             async def hint(nursery: trio.Nursery) -> str:
                 await trio.lowlevel.checkpoint()
-                return "\n".join([*_join_hints(self.common.prog, listening), kept])
+                return "\n".join(
+                    [*_join_hints(self.common.prog, listening), f"{kept}; {registered}"]
+                )
 
             async with chat:  # runs the fan-out task
                 await run_servers([*starters, hint], status)

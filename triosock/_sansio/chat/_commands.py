@@ -38,6 +38,13 @@ truncated: the server refuses lines over its limit before they are parsed.
   ``/history [N]``      :class:`History`, the last ``N`` lines of the current room
                         (``N`` from 1 to :data:`MAX_RECALL`; more is capped there;
                         20 without ``N``)
+  ``/register PASSWORD`` :class:`Register`, register the nick held (``PASSWORD`` is
+                        the rest of the line, spaces included)
+  ``/login NICK PASSWORD``
+                        :class:`Login` (alias ``/identify``; ``/identify PASSWORD``
+                        logs in as the nick held)
+  ``/password OLD NEW`` :class:`Password` (``OLD`` is the first word, ``NEW`` the rest)
+  ``/logout``           :class:`Logout`
   ``/help``             :class:`Help` (arguments are ignored)
   ``/quit``             :class:`Quit` (arguments, e.g. a quit message, are ignored)
   ====================  ==================================================
@@ -48,12 +55,18 @@ truncated: the server refuses lines over its limit before they are parsed.
   /foo; try /help``.
 
 Text carried by commands (``Say``, ``Msg``, ``Me``) is neutralised, so it is safe to show.
+
+**Passwords are never said.** A line that begins, after any spaces and slashes, with one
+of the password commands' names (``login``, ``identify``, ``register``, ``password``)
+and then a space is that command or :class:`Invalid`, never :class:`Say`: ``
+/login alice pw`` and ``//login alice pw`` are not said to the room. The reasons of
+:class:`Invalid` never repeat the arguments.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 from ._resume import parse_after_untrusted
@@ -69,10 +82,14 @@ __all__ = [
     "History",
     "Invalid",
     "Join",
+    "Login",
+    "Logout",
     "Me",
     "Msg",
     "Nick",
+    "Password",
     "Quit",
+    "Register",
     "Resume",
     "Rooms",
     "Say",
@@ -91,6 +108,10 @@ HELP_TEXT: Final[tuple[str, ...]] = (
     "  /who             list who is in your room",
     "  /rooms           list the rooms",
     "  /history [N]     show the last N lines of your room again (20; at most 200)",
+    "  /register PASSWORD       keep your nick: only you can take it from now on",
+    "  /login NICK PASSWORD     take your registered nick (alias /identify)",
+    "  /password OLD NEW        change your password",
+    "  /logout          give your nick back and be a guest",
     "  /help            show this help",
     "  /resume TOKEN    take back your session after a lost connection (as the first",
     "                   line of a new connection; the welcome tells your token)",
@@ -186,6 +207,35 @@ class Tags:
 
 
 @dataclass(frozen=True, slots=True)
+class Register:
+    """``/register PASSWORD``: register the nick held. ``password`` is not checked yet."""
+
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """``/login NICK PASSWORD`` (``/identify``): take a registered nick. ``nick`` is None
+    for the nick held (``/identify PASSWORD``)."""
+
+    nick: str | None
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Password:
+    """``/password OLD NEW``: change the logged-in account's password."""
+
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Logout:
+    """``/logout``: leave the account; the session becomes a guest."""
+
+
+@dataclass(frozen=True, slots=True)
 class Empty:
     """An empty or whitespace-only line, to be ignored."""
 
@@ -210,6 +260,10 @@ Command: TypeAlias = (
     | History
     | Resume
     | Tags
+    | Register
+    | Login
+    | Password
+    | Logout
     | Empty
     | Invalid
 )
@@ -226,7 +280,14 @@ _MAX_DIGITS = 16
 _COMMAND = re.compile(r"/(\S*)\s*(.*)", re.DOTALL)
 _NAME_AND_TEXT = re.compile(r"(\S+)\s+(.+)", re.DOTALL)
 
-_NO_ARGUMENTS: dict[str, Command] = {"who": Who(), "rooms": Rooms()}
+_NO_ARGUMENTS: dict[str, Command] = {"who": Who(), "rooms": Rooms(), "logout": Logout()}
+#: Commands whose arguments hold a password, and what a line that only looks like one
+#: is told (see the module docstring).
+_SECRET = re.compile(r"\s*/+(login|identify|register|password)(\s.*)?", re.DOTALL | re.IGNORECASE)
+_NOT_SAID = (
+    "not said: it looks like /{0} and may hold a password; "
+    "type the command at the start of the line"
+)
 _IGNORING_ARGUMENTS: dict[str, Command] = {"help": Help(), "quit": Quit()}
 
 
@@ -245,6 +306,9 @@ def parse_line_untrusted(line: bytes) -> Command:
     text = neutralise(apply_erasures(line.decode("utf-8", errors="replace"))).rstrip()
     if not text.strip():
         return Empty()
+    secret = _SECRET.fullmatch(text)
+    if secret is not None and (text[0] != "/" or text[:2] == "//"):
+        return Invalid(_NOT_SAID.format(secret[1].lower()))
     if text[0] != "/":
         return Say(text)
     if text[:2] == "//":
@@ -270,6 +334,8 @@ def parse_line_untrusted(line: bytes) -> Command:
         return Msg(parts[1], parts[2])
     if name == "me":
         return Me(args) if args else Invalid("usage: /me TEXT")
+    if name in ("register", "login", "identify", "password"):
+        return _secret(name, args)
     if name == "resume":
         return _resume(args.split())
     if name == "tags":
@@ -283,6 +349,21 @@ def parse_line_untrusted(line: bytes) -> Command:
         count = int(args)
         return History(min(count, MAX_RECALL), capped=count > MAX_RECALL)
     return Invalid(f"unknown command /{sanitize_text(name, max_length=20)}; try /help")
+
+
+def _secret(name: str, args: str) -> Command:
+    """The password commands (their reasons never repeat the arguments)."""
+    if name == "register":
+        return Register(args) if args else Invalid("usage: /register PASSWORD")
+    if name == "password":
+        parts = _NAME_AND_TEXT.fullmatch(args)
+        return Password(parts[1], parts[2]) if parts else Invalid("usage: /password OLD NEW")
+    parts = _NAME_AND_TEXT.fullmatch(args)
+    if parts is not None:
+        return Login(parts[1], parts[2])
+    if name == "identify" and args:
+        return Login(None, args)
+    return Invalid(f"usage: /{name} NICK PASSWORD")
 
 
 def _resume(words: list[str]) -> Resume | Invalid:

@@ -38,7 +38,16 @@ Effects:
                             service checks the token and carries it out
 :class:`Close`              end the session (the user said ``/quit`` or ``quit``, or a
                             member refused its client)
+:class:`CreateAccount`      register the nick held with the password (``/register``)
+:class:`LogIn`              take the registered nick if the password is its
+                            (``/login``); then call :meth:`logged_in`
+:class:`ChangePassword`     ``/password``: the service checks the old one
+:class:`LogOut`             leave the account (``/logout``): the service renames the
+                            session to a guest nick
 ==========================  ===========================================================
+
+The account effects carry a password: they are never logged or published, and their
+``repr`` leaves it out.
 
 Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names`):
 
@@ -65,9 +74,10 @@ Rules beyond the command syntax (:mod:`._commands`) and the names (:mod:`._names
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
+from ..accounts import check_password, is_guest_nick
 from ..ratelimit import TokenBucket
 from ._commands import (
     HELP_TEXT,
@@ -76,10 +86,14 @@ from ._commands import (
     History,
     Invalid,
     Join,
+    Login,
+    Logout,
     Me,
     Msg,
     Nick,
+    Password,
     Quit,
+    Register,
     Resume,
     Rooms,
     Say,
@@ -96,11 +110,15 @@ from ._text import sanitize_text
 from ._udp import Heartbeat, UdpQuit, classify_datagram_untrusted
 
 __all__ = [
+    "ChangePassword",
     "ChatSession",
     "Close",
+    "CreateAccount",
     "Effect",
     "ListRooms",
     "ListUsers",
+    "LogIn",
+    "LogOut",
     "Lookup",
     "Move",
     "Pause",
@@ -210,6 +228,36 @@ class Close:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CreateAccount:
+    """Register the session's nick with ``password``; answer with
+    :meth:`ChatSession.registered`."""
+
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LogIn:
+    """Take the registered ``nick`` if ``password`` is its; answer with
+    :meth:`ChatSession.logged_in`."""
+
+    nick: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePassword:
+    """Replace the logged-in account's password ``old`` by ``new``."""
+
+    old: str = field(repr=False)
+    new: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LogOut:
+    """Leave the account: the service gives the session a guest nick."""
+
+
 Effect: TypeAlias = (
     Pause
     | Publish
@@ -224,6 +272,10 @@ Effect: TypeAlias = (
     | Recall
     | Reattach
     | Close
+    | CreateAccount
+    | LogIn
+    | ChangePassword
+    | LogOut
 )
 
 _QUIT = Close("quit")
@@ -264,6 +316,8 @@ class ChatSession:
         self.paused = 0
         #: Whether the session has started (its room was told it joined).
         self.started = False
+        #: The key of the account the session is logged in to (its nick's), or None.
+        self.account: str | None = None
 
     @property
     def topic(self) -> str:
@@ -388,13 +442,66 @@ class ChatSession:
                 return [Reattach(ResumeRequest(token, after, epoch))]
             case Tags():  # a TCP member takes it first (see _tags)
                 return [Tell(TAGS_ELSEWHERE)]
+            case Register() | Login() | Password() | Logout():
+                return self._account_command(command)
             case Invalid(reason):
                 return [Tell(reason)]
             case Quit():
                 return [_QUIT]
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
+    def _account_command(self, command: Register | Login | Password | Logout) -> list[Effect]:
+        match command:
+            case Register(password):
+                if self.account == nick_key(self.nick):
+                    return [Tell(f"{self.nick} is registered to you already")]
+                if is_guest_nick(self.nick):
+                    return [
+                        Tell(
+                            "guest nicks cannot be registered: take a nick of your own "
+                            "(/nick NAME), then /register PASSWORD"
+                        )
+                    ]
+                why = check_password(password)
+                return [Tell(f"not registered: {why}")] if why else [CreateAccount(password)]
+            case Login(name, password):
+                try:
+                    nick = validate_nick(name) if name is not None else self.nick
+                except ChatError as exc:
+                    return [Tell(str(exc))]
+                if self.account == nick_key(nick):
+                    return [Tell(f"you are logged in as {self.nick} already")]
+                return [LogIn(nick, password)]
+            case Password(old, new):
+                if self.account is None:
+                    return [Tell("log in first: /login NICK PASSWORD")]
+                why = check_password(new)
+                return [Tell(f"password not changed: {why}")] if why else [ChangePassword(old, new)]
+            case Logout():
+                if self.account is None:
+                    return [Tell("you are not logged in")]
+                return [LogOut()]
+        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
     # -- answers -----------------------------------------------------------------------
+
+    def logged_in(self, key: str, nick: str) -> list[Effect]:
+        """The service's answer to :class:`LogIn` (or :class:`CreateAccount`): the
+        session is logged in to ``key``'s account, and holds ``nick`` (the room is told
+        of a change)."""
+        self.account = key
+        effects: list[Effect] = []
+        if nick != self.nick:
+            old, self.nick = self.nick, nick
+            effects.append(Publish(self.topic, NickChanged(old, nick)))
+        effects.append(Tell(f"you are logged in as {nick}"))
+        return effects
+
+    def logged_out(self, guest: str) -> list[Effect]:
+        """The service's answer to :class:`LogOut`: the session is ``guest`` now."""
+        self.account = None
+        old, self.nick = self.nick, guest
+        return [Publish(self.topic, NickChanged(old, guest)), Tell(f"logged out: you are {guest}")]
 
     def renamed(self, nick: str, ok: bool) -> list[Effect]:
         """The directory's answer to :class:`Rename`."""

@@ -41,6 +41,7 @@ from typing import Final
 
 import trio
 
+from ..._accounts import Accounts, Hasher
 from ..._directory import Directory, InProcessDirectory
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue
 from ..._running import Running
@@ -207,6 +208,8 @@ class ChatServer(Running):
         see :mod:`._resume`).
       max_detached: the most sessions that may wait at once (past it, the one detached
         longest ago ends).
+      accounts: the registered nicks (see :mod:`._accounts`); in memory by default.
+      hasher: what hashes passwords, off the event loop, a few at a time.
 
     Raises:
       ValueError: a policy that does not exist, or a number out of its range.
@@ -232,6 +235,8 @@ class ChatServer(Running):
         history_on_join: int = DEFAULT_HISTORY_ON_JOIN,
         resume_window: float = DEFAULT_RESUME_WINDOW,
         max_detached: int = DEFAULT_MAX_DETACHED,
+        accounts: Accounts | None = None,
+        hasher: Hasher | None = None,
     ) -> None:
         settings = ChatSettings(
             # what a member that falls behind gets
@@ -276,8 +281,16 @@ class ChatServer(Running):
         self.history_on_join = history_on_join
         self._presence = Presence(self.hub, settings, self.store)
         self._sessions = Sessions(
-            self.directory, self._fanout, self._presence, settings, self.store
+            self.directory,
+            self._fanout,
+            self._presence,
+            settings,
+            self.store,
+            accounts=accounts,
+            hasher=hasher,
         )
+        #: The registered nicks.
+        self.accounts: Accounts = self._sessions.accounts
 
     # -- running -----------------------------------------------------------------------
 

@@ -44,12 +44,15 @@ from typing import Final
 
 import trio
 
+from ..._accounts import Accounts, Hasher, MemoryAccounts
 from ..._directory import Adopted, Directory, HandedOver, NickLost, Repair, Returned
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
+from ..._sansio.accounts import FailedLogins
 from ..._store import Store
 from ..._transport.outbox import OutboxStalled
+from ._accounts import Accounting
 from ._ending import Ending
 from ._fanout import FanOut
 from ._history import HistoryViews
@@ -73,7 +76,7 @@ DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try agai
 _GONE = (OutboxStalled, trio.BrokenResourceError)
 
 
-class Sessions(Reattaching):
+class Sessions(Reattaching, Accounting):
     """Every session of one chat server, from arrival to leaving.
 
     Args:
@@ -85,6 +88,8 @@ class Sessions(Reattaching):
         deadline of the last writes (see :mod:`._ending`), and the earlier lines shown
         on joining a room (``history_on_join``).
       store: where the lines said are recorded, and read back.
+      accounts: the registered nicks (in memory by default).
+      hasher: what hashes passwords off the event loop.
 
     Attributes:
       users: session id -> user, for the sessions running now.
@@ -99,8 +104,13 @@ class Sessions(Reattaching):
         presence: Presence,
         settings: ChatSettings,
         store: Store,
+        accounts: Accounts | None = None,
+        hasher: Hasher | None = None,
     ) -> None:
         self.hub = fanout.hub
+        self.accounts = accounts if accounts is not None else MemoryAccounts()
+        self.hasher = hasher if hasher is not None else Hasher()
+        self.failed_logins = FailedLogins()
         self.store = store
         self.views = HistoryViews(fanout, store, settings)
         self.resumes = Resumes(settings.resume_window, settings.max_detached, store)
@@ -287,6 +297,10 @@ class Sessions(Reattaching):
                     await self.views.replay(user, room)
                 case proto.Recall(room, count):
                     await self.views.recall(user, room, count)
+                case (
+                    proto.CreateAccount() | proto.LogIn() | proto.ChangePassword() | proto.LogOut()
+                ):
+                    answer = await self.account_effect(user, effect)
                 case proto.Reattach(request):
                     refused = await self._reattach(user, request)
                     if refused is not None:
@@ -310,6 +324,9 @@ class Sessions(Reattaching):
         core, directory = user.core, self.directory
         match effect:
             case proto.Rename(nick):
+                refused = await self.may_take(user, nick)
+                if refused is not None:
+                    return [proto.Tell(refused)]
                 return core.renamed(nick, await directory.rename(core.session, nick))
             case proto.Move(room):
                 await self._move(user, room)

@@ -1,0 +1,203 @@
+"""Registered nicks: ``/register``, ``/login`` (``/identify``), ``/password``, ``/logout``,
+carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
+
+* **A registered nick is its owner's.** ``/nick NAME`` to a registered nick is refused
+  unless the session is logged in to it, with a notice that says how to log in
+  (:meth:`Accounting.may_take`).
+* **Logging in takes the nick.** A session of this server that holds it without being
+  logged in to it (a guest who took it while its owner was away) is renamed to a guest
+  nick and told why; a session of another server holding it is not reachable from here,
+  and the login says to try again when it is free.
+* **Passwords** are hashed off the event loop, a few at a time (:class:`~triosock.
+  _accounts.Hasher`), and compared in constant time. A failed login is answered after a
+  delay that doubles per account and per address (:class:`~triosock._sansio.accounts.
+  FailedLogins`), logged with the nick and the address, never the password.
+* ``/logout`` gives the session a guest nick: a registered nick is held only by its
+  owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from typing import Final
+
+import trio
+
+from ..._accounts import Account, Accounts, Hasher
+from ..._directory import Directory
+from ..._sansio import accounts as rules
+from ..._sansio import chat as proto
+from ._fanout import FanOut
+from ._presence import Presence
+from ._resume import Resumes, host_of
+from ._user import LIVE, User
+
+__all__ = ["ACCOUNTS_DOWN", "Accounting"]
+
+LOGGER = logging.getLogger("triosock.chat")
+
+#: What a user is told when the account store cannot be reached.
+ACCOUNTS_DOWN: Final = "the chat's accounts cannot be reached right now; try again in a moment"
+#: Guest nicks tried when a session must become a guest (they are drawn at random).
+_GUEST_TRIES: Final = 20
+
+
+class Accounting:
+    """What the sessions do for accounts; mixed into ``Sessions``, whose ``users``,
+    ``directory`` and fan-out it uses."""
+
+    users: dict[str, User]
+    directory: Directory
+    resumes: Resumes
+    _fanout: FanOut
+    _presence: Presence
+    accounts: Accounts
+    hasher: Hasher
+    failed_logins: rules.FailedLogins
+
+    async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
+        raise NotImplementedError  # pragma: no cover - Sessions has it
+
+    async def may_take(self, user: User, nick: str) -> str | None:
+        """Why ``user`` may not take ``nick`` (a notice), or None: a registered nick is
+        taken only by a session logged in to it."""
+        key = proto.nick_key(nick)
+        if user.core.account == key:
+            return None
+        try:
+            if await self._account(key) is None:
+                return None
+        except Exception as exc:  # the store's errors: no nick can be checked now
+            LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
+            return ACCOUNTS_DOWN
+        return f"{nick} is registered: /login {nick} PASSWORD if it is yours"
+
+    async def _account(self, key: str) -> Account | None:
+        return await self.accounts.get(key)
+
+    async def account_effect(self, user: User, effect: proto.Effect) -> list[proto.Effect]:
+        """Carry out an account effect of ``user``'s; what its session answers."""
+        try:
+            match effect:
+                case proto.CreateAccount(password):
+                    return await self._register(user, password)
+                case proto.LogIn(nick, password):
+                    return await self._login(user, nick, password)
+                case proto.ChangePassword(old, new):
+                    return await self._change(user, old, new)
+                case proto.LogOut():
+                    return await self._logout(user)
+        except (OSError, trio.ClosedResourceError) as exc:
+            LOGGER.warning("accounts: %s", exc)
+            return [proto.Tell(ACCOUNTS_DOWN)]
+        except Exception as exc:  # the store's own errors (sqlite3, coredis)
+            LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
+            return [proto.Tell(ACCOUNTS_DOWN)]
+        raise TypeError(f"not an account effect: {effect!r}")
+
+    async def _register(self, user: User, password: str) -> list[proto.Effect]:
+        core = user.core
+        nick, key = core.nick, proto.nick_key(core.nick)
+        if await self._account(key) is not None:
+            return [proto.Tell(f"{nick} is registered already: /login {nick} PASSWORD")]
+        record = await self.hasher.record(password)
+        account = Account(key, nick, record, int(time.time() * 1000))
+        if not await self.accounts.create(account):
+            return [proto.Tell(f"{nick} is registered already: /login {nick} PASSWORD")]
+        LOGGER.info("%s registered (%s %s)", nick, user.member.kind, user.member.label)
+        core.account = key
+        return [proto.Tell(f"{nick} is yours: log in with /login {nick} PASSWORD from now on")]
+
+    async def _checked(self, user: User, key: str, password: str) -> Account | None:
+        """The account of ``key`` if ``password`` is its; after a failure's delay, None."""
+        account = await self._account(key)
+        if account is not None and await self.hasher.verify(password, account.record):
+            self.failed_logins.succeeded(key)
+            return account
+        host = host_of(user.member.label)
+        delay = self.failed_logins.failed(key, host, trio.current_time())
+        LOGGER.warning(
+            "failed login for %s from %s (%s); answered in %g s",
+            key,
+            host,
+            "no such account" if account is None else "wrong password",
+            delay,
+        )
+        with user.member.hold_idle():  # slowed by us: not idle
+            await trio.sleep(delay)
+        return None
+
+    async def _login(self, user: User, nick: str, password: str) -> list[proto.Effect]:
+        core = user.core
+        key = proto.nick_key(nick)
+        account = await self._checked(user, key, password)
+        if account is None:
+            return [proto.Tell(f"login failed: wrong nick or password for {nick}")]
+        if rules.needs_rehash(account.record):  # made with weaker parameters: raise them
+            await self.accounts.set_record(key, await self.hasher.record(password))
+        if proto.nick_key(core.nick) != key and not await self._take_nick(user, account.nick):
+            return [
+                proto.Tell(
+                    f"your password is right, but {account.nick} is held by a session of "
+                    "another server: try again when it leaves"
+                )
+            ]
+        LOGGER.info("%s logged in (%s %s)", account.nick, user.member.kind, user.member.label)
+        return core.logged_in(key, account.nick if proto.nick_key(core.nick) != key else core.nick)
+
+    async def _take_nick(self, user: User, nick: str) -> bool:
+        """Give ``user`` the nick ``nick``, renaming a session of this server that holds
+        it (running, or detached and waiting for a resume) to a guest nick first; False
+        if a session of another server holds it."""
+        session = user.core.session
+        if await self.directory.rename(session, nick):
+            return True
+        holder = await self.directory.lookup(nick)
+        if holder is None or holder.session == session:
+            return False
+        other = self.users.get(holder.session)
+        detached = self.resumes.detached.get(holder.session)
+        core = other.core if other is not None else detached.core if detached else None
+        if core is None:
+            return False  # another server's
+        guest = await self._become_guest(core.session)
+        if guest is None:
+            return False
+        LOGGER.info("%s is %s now: %s logged in", nick, guest, nick)
+        effects = core.renamed(guest, True)
+        if other is not None and other.phase is LIVE:
+            self._fanout.tell(other, f"{nick} logged in: you are {guest} now")
+            await self._carry_out(other, effects)
+        else:
+            for effect in effects:
+                if isinstance(effect, proto.Publish):
+                    with contextlib.suppress(trio.ClosedResourceError):
+                        await self._presence.announce(None, effect.topic, effect.event)
+        return await self.directory.rename(session, nick)
+
+    async def _become_guest(self, session: str) -> str | None:
+        """Rename ``session`` in the directory to a free guest nick; which, or None."""
+        for _ in range(_GUEST_TRIES):
+            guest = proto.default_nick(secrets.randbelow(1_000_000) + 1)
+            if await self.directory.rename(session, guest):
+                return guest
+        return None
+
+    async def _change(self, user: User, old: str, new: str) -> list[proto.Effect]:
+        key = user.core.account
+        assert key is not None  # the session asks only when logged in
+        if await self._checked(user, key, old) is None:
+            return [proto.Tell("password not changed: the old password is wrong")]
+        await self.accounts.set_record(key, await self.hasher.record(new))
+        LOGGER.info("%s changed its password", user.core.nick)
+        return [proto.Tell("password changed")]
+
+    async def _logout(self, user: User) -> list[proto.Effect]:
+        guest = await self._become_guest(user.core.session)
+        if guest is None:
+            return [proto.Tell("not logged out: no guest nick is free; try again")]
+        LOGGER.info("%s logged out: %s now", user.core.nick, guest)
+        return user.core.logged_out(guest)
