@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -18,9 +19,10 @@ import pytest
 import trio
 import trio.testing
 
-from triosock._accounts import Account, Hasher, MemoryAccounts, SqliteAccounts
+from triosock._accounts import Account, Accounts, Hasher, MemoryAccounts, SqliteAccounts
 from triosock._sansio import accounts as rules
 from triosock._sansio import chat as proto
+from triosock._services.chat._accounts import OFFLINE_LIMIT
 from triosock.chat import ChatServer
 
 from .chattools import LineSocket, chat_servers
@@ -168,7 +170,7 @@ async def test_the_hasher_runs_off_the_loop_at_most_its_limit_at_once(
 # -- the stores --------------------------------------------------------------------------
 
 
-async def _exercise(accounts: MemoryAccounts | SqliteAccounts) -> None:
+async def _exercise(accounts: Accounts) -> None:
     alice = Account("alice", "Alice", "scrypt$4$1$1$a$b", 1)
     assert await accounts.get("alice") is None
     assert await accounts.create(alice)
@@ -179,6 +181,15 @@ async def _exercise(accounts: MemoryAccounts | SqliteAccounts) -> None:
     assert found is not None
     assert found.record == "scrypt$new"
     assert not await accounts.set_record("nobody", "x")
+    # offline messages: bounded, oldest first, taken once
+    assert [await accounts.keep_offline("alice", b"m%d" % n, 3) for n in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert await accounts.take_offline("alice") == [b"m0", b"m1", b"m2"]
+    assert await accounts.take_offline("alice") == []
 
 
 async def test_accounts_in_memory() -> None:
@@ -206,7 +217,7 @@ async def test_accounts_in_redis() -> None:
 
     with trio.fail_after(GUARD):
         async with redis_server() as redis, RedisAccounts(redis.url) as accounts:
-            await _exercise(accounts)  # type: ignore[arg-type]
+            await _exercise(accounts)
 
 
 # -- the chat over TCP -------------------------------------------------------------------
@@ -312,3 +323,50 @@ async def test_logging_in_again_takes_the_nick_from_the_accounts_detached_sessio
             assert await watcher.read_until(b"hello") == b"[#lobby] alice: hello"
             for user in (watcher, again):
                 user.close()
+
+
+async def test_a_message_to_a_registered_user_who_is_away_is_kept_for_their_login(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with chat_servers(chat) as (tcp, _, _):
+            alice = await _user(tcp.port, b"alice")
+            await alice.send(b"/register " + SECRET.encode() + b"\n/quit\n")
+            await alice.read_to_eof()
+            alice.close()
+            bob = await _user(tcp.port, b"bob")
+            await bob.send(b"/msg alice psst, are you there?\n")
+            assert await bob.read_until(b"[dm to alice]") == b"[dm to alice] psst, are you there?"
+            assert await bob.read_until(b"kept") == (
+                b"-!- alice is away: your message is kept for their next login"
+            )
+            await bob.send(b"/msg nobody hello\n")
+            assert await bob.read_until(b"no user") == b"-!- no user named nobody"
+            # a guest who is not alice never sees them: the nick is refused anyway
+            back = await _user(tcp.port)
+            await back.send(b"/login alice " + SECRET.encode() + b"\n")
+            assert await back.read_until(b"logged in") == b"-!- you are logged in as alice"
+            start = await back.read_until(b"earlier line")
+            assert start.startswith(b"-!- messages kept while you were away: 1 earlier line")
+            kept = await back.read_until(b"[dm from bob]")
+            assert re.fullmatch(rb"\[\d\d:\d\d:\d\d\] \[dm from bob\] psst, are you there\?", kept)
+            assert await back.read_until(b"end of earlier") == (
+                b"-!- end of earlier lines of messages kept while you were away"
+            )
+            # they were given once: a second login shows nothing kept
+            await back.send(b"/logout\n/login alice " + SECRET.encode() + b"\n")
+            await back.read_until(b"logged out")
+            await back.read_until(b"logged in")
+            await back.send(b"/who\n")
+            assert (await back.read_until(b"in #lobby:")).startswith(b"-!- in #lobby:")
+            assert sum(line.startswith(b"-!- messages kept") for line in back.lines) == 1
+            # at most OFFLINE_LIMIT wait: the next is refused, and the sender told
+            await back.send(b"/quit\n")
+            await back.read_to_eof()
+            back.close()
+            await bob.send(b"".join(b"/msg alice %d\n" % n for n in range(OFFLINE_LIMIT + 1)))
+            assert await bob.read_until(b"was not kept") == (
+                b"-!- alice is away and 100 messages wait for them already: yours was not kept"
+            )
+            bob.close()

@@ -43,5 +43,14 @@ class Accounts(ABC):
     async def set_record(self, key: str, record: str) -> bool:
         """Replace the password hash of ``key``'s account; False if there is none."""
 
+    @abstractmethod
+    async def keep_offline(self, key: str, data: bytes, limit: int) -> bool:
+        """Keep ``data`` (an encoded direct message) for ``key``'s account until it next
+        logs in; False (nothing kept) when ``limit`` messages wait for it already."""
+
+    @abstractmethod
+    async def take_offline(self, key: str) -> list[bytes]:
+        """The messages kept for ``key``'s account, oldest first; they are kept no more."""
+
     async def aclose(self) -> None:  # noqa: B027 - most stores hold nothing to close
         """Release what the store holds."""

@@ -14,10 +14,11 @@ __all__ = ["MemoryAccounts"]
 class MemoryAccounts(Accounts):
     """Accounts in a dict of this process."""
 
-    __slots__ = ("_accounts",)
+    __slots__ = ("_accounts", "_offline")
 
     def __init__(self) -> None:
         self._accounts: dict[str, Account] = {}
+        self._offline: dict[str, list[bytes]] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryAccounts {len(self._accounts)}>"
@@ -40,3 +41,15 @@ class MemoryAccounts(Accounts):
             return False
         self._accounts[key] = dataclasses.replace(account, record=record)
         return True
+
+    async def keep_offline(self, key: str, data: bytes, limit: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        kept = self._offline.setdefault(key, [])
+        if len(kept) >= limit:
+            return False
+        kept.append(data)
+        return True
+
+    async def take_offline(self, key: str) -> list[bytes]:
+        await trio.lowlevel.checkpoint()
+        return self._offline.pop(key, [])

@@ -1,7 +1,8 @@
 """Accounts in Redis, shared by every server of a cluster (``--redis``).
 
 Each account is a hash, ``P account:<key>`` (``P`` the hub's prefix), with ``nick``,
-``record`` (the password's hash record, never the password) and ``created``. Give Redis
+``record`` (the password's hash record, never the password) and ``created``; the direct
+messages kept for it while it is offline are a list, ``P offline:<key>``. Give Redis
 persistence (``appendonly yes``) to keep them across its restarts; an account lost with
 Redis's data has to be registered again.
 """
@@ -32,6 +33,19 @@ _SET: Final = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'record', ARGV[1])
 return 1
+"""
+
+# KEYS: the account's offline list. ARGV: the message, the most kept. 1 if kept, 0 if full.
+_KEEP: Final = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+# KEYS: the account's offline list. The messages, oldest first; the list is gone after.
+_TAKE: Final = """
+local kept = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return kept
 """
 
 
@@ -82,6 +96,16 @@ class RedisAccounts(Accounts):
     async def set_record(self, key: str, record: str) -> bool:
         done = await self._redis().eval(_SET, keys=[self._key(key)], args=[record])
         return done == 1
+
+    async def keep_offline(self, key: str, data: bytes, limit: int) -> bool:
+        offline = f"{self.prefix}offline:{key}"
+        kept = await self._redis().eval(_KEEP, keys=[offline], args=[data, str(limit)])
+        return kept == 1
+
+    async def take_offline(self, key: str) -> list[bytes]:
+        offline = f"{self.prefix}offline:{key}"
+        found: Any = await self._redis().eval(_TAKE, keys=[offline], args=[])
+        return [bytes(item) for item in found or []]
 
     async def aclose(self) -> None:
         self._client = None

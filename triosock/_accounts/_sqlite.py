@@ -25,6 +25,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
     key TEXT PRIMARY KEY, nick TEXT NOT NULL, record TEXT NOT NULL, created INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS offline (
+    n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS offline_key ON offline (key, n);
 """
 
 
@@ -63,13 +67,23 @@ class SqliteAccounts(Accounts):
         return db
 
     async def _run(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        return await self._transaction([(query, args)])
+
+    async def _transaction(
+        self, queries: list[tuple[str, tuple[Any, ...]]]
+    ) -> list[tuple[Any, ...]]:
+        """Run ``queries`` in one transaction; the rows of the last."""
         db = self._db
         if db is None:
             raise trio.ClosedResourceError("the accounts file is not open: use `async with`")
 
         def run() -> list[tuple[Any, ...]]:
+            rows: list[tuple[Any, ...]] = []
             with db:
-                return db.execute(query, args).fetchall()
+                db.execute("BEGIN IMMEDIATE")
+                for query, args in queries:
+                    rows = db.execute(query, args).fetchall()
+            return rows
 
         async with self._lock:
             return await trio.to_thread.run_sync(run)
@@ -93,6 +107,24 @@ class SqliteAccounts(Accounts):
             "UPDATE accounts SET record = ? WHERE key = ? RETURNING key", record, key
         )
         return bool(rows)
+
+    async def keep_offline(self, key: str, data: bytes, limit: int) -> bool:
+        rows = await self._transaction(
+            [
+                (
+                    "INSERT INTO offline (key, data) SELECT ?, ? "
+                    "WHERE (SELECT COUNT(*) FROM offline WHERE key = ?) < ? RETURNING n",
+                    (key, data, key, limit),
+                )
+            ]
+        )
+        return bool(rows)
+
+    async def take_offline(self, key: str) -> list[bytes]:
+        rows = await self._transaction(
+            [("DELETE FROM offline WHERE key = ? RETURNING n, data", (key,))]
+        )
+        return [bytes(data) for _, data in sorted(rows)]
 
     async def aclose(self) -> None:
         db, self._db = self._db, None

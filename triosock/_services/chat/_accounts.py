@@ -14,6 +14,11 @@ carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
   FailedLogins`), logged with the nick and the address, never the password.
 * ``/logout`` gives the session a guest nick: a registered nick is held only by its
   owner.
+* **Offline messages.** A ``/msg`` to a registered nick nobody holds (its owner is
+  neither connected nor detached) is kept for the account, at most
+  :data:`OFFLINE_LIMIT` messages (the next are refused, and the sender told), and shown
+  to the owner, each with the time it was sent, right after their next login. A guest
+  never gets them: only a login (the password) does.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ from ..._accounts import Account, Accounts, Hasher
 from ..._directory import Directory
 from ..._sansio import accounts as rules
 from ..._sansio import chat as proto
+from ..._sansio.history import Record
 from ._fanout import FanOut
+from ._history import HistoryViews
 from ._presence import Presence
 from ._resume import Resumes, host_of
 from ._user import LIVE, User
 
-__all__ = ["ACCOUNTS_DOWN", "Accounting"]
+__all__ = ["ACCOUNTS_DOWN", "OFFLINE", "OFFLINE_LIMIT", "Accounting"]
 
 LOGGER = logging.getLogger("triosock.chat")
 
@@ -43,6 +50,10 @@ LOGGER = logging.getLogger("triosock.chat")
 ACCOUNTS_DOWN: Final = "the chat's accounts cannot be reached right now; try again in a moment"
 #: Guest nicks tried when a session must become a guest (they are drawn at random).
 _GUEST_TRIES: Final = 20
+#: Direct messages kept for an account while nobody holds its nick.
+OFFLINE_LIMIT: Final = 100
+#: What the kept messages are shown as (the "room" of their recall).
+OFFLINE: Final = "messages kept while you were away"
 
 
 class Accounting:
@@ -50,6 +61,7 @@ class Accounting:
     ``directory`` and fan-out it uses."""
 
     users: dict[str, User]
+    views: HistoryViews
     directory: Directory
     resumes: Resumes
     _fanout: FanOut
@@ -74,6 +86,45 @@ class Accounting:
             LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
             return ACCOUNTS_DOWN
         return f"{nick} is registered: /login {nick} PASSWORD if it is yours"
+
+    async def to_offline(self, user: User, lookup: proto.Lookup) -> list[proto.Effect] | None:
+        """A ``/msg`` to a nick nobody holds: kept for its account if it is registered
+        (what the sender is told), else None (nobody has that nick)."""
+        try:
+            account = await self._account(proto.nick_key(lookup.nick))
+            if account is None:
+                return None
+            core = user.core
+            now = int(time.time() * 1000)
+            direct = proto.Direct(core.nick, account.nick, lookup.text, time=now)
+            data = proto.encode_event(direct)
+            if not await self.accounts.keep_offline(account.key, data, OFFLINE_LIMIT):
+                return [
+                    proto.Tell(
+                        f"{account.nick} is away and {OFFLINE_LIMIT} messages wait for them "
+                        "already: yours was not kept"
+                    )
+                ]
+        except Exception as exc:  # the store's errors
+            LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
+            return [proto.Tell(ACCOUNTS_DOWN)]
+        return [
+            proto.Publish(core.inbox, direct),  # the sender's own copy, as for any /msg
+            proto.Tell(f"{account.nick} is away: your message is kept for their next login"),
+        ]
+
+    async def _deliver_offline(self, user: User, key: str) -> None:
+        """Show ``user`` (just logged in to ``key``) the messages kept for it."""
+        kept = await self.accounts.take_offline(key)
+        records = []
+        for data in kept:
+            try:
+                event = proto.decode_event_untrusted(data)
+            except proto.ChatError:
+                continue
+            records.append(Record(0, getattr(event, "time", 0), data))
+        if records:
+            self.views.show(user, proto.recall(OFFLINE, records, more=False))
 
     async def _account(self, key: str) -> Account | None:
         return await self.accounts.get(key)
@@ -146,7 +197,10 @@ class Accounting:
                 )
             ]
         LOGGER.info("%s logged in (%s %s)", account.nick, user.member.kind, user.member.label)
-        return core.logged_in(key, account.nick if proto.nick_key(core.nick) != key else core.nick)
+        nick = account.nick if proto.nick_key(core.nick) != key else core.nick
+        await self._carry_out(user, core.logged_in(key, nick))
+        await self._deliver_offline(user, key)
+        return []
 
     async def _take_nick(self, user: User, nick: str) -> bool:
         """Give ``user`` the nick ``nick``, renaming a session of this server that holds

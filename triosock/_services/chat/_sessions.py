@@ -332,7 +332,9 @@ class Sessions(Reattaching, Accounting):
                 await self._move(user, room)
                 return core.moved(room)
             case proto.Lookup(nick):
-                return core.found(effect, await directory.lookup(nick))
+                target = await directory.lookup(nick)
+                kept = await self.to_offline(user, effect) if target is None else None
+                return kept if kept is not None else core.found(effect, target)
             case proto.ListUsers(room):
                 nicks = await directory.nicks(room)
                 return core.listed_users(room, nicks, away=self.resumes.away())
