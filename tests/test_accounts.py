@@ -8,6 +8,7 @@ hashing runs in worker threads, and the clock must not jump while one computes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+from websockets.trio.client import connect
 
 from triosock._accounts import Account, Accounts, Hasher, MemoryAccounts, SqliteAccounts
 from triosock._sansio import accounts as rules
@@ -25,8 +27,9 @@ from triosock._sansio import chat as proto
 from triosock._services.chat._accounts import OFFLINE_LIMIT
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket, chat_servers
+from .chattools import Events, LineSocket, chat_servers, web_chat
 from .conftest import GUARD
+from .test_chat_web import ws_url
 
 #: Cheap scrypt for the tests (the records say which parameters they were made with).
 FAST = rules.ScryptParameters(log2_n=4, r=1, p=1)
@@ -370,3 +373,39 @@ async def test_a_message_to_a_registered_user_who_is_away_is_kept_for_their_logi
                 b"-!- alice is away and 100 messages wait for them already: yours was not kept"
             )
             bob.close()
+
+
+async def test_a_websocket_client_registers_and_logs_in_with_json_events(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    """The page's protocol has the account events; a password in one never reaches the
+    room, and a malformed one is refused without repeating it."""
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with (
+            web_chat(chat) as (tcp, _, web),
+            connect(ws_url(web)) as ws,
+        ):
+            watcher = await _user(tcp, b"watcher")
+            events = Events(ws)
+            await events.next(type="hello")
+            await ws.send(json.dumps({"type": "nick", "nick": "alice"}))
+            await events.next(type="nick", new="alice")
+            await ws.send(json.dumps({"type": "register", "password": SECRET}))
+            registered = await events.next(type="notice")
+            assert (
+                registered["text"]
+                == "alice is yours: log in with /login alice PASSWORD from now on"
+            )
+            await ws.send(json.dumps({"type": "logout"}))
+            out = await events.next(type="notice")
+            assert str(out["text"]).startswith("logged out: you are guest")
+            bad = {"type": "login", "nick": "alice", "password": "two\nlines " + SECRET}
+            await ws.send(json.dumps(bad))
+            refused = await events.next(type="notice")
+            assert refused["text"] == "refused: the 'password' of a login event is on one line"
+            await ws.send(json.dumps({"type": "login", "nick": "alice", "password": SECRET}))
+            assert (await events.next(type="notice"))["text"] == "you are logged in as alice"
+            await watcher.read_until(b"is now known as alice")
+            watcher.close()
+    assert SECRET.encode() not in b"\n".join(watcher.lines)

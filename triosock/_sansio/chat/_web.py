@@ -56,6 +56,9 @@ object, or JSON Lines as the server sends them)::
     {"type":"nick","nick":"bob"}
     {"type":"join","room":"#games"}
     {"type":"who"}  {"type":"rooms"}  {"type":"help"}  {"type":"quit"}
+    {"type":"register","password":"..."}    {"type":"login","nick":"alice","password":"..."}
+    {"type":"password","old":"...","new":"..."}  {"type":"logout"}
+                                            the account commands (``old`` one word)
     {"type":"resume","token":"...","after":{"#lobby":57,"direct":3},"epoch":"..."}
                                             take back a detached session (``after`` and
                                             ``epoch`` optional: the last ids seen)
@@ -153,11 +156,17 @@ _EVENTS_IN: dict[str, tuple[tuple[str, ...], str]] = {
     "rooms": ((), "/rooms"),
     "help": ((), "/help"),
     "quit": ((), "/quit"),
+    "register": (("password",), "/register {password}"),
+    "login": (("nick", "password"), "/login {nick} {password}"),
+    "password": (("old", "new"), "/password {old} {new}"),
+    "logout": ((), "/logout"),
 }
 # Fields that are one word on a command line (/msg TO TEXT). A nick or a room is the rest
 # of its line: the chat's rules say why one with a space is refused, as for a TCP user.
-_WORDS = frozenset({"to"})
+_WORDS = frozenset({"to", "old"})
 _NAMES = frozenset({"nick", "room"})
+# Passwords: the rest of their line, on one line (never said, whatever they hold).
+_SECRETS = frozenset({"password", "new"})
 
 
 def parse_web_message_untrusted(text: str) -> list[bytes | BadEvent | ResumeRequest]:
@@ -248,6 +257,8 @@ def _event_line(obj: dict[str, Any]) -> bytes | BadEvent | ResumeRequest:
             return BadEvent(f"the {name!r} of a {kind} event is one word")
         if name in _NAMES and (not value.strip() or "\n" in value or "\r" in value):
             return BadEvent(f"the {name!r} of a {kind} event is a name on one line")
+        if name in _SECRETS and ("\n" in value or "\r" in value):
+            return BadEvent(f"the {name!r} of a {kind} event is on one line")
         values[name] = value
     if kind == "say" and values["text"].startswith("/"):
         values["text"] = "/" + values["text"]  # // says /something
