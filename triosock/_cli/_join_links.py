@@ -17,7 +17,6 @@ the resume (a new session), it asks again for the user's nick."""
 
 from __future__ import annotations
 
-import os
 from typing import Final, Protocol
 
 import trio
@@ -54,8 +53,8 @@ class Link(Protocol):
     def welcomed(self) -> bool:
         """Whether a session began or resumed on this connection (it got in)."""
 
-    async def hello(self, nick: str | None) -> None:
-        """Announce the client (and take ``nick``)."""
+    async def hello(self, arrival: bytes | None) -> None:
+        """Announce the client (and send ``arrival``: ``/nick NAME`` or ``/login``)."""
 
     async def send(self, line: bytes) -> None:
         """Say ``line`` (a message or a command)."""
@@ -93,11 +92,11 @@ class TCPLink:
     def welcomed(self) -> bool:
         return self._resumer is None or self._resumer.welcomed
 
-    async def hello(self, nick: str | None) -> None:
+    async def hello(self, arrival: bytes | None) -> None:
         if self._resumer is not None:
             await self._chan.send_many(self._resumer.hello())  # one write: first lines
-        elif nick:
-            await self._chan.send(b"/nick " + os.fsencode(nick))
+        elif arrival:
+            await self._chan.send(arrival)
         else:
             await trio.lowlevel.checkpoint()
 
@@ -143,13 +142,13 @@ class UDPLink:
         self._chan = chan
         self._heartbeat = heartbeat
         self._over = False
-        self._wanted_nick: str | None = None
+        self._arrival: bytes | None = None
         self._validated = trio.Event()
         # The server names a UDP peer by its address (right unless a NAT is in between).
         self.nick = format_address(chan.socket.getsockname())
 
-    async def hello(self, nick: str | None) -> None:
-        self._wanted_nick = nick  # sent once the address is validated
+    async def hello(self, arrival: bytes | None) -> None:
+        self._arrival = arrival  # sent once the address is validated
         await self._chan.send(UDP_HELLO)  # the server learns our address
 
     async def send(self, line: bytes) -> None:
@@ -172,8 +171,8 @@ class UDPLink:
                 self._over = datagram == proto.BYE  # the server's last word, asked for or not
                 return datagram
             await self._chan.send(token)
-            if self._wanted_nick and not self._validated.is_set():
-                await self._chan.send(b"/nick " + os.fsencode(self._wanted_nick))
+            if self._arrival and not self._validated.is_set():
+                await self._chan.send(self._arrival)
             self._validated.set()
         return None
 

@@ -38,6 +38,7 @@ __all__ = [
     "FIRST_DELAY",
     "MAX_DELAY",
     "Resumer",
+    "arrival_line",
     "backoff",
     "is_final",
 ]
@@ -91,7 +92,12 @@ class Resumer:
         (None: none asked, or no answer yet).
     """
 
-    def __init__(self, nick: str | None = None, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        nick: str | None = None,
+        say: Callable[[str], None] = print,
+        password: str | None = None,
+    ) -> None:
         self._say = say
         self.token: str | None = None
         self.epoch: str | None = None
@@ -101,6 +107,7 @@ class Resumer:
         self.welcomed = False
         self.resumed: bool | None = None
         self._wanted = nick  # the nick the user chose last
+        self._login = arrival_line(nick, password) if password else None
         self._asked = False
         self._resuming = False
 
@@ -115,7 +122,10 @@ class Resumer:
         return [b"/tags on", *self.nick_lines()]
 
     def nick_lines(self) -> list[bytes]:
-        """``/nick`` for the nick the user chose, if any (a new session is a guest)."""
+        """``/login`` with the account given, else ``/nick`` for the nick the user chose,
+        if any (a new session is a guest)."""
+        if self._login is not None:
+            return [self._login]
         return [b"/nick " + self._wanted.encode("utf-8", "replace")] if self._wanted else []
 
     def sent(self, line: bytes) -> None:
@@ -162,3 +172,13 @@ class Resumer:
 
     def _mine(self, nick: str) -> bool:
         return bool(self.nick) and proto.nick_key(nick) == proto.nick_key(self.nick)
+
+
+def arrival_line(nick: str | None, password: str | None) -> bytes | None:
+    """What a new session says first: ``/login NICK PASSWORD`` with a password,
+    ``/nick NICK`` without, nothing without a nick."""
+    if not nick:
+        return None
+    if password:
+        return b"/login " + nick.encode("utf-8", "replace") + b" " + password.encode("utf-8")
+    return b"/nick " + nick.encode("utf-8", "replace")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import getpass
 import math
 import os
 import signal
@@ -62,7 +63,14 @@ from .._transport.udp import PeerUnreachableError, open_udp_channel
 from ._console import UsageError
 from ._join_links import Link, TCPLink, UDPLink
 from ._join_prompt import Prompter, prompt_output, stdin_lines
-from ._join_resume import DEFAULT_RECONNECT_FOR, FIRST_DELAY, MAX_DELAY, Resumer, backoff
+from ._join_resume import (
+    DEFAULT_RECONNECT_FOR,
+    FIRST_DELAY,
+    MAX_DELAY,
+    Resumer,
+    arrival_line,
+    backoff,
+)
 from ._join_screen import Screen, colour_wanted
 from ._parser import Parser
 from ._run import Job
@@ -110,14 +118,14 @@ class _Session:
         self,
         connect: Callable[[int], Awaitable[Link]],
         where: list[str],
-        nick: str | None,
+        arrival: bytes | None,
         screen: Screen,
         user_input: UserInput,
         reconnect: float | None = None,
     ) -> None:
         self._connect = connect
         self._where = where
-        self._nick = nick
+        self._arrival = arrival
         self._screen = screen
         self._user_input = user_input
         self._reconnect = reconnect
@@ -257,7 +265,7 @@ class _Session:
             self._lost(link, exc)
 
     async def _hello(self, link: Link) -> None:
-        await link.hello(self._nick)
+        await link.hello(self._arrival)
         await link.keep_alive()
 
     async def _from_server(self, link: Link) -> None:
@@ -337,10 +345,11 @@ async def _chat_join(
     heartbeat: float,
     timestamps: bool,
     reconnect: float | None,
+    password: str | None = None,
 ) -> None:
     """``chat join``: a session in the room at ``addresses`` (see the module notes)."""
     reconnect = None if udp else reconnect
-    resumer = Resumer(nick, _say) if reconnect is not None else None
+    resumer = Resumer(nick, _say, password) if reconnect is not None else None
 
     async def connect(index: int) -> Link:
         host, port = addresses[index]
@@ -358,7 +367,8 @@ async def _chat_join(
             user_input = Prompter(screen, colour=colour).lines
             screen.write = stack.enter_context(prompt_output())
         where = [format_address(address) for address in addresses]
-        session = _Session(connect, where, nick, screen, user_input, reconnect)
+        arrival = arrival_line(nick, password)
+        session = _Session(connect, where, arrival, screen, user_input, reconnect)
         with trio.open_signal_receiver(*_LEAVE_SIGNALS) as signals:
             await session.run(signals)
     # Here the prompt has ended and the terminal is itself again.
@@ -369,8 +379,32 @@ def _job(args: argparse.Namespace) -> Job:
     if args.udp and len(args.address) > 1:
         raise UsageError("chat join --udp takes one HOST:PORT")
     reconnect = None if args.no_reconnect else args.reconnect_for
+    password = _password(args)
     options = (args.address, args.udp, args.nick, args.heartbeat, args.timestamps, reconnect)
-    return functools.partial(_chat_join, *options)
+    return functools.partial(_chat_join, *options, password)
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """The password to log in with (``--login``: asked on the terminal without echo;
+    ``--password-file``: its first line), or None."""
+    if not (args.login or args.password_file):
+        return None
+    if not args.nick:
+        raise UsageError("--login and --password-file log in as --nick NAME: give it")
+    if args.password_file is not None:
+        try:
+            with open(args.password_file, encoding="utf-8") as file:
+                password = file.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read the password file: {exc}") from None
+    else:
+        try:
+            password = getpass.getpass(f"password for {args.nick}: ")
+        except (EOFError, KeyboardInterrupt):
+            raise UsageError("no password given") from None
+    if not password:
+        raise UsageError("the password is empty")
+    return password
 
 
 def register(chat: Parser) -> None:
@@ -396,6 +430,16 @@ def register(chat: Parser) -> None:
     )
     join.add_argument("--udp", action="store_true", help="speak the UDP dialect (heartbeats, quit)")
     join.add_argument("--nick", help="the nick to take on arrival")
+    join.add_argument(
+        "--login",
+        action="store_true",
+        help="log in as --nick (a registered nick): the password is asked without echo",
+    )
+    join.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="log in as --nick with the password on the first line of FILE",
+    )
     join.add_argument(
         "--heartbeat",
         type=positive,
