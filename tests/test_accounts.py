@@ -409,3 +409,34 @@ async def test_a_websocket_client_registers_and_logs_in_with_json_events(
             await watcher.read_until(b"is now known as alice")
             watcher.close()
     assert SECRET.encode() not in b"\n".join(watcher.lines)
+
+
+async def test_unicode_passwords_nicks_differing_in_case_and_a_mebibyte_of_junk(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    unicode = "pässwörd 密码 🔑 with spaces"
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with chat_servers(chat) as (tcp, _, _):
+            watcher = await _user(tcp.port, b"watcher")
+            alice = await _user(tcp.port, b"Alice")
+            await alice.send(b"/register " + unicode.encode() + b"\n/quit\n")
+            await alice.read_until(b"is yours")
+            await alice.read_to_eof()
+            alice.close()
+            guest = await _user(tcp.port)
+            await guest.send(b"/nick ALICE\n")  # one account whatever the case
+            assert await guest.read_until(b"registered") == (
+                b"-!- ALICE is registered: /login ALICE PASSWORD if it is yours"
+            )
+            junk = b"/register " + b"\xff" * (1 << 20)
+            await guest.send(junk + b"\n")
+            refused = await guest.read_until(b"line refused")
+            assert refused.startswith(b"-!- line refused (")
+            await guest.send(b"/login alice " + unicode.encode() + b"\n")
+            assert await guest.read_until(b"logged in") == b"-!- you are logged in as Alice"
+            await guest.send(b"hi\n")
+            assert await watcher.read_until(b": hi") == b"[#lobby] Alice: hi"
+            for user in (watcher, guest):
+                user.close()
+    assert b"\xff\xff" not in b"".join(watcher.lines)
