@@ -286,6 +286,8 @@ async def test_a_registered_nick_is_its_owners_and_a_guest_who_took_it_is_rename
             assert b"login failed" in await back.read_until(b"login failed")
             await back.send(b"/login alice a new one here\n")
             assert await back.read_until(b"logged in") == b"-!- you are logged in as alice"
+            figures = chat.statistics()
+            assert (figures.registered, figures.logins, figures.logins_failed) == (1, 2, 5)
             for user in (watcher, guest, back):
                 user.close()
             everything = b"\n".join(watcher.lines + guest.lines + back.lines)
@@ -372,6 +374,7 @@ async def test_a_message_to_a_registered_user_who_is_away_is_kept_for_their_logi
             assert await bob.read_until(b"was not kept") == (
                 b"-!- alice is away and 100 messages wait for them already: yours was not kept"
             )
+            assert chat.statistics().kept_offline == 1 + OFFLINE_LIMIT
             bob.close()
 
 

@@ -277,4 +277,8 @@ async def _chat_figures(chat: ChatServer) -> Figures:
         "detached": figures.detached,
         "resumed": figures.resumed,
         "resume_refused": figures.resume_refused,
+        "registered": figures.registered,
+        "logins": figures.logins,
+        "logins_failed": figures.logins_failed,
+        "kept_offline": figures.kept_offline,
     }

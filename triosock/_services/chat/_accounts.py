@@ -69,6 +69,12 @@ class Accounting:
     accounts: Accounts
     hasher: Hasher
     failed_logins: rules.FailedLogins
+    #: Counters for the status: accounts registered here, logins, failed logins (and
+    #: failed /password checks), messages kept for an offline account.
+    registered = 0
+    logins = 0
+    logins_failed = 0
+    kept_offline = 0
 
     async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
         raise NotImplementedError  # pragma: no cover - Sessions has it
@@ -108,6 +114,7 @@ class Accounting:
         except Exception as exc:  # the store's errors
             LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
             return [proto.Tell(ACCOUNTS_DOWN)]
+        self.kept_offline += 1
         return [
             proto.Publish(core.inbox, direct),  # the sender's own copy, as for any /msg
             proto.Tell(f"{account.nick} is away: your message is kept for their next login"),
@@ -158,6 +165,7 @@ class Accounting:
         account = Account(key, nick, record, int(time.time() * 1000))
         if not await self.accounts.create(account):
             return [proto.Tell(f"{nick} is registered already: /login {nick} PASSWORD")]
+        self.registered += 1
         LOGGER.info("%s registered (%s %s)", nick, user.member.kind, user.member.label)
         core.account = key
         return [proto.Tell(f"{nick} is yours: log in with /login {nick} PASSWORD from now on")]
@@ -169,6 +177,7 @@ class Accounting:
             self.failed_logins.succeeded(key)
             return account
         host = host_of(user.member.label)
+        self.logins_failed += 1
         delay = self.failed_logins.failed(key, host, trio.current_time())
         LOGGER.warning(
             "failed login for %s from %s (%s); answered in %g s",
@@ -196,6 +205,7 @@ class Accounting:
                     "another server: try again when it leaves"
                 )
             ]
+        self.logins += 1
         LOGGER.info("%s logged in (%s %s)", account.nick, user.member.kind, user.member.label)
         nick = account.nick if proto.nick_key(core.nick) != key else core.nick
         await self._carry_out(user, core.logged_in(key, nick))

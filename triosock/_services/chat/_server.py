@@ -149,6 +149,10 @@ class ChatStatistics:
       detached: sessions waiting now for a resume (their connection was lost).
       resumed: sessions taken back with their token since the server was made.
       resume_refused: resumes refused (a wrong or malformed token).
+      registered, logins, logins_failed: accounts registered here, logins, and failed
+        logins (a wrong password, or an account that does not exist; a wrong old
+        password of ``/password`` too).
+      kept_offline: direct messages kept for an account nobody was logged in to.
     """
 
     users: int
@@ -162,6 +166,10 @@ class ChatStatistics:
     detached: int = 0
     resumed: int = 0
     resume_refused: int = 0
+    registered: int = 0
+    logins: int = 0
+    logins_failed: int = 0
+    kept_offline: int = 0
 
 
 class ChatServer(Running):
@@ -394,6 +402,10 @@ class ChatServer(Running):
             detached=len(sessions.resumes.detached),
             resumed=sessions.resumes.resumed,
             resume_refused=sessions.resumes.refused,
+            registered=sessions.registered,
+            logins=sessions.logins,
+            logins_failed=sessions.logins_failed,
+            kept_offline=sessions.kept_offline,
         )
 
     # -- the handlers --------------------------------------------------------------------
