@@ -347,7 +347,9 @@ class Results:
             one = ratio(CLUSTER_REDIS, config)
             if one is not None:
                 seen.append(f"{config}: {one:.2f}x")
-                checks.append(one >= 0.8)
+                # the history issue's target is at 1,000 subscribers; fewer are shown
+                if config.split()[0].isdigit() and int(config.split()[0]) >= 1000:
+                    checks.append(one >= 0.8)
         workers = [
             f"{config}: {two:.2f}x"
             for config in configs
@@ -357,7 +359,8 @@ class Results:
             seen.append(f"(2 workers {', '.join(workers)})")
         rows.append(
             (
-                "one process through Redis >= 0.8x the in-process hub in deliveries/s",
+                "one process through Redis >= 0.8x the in-process hub in deliveries/s at "
+                "1,000 subscribers (other counts shown, not judged)",
                 "; ".join(seen) or "-",
                 verdict(checks),
             )

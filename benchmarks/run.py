@@ -514,10 +514,21 @@ class Runner:
                 )
                 if stack.name in chosen and (stack.name in redis or stack.name not in need)
             ]
-            redis_of = {tuple(stack.command()): redis.get(stack.name) for stack in stacks}
+            # the stack's command begins the server's (which has its --data added): the
+            # longest that does names the stack (the in-process one begins the others)
+            commands = sorted(
+                ((stack.command(), redis.get(stack.name)) for stack in stacks),
+                key=lambda item: -len(item[0]),
+            )
+
+            def redis_of(argv: list[str]) -> RedisServer | None:
+                for command, server in commands:
+                    if argv[: len(command)] == command:
+                        return server
+                return None
 
             def measure(server: Server, subs: int) -> dict[str, float]:
-                window = ClusterWindow(server, redis_of.get(tuple(server.argv)))
+                window = ClusterWindow(server, redis_of(server.argv))
                 metrics = self.fan_out_once("chat", server, subs, window)
                 return {**metrics, **self.cluster_metrics(window, metrics["sent"])}
 
