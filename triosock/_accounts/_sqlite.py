@@ -67,23 +67,14 @@ class SqliteAccounts(Accounts):
         return db
 
     async def _run(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        return await self._transaction([(query, args)])
-
-    async def _transaction(
-        self, queries: list[tuple[str, tuple[Any, ...]]]
-    ) -> list[tuple[Any, ...]]:
-        """Run ``queries`` in one transaction; the rows of the last."""
+        """Run one statement (each is atomic on its own) in a worker thread; its rows."""
         db = self._db
         if db is None:
             raise trio.ClosedResourceError("the accounts file is not open: use `async with`")
 
         def run() -> list[tuple[Any, ...]]:
-            rows: list[tuple[Any, ...]] = []
             with db:
-                db.execute("BEGIN IMMEDIATE")
-                for query, args in queries:
-                    rows = db.execute(query, args).fetchall()
-            return rows
+                return db.execute(query, args).fetchall()
 
         async with self._lock:
             return await trio.to_thread.run_sync(run)
@@ -109,21 +100,18 @@ class SqliteAccounts(Accounts):
         return bool(rows)
 
     async def keep_offline(self, key: str, data: bytes, limit: int) -> bool:
-        rows = await self._transaction(
-            [
-                (
-                    "INSERT INTO offline (key, data) SELECT ?, ? "
-                    "WHERE (SELECT COUNT(*) FROM offline WHERE key = ?) < ? RETURNING n",
-                    (key, data, key, limit),
-                )
-            ]
+        rows = await self._run(
+            "INSERT INTO offline (key, data) SELECT ?, ? "
+            "WHERE (SELECT COUNT(*) FROM offline WHERE key = ?) < ? RETURNING n",
+            key,
+            data,
+            key,
+            limit,
         )
         return bool(rows)
 
     async def take_offline(self, key: str) -> list[bytes]:
-        rows = await self._transaction(
-            [("DELETE FROM offline WHERE key = ? RETURNING n, data", (key,))]
-        )
+        rows = await self._run("DELETE FROM offline WHERE key = ? RETURNING n, data", key)
         return [bytes(data) for _, data in sorted(rows)]
 
     async def aclose(self) -> None:

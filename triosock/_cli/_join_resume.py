@@ -124,9 +124,8 @@ class Resumer:
     def nick_lines(self) -> list[bytes]:
         """``/login`` with the account given, else ``/nick`` for the nick the user chose,
         if any (a new session is a guest)."""
-        if self._login is not None:
-            return [self._login]
-        return [b"/nick " + self._wanted.encode("utf-8", "replace")] if self._wanted else []
+        line = self._login or arrival_line(self._wanted, None)
+        return [line] if line else []
 
     def sent(self, line: bytes) -> None:
         """The user said ``line``: a ``/history`` or ``/join`` asks for earlier lines."""

@@ -23,7 +23,6 @@ carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
@@ -79,6 +78,13 @@ class Accounting:
     async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
         raise NotImplementedError  # pragma: no cover - Sessions has it
 
+    @staticmethod
+    def _unreachable(exc: Exception) -> str:
+        """The store failed (an I/O error, or sqlite3's or coredis's own): logged, and
+        what the user is told."""
+        LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
+        return ACCOUNTS_DOWN
+
     async def may_take(self, user: User, nick: str) -> str | None:
         """Why ``user`` may not take ``nick`` (a notice), or None: a registered nick is
         taken only by a session logged in to it."""
@@ -86,18 +92,17 @@ class Accounting:
         if user.core.account == key:
             return None
         try:
-            if await self._account(key) is None:
+            if await self.accounts.get(key) is None:
                 return None
-        except Exception as exc:  # the store's errors: no nick can be checked now
-            LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
-            return ACCOUNTS_DOWN
+        except Exception as exc:  # no nick can be checked now
+            return self._unreachable(exc)
         return f"{nick} is registered: /login {nick} PASSWORD if it is yours"
 
     async def to_offline(self, user: User, lookup: proto.Lookup) -> list[proto.Effect] | None:
         """A ``/msg`` to a nick nobody holds: kept for its account if it is registered
         (what the sender is told), else None (nobody has that nick)."""
         try:
-            account = await self._account(proto.nick_key(lookup.nick))
+            account = await self.accounts.get(proto.nick_key(lookup.nick))
             if account is None:
                 return None
             core = user.core
@@ -111,9 +116,8 @@ class Accounting:
                         "already: yours was not kept"
                     )
                 ]
-        except Exception as exc:  # the store's errors
-            LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
-            return [proto.Tell(ACCOUNTS_DOWN)]
+        except Exception as exc:
+            return [proto.Tell(self._unreachable(exc))]
         self.kept_offline += 1
         return [
             proto.Publish(core.inbox, direct),  # the sender's own copy, as for any /msg
@@ -123,18 +127,11 @@ class Accounting:
     async def _deliver_offline(self, user: User, key: str) -> None:
         """Show ``user`` (just logged in to ``key``) the messages kept for it."""
         kept = await self.accounts.take_offline(key)
-        records = []
-        for data in kept:
-            try:
-                event = proto.decode_event_untrusted(data)
-            except proto.ChatError:
-                continue
-            records.append(Record(0, getattr(event, "time", 0), data))
-        if records:
-            self.views.show(user, proto.recall(OFFLINE, records, more=False))
-
-    async def _account(self, key: str) -> Account | None:
-        return await self.accounts.get(key)
+        # (recall decodes each line, skips what is no line, and shows the time the line
+        # carries: the records need no id nor time of their own)
+        shown = proto.recall(OFFLINE, [Record(0, 0, data) for data in kept], more=False)
+        if shown:
+            self.views.show(user, shown)
 
     async def account_effect(self, user: User, effect: proto.Effect) -> list[proto.Effect]:
         """Carry out an account effect of ``user``'s; what its session answers."""
@@ -148,18 +145,14 @@ class Accounting:
                     return await self._change(user, old, new)
                 case proto.LogOut():
                     return await self._logout(user)
-        except (OSError, trio.ClosedResourceError) as exc:
-            LOGGER.warning("accounts: %s", exc)
-            return [proto.Tell(ACCOUNTS_DOWN)]
-        except Exception as exc:  # the store's own errors (sqlite3, coredis)
-            LOGGER.warning("accounts: %s: %s", type(exc).__name__, exc)
-            return [proto.Tell(ACCOUNTS_DOWN)]
+        except Exception as exc:
+            return [proto.Tell(self._unreachable(exc))]
         raise TypeError(f"not an account effect: {effect!r}")
 
     async def _register(self, user: User, password: str) -> list[proto.Effect]:
         core = user.core
         nick, key = core.nick, proto.nick_key(core.nick)
-        if await self._account(key) is not None:
+        if await self.accounts.get(key) is not None:
             return [proto.Tell(f"{nick} is registered already: /login {nick} PASSWORD")]
         record = await self.hasher.record(password)
         account = Account(key, nick, record, int(time.time() * 1000))
@@ -172,7 +165,7 @@ class Accounting:
 
     async def _checked(self, user: User, key: str, password: str) -> Account | None:
         """The account of ``key`` if ``password`` is its; after a failure's delay, None."""
-        account = await self._account(key)
+        account = await self.accounts.get(key)
         if account is not None and await self.hasher.verify(password, account.record):
             self.failed_logins.succeeded(key)
             return account
@@ -198,7 +191,8 @@ class Accounting:
             return [proto.Tell(f"login failed: wrong nick or password for {nick}")]
         if rules.needs_rehash(account.record):  # made with weaker parameters: raise them
             await self.accounts.set_record(key, await self.hasher.record(password))
-        if proto.nick_key(core.nick) != key and not await self._take_nick(user, account.nick):
+        held = proto.nick_key(core.nick) == key
+        if not held and not await self._take_nick(user, account.nick):
             return [
                 proto.Tell(
                     f"your password is right, but {account.nick} is held by a session of "
@@ -207,8 +201,7 @@ class Accounting:
             ]
         self.logins += 1
         LOGGER.info("%s logged in (%s %s)", account.nick, user.member.kind, user.member.label)
-        nick = account.nick if proto.nick_key(core.nick) != key else core.nick
-        await self._carry_out(user, core.logged_in(key, nick))
+        await self._carry_out(user, core.logged_in(key, core.nick if held else account.nick))
         await self._deliver_offline(user, key)
         return []
 
@@ -236,10 +229,7 @@ class Accounting:
             self._fanout.tell(other, f"{nick} logged in: you are {guest} now")
             await self._carry_out(other, effects)
         else:
-            for effect in effects:
-                if isinstance(effect, proto.Publish):
-                    with contextlib.suppress(trio.ClosedResourceError):
-                        await self._presence.announce(None, effect.topic, effect.event)
+            await self._presence.announce_all(None, effects)
         return await self.directory.rename(session, nick)
 
     async def _become_guest(self, session: str) -> str | None:

@@ -115,6 +115,15 @@ class Presence:
         elif inbox is not None and type(event) is proto.Joined:
             await publish(self.hub, member, inbox, event)
 
+    async def announce_all(self, member: Member | None, effects: list[proto.Effect]) -> None:
+        """:meth:`announce` each of ``effects`` (``Publish`` effects only: a leaving's, a
+        rename's) for ``member`` (None: for the server, the session's connection being
+        gone); a hub closed under it (the server stops) ends it quietly."""
+        for effect in effects:
+            assert isinstance(effect, proto.Publish)
+            with contextlib.suppress(trio.ClosedResourceError):
+                await self.announce(member, effect.topic, effect.event)
+
     def _counted(self, topic: str, event: proto.Event) -> bool:
         """Count a join or leave of a crowded room (True) rather than say it (False)."""
         if not isinstance(event, proto.Joined | proto.Left):

@@ -8,7 +8,6 @@ for size: it works on the same users, directory, store and fan-out.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import trio
@@ -185,10 +184,7 @@ class Reattaching:
         except DirectoryUnavailable as exc:  # its lease runs out
             LOGGER.warning("%s left, but %s", core.nick, exc)
         if core.started:
-            for effect in core.leave():
-                assert isinstance(effect, proto.Publish)
-                with contextlib.suppress(trio.ClosedResourceError):
-                    await self._presence.announce(user.member, effect.topic, effect.event)
+            await self._presence.announce_all(user.member, core.leave())
             LOGGER.info("%s left (its connection took back another session)", core.nick)
 
     async def _take_back(
@@ -291,10 +287,7 @@ class Reattaching:
         except DirectoryUnavailable as exc:  # its lease runs out
             LOGGER.warning("%s left, but %s", core.nick, exc)
         self.store.forget(core.inbox)
-        for effect in core.leave():
-            assert isinstance(effect, proto.Publish)
-            with contextlib.suppress(trio.ClosedResourceError):
-                await self._presence.announce(None, effect.topic, effect.event)
+        await self._presence.announce_all(None, core.leave())
         LOGGER.info(
             "%s left (%s, then no resume within %g s)",
             core.nick,

@@ -424,10 +424,7 @@ class Sessions(Reattaching, Accounting):
             LOGGER.info("%s left here (its session resumed on another server)", core.nick)
             return
         self.store.forget(core.inbox)  # nobody will read it
-        for effect in core.leave():
-            assert isinstance(effect, proto.Publish)
-            with contextlib.suppress(trio.ClosedResourceError):
-                await self._presence.announce(user.member, effect.topic, effect.event)
+        await self._presence.announce_all(user.member, core.leave())
         user.leave()
         if not core.started:  # never joined: nobody was told it came (see _admit)
             return
