@@ -119,6 +119,15 @@ async def socat_join(peer: Any) -> None:
 TOKEN_NOTICE = re.compile(rb"-!- your resume token: [A-Za-z0-9_-]{32} \(secret; .*\)")
 
 
+async def detached(chat: ChatServer, nick: str) -> None:
+    """Return once ``chat`` holds ``nick``'s session detached (it noticed the connection
+    end): polled, as the server says nothing to anyone when it happens."""
+    while True:
+        if nick in {d.core.nick for d in chat._sessions.resumes.detached.values()}:
+            return
+        await trio.sleep(0.01)
+
+
 def without_token(lines: list[bytes]) -> list[bytes]:
     """``lines`` without the resume token's notice (for tests about something else)."""
     return [line for line in lines if not TOKEN_NOTICE.fullmatch(line)]

@@ -27,7 +27,7 @@ from triosock._sansio import chat as proto
 from triosock._services.chat._accounts import OFFLINE_LIMIT
 from triosock.chat import ChatServer
 
-from .chattools import Events, LineSocket, chat_servers, web_chat
+from .chattools import Events, LineSocket, chat_servers, detached, web_chat
 from .conftest import GUARD
 from .test_chat_web import ws_url
 
@@ -228,13 +228,23 @@ async def test_accounts_in_redis() -> None:
 # -- the chat over TCP -------------------------------------------------------------------
 
 
-async def _user(port: int, nick: bytes | None = None) -> LineSocket:
-    user = await LineSocket.connect(port)
+async def tcp_user(port: int, nick: bytes | None = None, host: str = "127.0.0.1") -> LineSocket:
+    """A TCP user in the room, welcomed, named ``nick`` if given."""
+    user = await LineSocket.connect(port, host=host)
     await user.read_until(b"welcome to triosock chat")
     if nick is not None:
         await user.send(b"/nick " + nick + b"\n")
         await user.read_until(b"is now known as " + nick)
     return user
+
+
+async def registered(port: int, nick: bytes, password: str, host: str = "127.0.0.1") -> None:
+    """``nick`` registered with ``password`` by a user who then quits: nobody holds it."""
+    user = await tcp_user(port, nick, host)
+    await user.send(b"/register " + password.encode() + b"\n/quit\n")
+    await user.read_until(b"is yours")
+    await user.read_to_eof()
+    user.close()
 
 
 async def test_a_registered_nick_is_its_owners_and_a_guest_who_took_it_is_renamed(
@@ -244,8 +254,8 @@ async def test_a_registered_nick_is_its_owners_and_a_guest_who_took_it_is_rename
     chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
     with trio.fail_after(300):
         async with chat_servers(chat) as (tcp, _, _):
-            watcher = await _user(tcp.port, b"watcher")
-            alice = await _user(tcp.port, b"alice")
+            watcher = await tcp_user(tcp.port, b"watcher")
+            alice = await tcp_user(tcp.port, b"alice")
             await alice.send(b"/register " + PLAIN.encode() + b"\n")
             assert await alice.read_until(b"is yours") == (
                 b"-!- alice is yours: log in with /login alice PASSWORD from now on"
@@ -254,7 +264,7 @@ async def test_a_registered_nick_is_its_owners_and_a_guest_who_took_it_is_rename
             await alice.read_to_eof()
             alice.close()
             # a guest cannot take it...
-            guest = await _user(tcp.port)
+            guest = await tcp_user(tcp.port)
             await guest.send(b"/nick alice\n")
             assert await guest.read_until(b"registered") == (
                 b"-!- alice is registered: /login alice PASSWORD if it is yours"
@@ -272,7 +282,7 @@ async def test_a_registered_nick_is_its_owners_and_a_guest_who_took_it_is_rename
             # a guest took a free nick; alice, back as a guest, logs in and gets hers
             await guest.send(b"/nick alice2\n")
             await guest.read_until(b"is now known as alice2")
-            back = await _user(tcp.port)
+            back = await tcp_user(tcp.port)
             await back.send(b"/identify " + PLAIN.encode() + b"\n")  # (its guest nick)
             assert b"login failed" in await back.read_until(b"login failed")
             await back.send(b"/login alice " + PLAIN.encode() + b"\n")
@@ -311,16 +321,13 @@ async def test_logging_in_again_takes_the_nick_from_the_accounts_detached_sessio
     chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
     with trio.fail_after(300):
         async with chat_servers(chat) as (tcp, _, _):
-            watcher = await _user(tcp.port, b"watcher")
-            alice = await _user(tcp.port, b"alice")
+            watcher = await tcp_user(tcp.port, b"watcher")
+            alice = await tcp_user(tcp.port, b"alice")
             await alice.send(b"/register " + SECRET.encode() + b"\n")
             await alice.read_until(b"is yours")
             alice.close()  # no /quit: detached, still alice
-            while True:  # until the server has noticed
-                if chat._sessions.resumes.detached:
-                    break
-                await trio.sleep(0.01)
-            again = await _user(tcp.port)
+            await detached(chat, "alice")
+            again = await tcp_user(tcp.port)
             await again.send(b"/login alice " + SECRET.encode() + b"\n")
             assert await again.read_until(b"logged in") == b"-!- you are logged in as alice"
             renamed = await watcher.read_until(b"is now known as guest")
@@ -338,11 +345,8 @@ async def test_a_message_to_a_registered_user_who_is_away_is_kept_for_their_logi
     chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
     with trio.fail_after(300):
         async with chat_servers(chat) as (tcp, _, _):
-            alice = await _user(tcp.port, b"alice")
-            await alice.send(b"/register " + SECRET.encode() + b"\n/quit\n")
-            await alice.read_to_eof()
-            alice.close()
-            bob = await _user(tcp.port, b"bob")
+            await registered(tcp.port, b"alice", SECRET)
+            bob = await tcp_user(tcp.port, b"bob")
             await bob.send(b"/msg alice psst, are you there?\n")
             assert await bob.read_until(b"[dm to alice]") == b"[dm to alice] psst, are you there?"
             assert await bob.read_until(b"kept") == (
@@ -351,7 +355,7 @@ async def test_a_message_to_a_registered_user_who_is_away_is_kept_for_their_logi
             await bob.send(b"/msg nobody hello\n")
             assert await bob.read_until(b"no user") == b"-!- no user named nobody"
             # a guest who is not alice never sees them: the nick is refused anyway
-            back = await _user(tcp.port)
+            back = await tcp_user(tcp.port)
             await back.send(b"/login alice " + SECRET.encode() + b"\n")
             assert await back.read_until(b"logged in") == b"-!- you are logged in as alice"
             start = await back.read_until(b"earlier line")
@@ -391,7 +395,7 @@ async def test_a_websocket_client_registers_and_logs_in_with_json_events(
             web_chat(chat) as (tcp, _, web),
             connect(ws_url(web)) as ws,
         ):
-            watcher = await _user(tcp, b"watcher")
+            watcher = await tcp_user(tcp, b"watcher")
             events = Events(ws)
             await events.next(type="hello")
             await ws.send(json.dumps({"type": "nick", "nick": "alice"}))
@@ -423,13 +427,9 @@ async def test_unicode_passwords_nicks_differing_in_case_and_a_mebibyte_of_junk(
     chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
     with trio.fail_after(300):
         async with chat_servers(chat) as (tcp, _, _):
-            watcher = await _user(tcp.port, b"watcher")
-            alice = await _user(tcp.port, b"Alice")
-            await alice.send(b"/register " + unicode.encode() + b"\n/quit\n")
-            await alice.read_until(b"is yours")
-            await alice.read_to_eof()
-            alice.close()
-            guest = await _user(tcp.port)
+            watcher = await tcp_user(tcp.port, b"watcher")
+            await registered(tcp.port, b"Alice", unicode)
+            guest = await tcp_user(tcp.port)
             await guest.send(b"/nick ALICE\n")  # one account whatever the case
             assert await guest.read_until(b"registered") == (
                 b"-!- ALICE is registered: /login ALICE PASSWORD if it is yours"

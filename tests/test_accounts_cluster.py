@@ -18,23 +18,14 @@ import trio
 from triosock._accounts import Hasher
 from triosock._sansio import accounts as rules
 
-from .chattools import LineSocket
 from .conftest import GUARD
 from .redistools import chat_node, redis_server
+from .test_accounts import registered, tcp_user
 
 pytest.importorskip("coredis")
 
 FAST = rules.ScryptParameters(log2_n=4, r=1, p=1)
 SECRET = "correct horse battery staple"
-
-
-async def _user(port: int, host: str, nick: bytes | None = None) -> LineSocket:
-    user = await LineSocket.connect(port, host=host)
-    await user.read_until(b"welcome to triosock chat")
-    if nick is not None:
-        await user.send(b"/nick " + nick + b"\n")
-        await user.read_until(b"is now known as " + nick)
-    return user
 
 
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
@@ -68,18 +59,15 @@ async def test_accounts_are_shared_through_redis_and_redis_never_sees_a_password
                 )
                 nodes.append(await stack.enter_async_context(node))
             (_, a), (_, b) = nodes
-            alice = await _user(a.port, "127.0.0.2", b"alice")
-            await alice.send(b"/register " + SECRET.encode() + b"\n/quit\n")
-            await alice.read_to_eof()
-            alice.close()
-            guest = await _user(b.port, "127.0.0.3")
+            await registered(a.port, b"alice", SECRET, "127.0.0.2")
+            guest = await tcp_user(b.port, host="127.0.0.3")
             await guest.send(b"/nick alice\n")
             assert await guest.read_until(b"registered") == (
                 b"-!- alice is registered: /login alice PASSWORD if it is yours"
             )
             await guest.send(b"/msg alice kept on server b\n")
             await guest.read_until(b"is away")
-            back = await _user(b.port, "127.0.0.3")
+            back = await tcp_user(b.port, host="127.0.0.3")
             await back.send(b"/login alice " + SECRET.encode() + b"\n")
             assert await back.read_until(b"logged in") == b"-!- you are logged in as alice"
             kept = await back.read_until(b"[dm from")

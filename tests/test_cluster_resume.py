@@ -17,7 +17,7 @@ import trio
 
 from triosock._sansio import chat as proto
 
-from .chattools import LineSocket
+from .chattools import LineSocket, detached
 from .clitools import cli_server
 from .conftest import GUARD
 from .redistools import chat_node, redis_server
@@ -49,10 +49,7 @@ async def test_a_session_detached_on_one_server_resumes_on_another() -> None:
             await alice.send(b"one\n")
             await bob.read_until(b"alice: one")
             bob.close()  # no /quit: detached on a
-            while True:  # until server a has noticed
-                if "bob" in {d.core.nick for d in chat_a._sessions.resumes.detached.values()}:
-                    break
-                await trio.sleep(0.01)
+            await detached(chat_a, "bob")
             await alice.send(b"two\nthree\n/msg bob psst\n")
             await alice.read_until(b"[dm to bob] psst")
             back = await LineSocket.connect(b.port, host="127.0.0.3")  # the other server
@@ -94,10 +91,7 @@ async def test_a_token_taken_on_another_server_is_refused_where_it_was_issued() 
         ):
             bob, token, epoch = await _tagged_at("127.0.0.2", a.port, b"bob")
             bob.close()  # no /quit: detached on a
-            while True:  # until server a has noticed
-                if chat_a._sessions.resumes.detached:
-                    break
-                await trio.sleep(0.01)
+            await detached(chat_a, "bob")
             resume = proto.resume_line(token.decode(), epoch.decode(), {"#lobby": 0})
             back = await LineSocket.connect(b.port, host="127.0.0.3")
             await back.send(resume + b"\n")

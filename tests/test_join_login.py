@@ -11,20 +11,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from .chattools import LineSocket
 from .clitools import run
 from .conftest import GUARD
+from .test_accounts import registered
 from .test_join_client import JOIN, chat_server, observer
 
 PASSWORD = "a long pass phrase"
-
-
-async def _register(port: int, nick: bytes, password: str) -> None:
-    user = await LineSocket.connect(port)
-    await user.send(b"/nick " + nick + b"\n/register " + password.encode() + b"\n/quit\n")
-    await user.read_until(b"is yours")
-    await user.read_to_eof()
-    user.close()
 
 
 async def test_the_client_logs_in_with_a_password_file(tmp_path: Path) -> None:
@@ -33,7 +25,7 @@ async def test_the_client_logs_in_with_a_password_file(tmp_path: Path) -> None:
     secret.chmod(0o600)
     with trio.fail_after(GUARD):
         async with chat_server("--data", str(tmp_path / "data")) as server:
-            await _register(server.tcp, b"alice", PASSWORD)
+            await registered(server.tcp, b"alice", PASSWORD)
             async with observer(server) as bob:
                 args = [*JOIN, f"127.0.0.1:{server.tcp}", "--nick", "alice"]
                 result = await run(
