@@ -28,8 +28,10 @@ class Account:
 
 
 class Accounts(ABC):
-    """Where accounts live. Every method may raise what its backend raises when it
-    cannot be reached (:class:`OSError`, ``sqlite3.Error``, coredis's errors)."""
+    """Where accounts live, and the rooms' records (founders, operators, bans, topics:
+    who is who in a room, :mod:`triosock._sansio.rooms`). Every method may raise what its
+    backend raises when it cannot be reached (:class:`OSError`, ``sqlite3.Error``,
+    coredis's errors)."""
 
     @abstractmethod
     async def get(self, key: str) -> Account | None:
@@ -51,6 +53,17 @@ class Accounts(ABC):
     @abstractmethod
     async def take_offline(self, key: str) -> list[bytes]:
         """The messages kept for ``key``'s account, oldest first; they are kept no more."""
+
+    @abstractmethod
+    async def get_room(self, room: str) -> tuple[bytes | None, int]:
+        """The record of ``room`` (:func:`~triosock._sansio.rooms.encode_record`'s bytes,
+        None for a room never given one) and its version (0 for none)."""
+
+    @abstractmethod
+    async def put_room(self, room: str, data: bytes, version: int) -> bool:
+        """Replace the record of ``room`` by ``data`` if its version is still
+        ``version`` (it becomes ``version + 1``); False, and nothing changed, if another
+        change came first (read it again and retry)."""
 
     async def aclose(self) -> None:  # noqa: B027 - most stores hold nothing to close
         """Release what the store holds."""

@@ -14,11 +14,12 @@ __all__ = ["MemoryAccounts"]
 class MemoryAccounts(Accounts):
     """Accounts in a dict of this process."""
 
-    __slots__ = ("_accounts", "_offline")
+    __slots__ = ("_accounts", "_offline", "_rooms")
 
     def __init__(self) -> None:
         self._accounts: dict[str, Account] = {}
         self._offline: dict[str, list[bytes]] = {}
+        self._rooms: dict[str, tuple[bytes, int]] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryAccounts {len(self._accounts)}>"
@@ -53,3 +54,14 @@ class MemoryAccounts(Accounts):
     async def take_offline(self, key: str) -> list[bytes]:
         await trio.lowlevel.checkpoint()
         return self._offline.pop(key, [])
+
+    async def get_room(self, room: str) -> tuple[bytes | None, int]:
+        await trio.lowlevel.checkpoint()
+        return self._rooms.get(room, (None, 0))
+
+    async def put_room(self, room: str, data: bytes, version: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self._rooms.get(room, (None, 0))[1] != version:
+            return False
+        self._rooms[room] = (data, version + 1)
+        return True

@@ -2,7 +2,9 @@
 
 Each account is a hash, ``P account:<key>`` (``P`` the hub's prefix), with ``nick``,
 ``record`` (the password's hash record, never the password) and ``created``; the direct
-messages kept for it while it is offline are a list, ``P offline:<key>``. Give Redis
+messages kept for it while it is offline are a list, ``P offline:<key>``. A room's
+record (its founder, operators, bans, topic) is a hash, ``P roomrecord:<room>``, with
+``data`` and ``version``, replaced by a script only if its version is still the one read. Give Redis
 persistence (``appendonly yes``) to keep them across its restarts; an account lost with
 Redis's data has to be registered again.
 """
@@ -46,6 +48,14 @@ _TAKE: Final = """
 local kept = redis.call('LRANGE', KEYS[1], 0, -1)
 redis.call('DEL', KEYS[1])
 return kept
+"""
+
+# KEYS: the room's record. ARGV: the new record, the version it replaces. 1 if replaced.
+_PUT_ROOM: Final = """
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'version', version + 1)
+return 1
 """
 
 
@@ -106,6 +116,18 @@ class RedisAccounts(Accounts):
         offline = f"{self.prefix}offline:{key}"
         found: Any = await self._redis().eval(_TAKE, keys=[offline], args=[])
         return [bytes(item) for item in found or []]
+
+    async def get_room(self, room: str) -> tuple[bytes | None, int]:
+        found: Any = await self._redis().hmget(
+            f"{self.prefix}roomrecord:{room}", ["data", "version"]
+        )
+        data, version = found
+        return (bytes(data), int(version)) if data is not None else (None, 0)
+
+    async def put_room(self, room: str, data: bytes, version: int) -> bool:
+        key = f"{self.prefix}roomrecord:{room}"
+        done = await self._redis().eval(_PUT_ROOM, keys=[key], args=[data, str(version)])
+        return done == 1
 
     async def aclose(self) -> None:
         self._client = None

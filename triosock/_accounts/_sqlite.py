@@ -1,9 +1,10 @@
 """Accounts in the chat's SQLite file (``--data``): they survive a restart.
 
 The file is the history's (``chat.sqlite3``), made readable by its owner only (mode
-0600); accounts have a table of their own there. Every operation runs in a worker thread
-(``trio.to_thread``) on the store's own connection, one at a time: logins and
-registrations are rare next to the lines said, and never block the event loop.
+0600); accounts, their offline messages and the rooms' records have tables of their own
+there. Every operation runs in a worker thread (``trio.to_thread``) on the store's own
+connection, one at a time: logins and registrations are rare next to the lines said,
+and never block the event loop.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ CREATE TABLE IF NOT EXISTS offline (
     n INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS offline_key ON offline (key, n);
+CREATE TABLE IF NOT EXISTS rooms (
+    room TEXT PRIMARY KEY, data BLOB NOT NULL, version INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -113,6 +117,26 @@ class SqliteAccounts(Accounts):
     async def take_offline(self, key: str) -> list[bytes]:
         rows = await self._run("DELETE FROM offline WHERE key = ? RETURNING n, data", key)
         return [bytes(data) for _, data in sorted(rows)]
+
+    async def get_room(self, room: str) -> tuple[bytes | None, int]:
+        rows = await self._run("SELECT data, version FROM rooms WHERE room = ?", room)
+        return (bytes(rows[0][0]), rows[0][1]) if rows else (None, 0)
+
+    async def put_room(self, room: str, data: bytes, version: int) -> bool:
+        if version == 0:
+            query = (
+                "INSERT INTO rooms VALUES (?, ?, 1) ON CONFLICT (room) DO NOTHING RETURNING room"
+            )
+            rows = await self._run(query, room, data)
+        else:
+            rows = await self._run(
+                "UPDATE rooms SET data = ?, version = version + 1 "
+                "WHERE room = ? AND version = ? RETURNING room",
+                data,
+                room,
+                version,
+            )
+        return bool(rows)
 
     async def aclose(self) -> None:
         db, self._db = self._db, None

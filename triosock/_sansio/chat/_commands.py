@@ -45,6 +45,11 @@ truncated: the server refuses lines over its limit before they are parsed.
                         logs in as the nick held)
   ``/password OLD NEW`` :class:`Password` (``OLD`` is the first word, ``NEW`` the rest)
   ``/logout``           :class:`Logout`
+  ``/claim [ROOM]``, ``/op NICK``, ``/deop NICK``, ``/topic [TEXT]``, ``/kick NICK
+  [REASON]``, ``/ban NICK [REASON]``, ``/unban NICK|ADDRESS``, ``/bans``, ``/mute
+  NICK``, ``/unmute NICK``, ``/mode [+m|-m]``, ``/kill NICK REASON``
+                        :class:`Moderate`, a room operator's command (see
+                        :mod:`triosock._sansio.rooms`); ``NICK`` is not validated here
   ``/help``             :class:`Help` (arguments are ignored)
   ``/quit``             :class:`Quit` (arguments, e.g. a quit message, are ignored)
   ====================  ==================================================
@@ -85,6 +90,7 @@ __all__ = [
     "Login",
     "Logout",
     "Me",
+    "Moderate",
     "Msg",
     "Nick",
     "Password",
@@ -112,6 +118,15 @@ HELP_TEXT: Final[tuple[str, ...]] = (
     "  /login NICK PASSWORD     take your registered nick (alias /identify)",
     "  /password OLD NEW        change your password",
     "  /logout          give your nick back and be a guest",
+    "room operators (/claim a room to be its founder; the founder names operators):",
+    "  /claim [ROOM]    become the founder of ROOM (yours by default), if unclaimed",
+    "  /op NICK, /deop NICK     name or remove an operator (the founder)",
+    "  /topic [TEXT]    show the topic, or set it (operators; /topic - clears it)",
+    "  /kick NICK [REASON]      send NICK out of the room",
+    "  /ban NICK [REASON], /unban NICK, /bans   keep NICK out (by account or address)",
+    "  /mute NICK, /unmute NICK the room does not hear NICK",
+    "  /mode [+m|-m]    moderated: only operators speak",
+    "  /kill NICK REASON        disconnect NICK (server operators)",
     "  /help            show this help",
     "  /resume TOKEN    take back your session after a lost connection (as the first",
     "                   line of a new connection; the welcome tells your token)",
@@ -236,6 +251,19 @@ class Logout:
 
 
 @dataclass(frozen=True, slots=True)
+class Moderate:
+    """A room operator's command. ``action`` is the command's name (``claim``, ``op``,
+    ``deop``, ``topic``, ``kick``, ``ban``, ``unban``, ``bans``, ``mute``, ``unmute``,
+    ``mode``, ``kill``); ``target`` its first word (a nick, the room of ``/claim``, the
+    flag of ``/mode``; ``""`` when it has none); ``text`` the rest (a reason, a topic;
+    neutralised)."""
+
+    action: str
+    target: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Empty:
     """An empty or whitespace-only line, to be ignored."""
 
@@ -264,6 +292,7 @@ Command: TypeAlias = (
     | Login
     | Password
     | Logout
+    | Moderate
     | Empty
     | Invalid
 )
@@ -289,6 +318,22 @@ _NOT_SAID = (
     "type the command at the start of the line"
 )
 _IGNORING_ARGUMENTS: dict[str, Command] = {"help": Help(), "quit": Quit()}
+#: The operators' commands: (words before the text: 0, 1 at most, or exactly 1; whether
+#: text may follow; whether text is needed), and their usage.
+_MODERATE: dict[str, tuple[str, bool, bool, str]] = {
+    "claim": ("optional", False, False, "/claim [ROOM]"),
+    "op": ("one", False, False, "/op NICK"),
+    "deop": ("one", False, False, "/deop NICK"),
+    "mute": ("one", False, False, "/mute NICK"),
+    "unmute": ("one", False, False, "/unmute NICK"),
+    "unban": ("one", False, False, "/unban NICK|ADDRESS"),
+    "kick": ("one", True, False, "/kick NICK [REASON]"),
+    "ban": ("one", True, False, "/ban NICK [REASON]"),
+    "kill": ("one", True, True, "/kill NICK REASON"),
+    "mode": ("optional", False, False, "/mode [+m|-m]"),
+    "bans": ("none", False, False, "/bans"),
+    "topic": ("none", True, False, "/topic [TEXT]"),
+}
 
 
 def parse_line_untrusted(line: bytes) -> Command:
@@ -338,6 +383,8 @@ def parse_line_untrusted(line: bytes) -> Command:
         return _secret(name, args)
     if name == "resume":
         return _resume(args.split())
+    if name in _MODERATE:
+        return _moderate(name, args)
     if name == "tags":
         switch = args.strip().lower()
         return Tags(switch == "on") if switch in ("on", "off") else Invalid("usage: /tags on|off")
@@ -364,6 +411,20 @@ def _secret(name: str, args: str) -> Command:
     if name == "identify" and args:
         return Login(None, args)
     return Invalid(f"usage: /{name} NICK PASSWORD")
+
+
+def _moderate(name: str, args: str) -> Moderate | Invalid:
+    """An operator's command: its words as :data:`_MODERATE` says."""
+    words, has_text, needs_text, usage = _MODERATE[name]
+    if words == "none":
+        if args and not has_text:
+            return Invalid(f"usage: {usage}")
+        return Moderate(name, "", args)
+    target, _, text = args.partition(" ")
+    text = text.strip()
+    if (words == "one" and not target) or (text and not has_text) or (needs_text and not text):
+        return Invalid(f"usage: {usage}")
+    return Moderate(name, target, text)
 
 
 def _resume(words: list[str]) -> Resume | Invalid:

@@ -44,6 +44,8 @@ Effects:
 :class:`ChangePassword`     ``/password``: the service checks the old one
 :class:`LogOut`             leave the account (``/logout``): the service renames the
                             session to a guest nick
+:class:`Act`                a room operator's command (``/kick``, ``/ban``, ...): the
+                            service checks the user's rank and carries it out
 ==========================  ===========================================================
 
 The account effects carry a password: they are never logged or published, and their
@@ -79,6 +81,7 @@ from typing import Literal, TypeAlias
 
 from ..accounts import check_password, is_guest_nick
 from ..ratelimit import TokenBucket
+from ..rooms import MAX_TOPIC
 from ._commands import (
     HELP_TEXT,
     Empty,
@@ -89,6 +92,7 @@ from ._commands import (
     Login,
     Logout,
     Me,
+    Moderate,
     Msg,
     Nick,
     Password,
@@ -110,6 +114,7 @@ from ._text import sanitize_text
 from ._udp import Heartbeat, UdpQuit, classify_datagram_untrusted
 
 __all__ = [
+    "Act",
     "ChangePassword",
     "ChatSession",
     "Close",
@@ -258,6 +263,17 @@ class LogOut:
     """Leave the account: the service gives the session a guest nick."""
 
 
+@dataclass(frozen=True, slots=True)
+class Act:
+    """A room operator's command (:class:`~._commands.Moderate`) in ``room``, its
+    target checked: the service decides whether the user may, and carries it out."""
+
+    room: str
+    action: str
+    target: str = ""
+    text: str = ""
+
+
 Effect: TypeAlias = (
     Pause
     | Publish
@@ -276,6 +292,7 @@ Effect: TypeAlias = (
     | LogIn
     | ChangePassword
     | LogOut
+    | Act
 )
 
 _QUIT = Close("quit")
@@ -318,6 +335,9 @@ class ChatSession:
         self.started = False
         #: The key of the account the session is logged in to (its nick's), or None.
         self.account: str | None = None
+        #: Why the session may not speak in its room (muted, or a moderated room), as
+        #: the notice its lines get instead; None when it may. The service sets it.
+        self.silenced: str | None = None
 
     @property
     def topic(self) -> str:
@@ -367,6 +387,8 @@ class ChatSession:
         if isinstance(command, Empty):
             return self._pace(now, [])
         if isinstance(command, Say):  # the hot path
+            if self.silenced is not None:
+                return self._pace(now, [Tell(self.silenced)])
             event = Message(self.room, self.nick, command.text)
             return self._pace(now, [Publish(self.topic, event)])
         return self._pace(now, self._command(command))
@@ -402,7 +424,11 @@ class ChatSession:
     def _command(self, command: object) -> list[Effect]:
         match command:
             case Me(text):
+                if self.silenced is not None:
+                    return [Tell(self.silenced)]
                 return [Publish(self.topic, Action(self.room, self.nick, text))]
+            case Moderate():
+                return self._moderate(command)
             case Nick(name):
                 try:
                     nick = validate_nick(name)
@@ -483,6 +509,29 @@ class ChatSession:
                 return [LogOut()]
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
+    def _moderate(self, command: Moderate) -> list[Effect]:
+        """An operator's command, its words checked (who may is the service's to say)."""
+        action, target, text = command.action, command.target, command.text
+        room = self.room
+        try:
+            if action == "claim":
+                room = validate_room(target) if target else room
+                target = ""
+            elif action == "mode":
+                if target not in ("", "+m", "-m"):
+                    return [Tell("usage: /mode [+m|-m]: +m lets only operators speak")]
+            elif action == "unban":
+                pass  # a nick, or an address: the service matches it against the bans
+            elif target:
+                target = validate_nick(target)
+        except ChatError as exc:
+            return [Tell(str(exc))]
+        if action == "topic" and len(text) > MAX_TOPIC:
+            return [Tell(f"a topic may be at most {MAX_TOPIC} characters, not {len(text)}")]
+        if action in ("kick", "ban", "mute", "kill") and self.owns(target):
+            return [Tell(f"/{action} is for others, not yourself")]
+        return [Act(room, action, target, text)]
+
     # -- answers -----------------------------------------------------------------------
 
     def logged_in(self, key: str, nick: str) -> list[Effect]:
@@ -535,9 +584,16 @@ class ChatSession:
         shown = [f"{nick} (away)" if nick_key(nick) in away else nick for nick in nicks]
         return [Tell(f"in {room}: {', '.join(shown)}")]
 
-    def listed_rooms(self, rooms: dict[str, int]) -> list[Effect]:
-        """The directory's answer to :class:`ListRooms`."""
-        return [Tell("rooms: " + ", ".join(f"{room} ({n})" for room, n in rooms.items()))]
+    def listed_rooms(
+        self, rooms: dict[str, int], topics: dict[str, str] | None = None
+    ) -> list[Effect]:
+        """The directory's answer to :class:`ListRooms`, with the rooms' ``topics``."""
+        topics = topics or {}
+        listed = [
+            f"{room} ({n}): {topics[room]}" if room in topics else f"{room} ({n})"
+            for room, n in rooms.items()
+        ]
+        return [Tell("rooms: " + ", ".join(listed))]
 
     def owns(self, nick: str) -> bool:
         """Whether ``nick`` is this session's nick (case-insensitively)."""

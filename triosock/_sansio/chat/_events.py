@@ -18,6 +18,10 @@ These formats are the wire format users and tests rely on::
     Notice(text)                      -!- text
     ServerClosing(text)               -!- server closing: text  (-!- server closing if
                                                                  text is empty)
+    Moderation(room, by, "kick", target, text)
+                                      * alice kicked bob (flooding)
+                                      (and so for every operator's action: claimed,
+                                      made bob an operator, set the topic, banned, ...)
 
 Lines said (:class:`Message`, :class:`Action`, :class:`Direct`) carry ``id``, their id in
 their room's (or inbox's) history, and ``time``, when it was said in milliseconds since
@@ -46,8 +50,8 @@ Events across processes (:func:`encode_event`, :func:`decode_event_untrusted`)
 
 An event is encoded as a compact JSON object, ASCII only, keys sorted: ``"type"`` (one of
 ``message``, ``action``, ``direct``, ``joined``, ``left``, ``crowd``, ``nick``,
-``notice``, ``closing``) and one value per field, named as in the dataclass: a string,
-but for the counts of a ``crowd`` (non-negative integers), e.g.
+``notice``, ``closing``, ``moderation``) and one value per field, named as in the
+dataclass: a string, but for the counts of a ``crowd`` (non-negative integers), e.g.
 ``{"room":"#lobby","sender":"alice","text":"hi","type":"message"}`` or
 ``{"joined":37,"left":12,"room":"#lobby","type":"crowd"}``. Decoding accepts exactly
 that shape (no missing or extra keys, every value of its type) and raises
@@ -77,6 +81,7 @@ __all__ = [
     "Joined",
     "Left",
     "Message",
+    "Moderation",
     "NickChanged",
     "Notice",
     "RecallEnd",
@@ -175,9 +180,48 @@ class ServerClosing:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """An operator's action in ``room``: ``by`` did ``action`` (a command's name:
+    ``claim``, ``op``, ``deop``, ``topic``, ``kick``, ``ban``, ``unban``, ``mute``,
+    ``unmute``, ``mode``, ``kill``) to ``target`` (a nick, or the flag of ``mode``),
+    ``text`` the reason or the topic."""
+
+    room: str
+    by: str
+    action: str
+    target: str
+    text: str
+
+
 Event: TypeAlias = (
-    Message | Action | Direct | Joined | Left | Crowd | NickChanged | Notice | ServerClosing
+    Message
+    | Action
+    | Direct
+    | Joined
+    | Left
+    | Crowd
+    | NickChanged
+    | Notice
+    | ServerClosing
+    | Moderation
 )
+
+#: How a TCP user sees each :class:`Moderation`: by, target; `` (text)`` is added where
+#: the format has no ``{text}`` and the action has a text (a reason).
+_MODERATION_LINES: dict[str, str] = {
+    "claim": "* {by} claimed {room}: its founder",
+    "op": "* {by} made {target} an operator of {room}",
+    "deop": "* {by} removed {target} as operator of {room}",
+    "topic": "* {by} set the topic of {room}: {text}",
+    "kick": "* {by} kicked {target}",
+    "ban": "* {by} banned {target}",
+    "unban": "* {by} unbanned {target}",
+    "mute": "* {by} muted {target}",
+    "unmute": "* {by} unmuted {target}",
+    "mode": "* {by} set {room} {target}",
+    "kill": "* {by} disconnected {target}",
+}
 
 
 # -- lines shown again from the history (they never cross processes) ----------------
@@ -270,6 +314,8 @@ def render_line(event: Shown, *, viewer: str | None = None) -> bytes:
             line = f"-!- {n(text)}"
         case ServerClosing(text):
             line = f"-!- server closing: {n(text)}" if text else "-!- server closing"
+        case Moderation(room, by, action, target, text):
+            line = _moderation_line(room, by, action, target, text)
         case RecallStart(room, count, first_day):
             lines = "1 earlier line" if count == 1 else f"{count:d} earlier lines"
             line = f"-!- {n(room)}: {lines} (times UTC, {n(first_day)})"
@@ -287,6 +333,22 @@ def render_line(event: Shown, *, viewer: str | None = None) -> bytes:
     return line.encode("utf-8")
 
 
+def _moderation_line(room: str, by: str, action: str, target: str, text: str) -> str:
+    n = neutralise
+    if action == "topic" and not text:
+        return f"* {n(by)} cleared the topic of {n(room)}"
+    if action == "mode":
+        what = "only operators speak" if target == "+m" else "everyone speaks"
+        return f"* {n(by)} set {n(room)} {n(target)} ({what})"
+    form = _MODERATION_LINES.get(action)
+    if form is None:  # an action of a newer server
+        return f"* {n(by)} {n(action)} {n(target)} {n(text)}".rstrip()
+    line = form.format(by=n(by), target=n(target), room=n(room), text=n(text))
+    if text and "{text}" not in form:
+        line += f" ({n(text)})"
+    return line
+
+
 # -- encoding events ------------------------------------------------------------------
 
 _EVENT_CLASSES: dict[str, Callable[..., Event]] = {
@@ -299,6 +361,7 @@ _EVENT_CLASSES: dict[str, Callable[..., Event]] = {
     "nick": NickChanged,
     "notice": Notice,
     "closing": ServerClosing,
+    "moderation": Moderation,
 }
 _EVENT_TAGS: dict[object, str] = {cls: tag for tag, cls in _EVENT_CLASSES.items()}
 _EVENT_FIELDS: dict[str, frozenset[str]] = {

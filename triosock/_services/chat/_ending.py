@@ -22,6 +22,8 @@ refused  yes    yes   goodbye    none (the member's own      ``refused:        n
                                  answer)                     <why>``
 moved    yes    yes   goodbye    notice ``your session went  ``moved``         no    yes
                                  on on another connection``
+removed  yes    no    goodbye    notice ``disconnected:      ``removed:        no    no
+                                 <why>``                     <why>``
 ======== ====== ===== ========== =========================== ================= ===== ======
 
 * **writes**: a broken connection gets nothing more; every other end writes the lines
@@ -68,9 +70,11 @@ __all__ = ["ENDINGS", "EndReason", "Ending", "farewell_event"]
 
 #: Why a session ends: the user left (end of input, ``/quit``), the server is stopping,
 #: the user sent nothing for the transport's idle timeout, the member's socket stopped
-#: draining, its connection failed, or the member refused its client (no chat client).
+#: draining, its connection failed, the member refused its client (no chat client), the
+#: session went on elsewhere (a resume), or an operator removed it (kicked or banned from
+#: the default room, ``/kill``).
 EndReason: TypeAlias = Literal[
-    "eof", "quit", "stopping", "idle", "slow", "broken", "refused", "moved"
+    "eof", "quit", "stopping", "idle", "slow", "broken", "refused", "moved", "removed"
 ]
 
 
@@ -179,6 +183,14 @@ ENDINGS: Final[dict[EndReason, Ending]] = {
             drops_waiting=True,
             goodbye_deadline=True,
             farewell=None,
+            log="{reason}: {detail}",
+        ),
+        Ending(
+            "removed",
+            writes=True,
+            drops_waiting=False,
+            goodbye_deadline=True,
+            farewell=_told_why,
             log="{reason}: {detail}",
         ),
         Ending(

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,6 +45,7 @@ from ..._accounts import Accounts, Hasher
 from ..._directory import Directory, InProcessDirectory
 from ..._hub import Hub, InProcessHub, Policy, ReadyQueue
 from ..._running import Running
+from ..._sansio import chat as proto
 from ..._sansio.history import DEFAULT_HISTORY
 from ..._store import MemoryStore, NullStore, Store
 from ..._transport.tcp import TCPConnection
@@ -218,6 +219,9 @@ class ChatServer(Running):
         longest ago ends).
       accounts: the registered nicks (see :mod:`._accounts`); in memory by default.
       hasher: what hashes passwords, off the event loop, a few at a time.
+      opers: the nicks of the server operators (registered accounts, see
+        :mod:`._operators`): they act in every room, and may ``/kill``. The rooms'
+        records (founders, operators, bans, topics) live in ``accounts``.
 
     Raises:
       ValueError: a policy that does not exist, or a number out of its range.
@@ -245,6 +249,7 @@ class ChatServer(Running):
         max_detached: int = DEFAULT_MAX_DETACHED,
         accounts: Accounts | None = None,
         hasher: Hasher | None = None,
+        opers: Iterable[str] = (),
     ) -> None:
         settings = ChatSettings(
             # what a member that falls behind gets
@@ -296,6 +301,7 @@ class ChatServer(Running):
             self.store,
             accounts=accounts,
             hasher=hasher,
+            opers=frozenset(proto.nick_key(nick) for nick in opers),
         )
         #: The registered nicks.
         self.accounts: Accounts = self._sessions.accounts
@@ -311,6 +317,7 @@ class ChatServer(Running):
             nursery.start_soon(self._fanout.run, ready)
             nursery.start_soon(self._presence.count_forever)
             nursery.start_soon(self._sessions.expire_forever)
+            await nursery.start(self._sessions.obey_forever)
             if self.directory.reap_interval is not None:
                 nursery.start_soon(self._sessions.reap_forever, self.directory.reap_interval)
                 nursery.start_soon(self._sessions.repair_forever)
@@ -331,6 +338,7 @@ class ChatServer(Running):
         self._sessions.tell_everyone(HUB_BACK if healthy else degraded)
         if healthy:
             self.directory.check_soon()
+            self._sessions.book.forget()  # changes told while the broker was away are lost
             if self._nursery is not None and self.store.delivers and self._fanout.hold is None:
                 # what the broker delivers now waits (a little) until we know its epoch
                 hold = self._fanout.hold = trio.Event()

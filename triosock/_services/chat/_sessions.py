@@ -40,7 +40,8 @@ import contextlib
 import logging
 import math
 from collections import deque
-from typing import Final
+from collections.abc import Awaitable
+from typing import Final, TypeVar
 
 import trio
 
@@ -57,6 +58,7 @@ from ._ending import Ending
 from ._fanout import FanOut
 from ._history import HistoryViews
 from ._member import Member
+from ._operators import Operating, RoomBook
 from ._presence import NICK_LOST, Presence, publish
 from ._reattach import Reattaching
 from ._resume import Resumes, token_notice
@@ -73,10 +75,12 @@ SESSIONS_PER_BATCH: Final = 16
 #: What users are told when the directory cannot be reached.
 DIRECTORY_DOWN: Final = "the chat's directory is unreachable right now; try again in a moment"
 
+T = TypeVar("T")
+
 _GONE = (OutboxStalled, trio.BrokenResourceError)
 
 
-class Sessions(Reattaching, Accounting):
+class Sessions(Reattaching, Accounting, Operating):
     """Every session of one chat server, from arrival to leaving.
 
     Args:
@@ -90,6 +94,7 @@ class Sessions(Reattaching, Accounting):
       store: where the lines said are recorded, and read back.
       accounts: the registered nicks (in memory by default).
       hasher: what hashes passwords off the event loop.
+      opers: the account keys of the server operators.
 
     Attributes:
       users: session id -> user, for the sessions running now.
@@ -106,11 +111,14 @@ class Sessions(Reattaching, Accounting):
         store: Store,
         accounts: Accounts | None = None,
         hasher: Hasher | None = None,
+        opers: frozenset[str] = frozenset(),
     ) -> None:
         self.hub = fanout.hub
         self.accounts = accounts if accounts is not None else MemoryAccounts()
         self.hasher = hasher if hasher is not None else Hasher()
         self.failed_logins = FailedLogins()
+        self.book = RoomBook(self.accounts)
+        self.opers = opers
         self.store = store
         self.views = HistoryViews(fanout, store, settings)
         self.resumes = Resumes(settings.resume_window, settings.max_detached, store)
@@ -199,10 +207,15 @@ class Sessions(Reattaching, Accounting):
         token = self.resumes.issue(core.session) if wants else ""
         if token:
             await self._keep_token(core.session, token)
+        banned = await self._store_answer(self.refused_entry(user, core.room))
+        if banned is not None:
+            user.end("removed", banned)
+            return
         greeting = member.greeting(core.nick, core.room, token, self.store.epoch)
         if greeting:
             user.outbox.put(greeting, 0)
         effects = core.start(welcome=member.welcome)
+        effects += await self._store_answer(self.entered(user)) or []
         if token and member.tells_token:
             told = proto.Tell(token_notice(token, self.resumes.window))
             effects.insert(1 if member.welcome else 0, told)
@@ -301,6 +314,10 @@ class Sessions(Reattaching, Accounting):
                     proto.CreateAccount() | proto.LogIn() | proto.ChangePassword() | proto.LogOut()
                 ):
                     answer = await self.account_effect(user, effect)
+                    if isinstance(effect, proto.LogIn | proto.LogOut):  # another rank now
+                        await self._store_answer(self.entered(user))
+                case proto.Act():
+                    answer = await self._store_answer(self.act(user, effect)) or []
                 case proto.Reattach(request):
                     refused = await self._reattach(user, request)
                     if refused is not None:
@@ -329,8 +346,11 @@ class Sessions(Reattaching, Accounting):
                     return [proto.Tell(refused)]
                 return core.renamed(nick, await directory.rename(core.session, nick))
             case proto.Move(room):
+                banned = await self._store_answer(self.refused_entry(user, room))
+                if banned is not None:
+                    return [proto.Tell(banned)]
                 await self._move(user, room)
-                return core.moved(room)
+                return core.moved(room) + (await self._store_answer(self.entered(user)) or [])
             case proto.Lookup(nick):
                 target = await directory.lookup(nick)
                 kept = await self.to_offline(user, effect) if target is None else None
@@ -339,8 +359,18 @@ class Sessions(Reattaching, Accounting):
                 nicks = await directory.nicks(room)
                 return core.listed_users(room, nicks, away=self.resumes.away())
             case proto.ListRooms():
-                return core.listed_rooms(await directory.rooms())
+                rooms = await directory.rooms()
+                topics = await self._store_answer(self.room_topics(rooms))
+                return core.listed_rooms(rooms, topics or {})
         raise TypeError(f"not a directory effect: {effect!r}")
+
+    async def _store_answer(self, asking: Awaitable[T]) -> T | None:
+        """What ``asking`` answers; None (logged) when the store cannot be reached."""
+        try:
+            return await asking
+        except Exception as exc:
+            LOGGER.warning("rooms: %s: %s", type(exc).__name__, exc)
+            return None
 
     async def _move(self, user: User, room: str) -> None:
         """Subscribe to ``room`` first (the user sees its own arrival, after the room's

@@ -63,8 +63,8 @@ class _Dropped:
 _RENDERER = UDPRenderer()
 _BYE = proto.BYE + b"\n"
 #: The dialect's farewell: ``Bye!`` when the peer said ``quit`` and when the server
-#: stops; a peer that is slow or gone gets nothing (UDP cannot tell it anything it would
-#: read).
+#: stops; a peer an operator removed is told why; a peer that is slow or gone gets
+#: nothing (UDP cannot tell it anything it would read).
 _FAREWELLS: dict[EndReason, bytes] = {"quit": _BYE, "stopping": _BYE}
 
 
@@ -111,6 +111,8 @@ class UDPDialectMember(Member):
         return session.receive_datagram(item, now)
 
     def farewell(self, reason: EndReason, detail: str) -> bytes | None:
+        if reason == "removed":  # by an operator: told why, as the other transports are
+            return _RENDERER.notice(f"disconnected: {detail}")
         return _FAREWELLS.get(reason)
 
     def hold_idle(self) -> contextlib.AbstractContextManager[None]:
