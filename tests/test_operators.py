@@ -23,7 +23,7 @@ from triosock._sansio import rooms as rules
 from triosock._sansio.rooms import RoomRecord
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket, validate_udp_socket, web_chat
+from .chattools import Events, LineSocket, validate_udp_socket, web_chat
 from .test_accounts import FAST, PLAIN, patient_clock
 from .test_chat_web import ws_url
 
@@ -400,3 +400,39 @@ async def test_a_server_operator_disconnects_a_user_and_acts_in_every_room(
             back = await guest(tcp, b"spammer", source="127.0.0.8")
             for user in (owner, root, spammer, back):
                 user.close()
+
+
+async def test_a_websocket_founder_acts_with_json_events_and_sees_them_as_events(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with web_chat(chat) as (tcp, _, web), connect(ws_url(web)) as ws:
+            events = Events(ws)
+            await events.next(type="hello")
+            for event in (
+                {"type": "nick", "nick": "alice"},
+                {"type": "register", "password": PLAIN},
+                {"type": "claim", "room": ""},
+                {"type": "topic", "text": "json topics"},
+                {"type": "mode", "mode": ""},
+            ):
+                await ws.send(json.dumps(event))
+            claimed = await events.next(type="moderation", action="claim")
+            assert claimed == {
+                "action": "claim",
+                "by": "alice",
+                "room": "#lobby",
+                "target": "",
+                "text": "",
+                "type": "moderation",
+            }
+            topic = await events.next(type="moderation", action="topic")
+            assert topic["text"] == "json topics"
+            assert (await events.next(type="notice"))["text"] == "#lobby is -m (everyone speaks)"
+            bob = await guest(tcp, b"bob", source="127.0.0.9")
+            await ws.send(json.dumps({"type": "kick", "nick": "bob", "reason": ""}))
+            kicked = await events.next(type="moderation", action="kick")
+            assert (kicked["target"], kicked["text"]) == ("bob", "")
+            assert (await bob.read_to_eof())[-1] == b"-!- disconnected: kicked from #lobby by alice"
+            bob.close()

@@ -59,6 +59,12 @@ object, or JSON Lines as the server sends them)::
     {"type":"register","password":"..."}    {"type":"login","nick":"alice","password":"..."}
     {"type":"password","old":"...","new":"..."}  {"type":"logout"}
                                             the account commands (``old`` one word)
+    {"type":"claim","room":"#dev"}  {"type":"topic","text":"..."}  {"type":"bans"}
+    {"type":"op","nick":"bob"}  (and deop, mute, unmute, unban: a nick)
+    {"type":"kick","nick":"bob","reason":"..."}  (and ban, kill; ``reason`` may be "")
+    {"type":"mode","mode":"+m"}             the operators' commands (an empty ``room``,
+                                            ``text`` or ``mode`` asks: /claim, /topic
+                                            show the current one)
     {"type":"resume","token":"...","after":{"#lobby":57,"direct":3},"epoch":"..."}
                                             take back a detached session (``after`` and
                                             ``epoch`` optional: the last ids seen)
@@ -160,11 +166,22 @@ _EVENTS_IN: dict[str, tuple[tuple[str, ...], str]] = {
     "login": (("nick", "password"), "/login {nick} {password}"),
     "password": (("old", "new"), "/password {old} {new}"),
     "logout": ((), "/logout"),
+    # the operators' commands (see triosock._sansio.rooms); an empty field is left out
+    "claim": (("room",), "/claim {room}"),
+    "topic": (("text",), "/topic {text}"),
+    "mode": (("mode",), "/mode {mode}"),
+    "bans": ((), "/bans"),
+    **{name: (("nick",), f"/{name} {{nick}}") for name in ("op", "deop", "mute", "unmute")},
+    "unban": (("nick",), "/unban {nick}"),
+    **{name: (("nick", "reason"), f"/{name} {{nick}} {{reason}}") for name in ("kick", "ban")},
+    "kill": (("nick", "reason"), "/kill {nick} {reason}"),
 }
 # Fields that are one word on a command line (/msg TO TEXT). A nick or a room is the rest
 # of its line: the chat's rules say why one with a space is refused, as for a TCP user.
-_WORDS = frozenset({"to", "old"})
+_WORDS = frozenset({"to", "old", "mode"})
 _NAMES = frozenset({"nick", "room"})
+# Fields that may be "": the command without them asks (/claim the room one is in, /mode).
+_MAY_BE_EMPTY = frozenset({("claim", "room"), ("mode", "mode")})
 # Passwords: the rest of their line, on one line (never said, whatever they hold).
 _SECRETS = frozenset({"password", "new"})
 
@@ -253,6 +270,9 @@ def _event_line(obj: dict[str, Any]) -> bytes | BadEvent | ResumeRequest:
         value = obj.get(name)
         if not isinstance(value, str):
             return BadEvent(f"a {kind} event needs a string field {name!r}")
+        if not value and (kind, name) in _MAY_BE_EMPTY:
+            values[name] = value
+            continue
         if name in _WORDS and (not value or value != value.strip() or len(value.split()) != 1):
             return BadEvent(f"the {name!r} of a {kind} event is one word")
         if name in _NAMES and (not value.strip() or "\n" in value or "\r" in value):
