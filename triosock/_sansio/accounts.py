@@ -12,7 +12,13 @@ loop and keeps the records in a store (:mod:`triosock._accounts`).
   are not this module's current ones still verifies (:func:`needs_rehash` says so).
 * **Failed logins** are answered after a delay that doubles with each failure, per
   account and per address (:class:`FailedLogins`), from :data:`FIRST_DELAY` up to
-  :data:`MOST_DELAY`; a success forgets the account's count.
+  :data:`MOST_DELAY`; a success forgets the account's count. Guessing in parallel gains
+  nothing: while a password of an account (or from an address) is being checked, and
+  for its delay after a failure, other attempts for it are refused at once, unchecked
+  (no hash is computed for them).
+* **Registrations** from one address are paced (:class:`Registrations`):
+  :data:`REGISTRATION_BURST` at once, then one every :data:`REGISTRATION_INTERVAL`
+  seconds.
 """
 
 from __future__ import annotations
@@ -20,19 +26,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
-from .ratelimit import Backoff
+from .ratelimit import Backoff, TokenBucket
 
 __all__ = [
     "FIRST_DELAY",
     "MAX_PASSWORD",
     "MIN_PASSWORD",
     "MOST_DELAY",
+    "REGISTRATION_BURST",
+    "REGISTRATION_INTERVAL",
     "SCRYPT_LOG2_N",
     "FailedLogins",
+    "Registrations",
     "ScryptParameters",
     "check_password",
     "derive",
@@ -59,6 +70,9 @@ MOST_DELAY: Final = 30.0
 #: Seconds a count of failures is remembered after the last one; how many are kept.
 _MEMORY: Final = 600.0
 _KEPT: Final = 10_000
+#: Registrations one address may make at once, and the seconds that earn one more.
+REGISTRATION_BURST: Final = 10
+REGISTRATION_INTERVAL: Final = 30.0
 
 _GUEST = re.compile(r"guest\d+", re.IGNORECASE)
 
@@ -151,11 +165,30 @@ class FailedLogins:
     failure for the same account, and for the same address, and the longer of the two
     applies (see the module docstring)."""
 
-    __slots__ = ("_accounts", "_addresses")
+    __slots__ = ("_accounts", "_addresses", "_checking")
 
     def __init__(self) -> None:
         self._accounts = Backoff(FIRST_DELAY, MOST_DELAY, _MEMORY, _KEPT)
         self._addresses = Backoff(FIRST_DELAY, MOST_DELAY, _MEMORY, _KEPT)
+        # the accounts and addresses with a check under way (or in its failure's delay)
+        self._checking: set[str] = set()
+
+    def begin(self, account: str, address: str, now: float) -> str | None:
+        """A login for ``account`` from ``address`` at ``now`` is to be checked: why it
+        is refused unchecked (a notice), or None, and then :meth:`end` must follow."""
+        if f"a:{account}" in self._checking:
+            return f"a login for {account} is being checked; try again in a moment"
+        if f"h:{address}" in self._checking:
+            return "a login from your address is being checked; try again in a moment"
+        wait = max(self._accounts.waiting(account, now), self._addresses.waiting(address, now))
+        if wait > 0:
+            return f"too many failed logins: try again in {math.ceil(wait)} s"
+        self._checking.update((f"a:{account}", f"h:{address}"))
+        return None
+
+    def end(self, account: str, address: str) -> None:
+        """The check :meth:`begin` let through is over (its failure's delay included)."""
+        self._checking.difference_update((f"a:{account}", f"h:{address}"))
 
     def failed(self, account: str, address: str, now: float) -> float:
         """One more failure for ``account`` from ``address`` at ``now``: the seconds
@@ -166,3 +199,29 @@ class FailedLogins:
     def succeeded(self, account: str) -> None:
         """``account`` logged in: its failures are forgotten (its address's are not)."""
         self._accounts.forget(account)
+
+
+class Registrations:
+    """Registrations paced per address: :data:`REGISTRATION_BURST` at once, then one
+    every :data:`REGISTRATION_INTERVAL` seconds (the most recent :data:`_KEPT` addresses
+    are remembered)."""
+
+    __slots__ = ("_buckets",)
+
+    def __init__(self) -> None:
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def allow(self, address: str, now: float) -> float:
+        """A registration from ``address`` at ``now``: 0 if it may go on, else the
+        seconds to wait before the next one may (this one is refused, and costs
+        nothing)."""
+        bucket = self._buckets.pop(address, None)
+        if bucket is None:
+            bucket = TokenBucket(1 / REGISTRATION_INTERVAL, REGISTRATION_BURST, now)
+        self._buckets[address] = bucket
+        while len(self._buckets) > _KEPT:
+            self._buckets.popitem(last=False)
+        if bucket.available(now) < 1:
+            return (1 - bucket.available(now)) * REGISTRATION_INTERVAL
+        bucket.take(now)
+        return 0.0

@@ -52,6 +52,14 @@ class Backoff:
         """One more failure of ``key`` at ``now``: the seconds its answer waits."""
         return self.delay(self.count(key, now))
 
+    def waiting(self, key: str, now: float) -> float:
+        """How long ``key`` is still held after its last failure (its delay from then),
+        in seconds; 0 when it is not."""
+        count, last = self._seen.get(key, (0, now))
+        if not count or now - last > self.memory:
+            return 0.0
+        return max(0.0, last + self.delay(count) - now)
+
     def forget(self, key: str) -> None:
         """``key`` succeeded: its failures are forgotten."""
         self._seen.pop(key, None)

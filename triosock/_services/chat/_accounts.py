@@ -11,7 +11,11 @@ carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
 * **Passwords** are hashed off the event loop, a few at a time (:class:`~triosock.
   _accounts.Hasher`), and compared in constant time. A failed login is answered after a
   delay that doubles per account and per address (:class:`~triosock._sansio.accounts.
-  FailedLogins`), logged with the nick and the address, never the password.
+  FailedLogins`), logged with the nick and the address, never the password. While a
+  login of an account (or from an address) is checked, and during a failure's delay,
+  other attempts for it are refused unchecked: guessing in parallel gains nothing, and
+  costs no hashing. Registrations are paced per address (:class:`~triosock._sansio.
+  accounts.Registrations`).
 * ``/logout`` gives the session a guest nick: a registered nick is held only by its
   owner.
 * **Offline messages.** A ``/msg`` to a registered nick nobody holds (its owner is
@@ -24,6 +28,7 @@ carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from typing import Final
@@ -49,6 +54,7 @@ LOGGER = logging.getLogger("triosock.chat")
 ACCOUNTS_DOWN: Final = "the chat's accounts cannot be reached right now; try again in a moment"
 #: Guest nicks tried when a session must become a guest (they are drawn at random).
 _GUEST_TRIES: Final = 20
+_WRONG: Final = "wrong nick or password"
 #: Direct messages kept for an account while nobody holds its nick.
 OFFLINE_LIMIT: Final = 100
 #: What the kept messages are shown as (the "room" of their recall).
@@ -68,11 +74,15 @@ class Accounting:
     accounts: Accounts
     hasher: Hasher
     failed_logins: rules.FailedLogins
+    registrations: rules.Registrations
     #: Counters for the status: accounts registered here, logins, failed logins (and
-    #: failed /password checks), messages kept for an offline account.
+    #: failed /password checks), logins refused unchecked (another under way for the
+    #: account or address, or within a failure's delay), messages kept for an offline
+    #: account.
     registered = 0
     logins = 0
     logins_failed = 0
+    logins_refused = 0
     kept_offline = 0
 
     async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
@@ -152,6 +162,14 @@ class Accounting:
     async def _register(self, user: User, password: str) -> list[proto.Effect]:
         core = user.core
         nick, key = core.nick, proto.nick_key(core.nick)
+        wait = self.registrations.allow(host_of(user.member.label), trio.current_time())
+        if wait:
+            return [
+                proto.Tell(
+                    f"not registered: too many registrations from your address; "
+                    f"try again in {math.ceil(wait)} s"
+                )
+            ]
         if await self.accounts.get(key) is not None:
             return [proto.Tell(f"{nick} is registered already: /login {nick} PASSWORD")]
         record = await self.hasher.record(password)
@@ -163,32 +181,42 @@ class Accounting:
         core.account = key
         return [proto.Tell(f"{nick} is yours: log in with /login {nick} PASSWORD from now on")]
 
-    async def _checked(self, user: User, key: str, password: str) -> Account | None:
-        """The account of ``key`` if ``password`` is its; after a failure's delay, None."""
-        account = await self.accounts.get(key)
-        if account is not None and await self.hasher.verify(password, account.record):
-            self.failed_logins.succeeded(key)
-            return account
+    async def _checked(self, user: User, key: str, password: str) -> Account | str:
+        """The account of ``key`` if ``password`` is its; else, after a failure's delay,
+        why not (a notice), or at once why it was not even checked."""
         host = host_of(user.member.label)
-        self.logins_failed += 1
-        delay = self.failed_logins.failed(key, host, trio.current_time())
-        LOGGER.warning(
-            "failed login for %s from %s (%s); answered in %g s",
-            key,
-            host,
-            "no such account" if account is None else "wrong password",
-            delay,
-        )
-        with user.member.hold_idle():  # slowed by us: not idle
-            await trio.sleep(delay)
-        return None
+        refused = self.failed_logins.begin(key, host, trio.current_time())
+        if refused is not None:
+            self.logins_refused += 1
+            LOGGER.debug("login for %s from %s refused unchecked: %s", key, host, refused)
+            return f"not checked: {refused}"
+        try:
+            account = await self.accounts.get(key)
+            if account is not None and await self.hasher.verify(password, account.record):
+                self.failed_logins.succeeded(key)
+                return account
+            self.logins_failed += 1
+            delay = self.failed_logins.failed(key, host, trio.current_time())
+            LOGGER.warning(
+                "failed login for %s from %s (%s); answered in %g s",
+                key,
+                host,
+                "no such account" if account is None else "wrong password",
+                delay,
+            )
+            with user.member.hold_idle():  # slowed by us: not idle
+                await trio.sleep(delay)  # (other attempts are refused meanwhile)
+            return _WRONG
+        finally:
+            self.failed_logins.end(key, host)
 
     async def _login(self, user: User, nick: str, password: str) -> list[proto.Effect]:
         core = user.core
         key = proto.nick_key(nick)
         account = await self._checked(user, key, password)
-        if account is None:
-            return [proto.Tell(f"login failed: wrong nick or password for {nick}")]
+        if isinstance(account, str):
+            why = f"{account} for {nick}" if account == _WRONG else account
+            return [proto.Tell(f"login failed: {why}")]
         if rules.needs_rehash(account.record):  # made with weaker parameters: raise them
             await self.accounts.set_record(key, await self.hasher.record(password))
         held = proto.nick_key(core.nick) == key
@@ -243,8 +271,10 @@ class Accounting:
     async def _change(self, user: User, old: str, new: str) -> list[proto.Effect]:
         key = user.core.account
         assert key is not None  # the session asks only when logged in
-        if await self._checked(user, key, old) is None:
-            return [proto.Tell("password not changed: the old password is wrong")]
+        checked = await self._checked(user, key, old)
+        if isinstance(checked, str):
+            why = "the old password is wrong" if checked == _WRONG else checked
+            return [proto.Tell(f"password not changed: {why}")]
         await self.accounts.set_record(key, await self.hasher.record(new))
         LOGGER.info("%s changed its password", user.core.nick)
         return [proto.Tell("password changed")]

@@ -153,6 +153,8 @@ class ChatStatistics:
       registered, logins, logins_failed: accounts registered here, logins, and failed
         logins (a wrong password, or an account that does not exist; a wrong old
         password of ``/password`` too).
+      logins_refused: logins refused unchecked (another under way for the account or
+        the address, or within a failure's delay).
       kept_offline: direct messages kept for an account nobody was logged in to.
     """
 
@@ -170,6 +172,7 @@ class ChatStatistics:
     registered: int = 0
     logins: int = 0
     logins_failed: int = 0
+    logins_refused: int = 0
     kept_offline: int = 0
 
 
@@ -413,6 +416,7 @@ class ChatServer(Running):
             registered=sessions.registered,
             logins=sessions.logins,
             logins_failed=sessions.logins_failed,
+            logins_refused=sessions.logins_refused,
             kept_offline=sessions.kept_offline,
         )
 

@@ -50,7 +50,7 @@ from ..._directory import Adopted, Directory, HandedOver, NickLost, Repair, Retu
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
 from ..._sansio import chat as proto
-from ..._sansio.accounts import FailedLogins
+from ..._sansio.accounts import FailedLogins, Registrations
 from ..._store import Store
 from ..._transport.outbox import OutboxStalled
 from ._accounts import Accounting
@@ -117,6 +117,7 @@ class Sessions(Reattaching, Accounting, Operating):
         self.accounts = accounts if accounts is not None else MemoryAccounts()
         self.hasher = hasher if hasher is not None else Hasher()
         self.failed_logins = FailedLogins()
+        self.registrations = Registrations()
         self.book = RoomBook(self.accounts)
         self.opers = opers
         self.store = store
