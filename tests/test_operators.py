@@ -436,3 +436,26 @@ async def test_a_websocket_founder_acts_with_json_events_and_sees_them_as_events
             assert (kicked["target"], kicked["text"]) == ("bob", "")
             assert (await bob.read_to_eof())[-1] == b"-!- disconnected: kicked from #lobby by alice"
             bob.close()
+
+
+async def test_a_session_renamed_by_its_accounts_new_login_loses_the_accounts_rank(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with web_chat(chat) as (tcp, _, _):
+            laptop = await founder(tcp, b"#lobby")
+            phone = await LineSocket.connect(tcp)
+            await phone.send(b"/login alice " + PLAIN.encode() + b"\n")
+            assert await phone.read_until(b"logged in") == b"-!- you are logged in as alice"
+            renamed = await laptop.read_until(b"alice logged in")
+            assert renamed.startswith(b"-!- alice logged in: you are guest")
+            await laptop.send(b"/topic mine\n")
+            assert await laptop.read_until(b"topic") == (
+                b"-!- only operators of #lobby may /topic (see /help); log in first "
+                b"(/login NICK PASSWORD): rooms know their operators by account"
+            )
+            await phone.send(b"/topic theirs\n")
+            await laptop.read_until(b"set the topic of #lobby: theirs")
+            laptop.close()
+            phone.close()

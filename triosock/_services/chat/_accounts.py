@@ -31,7 +31,8 @@ import logging
 import math
 import secrets
 import time
-from typing import Final
+from collections.abc import Awaitable
+from typing import Final, TypeVar
 
 import trio
 
@@ -49,6 +50,7 @@ from ._user import LIVE, User
 __all__ = ["ACCOUNTS_DOWN", "OFFLINE", "OFFLINE_LIMIT", "Accounting"]
 
 LOGGER = logging.getLogger("triosock.chat")
+T = TypeVar("T")
 
 #: What a user is told when the account store cannot be reached.
 ACCOUNTS_DOWN: Final = "the chat's accounts cannot be reached right now; try again in a moment"
@@ -87,6 +89,12 @@ class Accounting:
 
     async def _carry_out(self, user: User, effects: list[proto.Effect]) -> proto.Close | None:
         raise NotImplementedError  # pragma: no cover - Sessions has it
+
+    async def _store_answer(self, asking: Awaitable[T]) -> T | None:
+        raise NotImplementedError  # pragma: no cover - Sessions has it
+
+    async def entered(self, user: User) -> list[proto.Effect]:
+        raise NotImplementedError  # pragma: no cover - Operating has it (before us)
 
     @staticmethod
     def _unreachable(exc: Exception) -> str:
@@ -253,7 +261,9 @@ class Accounting:
             return False
         LOGGER.info("%s is %s now: %s logged in", nick, guest, nick)
         effects = core.renamed(guest, True)
+        core.account = None  # (the same account's older session: logged out with its nick)
         if other is not None and other.phase is LIVE:
+            await self._store_answer(self.entered(other))  # its rank in its room is a guest's
             self._fanout.tell(other, f"{nick} logged in: you are {guest} now")
             await self._carry_out(other, effects)
         else:
