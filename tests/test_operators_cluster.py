@@ -15,10 +15,11 @@ import trio
 from triosock._accounts import Hasher
 from triosock.chat import ChatServer
 
-from .chattools import LineSocket
+from .chattools import LineSocket, detached
 from .conftest import GUARD
 from .redistools import chat_node, redis_server
 from .test_accounts import FAST, PLAIN
+from .test_chat_resume import token_of
 
 pytest.importorskip("coredis")
 
@@ -76,3 +77,30 @@ async def test_a_ban_on_one_server_holds_on_the_other_and_so_does_a_moderated_ro
             assert await alice.read_until(b"still here") == b"[#lobby] bob: still here"
             for user in (alice, bob):
                 user.close()
+
+
+async def test_a_founder_resumed_on_another_server_is_still_logged_in_and_its_founder() -> None:
+    from triosock._accounts._redis import RedisAccounts
+
+    with trio.fail_after(GUARD):
+        async with redis_server() as redis, contextlib.AsyncExitStack() as stack:
+            nodes: list[tuple[ChatServer, int, str]] = []
+            for host in ("127.0.0.2", "127.0.0.3"):
+                accounts = await stack.enter_async_context(RedisAccounts(redis.url))
+                node = chat_node(redis.url, host, accounts=accounts, hasher=Hasher(parameters=FAST))
+                chat, server = await stack.enter_async_context(node)
+                nodes.append((chat, server.port, host))
+            (chat_a, a, host_a), (_, b, host_b) = nodes
+            alice = await LineSocket.connect(a, host=host_a)
+            token = await token_of(alice)
+            await alice.send(b"/nick alice\n/register " + PLAIN.encode() + b"\n/claim\n")
+            await alice.read_until(b"claimed #lobby")
+            alice.close()  # no /quit: detached on a
+            await detached(chat_a, "alice")
+            back = await LineSocket.connect(b, host=host_b)  # the other server
+            await back.send(b"/resume " + token + b"\n/topic resumed elsewhere\n")
+            await back.read_until(b"welcome back, alice")
+            assert await back.read_until(b"topic") == (
+                b"* alice set the topic of #lobby: resumed elsewhere"
+            )
+            back.close()

@@ -9,9 +9,12 @@ for size: it works on the same users, directory, store and fan-out.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import trio
 
+from ..._accounts import Accounts
 from ..._directory import Directory
 from ..._errors import DirectoryUnavailable
 from ..._pacer import Pacer
@@ -29,6 +32,9 @@ __all__ = ["Reattaching"]
 LOGGER = logging.getLogger("triosock.chat")
 
 
+T = TypeVar("T")
+
+
 class Reattaching:
     """Detaching, resuming and expiring sessions (a base of ``Sessions``)."""
 
@@ -41,6 +47,13 @@ class Reattaching:
     _presence: Presence
     _settings: ChatSettings
     _pacer: Pacer
+    accounts: Accounts
+
+    async def _store_answer(self, asking: Awaitable[T]) -> T | None:
+        raise NotImplementedError  # pragma: no cover - Sessions has it
+
+    async def entered(self, user: User) -> list[proto.Effect]:
+        raise NotImplementedError  # pragma: no cover - Operating has it (before us)
 
     def _detach(self, user: User, why: str | None = None) -> Detached | None:
         """Keep ``user``'s session for a resume, if the server has a window and the
@@ -134,6 +147,14 @@ class Reattaching:
         detached.gone.set()
         return detached
 
+    async def _logged_in_as_nick(self, core: proto.ChatSession) -> None:
+        """A session that another server ran holds a registered nick only if it is
+        logged in to it (a registered nick is taken only by a login, and given up by a
+        logout): it is logged in here too."""
+        key = proto.nick_key(core.nick)
+        if await self._store_answer(self.accounts.get(key)) is not None:
+            core.account = key
+
     def _new_core(self, presence: proto.Presence) -> proto.ChatSession:
         """A session's state, under this server's limits."""
         settings = self._settings
@@ -195,6 +216,8 @@ class Reattaching:
         resumes, member, fanout = self.resumes, user.member, self._fanout
         away = trio.current_time() - detached.since
         core = user.core = detached.core
+        if detached.remote:  # begun on another server: logged in if its nick is an account
+            await self._logged_in_as_nick(core)
         self.users[core.session] = user
         token = resumes.issue(core.session, keep_previous=True)
         if member.resume_key is None:
@@ -227,6 +250,7 @@ class Reattaching:
         for topic in (core.inbox, core.topic):
             fanout.release(user, topic, shown_ids.get(topic))
         resumes.resumed += 1
+        await self._store_answer(self.entered(user))  # (its rank, in its room, here)
         LOGGER.info(
             "%s resumed (%s %s) after %.0f s away", core.nick, member.kind, member.label, away
         )

@@ -80,7 +80,7 @@ T = TypeVar("T")
 _GONE = (OutboxStalled, trio.BrokenResourceError)
 
 
-class Sessions(Reattaching, Operating, Accounting):
+class Sessions(Operating, Accounting, Reattaching):
     """Every session of one chat server, from arrival to leaving.
 
     Args:
