@@ -6,13 +6,17 @@
 :class:`ChatPage` serves the page a browser opens. Nicks, rooms and session ids live in a
 :class:`Directory`: :class:`InProcessDirectory` by default, :class:`RedisDirectory` to
 share them between processes and machines (it needs coredis, the ``redis`` extra, and is
-imported on first use).
+imported on first use). Registered nicks and the rooms' records (founders, operators,
+bans, topics) live in :class:`Accounts`: :class:`MemoryAccounts`, :class:`SqliteAccounts`,
+or :class:`RedisAccounts` (imported on first use, as ``RedisDirectory``); passwords are
+hashed off the event loop by a :class:`Hasher`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._accounts import Account, Accounts, Hasher, MemoryAccounts, SqliteAccounts
 from ._directory import Directory, InProcessDirectory
 from ._errors import DirectoryUnavailable
 from ._services.chat import (
@@ -33,21 +37,28 @@ from ._services.chat import (
 from ._store import MemoryStore, NullStore, SqliteStore, Store
 
 if TYPE_CHECKING:  # imported on first use at run time: see __getattr__ below
+    from ._accounts._redis import RedisAccounts as RedisAccounts
     from ._directory._redis import RedisDirectory as RedisDirectory
 
 __all__ = [
+    "Account",
+    "Accounts",
     "ChatPage",
     "ChatServer",
     "ChatStatistics",
     "Directory",
     "DirectoryUnavailable",
     "EndReason",
+    "Hasher",
     "InProcessDirectory",
     "Member",
+    "MemoryAccounts",
     "MemoryStore",
     "NullStore",
+    "RedisAccounts",
     "RedisDirectory",
     "Renderer",
+    "SqliteAccounts",
     "SqliteStore",
     "Store",
     "TCPLineMember",
@@ -61,10 +72,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``RedisDirectory`` on first use: it needs coredis, which costs half a second to
-    import."""
+    """``RedisDirectory`` and ``RedisAccounts`` on first use: they need coredis, which
+    costs half a second to import."""
     if name == "RedisDirectory":
         from ._directory._redis import RedisDirectory
 
         return RedisDirectory
+    if name == "RedisAccounts":
+        from ._accounts._redis import RedisAccounts
+
+        return RedisAccounts
     raise AttributeError(f"module 'triosock.chat' has no attribute {name!r}")
