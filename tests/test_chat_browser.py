@@ -12,6 +12,7 @@ import shutil
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -22,6 +23,7 @@ from triosock.chat import ChatServer
 from .chattools import web_chat
 from .clitools import cli_server, line_process, need
 from .conftest import GUARD
+from .tlstools import make_certs, spki_hash
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
@@ -45,7 +47,8 @@ def _chromium() -> str:
 
 
 @contextmanager
-def browser() -> Iterator[WebDriver]:
+def browser(*more: str) -> Iterator[WebDriver]:
+    """Headless chromium; ``more``: further command-line switches."""
     options = Options()
     options.binary_location = _chromium()
     for argument in (
@@ -56,6 +59,7 @@ def browser() -> Iterator[WebDriver]:
         "--window-size=1100,640",
         "--no-first-run",
         "--disable-extensions",
+        *more,
     ):
         options.add_argument(argument)
     # An explicit driver: selenium must not try to download one.
@@ -249,3 +253,41 @@ async def test_the_page_reconnects_and_resumes_by_itself_and_after_a_reload(
                 await alice.expect(nick.encode() + b" left #lobby")
             room_saw = [x for x in alice.seen[mark:] if x.startswith(b"* " + nick.encode())]
             assert room_saw == [b"* " + nick.encode() + b" left #lobby"]  # at /quit only
+
+
+async def test_the_page_over_https_and_wss_with_the_test_ca_trusted(tmp_path: Path) -> None:
+    """``chat serve --tls-cert``: chromium, told to trust the test CA, opens the page
+    over https://, the page its WebSocket over wss://, and it talks with an nc user on
+    the plaintext port beside."""
+    nc = need("nc")
+    certs = make_certs(tmp_path)
+    # chromium trusts the CA by its key (--ignore-certificate-errors-spki-list), which it
+    # looks for in the chain the server sends: the CA's certificate follows the server's.
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(certs.cert.read_bytes() + certs.ca_file.read_bytes())
+    args = ["chat", "serve", "--tcp", "none", "--plain-tcp", "127.0.0.1:0", "--udp", "none"]
+    args += ["--web", "127.0.0.1:0", "--tls-cert", str(chain), "--tls-key", str(certs.key)]
+    with trio.fail_after(GUARD * 3):
+        async with cli_server([*args, "--status", "none"], ready_lines=2) as server:
+            plain, web = server.port("(plaintext)"), server.port("chat (web)")
+            assert f"open https://127.0.0.1:{web}/" in server.lines[1]
+            async with line_process([nc, "127.0.0.1", str(plain)]) as alice:
+                await alice.expect(b"welcome")
+                await alice.send(b"/nick alice")
+                await alice.expect(b"is now known as alice")
+                trust = f"--ignore-certificate-errors-spki-list={spki_hash(certs.ca_file)}"
+                with browser(trust) as driver:
+                    await in_thread(driver.get, f"https://127.0.0.1:{web}/")
+                    await in_thread(wait_for, driver, lambda d: me(d).startswith("guest"))
+                    assert driver.execute_script("return location.protocol") == "https:"
+                    await alice.expect(b"joined #lobby")
+                    # Its WebSocket is wss:// (the port speaks nothing else, and an https
+                    # page may not open a ws:// one).
+                    await in_thread(set_nick, driver, "secure")
+                    await alice.expect(b"is now known as secure")
+                    await in_thread(type_line, driver, "hello over wss")
+                    assert await alice.expect(b"secure:") == b"[#lobby] secure: hello over wss"
+                    await alice.send(b"hi secure")
+                    await in_thread(wait_for, driver, shows("alice: hi secure"))
+                    await in_thread(type_line, driver, "/quit")
+                    await alice.expect(b"* secure left #lobby")

@@ -21,6 +21,7 @@ from ._run import Job
 from ._serve_settings import ServeCommon, add_serve_options, serve_common
 from ._serving import run_serve
 from ._status_ask import register_status
+from ._tls import add_tls_serve_options, tls_files
 from ._values import (
     address_or_none,
     count,
@@ -69,8 +70,11 @@ def _serve_job(args: argparse.Namespace) -> Job:
     """
     if args.tcp is None and args.udp is None and args.web is None:
         raise UsageError("nothing to serve: --tcp, --udp and --web are all none")
+    tls = tls_files(args, "--plain-tcp", "--plain-web")
+    if tls is not None and args.tcp is None and args.web is None:
+        raise UsageError("--tls-cert is for --tcp and --web, and both are none")
     common = serve_common(args, "chat", STATUS_PORT)
-    settings = record(ChatSettings, args, common=common, web_origin=tuple(args.web_origin))
+    settings = record(ChatSettings, args, common=common, web_origin=tuple(args.web_origin), tls=tls)
     return functools.partial(run_serve, settings)
 
 
@@ -93,6 +97,20 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
             metavar="HOST:PORT|none",
             help=f"{what} (default {where[0]}:{where[1]})",
         )
+    for name, what in [("tcp", "TCP line users"), ("web", "the page and its WebSocket")]:
+        add(
+            f"--plain-{name}",
+            type=address_or_none,
+            default=None,
+            metavar="HOST:PORT|none",
+            help=f"with --tls-cert: where {what} connect without TLS too (default none: "
+            f"only --{name}, with TLS)",
+        )
+    add_tls_serve_options(
+        parser,
+        what="--tcp and --web (the page on https://, its WebSocket on wss://)",
+        defaults=defaults,
+    )
     add(
         "--web-origin",
         action="append",
@@ -245,6 +263,9 @@ def register(top: Parser) -> None:
         description="Chat rooms shared by TCP line users (nc, telnet), UDP peers and the "
         "web page. With no ACTION, or with serve, run the server with OPTIONS; join runs a "
         "client (see chat join --help).",
+        # No abbreviations of its options: it sees its commands' options too, and join's
+        # --tls would be an ambiguous abbreviation of --tls-cert, --tls-key...
+        allow_abbrev=False,
     )
     _add_chat_options(chat)
     chat.add_commands(leaf=True, required=False, metavar="ACTION", prog=chat.prog)

@@ -85,10 +85,11 @@ def _said_stop(name: str) -> None:
         LOGGER.debug("%s received, shutting down", name)
 
 
-def tcp_line(name: str, server: TCPServer) -> str:
-    """The startup line for a TCP server (tests and scripts read the port from it)."""
+def tcp_line(name: str, server: TCPServer, note: str = "") -> str:
+    """The startup line for a TCP server (tests and scripts read the port from it);
+    ``note`` follows the address in brackets (``TLS``, ``plaintext``)."""
     where = ", ".join(format_address(a) for a in server.addresses)
-    return f"{name} (tcp) listening on {where}"
+    return f"{name} (tcp) listening on {where}" + (f" ({note})" if note else "")
 
 
 def udp_line(name: str, server: UDPServer) -> str:

@@ -5,7 +5,9 @@
 state, the :class:`~triosock.chat.ChatServer`, its TCP, UDP and web listeners) and
 serves. ``python -m triosock chat`` alone serves chat on the defaults: TCP lines on
 127.0.0.1:7070, the UDP dialect on 127.0.0.1:7071 and the web page with its WebSocket on
-127.0.0.1:7072, with the in-process hub.
+127.0.0.1:7072, with the in-process hub. With ``--tls-cert`` the TCP line port and the
+web port speak TLS (see :mod:`._tls`), and ``--plain-tcp``/``--plain-web`` add
+plaintext ones beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Self
 
@@ -45,6 +49,7 @@ from ._chat_store import open_accounts, open_store
 from ._serve_settings import PortSlot, ServeSettings
 from ._serving import ServerStarter, run_servers, tcp_line, udp_line
 from ._status_serve import Figures, Status
+from ._tls import TLSFiles, tls_note
 from ._values import Address
 from ._workerenv import worker_index
 
@@ -76,6 +81,9 @@ class ChatSettings(ServeSettings):
     udp: Address | None = UDP_DEFAULT
     web: Address | None = WEB_DEFAULT
     web_origin: tuple[str, ...] = ()
+    tls: TLSFiles | None = None
+    plain_tcp: Address | None = None
+    plain_web: Address | None = None
     redis: str | None = None
     data: str | None = None
     policy: Policy = "disconnect"
@@ -97,6 +105,7 @@ class ChatSettings(ServeSettings):
     def port_slots(self) -> list[PortSlot]:
         slots = [("tcp", self.tcp, ("tcp",)), ("udp", self.udp, ("udp",))]
         slots.append(("web", self.web, ("tcp",)))
+        slots += [("plain_tcp", self.plain_tcp, ("tcp",)), ("plain_web", self.plain_web, ("tcp",))]
         return [PortSlot(name, *where, kinds) for name, where, kinds in slots if where]
 
     async def prepare(self, stack: contextlib.AsyncExitStack) -> Self:
@@ -134,7 +143,8 @@ class ChatSettings(ServeSettings):
             )
             status.extra = functools.partial(_chat_figures, chat)
             listening: list[tuple[str, Address]] = []  # (kind, bound address), as each starts
-            starters = _Listeners(self, chat, status, listening).starters()
+            context = None if self.tls is None else self.tls.context()
+            starters = _Listeners(self, chat, status, listening, context).starters()
 
             async def hint(nursery: trio.Nursery) -> str:
                 await trio.lowlevel.checkpoint()
@@ -148,7 +158,8 @@ class ChatSettings(ServeSettings):
 
 class _Listeners:
     """The starters of the chat's listeners, each adding its server to the status and
-    its bound address to ``listening``."""
+    its bound address to ``listening``; with ``context``, ``--tcp`` and ``--web`` speak
+    TLS, and ``--plain-tcp`` and ``--plain-web`` (each after its TLS twin) do not."""
 
     def __init__(
         self,
@@ -156,22 +167,38 @@ class _Listeners:
         chat: ChatServer,
         status: Status,
         listening: list[tuple[str, Address]],
+        context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
         self.chat = chat
         self.status = status
         self.listening = listening
         self.reuse = worker_index() is not None
+        self.context = context
 
     def starters(self) -> list[ServerStarter]:
-        wanted = [
-            (self.settings.tcp, self.start_tcp),
-            (self.settings.udp, self.start_udp),
-            (self.settings.web, self.start_web),
+        settings, tls = self.settings, self.context is not None
+        wanted: list[tuple[Address | None, Callable[[Address, trio.Nursery], Awaitable[str]]]] = [
+            (settings.tcp, functools.partial(self.start_tcp, tls=tls)),
+            (settings.plain_tcp, functools.partial(self.start_tcp, tls=False)),
+            (settings.udp, self.start_udp),
+            (settings.web, functools.partial(self.start_web, tls=tls)),
+            (settings.plain_web, functools.partial(self.start_web, tls=False)),
         ]
         return [functools.partial(start, where) for where, start in wanted if where is not None]
 
-    async def start_tcp(self, where: Address, nursery: trio.Nursery) -> str:
+    def _tls(self, tls: bool) -> dict[str, Any]:
+        """The serve function's TLS arguments for a listener that does (or not)."""
+        if not tls:
+            return {}
+        assert self.context is not None
+        assert self.settings.tls is not None
+        return {
+            "ssl_context": self.context,
+            "handshake_timeout": self.settings.tls.handshake_timeout,
+        }
+
+    async def start_tcp(self, where: Address, nursery: trio.Nursery, *, tls: bool) -> str:
         common = self.settings.common
         server: TCPServer = await nursery.start(
             lambda task_status: serve_tcp(
@@ -185,11 +212,12 @@ class _Listeners:
                 grace_period=common.grace,
                 reuse_port=self.reuse,
                 task_status=task_status,
+                **self._tls(tls),
             )
         )
-        self.listening.append(("tcp", server.addresses[0]))
-        self.status.add("chat", "tcp", server)
-        return tcp_line("chat", server)
+        self.listening.append(("tls" if tls else "tcp", server.addresses[0]))
+        self.status.add("chat", "tcp+tls" if tls else "tcp", server)
+        return tcp_line("chat", server, tls_note(tls, self.context is not None))
 
     async def start_udp(self, where: Address, nursery: trio.Nursery) -> str:
         expiry = expiry_after(self.settings.heartbeat, self.settings.expiry_factor)
@@ -210,7 +238,7 @@ class _Listeners:
         self.status.add("chat", "udp", server)
         return udp_line("chat", server) + f" (peers expire after {expiry:g} s of silence)"
 
-    async def start_web(self, where: Address, nursery: trio.Nursery) -> str:
+    async def start_web(self, where: Address, nursery: trio.Nursery, *, tls: bool) -> str:
         origins = [Origin(origin) for origin in self.settings.web_origin]
         server: WebSocketServer = await nursery.start(
             lambda task_status: serve_websocket(
@@ -226,12 +254,18 @@ class _Listeners:
                 grace_period=self.settings.common.grace,
                 reuse_port=self.reuse,
                 task_status=task_status,
+                **self._tls(tls),
             )
         )
-        self.listening.append(("web", server.addresses[0]))
-        self.status.add("chat", "web", server)
+        self.listening.append(("https" if tls else "web", server.addresses[0]))
+        self.status.add("chat", "web+tls" if tls else "web", server)
         address = format_address(server.addresses[0])
-        return f"chat (web) listening on {address}: open http://{address}/ (WebSocket at /ws)"
+        note = tls_note(tls, self.context is not None)
+        scheme = "https" if tls else "http"
+        return (
+            f"chat (web) listening on {address}{f' ({note})' if note else ''}: "
+            f"open {scheme}://{address}/ (WebSocket at /ws)"
+        )
 
 
 def _join_hints(prog: str, listening: list[tuple[str, Address]]) -> list[str]:
@@ -248,12 +282,18 @@ def _join_hints(prog: str, listening: list[tuple[str, Address]]) -> list[str]:
         match kind:
             case "tcp":
                 lines.append(f"join with: nc {host} {port}, or {prog} chat join {where}{also}")
+            case "tls":
+                lines.append(
+                    f"join with: openssl s_client -quiet -connect {where}, or {prog} chat "
+                    f"join {where} --tls{also}"
+                )
             case "udp":
                 lines.append(
                     f"join with: socat - UDP:{where}, or {prog} chat join {where} --udp{also}"
                 )
             case _:
-                lines.append(f"join with: a browser at http://{where}/{also}")
+                scheme = "https" if kind == "https" else "http"
+                lines.append(f"join with: a browser at {scheme}://{where}/{also}")
     return lines
 
 

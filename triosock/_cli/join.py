@@ -37,7 +37,10 @@ How a session ends, and the exit status:
   so, e.g. ``triosock: the server closed the connection``, and the status is
   :data:`EXIT_ENDED`.
 * The server cannot be reached at all: the usual one-line ``triosock: error: ...`` and
-  status 1 (raised as :class:`~triosock.ConnectError` to the CLI's runner).
+  status 1 (raised as :class:`~triosock.ConnectError` to the CLI's runner). A TLS
+  server (``--tls``) whose certificate does not check out is one of those:
+  ``triosock: error: TLS handshake with 127.0.0.1:7070 failed: certificate verify
+  failed: self-signed certificate``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import getpass
 import math
 import os
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, NoReturn, TypeVarTuple
@@ -58,7 +62,6 @@ import trio
 from .._errors import ConnectError, TriosockError
 from .._sansio.addresses import format_address
 from .._transport.channel import FramedChannel
-from .._transport.tcp import open_tcp_stream
 from .._transport.udp import PeerUnreachableError, open_udp_channel
 from ._console import UsageError
 from ._join_links import Link, TCPLink, UDPLink
@@ -74,6 +77,7 @@ from ._join_resume import (
 from ._join_screen import Screen, colour_wanted
 from ._parser import Parser
 from ._run import Job
+from ._tls import add_tls_client_options, client_context, open_client_stream
 from ._values import Address, parse_hostport, positive
 
 __all__ = ["EXIT_ENDED", "GOODBYE_WAIT", "HEARTBEAT_DEFAULT", "register"]
@@ -346,8 +350,10 @@ async def _chat_join(
     timestamps: bool,
     reconnect: float | None,
     password: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> None:
-    """``chat join``: a session in the room at ``addresses`` (see the module notes)."""
+    """``chat join``: a session in the room at ``addresses`` (see the module notes);
+    with ``context``, over TLS."""
     reconnect = None if udp else reconnect
     resumer = Resumer(nick, _say, password) if reconnect is not None else None
 
@@ -355,7 +361,7 @@ async def _chat_join(
         host, port = addresses[index]
         if udp:
             return UDPLink(await open_udp_channel(host, port), heartbeat)
-        return TCPLink(FramedChannel(await open_tcp_stream(host, port)), resumer)
+        return TCPLink(FramedChannel(await open_client_stream(host, port, context)), resumer)
 
     on_terminal = sys.stdout.isatty()
     colour = colour_wanted(on_terminal)
@@ -378,10 +384,15 @@ async def _chat_join(
 def _job(args: argparse.Namespace) -> Job:
     if args.udp and len(args.address) > 1:
         raise UsageError("chat join --udp takes one HOST:PORT")
+    if args.ca is not None and not args.tls:
+        raise UsageError("--ca is for --tls: give both")
+    if args.tls and args.udp:
+        raise UsageError("--tls is for TCP: the UDP dialect has no TLS")
     reconnect = None if args.no_reconnect else args.reconnect_for
     password = _password(args)
     options = (args.address, args.udp, args.nick, args.heartbeat, args.timestamps, reconnect)
-    return functools.partial(_chat_join, *options, password)
+    context = client_context(args.ca) if args.tls else None
+    return functools.partial(_chat_join, *options, password, context)
 
 
 def _password(args: argparse.Namespace) -> str | None:
@@ -429,6 +440,7 @@ def register(chat: Parser) -> None:
         "sharing rooms, tried in turn when a connection is lost",
     )
     join.add_argument("--udp", action="store_true", help="speak the UDP dialect (heartbeats, quit)")
+    add_tls_client_options(join)
     join.add_argument("--nick", help="the nick to take on arrival")
     join.add_argument(
         "--login",

@@ -132,6 +132,8 @@ class ConnectionStatistics:
       stopping: whether the server has begun to stop.
       refused_per_address: connections refused because their source held the most
         connections one address may (``max_per_address``); not in the totals.
+      tls_handshakes_failed: TLS connections closed because their handshake failed or
+        did not finish within the server's ``handshake_timeout``; not in the totals.
     """
 
     open_connections: int
@@ -139,6 +141,7 @@ class ConnectionStatistics:
     handler_errors: int
     stopping: bool
     refused_per_address: int
+    tls_handshakes_failed: int
 
 
 class ServerLifecycle:

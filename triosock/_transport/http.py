@@ -56,6 +56,7 @@ from .._sansio.http_rules import (
     target_refusal_untrusted,
 )
 from .tcp import TCPConnection, TCPServer, serve_tcp
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT
 
 __all__ = ["Request", "Response", "serve_http"]
 
@@ -193,6 +194,7 @@ async def serve_http(
     send_timeout: float = 60.0,
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     reuse_port: bool = False,
     task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -200,8 +202,9 @@ async def serve_http(
 
     Args:
       handler: ``async def handler(request: Request) -> Response``.
-      port, host, max_connections, grace_period, ssl_context, reuse_port, task_status: as for
-        :func:`~triosock.serve_tcp` (``nursery.start`` receives the :class:`TCPServer`).
+      port, host, max_connections, grace_period, ssl_context, handshake_timeout, reuse_port,
+        task_status: as for :func:`~triosock.serve_tcp` (``nursery.start`` receives the
+        :class:`TCPServer`); with ``ssl_context`` it serves HTTPS.
       keep_alive_timeout: seconds a connection may wait between requests.
       header_timeout: seconds from a request's first byte to the end of its headers.
       body_timeout: seconds to receive a request's body.
@@ -244,6 +247,7 @@ async def serve_http(
         max_connections=max_connections,
         grace_period=grace_period,
         ssl_context=ssl_context,
+        handshake_timeout=handshake_timeout,
         reuse_port=reuse_port,
         task_status=task_status,
     )

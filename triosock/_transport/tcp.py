@@ -1,4 +1,6 @@
-"""TCP (and TLS) servers and clients: a task per connection, idle timeouts, graceful stop.
+"""TCP (and TLS) servers: a task per connection, idle timeouts, graceful stop. (The
+clients, :func:`open_tcp_stream` and :func:`open_tcp_channel`, are in
+:mod:`~triosock._transport.tcp_client`.)
 
 Server shape (trio's ``serve_listeners`` does the accepting):
 
@@ -35,6 +37,11 @@ Server shape (trio's ``serve_listeners`` does the accepting):
   socket takes it at once (a line that says why, in the service's protocol), and
   closed; its handler never runs. Counted in ``refused_per_address``; the log gets one
   line when a source's refusals begin, none again until it is under its limit.
+* ``ssl_context``: TLS. Each connection's handshake runs in its own task before its
+  handler, within ``handshake_timeout`` seconds (10 by default; see
+  :mod:`~triosock._transport.tls`): a client that does not finish it in time, or that
+  is not speaking TLS, is closed with one line at DEBUG and its handler never runs
+  (counted in ``tls_handshakes_failed``).
 * :meth:`TCPConnection.reset_on_close`: a peer given up for not reading is closed with a
   reset, which frees what the kernel still holds for it (nginx's
   ``reset_timedout_connection``); every other close is graceful.
@@ -45,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Collection
@@ -54,10 +60,9 @@ from typing import final
 
 import trio
 
-from .._errors import ConnectError, TriosockError, describe_oserror
+from .._errors import TriosockError
 from .._liveness import IdleTimer
 from .._sansio.addresses import format_address
-from .._sansio.framing import Framer
 from ._lifecycle import (
     ConnectionStatistics,
     ListeningServer,
@@ -68,9 +73,10 @@ from ._lifecycle import (
     check_timeout,
     run_server,
 )
-from .channel import FramedChannel
 from .peraddress import LOCAL_ADDRESSES, PerAddress, check_per_address
 from .rawsocket import AcceptTrouble, RawSocketListener, RawSocketStream
+from .tcp_client import open_tcp_channel, open_tcp_stream
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS
 
 __all__ = [
     "TCPConnection",
@@ -124,6 +130,7 @@ class TCPServer(ListeningServer, metaclass=NoPublicConstructor):
         self._idle_timeouts = 0
         self._per_address = PerAddress(None)
         self._per_address_refusal = b""
+        self._tls: ServerTLS | None = None
 
     def statistics(self) -> TCPServerStatistics:
         """A snapshot of the server's connections."""
@@ -134,6 +141,7 @@ class TCPServer(ListeningServer, metaclass=NoPublicConstructor):
             handler_errors=self._handler_errors,
             stopping=self.stopping,
             refused_per_address=self._per_address.refused,
+            tls_handshakes_failed=0 if self._tls is None else self._tls.failed,
         )
 
 
@@ -143,9 +151,10 @@ class TCPConnection(trio.abc.HalfCloseableStream, metaclass=NoPublicConstructor)
 
     Every method of ``trio.abc.HalfCloseableStream`` is delegated to the accepted stream
     (a :class:`~triosock._transport.rawsocket.RawSocketStream`, or a ``trio.SSLStream``
-    over one when the server does TLS). Data received pushes the connection's idle
-    deadline forward (the socket stream underneath reports it, so bytes of a TLS
-    handshake count as life too). Made by the server for its handler, not by users.
+    over one when the server does TLS: its handshake is done by then). Data received
+    pushes the connection's idle deadline forward (the socket stream underneath reports
+    it, so TLS records that carry no data count as life too). Made by the server for its
+    handler, not by users.
     """
 
     __slots__ = ("_idle", "_raw", "_server", "_stream", "remote_address")
@@ -363,6 +372,7 @@ async def serve_tcp(
     idle_timeout: float | None = None,
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     reuse_port: bool = False,
     task_status: trio.TaskStatus[TCPServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -384,7 +394,10 @@ async def serve_tcp(
         is closed (nothing by default).
       idle_timeout: seconds without received data before a connection is closed.
       grace_period: seconds handlers get to finish after the stop begins.
-      ssl_context: serve TLS with this server context.
+      ssl_context: serve TLS with this server context (its certificate loaded).
+      handshake_timeout: seconds a connection's TLS handshake may take before it is
+        closed (:data:`~triosock._transport.tls.DEFAULT_HANDSHAKE_TIMEOUT`, 10; None:
+        no deadline); see the module notes.
       reuse_port: let several processes listen on the same port (``SO_REUSEPORT``): the
         kernel spreads new connections over them (``--workers``).
       task_status: ``nursery.start`` receives the :class:`TCPServer` once listening.
@@ -395,6 +408,7 @@ async def serve_tcp(
     check_port(port)
     check_timeout("idle_timeout", idle_timeout)
     check_grace(grace_period)
+    check_timeout("handshake_timeout", handshake_timeout)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     check_per_address("max_per_address", max_per_address)
@@ -408,7 +422,9 @@ async def serve_tcp(
         RawSocketListener(lis, trouble) for lis in listeners
     ]
     if ssl_context is not None:
+        # trio's SSLListener only wraps: the handshake is the connection task's.
         served = [trio.SSLListener(lis, ssl_context, https_compatible=False) for lis in served]
+        server._tls = ServerTLS(ssl_context, handshake_timeout, server.stop_scope, LOGGER)
     if max_connections is not None:
         slots = trio.Semaphore(max_connections)
         served = [_LimitedListener(lis, slots) for lis in served]
@@ -449,7 +465,15 @@ async def _run_connection(
             await _refuse(stream, inner, server._per_address_refusal, slots)
             return
     try:
-        await _serve_connection(handler, server, stream, inner, remote)
+        tls = server._tls
+        if (
+            tls is None
+            or not isinstance(stream, trio.SSLStream)
+            or await tls.handshake(stream, format_address(remote))
+        ):
+            await _serve_connection(handler, server, stream, inner, remote)
+        else:
+            await trio.aclose_forcefully(stream)  # broken: no close_notify to send
     finally:
         if ip is not None and limit.limit is not None:
             limit.uncount(ip)
@@ -516,71 +540,3 @@ async def _serve_connection(
             server._open -= 1
             if verbose:
                 LOGGER.debug("%s disconnected after %.1f s", conn.peer, trio.current_time() - began)
-
-
-def _connect_reason(exc: OSError) -> str:
-    """Why a connect failed: trio's "all attempts to connect ... failed" carries the
-    attempts' own errors (one per address tried) in its cause; say theirs, once each."""
-    attempts: list[OSError] = []
-    cause = exc.__cause__
-    if isinstance(cause, BaseExceptionGroup):
-        attempts = [e for e in cause.exceptions if isinstance(e, OSError)]
-    elif isinstance(cause, OSError):
-        attempts = [cause]
-    reasons = list(
-        dict.fromkeys(
-            os.strerror(e.errno).lower() if e.errno else describe_oserror(e) for e in attempts
-        )
-    )
-    return ", ".join(reasons) if reasons else describe_oserror(exc)
-
-
-async def open_tcp_stream(
-    host: str,
-    port: int,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> trio.abc.HalfCloseableStream | trio.SSLStream[trio.SocketStream]:
-    """Open a TCP (or TLS, with ``ssl_context``) stream to ``host:port``.
-
-    With TLS the handshake is done here, so a certificate problem surfaces as a
-    :class:`~triosock.ConnectError` at once rather than on the first send.
-
-    Raises:
-      ConnectError: refused, unreachable, unknown host, or a failed TLS handshake.
-    """
-    check_port(port)
-    where = format_address((host, port))
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to {where}: {_connect_reason(exc)}") from exc
-    if ssl_context is None:
-        return stream
-    tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-    try:
-        await tls.do_handshake()
-    except trio.BrokenResourceError as exc:
-        await trio.aclose_forcefully(tls)
-        reason = exc.__cause__ or exc
-        raise ConnectError(f"TLS handshake with {where} failed: {reason}") from exc
-    except BaseException:
-        await trio.aclose_forcefully(tls)
-        raise
-    return tls
-
-
-async def open_tcp_channel(
-    host: str,
-    port: int,
-    *,
-    framer: Framer | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
-) -> FramedChannel:
-    """Connect and return a :class:`~triosock.FramedChannel` (lines by default)."""
-    stream = await open_tcp_stream(
-        host, port, ssl_context=ssl_context, server_hostname=server_hostname
-    )
-    return FramedChannel(stream, framer)

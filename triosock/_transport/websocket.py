@@ -9,10 +9,11 @@ closing handshake. triosock adds what its other servers have:
   ``TCPConnection``. A handler's exception is logged and closes that connection only.
 * ``Origin`` is checked, so that a page elsewhere cannot drive a user's browser into the
   server. By default a handshake is accepted when it has no ``Origin`` (not a browser),
-  or when its ``Origin`` is the page's own: ``http://`` or ``https://`` and the request's
-  ``Host``, where that host is an IP address, ``localhost``, or the host the server was
-  told to bind (a DNS name that only resolves to the server, as in a DNS rebinding
-  attack, is not enough). Refused handshakes get 403. ``origins=`` replaces the rule
+  or when its ``Origin`` is the page's own: ``http://`` or ``https://`` (the page on a
+  TLS server, or behind a proxy that speaks TLS for it) and the request's ``Host``,
+  where that host is an IP address, ``localhost``, or the host the server was told to
+  bind (a DNS name that only resolves to the server, as in a DNS rebinding attack, is
+  not enough). Refused handshakes get 403. ``origins=`` replaces the rule
   with websockets' own: a list of accepted values (strings, regex patterns, None for
   none sent).
 * A client has :data:`OPEN_TIMEOUT` seconds (10) to finish its opening handshake, plus up
@@ -24,6 +25,12 @@ closing handshake. triosock adds what its other servers have:
   websockets stops reading, and the client's pong waits behind them. A window in which
   a frame of the client's arrived, or its reading was paused, starts another; a client
   that sends nothing and answers nothing is closed as before.
+* ``ssl_context``: TLS (``wss://``, and ``https://`` for what ``process_request``
+  answers). Each connection's TLS handshake is done by its first read, in its own task,
+  within ``handshake_timeout`` seconds (10 by default; see
+  :mod:`~triosock._transport.tls`); a client that fails it is closed with one line at
+  DEBUG, and counted in ``tls_handshakes_failed``. The opening handshake's own deadline
+  (above) covers the TLS handshake too.
 * ``max_per_address``: the most connections one source may hold at once (see
   :mod:`~triosock._transport.peraddress`); a connection past it is answered
   ``429 Too Many Requests`` instead of its handshake, and closed.
@@ -38,6 +45,7 @@ import inspect
 import logging
 import random
 import re
+import ssl
 import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -68,6 +76,7 @@ from ._lifecycle import (
 from .outbox import Outbox
 from .peraddress import LOCAL_ADDRESSES, PerAddress, check_per_address
 from .tcp import open_listeners
+from .tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS
 from .websocket_stream import WebSocketListener, WebSocketStream
 
 __all__ = [
@@ -130,6 +139,7 @@ class WebSocketServer(ListeningServer, metaclass=NoPublicConstructor):
         self._open = 0
         self._total = 0
         self._per_address = per_address
+        self._tls: ServerTLS | None = None
 
     async def _host_tasks(
         self, *, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
@@ -152,6 +162,7 @@ class WebSocketServer(ListeningServer, metaclass=NoPublicConstructor):
             handler_errors=self._handler_errors,
             stopping=self.stopping,
             refused_per_address=self._per_address.refused,
+            tls_handshakes_failed=0 if self._tls is None else self._tls.failed,
         )
 
 
@@ -267,7 +278,7 @@ class WebSocketPeer(metaclass=NoPublicConstructor):
         stream = self.connection.stream
         try:
             if isinstance(stream, WebSocketStream):
-                return format_address(stream.socket.getpeername())
+                return stream.peer or format_address(stream.socket.getpeername())
             return format_address(self.connection.remote_address)
         except OSError:
             return "(disconnected)"
@@ -312,6 +323,8 @@ async def serve_websocket(
     per_address_exempt: Collection[str] = LOCAL_ADDRESSES,
     reuse_port: bool = False,
     process_request: Any = None,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` to WebSocket clients on a TCP port until stopped.
@@ -334,6 +347,10 @@ async def serve_websocket(
       process_request: websockets' hook to answer plain HTTP (serve a page) or refuse:
         ``(connection, request) -> Response | None``, maybe async; None goes on with the
         handshake (and the ``Origin`` check).
+      ssl_context: serve ``wss://`` (and ``https://``) with this server context.
+      handshake_timeout: seconds a connection's TLS handshake may take
+        (:data:`~triosock._transport.tls.DEFAULT_HANDSHAKE_TIMEOUT`, 10; None: no
+        deadline of its own, the opening handshake's still holds).
 
     Raises:
       BindError: the address could not be bound.
@@ -342,6 +359,7 @@ async def serve_websocket(
     check_grace(grace_period)
     check_timeout("ping_interval", ping_interval)
     check_timeout("ping_timeout", ping_timeout)
+    check_timeout("handshake_timeout", handshake_timeout)
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, not {max_connections}")
     limiter = None if max_connections is None else trio.CapacityLimiter(max_connections)
@@ -349,6 +367,9 @@ async def serve_websocket(
     per_address = PerAddress(max_per_address, per_address_exempt)
     with binding(host, port):
         listeners = await open_listeners(port, host, reuse_port=reuse_port)
+    tls = None
+    if ssl_context is not None:
+        tls = ServerTLS(ssl_context, handshake_timeout, lambda: server.stop_scope(), LOGGER)
     check = None
     if origins is None:
         check = functools.partial(_same_origin, bound=host.lower())
@@ -391,7 +412,7 @@ async def serve_websocket(
             server._open -= 1
             LOGGER.debug("websocket %s disconnected", peer.peer)
 
-    ws_listeners = [WebSocketListener(lis, limiter, per_address) for lis in listeners]
+    ws_listeners = [WebSocketListener(lis, limiter, per_address, tls) for lis in listeners]
 
     async def run_websockets(task_status: trio.TaskStatus[Server]) -> None:
         # (Started in the server's shielded host: only its graceful stop ends it.)
@@ -420,6 +441,7 @@ async def serve_websocket(
         run_websockets=run_websockets,
         per_address=per_address,
     )
+    server._tls = tls
     await run_server(server, _wait_for_the_stop, task_status)
 
 
