@@ -24,6 +24,7 @@ from triosock._sansio.rooms import RoomRecord
 from triosock.chat import ChatServer
 
 from .chattools import Events, LineSocket, validate_udp_socket, web_chat
+from .clitools import PYTHON, cli_server, run
 from .test_accounts import FAST, PLAIN, patient_clock
 from .test_chat_web import ws_url
 
@@ -459,3 +460,28 @@ async def test_a_session_renamed_by_its_accounts_new_login_loses_the_accounts_ra
             await laptop.read_until(b"set the topic of #lobby: theirs")
             laptop.close()
             phone.close()
+
+
+async def test_chat_serve_oper_makes_a_server_operator_and_refuses_a_bad_nick() -> None:
+    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+    args += ["--status", "none", "--data", "none", "--rate", "none", "--oper", "Root"]
+    with trio.fail_after(60):
+        async with cli_server(args, ready_lines=3) as server:
+            port = server.port("chat (tcp)")
+            victim = await guest(port, b"victim", source="127.0.0.12")
+            root = await logged_in(port, b"root")
+            await root.send(b"/kill victim testing the option\n")
+            assert (await victim.read_to_eof())[-1] == (
+                b"-!- disconnected: disconnected by root (testing the option)"
+            )
+            for user in (victim, root):
+                user.close()
+        bad = await run([PYTHON, "-m", "triosock", *args[:-1], "#root"])
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.decode()
+        .splitlines()[-1]
+        .startswith(
+            "python -m triosock chat serve: error: argument --oper: nick '#root' contains '#'"
+        )
+    )

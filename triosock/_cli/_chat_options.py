@@ -13,6 +13,7 @@ import functools
 from typing import Any, get_args
 
 from .._hub import Policy
+from .._sansio.chat import ChatError, validate_nick
 from . import join
 from ._chat_store import NO_DATA, default_data_dir
 from ._console import UsageError
@@ -62,6 +63,14 @@ def _data_dir(text: str) -> str:
     return text
 
 
+def _nick(text: str) -> str:
+    """A nick given on the command line, checked as the chat checks one."""
+    try:
+        return validate_nick(text)
+    except ChatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _serve_job(args: argparse.Namespace) -> Job:
     """The settings ``chat serve`` was given, and the job that serves them.
 
@@ -74,7 +83,14 @@ def _serve_job(args: argparse.Namespace) -> Job:
     if tls is not None and args.tcp is None and args.web is None:
         raise UsageError("--tls-cert is for --tcp and --web, and both are none")
     common = serve_common(args, "chat", STATUS_PORT)
-    settings = record(ChatSettings, args, common=common, web_origin=tuple(args.web_origin), tls=tls)
+    settings = record(
+        ChatSettings,
+        args,
+        common=common,
+        web_origin=tuple(args.web_origin),
+        oper=tuple(args.oper),
+        tls=tls,
+    )
     return functools.partial(run_serve, settings)
 
 
@@ -119,6 +135,15 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
         help="a page origin allowed to open the WebSocket, such as http://chat.lan:7072 "
         "(repeatable; replaces the default: the page's own address when it is an IP, "
         "localhost or the --web host)",
+    )
+    add(
+        "--oper",
+        action="append",
+        default=[],
+        type=_nick,
+        metavar="NICK",
+        help="a server operator: this registered nick, once logged in, acts in every room "
+        "(topic, kick, ban, mute, mode) and may /kill (repeatable; default none)",
     )
     add(
         "--redis",

@@ -81,6 +81,7 @@ class ChatSettings(ServeSettings):
     udp: Address | None = UDP_DEFAULT
     web: Address | None = WEB_DEFAULT
     web_origin: tuple[str, ...] = ()
+    oper: tuple[str, ...] = ()
     tls: TLSFiles | None = None
     plain_tcp: Address | None = None
     plain_web: Address | None = None
@@ -128,6 +129,7 @@ class ChatSettings(ServeSettings):
                 directory,
                 store=store,
                 accounts=accounts,
+                opers=self.oper,
                 policy=self.policy,
                 buffer=self.buffer,
                 max_line_length=self.max_line_length,
@@ -320,5 +322,6 @@ async def _chat_figures(chat: ChatServer) -> Figures:
         "registered": figures.registered,
         "logins": figures.logins,
         "logins_failed": figures.logins_failed,
+        "logins_refused": figures.logins_refused,
         "kept_offline": figures.kept_offline,
     }
