@@ -23,9 +23,10 @@ from triosock._sansio import rooms as rules
 from triosock._sansio.rooms import RoomRecord
 from triosock.chat import ChatServer
 
-from .chattools import Events, LineSocket, validate_udp_socket, web_chat
+from .chattools import Events, LineSocket, detached, validate_udp_socket, web_chat
 from .clitools import PYTHON, cli_server, run
 from .test_accounts import FAST, PLAIN, patient_clock
+from .test_chat_resume import token_of
 from .test_chat_web import ws_url
 
 __all__ = ["patient_clock"]  # a fixture, used by name
@@ -485,3 +486,26 @@ async def test_chat_serve_oper_makes_a_server_operator_and_refuses_a_bad_nick() 
             "python -m triosock chat serve: error: argument --oper: nick '#root' contains '#'"
         )
     )
+
+
+async def test_a_user_who_drops_their_connection_is_banned_all_the_same(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with web_chat(chat) as (tcp, _, _):
+            alice = await founder(tcp, b"#lobby")
+            mallory = await LineSocket.connect(tcp, source="127.0.0.5")
+            token = await token_of(mallory)
+            await mallory.send(b"/nick mallory\n")
+            await alice.read_until(b"is now known as mallory")
+            mallory.close()  # no /quit: detached, waiting for a resume
+            await detached(chat, "mallory")
+            await alice.send(b"/ban mallory evading\n")
+            assert await alice.read_until(b"banned") == b"* alice banned mallory (evading)"
+            assert await alice.read_until(b"mallory") == b"* mallory left #lobby"
+            back = await LineSocket.connect(tcp, source="127.0.0.5")
+            await back.send(b"/resume " + token + b"\n")
+            assert (await back.read_to_eof())[-1] == b"-!- disconnected: you are banned from #lobby"
+            back.close()
+            alice.close()

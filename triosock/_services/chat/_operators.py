@@ -15,7 +15,9 @@
   session, as an order on :data:`ORDERS`: that server knows the user's account or
   address (a ban or mute is written by account when the user is logged in, else by
   address), and moves the session out of the room (to :data:`DEFAULT_ROOM`; out of the
-  chat when kicked from there) or ends it. A ban or mute of a registered nick nobody
+  chat when kicked from there) or ends it. A session detached for a resume (its
+  connection lost, perhaps on purpose) is banned by its last address too, and a kick or
+  ban ends it: no resume brings it back. A ban or mute of a registered nick nobody
   holds is written by account at once.
 * **Every action is said** in its room as a line (``* alice kicked bob (flooding)``).
 * **Enforced on every transport**: a banned user cannot enter the room (a session
@@ -373,31 +375,39 @@ class Operating:
             self.book.learn(room, record, int(order["version"]))
             await self._refresh(room)
             return
-        user = self.users.get(order["session"])
-        if user is None or user.phase is not LIVE:
-            return  # another server's, or gone
+        session = order["session"]
+        user = self.users.get(session)
+        if user is not None and user.phase is LIVE:
+            core, host = user.core, host_of(user.member.label)
+        else:
+            away = self._away(session)
+            if away is None:
+                return  # another server's, or gone
+            (core, host), user = away, None
         action, by, text = order["order"], order["by"], order["text"]
-        core = user.core
         reason = f" ({text})" if text else ""
-        if action in ("ban", "mute"):
+        if action in ("ban", "mute") and (core.account is not None or host):
             which: rules.EntryList = "bans" if action == "ban" else "muted"
-            entry = rules.entry_for(core.account, host_of(user.member.label))
+            entry = rules.entry_for(core.account, host)
+            nick = core.nick
 
             def add(r: RoomRecord) -> RoomRecord | str:
-                return r.with_entry(which, entry, core.nick) or f"{room}'s list is full"
+                return r.with_entry(which, entry, nick) or f"{room}'s list is full"
 
             changed = await self.book.change(room, add)
             if isinstance(changed, str):
-                LOGGER.warning("%s: %s could not %s %s: %s", room, by, action, core.nick, changed)
+                LOGGER.warning("%s: %s could not %s %s: %s", room, by, action, nick, changed)
                 return
             await self._changed(room, *changed)
         LOGGER.info("%s: %s %s %s%s", room, by, action, core.nick, reason)
-        if action == "kill":
-            await self._say(core.room, by, action, core.nick, text)
-            user.end("removed", f"disconnected by {by}{reason}")
+        await self._say(core.room if action == "kill" else room, by, action, core.nick, text)
+        if action == "mute" or (action != "kill" and core.room != room):
             return
-        await self._say(room, by, action, core.nick, text)
-        if action == "mute" or core.room != room:
+        if user is None:  # away: it ends, and its room is told it left
+            await self._drop_away(session)
+            return
+        if action == "kill":
+            user.end("removed", f"disconnected by {by}{reason}")
             return
         done = _DONE[action]
         lobby = proto.DEFAULT_ROOM
@@ -406,3 +416,11 @@ class Operating:
             return
         self._fanout.tell(user, f"{by} {done} you from {room}{reason}")
         await self._carry_out(user, [proto.Move(lobby)])
+
+    def _away(self, session: str) -> tuple[proto.ChatSession, str] | None:
+        """The state of ``session`` and its last address, if it is detached here."""
+        return None  # (Sessions knows its detached sessions)
+
+    async def _drop_away(self, session: str) -> None:
+        """End ``session``, detached here, for good (its room is told it left)."""
+        await trio.lowlevel.checkpoint()  # (Sessions knows its detached sessions)

@@ -107,6 +107,8 @@ class Detached:
       source: its source address as the per-address count sees it (None: exempt).
       remote: it came from another server (taken by its token, or adopted from a dead
         one), which did not say what it had written to it.
+      host: the address its last connection came from (``""`` when it came from another
+        server), for an operator's ban or mute of it while it is away.
     """
 
     deadline: float
@@ -120,6 +122,7 @@ class Detached:
     key: str | None = field(compare=False, default=None)
     source: str | None = field(compare=False, default=None)
     remote: bool = field(compare=False, default=False)
+    host: str = field(compare=False, default="")
 
     def written(self) -> dict[str, int]:
         """Topic -> the newest id its last connection took whole."""
@@ -210,6 +213,7 @@ class Resumes:
         core = user.core
         key = user.member.resume_key
         detached = Detached(now + self.window, core.session, core, now, why, user, key=key)
+        detached.host = host_of(user.member.label)
         self.detached[core.session] = detached
         if key is not None:
             self._by_key[key] = core.session

@@ -365,6 +365,15 @@ class Sessions(Operating, Accounting, Reattaching):
                 return core.listed_rooms(rooms, topics or {})
         raise TypeError(f"not a directory effect: {effect!r}")
 
+    def _away(self, session: str) -> tuple[proto.ChatSession, str] | None:
+        detached = self.resumes.detached.get(session)
+        return None if detached is None else (detached.core, detached.host)
+
+    async def _drop_away(self, session: str) -> None:
+        detached = self.resumes.take(session)
+        if detached is not None:
+            await self._expire(detached)
+
     async def _store_answer(self, asking: Awaitable[T]) -> T | None:
         """What ``asking`` answers; None (logged) when the store cannot be reached."""
         try:
