@@ -168,6 +168,11 @@ def _tail(path: Path, lines: int = 3) -> str:
 # ---------------------------------------------------------------- servers
 
 
+def server_env() -> dict[str, str]:
+    """The environment every server runs in (unbuffered, no bytecode written)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+
+
 class Server:
     """One server process: started, its port read from its output, pinned, measured, stopped."""
 
@@ -193,7 +198,7 @@ class Server:
 
     def start(self, timeout: float = 15.0) -> int:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        env = server_env()
         with self.log.open("wb") as out:
             self.proc = self.procs.start(
                 self.argv,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._stacks import (
+    CHAT_AT_PREFIX,
     CHAT_NO_HISTORY,
     CHAT_WITH_HISTORY,
     CLUSTER_IN_PROCESS,
@@ -69,6 +70,28 @@ CLUSTER_COLUMNS = (
     _c("redis CPU us/line", "redis_cpu_us_per_line", "{:.1f}"),
     *FAN_OUT_COLUMNS[5:],
 )
+#: Logins while a room is busy (benchmarks/loginbench.py): the logins, and the room's
+#: latency in the quiet window before them and in the window with them.
+LOGIN_COLUMNS = (
+    _c("logins/s", "logins_per_s", "{:,.1f}"),
+    _c("login p50 ms", "login_p50_ms", "{:,.0f}"),
+    _c("login p99 ms", "login_p99_ms", "{:,.0f}"),
+    _c("failed", "failures", "{:,.0f}"),
+    _c("room p50 ms quiet", "quiet_p50_ms", "{:.2f}"),
+    _c("room p99 ms quiet", "quiet_p99_ms", "{:.2f}"),
+    _c("room p50 ms logins", "busy_p50_ms", "{:.2f}"),
+    _c("room p99 ms logins", "busy_p99_ms", "{:.2f}"),
+    _c("srv CPU %", "server_cpu_pct", "{:.0f}"),
+    _c("srv CPU ms/login", "cpu_ms_per_login", "{:.1f}"),
+    _c("client CPU %", "client_cpu_pct", "{:.0f}"),
+)
+#: The issue's figure: this many logins at once while the room is busy.
+LOGINS_AT_ONCE = 50
+ROOM_P99_LIMIT_MS = 100.0
+#: The chat fan-out with accounts against the same command at a commit before them
+#: (``--baseline-rev``): deliveries/s at least this share of the baseline's.
+BEFORE_ACCOUNTS_MIN = 0.95
+
 WORKLOADS: dict[str, Workload] = {
     w.key: w
     for w in [
@@ -146,6 +169,14 @@ WORKLOADS: dict[str, Workload] = {
             "ms",
             False,
             (_c("ms", "resume_ms", "{:.1f}"), _c("lines caught up", "lines", "{:,.0f}")),
+        ),
+        Workload(
+            "logins",
+            "4e. Logins (scrypt off the loop) while a room is busy, and the room's latency",
+            "logins_per_s",
+            "logins/s",
+            True,
+            LOGIN_COLUMNS,
         ),
         Workload(
             "hub",
@@ -277,11 +308,13 @@ class Results:
 
     def targets(self, workload: str) -> list[tuple[str, str, str]]:
         """(target, this run, met?) rows for a workload that has targets (``chat``,
-        ``cluster``, ``resume``)."""
+        ``cluster``, ``resume``, ``logins``)."""
         if workload == "chat":
-            return self._history_targets()
+            return self._history_targets() + self._before_accounts_targets()
         if workload == "resume":
             return self._resume_targets()
+        if workload == "logins":
+            return self._login_targets()
         if workload != "cluster":
             return []
         configs: list[str] = []
@@ -386,6 +419,70 @@ class Results:
             (
                 "the fan-out with the history on (kept in --data's SQLite file) >= 0.9x "
                 "the same with --history 0, in deliveries/s",
+                "; ".join(seen) or "-",
+                met,
+            )
+        ]
+
+    def _before_accounts_targets(self) -> list[tuple[str, str, str]]:
+        """The chat's fan-out (``triosock``) against the same command run from a worktree
+        of an older commit (``--baseline-rev``, the stack ``triosock chat serve @REV``):
+        current / baseline in deliveries/s (judged) and server CPU per delivery (shown).
+        No row when no such stack ran."""
+        seen: list[str] = []
+        checks: list[bool] = []
+        revs: list[str] = []
+        for cell in self.rows("chat"):
+            if not cell.stack.startswith(CHAT_AT_PREFIX):
+                continue
+            rev = cell.stack.removeprefix(CHAT_AT_PREFIX)
+            if rev not in revs:
+                revs.append(rev)
+            current = self.cells.get(("chat", cell.config, CHAT_WITH_HISTORY))
+            if current is None:
+                continue
+            now, then = current.median("deliveries_per_s"), cell.median("deliveries_per_s")
+            if now is None or not then:
+                continue
+            shown = f"{cell.config}: {now / then:.2f}x"
+            cpu_now = current.median("cpu_us_per_delivery")
+            cpu_then = cell.median("cpu_us_per_delivery")
+            if cpu_now is not None and cpu_then:
+                shown += f" (CPU/dlv {cpu_now / cpu_then:.2f}x)"
+            seen.append(shown)
+            checks.append(now / then >= BEFORE_ACCOUNTS_MIN)
+        if not revs:
+            return []
+        met = "not measured" if not checks else ("yes" if all(checks) else "no")
+        return [
+            (
+                f"the fan-out with accounts ({CHAT_WITH_HISTORY}) >= {BEFORE_ACCOUNTS_MIN:g}x "
+                f"the same command at {', '.join(revs)} in deliveries/s (server CPU per "
+                "delivery, now / then, in brackets)",
+                "; ".join(seen) or "-",
+                met,
+            )
+        ]
+
+    def _login_targets(self) -> list[tuple[str, str, str]]:
+        """Fifty logins at once while a room is busy: the room's p99 under 100 ms."""
+        seen: list[str] = []
+        checks: list[bool] = []
+        for cell in self.rows("logins"):
+            p99 = cell.median("busy_p99_ms")
+            if p99 is None:
+                continue
+            shown = f"{cell.config}: {p99:.1f} ms"
+            if cell.order >= LOGINS_AT_ONCE:
+                checks.append(p99 < ROOM_P99_LIMIT_MS)
+            else:
+                shown += " (fewer than 50 at once: not judged)"
+            seen.append(shown)
+        met = "not measured" if not checks else ("yes" if all(checks) else "no")
+        return [
+            (
+                f"{LOGINS_AT_ONCE} logins at once while a room is busy: the room's p99 "
+                f"< {ROOM_P99_LIMIT_MS:g} ms",
                 "; ".join(seen) or "-",
                 met,
             )

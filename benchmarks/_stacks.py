@@ -27,6 +27,9 @@ class Stack:
     role: str = ""  # "baseline", "reference" or ""
     # a supervisor's line naming its workers ("2 workers: pid A, B"), whose CPU is measured
     pids_pattern: str = ""
+    # the directory the server runs in (default: the project root); a baseline stack runs
+    # in a worktree of an older commit, whose package `python -m` imports from there
+    cwd: str = ""
 
     def command(self) -> list[str]:
         return [sys.executable, *self.argv]
@@ -102,8 +105,27 @@ CHAT = [
     ),
 ]
 
+# The chat's fan-out row ("triosock") as it was at an older commit (the runner's
+# --baseline-rev REV): the same command, run in a worktree of REV, so that `python -m`
+# imports that commit's package (the current directory comes first on sys.path).
+CHAT_AT_PREFIX = "triosock chat serve @"
+
+
+def chat_at(rev: str, tree: str) -> Stack:
+    """The ``triosock`` chat row run from ``tree``, a checkout of commit ``rev``."""
+    (current,) = (stack for stack in CHAT if stack.name == CHAT_WITH_HISTORY)
+    return Stack(CHAT_AT_PREFIX + rev, current.argv, port_pattern=_TCP_LINE, cwd=tree)
+
+
 # how long a resume of a session that missed 1,000 lines takes (benchmarks/resumebench.py)
 RESUME = [
+    Stack("triosock chat serve", (*_TRIOSOCK_CHAT, *_NO_WEB, *UNLIMITED), port_pattern=_TCP_LINE),
+]
+
+# logins per second while a room is busy, and the room's latency (benchmarks/loginbench.py):
+# the chat as users run it (default policy), but for the per-user rate limit, off so that
+# the probe's 100 lines/s and the logins are never slowed by it
+LOGINS = [
     Stack("triosock chat serve", (*_TRIOSOCK_CHAT, *_NO_WEB, *UNLIMITED), port_pattern=_TCP_LINE),
 ]
 

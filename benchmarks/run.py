@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +38,8 @@ from benchmarks._procs import (
     RedisServer,
     Server,
     Unavailable,
+    _Client,
+    server_env,
     tcp_connections,
 )
 from benchmarks._report import WORKLOADS, Cell, Results
@@ -52,6 +55,7 @@ ALL_WORKLOADS = (
     "wsfanout",
     "cluster",
     "resume",
+    "logins",
     "hub",
     "memory",
     "http",
@@ -83,6 +87,11 @@ class Settings:
     memory_conns: int
     http_conns: tuple[int, ...]
     resume_rounds: int = 5
+    # logins at once (each its own account and source address), and the probe's windows
+    # without and with them (benchmarks/loginbench.py)
+    login_clients: int = 50
+    login_quiet: float = 3.0
+    login_busy: float = 5.0
 
 
 QUICK = Settings(
@@ -103,6 +112,9 @@ QUICK = Settings(
     memory_conns=1000,
     http_conns=(10,),
     resume_rounds=2,
+    login_clients=10,
+    login_quiet=1.0,
+    login_busy=2.0,
 )
 FULL = Settings(
     repeat=3,
@@ -167,6 +179,91 @@ class ClusterWindow:
             self.connections = tcp_connections(self.server.workers, self.server.port)
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """An older commit checked out in a temporary worktree (``--baseline-rev``)."""
+
+    rev: str  # as given
+    commit: str  # its full hash
+    short: str  # its short hash, in the stack's name
+    tree: Path
+    imports: str  # the triosock/__init__.py that `python -m` imports in ``tree``
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout.strip()
+
+
+def imported_triosock(cwd: Path) -> str:
+    """The ``triosock/__init__.py`` a server started in ``cwd`` imports: the same
+    interpreter and environment as :class:`Server`, and, as with ``python -m``, the
+    current directory first on ``sys.path``."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import triosock; print(triosock.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=server_env(),
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"import triosock in {cwd}: {done.stderr.strip()[-300:]}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def baseline_worktree(rev: str, log: Callable[[str], None]) -> Iterator[Baseline]:
+    """``rev`` checked out (detached) in a temporary ``git worktree`` of the project,
+    removed again on the way out, whatever happens meanwhile. SystemExit when ``rev`` is
+    no commit, or when a server started there would not import that checkout's package."""
+    try:
+        commit = _git("rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}")
+        short = _git("rev-parse", "--short", commit)
+    except RuntimeError as exc:
+        raise SystemExit(f"--baseline-rev {rev}: {exc}") from exc
+    holder = Path(tempfile.mkdtemp(prefix="triosock-baseline-"))
+    tree = holder / "tree"
+    added = False
+    try:
+        try:
+            _git("worktree", "add", "--detach", str(tree), commit)
+            added = True
+            imports = imported_triosock(tree)
+        except RuntimeError as exc:
+            raise SystemExit(f"--baseline-rev {rev}: {exc}") from exc
+        if not Path(imports).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(
+                f"--baseline-rev {rev}: a server started in {tree} imports triosock from "
+                f"{imports}, not from the worktree"
+            )
+        log(f"baseline: {short} ({rev}) checked out in {tree}; its servers import {imports}")
+        yield Baseline(rev, commit, short, tree, imports)
+    finally:
+        if added:
+            try:
+                _git("worktree", "remove", "--force", str(tree))
+                log(f"baseline: worktree {tree} removed")
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                log(f"baseline: {exc}; remove it with `git worktree remove --force {tree}`")
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+def chat_stacks(baseline: Baseline | None) -> list[Stack]:
+    """The chat fan-out's stacks; with a baseline, its ``triosock chat serve @REV`` row
+    (the ``triosock`` row's command, run in the worktree) right after ``triosock``."""
+    stacks = list(_stacks.CHAT)
+    if baseline is not None:
+        at = [stack.name for stack in stacks].index(_stacks.CHAT_WITH_HISTORY) + 1
+        stacks.insert(at, _stacks.chat_at(baseline.short, str(baseline.tree)))
+    return stacks
+
+
 class Runner:
     def __init__(
         self,
@@ -185,6 +282,8 @@ class Runner:
         self.client = LoadClient.build(self.procs, self.pinning, out_dir / "build", client_choice)
         self.results = Results()
         self.unavailable: dict[tuple[str, ...], str] = {}
+        #: with --baseline-rev: the older commit the chat fan-out is also measured at
+        self.baseline: Baseline | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -196,14 +295,19 @@ class Runner:
             return stacks
         return [s for s in stacks if any(f in s.name.lower() for f in self.stack_filter)]
 
-    @contextlib.contextmanager
-    def serve(self, stack: Stack, workload: str, cells: list[Cell]) -> Iterator[Server | None]:
-        """The stack's server, or None (and the cells marked) when it cannot start."""
+    def server_argv(self, stack: Stack, workload: str) -> tuple[str, ...]:
+        """The command that starts ``stack``'s server for ``workload``."""
         argv = tuple(stack.command())
         if "chat" in argv and "serve" in argv and "--data" not in argv:
             # side by side, each chat server keeps its history in a file of its own (one
             # server a file), in this run's folder
             argv += ("--data", str(self.out_dir / "state" / f"{workload}-{stack.slug}"))
+        return argv
+
+    @contextlib.contextmanager
+    def serve(self, stack: Stack, workload: str, cells: list[Cell]) -> Iterator[Server | None]:
+        """The stack's server, or None (and the cells marked) when it cannot start."""
+        argv = self.server_argv(stack, workload)
         if argv in self.unavailable:
             for cell in cells:
                 cell.errors.append(self.unavailable[argv])
@@ -215,7 +319,7 @@ class Runner:
             argv,
             port_pattern=stack.port_pattern,
             log=log,
-            cwd=ROOT,
+            cwd=Path(stack.cwd) if stack.cwd else ROOT,
             pinning=self.pinning,
             pids_pattern=stack.pids_pattern,
         )
@@ -421,7 +525,8 @@ class Runner:
 
     def chat(self, rep: int) -> None:
         plan = [("chat", f"{n} subs", n, n) for n in self.settings.chat_subscribers]
-        self.side_by_side(rep, "chat", _stacks.CHAT, plan, self.fan_out("chat"))
+        stacks = chat_stacks(self.baseline)
+        self.side_by_side(rep, "chat", stacks, plan, self.fan_out("chat"))
 
     def wsfanout(self, rep: int) -> None:
         """The chat's fan-out over WebSocket: the same room, lines as text messages."""
@@ -660,6 +765,81 @@ class Runner:
                 if not rows:
                     self.fail(cell, " | ".join(err.strip().splitlines()[-2:]) or "no output", rep)
 
+    # ------------------------------------------------------------ workload 4e
+
+    def logins(self, rep: int) -> None:
+        """Logins per second while a room is busy, and the room's latency without and with
+        them: ``benchmarks/loginbench.py`` against ``chat serve``, the server's CPU read at
+        the edges of its windows."""
+        s = self.settings
+        n = s.login_clients
+        for stack in self.stacks(_stacks.LOGINS):
+            cell = self.results.cell("logins", f"{n} at once", n, stack.name, stack.role)
+            with self.serve(stack, "logins", [cell]) as server:
+                if server is None:
+                    continue
+                argv = [sys.executable, str(Path(__file__).with_name("loginbench.py"))]
+                argv += ["--port", str(server.port), "--clients", str(n)]
+                argv += ["--quiet", str(s.login_quiet), "--busy", str(s.login_busy)]
+                argv += ["--warmup", str(s.warmup)]
+                try:
+                    metrics = self.login_windows(server, argv)
+                except ClientError as exc:
+                    self.fail(cell, str(exc), rep)
+                    server.settle()
+                    continue
+                cell.reps.append(metrics)
+                self.progress(cell, rep, metrics)
+
+    def login_windows(self, server: Server, argv: list[str]) -> dict[str, float]:
+        """One loginbench run: its events, the server's CPU in each window, the metrics."""
+        s = self.settings
+        client = _Client(self.procs, argv, self.pinning)
+        marks: dict[str, tuple[float, float]] = {}  # event -> (time, server CPU seconds)
+        try:
+            # the set-up registers every account: one scrypt hash each, two at a time
+            waits = {"ready": 180.0, "quiet": 10.0, "busy": s.login_quiet + 10}
+            waits |= {"busy-end": s.login_busy + 10, "result": 90.0}
+            result: dict[str, Any] = {}
+            for name, wait in waits.items():
+                result = client.event(time.monotonic() + wait)
+                if result.get("event") != name:
+                    raise ClientError(f"loginbench: {name} expected, got {result}")
+                marks[name] = (time.monotonic(), server.cpu())
+        except OSError as exc:  # /proc/PID is gone: the server died
+            raise ClientError(server.why_dead() if not server.alive() else str(exc)) from exc
+        finally:
+            client.stop()
+        if not server.alive():
+            raise ClientError(server.why_dead())
+
+        def cpu(start: str, end: str) -> tuple[float, float]:
+            (t0, c0), (t1, c1) = marks[start], marks[end]
+            return c1 - c0, max(1e-9, t1 - t0)
+
+        busy_cpu, busy_s = cpu("busy", "busy-end")
+        quiet_cpu, quiet_s = cpu("quiet", "busy")
+        in_window = result["logins_per_s"] * result["busy_s"]
+        if result["failures"]:
+            self.log(f"  {result['failures']} logins failed: {result['failure_reasons']}")
+        for what in ("quiet_lost", "busy_lost", "unfinished_clients"):
+            if result[what]:
+                self.log(f"  {what.replace('_', ' ')}: {result[what]}")
+        keys: tuple[str, ...] = (
+            "logins_per_s",
+            "login_p50_ms",
+            "login_p99_ms",
+            "failures",
+            "attempts",
+        )
+        keys += ("quiet_p50_ms", "quiet_p99_ms", "busy_p50_ms", "busy_p99_ms", "busy_max_ms")
+        keys += ("quiet_lost", "busy_lost", "client_cpu_pct")
+        metrics = {key: float(result[key]) for key in keys if result.get(key) is not None}
+        metrics["server_cpu_pct"] = 100 * busy_cpu / busy_s
+        metrics["quiet_server_cpu_pct"] = 100 * quiet_cpu / quiet_s
+        metrics["cpu_ms_per_login"] = busy_cpu * 1000 / max(1.0, in_window)
+        return metrics
+
     # ------------------------------------------------------------ workload 6
 
     def memory(self, rep: int) -> None:
@@ -723,6 +903,7 @@ class Runner:
             ("wsfanout", self.wsfanout),
             ("cluster", self.cluster),
             ("resume", self.resume),
+            ("logins", self.logins),
             ("hub", self.hub),
             ("memory", self.memory),
             ("http", self.http),
@@ -810,6 +991,11 @@ def _meta(runner: Runner, args: argparse.Namespace, seconds: float) -> dict[str,
         "only": sorted(runner.only),
         "seconds": round(seconds, 1),
         "quick": args.quick,
+        "baseline": (
+            None
+            if runner.baseline is None
+            else {k: str(v) for k, v in asdict(runner.baseline).items()}
+        ),
     }
 
 
@@ -838,6 +1024,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--client", choices=["auto", "c", "python"], default="auto")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--baseline-rev",
+        metavar="REV",
+        help="also run the chat fan-out's triosock row from a temporary git worktree of "
+        "commit REV (e.g. 1c22f1b, before accounts), as 'triosock chat serve @REV', and "
+        "compare deliveries/s and CPU per delivery against it; the worktree is removed "
+        "at the end (default: none)",
+    )
     args = parser.parse_args(argv)
     only = {w.strip() for item in args.only for w in item.split(",") if w.strip()}
     unknown = only - set(ALL_WORKLOADS)
@@ -882,12 +1076,18 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background
         signal.signal(signal.SIGINT, _interrupt)
-    try:
-        runner.run()
-    except KeyboardInterrupt:
-        runner.log("interrupted: writing what was measured so far")
-    finally:
-        runner.close()
+    with contextlib.ExitStack() as worktree:  # removed after the servers have stopped
+        try:
+            if args.baseline_rev and "chat" in runner.only:
+                baseline = baseline_worktree(args.baseline_rev, runner.log)
+                runner.baseline = worktree.enter_context(baseline)
+            elif args.baseline_rev:
+                runner.log("--baseline-rev: the chat workload is not run; no worktree made")
+            runner.run()
+        except KeyboardInterrupt:
+            runner.log("interrupted: writing what was measured so far")
+        finally:
+            runner.close()
     seconds = time.monotonic() - started
     meta = _meta(runner, args, seconds)
     print(runner.results.text() or "\nnothing was measured (check --only and --stacks)")
