@@ -23,8 +23,8 @@ from triosock._sansio import rooms as rules
 from triosock._sansio.rooms import RoomRecord
 from triosock.chat import ChatServer
 
-from .chattools import Events, LineSocket, detached, validate_udp_socket, web_chat
-from .clitools import PYTHON, cli_server, run
+from .chattools import Events, LineSocket, detached, socat_join, validate_udp_socket, web_chat
+from .clitools import PYTHON, cli_server, line_process, need, run
 from .test_accounts import FAST, PLAIN, patient_clock
 from .test_chat_resume import token_of
 from .test_chat_web import ws_url
@@ -508,4 +508,44 @@ async def test_a_user_who_drops_their_connection_is_banned_all_the_same(
             await back.send(b"/resume " + token + b"\n")
             assert (await back.read_to_eof())[-1] == b"-!- disconnected: you are banned from #lobby"
             back.close()
+            alice.close()
+
+
+async def test_a_founder_bans_a_flooding_nc_user_who_cannot_come_back_over_any_transport() -> None:
+    """The issue's acceptance, with the clients people use: ``chat serve`` as the README
+    runs it, the flooder in ``nc`` (from an address of its own), coming back with ``nc``,
+    ``socat`` over UDP and a WebSocket client."""
+    nc, socat = need("nc"), need("socat")
+    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]
+    args += ["--web", "127.0.0.1:0", "--status", "none", "--data", "none"]
+    with trio.fail_after(60):
+        async with cli_server(args, ready_lines=3) as server:
+            tcp, udp = server.port("chat (tcp)"), server.port("chat (udp)")
+            web = server.port("chat (web)")
+            alice = await founder(tcp, b"#lobby")
+            flood = [nc, "-s", "127.0.0.5", "127.0.0.1", str(tcp)]
+            async with line_process(flood) as mallory:
+                await mallory.expect(b"welcome")
+                await mallory.send(b"/nick mallory")
+                for n in range(300):
+                    await mallory.send(b"spam %d" % n)
+                await mallory.close_stdin()  # (nc goes on reading until the server closes)
+                await alice.read_until(b"mallory: spam 20")
+                await alice.send(b"/ban mallory flooding\n")
+                assert (await mallory.read_to_eof())[-1] == (
+                    b"-!- disconnected: banned from #lobby by alice (flooding)"
+                )
+            async with line_process(flood) as again:
+                await again.close_stdin()
+                refused = await again.read_to_eof()
+                assert refused == [b"-!- disconnected: you are banned from #lobby"]
+            peer = [socat, "-", f"UDP:127.0.0.1:{udp},bind=127.0.0.5"]
+            async with line_process(peer) as over_udp:
+                await socat_join(over_udp)
+                await over_udp.expect(b"-!- disconnected: you are banned from #lobby")
+            async with connect(ws_url(web), local_address="127.0.0.5") as ws:
+                bye = json.loads(await ws.recv())
+                assert bye == {"text": "disconnected: you are banned from #lobby", "type": "notice"}
+            await alice.send(b"/who\n")
+            assert await alice.read_until(b"in #lobby") == b"-!- in #lobby: alice"
             alice.close()
