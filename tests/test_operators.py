@@ -26,7 +26,7 @@ from triosock.chat import ChatServer
 from .chattools import Events, LineSocket, detached, socat_join, validate_udp_socket, web_chat
 from .clitools import PYTHON, cli_server, line_process, need, run
 from .test_accounts import FAST, PLAIN, patient_clock
-from .test_chat_resume import token_of
+from .test_chat_resume import TOKEN, token_of
 from .test_chat_web import ws_url
 
 __all__ = ["patient_clock"]  # a fixture, used by name
@@ -440,26 +440,34 @@ async def test_a_websocket_founder_acts_with_json_events_and_sees_them_as_events
             bob.close()
 
 
-async def test_a_session_renamed_by_its_accounts_new_login_loses_the_accounts_rank(
+async def test_a_detached_session_renamed_by_its_accounts_new_login_loses_the_rank(
     patient_clock: trio.testing.MockClock,
 ) -> None:
+    """A login takes the nick from the account's session when it is detached (a running
+    one would get one more connection instead): the detached session is a guest now,
+    logged out, and resumed it has no operator's rank."""
     chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
     with trio.fail_after(300):
         async with web_chat(chat) as (tcp, _, _):
             laptop = await founder(tcp, b"#lobby")
+            token = next(m[1] for line in laptop.lines if (m := TOKEN.search(line)))
+            laptop.close()  # no /quit: detached
+            await detached(chat, "alice")
             phone = await LineSocket.connect(tcp)
             await phone.send(b"/login alice " + PLAIN.encode() + b"\n")
             assert await phone.read_until(b"logged in") == b"-!- you are logged in as alice"
-            renamed = await laptop.read_until(b"alice logged in")
-            assert renamed.startswith(b"-!- alice logged in: you are guest")
-            await laptop.send(b"/topic mine\n")
-            assert await laptop.read_until(b"topic") == (
+            back = await LineSocket.connect(tcp)
+            await back.send(b"/resume " + token + b"\n")
+            welcome = await back.read_until(b"welcome back")
+            assert welcome.startswith(b"-!- welcome back, guest")
+            await back.send(b"/topic mine\n")
+            assert await back.read_until(b"topic") == (
                 b"-!- only operators of #lobby may /topic (see /help); log in first "
                 b"(/login NICK PASSWORD): rooms know their operators by account"
             )
             await phone.send(b"/topic theirs\n")
-            await laptop.read_until(b"set the topic of #lobby: theirs")
-            laptop.close()
+            await back.read_until(b"set the topic of #lobby: theirs")
+            back.close()
             phone.close()
 
 
@@ -549,3 +557,74 @@ async def test_a_founder_bans_a_flooding_nc_user_who_cannot_come_back_over_any_t
             await alice.send(b"/who\n")
             assert await alice.read_until(b"in #lobby") == b"-!- in #lobby: alice"
             alice.close()
+
+
+async def test_a_laptop_and_a_phone_are_two_connections_of_one_session(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST))
+    with trio.fail_after(300):
+        async with web_chat(chat) as (tcp, _, _):
+            laptop = await logged_in(tcp, b"alice")
+            bob = await guest(tcp, b"bob")
+            phone = await LineSocket.connect(tcp)
+            await phone.read_until(b"welcome")
+            await phone.send(b"/login alice " + PLAIN.encode() + b"\n")
+            assert await phone.read_until(b"logged in") == (
+                b"-!- you are logged in as alice (2 connections)"
+            )
+            guest_left = await bob.read_until(b"left #lobby")  # the phone's guest session
+            assert guest_left.startswith(b"* guest")
+            # each gets what the session is sent: direct messages, the room's lines
+            await bob.send(b"/msg alice psst\nhello alice\n")
+            for device in (laptop, phone):
+                assert await device.read_until(b"psst") == b"[dm from bob] psst"
+                assert await device.read_until(b"hello alice") == b"[#lobby] bob: hello alice"
+            await phone.send(b"from the phone\n")
+            assert await bob.read_until(b"from the phone") == b"[#lobby] alice: from the phone"
+            assert await laptop.read_until(b"from the phone") == b"[#lobby] alice: from the phone"
+            # a /join from one moves the session: both connections follow it
+            await phone.send(b"/join #dev\n")
+            await laptop.read_until(b"alice joined #dev")
+            carol = await guest(tcp, b"carol")  # in #lobby, which the session left
+            await bob.send(b"/join #dev\n")
+            for device in (laptop, phone):
+                await device.read_until(b"bob joined #dev")
+            await carol.send(b"only in the lobby\n")
+            await carol.read_until(b"only in the lobby")
+            await bob.send(b"only in dev\n")
+            for device in (laptop, phone):
+                await device.read_until(b"only in dev")
+                assert not [line for line in device.lines if b"only in the lobby" in line]
+            # one connection leaves: the session goes on, nobody is told it left
+            await phone.send(b"/quit\n")
+            await phone.read_to_eof()
+            await bob.send(b"/who\n")
+            assert await bob.read_until(b"in #dev") == b"-!- in #dev: alice, bob"
+            await bob.send(b"still there?\n")
+            assert await laptop.read_until(b"still there") == b"[#dev] bob: still there?"
+            await laptop.send(b"/quit\n")
+            assert await bob.read_until(b"alice left") == b"* alice left #dev"
+            for user in (laptop, bob, phone, carol):
+                user.close()
+
+
+async def test_a_kill_ends_every_connection_of_the_session(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(rate=None, hasher=Hasher(parameters=FAST), opers=["root"])
+    with trio.fail_after(300):
+        async with web_chat(chat) as (tcp, _, _):
+            laptop = await logged_in(tcp, b"alice")
+            phone = await LineSocket.connect(tcp)
+            await phone.send(b"/login alice " + PLAIN.encode() + b"\n")
+            await phone.read_until(b"2 connections")
+            root = await logged_in(tcp, b"root")
+            await root.send(b"/kill alice enough\n")
+            for device in (laptop, phone):
+                assert (await device.read_to_eof())[-1] == (
+                    b"-!- disconnected: disconnected by root (enough)"
+                )
+            assert await root.read_until(b"alice left") == b"* alice left #lobby"
+            for user in (laptop, phone, root):
+                user.close()

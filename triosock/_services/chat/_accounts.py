@@ -16,6 +16,12 @@ carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
   other attempts for it are refused unchecked: guessing in parallel gains nothing, and
   costs no hashing. Registrations are paced per address (:class:`~triosock._sansio.
   accounts.Registrations`).
+* **Several connections, one account.** A login to an account that a running session
+  of this server is logged in to (a laptop, then a phone) does not take the nick from
+  it: the new connection leaves its guest session and becomes another connection of
+  that session (see ``Sessions.attach``), which gets everything the session is sent.
+  A session of another server holding the nick is not reachable from here: the login
+  says so.
 * ``/logout`` gives the session a guest nick: a registered nick is held only by its
   owner.
 * **Offline messages.** A ``/msg`` to a registered nick nobody holds (its owner is
@@ -27,6 +33,7 @@ carried out for the sessions (:class:`Accounting`, a part of ``Sessions``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import secrets
@@ -38,6 +45,7 @@ import trio
 
 from ..._accounts import Account, Accounts, Hasher
 from ..._directory import Directory
+from ..._errors import DirectoryUnavailable
 from ..._sansio import accounts as rules
 from ..._sansio import chat as proto
 from ..._sansio.history import Record
@@ -45,7 +53,7 @@ from ._fanout import FanOut
 from ._history import HistoryViews
 from ._presence import Presence
 from ._resume import Resumes, host_of
-from ._user import LIVE, User
+from ._user import LIVE, Connections, User
 
 __all__ = ["ACCOUNTS_DOWN", "OFFLINE", "OFFLINE_LIMIT", "Accounting"]
 
@@ -76,6 +84,7 @@ class Accounting:
     accounts: Accounts
     hasher: Hasher
     failed_logins: rules.FailedLogins
+    connections: Connections
     registrations: rules.Registrations
     #: Counters for the status: accounts registered here, logins, failed logins (and
     #: failed /password checks), logins refused unchecked (another under way for the
@@ -95,6 +104,28 @@ class Accounting:
 
     async def entered(self, user: User) -> list[proto.Effect]:
         raise NotImplementedError  # pragma: no cover - Operating has it (before us)
+
+    def connections_of(self, user: User) -> list[User]:
+        """Every connection of ``user``'s session."""
+        return self.connections.of(user)
+
+    async def attach(self, user: User, running: User) -> None:
+        """``user`` (a guest's connection) becomes one more connection of ``running``'s
+        session: it leaves as the guest (its room is told, its nick freed), then gets
+        the session's direct messages and room lines from now on."""
+        old = user.core
+        for topic in list(user.subs):
+            await self._fanout.unsubscribe(user, topic)
+        self.resumes.forget_token(old.session)
+        with contextlib.suppress(DirectoryUnavailable):  # (its lease runs out)
+            await self.directory.unregister(old.session)
+        await self._presence.announce_all(user.member, old.leave())
+        if self.users.get(old.session) is user:
+            del self.users[old.session]
+        user.core = running.core
+        self.connections.add(running, user)
+        await self._fanout.subscribe(user, running.core.inbox)
+        await self._fanout.subscribe(user, running.core.topic)
 
     @staticmethod
     def _unreachable(exc: Exception) -> str:
@@ -228,18 +259,39 @@ class Accounting:
         if rules.needs_rehash(account.record):  # made with weaker parameters: raise them
             await self.accounts.set_record(key, await self.hasher.record(password))
         held = proto.nick_key(core.nick) == key
-        if not held and not await self._take_nick(user, account.nick):
-            return [
-                proto.Tell(
-                    f"your password is right, but {account.nick} is held by a session of "
-                    "another server: try again when it leaves"
+        if not held:
+            running = self._running_as(key)
+            if running is not None:  # a phone beside a laptop: one session, two connections
+                await self.attach(user, running)
+                self.logins += 1
+                count = len(self.connections_of(running))
+                LOGGER.info(
+                    "%s logged in (%s %s): %d connections",
+                    account.nick,
+                    user.member.kind,
+                    user.member.label,
+                    count,
                 )
-            ]
+                return [proto.Tell(f"you are logged in as {account.nick} ({count} connections)")]
+            if not await self._take_nick(user, account.nick):
+                return [
+                    proto.Tell(
+                        f"your password is right, but {account.nick} is held by a session of "
+                        "another server: try again when it leaves"
+                    )
+                ]
         self.logins += 1
         LOGGER.info("%s logged in (%s %s)", account.nick, user.member.kind, user.member.label)
         await self._carry_out(user, core.logged_in(key, core.nick if held else account.nick))
         await self._deliver_offline(user, key)
         return []
+
+    def _running_as(self, key: str) -> User | None:
+        """The running session of this server logged in to ``key`` (it holds its nick)."""
+        for other in self.users.values():
+            if other.core.account == key and other.phase is LIVE:
+                return other
+        return None
 
     async def _take_nick(self, user: User, nick: str) -> bool:
         """Give ``user`` the nick ``nick``, renaming a session of this server that holds

@@ -46,7 +46,7 @@ from ..._store import Store
 from ._fanout import FanOut
 from ._presence import publish
 from ._resume import host_of
-from ._user import LIVE, User
+from ._user import LIVE, Connections, User
 
 __all__ = ["ORDERS", "Operating", "RoomBook"]
 
@@ -128,6 +128,7 @@ class Operating:
     """What the sessions do for room operators; mixed into ``Sessions``."""
 
     users: dict[str, User]
+    connections: Connections
     hub: Hub[bytes]
     store: Store
     directory: Directory
@@ -406,15 +407,19 @@ class Operating:
         if user is None:  # away: it ends, and its room is told it left
             await self._drop_away(session)
             return
+        every = self.connections.of(user)  # (a session may have several)
         if action == "kill":
-            user.end("removed", f"disconnected by {by}{reason}")
+            for each in every:
+                each.end("removed", f"disconnected by {by}{reason}")
             return
         done = _DONE[action]
         lobby = proto.DEFAULT_ROOM
         if room == lobby or await self.refused_entry(user, lobby) is not None:
-            user.end("removed", f"{done} from {room} by {by}{reason}")
+            for each in every:
+                each.end("removed", f"{done} from {room} by {by}{reason}")
             return
-        self._fanout.tell(user, f"{by} {done} you from {room}{reason}")
+        for each in every:
+            self._fanout.tell(each, f"{by} {done} you from {room}{reason}")
         await self._carry_out(user, [proto.Move(lobby)])
 
     def _away(self, session: str) -> tuple[proto.ChatSession, str] | None:

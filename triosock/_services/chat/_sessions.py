@@ -61,9 +61,9 @@ from ._member import Member
 from ._operators import Operating, RoomBook
 from ._presence import NICK_LOST, Presence, publish
 from ._reattach import Reattaching
-from ._resume import Resumes, token_notice
+from ._resume import Detached, Resumes, token_notice
 from ._settings import ChatSettings
-from ._user import LEFT, LIVE, User
+from ._user import LEFT, LIVE, Connections, User
 
 __all__ = ["DIRECTORY_DOWN", "SESSIONS_PER_BATCH", "Sessions"]
 
@@ -129,6 +129,7 @@ class Sessions(Operating, Accounting, Reattaching):
         self._settings = settings
         self._pacer = Pacer(SESSIONS_PER_BATCH)  # session starts and ends, a few a batch
         self.users: dict[str, User] = {}
+        self.connections = Connections()
         self.sessions_total = 0
         self.lines_received = 0
         self.paced = 0
@@ -308,7 +309,8 @@ class Sessions(Operating, Accounting, Reattaching):
                 ):
                     answer = await self._ask_directory(user, effect)
                 case proto.Replay(room):
-                    await self.views.replay(user, room)
+                    for each in self.connections.of(user):  # (each connection, held)
+                        await self.views.replay(each, room)
                 case proto.Recall(room, count):
                     await self.views.recall(user, room, count)
                 case (
@@ -365,6 +367,11 @@ class Sessions(Operating, Accounting, Reattaching):
                 return core.listed_rooms(rooms, topics or {})
         raise TypeError(f"not a directory effect: {effect!r}")
 
+    def _detach(self, user: User, why: str | None = None) -> Detached | None:
+        if self.connections.others(user):  # it goes on on its other connections
+            return None
+        return super()._detach(user, why)
+
     def _away(self, session: str) -> tuple[proto.ChatSession, str] | None:
         detached = self.resumes.detached.get(session)
         return None if detached is None else (detached.core, detached.host)
@@ -391,13 +398,17 @@ class Sessions(Operating, Accounting, Reattaching):
         if new == old:
             await self.directory.move(user.core.session, room)
             return
-        await self._fanout.subscribe(user, new, held=True)
+        every = self.connections.of(user)
+        for each in every:
+            await self._fanout.subscribe(each, new, held=True)
         try:
             await self.directory.move(user.core.session, room)
         except BaseException:
-            await self._fanout.unsubscribe(user, new)  # still in the old room
+            for each in every:
+                await self._fanout.unsubscribe(each, new)  # still in the old room
             raise
-        await self._fanout.unsubscribe(user, old)
+        for each in every:
+            await self._fanout.unsubscribe(each, old)
 
     # -- the end -----------------------------------------------------------------------
 
@@ -453,6 +464,11 @@ class Sessions(Operating, Accounting, Reattaching):
         if user.phase is LEFT:
             return
         core = user.core
+        if self.connections.others(user):  # the session goes on on its other connections
+            self.connections.part(user, self.users)
+            user.leave()
+            LOGGER.info("%s: one of its connections closed (%s)", core.nick, user.member.label)
+            return
         self.resumes.forget_token(core.session)
         mine = True
         try:

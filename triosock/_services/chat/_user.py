@@ -61,6 +61,7 @@ __all__ = [
     "FLOWING",
     "LEFT",
     "LIVE",
+    "Connections",
     "Flow",
     "Phase",
     "User",
@@ -237,3 +238,45 @@ class User:
         changed = flow is not self.flow
         self.flow = flow
         return changed
+
+
+class Connections:
+    """The sessions that have more than one connection (an account's laptop and phone):
+    session id -> its users, the first the one ``Sessions.users`` names. A session with
+    one connection is not here.
+
+    Every connection of a session shares its state (the same ``ChatSession``): its nick,
+    room and account. Each has its own member, outbox and subscriptions, so each gets
+    what the session is sent; a notice goes to the connection it answers.
+    """
+
+    __slots__ = ("_groups",)
+
+    def __init__(self) -> None:
+        self._groups: dict[str, list[User]] = {}
+
+    def add(self, running: User, user: User) -> int:
+        """``user`` is one more connection of ``running``'s session: how many it has."""
+        group = self._groups.setdefault(running.core.session, [running])
+        group.append(user)
+        return len(group)
+
+    def of(self, user: User) -> list[User]:
+        """Every connection of ``user``'s session (``user`` alone, most of the time)."""
+        return self._groups.get(user.core.session) or [user]
+
+    def others(self, user: User) -> list[User]:
+        """The other connections of ``user``'s session."""
+        return [other for other in self.of(user) if other is not user]
+
+    def part(self, user: User, users: dict[str, User]) -> None:
+        """``user``'s connection is over, its session goes on on the others: if ``users``
+        named it, it names the next one now."""
+        session = user.core.session
+        group = [other for other in self._groups.get(session, []) if other is not user]
+        if len(group) > 1:
+            self._groups[session] = group
+        else:
+            self._groups.pop(session, None)
+        if group and users.get(session) is user:
+            users[session] = group[0]
