@@ -49,6 +49,7 @@ from ..._errors import DirectoryUnavailable
 from ..._sansio import accounts as rules
 from ..._sansio import chat as proto
 from ..._sansio.history import Record
+from ..._store import Store
 from ._fanout import FanOut
 from ._history import HistoryViews
 from ._presence import Presence
@@ -85,6 +86,7 @@ class Accounting:
     hasher: Hasher
     failed_logins: rules.FailedLogins
     connections: Connections
+    store: Store
     registrations: rules.Registrations
     #: Counters for the status: accounts registered here, logins, failed logins (and
     #: failed /password checks), logins refused unchecked (another under way for the
@@ -120,6 +122,7 @@ class Accounting:
         with contextlib.suppress(DirectoryUnavailable):  # (its lease runs out)
             await self.directory.unregister(old.session)
         await self._presence.announce_all(user.member, old.leave())
+        self.store.forget(old.inbox)  # nobody will read it
         if self.users.get(old.session) is user:
             del self.users[old.session]
         user.core = running.core
