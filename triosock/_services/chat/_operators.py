@@ -323,7 +323,8 @@ class Operating:
         changed = await self.book.change(room, change)
         if isinstance(changed, str):
             return [proto.Tell(changed)]
-        LOGGER.info("%s: %s %s %s %s", room, user.core.nick, action, target, text)
+        said = " ".join(part for part in (user.core.nick, action, target, text) if part)
+        LOGGER.info("%s: %s", room, said)
         await self._changed(room, *changed)
         await self._say(room, user.core.nick, action, target, text)
         return []
