@@ -33,17 +33,25 @@ async def user_at(port: int, host: str, source: str, nick: bytes) -> LineSocket:
     return user
 
 
-async def test_a_ban_on_one_server_holds_on_the_other_and_so_does_a_moderated_room() -> None:
+async def two_nodes(
+    url: str, stack: contextlib.AsyncExitStack
+) -> list[tuple[ChatServer, int, str]]:
+    """Two chat servers sharing Redis at ``url``, accounts too: (chat, TCP port, host)."""
     from triosock._accounts._redis import RedisAccounts
 
+    nodes = []
+    for host in ("127.0.0.2", "127.0.0.3"):
+        accounts = await stack.enter_async_context(RedisAccounts(url))
+        node = chat_node(url, host, accounts=accounts, hasher=Hasher(parameters=FAST))
+        chat, server = await stack.enter_async_context(node)
+        nodes.append((chat, server.port, host))
+    return nodes
+
+
+async def test_a_ban_on_one_server_holds_on_the_other_and_so_does_a_moderated_room() -> None:
     with trio.fail_after(GUARD):
         async with redis_server() as redis, contextlib.AsyncExitStack() as stack:
-            nodes: list[tuple[ChatServer, int, str]] = []
-            for host in ("127.0.0.2", "127.0.0.3"):
-                accounts = await stack.enter_async_context(RedisAccounts(redis.url))
-                node = chat_node(redis.url, host, accounts=accounts, hasher=Hasher(parameters=FAST))
-                _, server = await stack.enter_async_context(node)
-                nodes.append((_, server.port, host))
+            nodes = await two_nodes(redis.url, stack)
             (_, a, host_a), (chat_b, b, host_b) = nodes
             alice = await user_at(a, host_a, "127.0.0.1", b"alice")
             await alice.send(b"/register " + PLAIN.encode() + b"\n/claim\n")
@@ -80,16 +88,9 @@ async def test_a_ban_on_one_server_holds_on_the_other_and_so_does_a_moderated_ro
 
 
 async def test_a_founder_resumed_on_another_server_is_still_logged_in_and_its_founder() -> None:
-    from triosock._accounts._redis import RedisAccounts
-
     with trio.fail_after(GUARD):
         async with redis_server() as redis, contextlib.AsyncExitStack() as stack:
-            nodes: list[tuple[ChatServer, int, str]] = []
-            for host in ("127.0.0.2", "127.0.0.3"):
-                accounts = await stack.enter_async_context(RedisAccounts(redis.url))
-                node = chat_node(redis.url, host, accounts=accounts, hasher=Hasher(parameters=FAST))
-                chat, server = await stack.enter_async_context(node)
-                nodes.append((chat, server.port, host))
+            nodes = await two_nodes(redis.url, stack)
             (chat_a, a, host_a), (_, b, host_b) = nodes
             alice = await LineSocket.connect(a, host=host_a)
             token = await token_of(alice)

@@ -63,6 +63,11 @@ _NOT_OPERATOR = "only operators of {room} may /{action} (see /help)"
 _LOG_IN = "log in first (/login NICK PASSWORD): rooms know their operators by account"
 
 
+def _topic(record: RoomRecord) -> proto.Tell:
+    """The notice that tells a room's topic (on entering it, and to ``/topic``)."""
+    return proto.Tell(f"topic of {record.room}: {record.topic} (set by {record.topic_by})")
+
+
 class RoomBook:
     """The rooms' records, as this server last read or heard of them, with their
     versions (a change heard late, after a newer one, is ignored)."""
@@ -164,7 +169,7 @@ class Operating:
         core.silenced = rules.silenced(record, self._entries(user), rank)
         if not record.topic:
             return []
-        return [proto.Tell(f"topic of {core.room}: {record.topic} (set by {record.topic_by})")]
+        return [_topic(record)]
 
     async def room_topics(self, rooms: dict[str, int]) -> dict[str, str]:
         """The topics of ``rooms`` this server knows (reading at most a few more)."""
@@ -191,7 +196,7 @@ class Operating:
         if action == "topic" and not text:
             if not record.topic:
                 return [proto.Tell(f"{room} has no topic")]
-            return [proto.Tell(f"topic of {room}: {record.topic} (set by {record.topic_by})")]
+            return [_topic(record)]
         if action == "mode" and not target:
             mode = "+m (only operators speak)" if record.moderated else "-m (everyone speaks)"
             return [proto.Tell(f"{room} is {mode}")]
@@ -265,13 +270,11 @@ class Operating:
 
     async def _lift(self, user: User, room: str, action: str, target: str) -> list[proto.Effect]:
         which: rules.EntryList = "bans" if action == "unban" else "muted"
-        lifted: list[str] = []
 
         def lift(record: RoomRecord) -> RoomRecord | str:
             changed, gone = record.without(which, target)
             if not gone:
                 return f"{target} is not {'banned from' if which == 'bans' else 'muted in'} {room}"
-            lifted[:] = gone
             return changed
 
         return await self._record(user, room, action, target, "", lift)
