@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 import trio
 
@@ -246,7 +246,7 @@ class LineSocket(LineReader):
         rcvbuf: int | None = None,
         source: str | None = None,
         host: str = "127.0.0.1",
-    ) -> LineSocket:
+    ) -> Self:
         """Connect to ``port`` on ``host``, from ``source`` (another loopback address,
         as another host would) if given."""
         sock = trio.socket.socket()

@@ -17,6 +17,17 @@ import trio
 PYTHON = sys.executable
 
 
+def _no_irc(args: Sequence[str]) -> list[str]:
+    """``args``, with ``--irc none`` added to a ``chat [serve]`` that does not name
+    ``--irc``: its default port (6667) is one for the whole machine, and the tests run
+    servers side by side. The IRC tests name ``--irc``."""
+    args = list(args)
+    serves = args[:1] == ["chat"] and (len(args) == 1 or args[1] == "serve" or args[1][:1] == "-")
+    if serves and "--irc" not in args:
+        args += ["--irc", "none"]
+    return args
+
+
 def need(tool: str) -> str:
     """The path of an external client, or skip (CI installs them all)."""
     path = shutil.which(tool)
@@ -46,7 +57,7 @@ class ServerProcess:
 async def cli_server(args: Sequence[str], ready_lines: int = 1) -> AsyncIterator[ServerProcess]:
     """Start the CLI server, read its ``ready_lines`` startup lines, stop it with SIGINT."""
     process = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "triosock", *args],
+        [PYTHON, "-m", "triosock", *_no_irc(args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -76,9 +87,13 @@ async def cli_server(args: Sequence[str], ready_lines: int = 1) -> AsyncIterator
 
 
 async def run(args: Sequence[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    """Run a command to completion and capture its output."""
+    """Run a command to completion and capture its output (``--irc none`` added to a
+    ``chat serve`` of the CLI that does not name it, see :func:`_no_irc`)."""
+    args = list(args)
+    if args[1:3] == ["-m", "triosock"]:
+        args[3:] = _no_irc(args[3:])
     return await trio.run_process(
-        list(args), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+        args, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
     )
 
 
@@ -178,7 +193,7 @@ class Supervisor:
 @asynccontextmanager
 async def supervisor(args: list[str]) -> AsyncIterator[Supervisor]:
     process = await trio.lowlevel.open_process(
-        [PYTHON, "-m", "triosock", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [PYTHON, "-m", "triosock", *_no_irc(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert process.stdout is not None
     assert process.stderr is not None

@@ -107,12 +107,13 @@ async def test_time_serve_takes_an_idle_timeout_for_its_tcp_services() -> None:
 @pytest.mark.parametrize("command", [["chat"], ["chat", "serve"]])
 async def test_serving_nothing_is_a_usage_error(command: list[str]) -> None:
     with trio.fail_after(GUARD):
-        result = await run([*CLI, *command, "--tcp", "none", "--udp", "none", "--web", "none"])
+        nothing = ("--tcp", "none", "--udp", "none", "--web", "none", "--irc", "none")
+        result = await run([*CLI, *command, *nothing])
     prog = "python -m triosock " + " ".join(command)
     assert result.returncode == 2
     assert result.stdout == b""
     assert result.stderr.decode() == (
-        f"{prog}: error: nothing to serve: --tcp, --udp and --web are all none "
+        f"{prog}: error: nothing to serve: --tcp, --udp, --web and --irc are all none "
         f"(see {prog} --help)\n"
     )
 

@@ -58,7 +58,7 @@ def _run(
     out: Path, shape: Shape, variant: str, options: list[str], messages: int, stoppers: int
 ) -> Row:
     tag = "lossless" if stoppers == 0 else "default"
-    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]
+    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--irc", "none"]
     args += ["--web", "127.0.0.1:0", "--status", "127.0.0.1:0", *options]
     loads: list[Load] = []
     began = time.monotonic()

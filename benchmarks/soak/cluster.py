@@ -103,7 +103,18 @@ async def _scenario(
     began = now_ns()
     await redis.start(nursery)
     for name, host in zip("ab", HOSTS, strict=True):
-        args = ["chat", "serve", "--tcp", f"{host}:0", "--udp", "none", "--web", "none"]
+        args = [
+            "chat",
+            "serve",
+            "--tcp",
+            f"{host}:0",
+            "--udp",
+            "none",
+            "--web",
+            "none",
+            "--irc",
+            "none",
+        ]
         args += ["--status", f"{host}:0", "--workers", "2", "--redis", redis.url]
         args += ["--resume-window", "0"]  # sessions end with their worker: see above
         supervisors.append(Supervisor(args, logs / f"cluster-server-{name}"))

@@ -91,7 +91,7 @@ EXPIRY_WAIT = 20.0
 def run(out: Path, quick: bool) -> list[Row]:
     shape = QUICK if quick else FULL
     logs = out / "logs"
-    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]
+    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--irc", "none"]
     args += ["--web", "127.0.0.1:0", "--status", "127.0.0.1:0", "--rate", str(RATE)]
     attacks = [
         ("paste", shape.paste_s),

@@ -46,7 +46,18 @@ CRASH = re.compile(r"Traceback|handler failed")
 #: server name -> (CLI arguments, {listener kind: start-up line label}).
 SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "chat": (
-        ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--web", "127.0.0.1:0"],
+        [
+            "chat",
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--web",
+            "127.0.0.1:0",
+            "--irc",
+            "none",
+        ],
         {"chat-tcp": "chat (tcp)", "chat-udp": "chat (udp)", "chat-ws": "chat (web)"},
     ),
     "time": (

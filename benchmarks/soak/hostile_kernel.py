@@ -188,7 +188,18 @@ class _Client:
 
 def run(out: Path, quick: bool) -> list[Row]:
     shape = QUICK if quick else FULL
-    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "none", "--web", "none"]
+    args = [
+        "chat",
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--udp",
+        "none",
+        "--web",
+        "none",
+        "--irc",
+        "none",
+    ]
     args += ["--status", "127.0.0.1:0", "--rate", "none"]
     # the drops are counted by their leave lines: a dropped reader leaves at once rather
     # than wait for a resume (its reset, this scenario's point, is the same either way)

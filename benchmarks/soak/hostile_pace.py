@@ -49,7 +49,7 @@ FULL = Shape(10_000, 60.0)
 
 def run(out: Path, quick: bool) -> list[Row]:
     shape = QUICK if quick else FULL
-    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--web", "127.0.0.1:0"]
+    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--web", "127.0.0.1:0", "--irc", "none"]
     args += ["--status", "127.0.0.1:0"]
     with CLIServer(args, out / "logs" / "pace-server.log") as server:
         tcp, web = server.port("chat (tcp)"), server.port("chat (web)")

@@ -137,7 +137,18 @@ async def _run(out: Path, shape: Shape) -> list[Row]:
         with trio.fail_after(GUARD):  # a hang is a finding, not a stuck soak
             await redis.start(nursery)
             for name, host in zip("ab", HOSTS, strict=True):
-                args = ["chat", "serve", "--tcp", f"{host}:0", "--udp", "none", "--web", "none"]
+                args = [
+                    "chat",
+                    "serve",
+                    "--tcp",
+                    f"{host}:0",
+                    "--udp",
+                    "none",
+                    "--web",
+                    "none",
+                    "--irc",
+                    "none",
+                ]
                 args += ["--status", f"{host}:0", "--workers", "2", "--redis", redis.url]
                 supervisor = Supervisor([*args, "--policy", "block"], logs / f"redis-{name}")
                 supervisors.append(supervisor)

@@ -57,7 +57,7 @@ def run(out: Path, quick: bool) -> list[Row]:
     shape = QUICK if quick else FULL
     data = out / "storm-data"
     shutil.rmtree(data, ignore_errors=True)
-    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"]
+    args = ["chat", "serve", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--irc", "none"]
     args += ["--web", "127.0.0.1:0", "--status", "127.0.0.1:0", "--data", str(data)]
     args += ["--heartbeat", str(HEARTBEAT)]
     logs = out / "logs"

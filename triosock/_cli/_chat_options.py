@@ -33,7 +33,7 @@ from ._values import (
     positive_or_none,
     whole,
 )
-from .chat import STATUS_PORT, TCP_DEFAULT, UDP_DEFAULT, WEB_DEFAULT, ChatSettings
+from .chat import IRC_DEFAULT, STATUS_PORT, TCP_DEFAULT, UDP_DEFAULT, WEB_DEFAULT, ChatSettings
 
 __all__ = ["register"]
 
@@ -77,11 +77,11 @@ def _serve_job(args: argparse.Namespace) -> Job:
     Raises:
       UsageError: it was asked to serve nothing.
     """
-    if args.tcp is None and args.udp is None and args.web is None:
-        raise UsageError("nothing to serve: --tcp, --udp and --web are all none")
-    tls = tls_files(args, "--plain-tcp", "--plain-web")
-    if tls is not None and args.tcp is None and args.web is None:
-        raise UsageError("--tls-cert is for --tcp and --web, and both are none")
+    if args.tcp is None and args.udp is None and args.web is None and args.irc is None:
+        raise UsageError("nothing to serve: --tcp, --udp, --web and --irc are all none")
+    tls = tls_files(args, "--plain-tcp", "--plain-web", "--plain-irc")
+    if tls is not None and args.tcp is None and args.web is None and args.irc is None:
+        raise UsageError("--tls-cert is for --tcp, --web and --irc, and all are none")
     common = serve_common(args, "chat", STATUS_PORT)
     settings = record(
         ChatSettings,
@@ -105,6 +105,7 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
         ("tcp", TCP_DEFAULT, "where TCP line users connect"),
         ("udp", UDP_DEFAULT, "where UDP peers send datagrams"),
         ("web", WEB_DEFAULT, "where the chat page and its WebSocket (/ws) are served"),
+        ("irc", IRC_DEFAULT, "where IRC clients connect (irssi, WeeChat, HexChat)"),
     ]:
         add(
             f"--{name}",
@@ -113,7 +114,11 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
             metavar="HOST:PORT|none",
             help=f"{what} (default {where[0]}:{where[1]})",
         )
-    for name, what in [("tcp", "TCP line users"), ("web", "the page and its WebSocket")]:
+    for name, what in [
+        ("tcp", "TCP line users"),
+        ("web", "the page and its WebSocket"),
+        ("irc", "IRC clients"),
+    ]:
         add(
             f"--plain-{name}",
             type=address_or_none,
@@ -124,7 +129,7 @@ def _add_chat_options(parser: Parser, *, defaults: bool = True) -> None:
         )
     add_tls_serve_options(
         parser,
-        what="--tcp and --web (the page on https://, its WebSocket on wss://)",
+        what="--tcp, --web (the page on https://, its WebSocket on wss://) and --irc",
         defaults=defaults,
     )
     add(

@@ -41,7 +41,7 @@ from .._services.chat._server import (
     DEFAULT_RESUME_WINDOW,
     DEFAULT_STALL_TIMEOUT,
 )
-from .._transport.tcp import TCPServer, serve_tcp
+from .._transport.tcp import TCPConnection, TCPServer, serve_tcp
 from .._transport.udp import UDPServer, serve_udp
 from .._transport.websocket import WebSocketServer, serve_websocket
 from ._chat_redis import check_reachable, open_shared_state, private_redis
@@ -58,6 +58,7 @@ __all__ = ["ChatSettings"]
 TCP_DEFAULT = ("127.0.0.1", 7070)
 UDP_DEFAULT = ("127.0.0.1", 7071)
 WEB_DEFAULT = ("127.0.0.1", 7072)
+IRC_DEFAULT = ("127.0.0.1", 6667)
 STATUS_PORT = 7079
 HEARTBEAT_DEFAULT = 5.0
 #: Datagrams queued per UDP peer: UDP cannot slow a sender, so room for a paste.
@@ -80,11 +81,13 @@ class ChatSettings(ServeSettings):
     tcp: Address | None = TCP_DEFAULT
     udp: Address | None = UDP_DEFAULT
     web: Address | None = WEB_DEFAULT
+    irc: Address | None = IRC_DEFAULT
     web_origin: tuple[str, ...] = ()
     oper: tuple[str, ...] = ()
     tls: TLSFiles | None = None
     plain_tcp: Address | None = None
     plain_web: Address | None = None
+    plain_irc: Address | None = None
     redis: str | None = None
     data: str | None = None
     policy: Policy = "disconnect"
@@ -105,8 +108,9 @@ class ChatSettings(ServeSettings):
 
     def port_slots(self) -> list[PortSlot]:
         slots = [("tcp", self.tcp, ("tcp",)), ("udp", self.udp, ("udp",))]
-        slots.append(("web", self.web, ("tcp",)))
+        slots += [("web", self.web, ("tcp",)), ("irc", self.irc, ("tcp",))]
         slots += [("plain_tcp", self.plain_tcp, ("tcp",)), ("plain_web", self.plain_web, ("tcp",))]
+        slots.append(("plain_irc", self.plain_irc, ("tcp",)))
         return [PortSlot(name, *where, kinds) for name, where, kinds in slots if where]
 
     async def prepare(self, stack: contextlib.AsyncExitStack) -> Self:
@@ -186,6 +190,8 @@ class _Listeners:
             (settings.udp, self.start_udp),
             (settings.web, functools.partial(self.start_web, tls=tls)),
             (settings.plain_web, functools.partial(self.start_web, tls=False)),
+            (settings.irc, functools.partial(self.start_irc, tls=tls)),
+            (settings.plain_irc, functools.partial(self.start_irc, tls=False)),
         ]
         return [functools.partial(start, where) for where, start in wanted if where is not None]
 
@@ -200,16 +206,25 @@ class _Listeners:
             "handshake_timeout": self.settings.tls.handshake_timeout,
         }
 
-    async def start_tcp(self, where: Address, nursery: trio.Nursery, *, tls: bool) -> str:
+    async def _serve_tcp(
+        self,
+        where: Address,
+        nursery: trio.Nursery,
+        handler: Callable[[TCPConnection], Awaitable[None]],
+        refusal: bytes,
+        *,
+        tls: bool,
+    ) -> TCPServer:
+        """A TCP listener of the chat (lines or IRC), with the common limits."""
         common = self.settings.common
         server: TCPServer = await nursery.start(
             lambda task_status: serve_tcp(
-                self.chat.serve_tcp_client,
+                handler,
                 where[1],
                 host=where[0],
                 max_connections=common.max_connections,
                 max_per_address=self.settings.per_address,
-                per_address_refusal=per_address_refusal(self.settings.per_address),
+                per_address_refusal=refusal,
                 idle_timeout=common.idle_or(None),
                 grace_period=common.grace,
                 reuse_port=self.reuse,
@@ -217,9 +232,24 @@ class _Listeners:
                 **self._tls(tls),
             )
         )
+        return server
+
+    async def start_tcp(self, where: Address, nursery: trio.Nursery, *, tls: bool) -> str:
+        refusal = per_address_refusal(self.settings.per_address)
+        server = await self._serve_tcp(where, nursery, self.chat.serve_tcp_client, refusal, tls=tls)
         self.listening.append(("tls" if tls else "tcp", server.addresses[0]))
         self.status.add("chat", "tcp+tls" if tls else "tcp", server)
         return tcp_line("chat", server, tls_note(tls, self.context is not None))
+
+    async def start_irc(self, where: Address, nursery: trio.Nursery, *, tls: bool) -> str:
+        refusal = b"ERROR :Closing link: %d connections from your address already (the most)\r\n"
+        refusal %= self.settings.per_address or 0
+        server = await self._serve_tcp(where, nursery, self.chat.serve_irc_client, refusal, tls=tls)
+        self.listening.append(("ircs" if tls else "irc", server.addresses[0]))
+        self.status.add("chat", "irc+tls" if tls else "irc", server)
+        addresses = ", ".join(format_address(a) for a in server.addresses)
+        note = tls_note(tls, self.context is not None)
+        return f"chat (irc) listening on {addresses}" + (f" ({note})" if note else "")
 
     async def start_udp(self, where: Address, nursery: trio.Nursery) -> str:
         expiry = expiry_after(self.settings.heartbeat, self.settings.expiry_factor)
@@ -288,6 +318,11 @@ def _join_hints(prog: str, listening: list[tuple[str, Address]]) -> list[str]:
                 lines.append(
                     f"join with: openssl s_client -quiet -connect {where}, or {prog} chat "
                     f"join {where} --tls{also}"
+                )
+            case "irc" | "ircs":
+                lines.append(
+                    f"join with: an IRC client, e.g. irssi -c {host} -p {port}"
+                    f"{' (TLS: /connect -tls)' if kind == 'ircs' else ''}{also}"
                 )
             case "udp":
                 lines.append(

@@ -190,7 +190,7 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True)
 class ListUsers:
-    """Ask who is in ``room``; answer with :meth:`ChatSession.listed_users`."""
+    """Ask who is in ``room`` (``""``: everyone); answer with :meth:`ChatSession.listed_users`."""
 
     room: str
 

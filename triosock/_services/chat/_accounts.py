@@ -52,6 +52,7 @@ from ..._sansio.history import Record
 from ..._store import Store
 from ._fanout import FanOut
 from ._history import HistoryViews
+from ._member import Member
 from ._presence import Presence
 from ._resume import Resumes, host_of
 from ._user import LIVE, Connections, User
@@ -226,7 +227,12 @@ class Accounting:
     async def _checked(self, user: User, key: str, password: str) -> Account | str:
         """The account of ``key`` if ``password`` is its; else, after a failure's delay,
         why not (a notice), or at once why it was not even checked."""
-        host = host_of(user.member.label)
+        return await self.checked(user.member, key, password)
+
+    async def checked(self, member: Member, key: str, password: str) -> Account | str:
+        """:meth:`_checked` for a client whose session has not begun (an IRC client's
+        SASL login at registration): the same pacing of failures."""
+        host = host_of(member.label)
         refused = self.failed_logins.begin(key, host, trio.current_time())
         if refused is not None:
             self.logins_refused += 1
@@ -246,7 +252,7 @@ class Accounting:
                 "no such account" if account is None else "wrong password",
                 delay,
             )
-            with user.member.hold_idle():  # slowed by us: not idle
+            with member.hold_idle():  # slowed by us: not idle
                 await trio.sleep(delay)  # (other attempts are refused meanwhile)
             return _WRONG
         finally:
@@ -288,6 +294,34 @@ class Accounting:
         await self._carry_out(user, core.logged_in(key, core.nick if held else account.nick))
         await self._deliver_offline(user, key)
         return []
+
+    async def sasl_login(self, member: Member, key: str, password: str) -> str | tuple[str, str]:
+        """An IRC client's SASL ``PLAIN`` login, before its session begins: the account's
+        key and nick, or why not (as ``/login`` says it)."""
+        try:
+            account = await self.checked(member, key, password)
+        except Exception as exc:
+            return self._unreachable(exc)
+        if isinstance(account, str):
+            return account
+        if rules.needs_rehash(account.record):
+            await self.accounts.set_record(key, await self.hasher.record(password))
+        LOGGER.info("%s logged in (%s %s)", account.nick, member.kind, member.label)
+        return key, account.nick
+
+    async def nick_free(self, nick: str, account: str | None) -> str | None:
+        """Why a client that has not begun may not take ``nick`` (an IRC client's
+        ``NICK`` at registration), or None: another session has it, or it is a
+        registered nick and the client is not logged in to it."""
+        key = proto.nick_key(nick)
+        try:
+            if await self.directory.lookup(nick) is not None:
+                return "Nickname is already in use"
+            if account != key and await self.accounts.get(key) is not None:
+                return "Nickname is registered: log in to it with SASL"
+        except Exception as exc:
+            return self._unreachable(exc)
+        return None
 
     def _running_as(self, key: str) -> User | None:
         """The running session of this server logged in to ``key`` (it holds its nick)."""

@@ -177,7 +177,11 @@ class FanOut:
         if user.missed and not outbox.frames:  # caught up: say what it lost
             self._report_missed(user)
         hit = shared.get(renderer) if shared is not None else None
-        if hit is not None and hit[0] == batch:
+        if (
+            hit is not None
+            and hit[0] == batch
+            and (not renderer.per_viewer or renderer.shares_with(batch, user.core.nick))
+        ):
             frames, joined = hit[1], hit[2]
         else:
             frames, everyone = renderer.frames(batch, user.core.nick)

@@ -47,6 +47,10 @@ class Renderer(abc.ABC):
 
     #: Frames of this transport may be joined into one write (a byte stream).
     joinable: ClassVar[bool] = True
+    #: What a batch gives depends on who views it beyond :meth:`everyone` (an IRC
+    #: client is not sent its own lines): the fan-out shares one member's frames with
+    #: another only when :meth:`shares_with` says so.
+    per_viewer: ClassVar[bool] = False
 
     @abc.abstractmethod
     def frame(self, event: proto.Shown, viewer: str) -> bytes:
@@ -88,6 +92,11 @@ class Renderer(abc.ABC):
                 continue
             frames.append(frame)
         return frames, everyone
+
+    def shares_with(self, batch: Sequence[bytes], viewer: str) -> bool:
+        """(A :attr:`per_viewer` renderer's) whether ``viewer`` gets the frames every
+        viewer gets for ``batch``; true by default."""
+        return True
 
     def everyone(self, event: proto.Event) -> bool:
         """Whether every viewer sees ``event`` alike (true but for direct messages)."""
@@ -192,6 +201,28 @@ class Member(abc.ABC):
         for a resume: a UDP peer that expired is (it comes back when it speaks); by
         default a cancelled session ends."""
         return False
+
+    #: Whether a session whose connection ends without ``/quit`` is kept for a resume
+    #: (when the server has a resume window); an IRC client's is not: it ends.
+    resumable: ClassVar[bool] = True
+
+    #: The account key a client logged in to before its session began (an IRC
+    #: client's SASL login), or None.
+    account: str | None = None
+
+    def new_session(
+        self,
+        presence: proto.Presence,
+        *,
+        max_line_length: int,
+        rate: float | None,
+        burst: int,
+        now: float,
+    ) -> proto.ChatSession:
+        """The session's rules for this transport's client: the chat's own by default."""
+        return proto.ChatSession(
+            presence, max_line_length=max_line_length, rate=rate, burst=burst, now=now
+        )
 
     #: The most missed lines a resume shows this member (the rest are counted); None:
     #: the chat's own bound.

@@ -22,6 +22,7 @@ from ..._sansio import chat as proto
 from ..._store import Store
 from ._fanout import FanOut
 from ._history import HISTORY_UNREADABLE, HistoryViews
+from ._member import Member
 from ._presence import Presence
 from ._resume import MAX_CATCH_UP, Detached, Resumes, host_of, token_notice
 from ._settings import ChatSettings
@@ -155,10 +156,14 @@ class Reattaching:
         if await self._store_answer(self.accounts.get(key)) is not None:
             core.account = key
 
-    def _new_core(self, presence: proto.Presence) -> proto.ChatSession:
-        """A session's state, under this server's limits."""
+    def _new_core(
+        self, presence: proto.Presence, member: Member | None = None
+    ) -> proto.ChatSession:
+        """A session's state, under this server's limits (with the rules of ``member``'s
+        transport, if given)."""
         settings = self._settings
-        return proto.ChatSession(
+        new = proto.ChatSession if member is None else member.new_session
+        return new(
             presence,
             max_line_length=settings.max_line_length,
             rate=settings.rate,

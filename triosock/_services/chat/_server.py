@@ -52,6 +52,7 @@ from ..._transport.tcp import TCPConnection
 from ..._transport.udp import UDPPeer
 from ..._transport.websocket import WebSocketPeer
 from ._fanout import BACKLOG_SLICE, MIN_FRAMES_PER_PASS, ROOM_WRITES_PER_PASS, FanOut
+from ._irc import IrcMember
 from ._member import Member
 from ._presence import Presence
 from ._resume import DEFAULT_MAX_DETACHED, DEFAULT_RESUME_WINDOW
@@ -308,6 +309,8 @@ class ChatServer(Running):
         )
         #: The registered nicks.
         self.accounts: Accounts = self._sessions.accounts
+        #: The server's name in what IRC clients are sent.
+        self.irc_server_name = "triosock"
 
     # -- running -----------------------------------------------------------------------
 
@@ -436,6 +439,23 @@ class ChatServer(Running):
         """The ``serve_websocket`` handler: one chat user per connection, JSON lines out,
         JSON events or text lines in (see :mod:`triosock._sansio.chat._web`)."""
         await self.serve_member(WebSocketMember(peer))
+
+    async def serve_irc_client(self, conn: TCPConnection) -> None:
+        """The ``serve_tcp`` handler of an IRC listener: one chat user per connection,
+        an IRC client (see :mod:`._irc`). Its session begins once it has registered."""
+        sessions = self._sessions
+        member = IrcMember(
+            conn,
+            self.irc_server_name,
+            self.max_line_length,
+            sessions.sasl_login,
+            sessions.nick_free,
+        )
+        if await member.register():
+            await self.serve_member(member)
+        else:
+            with trio.move_on_after(self.goodbye_timeout):
+                await member.linger()
 
     async def serve_member(self, member: Member) -> None:
         """Run one user's session over any member adapter until it ends.

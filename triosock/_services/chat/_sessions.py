@@ -149,7 +149,10 @@ class Sessions(Operating, Accounting, Reattaching):
                 await member.outbox.flush(stall_timeout=goodbye)
                 await member.linger()
             return
-        core = self._new_core(presence)
+        core = self._new_core(presence, member)
+        if member.account is not None and proto.nick_key(presence.nick) == member.account:
+            core.account = member.account  # logged in before its session began (SASL)
+            self.logins += 1
         user = User(member, core)
         self.users[core.session] = user
         fanout = self._fanout
@@ -359,7 +362,7 @@ class Sessions(Operating, Accounting, Reattaching):
                 kept = await self.to_offline(user, effect) if target is None else None
                 return kept if kept is not None else core.found(effect, target)
             case proto.ListUsers(room):
-                nicks = await directory.nicks(room)
+                nicks = await directory.nicks(room or None)  # "": everyone's
                 return core.listed_users(room, nicks, away=self.resumes.away())
             case proto.ListRooms():
                 rooms = await directory.rooms()
@@ -368,7 +371,9 @@ class Sessions(Operating, Accounting, Reattaching):
         raise TypeError(f"not a directory effect: {effect!r}")
 
     def _detach(self, user: User, why: str | None = None) -> Detached | None:
-        if self.connections.others(user):  # it goes on on its other connections
+        if not user.member.resumable or self.connections.others(
+            user
+        ):  # it goes on on its other connections
             return None
         return super()._detach(user, why)
 

@@ -1,0 +1,509 @@
+"""The IRC member: irssi, WeeChat, HexChat and every IRC library in the chat's rooms.
+
+An IRC client registers first (:meth:`IrcMember.register`, before its session exists:
+a client that never registers costs no nick and no room): ``CAP LS``/``REQ``/``END``,
+``NICK``, ``USER``, and ``AUTHENTICATE`` (SASL ``PLAIN``, checked against the chat's
+accounts as ``/login`` is, with its pacing of failures). ``PASS`` is ignored. It gets
+at most :data:`REGISTRATION_TIMEOUT` seconds and :data:`REGISTRATION_LINES` lines to
+do it; then its session begins as any other's, with the nick it asked for (``433``
+while another session has it, or while it is a registered nick and the client did
+not log in to it), and the welcome numerics ``001``-``005`` and ``422``.
+
+Its input is IRC messages (:mod:`triosock._sansio.irc`); the session's rules are
+:class:`~triosock._sansio.irc.IrcChatSession`'s, the chat's own. A message longer
+than IRC's 512 bytes is refused with ``417``, never cut. ``PING`` is answered at
+once; an idle client is sent a ``PING`` after :data:`PING_INTERVAL` seconds, and
+dropped (``ERROR :Ping timeout``) when :data:`PING_TIMEOUT` more pass without a word.
+
+Its output is one IRC line per event (:class:`IrcRenderer`): ``PRIVMSG`` for lines
+said (several, split at characters, for a line longer than one IRC message can
+carry), ``JOIN``, ``PART``, ``NICK``, ``KICK``, ``TOPIC`` and ``MODE`` for what
+happens in the room, ``NOTICE`` for the server's notices. With ``server-time`` every
+line said carries its time (``@time=``), so history shown on joining has its own.
+Without ``echo-message`` the client is not sent its own lines (an IRC client shows
+them itself); its own joins and parts it is told of directly, in order with the
+room's earlier lines (:class:`~triosock._sansio.irc.IrcChatSession`).
+
+An IRC client's session ends with its connection: its nick is free when it comes
+back (it is not kept for a resume).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time as _time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import ClassVar, Final
+
+import trio
+
+from ..._sansio import chat as proto
+from ..._sansio import irc
+from ..._sansio.rooms import MAX_TOPIC
+from ..._transport.outbox import Outbox, StreamSink
+from ..._transport.tcp import TCPConnection
+from ._ending import EndReason, farewell_event
+from ._member import Member, Renderer
+
+__all__ = [
+    "PING_INTERVAL",
+    "PING_TIMEOUT",
+    "REGISTRATION_LINES",
+    "REGISTRATION_TIMEOUT",
+    "IrcMember",
+    "IrcRenderer",
+]
+
+#: How many bytes one read asks for.
+RECEIVE_SIZE: Final = 16 * 1024
+#: Seconds a client has to register, and the most lines it may send before it has.
+REGISTRATION_TIMEOUT: Final = 60.0
+REGISTRATION_LINES: Final = 50
+#: Seconds of silence before the server sends a PING, and then before it gives up.
+PING_INTERVAL: Final = 120.0
+PING_TIMEOUT: Final = 60.0
+#: The capabilities the listener offers.
+CAPS: Final[dict[str, str | None]] = {
+    "server-time": None,
+    "message-tags": None,
+    "echo-message": None,
+    "sasl": "PLAIN",
+}
+
+#: What checks a SASL login: (member, account key, password) -> the account's nick, or
+#: why not.
+LoginCheck = Callable[["IrcMember", str, str], Awaitable["str | tuple[str, str]"]]
+#: What checks a nick asked for at registration: (chat nick, account key or None) -> why
+#: it may not be taken, or None.
+NickCheck = Callable[[str, "str | None"], Awaitable["str | None"]]
+
+
+def _iso(ms: int) -> str:
+    seconds, millis = divmod(ms, 1000)
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+class IrcRenderer(Renderer):
+    """How events look to an IRC client with the capabilities it negotiated.
+
+    Shared by every client with the same ones (:func:`renderer_for`). A client's own
+    lines (without ``echo-message``), joins and parts are left out of what it is sent,
+    so its frames depend on the viewer (:attr:`per_viewer`): the fan-out shares a
+    batch's frames with the members that get them all (:meth:`shares_with`), and each
+    event is rendered once all the same (cached).
+    """
+
+    __slots__ = ("echo", "server", "server_time")
+
+    per_viewer: ClassVar[bool] = True
+
+    def __init__(self, server: str, *, server_time: bool, echo: bool) -> None:
+        self.server = server
+        self.server_time = server_time
+        self.echo = echo
+
+    def frames(self, batch: Sequence[bytes], viewer: str) -> tuple[list[bytes], bool]:
+        key = proto.nick_key(viewer) if viewer else ""
+        frames: list[bytes] = []
+        everyone = True
+        for data in batch:
+            try:
+                frame, own, hidden = _cached(self, data)
+            except proto.ChatError:
+                continue
+            if frame is _PER_VIEWER:
+                everyone = False
+                frame = self.frame(proto.decode_event_untrusted(data), viewer)
+            elif hidden and own == key:
+                everyone = False
+                continue
+            if frame:
+                frames.append(frame)
+        return frames, everyone
+
+    def shares_with(self, batch: Sequence[bytes], viewer: str) -> bool:
+        """Whether ``viewer`` gets what everyone gets: the batch holds none of its own
+        lines, joins or parts (which it is not sent), nor a direct message."""
+        key = proto.nick_key(viewer)
+        for data in batch:
+            try:
+                frame, own, hidden = _cached(self, data)
+            except proto.ChatError:
+                continue
+            if frame is _PER_VIEWER or (hidden and own == key):
+                return False
+        return True
+
+    def _tags(self, ms: int) -> tuple[tuple[str, str], ...]:
+        return (("time", _iso(ms)),) if self.server_time and ms else ()
+
+    def _said(self, source: str, target: str, text: str, ms: int, action: bool = False) -> bytes:
+        tags = self._tags(ms)
+        src = irc.user_source(source)
+        if action:
+            text = irc.ctcp("ACTION", text)
+        room = irc.privmsg_room(src, target, tags_len=0)
+        if len(text.encode()) <= room:
+            return irc.render("PRIVMSG", target, text, source=src, tags=tags)
+        pieces = irc.split_text(text, room)
+        return b"".join(irc.render("PRIVMSG", target, p, source=src, tags=tags) for p in pieces)
+
+    def frame(self, event: proto.Shown, viewer: str) -> bytes:
+        match event:
+            case proto.Message(room, sender, text, _, ms):
+                return self._said(sender, room, text, ms)
+            case proto.Action(room, sender, text, _, ms):
+                return self._said(sender, room, text, ms, action=True)
+            case proto.Direct(sender, recipient, text, _, ms):
+                own = proto.nick_key(sender) == proto.nick_key(viewer)
+                if own and not self.echo and proto.nick_key(recipient) != proto.nick_key(viewer):
+                    return b""
+                return self._said(sender, irc.to_irc_nick(recipient), text, ms)
+            case proto.Joined(room, nick):
+                return irc.render("JOIN", room, source=irc.user_source(nick))
+            case proto.Left(room, nick):
+                return irc.render("PART", room, source=irc.user_source(nick))
+            case proto.NickChanged(old, new):
+                return irc.render("NICK", irc.to_irc_nick(new), source=irc.user_source(old))
+            case proto.Moderation(room, by, action, target, text):
+                return self._moderation(event, room, by, action, target, text)
+            case proto.Recalled(said):
+                return self.frame(said, viewer)
+        return self._notice_line(proto.render_line(event).decode("utf-8", "replace"))
+
+    def _moderation(
+        self, event: proto.Moderation, room: str, by: str, action: str, target: str, text: str
+    ) -> bytes:
+        source = irc.user_source(by)
+        if action == "kick" and target:
+            return irc.render("KICK", room, irc.to_irc_nick(target), text, source=source)
+        if action == "topic":
+            return irc.render("TOPIC", room, text, source=source)
+        if action in ("op", "deop") and target:
+            sign = "+" if action == "op" else "-"
+            return irc.render("MODE", room, f"{sign}o", irc.to_irc_nick(target), source=source)
+        if action == "mode" and target in ("+m", "-m"):
+            return irc.render("MODE", room, target, source=source)
+        shown = proto.render_line(event).decode("utf-8", "replace")
+        return irc.render("NOTICE", room, shown, source=self.server)
+
+    def _notice_line(self, text: str) -> bytes:
+        return irc.render("NOTICE", "*", text or " ", source=self.server)
+
+    def notice(self, text: str) -> bytes:
+        return self._notice_line(text)
+
+
+_PER_VIEWER: Final = b"\0per-viewer"
+
+
+@functools.lru_cache(maxsize=512)
+def _cached(renderer: IrcRenderer, data: bytes) -> tuple[bytes, str | None, bool]:
+    """An encoded event's frame for ``renderer`` (or :data:`_PER_VIEWER` when it depends
+    on who views it), the nick key of whose own event it is (None: nobody's), and
+    whether that one is not sent it."""
+    event = proto.decode_event_untrusted(data)
+    match event:
+        case proto.Message(_, sender) | proto.Action(_, sender):
+            return renderer.frame(event, ""), proto.nick_key(sender), not renderer.echo
+        case proto.Joined(_, nick) | proto.Left(_, nick):
+            return renderer.frame(event, ""), proto.nick_key(nick), True
+        case proto.Direct():
+            return _PER_VIEWER, None, False
+    return renderer.frame(event, ""), None, False
+
+
+@functools.cache
+def renderer_for(server: str, caps: frozenset[str]) -> IrcRenderer:
+    """The renderer shared by the clients of ``server`` with capabilities ``caps``."""
+    return IrcRenderer(server, server_time="server-time" in caps, echo="echo-message" in caps)
+
+
+class IrcMember(Member):
+    """A chat user on an IRC connection.
+
+    Args:
+      conn: the connection (from ``serve_tcp``).
+      server: the server's name in IRC lines.
+      max_line_length: the chat's longest line, in bytes (IRC's own limit is lower).
+      check_login: checks a SASL login against the accounts.
+      check_nick: says why a nick may not be taken at registration, if so.
+    """
+
+    kind = "irc"
+    welcome = False
+    tells_token = False
+    resumable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        conn: TCPConnection,
+        server: str,
+        max_line_length: int,
+        check_login: LoginCheck,
+        check_nick: NickCheck,
+    ) -> None:
+        self.conn = conn
+        self.label = conn.peer
+        self.server = server
+        self.outbox = Outbox(StreamSink(conn))
+        self.renderer = renderer_for(server, frozenset())
+        self._reader = irc.IrcReader()
+        self._registration = irc.Registration(server, CAPS)
+        self._check_login = check_login
+        self._check_nick = check_nick
+        self._early: list[object] = []
+        self._ended = False
+        self._pinged = False
+        self._ping_timed_out = False
+        self._stop: trio.CancelScope | None = None
+        #: The account a SASL login gave the client, if any (its key).
+        self.account: str | None = None
+        self.irc_nick = "*"
+        self.max_line_length = max_line_length
+
+    # -- registration ----------------------------------------------------------------
+
+    async def register(self) -> bool:
+        """Read the client's registration and answer it; whether it registered (else
+        it quit, broke, or took too long or too many lines, and was told why).
+
+        A cancel point.
+        """
+        lines = 0
+        with trio.move_on_after(REGISTRATION_TIMEOUT):
+            while True:
+                try:
+                    data = await self.conn.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return False
+                items = self._reader.feed(bytes(data)) if data else self._reader.feed_eof()
+                for index, item in enumerate(items):
+                    lines += 1
+                    if lines > REGISTRATION_LINES:
+                        await self._refuse(f"{REGISTRATION_LINES} lines without registering")
+                        return False
+                    done = await self._register_item(item)
+                    if done is not None:
+                        if done:
+                            self._early = list(items[index + 1 :])
+                        else:
+                            await self._flush()
+                        return done
+                await self._flush()
+                if not data:
+                    return False
+        await self._refuse(f"not registered within {REGISTRATION_TIMEOUT:g} seconds")
+        return False
+
+    async def _register_item(self, item: object) -> bool | None:
+        """One item of the registration: True once registered, False when it quit."""
+        if isinstance(item, irc.Overlong):
+            self.outbox.put(self._numeric("417", "Input line was too long"), 0)
+            return None
+        if isinstance(item, irc.Malformed):
+            self.outbox.put(self._notice(f"malformed line: {item.reason}"), 0)
+            return None
+        assert isinstance(item, irc.IrcMessage)
+        for answer in self._registration.receive(item):
+            match answer:
+                case irc.Reply(data):
+                    self.outbox.put(data, 0)
+                case irc.SaslPlain(_, authcid, password):
+                    key = proto.nick_key(authcid)
+                    checked = await self._check_login(self, key, password)
+                    ok = not isinstance(checked, str)
+                    nick = checked[1] if not isinstance(checked, str) else ""
+                    if not isinstance(checked, str):
+                        self.account = checked[0]
+                    for reply in self._registration.sasl_result(ok, nick or None, self.irc_nick):
+                        self.outbox.put(reply.data, 0)
+                    if isinstance(checked, str):
+                        self.outbox.put(self._notice(f"login failed: {checked}"), 0)
+                case irc.Registered(nick, _, _, caps):
+                    chat_nick = irc.from_irc_nick(nick)
+                    why = await self._nick_refused(chat_nick)
+                    if why is not None:
+                        self.outbox.put(self._numeric("433", nick, why), 0)
+                        for reply in self._registration.nick_taken(nick):
+                            self.outbox.put(reply.data, 0)
+                        continue
+                    self.irc_nick = nick
+                    self.preferred_nick = chat_nick
+                    self.renderer = renderer_for(self.server, caps)
+                    return True
+                case irc.Quit():
+                    self.outbox.put(irc.render("ERROR", "Closing link: quit before registering"), 0)
+                    return False
+        return None
+
+    async def _nick_refused(self, nick: str) -> str | None:
+        try:
+            proto.validate_nick(nick)
+        except proto.ChatError as exc:
+            if not nick.count(":"):  # a UDP-style name is the directory's to refuse
+                return str(exc)
+        return await self._check_nick(nick, self.account)
+
+    async def _refuse(self, why: str) -> None:
+        self.outbox.put(irc.render("ERROR", f"Closing link: {why}"), 0)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        with trio.move_on_after(5), contextlib.suppress(Exception):  # gone: the caller ends it
+            await self.outbox.flush(stall_timeout=5)
+
+    def _numeric(self, code: str, *params: str) -> bytes:
+        return irc.numeric(code, self.irc_nick, *params, server=self.server)
+
+    def _notice(self, text: str) -> bytes:
+        return irc.render("NOTICE", self.irc_nick, text, source=self.server)
+
+    # -- the session -------------------------------------------------------------------
+
+    def new_session(
+        self,
+        presence: proto.Presence,
+        *,
+        max_line_length: int,
+        rate: float | None,
+        burst: int,
+        now: float,
+    ) -> proto.ChatSession:
+        """An IRC client's rules (:class:`~triosock._sansio.irc.IrcChatSession`)."""
+        return irc.IrcChatSession(
+            presence,
+            server=self.server,
+            max_line_length=max_line_length,
+            rate=rate,
+            burst=burst,
+            now=now,
+        )
+
+    def greeting(self, nick: str, room: str, token: str, epoch: str) -> bytes | None:
+        """The welcome numerics ``001``-``005``, and ``422`` (no MOTD)."""
+        self.irc_nick = irc.to_irc_nick(nick)
+        lines = irc.welcome(
+            self.server,
+            self.irc_nick,
+            network="triosock",
+            version="triosock",
+            isupport=ISUPPORT,
+            created="the start of this server",
+            channel_modes="bmo",
+            param_modes="bo",
+        )
+        lines.append(self._numeric("422", "MOTD File is missing"))
+        return b"".join(lines)
+
+    async def receive(self) -> Sequence[object] | None:
+        early = self._early
+        if early:
+            self._early = []
+            return early
+        while not self._ended:
+            wait = PING_TIMEOUT if self._pinged else PING_INTERVAL
+            with trio.move_on_after(wait):
+                data = await self.conn.receive_some(RECEIVE_SIZE)
+                self._pinged = False
+                if not data:
+                    self._ended = True
+                    return self._reader.feed_eof() or None
+                items = self._reader.feed(bytes(data))
+                if items:
+                    return items
+                continue
+            if self._pinged:  # ended as an idle timeout ends the input: see idled()
+                self._ping_timed_out = True
+                if self._stop is not None:
+                    self._stop.cancel()
+                await trio.lowlevel.checkpoint()
+                return None
+            self._pinged = True
+            self.outbox.put(irc.render("PING", self.server), 0)
+        return None
+
+    def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
+        assert isinstance(session, irc.IrcChatSession)
+        if isinstance(item, irc.IrcMessage):
+            command = item.command
+            if command == "PING":  # costs a token, as every line does
+                token = item.params[0] if item.params else ""
+                pong = irc.render("PONG", self.server, token, source=self.server)
+                return session.receive_other(proto.Reply(pong), now)
+            if command == "PONG":  # an answer to the server's PING: free, as a heartbeat
+                return []
+            if command in ("CAP", "AUTHENTICATE"):
+                return session.receive_other(proto.Reply(self._cap(item)), now)
+            return session.receive_message(item, now)
+        if isinstance(item, irc.Overlong):
+            return session.receive_other(
+                proto.Reply(self._numeric("417", "Input line was too long")), now
+            )
+        if isinstance(item, irc.Malformed):
+            return session.receive_other(proto.Tell(f"malformed line: {item.reason}"), now)
+        raise TypeError(f"not an IRC input item: {item!r}")
+
+    def _cap(self, message: irc.IrcMessage) -> bytes:
+        """CAP after registration: answered; an ACK changes what the client is sent."""
+        out = b""
+        for answer in self._registration.receive(message):
+            if isinstance(answer, irc.Reply):
+                out += answer.data
+        self.renderer = renderer_for(self.server, self._registration.caps)
+        return out
+
+    def farewell(self, reason: EndReason, detail: str) -> bytes | None:
+        """``ERROR`` with the reason, as IRC servers close a link."""
+        if reason == "idle":
+            return irc.render("ERROR", f"Closing link: Ping timeout: {detail}")
+        event = farewell_event(reason, detail)
+        text = "" if event is None else proto.render_line(event).decode("utf-8", "replace")
+        return irc.render("ERROR", f"Closing link: {text or reason}")
+
+    async def linger(self) -> None:
+        with trio.move_on_after(2):
+            try:
+                await self.conn.send_eof()
+                while await self.conn.receive_some(RECEIVE_SIZE):
+                    pass
+            except Exception:
+                pass  # gone already, or TLS (which cannot half-close)
+
+    def idled(self) -> str | None:
+        if self._ping_timed_out:
+            return f"{PING_INTERVAL + PING_TIMEOUT:g} seconds"
+        if self.conn.idle_expired:
+            return f"{self.conn.server.idle_timeout:g} s"
+        return None
+
+    def cancelled_by(self) -> str | None:
+        idle = self.idled()
+        return f"idle for {idle}" if idle is not None else super().cancelled_by()
+
+    def hold_idle(self) -> contextlib.AbstractContextManager[None]:
+        return self.conn.hold_idle()
+
+    def stop_scope(self) -> trio.CancelScope:
+        self._stop = self.conn.stop_scope()  # cancelled by the ping timeout too
+        return self._stop
+
+    @property
+    def stopping(self) -> bool:
+        return self.conn.stopping
+
+
+#: What ``005`` tells clients.
+ISUPPORT: Final[dict[str, str | None]] = {
+    "CASEMAPPING": "ascii",
+    "CHANTYPES": "#",
+    "CHANMODES": "b,,,m",
+    "PREFIX": "(o)@",
+    "NICKLEN": str(irc.NICKLEN),
+    "CHANNELLEN": str(irc.CHANNELLEN),
+    "TOPICLEN": str(MAX_TOPIC),
+    "LINELEN": "512",
+    "NETWORK": "triosock",
+    "UTF8ONLY": None,
+}
