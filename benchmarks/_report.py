@@ -18,6 +18,9 @@ from benchmarks._stacks import (
     CLUSTER_IN_PROCESS,
     CLUSTER_REDIS,
     CLUSTER_WORKERS,
+    IRC_INSPIRCD,
+    IRC_NGIRCD,
+    IRC_TRIOSOCK,
 )
 
 
@@ -91,6 +94,10 @@ ROOM_P99_LIMIT_MS = 100.0
 #: The chat fan-out with accounts against the same command at a commit before them
 #: (``--baseline-rev``): deliveries/s at least this share of the baseline's.
 BEFORE_ACCOUNTS_MIN = 0.95
+#: The IRC fan-out: triosock at least this share of ngircd's deliveries/s, judged at this
+#: many subscribers or more (fewer are shown, not judged).
+IRC_VS_NGIRCD_MIN = 1.0
+IRC_JUDGED_AT = 1000
 
 WORKLOADS: dict[str, Workload] = {
     w.key: w
@@ -149,6 +156,14 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "wsfanout",
             "4b. WebSocket chat fan-out, 1 sender to N subscribers",
+            "deliveries_per_s",
+            "deliveries/s",
+            True,
+            FAN_OUT_COLUMNS,
+        ),
+        Workload(
+            "irc",
+            "4f. IRC chat fan-out, 1 sender to N subscribers: triosock, ngircd, InspIRCd",
             "deliveries_per_s",
             "deliveries/s",
             True,
@@ -308,9 +323,11 @@ class Results:
 
     def targets(self, workload: str) -> list[tuple[str, str, str]]:
         """(target, this run, met?) rows for a workload that has targets (``chat``,
-        ``cluster``, ``resume``, ``logins``)."""
+        ``irc``, ``cluster``, ``resume``, ``logins``)."""
         if workload == "chat":
             return self._history_targets() + self._before_accounts_targets()
+        if workload == "irc":
+            return self._irc_targets()
         if workload == "resume":
             return self._resume_targets()
         if workload == "logins":
@@ -459,6 +476,57 @@ class Results:
                 f"the fan-out with accounts ({CHAT_WITH_HISTORY}) >= {BEFORE_ACCOUNTS_MIN:g}x "
                 f"the same command at {', '.join(revs)} in deliveries/s (server CPU per "
                 "delivery, now / then, in brackets)",
+                "; ".join(seen) or "-",
+                met,
+            )
+        ]
+
+    def _irc_targets(self) -> list[tuple[str, str, str]]:
+        """triosock's IRC listener against ngircd in deliveries/s (judged at 1,000
+        subscribers), InspIRCd beside it, and each server's CPU per delivery (shown)."""
+        configs: list[tuple[int, str]] = []
+        for cell in self.rows("irc"):
+            if (cell.order, cell.config) not in configs:
+                configs.append((cell.order, cell.config))
+        seen: list[str] = []
+        checks: list[bool] = []
+        for order, config in configs:
+
+            def median(stack: str, key: str, config: str = config) -> float | None:
+                cell = self.cells.get(("irc", config, stack))
+                return cell.median(key) if cell else None
+
+            ours = median(IRC_TRIOSOCK, "deliveries_per_s")
+            parts: list[str] = []
+            for name, stack in (("ngircd", IRC_NGIRCD), ("InspIRCd", IRC_INSPIRCD)):
+                theirs = median(stack, "deliveries_per_s")
+                if ours is not None and theirs:
+                    parts.append(f"{ours / theirs:.2f}x {name}")
+                    if stack == IRC_NGIRCD and order >= IRC_JUDGED_AT:
+                        checks.append(ours / theirs >= IRC_VS_NGIRCD_MIN)
+            cpu = [
+                f"{name} {value:.2f}"
+                for name, stack in (
+                    ("triosock", IRC_TRIOSOCK),
+                    ("ngircd", IRC_NGIRCD),
+                    ("InspIRCd", IRC_INSPIRCD),
+                )
+                if (value := median(stack, "cpu_us_per_delivery")) is not None
+            ]
+            if not parts and not cpu:
+                continue
+            shown = f"{config}: {', '.join(parts) or 'triosock not measured'}"
+            if order < IRC_JUDGED_AT and parts:
+                shown += " (not judged)"
+            if cpu:
+                shown += f"; srv CPU us/dlv {', '.join(cpu)}"
+            seen.append(shown)
+        met = "not measured" if not checks else ("yes" if all(checks) else "no")
+        return [
+            (
+                f"triosock's IRC listener >= {IRC_VS_NGIRCD_MIN:g}x ngircd in deliveries/s at "
+                f"{IRC_JUDGED_AT:,} subscribers (InspIRCd beside it; each server's CPU per "
+                "delivery shown)",
                 "; ".join(seen) or "-",
                 met,
             )

@@ -8,7 +8,8 @@ per-client queues; the chat through Redis has none).  The report's ratio columns
 their names, ``x trio`` and ``x asyncio``, for every workload.  Peer servers live in
 ``benchmarks/servers/``; the triosock stacks run triosock's own command line, or (the
 ``triosock user handler`` and ``triosock FramedChannel`` rows) a peer server written on its
-public API the way its README teaches.
+public API the way its README teaches.  The IRC fan-out's peers are IRC daemons (ngircd,
+InspIRCd), started by the runner with a configuration of its own (``benchmarks/_ircd.py``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,13 @@ class Stack:
     # the directory the server runs in (default: the project root); a baseline stack runs
     # in a worktree of an older commit, whose package `python -m` imports from there
     cwd: str = ""
+    # an IRC daemon ("ngircd", "inspircd": benchmarks/_ircd.py), started with a
+    # configuration of its own on a free port; argv is then just its name
+    ircd: str = ""
 
     def command(self) -> list[str]:
+        if self.ircd:
+            return list(self.argv)
         return [sys.executable, *self.argv]
 
     @property
@@ -141,6 +147,25 @@ WS_CHAT = [
         "triosock chat serve --web",
         (*_TRIOSOCK_WEB_CHAT, "--web", "127.0.0.1:0", *LOSSLESS, *UNLIMITED),
         port_pattern=_WEB_LINE,
+    ),
+]
+
+# the chat fan-out over IRC: one channel, #bench; the ratio columns "x trio" and "x asyncio"
+# divide by ngircd and InspIRCd here. The daemons get their configuration from the runner
+# (benchmarks/_ircd.py: flood protection off, no per-address limit); triosock's chat serves
+# IRC on its --irc listener only, rate limit off and lossless, as the chat's triosock row.
+# Its start-up line names irc and the address ("chat (irc) listening on 127.0.0.1:PORT").
+IRC_LINE = r"(?im)^(?=[^\n]*\birc\b)[^\n]*?127\.0\.0\.1:(\d+)"
+IRC_NGIRCD = "ngircd"
+IRC_INSPIRCD = "InspIRCd"
+IRC_TRIOSOCK = "triosock chat serve --irc"
+IRC = [
+    Stack(IRC_NGIRCD, ("ngircd",), role="baseline", ircd="ngircd"),
+    Stack(IRC_INSPIRCD, ("inspircd",), role="reference", ircd="inspircd"),
+    Stack(
+        IRC_TRIOSOCK,
+        (*_TRIOSOCK_WEB_CHAT, "--web", "none", "--irc", "127.0.0.1:0", *LOSSLESS, *UNLIMITED),
+        port_pattern=IRC_LINE,
     ),
 ]
 

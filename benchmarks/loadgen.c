@@ -31,6 +31,17 @@
  *             may also follow a quote (a JSON line: ..."text":"bm SEQ T_NS"...).  Pings are
  *             answered with pongs; a subscriber the server closes (close frame or EOF) is
  *             dropped from the count and reported in "closed".
+ *   irc       chat over IRC (RFC 1459/2812 lines ending in CRLF): every connection registers
+ *             (NICK bmXX_N, USER bm 0 * :bm; XX is the run's own tag, so that no nick of an
+ *             earlier run can still be taken), waits for 001, joins #bench and waits for its
+ *             own JOIN (or 366, the end of NAMES); the sender (an ordinary member of the
+ *             channel) sends "PRIVMSG #bench :bm SEQ T_NS", subscribers take the text after the
+ *             first " :" behind the command of every PRIVMSG line (the prefix before the
+ *             command starts with ':' too).  Every "PING x" is answered with "PONG x", at any
+ *             time, by every connection.  The sender's own lines are not expected back (IRC
+ *             servers echo them only with the echo-message capability, never asked for).  An
+ *             ERROR line, or an error numeric (400-599 but 422, no MOTD), ends the run with an
+ *             error naming it.  The announcements ("bw N") start once all have joined.
  *   http      N keep-alive HTTP/1.1 connections, each sending "GET / HTTP/1.1" and reading the
  *             whole response (status line, headers to the empty line, Content-Length bytes of
  *             body) before the next: requests (round_trips), p50/p99 latency.  A response that
@@ -559,6 +570,9 @@ struct sub {
     int in_msg;     /* inside a data message (fragments until FIN) */
     int msg_text;   /* that message is text */
     int opcode, fin, hdr_len, ctl_len;
+    /* irc only (open: has joined #bench) */
+    int registered; /* 001 arrived */
+    char nick[24];
     uint64_t left; /* payload bytes of the current frame still to come */
     uint8_t hdr[14];
     uint8_t ctl[128];
@@ -576,6 +590,9 @@ static int subs_ready, subs_caught_up;
 static int subs_closed, ready_closed, caught_closed; /* wschat: closed by the server */
 static int64_t bw_final = -1;
 static int ws_mode;
+static int irc_mode;
+static int irc_registered, irc_joined; /* irc: connections past 001, and in #bench */
+static unsigned irc_tag;               /* irc: this run's tag in every nick */
 
 static char out[65536];
 static int out_len;
@@ -640,7 +657,11 @@ static void ws_handshake_request(int fd) {
 
 /* One chat line for the sender: a TCP line ends in "\n", a WebSocket one is a text frame. */
 static void sender_line(const char *text, int n) {
-    if (ws_mode) {
+    if (irc_mode) {
+        char line[160];
+        int len = snprintf(line, sizeof line, "PRIVMSG #bench :%.*s\r\n", n, text);
+        sender_queue(line, len);
+    } else if (ws_mode) {
         char frame[128];
         sender_queue(frame, ws_frame(frame, 0x1, text, n));
     } else {
@@ -664,24 +685,21 @@ static char *find_tag(char *line, int n, const char *tag) {
     return p ? p + 4 : NULL;
 }
 
-/* One complete line arrived at a subscriber. */
-static void chat_line(struct sub *s, char *line, int n, uint64_t now) {
-    line[n] = '\0';
-    char *p = find_tag(line, n, "bw");
-    if (p) {
-        int64_t seen = (int64_t)strtoll(p, NULL, 10);
-        if (!s->ready) {
-            s->ready = 1;
-            subs_ready++;
-        }
-        if (bw_final >= 0 && !s->caught_up && seen >= bw_final) {
-            s->caught_up = 1;
-            subs_caught_up++;
-        }
-        return;
+/* An announcement ("bw N", p at N) reached a subscriber. */
+static void saw_announcement(struct sub *s, const char *p) {
+    int64_t seen = (int64_t)strtoll(p, NULL, 10);
+    if (!s->ready) {
+        s->ready = 1;
+        subs_ready++;
     }
-    p = find_tag(line, n, "bm");
-    if (!p) return; /* greetings, notices, joins */
+    if (bw_final >= 0 && !s->caught_up && seen >= bw_final) {
+        s->caught_up = 1;
+        subs_caught_up++;
+    }
+}
+
+/* A measured line ("bm SEQ T_NS", p at SEQ) reached a subscriber: count it. */
+static void saw_message(const char *p, uint64_t now) {
     char *end;
     uint64_t seq = strtoull(p, &end, 10);
     uint64_t t = strtoull(end, NULL, 10);
@@ -695,18 +713,123 @@ static void chat_line(struct sub *s, char *line, int n, uint64_t now) {
     if (t && now > t) hist_add(now - t);
 }
 
+/* One complete line arrived at a subscriber. */
+static void chat_line(struct sub *s, char *line, int n, uint64_t now) {
+    line[n] = '\0';
+    char *p = find_tag(line, n, "bw");
+    if (p) {
+        saw_announcement(s, p);
+        return;
+    }
+    p = find_tag(line, n, "bm");
+    if (!p) return; /* greetings, notices, joins */
+    saw_message(p, now);
+}
+
+/* ---- irc: a connection's lines */
+
+/* End the run with an error quoting a line from the server (made safe for a JSON string). */
+static void irc_fail(const char *what, const struct sub *s, const char *line) {
+    char msg[256];
+    int n = snprintf(msg, sizeof msg, "irc: %s (%s %s): ", what, s->sender ? "sender" : "subscriber",
+                     s->nick);
+    for (const char *c = line; *c && n < (int)sizeof msg - 1; c++)
+        msg[n++] = (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) ? '\'' : *c;
+    msg[n] = '\0';
+    fail(msg);
+}
+
+/* A line from this connection to the server; CRLF is added. */
+static void irc_send(struct sub *s, const char *text) {
+    char line[600];
+    int n = snprintf(line, sizeof line, "%s\r\n", text);
+    if (n >= (int)sizeof line) fail("irc: a line too long to send");
+    if (s->sender) { /* behind what is queued, never inside a line */
+        sender_queue(line, n);
+        sender_flush();
+    } else if (send(s->fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) != n) {
+        /* a subscriber sends next to nothing: its socket buffer is empty */
+        die("irc: subscriber write");
+    }
+}
+
+/* One complete line (its "\n" cut off) arrived on an IRC connection: [":prefix "] COMMAND
+ * [params] [" :" trailing]. */
+static void irc_line(struct sub *s, char *line, int n, uint64_t now) {
+    if (n > 0 && line[n - 1] == '\r') n--;
+    line[n] = '\0';
+    char *prefix = NULL, *p = line;
+    if (*p == ':') { /* the source: ":nick!user@host " or ":server " */
+        prefix = p + 1;
+        p = strchr(p, ' ');
+        if (!p) return;
+        *p++ = '\0';
+        while (*p == ' ') p++;
+    }
+    char *args = strchr(p, ' ');
+    if (args) *args++ = '\0';
+    else args = p + strlen(p);
+    if (!strcmp(p, "PRIVMSG")) {
+        if (s->sender) return; /* only with echo-message, which nobody asked for */
+        char *text = strstr(args, " :"); /* the trailing parameter: after the target */
+        if (!text) return;
+        text += 2;
+        if (!strncmp(text, "bm ", 3)) saw_message(text + 3, now);
+        else if (!strncmp(text, "bw ", 3)) saw_announcement(s, text + 3);
+        return;
+    }
+    if (!strcmp(p, "PING")) {
+        char pong[520];
+        snprintf(pong, sizeof pong, "PONG %s", args);
+        irc_send(s, pong);
+        return;
+    }
+    if (!strcmp(p, "001")) {
+        if (!s->registered) {
+            s->registered = 1;
+            irc_registered++;
+            irc_send(s, "JOIN #bench");
+        }
+        return;
+    }
+    if (!strcmp(p, "366") || !strcmp(p, "JOIN")) {
+        if (!s->open && p[0] == '3') {
+            s->open = 1; /* the end of NAMES comes after the JOIN itself */
+            irc_joined++;
+        } else if (!s->open && prefix) { /* a JOIN: is it our own? */
+            size_t len = strcspn(prefix, "!@");
+            if (len == strlen(s->nick) && !strncasecmp(prefix, s->nick, len)) {
+                s->open = 1;
+                irc_joined++;
+            }
+        }
+        return;
+    }
+    if (!strcmp(p, "ERROR")) irc_fail("the server sent ERROR", s, args); /* args: its reason */
+    if (p[0] >= '4' && p[0] <= '5' && strlen(p) == 3 && p[1] >= '0' && p[1] <= '9' &&
+        p[2] >= '0' && p[2] <= '9' && strcmp(p, "422") != 0) { /* 422: no MOTD, harmless */
+        char what[32];
+        snprintf(what, sizeof what, "error numeric %s", p);
+        irc_fail(what, s, args);
+    }
+}
+
 static void sub_read(struct sub *s, uint64_t now) {
     ssize_t r = read(s->fd, s->buf + s->len, (size_t)(LINEBUF - 1 - s->len));
     if (r < 0) {
         if (errno == EAGAIN || errno == EINTR) return;
         die("subscriber read");
     }
-    if (r == 0) fail("server closed a subscriber connection");
+    if (r == 0 && irc_mode) irc_fail("the server closed the connection", s, "no ERROR line");
+    if (r == 0)
+        fail(s->sender ? "server closed the sender connection"
+                       : "server closed a subscriber connection");
     s->len += (int)r;
     int start = 0;
     for (int i = s->len - (int)r; i < s->len; i++) {
         if (s->buf[i] == '\n') {
-            chat_line(s, s->buf + start, i - start, now);
+            if (irc_mode) irc_line(s, s->buf + start, i - start, now);
+            else chat_line(s, s->buf + start, i - start, now);
             start = i + 1;
         }
     }
@@ -920,7 +1043,9 @@ static void chat_event(struct epoll_event *ev, uint64_t now) {
     uint64_t idx = ev->data.u64;
     if (idx == (uint64_t)opt_conns) { /* the sender */
         if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-            if (ws_mode) {
+            if (irc_mode) {
+                sub_read(&subs[idx], now); /* PINGs to answer, errors to report */
+            } else if (ws_mode) {
                 ws_read(&subs[idx], now);
             } else {
                 ssize_t r = read(sender_fd, junk, sizeof junk);
@@ -935,19 +1060,35 @@ static void chat_event(struct epoll_event *ev, uint64_t now) {
     }
 }
 
-static int run_chat(int ws) {
+#define CHAT_TCP 0
+#define CHAT_WS 1
+#define CHAT_IRC 2
+
+static int run_chat(int kind) {
+    int ws = kind == CHAT_WS;
     ws_mode = ws;
+    irc_mode = kind == CHAT_IRC;
+    irc_tag = (unsigned)getpid() & 0xffu;
     subs = calloc((size_t)opt_conns + 1, sizeof *subs); /* [opt_conns] is the sender */
     if (!subs) fail("out of memory");
     uint64_t setup_deadline = now_ns() + (uint64_t)(opt_setup_timeout * 1e9);
     for (int i = 0; i <= opt_conns; i++) {
         subs[i].fd = tcp_connect();
         subs[i].sender = i == opt_conns;
-        subs[i].open = !ws;
+        subs[i].open = !ws && !irc_mode; /* wschat: after the handshake; irc: once joined */
         if (ws) ws_handshake_request(subs[i].fd);
+        if (irc_mode) { /* a few dozen bytes into a fresh socket: a blocking write */
+            snprintf(subs[i].nick, sizeof subs[i].nick, "bm%02x_%d", irc_tag, i);
+            char reg[96];
+            int n = snprintf(reg, sizeof reg, "NICK %s\r\nUSER bm 0 * :bm\r\n", subs[i].nick);
+            if (send(subs[i].fd, reg, (size_t)n, MSG_NOSIGNAL) != n) die("irc registration write");
+        }
         set_nonblocking(subs[i].fd);
         ep_add(subs[i].fd, EPOLLIN, (uint64_t)i);
         if (i % 50 == 49) usleep(2000); /* let the server's accept loop keep up */
+        /* irc: ngircd listens with a backlog of 10 and accepts one connection per pass of
+         * its loop; a SYN it drops is sent again after a second, while this loop waits */
+        if (irc_mode) usleep(1000);
     }
     sender_fd = subs[opt_conns].fd;
     struct sub *sender = &subs[opt_conns];
@@ -968,7 +1109,9 @@ static int run_chat(int ws) {
             next_announce = now; /* send the final one right now */
         }
         if (bw_final >= 0 && subs_caught_up - caught_closed == alive) break;
-        if (sender->open && now >= next_announce &&
+        /* irc: announce once everyone has joined (the sender too) */
+        int joined = !irc_mode || irc_joined == opt_conns + 1;
+        if (sender->open && joined && now >= next_announce &&
             (bw_final < 0 || announce == (uint64_t)bw_final)) {
             char line[64];
             int n = snprintf(line, sizeof line, "bw %llu", (unsigned long long)announce++);
@@ -978,13 +1121,22 @@ static int run_chat(int ws) {
             if (interval < 1000000000ull) interval *= 2;
         }
         int waiting = bw_final >= 0 && announce > (uint64_t)bw_final; /* final one is out */
-        int timeout = waiting || !sender->open ? 20 : wait_ms_until(next_announce, now, 20);
+        int timeout =
+            waiting || !sender->open || !joined ? 20 : wait_ms_until(next_announce, now, 20);
         int n = epoll_wait(epfd, evs, 1024, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             die("epoll_wait");
         }
         for (int k = 0; k < n; k++) chat_event(&evs[k], now_ns());
+    }
+    if (irc_mode && irc_joined < opt_conns + 1) {
+        char what[160];
+        snprintf(what, sizeof what,
+                 "irc setup: after %.0f s, %d of %d connections had registered (001) and %d had "
+                 "joined #bench",
+                 opt_setup_timeout, irc_registered, opt_conns + 1, irc_joined);
+        fail(what);
     }
     if (!sender->open) fail("wschat setup: the sender's handshake did not complete");
     int target = subs_ready - ready_closed;
@@ -1053,7 +1205,7 @@ static int run_chat(int ws) {
     printf("{\"event\":\"result\",\"mode\":\"%s\",\"conns\":%d,\"ready\":%d,\"sent\":%llu,"
            "\"deliveries\":%llu,\"deliveries_per_s\":%.1f,\"lost\":%llu,\"late\":%llu,"
            "\"closed\":%d,",
-           ws ? "wschat" : "chat", opt_conns, target,
+           irc_mode ? "irc" : ws ? "wschat" : "chat", opt_conns, target,
            (unsigned long long)(next_seq - sent_at_start), (unsigned long long)deliveries,
            (double)deliveries / secs, (unsigned long long)chat_lost, (unsigned long long)late,
            subs_closed - closed_at_start);
@@ -1311,7 +1463,7 @@ static void usage(void) {
             "usage: loadgen MODE --port P [--host H] [--conns N] [--duration S] [--warmup S]\n"
             "       [--size B] [--chunk B] [--window B] [--rate MSG/S] [--inflight N] [--hold S]\n"
             "       [--setup-timeout S] [--linger S]\n"
-            "MODE: tcp | stream | udp | chat | wschat | http | idle-tcp | idle-udp\n");
+            "MODE: tcp | stream | udp | chat | wschat | irc | http | idle-tcp | idle-udp\n");
     exit(64);
 }
 
@@ -1353,8 +1505,9 @@ int main(int argc, char **argv) {
     if (!strcmp(opt_mode, "tcp")) return run_tcp();
     if (!strcmp(opt_mode, "stream")) return run_stream();
     if (!strcmp(opt_mode, "udp")) return run_udp();
-    if (!strcmp(opt_mode, "chat")) return run_chat(0);
-    if (!strcmp(opt_mode, "wschat")) return run_chat(1);
+    if (!strcmp(opt_mode, "chat")) return run_chat(CHAT_TCP);
+    if (!strcmp(opt_mode, "wschat")) return run_chat(CHAT_WS);
+    if (!strcmp(opt_mode, "irc")) return run_chat(CHAT_IRC);
     if (!strcmp(opt_mode, "http")) return run_http();
     if (!strcmp(opt_mode, "idle-tcp")) return run_idle(0);
     if (!strcmp(opt_mode, "idle-udp")) return run_idle(1);

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _stacks
+from benchmarks import _ircd, _stacks
 from benchmarks._procs import (
     ClientError,
     LoadClient,
@@ -53,6 +53,7 @@ ALL_WORKLOADS = (
     "udp",
     "chat",
     "wsfanout",
+    "irc",
     "cluster",
     "resume",
     "logins",
@@ -81,6 +82,7 @@ class Settings:
     chat_rate: float
     chat_inflight: int
     wsfanout_subscribers: tuple[int, ...]
+    irc_subscribers: tuple[int, ...]
     cluster_subscribers: tuple[int, ...]
     hub_subscribers: tuple[int, ...]
     hub_deliveries: int
@@ -106,6 +108,7 @@ QUICK = Settings(
     chat_rate=20000,
     chat_inflight=4,
     wsfanout_subscribers=(100,),
+    irc_subscribers=(100,),
     cluster_subscribers=(100,),
     hub_subscribers=(10, 10000),
     hub_deliveries=100_000,
@@ -128,6 +131,7 @@ FULL = Settings(
     chat_rate=20000,
     chat_inflight=4,
     wsfanout_subscribers=(100, 1000),
+    irc_subscribers=(100, 1000),
     cluster_subscribers=(100, 1000),
     hub_subscribers=(1, 10, 100, 1000, 10000),
     hub_deliveries=1_000_000,
@@ -284,6 +288,8 @@ class Runner:
         self.unavailable: dict[tuple[str, ...], str] = {}
         #: with --baseline-rev: the older commit the chat fan-out is also measured at
         self.baseline: Baseline | None = None
+        #: per directory a server runs in: why its `chat serve` has no --irc ("" if it has)
+        self.irc_missing: dict[Path, str] = {}
 
     # ------------------------------------------------------------ helpers
 
@@ -302,7 +308,21 @@ class Runner:
             # side by side, each chat server keeps its history in a file of its own (one
             # server a file), in this run's folder
             argv += ("--data", str(self.out_dir / "state" / f"{workload}-{stack.slug}"))
+        # a `chat serve` with an IRC listener opens it by default, on 127.0.0.1:6667: side
+        # by side, only one server could, so the rows that do not speak IRC say none (when
+        # their triosock has the option: a --baseline-rev may not)
+        cwd = Path(stack.cwd) if stack.cwd else ROOT
+        chat = "chat" in argv and "serve" in argv
+        if chat and "--irc" not in argv and not self.triosock_irc_missing(cwd):
+            argv += ("--irc", "none")
         return argv
+
+    def triosock_irc_missing(self, cwd: Path) -> str:
+        """Why `python -m triosock chat serve` run in ``cwd`` has no ``--irc`` ("" when it
+        has), asked once per directory."""
+        if cwd not in self.irc_missing:
+            self.irc_missing[cwd] = triosock_irc_missing(cwd)
+        return self.irc_missing[cwd]
 
     @contextlib.contextmanager
     def serve(self, stack: Stack, workload: str, cells: list[Cell]) -> Iterator[Server | None]:
@@ -314,15 +334,26 @@ class Runner:
             yield None
             return
         log = self.out_dir / "logs" / f"{workload}-{stack.slug}.log"
-        server = Server(
-            self.procs,
-            argv,
-            port_pattern=stack.port_pattern,
-            log=log,
-            cwd=Path(stack.cwd) if stack.cwd else ROOT,
-            pinning=self.pinning,
-            pids_pattern=stack.pids_pattern,
-        )
+        server: Server
+        if stack.ircd:  # its configuration goes into this run's folder, never the project
+            server = _ircd.IrcdServer(
+                self.procs,
+                _ircd.IRCDS[stack.ircd],
+                conf_dir=self.out_dir / "ircd" / stack.slug,
+                log=log,
+                cwd=ROOT,
+                pinning=self.pinning,
+            )
+        else:
+            server = Server(
+                self.procs,
+                argv,
+                port_pattern=stack.port_pattern,
+                log=log,
+                cwd=Path(stack.cwd) if stack.cwd else ROOT,
+                pinning=self.pinning,
+                pids_pattern=stack.pids_pattern,
+            )
         try:
             server.start()
         except Unavailable as exc:
@@ -533,8 +564,37 @@ class Runner:
         plan = [("wsfanout", f"{n} subs", n, n) for n in self.settings.wsfanout_subscribers]
         self.side_by_side(rep, "wsfanout", _stacks.WS_CHAT, plan, self.fan_out("wschat"))
 
+    def irc(self, rep: int) -> None:
+        """The chat's fan-out over IRC: ngircd, InspIRCd and triosock's IRC listener, each
+        row skipped (and saying why) when its daemon or triosock's ``--irc`` is missing."""
+        plan = [("irc", f"{n} subs", n, n) for n in self.settings.irc_subscribers]
+        runnable: list[Stack] = []
+        for stack in self.stacks(_stacks.IRC):
+            reason = self.irc_skip(stack)
+            if reason and rep == 1:
+                self.log(f"{'irc':<10} {stack.name:<22} skipped: {reason}")
+            for workload, config, order, _ in plan:  # the table keeps the stacks' order
+                cell = self.results.cell(workload, config, order, stack.name, stack.role)
+                if reason:
+                    cell.errors.append(f"skipped: {reason}")
+            if not reason:
+                runnable.append(stack)
+        self.side_by_side(rep, "irc", runnable, plan, self.fan_out("irc"))
+
+    def irc_skip(self, stack: Stack) -> str:
+        """Why an IRC stack cannot run here ("" when it can)."""
+        if self.client.kind.startswith("python"):
+            return "the Python load client (pyloadgen.py) has no irc mode: it needs cc"
+        if stack.ircd:
+            if _ircd.binary(stack.ircd) is None:
+                package = _ircd.IRCDS[stack.ircd].package
+                return f"{stack.ircd} is not installed (Debian: apt-get install {package})"
+            return ""
+        return self.triosock_irc_missing(Path(stack.cwd) if stack.cwd else ROOT)
+
     def fan_out(self, mode: str) -> Callable[[Server, int], dict[str, float]]:
-        """One sender, ``subs`` subscribers: the load client's ``chat`` or ``wschat`` mode."""
+        """One sender, ``subs`` subscribers: the load client's ``chat``, ``wschat`` or
+        ``irc`` mode."""
 
         def measure(server: Server, subs: int) -> dict[str, float]:
             return self.fan_out_once(mode, server, subs)
@@ -901,6 +961,7 @@ class Runner:
             ("udp", self.udp_echo),
             ("chat", self.chat),
             ("wsfanout", self.wsfanout),
+            ("irc", self.irc),
             ("cluster", self.cluster),
             ("resume", self.resume),
             ("logins", self.logins),
@@ -920,6 +981,31 @@ class Runner:
 
     def close(self) -> None:
         self.procs.stop_all()
+
+
+def triosock_irc_missing(cwd: Path) -> str:
+    """Why ``python -m triosock chat serve``, run in ``cwd`` (the current directory comes
+    first on ``sys.path``), cannot serve IRC: "" when its ``--help`` lists ``--irc``, else
+    the reason (the option is not there, or the help failed)."""
+    argv = [sys.executable, "-m", "triosock", "chat", "serve", "--help"]
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=server_env(),
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`python -m triosock chat serve --help` failed: {exc}"
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-2:]) or f"exit {done.returncode}"
+        return f"`python -m triosock chat serve --help` failed: {tail}"
+    if not re.search(r"(?m)^\s*--irc\b", done.stdout):
+        return "`python -m triosock chat serve` has no --irc option (not in its --help)"
+    return ""
 
 
 def _shared_metrics(result: dict[str, Any], cpu: float) -> dict[str, float]:
@@ -979,6 +1065,8 @@ def _meta(runner: Runner, args: argparse.Namespace, seconds: float) -> dict[str,
     versions = {d: _version(d) for d in _distributions(runner.only)}
     if "cluster" in runner.only:
         versions["redis-server"] = _redis_version()
+    if "irc" in runner.only:
+        versions |= {name: _ircd.version(name) for name in _ircd.IRCDS}
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
