@@ -255,3 +255,32 @@ async def test_irc_users_share_frames_but_never_get_their_own_lines_back() -> No
                 assert [line for line in alice.lines if b":line " in line] == []
             finally:
                 close_all(bob, carol, alice)
+
+
+async def test_topic_and_modes_are_told_with_numerics() -> None:
+    chat = ChatServer(opers=["alice"])
+    with trio.fail_after(LIMIT):
+        async with irc_chat(chat) as ports:
+            alice = await irc_user(ports.irc, "alice")
+            try:
+                await alice.say("TOPIC #lobby")
+                assert await alice.until(" 331 ") == ":triosock 331 alice #lobby :No topic is set"
+                await alice.say("MODE #lobby")
+                assert await alice.until(" 324 ") == ":triosock 324 alice #lobby +"
+                await alice.say("REGISTER a-long-password", "CLAIM")
+                await alice.until("claimed #lobby")
+                await alice.say("TOPIC #lobby :all about tests", "MODE #lobby +m")
+                changed = await alice.until(" TOPIC ")
+                assert changed == ":alice!chat@triosock TOPIC #lobby :all about tests"
+                assert await alice.until(" MODE ") == ":alice!chat@triosock MODE #lobby +m"
+                await alice.say("MODE #lobby")
+                assert await alice.until(" 324 ") == ":triosock 324 alice #lobby +m"
+                bob = await irc_user(ports.irc, "bob", names=False)
+                try:
+                    assert await bob.until(" 332 ") == ":triosock 332 bob #lobby :all about tests"
+                    await bob.say("PRIVMSG #lobby :may I?")
+                    assert "moderated" in await bob.until(" NOTICE ")
+                finally:
+                    close_all(bob)
+            finally:
+                close_all(alice)

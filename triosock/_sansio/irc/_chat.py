@@ -302,7 +302,7 @@ class IrcChatSession(ChatSession):
         if _key(target) != _key(self.room):
             return [self._num("442", target[:64], "You're not on that channel")]
         if len(params) == 1:
-            return [self._num("324", self.room, "+")]
+            return b"/mode"  # answered with 324 by the member, from the room's record
         return self._mode_change(params[1], list(params[2:]))
 
     def _mode_change(self, modes: str, args: list[str]) -> bytes | list[Effect]:

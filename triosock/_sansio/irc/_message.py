@@ -27,7 +27,7 @@ act on a message the client did not mean.
 ``in`` tests per call. The last parameter gets a ``:`` when the grammar needs one (it is
 empty, contains a space or begins with ``:``), and always when it is the command's free
 text (:data:`TEXT_COMMANDS`: ``PRIVMSG``'s second, ``KICK``'s third, ...; a numeric's
-last, but ``004``'s), as
+last, but ``004``'s, ``221``'s and ``324``'s), as
 ircds send them, so that clients that cut a line at its first ``" :"`` read one-word
 messages right.
 
@@ -75,6 +75,10 @@ TEXT_COMMANDS: Final = {
     "KICK": 3,
     "CAP": 3,
 }
+
+#: Numerics whose last parameter is a word of their grammar, not text (server and mode
+#: lists): rendered without ``:`` (every other numeric's last parameter is text).
+_BARE_NUMERICS: Final = frozenset({"004", "221", "324"})
 
 #: Names (as in modern.ircdocs.horse and IRCv3 SASL) to codes.
 NUMERICS: Final[Mapping[str, str]] = {
@@ -331,7 +335,7 @@ def render(
             or " " in last
             or last[0] == ":"
             or len(params) >= TEXT_COMMANDS.get(command, 99)
-            or (command[0].isdigit() and len(params) > 1 and command != "004")
+            or (command[0].isdigit() and len(params) > 1 and command not in _BARE_NUMERICS)
         ):
             last = ":" + last
         if len(params) == 1:

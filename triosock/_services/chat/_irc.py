@@ -397,6 +397,17 @@ class IrcMember(Member):
         lines.append(self._numeric("422", "MOTD File is missing"))
         return b"".join(lines)
 
+    def told_topic(self, room: str, topic: str, by: str) -> list[proto.Effect]:
+        """``332``, or ``331`` when there is none (no ``333``: the record keeps who set
+        it, not when)."""
+        if not topic:
+            return [proto.Reply(self._numeric("331", room, "No topic is set"))]
+        return [proto.Reply(self._numeric("332", room, topic))]
+
+    def told_mode(self, room: str, moderated: bool) -> list[proto.Effect]:
+        """``324``: the room's modes."""
+        return [proto.Reply(self._numeric("324", room, "+m" if moderated else "+"))]
+
     async def receive(self) -> Sequence[object] | None:
         early = self._early
         if early:

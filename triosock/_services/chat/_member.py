@@ -187,6 +187,19 @@ class Member(abc.ABC):
         default (the notice is all)."""
         return None
 
+    def told_topic(self, room: str, topic: str, by: str) -> list[proto.Effect]:
+        """How this transport's user is told ``room``'s ``topic`` (``""``: none), set by
+        ``by`` (on entering the room, and to ``/topic``): a notice by default."""
+        if not topic:
+            return [proto.Tell(f"{room} has no topic")]
+        return [proto.Tell(f"topic of {room}: {topic} (set by {by})")]
+
+    def told_mode(self, room: str, moderated: bool) -> list[proto.Effect]:
+        """How this transport's user is told whether ``room`` is moderated (``/mode``):
+        a notice by default."""
+        mode = "+m (only operators speak)" if moderated else "-m (everyone speaks)"
+        return [proto.Tell(f"{room} is {mode}")]
+
     def take_resume(self) -> proto.ResumeRequest | None:
         """After :meth:`screen`: the client's first input, taken, if it asks for a
         detached session back (``/resume TOKEN``); None otherwise (and by default)."""

@@ -63,11 +63,6 @@ _NOT_OPERATOR = "only operators of {room} may /{action} (see /help)"
 _LOG_IN = "log in first (/login NICK PASSWORD): rooms know their operators by account"
 
 
-def _topic(record: RoomRecord) -> proto.Tell:
-    """The notice that tells a room's topic (on entering it, and to ``/topic``)."""
-    return proto.Tell(f"topic of {record.room}: {record.topic} (set by {record.topic_by})")
-
-
 class RoomBook:
     """The rooms' records, as this server last read or heard of them, with their
     versions (a change heard late, after a newer one, is ignored)."""
@@ -169,7 +164,7 @@ class Operating:
         core.silenced = rules.silenced(record, self._entries(user), rank)
         if not record.topic:
             return []
-        return [_topic(record)]
+        return user.member.told_topic(record.room, record.topic, record.topic_by)
 
     async def room_topics(self, rooms: dict[str, int]) -> dict[str, str]:
         """The topics of ``rooms`` this server knows (reading at most a few more)."""
@@ -194,12 +189,9 @@ class Operating:
         if action == "claim":
             return await self._claim(user, room)
         if action == "topic" and not text:
-            if not record.topic:
-                return [proto.Tell(f"{room} has no topic")]
-            return [_topic(record)]
+            return user.member.told_topic(room, record.topic, record.topic_by)
         if action == "mode" and not target:
-            mode = "+m (only operators speak)" if record.moderated else "-m (everyone speaks)"
-            return [proto.Tell(f"{room} is {mode}")]
+            return user.member.told_mode(room, record.moderated)
         if action == "kill":
             if rank < rules.SERVER:
                 return [proto.Tell("only server operators may /kill")]
