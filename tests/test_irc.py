@@ -3,6 +3,8 @@ users, direct messages, nicks, numerics, long lines and the liveness rule."""
 
 from __future__ import annotations
 
+import re
+
 import trio
 
 from tests.chattools import join_over_udp
@@ -284,3 +286,38 @@ async def test_topic_and_modes_are_told_with_numerics() -> None:
                     close_all(bob)
             finally:
                 close_all(alice)
+
+
+async def test_history_on_joining_is_a_batch_with_server_times() -> None:
+    with trio.fail_after(LIMIT):
+        async with irc_chat(ChatServer()) as ports:
+            nc = await nc_user(ports.tcp)
+            plain = await irc_user(ports.irc, "plain")
+            timed = await irc_user(ports.irc, "timed", caps=["server-time"])
+            batched = await irc_user(ports.irc, "batched", caps=["server-time", "batch"])
+            try:
+                await nc.send(b"/join #old\nfirst\nsecond\n")
+                await nc.read_until(b"guest1: second")
+                for user in (plain, timed, batched):
+                    await user.say("JOIN #old")
+                    await user.until(" 366 ")
+                start, first, second, end = batched.lines[-6:-2]
+                assert start == b":triosock BATCH +history-old chathistory #old\r"
+                assert re.fullmatch(
+                    rb"@batch=history-old;time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+                    rb":guest1!chat@triosock PRIVMSG #old :first\r",
+                    first,
+                ), first
+                assert second.endswith(b":guest1!chat@triosock PRIVMSG #old :second\r")
+                assert end == b":triosock BATCH -history-old\r"
+                # with times but no batch: the lines alone; with neither: framed by notices
+                joined = timed.lines.index(b":timed!chat@triosock JOIN #old\r")
+                shown = timed.lines[joined + 1 : joined + 4]
+                assert shown[0].startswith(b"@time=")
+                assert shown[0].endswith(b"PRIVMSG #old :first\r")
+                assert shown[2].endswith(b" 353 timed = #old :guest1 plain timed\r")
+                joined = plain.lines.index(b":plain!chat@triosock JOIN #old\r")
+                assert b"2 earlier lines" in plain.lines[joined + 1]
+                assert plain.lines[joined + 2].endswith(b"PRIVMSG #old :first\r")
+            finally:
+                close_all(nc, plain, timed, batched)

@@ -19,7 +19,9 @@ Its output is one IRC line per event (:class:`IrcRenderer`): ``PRIVMSG`` for lin
 said (several, split at characters, for a line longer than one IRC message can
 carry), ``JOIN``, ``PART``, ``NICK``, ``KICK``, ``TOPIC`` and ``MODE`` for what
 happens in the room, ``NOTICE`` for the server's notices. With ``server-time`` every
-line said carries its time (``@time=``), so history shown on joining has its own.
+line said carries its time (``@time=``), so history shown on joining has its own (and
+the notices that frame earlier lines for other clients are left out); with ``batch``
+the earlier lines come as a ``chathistory`` batch.
 Without ``echo-message`` the client is not sent its own lines (an IRC client shows
 them itself); its own joins and parts it is told of directly, in order with the
 room's earlier lines (:class:`~triosock._sansio.irc.IrcChatSession`).
@@ -68,6 +70,7 @@ CAPS: Final[dict[str, str | None]] = {
     "server-time": None,
     "message-tags": None,
     "echo-message": None,
+    "batch": None,
     "sasl": "PLAIN",
 }
 
@@ -94,14 +97,15 @@ class IrcRenderer(Renderer):
     event is rendered once all the same (cached).
     """
 
-    __slots__ = ("echo", "server", "server_time")
+    __slots__ = ("batch", "echo", "server", "server_time")
 
     per_viewer: ClassVar[bool] = True
 
-    def __init__(self, server: str, *, server_time: bool, echo: bool) -> None:
+    def __init__(self, server: str, *, server_time: bool, echo: bool, batch: bool = False) -> None:
         self.server = server
         self.server_time = server_time
         self.echo = echo
+        self.batch = batch
 
     def frames(self, batch: Sequence[bytes], viewer: str) -> tuple[list[bytes], bool]:
         key = proto.nick_key(viewer) if viewer else ""
@@ -138,8 +142,18 @@ class IrcRenderer(Renderer):
     def _tags(self, ms: int) -> tuple[tuple[str, str], ...]:
         return (("time", _iso(ms)),) if self.server_time and ms else ()
 
-    def _said(self, source: str, target: str, text: str, ms: int, action: bool = False) -> bytes:
+    def _said(
+        self,
+        source: str,
+        target: str,
+        text: str,
+        ms: int,
+        action: bool = False,
+        batch: str = "",
+    ) -> bytes:
         tags = self._tags(ms)
+        if batch:
+            tags = (("batch", batch), *tags)
         src = irc.user_source(source)
         if action:
             text = irc.ctcp("ACTION", text)
@@ -169,8 +183,24 @@ class IrcRenderer(Renderer):
             case proto.Moderation(room, by, action, target, text):
                 return self._moderation(event, room, by, action, target, text)
             case proto.Recalled(said):
-                return self.frame(said, viewer)
+                return self._recalled(said, viewer)
+            case proto.RecallStart(room) if self.batch:
+                ref = _batch_ref(room)
+                return irc.render("BATCH", f"+{ref}", "chathistory", room, source=self.server)
+            case proto.RecallEnd(room) if self.batch:
+                return irc.render("BATCH", f"-{_batch_ref(room)}", source=self.server)
+            case proto.RecallStart() | proto.RecallEnd() | proto.DayChanged() if self.server_time:
+                return b""  # each line carries its time: the client shows the days
         return self._notice_line(proto.render_line(event).decode("utf-8", "replace"))
+
+    def _recalled(self, said: proto.Message | proto.Action | proto.Direct, viewer: str) -> bytes:
+        """A line said earlier, at its time (with ``server-time``), in the history's
+        batch (with ``batch``)."""
+        if not self.batch or isinstance(said, proto.Direct):
+            return self.frame(said, viewer)
+        ref = _batch_ref(said.room)
+        action = isinstance(said, proto.Action)
+        return self._said(said.sender, said.room, said.text, said.time, action, batch=ref)
 
     def _moderation(
         self, event: proto.Moderation, room: str, by: str, action: str, target: str, text: str
@@ -198,6 +228,12 @@ class IrcRenderer(Renderer):
 _PER_VIEWER: Final = b"\0per-viewer"
 
 
+def _batch_ref(room: str) -> str:
+    """The reference of a room's history batch (one at a time on a connection): letters,
+    digits and dashes."""
+    return "history-" + "".join(c if c.isascii() and c.isalnum() else "-" for c in room[1:])
+
+
 @functools.lru_cache(maxsize=512)
 def _cached(renderer: IrcRenderer, data: bytes) -> tuple[bytes, str | None, bool]:
     """An encoded event's frame for ``renderer`` (or :data:`_PER_VIEWER` when it depends
@@ -217,7 +253,12 @@ def _cached(renderer: IrcRenderer, data: bytes) -> tuple[bytes, str | None, bool
 @functools.cache
 def renderer_for(server: str, caps: frozenset[str]) -> IrcRenderer:
     """The renderer shared by the clients of ``server`` with capabilities ``caps``."""
-    return IrcRenderer(server, server_time="server-time" in caps, echo="echo-message" in caps)
+    return IrcRenderer(
+        server,
+        server_time="server-time" in caps,
+        echo="echo-message" in caps,
+        batch="batch" in caps,
+    )
 
 
 class IrcMember(Member):
