@@ -56,9 +56,14 @@ SERVERS: dict[str, tuple[list[str], dict[str, str]]] = {
             "--web",
             "127.0.0.1:0",
             "--irc",
-            "none",
+            "127.0.0.1:0",
         ],
-        {"chat-tcp": "chat (tcp)", "chat-udp": "chat (udp)", "chat-ws": "chat (web)"},
+        {
+            "chat-tcp": "chat (tcp)",
+            "chat-udp": "chat (udp)",
+            "chat-ws": "chat (web)",
+            "chat-irc": "chat (irc)",
+        },
     ),
     "time": (
         [

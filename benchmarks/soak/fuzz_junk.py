@@ -77,6 +77,42 @@ def line_junk(rng: random.Random) -> Case:
     return "mixed", b"".join(line_junk(rng)[1] for _ in range(3))
 
 
+def irc_junk(rng: random.Random) -> Case:
+    """Near-valid IRC input for the chat's IRC listener: line junk, IRC's own shapes
+    (malformed prefixes and tags, NUL and CR inside, a line over 512 bytes, floods of
+    NICK and JOIN, a CAP negotiation never ended), after a registration half the time."""
+    pick = rng.randrange(6)
+    if pick == 0:
+        kind, payload = line_junk(rng)
+    elif pick == 1:
+        kind = "irc-overlong"
+        payload = b"PRIVMSG #lobby :" + b"x" * rng.randint(600, 5 * MAX_LINE) + b"\r\n"
+    elif pick == 2:
+        kind = "irc-malformed"
+        shapes = [b":", b":src", b"@", b"@=x PING a", b"@a=b", b" PING", b"PRIVMSG #lobby :a\0b"]
+        payload = b"".join(rng.choice(shapes) + b"\r\n" for _ in range(rng.randint(1, 20)))
+    elif pick == 3:
+        kind = "irc-flood"
+        verb = rng.choice([b"NICK n%d", b"JOIN #r%d", b"WHO #r%d", b"PRIVMSG #lobby :%d"])
+        # within the rate limit's burst (100 lines): past it a flood is paced, at 50
+        # lines a second, which the tests pin; here each case must end in seconds
+        payload = b"".join(verb % i + b"\r\n" for i in range(rng.randint(20, 90)))
+    elif pick == 4:
+        kind = "irc-cap"
+        payload = b"CAP LS 302\r\nCAP REQ :" + random_bytes(rng, 200) + b"\r\nNICK c\r\n"
+    else:
+        kind = "irc-sasl"
+        payload = (
+            b"CAP REQ :sasl\r\nAUTHENTICATE PLAIN\r\nAUTHENTICATE "
+            + rng.choice([b"*", b"+", b"!!notbase64", b"A" * 400, random_bytes(rng, 100)])
+            + b"\r\n"
+        )
+    if rng.random() < 0.5:
+        nick = b"fz%d" % rng.randrange(10**6)
+        payload = b"NICK " + nick + b"\r\nUSER f 0 * :f\r\n" + payload
+    return kind, payload
+
+
 def datagram(rng: random.Random) -> bytes:
     """A datagram of random size up to the largest, the empty one included."""
     size = rng.choice(

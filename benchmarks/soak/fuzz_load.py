@@ -141,6 +141,25 @@ async def chat_tcp_case(port: int, rng: random.Random, tally: Listener) -> None:
             tally.finding(f"overlong: no notice in {got[-200:]!r}")
 
 
+async def chat_irc_case(port: int, rng: random.Random, tally: Listener) -> None:
+    kind, payload = junk.irc_junk(rng)
+    tally.kinds[kind] += 1
+    end, got = await tcp_exchange(port, payload, rng)
+    tally.ends[end] += 1
+    if end not in ("closed", "reset"):
+        tally.finding(f"{kind}: {end} after {payload[:80]!r}")
+        return
+    if b"Traceback" in got:
+        tally.finding(f"{kind}: a traceback in the answer to {payload[:80]!r}")
+    if kind == "irc-overlong" and end == "closed":
+        if b" 417 " in got:
+            tally.answers["417 too long"] += 1
+        else:
+            tally.finding(f"irc-overlong: no 417 in {got[-200:]!r}")
+    if b"ERROR :Closing link" in got:
+        tally.answers["ERROR close"] += 1
+
+
 def _negotiations(payload: bytes) -> list[tuple[int, int]]:
     """The ``IAC DO x`` and ``IAC WILL x`` in ``payload`` (verb, option), read as RFC 854
     says: ``IAC IAC`` is a data byte, the byte after WILL/WONT/DO/DONT is an option
@@ -480,6 +499,7 @@ def cases() -> dict[str, Case_]:
 
     return {
         "chat-tcp": chat_tcp_case,
+        "chat-irc": chat_irc_case,
         "chat-udp": udp("maybe"),
         "chat-ws": ws_case,
         "http": http_case,
