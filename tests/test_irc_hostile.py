@@ -159,3 +159,111 @@ async def test_sasl_plain_logs_in_to_a_registered_nick_and_refuses_a_wrong_passw
                 assert (await right.until(" 001 ")).startswith(":triosock 001 alice ")
             finally:
                 close_all(guest, wrong, right)
+
+
+async def test_registration_takes_only_a_chat_nick_and_says_why_once() -> None:
+    with trio.fail_after(LIMIT):
+        async with irc_chat(ChatServer()) as ports:
+            nc = await nc_user(ports.tcp)
+            await nc.send(b"/nick taken\n")
+            await nc.read_until(b"now known as taken")
+            user = await IrcSocket.connect(ports.irc)
+            try:
+                await user.say("USER u 0 * :u")
+                # a UDP peer's IRC-safe form, and names that decode to what no nick holds
+                for nick in ("`127_0_0_1-5000", "`a-{a}^{21}", "`z-{1b}[2J", "_under"):
+                    await user.say(f"NICK {nick}")
+                    refused = await user.until(" 432 ")
+                    assert refused.startswith(f":triosock 432 * {nick} :"), refused
+                await user.say("NICK taken")
+                assert (
+                    await user.until(" 433 ") == ":triosock 433 * taken :Nickname is already in use"
+                )
+                await user.say("NICK fine")
+                assert (await user.until(" 001 ")).startswith(":triosock 001 fine ")
+                refusals = [line for line in user.lines if b" 432 " in line or b" 433 " in line]
+                assert len(refusals) == 5  # one each
+            finally:
+                close_all(nc, user)
+
+
+async def test_odd_parameters_echoed_in_numerics_never_break_the_connection() -> None:
+    probes = [
+        "PART #x,",
+        "JOIN #a,",
+        "JOIN #lobby,:",
+        "NAMES :",
+        "NAMES ,#lobby",
+        "WHO :",
+        "WHO :a b",
+        "WHOIS a,,b",
+        "WHOIS :a b",
+        "TOPIC :",
+        "MODE #lobby +:",
+        "MODE #lobby :+ ",
+        "NICK :",
+        "NICK :a b",
+        "TAGMSG #lobby",
+    ]
+    with trio.fail_after(LIMIT):
+        async with irc_chat(ChatServer()) as ports:
+            alice = await irc_user(ports.irc, "alice")
+            try:
+                for n, probe in enumerate(probes):
+                    await alice.say(probe, f"PING :probe{n}")
+                    await alice.until(f":probe{n}")
+                assert not any(b" 421 " in line or b" 400 " in line for line in alice.lines)
+                assert all(len(line) + 1 <= 512 for line in alice.lines)
+                await alice.say("USERHOST alice")
+                assert await alice.until(" 302 ") == ":triosock 302 alice :alice=+chat@triosock"
+            finally:
+                close_all(alice)
+
+
+async def test_long_topics_reasons_and_actions_fit_irc_lines() -> None:
+    chat = ChatServer(opers=["op"])
+    with trio.fail_after(LIMIT):
+        async with irc_chat(chat) as ports:
+            nc = await nc_user(ports.tcp)
+            alice = await irc_user(ports.irc, "alice")
+            try:
+                await nc.send(b"/nick op\n/register a-long-password\n/claim\n")
+                await nc.read_until(b"claimed #lobby")
+                await nc.send("/topic {}\n".format("😀" * 300).encode())
+                topic = await alice.until(" TOPIC ")
+                assert len(topic.encode()) + 2 <= 512
+                assert topic.endswith("😀…")
+                action = "waves " * 150  # 900 bytes: in pieces, each an action of its own
+                await nc.send(f"/me {action}\n".encode())
+                pieces: list[str] = []
+                while "".join(pieces) != f"{action}".rstrip():
+                    line = await alice.until("ACTION")
+                    assert len(line.encode()) + 2 <= 512
+                    text = line.split(" :", 1)[1]
+                    assert text.startswith("\x01ACTION ")
+                    assert text.endswith("\x01")
+                    pieces.append(text[8:-1])
+                    pieces = ["".join(pieces)]
+                # a line that only neutralising turns into a command is said, not run
+                await alice.say("PRIVMSG #lobby :\x07/nick sneaky")
+                assert await nc.read_until(b"alice:") == b"[#lobby] alice: /nick sneaky"
+            finally:
+                close_all(nc, alice)
+
+
+async def test_a_sasl_login_to_an_account_whose_nick_is_held_fails(
+    patient_clock: trio.testing.MockClock,
+) -> None:
+    chat = ChatServer(hasher=Hasher(parameters=FAST))
+    with trio.fail_after(1000):
+        async with irc_chat(chat) as ports:
+            nc = await nc_user(ports.tcp)
+            user = await IrcSocket.connect(ports.irc)
+            try:
+                await nc.send(b"/nick held\n/register correct-horse\n")
+                await nc.read_until(b"held is yours")
+                answer = await _sasl(user, "held", "correct-horse")
+                assert answer.startswith(":triosock 904 ")
+                assert "held is in use by another session" in await user.until("login failed")
+            finally:
+                close_all(nc, user)

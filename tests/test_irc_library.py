@@ -85,7 +85,7 @@ async def test_welcome_names_and_isupport_as_the_library_parses_them() -> None:
             assert welcome.target == "alice"
             assert alice.conn.features.casemapping == "ascii"
             assert alice.conn.features.chantypes == "#"
-            assert alice.conn.features.nicklen == 64
+            assert alice.conn.features.nicklen == 24
             names = await alice.wait("namreply")
             assert names.arguments == ["=", "#lobby", "alice"]
             async with lib_client(ports.irc, "bob") as bob:

@@ -49,12 +49,14 @@ from ..chat import (
     Presence,
     Reply,
     Tell,
+    apply_erasures,
+    neutralise,
     nick_key,
     validate_room,
 )
 from ._message import IrcMessage, numeric, render
 from ._names import from_irc_nick, is_irc_nick, to_irc_nick
-from ._text import ctcp, parse_ctcp, strip_formatting
+from ._text import ctcp, parse_ctcp, split_text, strip_formatting
 
 __all__ = ["CHAT_COMMANDS", "VERSION_REPLY", "IrcChatSession", "user_source"]
 
@@ -85,6 +87,9 @@ CHAT_COMMANDS: Final = frozenset(
         "HELP",
     }
 )
+#: The most bytes of a topic in a ``LIST`` line (322): with the server's name, the
+#: client's nick and the room, the line stays within IRC's 512 bytes.
+_LIST_TOPIC: Final = 300
 #: Nicks a ``WHOIS``, ``ISON`` or ``USERHOST`` may ask about at once.
 MAX_TARGETS: Final = 8
 
@@ -130,7 +135,10 @@ class IrcChatSession(ChatSession):
         return to_irc_nick(self.nick)
 
     def _num(self, code: str, *params: str) -> Reply:
-        return Reply(numeric(code, self.irc_nick, *params, server=self.server))
+        """A numeric for this client; parameters echoed from its input (a channel, a
+        nick it named) become ``*`` where they could not be a middle parameter."""
+        middle = [p[:64] if p and " " not in p and p[0] != ":" else "*" for p in params[:-1]]
+        return Reply(numeric(code, self.irc_nick, *middle, *params[-1:], server=self.server))
 
     def _self_line(self, command: str, *params: str) -> Reply:
         return Reply(render(command, *params, source=user_source(self.nick)))
@@ -138,22 +146,20 @@ class IrcChatSession(ChatSession):
     # -- arriving and moving: the client is told of its own joins and parts ------------
 
     def start(self, *, welcome: bool = True) -> list[Effect]:
-        """The client's ``JOIN`` of its first room, then the chat's arrival, then the
-        room's names."""
-        effects: list[Effect] = [self._self_line("JOIN", self.room)]
-        effects += super().start(welcome=welcome)
-        return [*effects, *self._ask_names(self.room)]
+        """The client's ``JOIN`` of its first room, then the chat's arrival (its names
+        follow its topic: :meth:`ask_names`, asked for by the member)."""
+        return [self._self_line("JOIN", self.room), *super().start(welcome=welcome)]
 
     def moved(self, room: str) -> list[Effect]:
         """The client's ``PART`` of the old room and ``JOIN`` of the new one, before
         the new room's earlier lines (which an IRC client shows only in a channel it
-        joined); then its names."""
+        joined)."""
         old = self.room
         effects: list[Effect] = [self._self_line("PART", old), self._self_line("JOIN", room)]
-        effects += super().moved(room)
-        return [*effects, *self._ask_names(room)]
+        return effects + super().moved(room)
 
-    def _ask_names(self, room: str) -> list[Effect]:
+    def ask_names(self, room: str) -> list[Effect]:
+        """Ask for ``room``'s names, answered with ``353`` and ``366``."""
         self._asking.append(("NAMES", (room,)))
         return [ListUsers(room)]
 
@@ -207,9 +213,12 @@ class IrcChatSession(ChatSession):
                 if name == "ACTION":
                     return b"/me " + arg.encode() if arg.strip() else []
                 return []  # a CTCP query to a channel is for clients; the chat has none
-            if not text.strip():
+            # as the chat will read it (erasures applied, neutralised): a line that would
+            # then begin with "/" is said, not run
+            shown = neutralise(apply_erasures(text))
+            if not shown.strip():
                 return [] if notice else [self._num("412", "No text to send")]
-            line = text.encode()
+            line = shown.encode()
             return b"/" + line if line[:1] == b"/" else line
         nick = from_irc_nick(target)
         if query is not None:
@@ -285,12 +294,12 @@ class IrcChatSession(ChatSession):
             return [self._num("442", params[0][:64], "You're not on that channel")]
         if len(params) == 1:
             return b"/topic"
-        return f"/topic {params[1] or '-'}".encode()
+        return f"/topic {strip_formatting(params[1]) or '-'}".encode()
 
     def _kick(self, params: tuple[str, ...]) -> bytes | list[Effect]:
         if _key(params[0]) != _key(self.room):
             return [self._num("442", params[0][:64], "You're not on that channel")]
-        reason = params[2] if len(params) > 2 else ""
+        reason = strip_formatting(params[2]) if len(params) > 2 else ""
         return f"/kick {from_irc_nick(params[1].split(',')[0])} {reason}".rstrip().encode()
 
     def _mode(self, params: tuple[str, ...]) -> bytes | list[Effect]:
@@ -341,7 +350,7 @@ class IrcChatSession(ChatSession):
         room = params[0].split(",")[0] if params else self.room
         if _key(room) != _key(self.room):
             return [self._num("366", room[:64], "End of /NAMES list")]
-        return self._ask_names(self.room)
+        return self.ask_names(self.room)
 
     def _who(self, params: tuple[str, ...]) -> bytes | list[Effect]:
         mask = params[0] if params else "*"
@@ -389,6 +398,9 @@ class IrcChatSession(ChatSession):
             return [self._num("432", name[:64], "Erroneous nickname")]
         return f"/nick {from_irc_nick(name)}".encode()
 
+    def _tagmsg(self, params: tuple[str, ...]) -> bytes | list[Effect]:
+        return []  # client tags (typing, reactions) are not relayed: nobody else has them
+
     def _motd(self, params: tuple[str, ...]) -> bytes | list[Effect]:
         return [self._num("422", "MOTD File is missing")]
 
@@ -422,7 +434,7 @@ class IrcChatSession(ChatSession):
         if verb == "ISON":
             return [self._num("303", " ".join(to_irc_nick(n) for _, n in asked if n))]
         if verb == "USERHOST":
-            found = [f"{to_irc_nick(n)}=+{to_irc_nick(n)}{USER_HOST[1:]}" for _, n in asked if n]
+            found = [f"{to_irc_nick(n)}=+{USER_HOST[1:]}" for _, n in asked if n]
             return [self._num("302", " ".join(found))]
         effects: list[Effect] = []  # WHOIS
         for name, nick in asked:
@@ -477,7 +489,10 @@ class IrcChatSession(ChatSession):
         topics = topics or {}
         effects: list[Effect] = [self._num("321", "Channel", "Users  Name")]
         for room, count in rooms.items():
-            effects.append(self._num("322", room, str(count), topics.get(room, "")))
+            topic = topics.get(room, "")
+            if len(topic.encode()) > _LIST_TOPIC:  # the line within IRC's 512 bytes
+                topic = split_text(topic, _LIST_TOPIC - 3)[0].rstrip() + "…"
+            effects.append(self._num("322", room, str(count), topic))
         effects.append(self._num("323", "End of /LIST"))
         return effects
 
@@ -500,6 +515,7 @@ _HANDLERS: Final = {
     "QUIT": IrcChatSession._quit,
     "NICK": IrcChatSession._nick,
     "MOTD": IrcChatSession._motd,
+    "TAGMSG": IrcChatSession._tagmsg,
     "USER": IrcChatSession._registered_already,
     "PASS": IrcChatSession._registered_already,
 }

@@ -299,17 +299,17 @@ class Registration:
             self._numeric("903", "SASL authentication successful", target=nick),
         ]
 
-    def nick_taken(self, nick: str) -> list[Reply]:
-        """The caller cannot give ``nick`` (the directory has it): 433, and registration
-        waits for another NICK."""
+    def nick_taken(self, nick: str, why: str = "Nickname is already in use") -> list[Reply]:
+        """The caller cannot give ``nick`` (the directory has it, or an account): 433
+        with ``why``, and registration waits for another NICK."""
         self._reopen()
-        return [self._numeric("433", _quotable(nick), "Nickname is already in use", target="*")]
+        return [self._numeric("433", _quotable(nick), why, target="*")]
 
-    def nick_erroneous(self, nick: str) -> list[Reply]:
-        """The caller refuses ``nick`` (an IRC nick, but no valid chat nick): 432, and
-        registration waits for another NICK."""
+    def nick_erroneous(self, nick: str, why: str = "Erroneous nickname") -> list[Reply]:
+        """The caller refuses ``nick`` (an IRC nick, but no valid chat nick): 432 with
+        ``why``, and registration waits for another NICK."""
         self._reopen()
-        return [self._numeric("432", _quotable(nick), "Erroneous nickname", target="*")]
+        return [self._numeric("432", _quotable(nick), why, target="*")]
 
     def _reopen(self) -> None:
         self._nick = None

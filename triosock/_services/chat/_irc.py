@@ -155,12 +155,12 @@ class IrcRenderer(Renderer):
         if batch:
             tags = (("batch", batch), *tags)
         src = irc.user_source(source)
-        if action:
-            text = irc.ctcp("ACTION", text)
         room = irc.privmsg_room(src, target, tags_len=0)
-        if len(text.encode()) <= room:
-            return irc.render("PRIVMSG", target, text, source=src, tags=tags)
-        pieces = irc.split_text(text, room)
+        if action:  # each piece an action of its own: "\x01ACTION " and "\x01"
+            room -= 9
+        pieces = [text] if len(text.encode()) <= room else irc.split_text(text, room)
+        if action:
+            pieces = [irc.ctcp("ACTION", piece) for piece in pieces]
         return b"".join(irc.render("PRIVMSG", target, p, source=src, tags=tags) for p in pieces)
 
     def frame(self, event: proto.Shown, viewer: str) -> bytes:
@@ -207,25 +207,40 @@ class IrcRenderer(Renderer):
     ) -> bytes:
         source = irc.user_source(by)
         if action == "kick" and target:
-            return irc.render("KICK", room, irc.to_irc_nick(target), text, source=source)
+            nick = irc.to_irc_nick(target)
+            reason = _fit(text, f":{source} KICK {room} {nick} :")
+            return irc.render("KICK", room, nick, reason, source=source)
         if action == "topic":
-            return irc.render("TOPIC", room, text, source=source)
+            topic = _fit(text, f":{source} TOPIC {room} :")
+            return irc.render("TOPIC", room, topic, source=source)
         if action in ("op", "deop") and target:
             sign = "+" if action == "op" else "-"
             return irc.render("MODE", room, f"{sign}o", irc.to_irc_nick(target), source=source)
         if action == "mode" and target in ("+m", "-m"):
             return irc.render("MODE", room, target, source=source)
         shown = proto.render_line(event).decode("utf-8", "replace")
-        return irc.render("NOTICE", room, shown, source=self.server)
+        return self._notice_line(shown, room)
 
-    def _notice_line(self, text: str) -> bytes:
-        return irc.render("NOTICE", "*", text or " ", source=self.server)
+    def _notice_line(self, text: str, target: str = "*") -> bytes:
+        """A server notice, in as many lines as IRC's 512 bytes need."""
+        room = irc.privmsg_room(self.server, target, command="NOTICE")
+        pieces = irc.split_text(text, room) or [" "]
+        return b"".join(irc.render("NOTICE", target, p, source=self.server) for p in pieces)
 
     def notice(self, text: str) -> bytes:
         return self._notice_line(text)
 
 
 _PER_VIEWER: Final = b"\0per-viewer"
+
+
+def _fit(text: str, prefix: str) -> str:
+    """``text``, cut (at a character, ending in "…") so that ``prefix`` + it + CR LF
+    fits IRC's 512 bytes: a topic or a reason, which one line must carry."""
+    room = irc.MAX_LINE - 2 - len(prefix.encode())
+    if len(text.encode()) <= room:
+        return text
+    return irc.split_text(text, room - 3)[0].rstrip() + "…"
 
 
 def _batch_ref(room: str) -> str:
@@ -299,8 +314,9 @@ class IrcMember(Member):
         self._pinged = False
         self._ping_timed_out = False
         self._stop: trio.CancelScope | None = None
-        #: The account a SASL login gave the client, if any (its key).
+        #: The account a SASL login gave the client, if any (its key), and its nick.
         self.account: str | None = None
+        self.account_nick: str | None = None
         self.irc_nick = "*"
         self.max_line_length = max_line_length
 
@@ -354,20 +370,34 @@ class IrcMember(Member):
                 case irc.SaslPlain(_, authcid, password):
                     key = proto.nick_key(authcid)
                     checked = await self._check_login(self, key, password)
-                    ok = not isinstance(checked, str)
-                    nick = checked[1] if not isinstance(checked, str) else ""
                     if not isinstance(checked, str):
-                        self.account = checked[0]
+                        # logged in to an account whose nick another session holds: it
+                        # could not have it, so the login fails (a client would believe
+                        # it is identified)
+                        held = await self._check_nick(checked[1], checked[0])
+                        if held is not None:
+                            checked = f"{checked[1]} is in use by another session"
+                    ok = not isinstance(checked, str)
+                    nick = "" if isinstance(checked, str) else checked[1]
+                    if not isinstance(checked, str):
+                        self.account, self.account_nick = checked
                     for reply in self._registration.sasl_result(ok, nick or None, self.irc_nick):
                         self.outbox.put(reply.data, 0)
                     if isinstance(checked, str):
                         self.outbox.put(self._notice(f"login failed: {checked}"), 0)
                 case irc.Registered(nick, _, _, caps):
+                    if self.account_nick is not None:  # a login takes its account's nick
+                        nick = irc.to_irc_nick(self.account_nick)
                     chat_nick = irc.from_irc_nick(nick)
-                    why = await self._nick_refused(chat_nick)
+                    try:
+                        proto.validate_nick(chat_nick)
+                    except proto.ChatError as exc:  # a UDP peer's name too: no user takes it
+                        for reply in self._registration.nick_erroneous(nick, str(exc)):
+                            self.outbox.put(reply.data, 0)
+                        continue
+                    why = await self._check_nick(chat_nick, self.account)
                     if why is not None:
-                        self.outbox.put(self._numeric("433", nick, why), 0)
-                        for reply in self._registration.nick_taken(nick):
+                        for reply in self._registration.nick_taken(nick, why):
                             self.outbox.put(reply.data, 0)
                         continue
                     self.irc_nick = nick
@@ -378,14 +408,6 @@ class IrcMember(Member):
                     self.outbox.put(irc.render("ERROR", "Closing link: quit before registering"), 0)
                     return False
         return None
-
-    async def _nick_refused(self, nick: str) -> str | None:
-        try:
-            proto.validate_nick(nick)
-        except proto.ChatError as exc:
-            if not nick.count(":"):  # a UDP-style name is the directory's to refuse
-                return str(exc)
-        return await self._check_nick(nick, self.account)
 
     async def _refuse(self, why: str) -> None:
         self.outbox.put(irc.render("ERROR", f"Closing link: {why}"), 0)
@@ -438,11 +460,17 @@ class IrcMember(Member):
         lines.append(self._numeric("422", "MOTD File is missing"))
         return b"".join(lines)
 
+    def after_entering(self, session: proto.ChatSession) -> list[proto.Effect]:
+        """The room's names (``353``, ``366``), after its topic, as IRC's JOIN has them."""
+        assert isinstance(session, irc.IrcChatSession)
+        return session.ask_names(session.room)
+
     def told_topic(self, room: str, topic: str, by: str) -> list[proto.Effect]:
         """``332``, or ``331`` when there is none (no ``333``: the record keeps who set
         it, not when)."""
         if not topic:
             return [proto.Reply(self._numeric("331", room, "No topic is set"))]
+        topic = _fit(topic, f":{self.server} 332 {self.irc_nick} {room} :")
         return [proto.Reply(self._numeric("332", room, topic))]
 
     def told_mode(self, room: str, moderated: bool) -> list[proto.Effect]:
@@ -479,23 +507,31 @@ class IrcMember(Member):
     def handle(self, session: proto.ChatSession, item: object, now: float) -> list[proto.Effect]:
         assert isinstance(session, irc.IrcChatSession)
         if isinstance(item, irc.IrcMessage):
-            command = item.command
-            if command == "PING":  # costs a token, as every line does
-                token = item.params[0] if item.params else ""
-                pong = irc.render("PONG", self.server, token, source=self.server)
-                return session.receive_other(proto.Reply(pong), now)
-            if command == "PONG":  # an answer to the server's PING: free, as a heartbeat
-                return []
-            if command in ("CAP", "AUTHENTICATE"):
-                return session.receive_other(proto.Reply(self._cap(item)), now)
-            return session.receive_message(item, now)
+            try:
+                return self._message(session, item, now)
+            except ValueError as exc:  # a reply that cannot be rendered: said, not fatal
+                unknown = self._numeric("400", item.command[:32], f"Could not answer: {exc}")
+                return session.receive_other(proto.Reply(unknown), now)
         if isinstance(item, irc.Overlong):
-            return session.receive_other(
-                proto.Reply(self._numeric("417", "Input line was too long")), now
-            )
+            too_long = self._numeric("417", "Input line was too long")
+            return session.receive_other(proto.Reply(too_long), now)
         if isinstance(item, irc.Malformed):
             return session.receive_other(proto.Tell(f"malformed line: {item.reason}"), now)
         raise TypeError(f"not an IRC input item: {item!r}")
+
+    def _message(
+        self, session: irc.IrcChatSession, item: irc.IrcMessage, now: float
+    ) -> list[proto.Effect]:
+        command = item.command
+        if command == "PING":  # costs a token, as every line does
+            token = item.params[0] if item.params else ""
+            pong = irc.render("PONG", self.server, token, source=self.server)
+            return session.receive_other(proto.Reply(pong), now)
+        if command == "PONG":  # an answer to the server's PING: free, as a heartbeat
+            return []
+        if command in ("CAP", "AUTHENTICATE"):
+            return session.receive_other(proto.Reply(self._cap(item)), now)
+        return session.receive_message(item, now)
 
     def _cap(self, message: irc.IrcMessage) -> bytes:
         """CAP after registration: answered; an ACK changes what the client is sent."""
@@ -512,7 +548,8 @@ class IrcMember(Member):
             return irc.render("ERROR", f"Closing link: Ping timeout: {detail}")
         event = farewell_event(reason, detail)
         text = "" if event is None else proto.render_line(event).decode("utf-8", "replace")
-        return irc.render("ERROR", f"Closing link: {text or reason}")
+        why = f"Closing link: {text.removeprefix('-!- ') or reason}"
+        return irc.render("ERROR", _fit(why, "ERROR :"))
 
     async def linger(self) -> None:
         with trio.move_on_after(2):
@@ -552,7 +589,7 @@ ISUPPORT: Final[dict[str, str | None]] = {
     "CHANTYPES": "#",
     "CHANMODES": "b,,,m",
     "PREFIX": "(o)@",
-    "NICKLEN": str(irc.NICKLEN),
+    "NICKLEN": str(proto.MAX_NICK_LENGTH),
     "CHANNELLEN": str(irc.CHANNELLEN),
     "TOPICLEN": str(MAX_TOPIC),
     "LINELEN": "512",

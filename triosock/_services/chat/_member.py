@@ -187,6 +187,11 @@ class Member(abc.ABC):
         default (the notice is all)."""
         return None
 
+    def after_entering(self, session: proto.ChatSession) -> list[proto.Effect]:
+        """What follows a session's entering its room, after its earlier lines and its
+        topic (an IRC client's names list); nothing by default."""
+        return []
+
     def told_topic(self, room: str, topic: str, by: str) -> list[proto.Effect]:
         """How this transport's user is told ``room``'s ``topic`` (``""``: none), set by
         ``by`` (on entering the room, and to ``/topic``): a notice by default."""

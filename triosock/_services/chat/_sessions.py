@@ -221,6 +221,7 @@ class Sessions(Operating, Accounting, Reattaching):
             user.outbox.put(greeting, 0)
         effects = core.start(welcome=member.welcome)
         effects += await self._store_answer(self.entered(user)) or []
+        effects += member.after_entering(core)
         if token and member.tells_token:
             told = proto.Tell(token_notice(token, self.resumes.window))
             effects.insert(1 if member.welcome else 0, told)
@@ -356,7 +357,8 @@ class Sessions(Operating, Accounting, Reattaching):
                 if banned is not None:
                     return [proto.Tell(banned)]
                 await self._move(user, room)
-                return core.moved(room) + (await self._store_answer(self.entered(user)) or [])
+                effects = core.moved(room) + (await self._store_answer(self.entered(user)) or [])
+                return effects + user.member.after_entering(core)
             case proto.Lookup(nick):
                 target = await directory.lookup(nick)
                 kept = await self.to_offline(user, effect) if target is None else None
