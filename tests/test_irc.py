@@ -83,6 +83,10 @@ async def test_join_parts_the_room_it_was_in() -> None:
                 assert refused.startswith(":triosock 404 alice #lobby :Cannot send to channel")
                 await alice.say("PART #a")
                 assert await alice.until(" JOIN ") == ":alice!chat@triosock JOIN #lobby"
+                await alice.say("JOIN #c,#d")
+                assert await alice.until(" JOIN ") == ":alice!chat@triosock JOIN #c"
+                too_many = await alice.until(" 405 ")
+                assert too_many.startswith(":triosock 405 alice #d :You have joined too many")
                 await alice.say("JOIN #b secretkey")
                 assert (await alice.until(" 475 ")).startswith(":triosock 475 alice #b :")
                 # told of its own join once (not again by the room): IRC clients would

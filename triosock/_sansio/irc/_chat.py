@@ -11,8 +11,8 @@ every transport has; what IRC asks of the directory comes back as numerics:
                                 to a room the session is not in: ``404``
 ``PRIVMSG nick :text``          ``/msg nick text`` (``401`` when nobody has the nick)
 ``NOTICE``                      as ``PRIVMSG``, never answered with an error
-``JOIN #a[,#b]``                ``/join`` each in turn (a key: ``475``); ``JOIN 0``:
-                                back to ``#lobby``
+``JOIN #a[,#b]``                ``/join #a`` (one room at a time: ``405`` for ``#b``;
+                                a key: ``475``); ``JOIN 0``: back to ``#lobby``
 ``PART #room``                  back to ``#lobby`` (``442`` when not in it)
 ``NICK n``                      ``/nick`` (``432`` a nick IRC cannot carry; ``433`` taken)
 ``QUIT``                        ``/quit``
@@ -90,6 +90,8 @@ CHAT_COMMANDS: Final = frozenset(
 #: The most bytes of a topic in a ``LIST`` line (322): with the server's name, the
 #: client's nick and the room, the line stays within IRC's 512 bytes.
 _LIST_TOPIC: Final = 300
+#: What an IRC message means: a chat line, effects, or a line and effects after it.
+_Translated = bytes | list[Effect] | tuple[bytes, list[Effect]]
 #: Nicks a ``WHOIS``, ``ISON`` or ``USERHOST`` may ask about at once.
 MAX_TARGETS: Final = 8
 
@@ -168,12 +170,15 @@ class IrcChatSession(ChatSession):
     def receive_message(self, message: IrcMessage, now: float) -> list[Effect]:
         """One IRC message of a registered client; it costs a token, as a line does
         (``PING`` and ``PONG`` are the member's and cost nothing)."""
-        line_or_effects = self._translate(message)
-        if isinstance(line_or_effects, bytes):
-            return self.receive_line(line_or_effects, now)
-        return self._pace(now, line_or_effects)
+        translated = self._translate(message)
+        if isinstance(translated, bytes):
+            return self.receive_line(translated, now)
+        if isinstance(translated, tuple):  # a line, and answers after it
+            line, answers = translated
+            return self.receive_line(line, now) + answers
+        return self._pace(now, translated)
 
-    def _translate(self, message: IrcMessage) -> bytes | list[Effect]:
+    def _translate(self, message: IrcMessage) -> _Translated:
         """The chat line ``message`` means, or the effects that answer it."""
         command, params = message.command, message.params
         handler = _HANDLERS.get(command)
@@ -252,27 +257,30 @@ class IrcChatSession(ChatSession):
 
     # rooms
 
-    def _join(self, params: tuple[str, ...]) -> bytes | list[Effect]:
+    def _join(self, params: tuple[str, ...]) -> _Translated:
         if params[0] == "0":
             return [] if self.room == DEFAULT_ROOM else f"/join {DEFAULT_ROOM}".encode()
         if len(params) > 1 and params[1]:
             names = params[0].split(",")
             return [self._num("475", names[0], "Cannot join channel (rooms here have no keys)")]
         effects: list[Effect] = []
-        lines: list[bytes] = []
+        chosen: str | None = None
         for name in params[0].split(",")[:MAX_TARGETS]:
             try:
                 room = validate_room(name)
             except ChatError as exc:
                 effects.append(self._num("403", name[:64], str(exc)))
                 continue
-            if _key(room) != _key(self.room):
-                lines.append(f"/join {room}".encode())
-        if not lines:
+            if _key(room) == _key(self.room):
+                continue
+            if chosen is None:
+                chosen = room
+            else:  # one room at a time (CHANLIMIT=#:1): the first named is the one joined
+                why = f"You have joined too many channels (one at a time: {chosen})"
+                effects.append(self._num("405", room, why))
+        if chosen is None:
             return effects
-        if effects:
-            return effects  # the valid ones wait for a JOIN of its own: one room at a time
-        return lines[-1]  # one room at a time: the last named is the one the user is in
+        return f"/join {chosen}".encode(), effects
 
     def _part(self, params: tuple[str, ...]) -> bytes | list[Effect]:
         effects: list[Effect] = []

@@ -587,6 +587,7 @@ class IrcMember(Member):
 ISUPPORT: Final[dict[str, str | None]] = {
     "CASEMAPPING": "ascii",
     "CHANTYPES": "#",
+    "CHANLIMIT": "#:1",
     "CHANMODES": "b,,,m",
     "PREFIX": "(o)@",
     "NICKLEN": str(proto.MAX_NICK_LENGTH),
