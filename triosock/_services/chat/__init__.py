@@ -1,8 +1,9 @@
 """The chat service: :class:`ChatServer`, its member adapters (TCP lines, UDP dialect,
-WebSocket) and the web page."""
+WebSocket, IRC) and the web page."""
 
 from __future__ import annotations
 
+from ._irc import IrcMember, IrcRenderer
 from ._member import EndReason, Member, Renderer
 from ._page import ChatPage
 from ._server import ChatServer, ChatStatistics
@@ -15,6 +16,8 @@ __all__ = [
     "ChatServer",
     "ChatStatistics",
     "EndReason",
+    "IrcMember",
+    "IrcRenderer",
     "Member",
     "Renderer",
     "TCPLineMember",
