@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from tests.chattools import LineSocket, chat_servers
-from triosock import TCPServer, serve_tcp
+import trio
+from websockets.trio.client import connect
+
+from tests.chattools import Events, LineSocket, chat_servers
+from triosock import TCPServer, WebSocketServer, serve_tcp, serve_websocket
 from triosock.chat import ChatServer
 
 
@@ -74,6 +77,24 @@ async def irc_user(
     return user
 
 
+@asynccontextmanager
+async def web_chat_and_irc(**options: object) -> AsyncIterator[tuple[Ports, Events]]:
+    """The chat over TCP, UDP, IRC and WebSocket: the ports, and a WebSocket user's
+    events, once it is in #lobby."""
+    chat = ChatServer(**options)  # type: ignore[arg-type]
+    async with irc_chat(chat) as ports, trio.open_nursery() as nursery:
+        web: WebSocketServer = await nursery.start(
+            lambda task_status: serve_websocket(
+                chat.serve_websocket_peer, 0, host="127.0.0.1", task_status=task_status
+            )
+        )
+        async with connect(f"ws://127.0.0.1:{web.port}/ws") as ws:
+            events = Events(ws)
+            await events.next(type="joined")
+            yield ports, events
+        nursery.cancel_scope.cancel()
+
+
 async def nc_user(port: int) -> LineSocket:
     """A TCP line user (as ``nc``), once its session has begun in #lobby."""
     user = await LineSocket.connect(port)
@@ -87,4 +108,4 @@ def close_all(*sockets: LineSocket) -> None:
         sock.close()
 
 
-__all__ = ["IrcSocket", "Ports", "close_all", "irc_chat", "irc_user", "nc_user"]
+__all__ = ["IrcSocket", "Ports", "close_all", "irc_chat", "irc_user", "nc_user", "web_chat_and_irc"]

@@ -8,7 +8,7 @@ import re
 import trio
 
 from tests.chattools import join_over_udp
-from tests.irctools import IrcSocket, close_all, irc_chat, irc_user, nc_user
+from tests.irctools import IrcSocket, close_all, irc_chat, irc_user, nc_user, web_chat_and_irc
 from triosock.chat import ChatServer
 
 LIMIT = 30  # seconds: every test's absolute bound
@@ -325,3 +325,28 @@ async def test_history_on_joining_is_a_batch_with_server_times() -> None:
                 assert plain.lines[joined + 2].endswith(b"PRIVMSG #old :first\r")
             finally:
                 close_all(nc, plain, timed, batched)
+
+
+async def test_formatting_passes_between_irc_clients_and_no_one_else_sees_it() -> None:
+    with trio.fail_after(LIMIT):
+        async with web_chat_and_irc() as (ports, web):
+            nc = await nc_user(ports.tcp)
+            alice = await irc_user(ports.irc, "alice")
+            bob = await irc_user(ports.irc, "bob")
+            try:
+                await alice.say(
+                    "PRIVMSG #lobby :\x02bold\x02 and \x0304,12colour\x03 \x1ditalic\x1d"
+                )
+                got = await bob.until("bold")
+                assert got == (
+                    ":alice!chat@triosock PRIVMSG #lobby :"
+                    "\x02bold\x02 and \x0304,12colour\x03 \x1ditalic\x1d"
+                )
+                assert await nc.read_until(b"bold") == b"[#lobby] alice: bold and colour italic"
+                event = await web.next(type="message")
+                assert event["text"] == "bold and colour italic"
+                await alice.say("PRIVMSG #lobby :\x01ACTION \x02waves\x02\x01")
+                assert (await bob.until("ACTION")).endswith(":\x01ACTION \x02waves\x02\x01")
+                assert await nc.read_until(b"waves") == b"[#lobby] * alice waves"
+            finally:
+                close_all(nc, alice, bob)

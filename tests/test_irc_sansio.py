@@ -983,3 +983,20 @@ def test_caps_offered_must_be_well_formed() -> None:
     for caps in offers:
         with pytest.raises(ValueError, match="bad"):
             Registration(SERVER, caps)
+
+
+def test_formatting_is_carried_as_marks_and_shown_plain_to_the_others() -> None:
+    from triosock._sansio.chat import FORMATTING_MARKS, neutralise, plain
+    from triosock._sansio.irc import from_marks, to_marks
+
+    said = "\x02bold\x02 \x0304,12red\x03 \x04ff0000,00ff00hex\x04 \x1di\x1d\x0f end"
+    marked = to_marks(said)
+    assert neutralise(marked) == marked  # the chat keeps them
+    assert all(c not in marked for c in "\x02\x03\x04\x0f\x1d")
+    assert from_marks(marked) == said
+    assert plain(marked) == "bold red hex i end"
+    assert plain("\ue0039x") == "x"  # a colour's one digit goes with it
+    assert plain("no marks, ascii") == "no marks, ascii"
+    assert set(FORMATTING_MARKS) == {
+        chr(0xE000 + ord(c)) for c in "\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f"
+    }

@@ -124,7 +124,14 @@ from ._tags import (
     resume_line,
     split_tags_untrusted,
 )
-from ._text import MAX_TEXT_LENGTH, apply_erasures, neutralise, sanitize_text
+from ._text import (
+    FORMATTING_MARKS,
+    MAX_TEXT_LENGTH,
+    apply_erasures,
+    neutralise,
+    plain,
+    sanitize_text,
+)
 from ._udp import (
     BYE,
     HEARTBEAT,
@@ -157,6 +164,7 @@ __all__ = [
     "DEFAULT_RECALL",
     "DEFAULT_ROOM",
     "DIRECT",
+    "FORMATTING_MARKS",
     "HEARTBEAT",
     "HELP_TEXT",
     "MAX_NICK_LENGTH",
@@ -265,6 +273,7 @@ __all__ = [
     "parse_json_line_untrusted",
     "parse_line_untrusted",
     "parse_web_message_untrusted",
+    "plain",
     "recall",
     "render_json",
     "render_line",

@@ -70,7 +70,7 @@ from typing import Any, TypeAlias
 
 from ._errors import ChatError
 from ._names import nick_key
-from ._text import neutralise, quote
+from ._text import plain, quote
 
 __all__ = [
     "Action",
@@ -288,7 +288,7 @@ def render_line(event: Shown, *, viewer: str | None = None) -> bytes:
     Raises:
       TypeError: if ``event`` is not an event.
     """
-    n = neutralise
+    n = plain  # neutralised, without IRC's formatting
     match event:
         case Message(room, sender, text):
             line = f"[{n(room)}] {n(sender)}: {n(text)}"
@@ -334,7 +334,7 @@ def render_line(event: Shown, *, viewer: str | None = None) -> bytes:
 
 
 def _moderation_line(room: str, by: str, action: str, target: str, text: str) -> str:
-    n = neutralise
+    n = plain
     if action == "topic" and not text:
         return f"* {n(by)} cleared the topic of {n(room)}"
     if action == "mode":

@@ -22,7 +22,15 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MAX_TEXT_LENGTH", "apply_erasures", "neutralise", "quote", "sanitize_text"]
+__all__ = [
+    "FORMATTING_MARKS",
+    "MAX_TEXT_LENGTH",
+    "apply_erasures",
+    "neutralise",
+    "plain",
+    "quote",
+    "sanitize_text",
+]
 
 #: The default limit of :func:`sanitize_text`, in characters.
 MAX_TEXT_LENGTH: Final = 1000
@@ -50,6 +58,28 @@ def neutralise(text: str) -> str:
     text = _ESCAPES.sub("", text)
     text = _SURROGATES.sub("\ufffd", text)
     return text.translate(_NEUTRALISE)
+
+
+#: IRC's formatting codes (bold, colour, hex colour, reset, monospace, reverse, italic,
+#: strikethrough, underline) as the chat's text carries them: each as the private-use
+#: character U+E000 + its code, which neutralising keeps, so that what an IRC client
+#: formats reaches other IRC clients formatted. Every other transport is shown the text
+#: without them (:func:`plain`).
+FORMATTING_MARKS: Final = "\ue002\ue003\ue004\ue00f\ue011\ue016\ue01d\ue01e\ue01f"
+_MARKS = re.compile(
+    "\ue003(?:[0-9]{1,2}(?:,[0-9]{1,2})?)?"  # a colour, with its numbers
+    "|\ue004(?:[0-9A-Fa-f]{6}(?:,[0-9A-Fa-f]{6})?)?"  # a hex colour
+    f"|[{FORMATTING_MARKS}]"
+)
+
+
+def plain(text: str) -> str:
+    """``text`` neutralised, and without IRC's formatting (:data:`FORMATTING_MARKS`, a
+    colour's numbers with it): as a terminal or a page shows it."""
+    text = neutralise(text)
+    if text.isascii():  # the common case: no mark
+        return text
+    return _MARKS.sub("", text)
 
 
 def sanitize_text(text: str, *, max_length: int = MAX_TEXT_LENGTH) -> str:

@@ -85,7 +85,7 @@ from typing import Any
 
 from ._events import DayChanged, Event, Recalled, RecallEnd, RecallStart, Shown, encode_event
 from ._resume import ResumeRequest, parse_after_untrusted
-from ._text import neutralise
+from ._text import neutralise, plain
 
 __all__ = [
     "BadEvent",
@@ -123,7 +123,7 @@ def render_json(event: Shown) -> bytes:
     values: dict[str, Any] = {}
     for f in fields(event):
         value = getattr(event, f.name)
-        values[f.name] = neutralise(value) if isinstance(value, str) else value
+        values[f.name] = plain(value) if isinstance(value, str) else value
     cleaned: Event = type(event)(**values)
     return encode_event(cleaned) + b"\n"
 

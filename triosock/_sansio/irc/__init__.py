@@ -62,11 +62,13 @@ from ._registration import (
 from ._text import (
     MAX_LINE,
     ctcp,
+    from_marks,
     has_formatting,
     parse_ctcp,
     privmsg_room,
     split_text,
     strip_formatting,
+    to_marks,
 )
 from ._welcome import ISUPPORT_TAIL, MAX_ISUPPORT_TOKENS, isupport_tokens, welcome
 
@@ -103,6 +105,7 @@ __all__ = [
     "ctcp",
     "escape_tag_value",
     "from_irc_nick",
+    "from_marks",
     "has_formatting",
     "irc_lower",
     "is_irc_channel",
@@ -116,6 +119,7 @@ __all__ = [
     "split_text",
     "strip_formatting",
     "to_irc_nick",
+    "to_marks",
     "unescape_tag_value",
     "user_source",
     "welcome",

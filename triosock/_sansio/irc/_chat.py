@@ -56,7 +56,7 @@ from ..chat import (
 )
 from ._message import IrcMessage, numeric, render
 from ._names import from_irc_nick, is_irc_nick, to_irc_nick
-from ._text import ctcp, parse_ctcp, split_text, strip_formatting
+from ._text import ctcp, parse_ctcp, split_text, strip_formatting, to_marks
 
 __all__ = ["CHAT_COMMANDS", "VERSION_REPLY", "IrcChatSession", "user_source"]
 
@@ -202,7 +202,8 @@ class IrcChatSession(ChatSession):
     # PRIVMSG and NOTICE
 
     def _privmsg(self, params: tuple[str, ...], *, notice: bool = False) -> bytes | list[Effect]:
-        targets, text = params[0].split(","), strip_formatting(params[1])
+        # formatting (bold, colour) reaches IRC clients; the others see the text without
+        targets, text = params[0].split(","), to_marks(params[1])
         if len(targets) > 1:  # one target at a time: the chat has no multi-target line
             return [] if notice else [self._num("407", params[0], "Too many targets")]
         target = targets[0]

@@ -23,11 +23,13 @@ from typing import Final
 __all__ = [
     "MAX_LINE",
     "ctcp",
+    "from_marks",
     "has_formatting",
     "parse_ctcp",
     "privmsg_room",
     "split_text",
     "strip_formatting",
+    "to_marks",
 ]
 
 #: The longest message without its tags, CR LF included (RFC 1459).
@@ -164,3 +166,21 @@ def strip_formatting(text: str) -> str:
     if text.isprintable():
         return text
     return _FORMATTING.sub("", text)
+
+
+#: IRC's formatting codes -> the chat's marks for them, and back (see
+#: :data:`triosock._sansio.chat.FORMATTING_MARKS`).
+_TO_MARKS: Final = {ord(c): 0xE000 + ord(c) for c in "\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f"}
+_FROM_MARKS: Final = {mark: code for code, mark in _TO_MARKS.items()}
+
+
+def to_marks(text: str) -> str:
+    """An IRC client's text with its formatting codes as the chat carries them (marks
+    that neutralising keeps, that other IRC clients get back as codes and that every
+    other transport is shown without)."""
+    return text.translate(_TO_MARKS)
+
+
+def from_marks(text: str) -> str:
+    """The chat's text with its formatting marks as IRC's codes again."""
+    return text if text.isascii() else text.translate(_FROM_MARKS)

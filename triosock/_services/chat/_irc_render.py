@@ -88,6 +88,7 @@ class IrcRenderer(Renderer):
         if batch:
             tags = (("batch", batch), *tags)
         src = irc.user_source(source)
+        text = irc.from_marks(text)  # IRC's formatting codes again
         room = irc.privmsg_room(src, target, tags_len=0)
         if action:  # each piece an action of its own: "\x01ACTION " and "\x01"
             room -= 9
