@@ -284,6 +284,11 @@ async def test_topic_and_modes_are_told_with_numerics() -> None:
                 bob = await irc_user(ports.irc, "bob", names=False)
                 try:
                     assert await bob.until(" 332 ") == ":triosock 332 bob #lobby :all about tests"
+                    # the topic before the names, and the operator marked in them
+                    assert await bob.until(" 353 ") == ":triosock 353 bob = #lobby :@alice bob"
+                    await bob.say("WHO #lobby")
+                    who = [await bob.until(" 352 "), await bob.until(" 352 ")]
+                    assert [line.split()[8] for line in who] == ["H@", "H"]
                     await bob.say("PRIVMSG #lobby :may I?")
                     assert "moderated" in await bob.until(" NOTICE ")
                 finally:

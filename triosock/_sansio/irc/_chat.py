@@ -430,14 +430,24 @@ class IrcChatSession(ChatSession):
             return [self._num("401", to_irc_nick(lookup.nick), "No such nick/channel")]
         return super().found(lookup, target)
 
-    def listed_users(self, room: str, nicks: list[str], away: Collection[str] = ()) -> list[Effect]:
-        """The answer to what the ``ListUsers`` asked for, as numerics."""
+    def listed_users(
+        self,
+        room: str,
+        nicks: list[str],
+        away: Collection[str] = (),
+        *,
+        operators: Collection[str] = (),
+    ) -> list[Effect]:
+        """The answer to what the ``ListUsers`` asked for, as numerics; ``operators``
+        (nick keys) are marked ``@``."""
         verb, args = self._asking.popleft() if self._asking else ("NAMES", (room,))
-        irc = [to_irc_nick(nick) for nick in nicks]
         if verb == "NAMES":
+            irc = [
+                ("@" if nick_key(nick) in operators else "") + to_irc_nick(nick) for nick in nicks
+            ]
             return [*self._names_lines(room, irc), self._num("366", room, "End of /NAMES list")]
         if verb == "WHO":
-            return self._who_lines(room, args[0], nicks, away)
+            return self._who_lines(room, args[0], nicks, away, operators)
         keys = {nick_key(nick): nick for nick in nicks}
         asked = [(name, keys.get(nick_key(from_irc_nick(name)))) for name in args]
         if verb == "ISON":
@@ -473,7 +483,12 @@ class IrcChatSession(ChatSession):
         return lines
 
     def _who_lines(
-        self, room: str, mask: str, nicks: list[str], away: Collection[str]
+        self,
+        room: str,
+        mask: str,
+        nicks: list[str],
+        away: Collection[str],
+        operators: Collection[str] = (),
     ) -> list[Effect]:
         effects: list[Effect] = []
         wanted = None if mask in ("*", "0") or mask[:1] == "#" else nick_key(from_irc_nick(mask))
@@ -482,6 +497,8 @@ class IrcChatSession(ChatSession):
             if wanted is not None and nick_key(nick) != wanted:
                 continue
             flag = "G" if nick_key(nick) in away else "H"
+            if nick_key(nick) in operators:
+                flag += "@"
             shown = to_irc_nick(nick)
             effects.append(
                 self._num("352", channel, "chat", "triosock", self.server, shown, flag, f"0 {nick}")

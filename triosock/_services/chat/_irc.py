@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time as _time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import ClassVar, Final
 
 import trio
@@ -269,6 +269,20 @@ class IrcMember(Member):
         )
         lines.append(self._numeric("422", "MOTD File is missing"))
         return b"".join(lines)
+
+    marks_operators = True
+
+    def listed(
+        self,
+        session: proto.ChatSession,
+        room: str,
+        nicks: list[str],
+        away: Collection[str],
+        operators: frozenset[str],
+    ) -> list[proto.Effect]:
+        """``NAMES`` and ``WHO`` with ``@`` before the room's operators."""
+        assert isinstance(session, irc.IrcChatSession)
+        return session.listed_users(room, nicks, away, operators=operators)
 
     def after_entering(self, session: proto.ChatSession) -> list[proto.Effect]:
         """The room's names (``353``, ``366``), after its topic, as IRC's JOIN has them."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import ClassVar
 
 import trio
@@ -186,6 +186,22 @@ class Member(abc.ABC):
         (ids it holds mean nothing any more), before the notice that says so; None by
         default (the notice is all)."""
         return None
+
+    #: Whether a list of a room's users marks its operators (an IRC client's ``@``):
+    #: then :meth:`listed` answers ``/who``, else the session's rules do.
+    marks_operators: ClassVar[bool] = False
+
+    def listed(
+        self,
+        session: proto.ChatSession,
+        room: str,
+        nicks: list[str],
+        away: Collection[str],
+        operators: frozenset[str],
+    ) -> list[proto.Effect]:
+        """The answer to a list of ``room``'s users, its ``operators`` (nick keys)
+        marked; by default the session's answer, unmarked."""
+        return session.listed_users(room, nicks, away)
 
     def after_entering(self, session: proto.ChatSession) -> list[proto.Effect]:
         """What follows a session's entering its room, after its earlier lines and its

@@ -150,6 +150,17 @@ class Operating:
         record = await self.book.get(room)
         return record, rules.rank(record, user.core.account, self.opers)
 
+    async def operators_among(self, room: str, nicks: list[str]) -> frozenset[str]:
+        """The nick keys of ``nicks`` that are ``room``'s operators (its founder, those
+        it named, the server operators): a registered nick is held only by a session
+        logged in to it, so a nick whose key is an operator's account is that operator."""
+        record = await self.book.get(room)
+        return frozenset(
+            key
+            for key in map(proto.nick_key, nicks)
+            if rules.rank(record, key, self.opers) >= rules.OPERATOR
+        )
+
     async def refused_entry(self, user: User, room: str) -> str | None:
         """Why ``user`` may not enter ``room`` (it is banned from it), or None."""
         record, rank = await self._rank(user, room)

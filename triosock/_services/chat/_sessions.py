@@ -365,7 +365,11 @@ class Sessions(Operating, Accounting, Reattaching):
                 return kept if kept is not None else core.found(effect, target)
             case proto.ListUsers(room):
                 nicks = await directory.nicks(room or None)  # "": everyone's
-                return core.listed_users(room, nicks, away=self.resumes.away())
+                away = self.resumes.away()
+                if room and user.member.marks_operators:  # IRC's @ in NAMES and WHO
+                    ops = await self._store_answer(self.operators_among(room, nicks))
+                    return user.member.listed(core, room, nicks, away, ops or frozenset())
+                return core.listed_users(room, nicks, away=away)
             case proto.ListRooms():
                 rooms = await directory.rooms()
                 topics = await self._store_answer(self.room_topics(rooms))
