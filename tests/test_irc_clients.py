@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.ircclients import IrcClientScreen, irssi, weechat
-from tests.irctools import close_all, irc_chat, nc_user
+from tests.irctools import close_all, irc_chat, nc_user, web_chat_and_irc
 from triosock._sansio import accounts as rules
 from triosock.chat import ChatServer, Hasher
 
@@ -24,9 +24,9 @@ async def _clean(client: IrcClientScreen) -> None:
     assert NOT_UNDERSTOOD.search(screen) is None, screen
 
 
-async def test_irssi_and_weechat_talk_with_an_nc_user(tmp_path: Path) -> None:
+async def test_irssi_and_weechat_talk_with_an_nc_user_and_the_page(tmp_path: Path) -> None:
     with trio.fail_after(120):
-        async with irc_chat(ChatServer(hasher=Hasher(parameters=FAST))) as ports:
+        async with web_chat_and_irc(hasher=Hasher(parameters=FAST)) as (ports, page):
             nc = await nc_user(ports.tcp)
             try:
                 await nc.send(b"/nick carol\n")
@@ -42,12 +42,19 @@ async def test_irssi_and_weechat_talk_with_an_nc_user(tmp_path: Path) -> None:
                     await alice.wait_for(re.compile(r"\d\d:\d\d:\d\d < carol> hello from nc"))
                     await bob.wait_for(re.compile(r"carol \| hello from nc"))
 
+                    # the page's WebSocket protocol, as its script speaks it
+                    await page.ws.send('{"type":"say","text":"hello from the page"}')
+                    await alice.wait_for("< guest1> hello from the page")
+                    await bob.wait_for(re.compile(r"guest1 \| hello from the page"))
+
                     await alice.command("hi from irssi")
                     assert await nc.read_until(b"irssi") == b"[#lobby] alice: hi from irssi"
                     await bob.wait_for(re.compile(r"alice \| hi from irssi"))
 
                     await bob.command("hi from weechat")
                     assert await nc.read_until(b"weechat") == b"[#lobby] bob: hi from weechat"
+                    said = await page.next(type="message", sender="bob")
+                    assert said["text"] == "hi from weechat"
                     await alice.wait_for("< bob> hi from weechat")
 
                     await bob.command("/me waves")
