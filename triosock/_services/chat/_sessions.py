@@ -377,9 +377,9 @@ class Sessions(Operating, Accounting, Reattaching):
         raise TypeError(f"not a directory effect: {effect!r}")
 
     def _detach(self, user: User, why: str | None = None) -> Detached | None:
-        if not user.member.resumable or self.connections.others(
-            user
-        ):  # it goes on on its other connections
+        if not user.member.resumable:  # an IRC client's session ends with its connection
+            return None
+        if self.connections.others(user):  # it goes on on its other connections
             return None
         return super()._detach(user, why)
 
